@@ -1,0 +1,256 @@
+"""The DoViT segmenter: a timm ViT whose blocks run in groups, with token pass between groups.
+
+Modifications relative to timm's VisionTransformer.forward_features:
+- blocks run in D+1 groups split at ``decision_layers``; after each group an auxiliary head
+  (LayerNorm + one 1x1 conv, E -> C) scores every token (Eq. 2-3);
+- tokens whose confidence exceeds xi stop (Eq. 4-5): the kept tokens are gathered into a compact
+  sequence and only they run through the next group's real timm blocks (Eq. 6-7); stopped tokens are
+  carried unchanged and scattered back (token reconstruction) before every aux head and the decoder;
+- stopped tokens are merged into the class token (Eq. 8; see ``token_pass.merge_stopped_into_class_token``).
+Training, inference and the app's trace all use ``forward`` = ``prefix`` + ``forward_from``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig, default_decision_layers
+from .decoders import build_decoder
+from .stems import ConvStem
+from . import token_pass as tp
+
+
+@dataclass
+class TokenState:
+    """The xi-independent part of a forward: embedded tokens after the always-dense group B_1.
+
+    tokens (B, P + N, E) with P prefix (class) tokens first; ``grid`` = (h, w), N = h*w.
+    """
+
+    tokens: torch.Tensor
+    grid: tuple[int, int]
+    input_size: tuple[int, int]  # (H, W) before padding to the patch size
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class SegmenterOutput:
+    """What one forward returns; ``dovit.trace.build_trace`` turns one image of it into a Trace.
+
+    logits (B, C, H, W) at input resolution; per decision l (lists of length D, empty when no aux head
+    ran): aux_logits (B, C, h, w), confidence (B, N), keep_masks (B, N) cumulative M_l,
+    stopped_now (B, N) = tokens stopped at this decision; group_tokens (B, D+1) kept patch tokens that
+    ran through each group.
+    """
+
+    logits: torch.Tensor
+    aux_logits: list[torch.Tensor]
+    confidence: list[torch.Tensor]
+    keep_masks: list[torch.Tensor]
+    stopped_now: list[torch.Tensor]
+    group_tokens: torch.Tensor
+    grid: tuple[int, int]
+    xi: float
+    timings_ms: dict[str, float]
+
+
+class AuxHead(nn.Module):
+    """H_l: one 1x1 conv E -> C on the reconstructed token map (Eq. 2).
+
+    A LayerNorm comes first because the residual stream's scale grows with depth (SETR's aux heads
+    normalise too); it has no matmul, so it adds no FLOPs in our convention.
+    """
+
+    def __init__(self, embed_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.classifier = nn.Conv2d(embed_dim, num_classes, 1)
+
+    def forward(self, patch_tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """patch_tokens (B, N, E) -> logits (B, C, h, w)."""
+        return self.classifier(tokens_to_map(self.norm(patch_tokens), grid))
+
+
+def tokens_to_map(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """(B, N, E) -> (B, E, h, w)."""
+    b, n, e = tokens.shape
+    return tokens.transpose(1, 2).reshape(b, e, grid[0], grid[1])
+
+
+def _now() -> float:
+    return time.perf_counter() * 1000.0
+
+
+class DoViTSegmenter(nn.Module):
+    def __init__(self, config: ModelConfig, pretrained: str | bool | None = None) -> None:
+        super().__init__()
+        self.config = config
+        height, width = config.input_size
+        probe = timm.create_model(config.backbone, pretrained=False, num_classes=0)
+        self.patch_size = int(probe.patch_embed.patch_size[0])
+        del probe
+        padded = (_round_up(height, self.patch_size), _round_up(width, self.patch_size))
+        kwargs = dict(num_classes=0, img_size=padded, dynamic_img_size=True, drop_path_rate=config.drop_path_rate)
+        if isinstance(pretrained, (str, Path)) and Path(pretrained).exists():
+            kwargs["pretrained_cfg_overlay"] = dict(file=str(pretrained))
+            pretrained = True
+        vit = timm.create_model(config.backbone, pretrained=bool(pretrained), **kwargs)
+        if vit.cls_token is None:
+            raise ValueError(f"{config.backbone}: DoViT needs a class token (Eq. 8 merges into it)")
+        if config.stem == "conv":
+            stem = ConvStem(self.patch_size, vit.embed_dim)
+            stem.grid_size = vit.patch_embed.grid_size  # timm resamples pos_embed from this grid
+            vit.patch_embed = stem
+        self.vit = vit
+        self.embed_dim = int(vit.embed_dim)
+        self.num_prefix_tokens = int(vit.num_prefix_tokens)
+        depth = len(vit.blocks)
+        layers = config.decision_layers or default_decision_layers(depth)
+        if list(layers) != sorted(set(layers)) or layers[0] < 1 or layers[-1] >= depth:
+            raise ValueError(f"decision_layers must be increasing in [1, {depth - 1}], got {layers}")
+        self.decision_layers = tuple(layers)
+        self.group_bounds = list(zip((0,) + self.decision_layers, self.decision_layers + (depth,)))
+        self.aux_heads = nn.ModuleList(AuxHead(self.embed_dim, config.num_classes) for _ in self.decision_layers)
+        self.decoder = build_decoder(config.decoder, self.embed_dim, config.num_classes, config.decoder_channels)
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self, pixels: torch.Tensor, xi: float = 1.0, equalise: bool = False, with_aux: bool | None = None
+    ) -> SegmenterOutput:
+        """pixels (B, 3, H, W) normalised float; any H, W (padded to the patch size internally).
+
+        xi: the token-pass threshold (1 = dense). equalise: the paper's equal kept counts for training
+        batches. with_aux: run the aux heads even at xi = 1 (default: only when xi < 1 or training).
+        """
+        return self.forward_from(self.prefix(pixels), xi, equalise=equalise, with_aux=with_aux)
+
+    def prefix(self, pixels: torch.Tensor) -> TokenState:
+        """Pad, embed (timm's pos-embed resampling) and run the always-dense first group B_1."""
+        start = _now()
+        height, width = pixels.shape[-2:]
+        pad_h, pad_w = _round_up(height, self.patch_size) - height, _round_up(width, self.patch_size) - width
+        if pad_h or pad_w:
+            pixels = F.pad(pixels, (0, pad_w, 0, pad_h))
+        vit = self.vit
+        x = vit.patch_embed(pixels)  # (B, h, w, E)
+        grid = (int(x.shape[1]), int(x.shape[2]))
+        x = vit.norm_pre(vit.patch_drop(vit._pos_embed(x)))
+        embed_done = _now()
+        first, last = self.group_bounds[0]
+        for block in vit.blocks[first:last]:
+            x = block(x)
+        timings = {"embed": embed_done - start, "group_1": _now() - embed_done}
+        return TokenState(x, grid, (int(height), int(width)), timings)
+
+    def forward_from(
+        self, state: TokenState, xi: float, equalise: bool = False, with_aux: bool | None = None
+    ) -> SegmenterOutput:
+        """Everything after B_1: decisions, sparse groups, reconstruction and decoder."""
+        xi = float(xi)
+        if not 0.0 <= xi <= 1.0:
+            raise ValueError(f"xi must lie in [0, 1], got {xi}")
+        run_aux = with_aux if with_aux is not None else (xi < 1.0 or self.training)
+        timings = dict(state.timings_ms)
+        p = self.num_prefix_tokens
+        prefix_tokens, patches = state.tokens[:, :p], state.tokens[:, p:]
+        batch, num_tokens = patches.shape[:2]
+        keep = torch.ones(batch, num_tokens, dtype=torch.bool, device=patches.device)
+        group_tokens = [torch.full((batch,), num_tokens, device=patches.device)]
+        aux_logits, confidences, keep_masks, stopped = [], [], [], []
+        for decision, (first, last) in enumerate(self.group_bounds[1:]):
+            if run_aux:
+                start = _now()
+                logits = self.aux_heads[decision](patches, state.grid)
+                confidence = tp.token_confidence(logits.flatten(2).transpose(1, 2))
+                new_keep = tp.decide_keep(confidence, xi, keep)
+                if equalise and batch > 1:
+                    new_keep = tp.equalise_keep(confidence, new_keep, keep)
+                stopped_now = keep & ~new_keep
+                if self.config.merge_stopped:
+                    cls = tp.merge_stopped_into_class_token(prefix_tokens[:, :1], patches, stopped_now)
+                    prefix_tokens = torch.cat([cls, prefix_tokens[:, 1:]], dim=1)
+                keep = new_keep
+                aux_logits.append(logits)
+                confidences.append(confidence)
+                keep_masks.append(keep)
+                stopped.append(stopped_now)
+                timings[f"decision_{decision + 1}"] = _now() - start
+            start = _now()
+            prefix_tokens, patches = self._run_group(self.vit.blocks[first:last], prefix_tokens, patches, keep)
+            group_tokens.append(keep.sum(dim=1))
+            timings[f"group_{decision + 2}"] = _now() - start
+        start = _now()
+        logits = self._decode(patches, state)
+        timings["decoder"] = _now() - start
+        return SegmenterOutput(
+            logits=logits,
+            aux_logits=aux_logits,
+            confidence=confidences,
+            keep_masks=keep_masks,
+            stopped_now=stopped,
+            group_tokens=torch.stack(group_tokens, dim=1),
+            grid=state.grid,
+            xi=xi,
+            timings_ms=timings,
+        )
+
+    def _run_group(
+        self, blocks: nn.Module, prefix_tokens: torch.Tensor, patches: torch.Tensor, keep: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the kept tokens (plus prefix tokens) through real timm blocks; carry stopped ones unchanged."""
+        p = prefix_tokens.shape[1]
+        if bool(keep.all()):
+            x = torch.cat([prefix_tokens, patches], dim=1)
+            for block in blocks:
+                x = block(x)
+            return x[:, :p], x[:, p:]
+        counts = keep.sum(dim=1)
+        if bool((counts == counts[0]).all()):
+            indices = tp.kept_indices(keep)
+            x = torch.cat([prefix_tokens, tp.gather_tokens(patches, indices)], dim=1)
+            for block in blocks:
+                x = block(x)
+            return x[:, :p], tp.scatter_tokens(patches, x[:, p:], indices)
+        # Inference with different kept counts: each image runs alone, so its result never depends
+        # on its batch mates (no padding, no attention mask).
+        outputs = [
+            self._run_group(blocks, prefix_tokens[i : i + 1], patches[i : i + 1], keep[i : i + 1])
+            for i in range(patches.shape[0])
+        ]
+        return torch.cat([o[0] for o in outputs]), torch.cat([o[1] for o in outputs])
+
+    def _decode(self, patches: torch.Tensor, state: TokenState) -> torch.Tensor:
+        feature_map = tokens_to_map(self.vit.norm(patches), state.grid)
+        logits = self.decoder(feature_map)
+        padded = (state.grid[0] * self.patch_size, state.grid[1] * self.patch_size)
+        if logits.shape[-2:] != padded:
+            logits = F.interpolate(logits, size=padded, mode="bilinear", align_corners=False)
+        height, width = state.input_size
+        return logits[..., :height, :width]
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-int(value) // multiple) * multiple
+
+
+def build_model(
+    backbone: str = "vit_tiny_patch16_224",
+    num_classes: int = 11,
+    pretrained: str | bool | None = None,
+    **options,
+) -> DoViTSegmenter:
+    """Build a DoViT segmenter on any timm plain ViT/DeiT.
+
+    backbone: a timm name (vit_tiny/small/base/large_patch16_*, deit_*). pretrained: None/False for
+    random init, a local weights file (.safetensors/.pth, loaded by timm), or True to fetch timm's
+    default weights from the hub (needs a network). options: any other ``ModelConfig`` field
+    (decision_layers, decoder, stem, merge_stopped, input_size, default_xi, class_names, ...).
+    """
+    config = ModelConfig(backbone=backbone, num_classes=num_classes, **options)
+    return DoViTSegmenter(config, pretrained=pretrained)

@@ -1,0 +1,172 @@
+"""The one inference API: ``Predictor`` (set an image once, re-threshold cheaply, like SAM's predictor)."""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from .checkpoint import load_checkpoint
+from .model import DoViTSegmenter, TokenState
+from .trace import Trace, build_trace
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "camvid_dovit_vit_tiny"
+
+
+@dataclass
+class Prediction:
+    """mask (H, W) int64 class ids at the input image's resolution; trace of the token-pass forward.
+
+    latency_ms / dense_latency_ms: measured wall time of the whole forward at this xi / at xi = 1
+    (the cached xi-independent prefix's time, measured once per image, plus the part run now).
+    """
+
+    mask: np.ndarray
+    trace: Trace
+    xi: float
+    latency_ms: float
+    dense_latency_ms: float
+    dense_mask: np.ndarray
+    working_size: tuple[int, int]
+
+    @property
+    def agreement_with_dense(self) -> float:
+        """Fraction of pixels whose class equals the dense model's."""
+        return float((self.mask == self.dense_mask).mean())
+
+
+@dataclass
+class _ImageCache:
+    original_size: tuple[int, int]
+    working_size: tuple[int, int]
+    state: TokenState
+    prefix_ms: float
+    dense_mask: np.ndarray
+    dense_ms: float
+
+
+class Predictor:
+    """Run a DoViT segmenter on RGB images.
+
+    >>> predictor = Predictor.from_checkpoint()        # the shipped CamVid model
+    >>> predictor.set_image(image)                      # image: (H, W, 3) uint8 RGB
+    >>> prediction = predictor.predict(xi=0.95)         # cheap; call again with another xi
+    >>> prediction.mask.shape == image.shape[:2]
+    """
+
+    def __init__(self, model: DoViTSegmenter, device: str | torch.device = "cpu") -> None:
+        self.model = model.to(device).eval()
+        self.config = model.config
+        self.device = torch.device(device)
+        self._cache: _ImageCache | None = None
+        self._cache_key: tuple | None = None
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> "Predictor":
+        """Load a checkpoint directory (default: the shipped CamVid DoViT student)."""
+        return cls(load_checkpoint(path or DEFAULT_CHECKPOINT, map_location="cpu"), device=device)
+
+    @property
+    def default_xi(self) -> float:
+        return float(self.config.default_xi)
+
+    def preprocess(self, image: np.ndarray, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """(H, W, 3) uint8 RGB -> normalised (1, 3, h, w) float tensor at the working size (h, w)."""
+        image = validate_image(image)
+        height, width = size or self.config.input_size
+        if image.shape[:2] != (height, width):
+            interpolation = cv2.INTER_AREA if image.shape[0] > height else cv2.INTER_LINEAR
+            image = cv2.resize(image, (width, height), interpolation=interpolation)
+        pixels = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1).float() / 255.0
+        mean = torch.tensor(self.config.mean, device=self.device).view(3, 1, 1)
+        std = torch.tensor(self.config.std, device=self.device).view(3, 1, 1)
+        return ((pixels - mean) / std).unsqueeze(0)
+
+    @torch.inference_mode()
+    def set_image(self, image: np.ndarray, size: tuple[int, int] | None = None) -> None:
+        """Compute and cache everything that does not depend on xi: preprocessing, embedding, group B_1,
+        and the dense baseline (its mask and its measured latency). size: working (height, width)."""
+        working = tuple(int(v) for v in (size or self.config.input_size))
+        if min(working) < self.model.patch_size:
+            raise ValueError(f"working size {working} is smaller than one {self.model.patch_size}-pixel patch")
+        key = (image.shape, working, hashlib.blake2b(validate_image(image).tobytes(), digest_size=16).hexdigest())
+        if key == self._cache_key and self._cache is not None:
+            return
+        start = time.perf_counter()
+        pixels = self.preprocess(image, working)
+        state = self.model.prefix(pixels)
+        prefix_ms = (time.perf_counter() - start) * 1000.0
+        start = time.perf_counter()
+        dense = self.model.forward_from(state, 1.0, with_aux=False)
+        dense_ms = (time.perf_counter() - start) * 1000.0
+        self._cache = _ImageCache(
+            original_size=image.shape[:2],
+            working_size=working,
+            state=state,
+            prefix_ms=prefix_ms,
+            dense_mask=self._to_mask(dense.logits, image.shape[:2]),
+            dense_ms=dense_ms,
+        )
+        self._cache_key = key
+
+    @torch.inference_mode()
+    def predict(self, image: np.ndarray | None = None, xi: float | None = None,
+                size: tuple[int, int] | None = None) -> Prediction:
+        """Segment ``image`` (or the image given to ``set_image``) with token-pass threshold ``xi``.
+
+        xi in [0, 1]; None uses the checkpoint's default. Aux heads always run here, so the trace
+        carries confidence maps even at xi = 1.
+        """
+        xi = self.default_xi if xi is None else check_xi(xi)
+        if image is not None:
+            self.set_image(image, size)
+        if self._cache is None:
+            raise RuntimeError("call set_image(image) or pass an image to predict() first")
+        cache = self._cache
+        start = time.perf_counter()
+        output = self.model.forward_from(cache.state, xi, with_aux=True)
+        mask = self._to_mask(output.logits, cache.original_size)
+        run_ms = (time.perf_counter() - start) * 1000.0
+        return Prediction(
+            mask=mask,
+            trace=build_trace(self.model, output),
+            xi=xi,
+            latency_ms=cache.prefix_ms + run_ms,
+            dense_latency_ms=cache.prefix_ms + cache.dense_ms,
+            dense_mask=cache.dense_mask,
+            working_size=cache.working_size,
+        )
+
+    @staticmethod
+    def _to_mask(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+        if logits.shape[-2:] != tuple(size):
+            logits = torch.nn.functional.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+        return logits.argmax(dim=1)[0].cpu().numpy().astype(np.int64)
+
+
+def check_xi(xi: float) -> float:
+    """xi as a float in [0, 1], or a ValueError that says what was wrong."""
+    try:
+        value = float(xi)
+    except (TypeError, ValueError):
+        raise ValueError(f"xi must be a number in [0, 1], got {xi!r}") from None
+    if not np.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"xi must be a number in [0, 1], got {xi!r}")
+    return value
+
+
+def validate_image(image: np.ndarray) -> np.ndarray:
+    """Accept (H, W, 3) uint8 RGB; raise ValueError naming the problem otherwise."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"image must be a numpy array (H, W, 3) uint8 RGB, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must have shape (H, W, 3), got {image.shape}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8, got {image.dtype}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError("image is empty")
+    return image

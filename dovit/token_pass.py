@@ -1,0 +1,90 @@
+"""The token-pass mechanics of DoViT as small pure tensor functions (paper Eq. 2-8).
+
+Shapes: B images, N patch tokens (N = h*w), E channels, C classes, K kept tokens.
+Masks are boolean, True = keep (the paper's 1), False = stop (the paper's 0).
+"""
+from __future__ import annotations
+
+import torch
+
+
+def token_confidence(aux_logits: torch.Tensor) -> torch.Tensor:
+    """Eq. 2-3: q = max_c softmax(H_l(f_l)). aux_logits (B, N, C) -> confidence (B, N) in [0, 1]."""
+    return aux_logits.float().softmax(dim=-1).amax(dim=-1)
+
+
+def decide_keep(confidence: torch.Tensor, xi: float, previous_keep: torch.Tensor) -> torch.Tensor:
+    """Eq. 4-5: keep a token while q <= xi, and only if it was kept before (stopped tokens never return).
+
+    confidence (B, N) float, previous_keep (B, N) bool -> keep_mask (B, N) bool.
+    """
+    return previous_keep & ~(confidence > xi)
+
+
+def equalise_keep(confidence: torch.Tensor, keep_mask: torch.Tensor, previous_keep: torch.Tensor) -> torch.Tensor:
+    """Training with batch > 1: every image keeps K = round(mean kept count) tokens.
+
+    Each image keeps its K least confident tokens among those it kept before (the paper's equalised
+    batches), so the kept sequences have one length and run as one batched tensor. K never exceeds
+    the previous (already equal) count, so stopped tokens still never return.
+    """
+    kept = int(torch.round(keep_mask.sum(dim=1).float().mean()).item())
+    order_key = confidence.masked_fill(~previous_keep, float("inf"))
+    least_confident = order_key.argsort(dim=1, stable=True)[:, :kept]
+    equal_mask = torch.zeros_like(keep_mask)
+    equal_mask.scatter_(1, least_confident, True)
+    return equal_mask
+
+
+def kept_indices(keep_mask: torch.Tensor) -> torch.Tensor:
+    """The index map I of the gather G: positions of kept tokens in ascending order.
+
+    keep_mask (B, N) with the same count K in every row -> indices (B, K) int64.
+    """
+    counts = keep_mask.sum(dim=1)
+    if counts.numel() and not bool((counts == counts[0]).all()):
+        raise ValueError("kept_indices needs the same kept count in every row; run images one by one")
+    k = int(counts[0].item()) if counts.numel() else 0
+    # Stable sort of ~mask puts kept positions first, in their original order.
+    return (~keep_mask).to(torch.uint8).argsort(dim=1, stable=True)[:, :k]
+
+
+def gather_tokens(tokens: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """G(T, M): tokens (B, N, E), indices (B, K) -> compact kept tokens (B, K, E)."""
+    return tokens.gather(1, indices.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+
+
+def scatter_tokens(tokens: torch.Tensor, kept: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """R(T̂, I): put updated kept tokens (B, K, E) back at their positions in tokens (B, N, E).
+
+    Stopped tokens are carried unchanged. Out of place, so autograd sees both paths.
+    """
+    return tokens.scatter(1, indices.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]), kept)
+
+
+def merge_stopped_into_class_token(
+    class_token: torch.Tensor, tokens: torch.Tensor, stopped_now: torch.Tensor
+) -> torch.Tensor:
+    """Eq. 8, as we read it: T_0 <- 1/2 * T_0 + mean over S_l of the tokens stopped at this decision.
+
+    The printed formula also sums over the embedding axis; we take the per-channel mean over the
+    newly stopped set S_l (as the method summary prescribes). Images with S_l empty keep T_0 unchanged,
+    which is what makes xi = 1 reproduce the dense model exactly.
+    class_token (B, 1, E), tokens (B, N, E), stopped_now (B, N) bool -> class_token (B, 1, E).
+    """
+    weights = stopped_now.to(tokens.dtype)
+    count = weights.sum(dim=1, keepdim=True)  # (B, 1) = |S_l|
+    mean_stopped = torch.einsum("bn,bne->be", weights, tokens) / count.clamp(min=1.0)
+    merged = 0.5 * class_token + mean_stopped.unsqueeze(1)
+    return torch.where((count > 0).unsqueeze(-1), merged, class_token)
+
+
+def halting_depth(keep_masks: list[torch.Tensor]) -> torch.Tensor:
+    """Group after which each token stopped: 1..D for a stop at decision 1..D, D+1 for never stopped.
+
+    keep_masks: D cumulative masks (B, N) -> (B, N) int64.
+    """
+    depth = torch.full_like(keep_masks[0], len(keep_masks) + 1, dtype=torch.int64)
+    for decision in reversed(range(len(keep_masks))):
+        depth = torch.where(keep_masks[decision], depth, torch.full_like(depth, decision + 1))
+    return depth
