@@ -1,0 +1,150 @@
+"""Segmentation data sets as (image path, label path) pairs, with their class names and colours.
+
+Every data set yields RGB uint8 images (H, W, 3) and int64 label maps (H, W) with ``IGNORE_INDEX``
+for pixels that count in neither loss nor metrics.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+from torch.utils.data import Dataset
+
+from ..config import default_palette
+
+IGNORE_INDEX = 255
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+CAMVID_CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
+                  "Pedestrian", "Bicyclist"]
+CAMVID_COLORS = [(128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
+                 (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192)]
+CITYSCAPES_CLASSES = ["road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+                      "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
+                      "motorcycle", "bicycle"]
+CITYSCAPES_COLORS = [(128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+                     (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
+                     (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
+                     (0, 80, 100), (0, 0, 230), (119, 11, 32)]
+
+
+@dataclass
+class DatasetInfo:
+    name: str
+    class_names: list[str]
+    class_colors: list[tuple[int, int, int]]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise OSError(f"cannot read image {path}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_label(path: str | Path) -> np.ndarray:
+    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if label is None:
+        raise OSError(f"cannot read label {path}")
+    if label.ndim == 3:
+        label = label[..., 0]
+    return label.astype(np.int64)
+
+
+class SegmentationDataset(Dataset):
+    """Pairs of image and label files; ``label_map`` turns stored ids into train ids (IGNORE_INDEX = skip)."""
+
+    def __init__(self, pairs: list[tuple[Path, Path]], info: DatasetInfo,
+                 label_map: Callable[[np.ndarray], np.ndarray] | None = None, transform=None) -> None:
+        if not pairs:
+            raise FileNotFoundError(f"{info.name}: no image/label pairs found")
+        self.pairs = pairs
+        self.info = info
+        self.label_map = label_map
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        image_path, label_path = self.pairs[index]
+        image, label = read_rgb(image_path), read_label(label_path)
+        if self.label_map is not None:
+            label = self.label_map(label)
+        if image.shape[:2] != label.shape:
+            raise ValueError(f"{image_path}: image {image.shape[:2]} and label {label.shape} differ in size")
+        return image, label
+
+    def __getitem__(self, index: int):
+        image, label = self.load(index)
+        return self.transform(image, label) if self.transform else (image, label)
+
+
+def _paired(image_dir: Path, label_dir: Path, label_name: Callable[[Path], str] = lambda p: p.name):
+    images = sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    pairs = [(p, label_dir / p.relative_to(image_dir).parent / label_name(p)) for p in images]
+    return [(i, l) for i, l in pairs if l.exists()]
+
+
+def camvid(root: str | Path, split: str, transform=None) -> SegmentationDataset:
+    """CamVid, SegNet layout: ``root/{split}`` images and ``root/{split}annot`` labels; id 11 ignored."""
+    root = Path(root)
+    info = DatasetInfo("camvid", CAMVID_CLASSES, CAMVID_COLORS)
+
+    def to_train_ids(label: np.ndarray) -> np.ndarray:
+        return np.where(label < 11, label, IGNORE_INDEX)
+
+    return SegmentationDataset(_paired(root / split, root / f"{split}annot"), info, to_train_ids, transform)
+
+
+def cityscapes(root: str | Path, split: str, transform=None) -> SegmentationDataset:
+    """Cityscapes: ``leftImg8bit/{split}/*/*_leftImg8bit.png`` with ``gtFine/..._gtFine_labelTrainIds.png``."""
+    root = Path(root)
+    info = DatasetInfo("cityscapes", CITYSCAPES_CLASSES, CITYSCAPES_COLORS)
+    pairs = _paired(root / "leftImg8bit" / split, root / "gtFine" / split,
+                    lambda p: p.name.replace("_leftImg8bit", "_gtFine_labelTrainIds"))
+    return SegmentationDataset(pairs, info, None, transform)
+
+
+def ade20k(root: str | Path, split: str, transform=None) -> SegmentationDataset:
+    """ADE20K (``ADEChallengeData2016``): images/{training,validation}, annotations/...; 0 = ignore."""
+    root = Path(root)
+    folder = {"train": "training", "val": "validation"}.get(split, split)
+    names = _ade20k_class_names()
+    info = DatasetInfo("ade20k", names, default_palette(len(names)))
+
+    def to_train_ids(label: np.ndarray) -> np.ndarray:
+        return np.where(label == 0, IGNORE_INDEX, label - 1)
+
+    pairs = _paired(root / "images" / folder, root / "annotations" / folder, lambda p: p.with_suffix(".png").name)
+    return SegmentationDataset(pairs, info, to_train_ids, transform)
+
+
+def folders(image_dir: str | Path, label_dir: str | Path, class_names: list[str], transform=None) -> SegmentationDataset:
+    """Generic pairs: every image in image_dir with a same-stem .png label in label_dir (255 = ignore)."""
+    info = DatasetInfo("folders", list(class_names), default_palette(len(class_names)))
+    pairs = _paired(Path(image_dir), Path(label_dir), lambda p: p.with_suffix(".png").name)
+    return SegmentationDataset(pairs, info, None, transform)
+
+
+def _ade20k_class_names() -> list[str]:
+    from .ade20k_classes import ADE20K_CLASSES
+
+    return list(ADE20K_CLASSES)
+
+
+DATASETS = {"camvid": camvid, "cityscapes": cityscapes, "ade20k": ade20k}
+
+
+def build_dataset(name: str, root: str | Path, split: str, transform=None) -> SegmentationDataset:
+    """One of DATASETS by name; raises a clear error for an unknown name or an empty folder."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; choose from {sorted(DATASETS)}")
+    return DATASETS[name](root, split, transform)

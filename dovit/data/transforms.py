@@ -1,0 +1,79 @@
+"""OpenCV augmentation for training and the plain resize for evaluation."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from .datasets import IGNORE_INDEX
+
+
+def to_tensors(image: np.ndarray, label: np.ndarray, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H, W, 3) uint8, (H, W) int -> normalised (3, H, W) float32, (H, W) int64."""
+    pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+    pixels = (pixels - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    return pixels, torch.from_numpy(np.ascontiguousarray(label)).long()
+
+
+class TrainAugment:
+    """Random scale, random crop (padding with ignore), horizontal flip, photometric jitter."""
+
+    def __init__(self, crop_size: tuple[int, int], mean, std, scale_range=(0.5, 2.0), jitter: float = 0.3) -> None:
+        self.crop_size = crop_size
+        self.mean, self.std = mean, std
+        self.scale_range = scale_range
+        self.jitter = jitter
+        self._rng: np.random.Generator | None = None
+        self._rng_seed: int | None = None
+
+    @property
+    def rng(self) -> np.random.Generator:
+        # Seeded from torch's per-process seed: DataLoader workers (and epochs) then draw different,
+        # reproducible augmentations instead of copies of one generator.
+        seed = torch.initial_seed()
+        if self._rng is None or seed != self._rng_seed:
+            self._rng, self._rng_seed = np.random.default_rng(seed), seed
+        return self._rng
+
+    def __call__(self, image: np.ndarray, label: np.ndarray):
+        rng = self.rng
+        scale = rng.uniform(*self.scale_range)
+        height, width = image.shape[:2]
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+        label = cv2.resize(label.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(np.int64)
+        crop_h, crop_w = self.crop_size
+        pad_h, pad_w = max(crop_h - image.shape[0], 0), max(crop_w - image.shape[1], 0)
+        if pad_h or pad_w:
+            image = cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=0)
+            label = np.pad(label, ((0, pad_h), (0, pad_w)), constant_values=IGNORE_INDEX)
+        top = rng.integers(0, image.shape[0] - crop_h + 1)
+        left = rng.integers(0, image.shape[1] - crop_w + 1)
+        image = image[top : top + crop_h, left : left + crop_w]
+        label = label[top : top + crop_h, left : left + crop_w]
+        if rng.random() < 0.5:
+            image, label = image[:, ::-1], label[:, ::-1]
+        if self.jitter > 0:
+            image = self._photometric(image)
+        return to_tensors(image, label, self.mean, self.std)
+
+    def _photometric(self, image: np.ndarray) -> np.ndarray:
+        rng, j = self.rng, self.jitter
+        work = image.astype(np.float32)
+        work = work * rng.uniform(1 - j, 1 + j) + rng.uniform(-j, j) * 64  # contrast, brightness
+        hsv = cv2.cvtColor(np.clip(work, 0, 255).astype(np.uint8), cv2.COLOR_RGB2HSV).astype(np.float32)
+        hsv[..., 1] *= rng.uniform(1 - j, 1 + j)  # saturation
+        hsv[..., 0] = (hsv[..., 0] + rng.uniform(-9, 9)) % 180  # hue (OpenCV hue is 0-179)
+        return cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB)
+
+
+class EvalTransform:
+    """Resize the image to the working size (labels stay at full resolution for honest metrics)."""
+
+    def __init__(self, size: tuple[int, int] | None, mean, std) -> None:
+        self.size, self.mean, self.std = size, mean, std
+
+    def __call__(self, image: np.ndarray, label: np.ndarray):
+        if self.size is not None and image.shape[:2] != tuple(self.size):
+            image = cv2.resize(image, (self.size[1], self.size[0]), interpolation=cv2.INTER_AREA)
+        return to_tensors(image, label, self.mean, self.std)

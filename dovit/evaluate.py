@@ -1,0 +1,141 @@
+"""python -m dovit.evaluate: mIoU / PA / mPA, GFLOPs and speed of a checkpoint at several xi."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .checkpoint import load_checkpoint
+from .data import DATASETS, EvalTransform, build_dataset
+from .flops import FLOPS_CONVENTION, forward_flops
+from .metrics import ConfusionMatrix
+from .model import DoViTSegmenter
+
+
+@torch.inference_mode()
+def evaluate_model(model: DoViTSegmenter, dataset, xi_values: list[float], max_images: int | None = None,
+                   progress: bool = True, device: str | torch.device = "cpu") -> list[dict]:
+    """Evaluate ``model`` on ``dataset`` (items: normalised (3, h, w) tensor, (H, W) labels) at each xi.
+
+    Returns one dict per xi: miou, pa, mpa, per_class_iou, gflops / dense_gflops (mean per image),
+    backbone_gflops / dense_backbone_gflops, kept_fraction per group, throughput_img_s and fps
+    (batch 1, measured wall time of the full forward), params.
+    """
+    model.eval()
+    count = len(dataset) if max_images is None else min(max_images, len(dataset))
+    results = []
+    for xi in xi_values:
+        matrix = ConfusionMatrix(model.config.num_classes, model.config.ignore_index)
+        totals = {"total": 0.0, "dense_total": 0.0, "backbone": 0.0, "dense_backbone": 0.0}
+        kept = None
+        seconds = 0.0
+        for index in tqdm(range(count), desc=f"xi={xi:g}", disable=not progress, leave=False):
+            pixels, label = dataset[index]
+            pixels = pixels.unsqueeze(0).to(device)
+            start = time.perf_counter()
+            output = model(pixels, xi=xi)
+            logits = output.logits
+            seconds += time.perf_counter() - start
+            if logits.shape[-2:] != label.shape[-2:]:
+                logits = F.interpolate(logits, size=label.shape[-2:], mode="bilinear", align_corners=False)
+            matrix.update(logits.argmax(1)[0], label)
+            group_tokens = output.group_tokens[0].tolist()
+            flops = forward_flops(model, output.grid, group_tokens, len(output.aux_logits))
+            for key in totals:
+                totals[key] += flops[key]
+            fraction = np.array(group_tokens, dtype=np.float64) / (output.grid[0] * output.grid[1])
+            kept = fraction if kept is None else kept + fraction
+        scores = matrix.scores()
+        results.append({
+            "xi": float(xi),
+            **scores,
+            "gflops": totals["total"] / count / 1e9,
+            "dense_gflops": totals["dense_total"] / count / 1e9,
+            "backbone_gflops": totals["backbone"] / count / 1e9,
+            "dense_backbone_gflops": totals["dense_backbone"] / count / 1e9,
+            "kept_fraction_per_group": (kept / count).tolist(),
+            "throughput_img_s": count / seconds,
+            "fps": count / seconds,
+            "latency_ms": 1000.0 * seconds / count,
+            "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+            "images": count,
+        })
+    return results
+
+
+def markdown_table(results: list[dict]) -> str:
+    lines = [
+        "| ξ | mIoU | PA | mPA | GFLOPs | dense GFLOPs | backbone GFLOPs saved | latency ms | img/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        saved = 1.0 - r["backbone_gflops"] / r["dense_backbone_gflops"]
+        lines.append(
+            f"| {r['xi']:g} | {100 * r['miou']:.2f} | {100 * r['pa']:.2f} | {100 * r['mpa']:.2f} | "
+            f"{r['gflops']:.2f} | {r['dense_gflops']:.2f} | {100 * saved:.1f}% | {r['latency_ms']:.1f} | "
+            f"{r['throughput_img_s']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m dovit.evaluate",
+        description="Evaluate a DoViT checkpoint at one or more token-pass thresholds xi: mIoU, PA, mPA, "
+        "per-class IoU, mean GFLOPs per image (and the dense forward's), params, throughput and FPS "
+        f"(batch 1, this machine). {FLOPS_CONVENTION}.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the shipped CamVid DoViT model)")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="camvid", help="data set layout")
+    parser.add_argument("--data-root", default="../shared/data/camvid", help="data set root folder")
+    parser.add_argument("--split", default="val", help="split to evaluate")
+    parser.add_argument("--xi", type=float, nargs="+", default=None,
+                        help="thresholds to evaluate (default: the checkpoint's default xi and 1.0)")
+    parser.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images")
+    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                        help="working resolution (default: the checkpoint's input size)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--json", default=None, help="write the results to this JSON file")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from .predictor import DEFAULT_CHECKPOINT, check_xi
+
+    try:
+        xi_values = [check_xi(v) for v in args.xi] if args.xi else None
+        model = load_checkpoint(args.checkpoint or DEFAULT_CHECKPOINT).to(args.device)
+    except (ValueError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    config = model.config
+    xi_values = xi_values or sorted({config.default_xi, 1.0})
+    size = tuple(args.input_size) if args.input_size else config.input_size
+    dataset = build_dataset(args.dataset, args.data_root, args.split, EvalTransform(size, config.mean, config.std))
+    results = evaluate_model(model, dataset, xi_values, args.max_images, device=args.device)
+    print(f"{args.dataset} {args.split}, {results[0]['images']} images at {size[0]}x{size[1]}, "
+          f"{results[0]['params_m']:.2f} M params; {FLOPS_CONVENTION}")
+    print(markdown_table(results))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"checkpoint": str(args.checkpoint or DEFAULT_CHECKPOINT),
+                                               "dataset": args.dataset, "split": args.split,
+                                               "input_size": list(size), "flops_convention": FLOPS_CONVENTION,
+                                               "results": results}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,340 @@
+"""python -m dovit.train: train a dense teacher or a DoViT student (Eq. 9-12); torchrun gives DDP.
+
+    dense: L = CE(decoder) + alpha * sum_l CE(aux head l)                 (SETR's auxiliary losses)
+    dovit: L = CE + alpha * L_AH + beta * KL(p_s || p_t)                  (Eq. 9-12), token pass at xi
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import ModelConfig
+from .data import DATASETS, IGNORE_INDEX, EvalTransform, TrainAugment, build_dataset
+from .evaluate import evaluate_model
+from .model import DoViTSegmenter
+
+STATE_NAME = "train_state.pt"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m dovit.train",
+        description="Train a DoViT segmenter. Stage 'dense' trains the teacher (no token pass, CE on the decoder "
+        "and the aux heads); stage 'dovit' trains the student with token pass at --xi and the loss "
+        "CE + alpha*L_AH + beta*KL(student || dense teacher) (paper Eq. 9-12). Run under "
+        "`torchrun --nproc_per_node K` for DistributedDataParallel (gloo on CPU, NCCL on GPU).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--stage", choices=["dense", "dovit"], required=True, help="what to train")
+    add("--output", required=True, help="run folder: checkpoints (last/, best/), train_state.pt, log.jsonl")
+    add("--dataset", choices=sorted(DATASETS) + ["synthetic"], default="camvid",
+        help="data set layout ('synthetic': random shapes, for tests)")
+    add("--data-root", default="../shared/data/camvid", help="data set root folder")
+    add("--train-split", default="train", help="split to train on")
+    add("--val-split", default="val", help="split used to select the best checkpoint ('' = none)")
+    add("--backbone", default="vit_tiny_patch16_224", help="timm ViT/DeiT name")
+    add("--stem", choices=["conv", "patch"], default="conv",
+        help="patch embedding: 'patch' (timm's) or 'conv' (early convolutions, better from scratch)")
+    add("--decoder", choices=["naive", "pup"], default="naive", help="SETR decoder")
+    add("--decoder-channels", type=int, default=256, help="decoder width")
+    add("--decision-layers", type=int, nargs="+", default=None, help="default: paper's (3 6 9 for 12 blocks)")
+    add("--no-merge", action="store_true", help="turn off Eq. 8 token merging (ablation)")
+    add("--pretrained", default=None, help="backbone weights: a local timm weights file, or 'hub' (needs network)")
+    add("--init", default=None, help="initialise all weights from a DoViT checkpoint (e.g. the student from the teacher)")
+    add("--teacher", default=None, help="dense teacher checkpoint for self-distillation (stage dovit)")
+    add("--xi", type=float, default=0.95, help="token-pass threshold during training (stage dovit)")
+    add("--alpha", type=float, default=1.0, help="weight of the aux-head loss L_AH (Eq. 12)")
+    add("--beta", type=float, default=0.4, help="weight of the self-distillation loss L_SD (Eq. 12)")
+    add("--input-size", type=int, nargs=2, default=[360, 480], metavar=("H", "W"), help="model input size")
+    add("--crop-size", type=int, nargs=2, default=None, metavar=("H", "W"), help="training crop (default: input size)")
+    add("--scale-range", type=float, nargs=2, default=[0.5, 2.0], metavar=("LO", "HI"), help="random scale")
+    add("--jitter", type=float, default=0.3, help="photometric jitter strength (0 = off)")
+    add("--steps", type=int, default=10000, help="optimizer steps")
+    add("--batch-size", type=int, default=8, help="images per process and step (equalised kept counts if > 1)")
+    add("--lr", type=float, default=5e-4, help="peak learning rate (AdamW)")
+    add("--min-lr", type=float, default=1e-6, help="final learning rate")
+    add("--weight-decay", type=float, default=0.05, help="AdamW weight decay")
+    add("--warmup-steps", type=int, default=300, help="linear warm-up steps")
+    add("--schedule", choices=["cosine", "poly"], default="cosine", help="decay after warm-up")
+    add("--drop-path", type=float, default=0.1, help="stochastic depth rate")
+    add("--default-xi", type=float, default=None, help="xi written into the checkpoint config (default: --xi)")
+    add("--eval-every", type=int, default=500, help="validate (and keep best/) every N steps; 0 = at the end only")
+    add("--save-every", type=int, default=250, help="write last/ and train_state.pt every N steps")
+    add("--max-val-images", type=int, default=None, help="validate on the first N images only")
+    add("--workers", type=int, default=1, help="data loader workers per process")
+    add("--threads", type=int, default=None, help="torch CPU threads per process")
+    add("--seed", type=int, default=0, help="random seed")
+    add("--resume", action="store_true", help="continue from OUTPUT/train_state.pt")
+    add("--no-progress", action="store_true", help="no tqdm bar (the log file is still written)")
+    return parser.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------------------- losses
+def upsample_to(logits: torch.Tensor, size: tuple[int, int], patch_size: int) -> torch.Tensor:
+    """Token-grid logits (B, C, h, w) -> (B, C, H, W): upsample to the padded size, crop the padding."""
+    grid = logits.shape[-2:]
+    padded = (grid[0] * patch_size, grid[1] * patch_size)
+    return F.interpolate(logits, size=padded, mode="bilinear", align_corners=False)[..., : size[0], : size[1]]
+
+
+def self_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Eq. 11: pixel-wise KL(p_s || p_t) = sum_c p_s (log p_s - log p_t), averaged over pixels."""
+    log_student = F.log_softmax(student_logits.float(), dim=1)
+    log_teacher = F.log_softmax(teacher_logits.float(), dim=1)
+    return (log_student.exp() * (log_student - log_teacher)).sum(dim=1).mean()
+
+
+def dovit_loss(output, labels, patch_size: int, alpha: float, beta: float, teacher_logits=None) -> dict:
+    """L = L_CE + alpha * L_AH + beta * L_SD (Eq. 9-12); returns the parts and the total."""
+    parts = {"ce": F.cross_entropy(output.logits, labels, ignore_index=IGNORE_INDEX)}
+    aux = [F.cross_entropy(upsample_to(a, labels.shape[-2:], patch_size), labels, ignore_index=IGNORE_INDEX)
+           for a in output.aux_logits]
+    parts["aux"] = torch.stack(aux).sum() if aux else torch.zeros_like(parts["ce"])
+    parts["sd"] = self_distillation(output.logits, teacher_logits) if teacher_logits is not None else torch.zeros_like(parts["ce"])
+    parts["loss"] = parts["ce"] + alpha * parts["aux"] + beta * parts["sd"]
+    return parts
+
+
+# ---------------------------------------------------------------------------------------- setup
+def lr_factor(step: int, args: argparse.Namespace) -> float:
+    if step < args.warmup_steps:
+        return (step + 1) / args.warmup_steps
+    progress = min(1.0, (step - args.warmup_steps) / max(1, args.steps - args.warmup_steps))
+    floor = args.min_lr / args.lr
+    decay = 0.5 * (1 + math.cos(math.pi * progress)) if args.schedule == "cosine" else (1 - progress) ** 0.9
+    return floor + (1 - floor) * decay
+
+
+def build_student(args: argparse.Namespace, info) -> DoViTSegmenter:
+    if args.init:
+        model = load_checkpoint(args.init)
+        model.config.merge_stopped = not args.no_merge
+        return model
+    config = ModelConfig(
+        backbone=args.backbone, num_classes=info.num_classes, decision_layers=args.decision_layers,
+        decoder=args.decoder, decoder_channels=args.decoder_channels, stem=args.stem,
+        merge_stopped=not args.no_merge, input_size=tuple(args.input_size),
+        class_names=info.class_names, class_colors=info.class_colors, drop_path_rate=args.drop_path,
+        ignore_index=IGNORE_INDEX,
+    )
+    pretrained = True if args.pretrained == "hub" else args.pretrained
+    return DoViTSegmenter(config, pretrained=pretrained)
+
+
+def build_datasets(args: argparse.Namespace, config: ModelConfig | None = None):
+    crop = tuple(args.crop_size or args.input_size)
+    defaults = config or ModelConfig()
+    mean, std = defaults.mean, defaults.std
+    augment = TrainAugment(crop, mean, std, tuple(args.scale_range), args.jitter)
+    if args.dataset == "synthetic":
+        from .data.synthetic import synthetic_dataset
+
+        train = synthetic_dataset(64, tuple(args.input_size), seed=args.seed, transform=augment)
+        val = synthetic_dataset(8, tuple(args.input_size), seed=args.seed + 1,
+                                transform=EvalTransform(tuple(args.input_size), mean, std))
+        return train, val
+    train = build_dataset(args.dataset, args.data_root, args.train_split, augment)
+    val = (build_dataset(args.dataset, args.data_root, args.val_split,
+                         EvalTransform(tuple(args.input_size), mean, std)) if args.val_split else None)
+    return train, val
+
+
+class Logger:
+    """Rank 0 writes JSON lines (log.jsonl) and a readable train.log; other ranks stay silent."""
+
+    def __init__(self, output: Path, enabled: bool) -> None:
+        self.enabled = enabled
+        self.output = output
+
+    def __call__(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.output / "log.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
+        with open(self.output / "train.log", "a") as handle:
+            handle.write(text + "\n")
+
+
+def _init_distributed() -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
+    rank = dist.get_rank()
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------- loop
+def train(args: argparse.Namespace) -> dict:
+    rank, world, device = _init_distributed()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    _seed_everything(args.seed + rank)
+    output = Path(args.output)
+    if rank == 0:
+        output.mkdir(parents=True, exist_ok=True)
+    log = Logger(output, rank == 0)
+
+    # The model is built with the same seed on every rank, so all ranks start identical.
+    torch.manual_seed(args.seed)
+    if args.dataset == "synthetic":
+        from .data.synthetic import SYNTHETIC_INFO as info
+    else:
+        info = build_dataset(args.dataset, args.data_root, args.train_split).info
+    model = build_student(args, info)
+    if args.default_xi is not None or args.stage == "dovit":
+        model.config.default_xi = args.default_xi if args.default_xi is not None else args.xi
+    model.to(device)
+    teacher = None
+    if args.stage == "dovit" and args.teacher and args.beta > 0:
+        teacher = load_checkpoint(args.teacher).to(device).eval()
+        for parameter in teacher.parameters():
+            parameter.requires_grad_(False)
+    train_set, val_set = build_datasets(args, model.config)
+    _seed_everything(args.seed + rank)
+
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        (no_decay if parameter.ndim <= 1 or "pos_embed" in name or "cls_token" in name else decay).append(parameter)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, args))
+    step, best = 0, {"miou": -1.0, "step": -1}
+    state_path = output / STATE_NAME
+    if args.resume and state_path.exists():
+        # weights_only=True: tensors and plain containers only, never arbitrary pickled code.
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, best = int(state["step"]), dict(state["best"])
+        torch.set_rng_state(state["torch_rng"])
+        log({"event": "resume", "step": step})
+
+    net = DistributedDataParallel(model) if world > 1 else model
+    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=args.seed) if world > 1 else None
+    generator = torch.Generator().manual_seed(args.seed + step)
+    loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
+                        num_workers=args.workers, drop_last=True, generator=generator,
+                        persistent_workers=args.workers > 0)
+    xi = args.xi if args.stage == "dovit" else 1.0
+    if rank == 0:
+        log({"event": "start", "stage": args.stage, "world_size": world, "step": step, "steps": args.steps,
+             "train_images": len(train_set), "config": json.dumps(model.config.to_dict()), "args": json.dumps(vars(args))})
+    bar = tqdm(total=args.steps, initial=step, desc=f"{args.stage}", disable=args.no_progress or rank != 0,
+               dynamic_ncols=True)
+    epoch = step * args.batch_size * world // max(1, len(train_set))
+    model.train()
+    window_start, window_images = time.perf_counter(), 0
+    while step < args.steps:
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        for pixels, labels in loader:
+            if step >= args.steps:
+                break
+            pixels, labels = pixels.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            teacher_logits = None
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher_logits = teacher(pixels, xi=1.0).logits
+            out = net(pixels, xi=xi, equalise=True)
+            parts = dovit_loss(out, labels, model.patch_size, args.alpha, args.beta, teacher_logits)
+            optimizer.zero_grad(set_to_none=True)
+            parts["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            window_images += pixels.shape[0] * world
+            bar.update(1)
+            kept = (out.group_tokens[:, -1].float().mean() / out.group_tokens[:, 0].float().mean()).item()
+            bar.set_postfix(loss=f"{parts['loss'].item():.3f}", kept=f"{kept:.2f}")
+            if step % 10 == 0 or step == args.steps:
+                elapsed = time.perf_counter() - window_start
+                log({"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
+                     **{k: float(v.item()) for k, v in parts.items()}, "kept_last_group": kept,
+                     "images_per_s": window_images / max(elapsed, 1e-9)})
+                window_start, window_images = time.perf_counter(), 0
+            if rank == 0 and (step % args.save_every == 0 or step == args.steps):
+                _save_state(model, optimizer, scheduler, step, best, output, args)
+            if val_set is not None and rank == 0 and ((args.eval_every and step % args.eval_every == 0) or step == args.steps):
+                best = _validate(model, val_set, xi, step, best, output, args, log)
+                model.train()
+        epoch += 1
+    bar.close()
+    if rank == 0:
+        _save_state(model, optimizer, scheduler, step, best, output, args)
+        log({"event": "done", "step": step, "best_miou": best["miou"], "best_step": best["step"]})
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return {"step": step, "best": best}
+
+
+def _validate(model, val_set, xi, step, best, output, args, log) -> dict:
+    result = evaluate_model(model, val_set, [xi], args.max_val_images, progress=False,
+                            device=next(model.parameters()).device)[0]
+    log({"event": "val", "step": step, "xi": xi, "miou": result["miou"], "pa": result["pa"], "mpa": result["mpa"],
+         "backbone_gflops": result["backbone_gflops"], "dense_backbone_gflops": result["dense_backbone_gflops"]})
+    if result["miou"] > best["miou"]:
+        best = {"miou": result["miou"], "step": step}
+        save_checkpoint(model, output / "best", metadata=_metadata(args, step, result))
+    return best
+
+
+def _metadata(args, step: int, val: dict | None = None) -> dict:
+    meta = {"stage": args.stage, "step": step, "command": "python -m dovit.train " + " ".join(sys.argv[1:]),
+            "args": {k: v for k, v in vars(args).items()}}
+    if val is not None:
+        meta["val"] = {k: val[k] for k in ("xi", "miou", "pa", "mpa", "backbone_gflops", "dense_backbone_gflops")}
+    return meta
+
+
+def _save_state(model, optimizer, scheduler, step, best, output: Path, args) -> None:
+    save_checkpoint(model, output / "last", metadata=_metadata(args, step))
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "step": step, "best": best, "torch_rng": torch.get_rng_state()}
+    temporary = output / (STATE_NAME + ".tmp")
+    torch.save(state, temporary)
+    temporary.replace(output / STATE_NAME)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.stage == "dovit" and not 0.0 <= args.xi <= 1.0:
+        print(f"error: --xi must lie in [0, 1], got {args.xi}", file=sys.stderr)
+        return 2
+    train(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
