@@ -1,0 +1,144 @@
+import pytest
+import timm
+import torch
+
+import dovit
+
+
+def _pixels(batch: int = 2, size=(64, 96), seed: int = 0) -> torch.Tensor:
+    return torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def test_xi_one_reproduces_the_dense_forward(tiny_model):
+    pixels = _pixels()
+    dense = tiny_model(pixels, xi=1.0)  # no aux heads: the plain dense segmenter
+    with_aux = tiny_model(pixels, xi=1.0, with_aux=True)  # decisions run, none stops
+    assert (dense.logits - with_aux.logits).abs().max().item() <= 1e-5
+    assert all(bool(mask.all()) for mask in with_aux.keep_masks)
+    assert with_aux.group_tokens.eq(4 * 6).all()
+
+
+@torch.no_grad()
+def test_backbone_is_timm_vit_forward(tiny_model):
+    """With nothing stopped, our grouped blocks compute exactly timm's forward_features."""
+    pixels = _pixels(1)
+    state = tiny_model.prefix(pixels)
+    x = state.tokens
+    for first, last in tiny_model.group_bounds[1:]:
+        for block in tiny_model.vit.blocks[first:last]:
+            x = block(x)
+    reference = tiny_model.vit.forward_features(pixels)
+    assert torch.allclose(tiny_model.vit.norm(x), reference, atol=1e-5)
+
+
+@torch.no_grad()
+def test_xi_zero_stops_every_patch_token_at_the_first_decision(tiny_model):
+    out = tiny_model(_pixels(), xi=0.0)
+    assert not bool(out.keep_masks[0].any())
+    assert out.group_tokens[:, 1:].eq(0).all()
+    assert out.logits.shape == (2, 5, 64, 96)
+
+
+@torch.no_grad()
+def test_masks_are_cumulative_and_counts_match(tiny_model):
+    out = tiny_model(_pixels(3), xi=0.3)
+    previous = torch.ones_like(out.keep_masks[0])
+    for decision, mask in enumerate(out.keep_masks):
+        assert not bool((mask & ~previous).any())
+        assert torch.equal(out.stopped_now[decision], previous & ~mask)
+        assert torch.equal(out.group_tokens[:, decision + 1], mask.sum(1))
+        previous = mask
+
+
+@torch.no_grad()
+def test_batch_images_get_exactly_their_single_image_result(tiny_model):
+    """Inference: each image keeps its own tokens; a batch mate never changes its output."""
+    pixels = _pixels(3, seed=1)
+    for xi in (0.25, 0.3, 0.5):
+        batched = tiny_model(pixels, xi=xi)
+        if len(set(batched.group_tokens[:, -1].tolist())) > 1:
+            break
+    assert len(set(batched.group_tokens[:, -1].tolist())) > 1, "need images with different kept counts"
+    for index in range(3):
+        alone = tiny_model(pixels[index : index + 1], xi=xi)
+        assert torch.equal(alone.group_tokens[0], batched.group_tokens[index])
+        assert (alone.logits[0] - batched.logits[index]).abs().max().item() <= 1e-5
+
+
+@torch.no_grad()
+def test_equalised_batches_keep_the_mean_count(tiny_model):
+    pixels = _pixels(3, seed=1)
+    free = tiny_model(pixels, xi=0.3)
+    equal = tiny_model(pixels, xi=0.3, equalise=True)
+    for decision, mask in enumerate(equal.keep_masks):
+        counts = mask.sum(1)
+        assert counts.eq(counts[0]).all()
+        if decision == 0:
+            assert counts[0].item() == round(free.keep_masks[0].sum(1).float().mean().item())
+
+
+@torch.no_grad()
+def test_gathered_tokens_shrink_the_work(tiny_model):
+    """Token pass runs real timm blocks on fewer tokens: the attention sees a shorter sequence."""
+    lengths = []
+    handle = tiny_model.vit.blocks[-1].attn.register_forward_hook(lambda m, i, o: lengths.append(i[0].shape[1]))
+    try:
+        out = tiny_model(_pixels(1), xi=0.3)
+    finally:
+        handle.remove()
+    assert lengths == [int(out.group_tokens[0, -1]) + 1]  # kept patch tokens + the class token
+    assert lengths[0] < 24 + 1
+
+
+def test_any_input_size_pads_and_crops(tiny_model):
+    with torch.no_grad():
+        out = tiny_model(_pixels(1, size=(50, 70)), xi=0.5)
+    assert out.logits.shape[-2:] == (50, 70)
+    assert out.grid == (4, 5)
+
+
+def test_merge_switch_changes_only_when_tokens_stop():
+    torch.manual_seed(0)
+    on = dovit.build_model("vit_tiny_patch16_224", 5, input_size=(64, 96)).eval()
+    off = dovit.build_model("vit_tiny_patch16_224", 5, input_size=(64, 96), merge_stopped=False).eval()
+    off.load_state_dict(on.state_dict())
+    with torch.no_grad():
+        assert torch.equal(on(_pixels(1), xi=1.0).logits, off(_pixels(1), xi=1.0).logits)
+        assert not torch.equal(on(_pixels(1), xi=0.3).logits, off(_pixels(1), xi=0.3).logits)
+
+
+def test_default_decision_layers_follow_the_paper():
+    assert dovit.build_model("vit_tiny_patch16_224", 3, input_size=(32, 32)).decision_layers == (3, 6, 9)
+    large = dovit.ModelConfig(backbone="vit_large_patch16_224")
+    assert dovit.config.default_decision_layers(24) == (6, 12, 18) and large.decision_layers is None
+
+
+@pytest.mark.parametrize("options", [dict(decoder="pup", decoder_channels=16), dict(stem="conv"),
+                                     dict(decision_layers=(2, 4))])
+def test_variants_build_and_run(options):
+    model = dovit.build_model("vit_tiny_patch16_224", 4, input_size=(64, 64), **options).eval()
+    with torch.no_grad():
+        out = model(_pixels(1, size=(64, 64)), xi=0.4)
+    assert out.logits.shape == (1, 4, 64, 64)
+    assert len(out.keep_masks) == len(model.decision_layers)
+
+
+def test_deit_backbone_and_local_pretrained_file(tmp_path):
+    """A timm weights file on disk initialises the backbone (the hub path needs a network)."""
+    source = timm.create_model("deit_tiny_patch16_224", pretrained=False, num_classes=0)
+    from safetensors.torch import save_file
+
+    save_file(source.state_dict(), str(tmp_path / "deit.safetensors"))
+    model = dovit.build_model("deit_tiny_patch16_224", 3, input_size=(64, 64), pretrained=str(tmp_path / "deit.safetensors"))
+    assert torch.equal(model.vit.blocks[5].mlp.fc1.weight, source.blocks[5].mlp.fc1.weight)
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(ValueError, match="decision_layers"):
+        dovit.build_model("vit_tiny_patch16_224", 3, decision_layers=(6, 3))
+    with pytest.raises(ValueError, match="decoder"):
+        dovit.build_model("vit_tiny_patch16_224", 3, decoder="fpn")
+    model = dovit.build_model("vit_tiny_patch16_224", 3, input_size=(32, 32))
+    with pytest.raises(ValueError, match="xi"):
+        model(_pixels(1, size=(32, 32)), xi=1.5)

@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+
+import dovit
+from dovit.predictor import check_xi
+
+
+@pytest.fixture()
+def predictor(tiny_model):
+    return dovit.Predictor(tiny_model)
+
+
+def _image(height=70, width=100, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def test_predict_returns_mask_at_input_resolution_and_trace(predictor):
+    prediction = predictor.predict(_image(), xi=0.4)
+    assert prediction.mask.shape == (70, 100) and prediction.mask.dtype == np.int64
+    assert prediction.mask.min() >= 0 and prediction.mask.max() < 5
+    trace = prediction.trace
+    assert trace.flops == trace.backbone_flops + trace.aux_head_flops + trace.decoder_flops
+    assert trace.dense_flops == trace.dense_backbone_flops + trace.decoder_flops
+    assert [d.confidence.shape for d in trace.decisions] == [(4, 6)] * 3
+    assert all(d.keep_mask.dtype == bool for d in trace.decisions)
+    assert [g.tokens for g in trace.groups][0] == 24
+    assert sum(g.flops for g in trace.groups) < trace.backbone_flops
+    assert prediction.latency_ms > 0 and prediction.dense_latency_ms > 0
+
+
+def test_rethresholding_reuses_the_cached_prefix(predictor, monkeypatch):
+    image = _image()
+    predictor.set_image(image)
+    calls = []
+    original = predictor.model.prefix
+    monkeypatch.setattr(predictor.model, "prefix", lambda *a, **k: calls.append(1) or original(*a, **k))
+    first = predictor.predict(xi=1.0)
+    second = predictor.predict(image, xi=0.3)  # same image again: still cached
+    assert calls == []
+    assert np.array_equal(first.mask, first.dense_mask)
+    assert first.agreement_with_dense == 1.0
+    assert second.trace.flops < first.trace.flops
+    predictor.predict(_image(seed=1), xi=0.3)
+    assert calls == [1]
+
+
+def test_predictor_matches_a_fresh_full_forward(predictor):
+    image = _image()
+    cached = predictor.predict(image, xi=0.35)
+    fresh = dovit.Predictor(predictor.model).predict(image, xi=0.35)
+    assert np.array_equal(cached.mask, fresh.mask)
+    assert [g.tokens for g in cached.trace.groups] == [g.tokens for g in fresh.trace.groups]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), -0.1, 1.01, "high", None])
+def test_bad_xi_is_a_clear_error(bad):
+    if bad is None:
+        return  # None means "the checkpoint's default" in predict()
+    with pytest.raises(ValueError, match=r"xi must be a number in \[0, 1\]"):
+        check_xi(bad)
+
+
+@pytest.mark.parametrize("image, message", [
+    (np.zeros((10, 10), np.uint8), "shape"),
+    (np.zeros((10, 10, 3), np.float32), "uint8"),
+    ([[1, 2, 3]], "numpy array"),
+])
+def test_bad_images_are_clear_errors(predictor, image, message):
+    with pytest.raises(ValueError, match=message):
+        predictor.predict(image, xi=0.5)
+
+
+def test_working_size_smaller_than_a_patch_is_refused(predictor):
+    with pytest.raises(ValueError, match="patch"):
+        predictor.predict(_image(), xi=0.5, size=(8, 8))
+
+
+def test_from_checkpoint_default_xi(tmp_path, tiny_model):
+    tiny_model.config.default_xi = 0.9
+    try:
+        dovit.save_checkpoint(tiny_model, tmp_path / "ck")
+    finally:
+        tiny_model.config.default_xi = 0.95
+    predictor = dovit.Predictor.from_checkpoint(tmp_path / "ck")
+    assert predictor.default_xi == 0.9
+    assert predictor.predict(_image(), xi=None).xi == 0.9

@@ -1,0 +1,85 @@
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dovit import token_pass as tp
+
+
+@settings(max_examples=60, deadline=None)
+@given(batch=st.integers(1, 3), tokens=st.integers(1, 40), kept=st.integers(0, 40), seed=st.integers(0, 10_000))
+def test_scatter_inverts_gather(batch, tokens, kept, seed):
+    """R(G(T, M), I) = T for any equal-count mask; updated kept tokens land exactly at their positions."""
+    kept = min(kept, tokens)
+    generator = torch.Generator().manual_seed(seed)
+    values = torch.randn(batch, tokens, 8, generator=generator)
+    keep = torch.zeros(batch, tokens, dtype=torch.bool)
+    for row in range(batch):
+        keep[row, torch.randperm(tokens, generator=generator)[:kept]] = True
+    indices = tp.kept_indices(keep)
+    gathered = tp.gather_tokens(values, indices)
+    assert gathered.shape == (batch, kept, 8)
+    assert torch.equal(tp.scatter_tokens(values, gathered, indices), values)
+    # Indices ascend and point at kept positions only.
+    assert bool((indices[:, 1:] > indices[:, :-1]).all())
+    assert bool(keep.gather(1, indices).all())
+    updated = tp.scatter_tokens(values, gathered + 1.0, indices)
+    assert torch.equal(updated[keep], values[keep] + 1.0)
+    assert torch.equal(updated[~keep], values[~keep])
+
+
+def test_kept_indices_rejects_unequal_counts():
+    keep = torch.tensor([[True, False], [True, True]])
+    try:
+        tp.kept_indices(keep)
+    except ValueError as error:
+        assert "same kept count" in str(error)
+    else:
+        raise AssertionError("unequal counts must be refused")
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), xis=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=4))
+def test_keep_masks_are_monotone(seed, xis):
+    """Eq. 5: M_l = M~_l * M_{l-1}, so a stopped token never returns, whatever the thresholds."""
+    generator = torch.Generator().manual_seed(seed)
+    keep = torch.ones(2, 30, dtype=torch.bool)
+    for xi in xis:
+        confidence = torch.rand(2, 30, generator=generator)
+        new_keep = tp.decide_keep(confidence, xi, keep)
+        assert not bool((new_keep & ~keep).any())
+        assert bool((~new_keep[keep] == (confidence[keep] > xi)).all())
+        keep = new_keep
+
+
+def test_confidence_is_max_softmax():
+    logits = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])
+    confidence = tp.token_confidence(logits)
+    expected = torch.softmax(logits, -1).amax(-1)
+    assert torch.allclose(confidence, expected)
+    assert abs(confidence[0, 1].item() - 1 / 3) < 1e-6
+
+
+def test_equalise_keeps_mean_count_of_least_confident():
+    confidence = torch.tensor([[0.1, 0.9, 0.5, 0.3], [0.2, 0.4, 0.95, 0.99]])
+    previous = torch.tensor([[True, True, True, True], [True, True, True, False]])
+    keep = tp.decide_keep(confidence, 0.35, previous)  # counts: row0 {0.1, 0.3} = 2, row1 {0.2} = 1
+    equal = tp.equalise_keep(confidence, keep, previous)
+    assert equal.sum(1).tolist() == [2, 2]  # round(mean(2, 1)) = 2 (round half to even)
+    assert equal[0].tolist() == [True, False, False, True]
+    assert equal[1].tolist() == [True, True, False, False]  # least confident two among previously kept
+    assert not bool((equal & ~previous).any())
+
+
+def test_merge_blends_mean_of_newly_stopped_into_class_token():
+    class_token = torch.ones(2, 1, 3)
+    tokens = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)
+    stopped = torch.tensor([[True, False, True, False], [False, False, False, False]])
+    merged = tp.merge_stopped_into_class_token(class_token, tokens, stopped)
+    expected = 0.5 * class_token[0, 0] + tokens[0, [0, 2]].mean(0)
+    assert torch.allclose(merged[0, 0], expected)
+    assert torch.equal(merged[1], class_token[1])  # nothing stopped: unchanged (xi = 1 stays dense)
+
+
+def test_halting_depth_counts_the_group_a_token_stopped_after():
+    masks = [torch.tensor([[True, True, False]]), torch.tensor([[True, False, False]]), torch.tensor([[True, False, False]])]
+    assert tp.halting_depth(masks).tolist() == [[4, 2, 1]]
