@@ -90,10 +90,11 @@ class Predictor:
     def set_image(self, image: np.ndarray, size: tuple[int, int] | None = None) -> None:
         """Compute and cache everything that does not depend on xi: preprocessing, embedding, group B_1,
         and the dense baseline (its mask and its measured latency). size: working (height, width)."""
+        image = validate_image(image)
         working = tuple(int(v) for v in (size or self.config.input_size))
         if min(working) < self.model.patch_size:
             raise ValueError(f"working size {working} is smaller than one {self.model.patch_size}-pixel patch")
-        key = (image.shape, working, hashlib.blake2b(validate_image(image).tobytes(), digest_size=16).hexdigest())
+        key = (image.shape, working, hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest())
         if key == self._cache_key and self._cache is not None:
             return
         start = time.perf_counter()
