@@ -14,10 +14,19 @@ class ConfusionMatrix:
         self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
 
     def update(self, prediction: torch.Tensor | np.ndarray, label: torch.Tensor | np.ndarray) -> None:
-        prediction = torch.as_tensor(prediction).reshape(-1).long().cpu()
-        label = torch.as_tensor(label).reshape(-1).long().cpu()
+        """prediction, label: integer maps of one shape (any, e.g. (H, W) or (B, H, W)); labels outside
+        [0, C) (such as ``ignore_index``) are skipped, predictions at counted pixels must lie in [0, C)."""
+        prediction, label = torch.as_tensor(prediction), torch.as_tensor(label)
+        if prediction.shape != label.shape:
+            raise ValueError(f"prediction {tuple(prediction.shape)} and label {tuple(label.shape)} differ in shape")
+        prediction, label = prediction.reshape(-1).long().cpu(), label.reshape(-1).long().cpu()
         valid = (label != self.ignore_index) & (label >= 0) & (label < self.num_classes)
-        index = label[valid] * self.num_classes + prediction[valid]
+        prediction, label = prediction[valid], label[valid]
+        # An out-of-range prediction would land in another cell of the flattened matrix and be miscounted.
+        if prediction.numel() and (int(prediction.min()) < 0 or int(prediction.max()) >= self.num_classes):
+            raise ValueError(f"predictions must lie in [0, {self.num_classes}), got "
+                             f"{int(prediction.min())}..{int(prediction.max())}")
+        index = label * self.num_classes + prediction
         counts = torch.bincount(index, minlength=self.num_classes**2)
         self.matrix += counts.numpy().reshape(self.num_classes, self.num_classes)
 
