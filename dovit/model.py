@@ -121,14 +121,16 @@ class DoViTSegmenter(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(
-        self, pixels: torch.Tensor, xi: float = 1.0, equalise: bool = False, with_aux: bool | None = None
+        self, pixels: torch.Tensor, xi: float = 1.0, equalise: bool = False, with_aux: bool | None = None,
+        forced_keep: list[torch.Tensor] | None = None,
     ) -> SegmenterOutput:
         """pixels (B, 3, H, W) normalised float; any H, W (padded to the patch size internally).
 
         xi: the token-pass threshold (1 = dense). equalise: the paper's equal kept counts for training
         batches. with_aux: run the aux heads even at xi = 1 (default: only when xi < 1 or training).
+        forced_keep: see ``forward_from``.
         """
-        return self.forward_from(self.prefix(pixels), xi, equalise=equalise, with_aux=with_aux)
+        return self.forward_from(self.prefix(pixels), xi, equalise, with_aux, forced_keep)
 
     def prefix(self, pixels: torch.Tensor) -> TokenState:
         """Pad, embed (timm's pos-embed resampling) and run the always-dense first group B_1."""
@@ -149,13 +151,18 @@ class DoViTSegmenter(nn.Module):
         return TokenState(x, grid, (int(height), int(width)), timings)
 
     def forward_from(
-        self, state: TokenState, xi: float, equalise: bool = False, with_aux: bool | None = None
+        self, state: TokenState, xi: float, equalise: bool = False, with_aux: bool | None = None,
+        forced_keep: list[torch.Tensor] | None = None,
     ) -> SegmenterOutput:
-        """Everything after B_1: decisions, sparse groups, reconstruction and decoder."""
+        """Everything after B_1: decisions, sparse groups, reconstruction and decoder.
+
+        forced_keep: optional D masks (B, N) that replace the threshold decisions (the aux heads still
+        run and cost what they cost); used by the benchmark to fix the kept fraction.
+        """
         xi = float(xi)
         if not 0.0 <= xi <= 1.0:
             raise ValueError(f"xi must lie in [0, 1], got {xi}")
-        run_aux = with_aux if with_aux is not None else (xi < 1.0 or self.training)
+        run_aux = with_aux if with_aux is not None else (xi < 1.0 or self.training or forced_keep is not None)
         timings = dict(state.timings_ms)
         p = self.num_prefix_tokens
         prefix_tokens, patches = state.tokens[:, :p], state.tokens[:, p:]
@@ -169,7 +176,9 @@ class DoViTSegmenter(nn.Module):
                 logits = self.aux_heads[decision](patches, state.grid)
                 confidence = tp.token_confidence(logits.flatten(2).transpose(1, 2))
                 new_keep = tp.decide_keep(confidence, xi, keep)
-                if equalise and batch > 1:
+                if forced_keep is not None:
+                    new_keep = keep & forced_keep[decision]
+                elif equalise and batch > 1:
                     new_keep = tp.equalise_keep(confidence, new_keep, keep)
                 stopped_now = keep & ~new_keep
                 if self.config.merge_stopped:
