@@ -62,9 +62,10 @@ class SegmentationDataset(Dataset):
     """Pairs of image and label files; ``label_map`` turns stored ids into train ids (IGNORE_INDEX = skip)."""
 
     def __init__(self, pairs: list[tuple[Path, Path]], info: DatasetInfo,
-                 label_map: Callable[[np.ndarray], np.ndarray] | None = None, transform=None) -> None:
+                 label_map: Callable[[np.ndarray], np.ndarray] | None = None, transform=None,
+                 source: str = "") -> None:
         if not pairs:
-            raise FileNotFoundError(f"{info.name}: no image/label pairs found")
+            raise FileNotFoundError(f"{info.name}: no image/label pairs found" + (f" ({source})" if source else ""))
         self.pairs = pairs
         self.info = info
         self.label_map = label_map
@@ -87,10 +88,15 @@ class SegmentationDataset(Dataset):
         return self.transform(image, label) if self.transform else (image, label)
 
 
-def _paired(image_dir: Path, label_dir: Path, label_name: Callable[[Path], str] = lambda p: p.name):
+def _paired_dataset(info: DatasetInfo, image_dir: Path, label_dir: Path, label_map=None, transform=None,
+                    label_name: Callable[[Path], str] = lambda p: p.name) -> SegmentationDataset:
+    """Every image below image_dir whose label (same relative folder, ``label_name``) exists in label_dir."""
+    image_dir, label_dir = Path(image_dir), Path(label_dir)
     images = sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     pairs = [(p, label_dir / p.relative_to(image_dir).parent / label_name(p)) for p in images]
-    return [(i, l) for i, l in pairs if l.exists()]
+    pairs = [(i, l) for i, l in pairs if l.exists()]
+    return SegmentationDataset(pairs, info, label_map, transform,
+                               source=f"looked for images in {image_dir} with labels in {label_dir}")
 
 
 def camvid(root: str | Path, split: str, transform=None) -> SegmentationDataset:
@@ -101,16 +107,15 @@ def camvid(root: str | Path, split: str, transform=None) -> SegmentationDataset:
     def to_train_ids(label: np.ndarray) -> np.ndarray:
         return np.where(label < 11, label, IGNORE_INDEX)
 
-    return SegmentationDataset(_paired(root / split, root / f"{split}annot"), info, to_train_ids, transform)
+    return _paired_dataset(info, root / split, root / f"{split}annot", to_train_ids, transform)
 
 
 def cityscapes(root: str | Path, split: str, transform=None) -> SegmentationDataset:
     """Cityscapes: ``leftImg8bit/{split}/*/*_leftImg8bit.png`` with ``gtFine/..._gtFine_labelTrainIds.png``."""
     root = Path(root)
     info = DatasetInfo("cityscapes", CITYSCAPES_CLASSES, CITYSCAPES_COLORS)
-    pairs = _paired(root / "leftImg8bit" / split, root / "gtFine" / split,
-                    lambda p: p.name.replace("_leftImg8bit", "_gtFine_labelTrainIds"))
-    return SegmentationDataset(pairs, info, None, transform)
+    return _paired_dataset(info, root / "leftImg8bit" / split, root / "gtFine" / split, None, transform,
+                           lambda p: p.name.replace("_leftImg8bit", "_gtFine_labelTrainIds"))
 
 
 def ade20k(root: str | Path, split: str, transform=None) -> SegmentationDataset:
@@ -123,15 +128,14 @@ def ade20k(root: str | Path, split: str, transform=None) -> SegmentationDataset:
     def to_train_ids(label: np.ndarray) -> np.ndarray:
         return np.where(label == 0, IGNORE_INDEX, label - 1)
 
-    pairs = _paired(root / "images" / folder, root / "annotations" / folder, lambda p: p.with_suffix(".png").name)
-    return SegmentationDataset(pairs, info, to_train_ids, transform)
+    return _paired_dataset(info, root / "images" / folder, root / "annotations" / folder, to_train_ids, transform,
+                           lambda p: p.with_suffix(".png").name)
 
 
 def folders(image_dir: str | Path, label_dir: str | Path, class_names: list[str], transform=None) -> SegmentationDataset:
     """Generic pairs: every image in image_dir with a same-stem .png label in label_dir (255 = ignore)."""
     info = DatasetInfo("folders", list(class_names), default_palette(len(class_names)))
-    pairs = _paired(Path(image_dir), Path(label_dir), lambda p: p.with_suffix(".png").name)
-    return SegmentationDataset(pairs, info, None, transform)
+    return _paired_dataset(info, image_dir, label_dir, None, transform, lambda p: p.with_suffix(".png").name)
 
 
 def _ade20k_class_names() -> list[str]:
