@@ -1,0 +1,85 @@
+"""What one slider move computes: a forward at ξ (the Predictor reuses the cached ξ-independent part)
+and every view drawn from that one forward's trace. Also the ξ sweep. No gradio here."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import cv2
+import numpy as np
+import plotly.graph_objects as go
+
+from . import views
+from .charts import SweepPoint, tokens_flops_figure
+from .readouts import prediction_summary
+
+
+@dataclass
+class Views:
+    """All views of one forward; images are (H, W, 3) uint8 RGB at the working size."""
+
+    summary: dict
+    group_overlays: list[tuple[np.ndarray, str]]
+    heatmaps: list[tuple[np.ndarray, str]]
+    color_mask: np.ndarray
+    mask_overlay: np.ndarray
+    legend: str
+    halting: np.ndarray
+    halting_legend: str
+    dense_color_mask: np.ndarray
+    disagreement: np.ndarray
+    tokens_figure: go.Figure
+
+
+def to_working_size(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize (H, W, 3) uint8 to the working (height, width), as the Predictor would."""
+    if image.shape[:2] == tuple(size):
+        return image
+    interpolation = cv2.INTER_AREA if image.shape[0] > size[0] else cv2.INTER_LINEAR
+    return cv2.resize(image, (size[1], size[0]), interpolation=interpolation)
+
+
+def analyse(predictor, working_image: np.ndarray, xi: float, opacity: float = 0.5) -> Views:
+    """Run ``predictor`` at ``xi`` on ``working_image`` (H, W, 3) uint8 already at the working size,
+    and draw every view from the resulting trace. Repeated calls on the same image only re-run the
+    ξ-dependent part of the forward (``Predictor.set_image`` caches the rest)."""
+    size = working_image.shape[:2]
+    predictor.set_image(working_image, size)
+    prediction = predictor.predict(xi=xi)
+    trace, patch, config = prediction.trace, predictor.model.patch_size, predictor.config
+    color_mask = views.colorize_mask(prediction.mask, config.class_colors)
+    num_groups = len(trace.groups)
+    return Views(
+        summary=prediction_summary(prediction),
+        group_overlays=views.group_overlays(working_image, trace, patch),
+        heatmaps=views.decision_heatmaps(working_image, trace, patch),
+        color_mask=color_mask,
+        mask_overlay=views.blend(working_image, color_mask, opacity),
+        legend=views.legend_html(config.class_names, config.class_colors, prediction.mask),
+        halting=views.halting_map(trace.halting_depth, num_groups, working_image, patch),
+        halting_legend=views.depth_legend_html(num_groups),
+        dense_color_mask=views.colorize_mask(prediction.dense_mask, config.class_colors),
+        disagreement=views.disagreement_map(prediction.mask, prediction.dense_mask, working_image),
+        tokens_figure=tokens_flops_figure(trace),
+    )
+
+
+def run_sweep(
+    predictor, working_image: np.ndarray, xis: list[float], on_step: Callable[[int, int], None] | None = None
+) -> list[SweepPoint]:
+    """FLOPs and agreement with dense at each ξ in ``xis`` for one image (H, W, 3) at the working size.
+
+    on_step(done, total) is called after each ξ (for a progress bar).
+    """
+    predictor.set_image(working_image, working_image.shape[:2])
+    points = []
+    for index, xi in enumerate(xis):
+        prediction = predictor.predict(xi=xi)
+        trace = prediction.trace
+        points.append(SweepPoint(
+            xi=float(xi), gflops=trace.flops / 1e9, dense_gflops=trace.dense_flops / 1e9,
+            agreement=prediction.agreement_with_dense, kept_tokens=[g.tokens for g in trace.groups],
+        ))
+        if on_step is not None:
+            on_step(index + 1, len(xis))
+    return points

@@ -1,0 +1,114 @@
+"""Plotly figures: tokens and FLOPs per block (the paper's Fig. 6 view) and the ξ sweep."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+TOKENS_COLOR = "#1f77b4"
+FLOPS_COLOR = "#d62728"
+DENSE_COLOR = "#7f7f7f"
+
+
+def tokens_flops_figure(trace) -> go.Figure:
+    """Bars: patch tokens each block processes; line: that block's GFLOPs; dashed: the dense model.
+
+    Blocks are 1-based; a group's FLOPs are split evenly over its blocks (they all see the same tokens).
+    """
+    blocks, tokens, gflops, groups = [], [], [], []
+    dense_block_gflops = None
+    for index, group in enumerate(trace.groups):
+        first, last = group.blocks
+        count = last - first + 1
+        for block in range(first, last + 1):
+            blocks.append(block)
+            tokens.append(group.tokens)
+            gflops.append(group.flops / count / 1e9)
+            groups.append(f"B{index + 1}")
+    if trace.groups:
+        first_group = trace.groups[0]  # B_1 always runs all tokens: its per-block cost is the dense one
+        dense_block_gflops = first_group.flops / (first_group.blocks[1] - first_group.blocks[0] + 1) / 1e9
+    figure = make_subplots(specs=[[{"secondary_y": True}]])
+    figure.add_bar(
+        x=blocks, y=tokens, name="kept tokens", marker_color=TOKENS_COLOR, customdata=groups,
+        hovertemplate="block %{x} (%{customdata})<br>%{y} tokens<extra></extra>",
+    )
+    figure.add_scatter(
+        x=blocks, y=gflops, name="GFLOPs (this ξ)", mode="lines+markers", line_color=FLOPS_COLOR,
+        hovertemplate="block %{x}<br>%{y:.4f} GFLOPs<extra></extra>", secondary_y=True,
+    )
+    if dense_block_gflops is not None:
+        figure.add_scatter(
+            x=blocks, y=[dense_block_gflops] * len(blocks), name="GFLOPs (dense)", mode="lines",
+            line=dict(color=DENSE_COLOR, dash="dash"),
+            hovertemplate="block %{x}<br>dense %{y:.4f} GFLOPs<extra></extra>", secondary_y=True,
+        )
+    for decision in trace.decisions:
+        figure.add_vline(x=decision.layer + 0.5, line=dict(color="#999", dash="dot", width=1))
+    figure.update_xaxes(title_text="transformer block", dtick=1)
+    figure.update_yaxes(title_text="patch tokens", range=[0, trace.num_tokens * 1.05], secondary_y=False)
+    figure.update_yaxes(title_text="GFLOPs per block", rangemode="tozero", secondary_y=True)
+    figure.update_layout(
+        title=f"Tokens and FLOPs per block at ξ = {trace.xi:.4g} (dotted: decision layers)",
+        height=360, margin=dict(l=50, r=50, t=50, b=40), legend=dict(orientation="h", y=-0.2), bargap=0.15,
+    )
+    return figure
+
+
+@dataclass
+class SweepPoint:
+    """One ξ of a sweep: FLOPs of that forward, the dense FLOPs, pixel agreement with dense (0..1)."""
+
+    xi: float
+    gflops: float
+    dense_gflops: float
+    agreement: float
+    kept_tokens: list[int]
+
+
+def sweep_figure(points: list[SweepPoint], current_xi: float | None = None) -> go.Figure:
+    """FLOPs (% of dense) and agreement with dense (%) against ξ, the current ξ marked."""
+    figure = make_subplots(specs=[[{"secondary_y": True}]])
+    xs = [p.xi for p in points]
+    flops_percent = [100.0 * p.gflops / p.dense_gflops for p in points]
+    agreement = [100.0 * p.agreement for p in points]
+    kept = [" → ".join(str(t) for t in p.kept_tokens) for p in points]
+    figure.add_scatter(
+        x=xs, y=flops_percent, name="FLOPs (% of dense)", mode="lines+markers", line_color=FLOPS_COLOR,
+        customdata=[[p.gflops, k] for p, k in zip(points, kept)],
+        hovertemplate="ξ %{x:.5f}<br>%{y:.1f}% of dense (%{customdata[0]:.3f} GFLOPs)<br>kept %{customdata[1]}<extra></extra>",
+    )
+    figure.add_scatter(
+        x=xs, y=agreement, name="agreement with dense (%)", mode="lines+markers", line_color=TOKENS_COLOR,
+        hovertemplate="ξ %{x:.5f}<br>%{y:.2f}% of pixels agree<extra></extra>", secondary_y=True,
+    )
+    if current_xi is not None and points:
+        figure.add_vline(x=current_xi, line=dict(color="black", width=2),
+                         annotation_text=f"current ξ = {current_xi:.4g}", annotation_position="top left")
+        figure.add_scatter(
+            x=[current_xi], y=[_interpolate(xs, flops_percent, current_xi)], mode="markers", showlegend=False,
+            marker=dict(size=12, color=FLOPS_COLOR, symbol="diamond"), hoverinfo="skip",
+        )
+        figure.add_scatter(
+            x=[current_xi], y=[_interpolate(xs, agreement, current_xi)], mode="markers", showlegend=False,
+            marker=dict(size=12, color=TOKENS_COLOR, symbol="diamond"), hoverinfo="skip", secondary_y=True,
+        )
+    figure.update_xaxes(title_text="ξ (token-pass threshold; 1 = dense)")
+    figure.update_yaxes(title_text="FLOPs, % of dense", rangemode="tozero", secondary_y=False)
+    figure.update_yaxes(title_text="pixel agreement with dense, %", secondary_y=True)
+    figure.update_layout(
+        title="ξ sweep on this image", height=400, margin=dict(l=50, r=50, t=50, b=40),
+        legend=dict(orientation="h", y=-0.2),
+    )
+    return figure
+
+
+def _interpolate(xs: list[float], ys: list[float], x: float) -> float:
+    """Linear interpolation of y at x over increasing xs (clamped at the ends)."""
+    if x <= xs[0]:
+        return ys[0]
+    for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
+        if x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return ys[-1]

@@ -1,0 +1,145 @@
+"""Decoding uploads into (H, W, 3) uint8 RGB: format check, size cap, EXIF orientation, grey/RGBA/16-bit.
+
+Pillow reads only the header (format, size, EXIF orientation) so that oversized or foreign files are
+refused before any pixel is decoded; OpenCV decodes the pixels (it keeps 16-bit channels, which Pillow
+truncates for RGB PNGs).
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import PIL.Image
+
+ALLOWED_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "BMP")  # MPO: the JPEG variant phone cameras write
+MAX_UPLOAD_BYTES = 25 * 1024 * 1024
+MAX_PIXELS = 40_000_000  # refuse above this (decompression bombs); 40 MP covers phone photos
+MAX_SIDE = 2048  # downscale above this, with a notice: views are drawn at the working size anyway
+ALPHA_BACKGROUND = 255  # transparent pixels are composited onto white, as a browser shows them
+EXIF_ORIENTATION = 274
+
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # errors only: a truncated file is reported to the user, not to stderr
+
+
+class ImageInputError(ValueError):
+    """An upload that cannot be used; the message is meant for the user."""
+
+
+@dataclass
+class DecodedImage:
+    """rgb (H, W, 3) uint8; original_size (height, width) as stored in the file; notices for the user."""
+
+    rgb: np.ndarray
+    original_size: tuple[int, int]
+    notices: list[str] = field(default_factory=list)
+
+
+def read_upload(path: str | Path | None) -> bytes:
+    """The bytes of an uploaded file, refusing a missing, empty or oversized one."""
+    if path is None:
+        raise ImageInputError("No image given: upload an image, take a webcam snapshot or pick an example.")
+    path = Path(path)
+    if not path.is_file():
+        raise ImageInputError(f"The upload {path.name!r} could not be found on the server; please upload it again.")
+    size = path.stat().st_size
+    if size == 0:
+        raise ImageInputError(f"The upload {path.name!r} is empty (0 bytes).")
+    if size > MAX_UPLOAD_BYTES:
+        raise ImageInputError(f"The upload is {size / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES / 2**20:.0f} MB.")
+    return path.read_bytes()
+
+
+def decode_image(data: bytes, max_side: int = MAX_SIDE) -> DecodedImage:
+    """Decode PNG/JPEG/WebP/BMP bytes to upright (H, W, 3) uint8 RGB, downscaled to ``max_side``."""
+    if not data:
+        raise ImageInputError("The upload is empty (0 bytes).")
+    try:
+        with PIL.Image.open(io.BytesIO(data)) as header:
+            image_format, (width, height) = header.format, header.size
+            orientation = _orientation(header)
+    except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        raise ImageInputError("The file is not an image we can read (PNG, JPEG, WebP or BMP expected).") from error
+    except PIL.Image.DecompressionBombError as error:
+        raise ImageInputError(f"The image is too large to decode safely ({error}).") from error
+    if image_format not in ALLOWED_FORMATS:
+        raise ImageInputError(f"{image_format} images are not supported; use PNG, JPEG, WebP or BMP.")
+    if width * height > MAX_PIXELS:
+        raise ImageInputError(
+            f"The image is {width}×{height} = {width * height / 1e6:.0f} MP; the limit is {MAX_PIXELS / 1e6:.0f} MP."
+        )
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels is None:
+        raise ImageInputError(f"The {image_format} file is corrupt or truncated: its pixels could not be decoded.")
+    notices = []
+    rgb = apply_orientation(to_rgb8(pixels), orientation)
+    if pixels.dtype != np.uint8:
+        notices.append(f"{pixels.dtype.itemsize * 8}-bit image converted to 8-bit.")
+    if pixels.ndim == 2 or pixels.shape[2] == 1:
+        notices.append("Greyscale image converted to RGB.")
+    elif pixels.shape[2] == 4:
+        notices.append("Transparency removed (composited onto white).")
+    if orientation != 1:
+        notices.append("Rotated upright following the EXIF orientation tag.")
+    rgb, downscaled = fit_within(rgb, max_side)
+    if downscaled:
+        notices.append(f"Large image downscaled from {width}×{height} to {rgb.shape[1]}×{rgb.shape[0]}.")
+    return DecodedImage(rgb=rgb, original_size=(height, width), notices=notices)
+
+
+def _orientation(header: PIL.Image.Image) -> int:
+    """The EXIF orientation tag (1-8) of an opened image; 1 when absent or unreadable (truncated file)."""
+    try:
+        return int(header.getexif().get(EXIF_ORIENTATION, 1) or 1)
+    except (OSError, ValueError, SyntaxError, TypeError):
+        return 1
+
+
+def to_rgb8(pixels: np.ndarray) -> np.ndarray:
+    """OpenCV's decoded array ((H, W), (H, W, 1|3|4) BGR[A], uint8/uint16/float) -> (H, W, 3) uint8 RGB."""
+    if pixels.dtype == np.uint16:
+        pixels = ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)  # 65535 -> 255 exactly
+    elif pixels.dtype != np.uint8:
+        pixels = np.clip(pixels.astype(np.float32) * (255.0 if pixels.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    channels = pixels.shape[2]
+    if channels == 1:
+        return np.repeat(pixels, 3, axis=2)
+    if channels == 4:
+        alpha = pixels[:, :, 3:4].astype(np.float32) / 255.0
+        blended = pixels[:, :, :3].astype(np.float32) * alpha + ALPHA_BACKGROUND * (1.0 - alpha)
+        pixels = np.round(blended).astype(np.uint8)
+    return np.ascontiguousarray(cv2.cvtColor(pixels[:, :, :3], cv2.COLOR_BGR2RGB))
+
+
+def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Rotate/flip (H, W, C) as EXIF orientation 1-8 says, so that the result is upright."""
+    operations = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.transpose(1, 0, 2),
+        6: lambda a: np.rot90(a, k=-1),
+        7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+        8: lambda a: np.rot90(a, k=1),
+    }
+    operation = operations.get(orientation)
+    return image if operation is None else np.ascontiguousarray(operation(image))
+
+
+def fit_within(image: np.ndarray, max_side: int) -> tuple[np.ndarray, bool]:
+    """Downscale (H, W, C) so that its longer side is at most ``max_side``; returns (image, was_downscaled)."""
+    height, width = image.shape[:2]
+    scale = max_side / max(height, width)
+    if scale >= 1.0:
+        return image, False
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), True
+
+
+def load_image_file(source: str | Path | bytes | None, max_side: int = MAX_SIDE) -> DecodedImage:
+    """An uploaded file path (or its bytes) -> ``DecodedImage``; raises ImageInputError for the user."""
+    return decode_image(source if isinstance(source, bytes) else read_upload(source), max_side)

@@ -1,0 +1,52 @@
+"""Numbers of one prediction: a JSON-friendly summary (the /predict API's dict) and its Markdown readout."""
+from __future__ import annotations
+
+
+def prediction_summary(prediction) -> dict:
+    """``dovit.Prediction`` -> dict of floats/ints/lists (GFLOPs, latency in ms, FPS, kept tokens per group).
+
+    Keys: xi, gflops, dense_gflops, flops_saved_percent, kept_tokens (patch tokens per group B_1..B_{D+1}),
+    num_tokens, latency_ms, dense_latency_ms, fps, dense_fps, speedup, agreement_with_dense_percent,
+    working_size [H, W], grid [h, w], flops_convention.
+    """
+    trace = prediction.trace
+    latency, dense_latency = float(prediction.latency_ms), float(prediction.dense_latency_ms)
+    return {
+        "xi": float(prediction.xi),
+        "gflops": trace.flops / 1e9,
+        "dense_gflops": trace.dense_flops / 1e9,
+        "flops_saved_percent": 100.0 * trace.flops_saved,
+        "kept_tokens": [int(group.tokens) for group in trace.groups],
+        "num_tokens": int(trace.num_tokens),
+        "latency_ms": latency,
+        "dense_latency_ms": dense_latency,
+        "fps": 1000.0 / latency if latency > 0 else None,
+        "dense_fps": 1000.0 / dense_latency if dense_latency > 0 else None,
+        "speedup": dense_latency / latency if latency > 0 else None,
+        "agreement_with_dense_percent": 100.0 * prediction.agreement_with_dense,
+        "working_size": [int(v) for v in prediction.working_size],
+        "grid": [int(v) for v in trace.grid],
+        "flops_convention": trace.flops_convention,
+    }
+
+
+def readouts_markdown(summary: dict) -> str:
+    """The live readout panel: FLOPs, latency/FPS vs dense, kept tokens per group."""
+    kept = " → ".join(
+        f"B{i + 1}: {tokens} ({100 * tokens / summary['num_tokens']:.0f}%)" for i, tokens in enumerate(summary["kept_tokens"])
+    )
+    saved = summary["flops_saved_percent"]
+    return (
+        f"**ξ = {summary['xi']:.4g}** · working size {summary['working_size'][0]}×{summary['working_size'][1]}"
+        f" → {summary['grid'][0]}×{summary['grid'][1]} = {summary['num_tokens']} tokens\n\n"
+        f"| | DoViT (this ξ) | dense (ξ = 1) | |\n|---|---|---|---|\n"
+        f"| GFLOPs | **{summary['gflops']:.2f}** | {summary['dense_gflops']:.2f} | "
+        f"{'saved' if saved >= 0 else 'extra'} **{abs(saved):.1f}%** |\n"
+        f"| latency | **{summary['latency_ms']:.1f} ms** | {summary['dense_latency_ms']:.1f} ms | "
+        f"speedup **{summary['speedup']:.2f}×** |\n"
+        f"| FPS | **{summary['fps']:.1f}** | {summary['dense_fps']:.1f} | |\n"
+        f"| agreement with dense | **{summary['agreement_with_dense_percent']:.1f}%** of pixels | | |\n\n"
+        f"Kept tokens per group: {kept}\n\n"
+        f"<sub>{summary['flops_convention']}. Latency: measured wall time of the whole forward on this "
+        f"machine (the ξ-independent prefix is timed once per image and counted in both).</sub>"
+    )

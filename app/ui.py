@@ -1,0 +1,350 @@
+"""Gradio wiring of DoViT Studio: components, events and the /predict API. All computing and drawing is
+in the pure modules (analysis, views, charts, readouts, images, controls); handlers only call them.
+
+One Predictor serves every session: model events share one queue slot (``MODEL_QUEUE``, limit 1) and a
+lock, because the Predictor caches one image's ξ-independent state between calls.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import base64  # noqa: E402
+import statistics  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from collections import deque  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+
+from dovit.predictor import check_xi  # noqa: E402
+
+from . import controls, views  # noqa: E402
+from .analysis import Views, analyse, run_sweep, to_working_size  # noqa: E402
+from .charts import sweep_figure  # noqa: E402
+from .examples import find_examples  # noqa: E402
+from .images import MAX_UPLOAD_BYTES, ImageInputError, load_image_file  # noqa: E402
+from .readouts import prediction_summary, readouts_markdown  # noqa: E402
+
+MODEL_QUEUE = "model"
+LIVE_REFRESH_MAX_MS = 250.0  # while dragging, redraw every view only if a full refresh is this fast
+HELP_PATH = Path(__file__).with_name("README_APP.md")
+CSS = """
+#xi-slider input[type=number] { display: none; }
+.xi-ticks { position: relative; height: 1.4em; margin: -0.4em 0.6em 0.6em 0.6em; font-size: 0.75em; color: #666; }
+.xi-ticks span { position: absolute; transform: translateX(-50%); white-space: nowrap; }
+.dovit-legend { display: flex; flex-wrap: wrap; gap: 4px 14px; font-size: 0.9em; }
+.legend-swatch { display: inline-block; width: 14px; height: 14px; margin-right: 4px; vertical-align: middle;
+                 border: 1px solid rgba(0, 0, 0, 0.3); }
+"""
+
+
+def upload_image(**kwargs) -> gr.Image:
+    """A gr.Image whose value reaches the handler untouched: the upload's path (bytes for a data URL).
+
+    gradio's own Image preprocessing opens the file with PIL, so a corrupt upload would fail inside
+    gradio with a generic error; here decoding, EXIF, bit depth and messages are ``app.images``' job.
+    The instance's preprocess is replaced (a gr.Image subclass would make gradio write a .pyi stub
+    next to this file).
+    """
+    component = gr.Image(type="filepath", image_mode=None, **kwargs)
+    component.preprocess = _raw_upload  # type: ignore[method-assign]
+    return component
+
+
+def _raw_upload(payload):
+    if payload is None:
+        return None
+    if payload.url and payload.url.startswith("data:"):
+        try:
+            return base64.b64decode(payload.url.split(",", 1)[1], validate=True)
+        except (ValueError, IndexError):
+            raise gr.Error("The image data sent by the browser could not be decoded.") from None
+    return payload.path
+
+
+class Studio:
+    """The handlers, bound to one Predictor. Each returns plain values / gr.update for its outputs.
+
+    Session state (a dict per browser tab): image (H0, W0, 3) uint8 as decoded, size (H, W) working
+    resolution, working (H, W, 3) uint8, color_mask of the last forward, sweep points or None.
+    """
+
+    def __init__(self, predictor) -> None:
+        self.predictor = predictor
+        self.config = predictor.config
+        self.patch = int(predictor.model.patch_size)
+        self.default_size = tuple(int(v) for v in self.config.input_size)
+        self.default_size_value = f"{self.default_size[0]}x{self.default_size[1]}"
+        self.lock = threading.Lock()
+        self.refresh_ms: deque[float] = deque(maxlen=9)
+
+    # ------------------------------------------------------------------ shared pieces
+    def empty_views(self, message: str = "Upload an image, take a webcam snapshot or pick an example.") -> list:
+        return [message, None, [], [], None, "", None, None, "", None, None, None]
+
+    def render(self, session: dict, xi: float, opacity: float) -> list:
+        """Run the forward at ξ and draw every view (the slider-to-all-views handler's work)."""
+        start = time.perf_counter()
+        with self.lock:
+            result: Views = analyse(self.predictor, session["working"], xi, opacity)
+        session["color_mask"] = result.color_mask
+        outputs = [
+            readouts_markdown(result.summary),
+            result.tokens_figure,
+            result.group_overlays,
+            result.heatmaps,
+            result.mask_overlay,
+            result.legend,
+            result.color_mask,
+            result.halting,
+            result.halting_legend,
+            result.dense_color_mask,
+            result.disagreement,
+            self.sweep_plot(session, xi),
+        ]
+        self.refresh_ms.append((time.perf_counter() - start) * 1000.0)
+        return outputs
+
+    def sweep_plot(self, session: dict | None, xi: float):
+        points = (session or {}).get("sweep")
+        return sweep_figure(points, xi) if points else None
+
+    def live_refresh_is_fast(self) -> bool:
+        return bool(self.refresh_ms) and statistics.median(self.refresh_ms) <= LIVE_REFRESH_MAX_MS
+
+    def user_xi(self, value) -> float:
+        try:
+            return check_xi(value)
+        except ValueError as error:
+            raise gr.Error(str(error)) from None
+
+    # ------------------------------------------------------------------ handlers
+    def on_image(self, source, size_value, xi, opacity, session):
+        """New upload / snapshot / example: decode, pick the working size, refresh every view."""
+        if source is None:
+            choices = controls.working_size_choices(self.default_size, self.patch)
+            return [None, "", gr.update(choices=choices), *self.empty_views()]
+        try:
+            decoded = load_image_file(source)
+        except ImageInputError as error:
+            raise gr.Error(str(error)) from None
+        height, width = decoded.rgb.shape[:2]
+        if min(height, width) < self.patch:
+            raise gr.Error(f"The image is {width}×{height} px, smaller than one {self.patch}×{self.patch}-pixel patch.")
+        for notice in decoded.notices:
+            gr.Info(notice)
+        choices = controls.working_size_choices(self.default_size, self.patch, (height, width))
+        if size_value not in [value for _, value in choices]:
+            size_value = self.default_size_value
+        size = controls.parse_size(size_value, self.default_size)
+        session = {"image": decoded.rgb, "size": size, "working": to_working_size(decoded.rgb, size), "sweep": None}
+        notices = " · ".join([f"Image {width}×{height} px"] + decoded.notices)
+        return [session, notices, gr.update(choices=choices, value=size_value),
+                *self.render(session, self.user_xi(xi), opacity)]
+
+    def on_size(self, size_value, xi, opacity, session):
+        if session is None:
+            return [session, *self.empty_views()]
+        try:
+            size = controls.parse_size(size_value, self.default_size)
+        except ValueError as error:
+            raise gr.Error(str(error)) from None
+        session.update(size=size, working=to_working_size(session["image"], size), sweep=None)
+        return [session, *self.render(session, self.user_xi(xi), opacity)]
+
+    def on_drag(self, position, opacity, session):
+        """While dragging: ξ readout always; views too when a refresh is fast enough."""
+        xi = controls.xi_from_position(position)
+        if session is None or not self.live_refresh_is_fast():
+            return [xi, session, *[gr.skip()] * len(self.empty_views())]
+        return [xi, session, *self.render(session, xi, opacity)]
+
+    def on_release(self, position, opacity, session):
+        xi = controls.xi_from_position(position)
+        if session is None:
+            return [xi, session, *self.empty_views()]
+        return [xi, session, *self.render(session, xi, opacity)]
+
+    def on_xi_box(self, xi, opacity, session):
+        xi = self.user_xi(xi)
+        position = controls.position_from_xi(xi)
+        if session is None:
+            return [position, session, *self.empty_views()]
+        return [position, session, *self.render(session, xi, opacity)]
+
+    def on_reset(self, opacity, session):
+        xi = self.config.default_xi
+        return [xi, *self.on_xi_box(xi, opacity, session)]
+
+    def on_opacity(self, opacity, session):
+        if session is None or session.get("color_mask") is None:
+            return None
+        return views.blend(session["working"], session["color_mask"], opacity)
+
+    def on_sweep(self, xi, session, progress=gr.Progress()):
+        if session is None:
+            raise gr.Error("Upload an image first: the sweep runs on the current image.")
+        xis = controls.sweep_values()
+        progress((0, len(xis)), desc="ξ sweep")
+        with self.lock:
+            points = run_sweep(self.predictor, session["working"], xis,
+                               on_step=lambda done, total: progress((done, total), desc="ξ sweep"))
+        session["sweep"] = points
+        return [sweep_figure(points, self.user_xi(xi)), session]
+
+    def api_predict(self, image, xi):
+        """(image file, ξ) -> (colour mask at the image's resolution, summary dict). ξ None = default."""
+        xi = self.config.default_xi if xi is None else self.user_xi(xi)
+        try:
+            decoded = load_image_file(image)
+        except ImageInputError as error:
+            raise gr.Error(str(error)) from None
+        if min(decoded.rgb.shape[:2]) < self.patch:
+            raise gr.Error(f"The image is {decoded.rgb.shape[1]}×{decoded.rgb.shape[0]} px, smaller than one {self.patch}-pixel patch.")
+        with self.lock:
+            prediction = self.predictor.predict(decoded.rgb, xi=xi, size=self.default_size)
+        summary = prediction_summary(prediction)
+        summary["notices"] = decoded.notices
+        return views.colorize_mask(prediction.mask, self.config.class_colors), summary
+
+
+def header_markdown(predictor) -> str:
+    config = predictor.config
+    model = predictor.model
+    metadata = getattr(model, "checkpoint_metadata", {}) or {}
+    trained = ", ".join(f"{k}: {v}" for k, v in metadata.items() if isinstance(v, (int, float, str)))
+    return (
+        "# DoViT Studio — dynamic token-pass ViT segmentation\n"
+        f"`{config.backbone}` · {config.num_classes} classes · decision layers after blocks "
+        f"{', '.join(map(str, model.decision_layers))} · default ξ = {config.default_xi} · input "
+        f"{config.input_size[0]}×{config.input_size[1]} · {model.patch_size}-px patches"
+        + (f"  \n<sub>checkpoint: {trained}</sub>" if trained else "")
+        + "\n\nTokens whose aux-head confidence exceeds ξ **stop** and skip the remaining blocks; "
+        "ξ = 1 is the dense model. Move ξ and watch what the network stops computing."
+    )
+
+
+def xi_ticks_html() -> str:
+    """Labels under the ξ slider at their (non-linear) slider positions."""
+    spans = "".join(
+        f'<span style="left: {100 * controls.position_from_xi(xi):.1f}%">{xi:g}</span>' for xi in controls.XI_TICKS
+    ) + '<span style="left: 100%">1</span>'
+    return f'<div class="xi-ticks">{spans}</div>'
+
+
+def build_demo(predictor, examples_dir: str | Path | None = None) -> gr.Blocks:
+    """The whole app for one ``dovit.Predictor``; ``examples_dir`` adds its images to the gallery."""
+    studio = Studio(predictor)
+    config = predictor.config
+    examples = find_examples(examples_dir)
+    default_position = controls.position_from_xi(config.default_xi)
+    num_groups = len(predictor.model.decision_layers) + 1
+    with gr.Blocks(title="DoViT Studio", analytics_enabled=False, delete_cache=(600, 1800)) as demo:
+        session = gr.State(None)
+        gr.Markdown(header_markdown(predictor))
+        with gr.Row():
+            with gr.Column(scale=2, min_width=320):
+                image_in = upload_image(
+                    label="Input image (PNG, JPEG, WebP, BMP)", sources=["upload", "webcam", "clipboard"], elem_id="input-image", height=320,
+                )
+                notices = gr.Markdown(elem_id="notices")
+                size_dd = gr.Dropdown(
+                    controls.working_size_choices(studio.default_size, studio.patch),
+                    value=studio.default_size_value, label="Working resolution (height × width) the model sees",
+                    elem_id="working-size",
+                )
+                xi_slider = gr.Slider(
+                    0.0, 1.0, value=default_position, step=controls.SLIDER_STEP, elem_id="xi-slider",
+                    label="ξ — token-pass threshold (finer steps near 1)",
+                )
+                gr.HTML(xi_ticks_html())
+                with gr.Row():
+                    xi_box = gr.Number(value=config.default_xi, label="ξ (type a value, Enter)", minimum=0.0,
+                                       maximum=1.0, step=0.0001, elem_id="xi-number", scale=2)
+                    reset = gr.Button(f"Reset ξ to {config.default_xi:g}", elem_id="xi-reset", scale=1)
+                if examples:
+                    gr.Examples([[str(p)] for p in examples], inputs=[image_in], label="Examples",
+                                examples_per_page=8)
+            with gr.Column(scale=3):
+                readouts = gr.Markdown(studio.empty_views()[0], elem_id="readouts")
+                tokens_plot = gr.Plot(label="Tokens and FLOPs per block (paper Fig. 6)", elem_id="tokens-plot")
+        with gr.Tabs():
+            with gr.Tab("Token pass"):
+                gr.Markdown("Each group B_g of blocks runs only on the clear tokens. Shaded tokens stopped "
+                            "earlier; **orange** tokens were stopped by the decision just before this group.")
+                token_gallery = gr.Gallery(label="Tokens per group", columns=min(4, num_groups), format="jpeg", elem_id="token-gallery",
+                                           height="auto", object_fit="contain")
+            with gr.Tab("Confidence"):
+                gr.Markdown("Aux-head confidence q_l = max_c softmax (Eq. 3) per decision layer. Inside the "
+                            "white contour q_l > ξ: those tokens stop there (if still running).")
+                heatmap_gallery = gr.Gallery(label="Confidence per decision layer", columns=min(3, num_groups - 1), format="jpeg",
+                                             elem_id="heatmap-gallery", height="auto", object_fit="contain")
+            with gr.Tab("Segmentation"):
+                opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Mask opacity", elem_id="opacity")
+                legend = gr.HTML(elem_id="legend")
+                with gr.Row():
+                    mask_overlay = gr.Image(label="Mask over the image", format="jpeg", interactive=False)
+                    raw_mask = gr.Image(label="Colour mask", format="png", interactive=False)
+            with gr.Tab("Halting depth"):
+                halting_legend = gr.HTML()
+                halting = gr.Image(label="Group after which each token stopped", format="jpeg", interactive=False)
+            with gr.Tab("Dense vs DoViT"):
+                with gr.Row():
+                    dense_mask = gr.Image(label="Dense model's mask (ξ = 1)", format="png", interactive=False)
+                    disagreement = gr.Image(label="Pixels where DoViT differs from dense (magenta)",
+                                            format="jpeg", interactive=False)
+                gr.Markdown("Pixel agreement with the dense model is in the readout panel above.")
+            with gr.Tab("ξ sweep"):
+                sweep_button = gr.Button("Run ξ sweep on this image", elem_id="sweep-button")
+                sweep_plot = gr.Plot(label="FLOPs and agreement with dense against ξ", elem_id="sweep-plot")
+            if HELP_PATH.exists():
+                with gr.Tab("What the views teach"):
+                    gr.Markdown(HELP_PATH.read_text())
+
+        view_outputs = [readouts, tokens_plot, token_gallery, heatmap_gallery, mask_overlay, legend, raw_mask,
+                        halting, halting_legend, dense_mask, disagreement, sweep_plot]
+        model_event = dict(concurrency_id=MODEL_QUEUE, concurrency_limit=1, api_visibility="private")
+        image_in.change(studio.on_image, [image_in, size_dd, xi_box, opacity, session],
+                        [session, notices, size_dd, *view_outputs], **model_event)
+        size_dd.input(studio.on_size, [size_dd, xi_box, opacity, session], [session, *view_outputs], **model_event)
+        xi_slider.input(studio.on_drag, [xi_slider, opacity, session], [xi_box, session, *view_outputs],
+                        trigger_mode="always_last", show_progress="hidden", **model_event)
+        xi_slider.release(studio.on_release, [xi_slider, opacity, session], [xi_box, session, *view_outputs],
+                          show_progress="minimal", **model_event)
+        for event in (xi_box.submit, xi_box.blur):
+            event(studio.on_xi_box, [xi_box, opacity, session], [xi_slider, session, *view_outputs],
+                  show_progress="minimal", **model_event)
+        reset.click(studio.on_reset, [opacity, session], [xi_box, xi_slider, session, *view_outputs], **model_event)
+        opacity.input(studio.on_opacity, [opacity, session], mask_overlay, show_progress="hidden",
+                      api_visibility="private")
+        sweep_button.click(studio.on_sweep, [xi_box, session], [sweep_plot, session], **model_event)
+
+        with gr.Row(visible=False):  # the /predict API's own components (not part of the page)
+            api_image = upload_image(label="image")
+            api_xi = gr.Number(value=config.default_xi, label="xi")
+            api_mask = gr.Image(format="png", label="colour mask")
+            api_summary = gr.JSON(label="summary")
+            api_trigger = gr.Button("predict")  # never shown: only gradio_client / HTTP calls reach it
+        api_trigger.click(studio.api_predict, inputs=[api_image, api_xi], outputs=[api_mask, api_summary],
+                          api_name="predict", concurrency_id=MODEL_QUEUE, concurrency_limit=1,
+                          api_description="Segment an image at token-pass threshold xi in [0, 1] (None: checkpoint default). "
+                          "Returns the colour mask and a summary with gflops, dense_gflops, kept_tokens per group, "
+                          "latency_ms, dense_latency_ms, xi.")
+    demo.queue(default_concurrency_limit=1, max_size=64)
+    demo.studio = studio  # for tests and benchmarks
+    demo.example_dirs = sorted({str(p.parent) for p in examples})
+    return demo
+
+
+def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
+          block: bool = True) -> None:
+    """Launch ``demo`` (from ``build_demo``) with the app's settings: upload cap, errors shown, no SSR."""
+    demo.launch(
+        server_name=host, server_port=port, share=share, prevent_thread_lock=not block, show_error=True,
+        max_file_size=MAX_UPLOAD_BYTES, allowed_paths=getattr(demo, "example_dirs", []), css=CSS,
+        ssr_mode=False, mcp_server=False, quiet=True, footer_links=["api", "settings"],
+    )

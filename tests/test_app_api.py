@@ -1,0 +1,85 @@
+"""The /predict endpoint through gradio_client against the app served on 127.0.0.1 (a tiny checkpoint)."""
+import socket
+
+import cv2
+import numpy as np
+import PIL.Image
+import psutil
+import pytest
+from gradio_client import Client, handle_file
+
+import dovit
+from app.ui import build_demo, serve
+
+SUMMARY_KEYS = ("gflops", "dense_gflops", "kept_tokens", "latency_ms", "dense_latency_ms", "xi")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model, tmp_path_factory):
+    """Serve a checkpoint of the tiny model (saved and loaded like the shipped one); yields the URL."""
+    checkpoint = dovit.save_checkpoint(tiny_model, tmp_path_factory.mktemp("checkpoint"))
+    demo = build_demo(dovit.Predictor.from_checkpoint(checkpoint))
+    port = free_port()
+    serve(demo, host="127.0.0.1", port=port, block=False)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("uploads")
+    rng = np.random.default_rng(0)
+    street = rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    cv2.imwrite(str(folder / "street.png"), street)
+    (folder / "text.png").write_text("this is not an image")
+    (folder / "empty.png").write_bytes(b"")
+    cv2.imwrite(str(folder / "small.png"), street[:10, :10])
+    return folder
+
+
+def test_predict_returns_mask_and_summary(client, images):
+    mask_path, summary = client.predict(handle_file(images / "street.png"), 0.5, api_name="/predict")
+    mask = np.asarray(PIL.Image.open(mask_path))
+    assert mask.shape == (50, 70, 3)
+    assert all(key in summary for key in SUMMARY_KEYS)
+    assert summary["xi"] == 0.5 and len(summary["kept_tokens"]) == 4
+    assert summary["dense_gflops"] > 0 and summary["latency_ms"] > 0
+
+
+@pytest.mark.parametrize("xi", [1.5, -0.1, "nan"])
+def test_xi_out_of_range_or_nan_is_a_clear_error(client, images, xi):
+    with pytest.raises(Exception, match="xi must be a number in"):
+        client.predict(handle_file(images / "street.png"), xi, api_name="/predict")
+
+
+@pytest.mark.parametrize("name, message", [
+    ("text.png", "not an image"), ("empty.png", "empty"), ("small.png", "smaller than one"),
+])
+def test_bad_images_are_clear_errors_and_the_server_survives(client, images, name, message):
+    with pytest.raises(Exception, match=message):
+        client.predict(handle_file(images / name), 0.9, api_name="/predict")
+    _, summary = client.predict(handle_file(images / "street.png"), 0.9, api_name="/predict")
+    assert summary["xi"] == 0.9
+
+
+def test_100_sequential_calls_grow_memory_by_less_than_200_mb(client, images):
+    """The server runs in this process: its resident memory after 100 calls vs after a warm-up."""
+    process = psutil.Process()
+    for _ in range(5):
+        client.predict(handle_file(images / "street.png"), 0.7, api_name="/predict")
+    before = process.memory_info().rss
+    for index in range(100):
+        client.predict(handle_file(images / "street.png"), 0.5 + index / 200, api_name="/predict")
+    growth_mb = (process.memory_info().rss - before) / 2**20
+    assert growth_mb < 200, f"resident memory grew by {growth_mb:.0f} MB over 100 calls"

@@ -1,0 +1,133 @@
+"""app.ui.Studio handlers called directly (no server, no browser), build_demo, and app.py's flags."""
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import gradio as gr
+import numpy as np
+import pytest
+
+from app import controls
+from app.ui import Studio, build_demo
+from dovit import Predictor
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def studio(tiny_model):
+    return Studio(Predictor(tiny_model))
+
+
+@pytest.fixture(scope="module")
+def street_png(tmp_path_factory):
+    """A 60 x 80 PNG with a bright top half (sky-like) and a textured bottom."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    image[:30] = (200, 220, 250)
+    path = tmp_path_factory.mktemp("images") / "street.png"
+    cv2.imwrite(str(path), image)
+    return path
+
+
+def load(studio, path, xi=0.95):
+    outputs = studio.on_image(str(path), studio.default_size_value, xi, 0.5, None)
+    session, notices, size_update, *views = outputs
+    return session, notices, views
+
+
+def test_upload_draws_every_view(studio, street_png):
+    session, notices, views = load(studio, street_png)
+    readouts, figure, tokens, heatmaps, overlay, legend, raw, halting, halting_legend, dense, disagreement, sweep = views
+    height, width = studio.default_size
+    assert "Image 80×60 px" in notices and "GFLOPs" in readouts and "speedup" in readouts
+    assert len(tokens) == len(studio.predictor.model.decision_layers) + 1
+    assert len(heatmaps) == len(studio.predictor.model.decision_layers)
+    for image in (overlay, raw, halting, dense, disagreement, tokens[0][0]):
+        assert image.shape == (height, width, 3) and image.dtype == np.uint8
+    assert heatmaps[0][0].shape == (height, width + 64, 3)
+    assert "legend-swatch" in legend and "ran all blocks" in halting_legend
+    assert figure.data and sweep is None
+
+
+def test_moving_xi_changes_the_readouts(studio, street_png):
+    session, _, views = load(studio, street_png)
+    xi_dense, _, *dense_views = studio.on_release(1.0, 0.5, session)
+    xi_low, _, *low_views = studio.on_release(0.0, 0.5, session)
+    assert (xi_dense, xi_low) == (1.0, 0.0)
+    assert dense_views[0] != low_views[0] and "B2: 0 (0%)" in low_views[0]
+    live_xi, _, *live_views = studio.on_drag(0.5, 0.5, session)  # tiny model: fast enough to draw live
+    assert live_xi == controls.xi_from_position(0.5) and isinstance(live_views[0], str)
+
+
+def test_number_box_reset_size_and_opacity(studio, street_png):
+    session, _, _ = load(studio, street_png)
+    position, _, *views = studio.on_xi_box(0.985, 0.5, session)
+    assert position == controls.position_from_xi(0.985) and "ξ = 0.985" in views[0]
+    xi, position, _, *views = studio.on_reset(0.5, session)
+    assert xi == studio.config.default_xi and f"ξ = {xi:.4g}" in views[0]
+    _, *views = studio.on_size("32x48", 0.9, 0.5, session)
+    assert views[6].shape == (32, 48, 3) and "32×48" in views[0]
+    transparent = studio.on_opacity(0.0, session)
+    np.testing.assert_array_equal(transparent, session["working"])
+
+
+@pytest.mark.parametrize("bad", [1.5, -0.1, float("nan"), "abc"])
+def test_bad_xi_is_a_clear_gradio_error(studio, street_png, bad):
+    session, _, _ = load(studio, street_png)
+    with pytest.raises(gr.Error, match="xi must be a number in"):
+        studio.on_xi_box(bad, 0.5, session)
+    with pytest.raises(gr.Error, match="xi must be a number in"):
+        studio.api_predict(str(street_png), bad)
+
+
+def test_bad_uploads_are_clear_gradio_errors(studio, tmp_path):
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    small = tmp_path / "small.png"
+    cv2.imwrite(str(small), np.zeros((8, 40, 3), np.uint8))
+    for path, message in ((text, "not an image"), (empty, "empty"), (small, "smaller than one")):
+        with pytest.raises(gr.Error, match=message):
+            load(studio, path)
+        with pytest.raises(gr.Error, match=message):
+            studio.api_predict(str(path), 0.9)
+    cleared = studio.on_image(None, studio.default_size_value, 0.9, 0.5, None)
+    assert cleared[0] is None and cleared[3].startswith("Upload an image")
+
+
+def test_sweep_and_its_marker(studio, street_png):
+    session, _, _ = load(studio, street_png)
+    with pytest.raises(gr.Error, match="Upload an image first"):
+        studio.on_sweep(0.9, None, progress=lambda *args, **kwargs: None)
+    steps = []
+    figure, session = studio.on_sweep(0.9, session, progress=lambda value, desc=None: steps.append(value))
+    assert len(session["sweep"]) == len(controls.sweep_values()) and steps[-1] == (len(session["sweep"]),) * 2
+    assert [shape.x0 for shape in figure.layout.shapes] == [0.9]
+    _, _, *views = studio.on_release(controls.position_from_xi(0.99), 0.5, session)
+    assert views[-1] is not None  # the sweep plot follows ξ without recomputing
+
+
+def test_api_predict_returns_colour_mask_and_summary(studio, street_png):
+    mask, summary = studio.api_predict(str(street_png), 0.9)
+    assert mask.shape == (60, 80, 3)
+    for key in ("gflops", "dense_gflops", "kept_tokens", "latency_ms", "dense_latency_ms", "xi"):
+        assert key in summary
+    assert summary["xi"] == 0.9 and summary["kept_tokens"][0] == summary["num_tokens"]
+    assert studio.api_predict(str(street_png), None)[1]["xi"] == studio.config.default_xi
+
+
+def test_build_demo_names_the_predict_endpoint(tiny_model, tmp_path):
+    cv2.imwrite(str(tmp_path / "example.png"), np.zeros((32, 32, 3), np.uint8))
+    demo = build_demo(Predictor(tiny_model), examples_dir=tmp_path)
+    assert "predict" in [fn.api_name for fn in demo.fns.values()]
+    assert str(tmp_path.resolve()) in demo.example_dirs
+
+
+def test_app_py_flags():
+    result = subprocess.run([sys.executable, "app.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for flag in ("--checkpoint", "--host", "--port", "--examples", "--share", "--threads"):
+        assert flag in result.stdout

@@ -1,0 +1,108 @@
+"""app.images: every upload becomes (H, W, 3) uint8 RGB or a clear ImageInputError."""
+import io
+
+import cv2
+import numpy as np
+import PIL.Image
+import PIL.ImageOps
+import pytest
+
+from app import images
+from app.images import ImageInputError, decode_image, load_image_file
+
+RNG = np.random.default_rng(0)
+RGB = RNG.integers(0, 255, (20, 30, 3), dtype=np.uint8)
+
+
+def encode(array: np.ndarray, ext: str) -> bytes:
+    """(H, W[, C]) RGB(A) -> file bytes via OpenCV (which expects BGR)."""
+    if array.ndim == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR if array.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
+    ok, buffer = cv2.imencode(ext, array)
+    assert ok
+    return buffer.tobytes()
+
+
+@pytest.mark.parametrize("ext", [".png", ".bmp", ".webp"])
+def test_lossless_formats_round_trip(ext):
+    params = [cv2.IMWRITE_WEBP_QUALITY, 101] if ext == ".webp" else []
+    ok, buffer = cv2.imencode(ext, cv2.cvtColor(RGB, cv2.COLOR_RGB2BGR), params)
+    decoded = decode_image(buffer.tobytes())
+    np.testing.assert_array_equal(decoded.rgb, RGB)
+    assert decoded.notices == [] and decoded.original_size == (20, 30)
+
+
+def test_jpeg_decodes_close_to_the_original():
+    smooth = cv2.GaussianBlur(RGB, (9, 9), 3)
+    decoded = decode_image(encode(smooth, ".jpg"))
+    assert decoded.rgb.shape == (20, 30, 3) and np.abs(decoded.rgb.astype(int) - smooth).mean() < 8
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_matches_pillow(orientation):
+    picture = PIL.Image.fromarray(RGB)
+    exif = picture.getexif()
+    exif[images.EXIF_ORIENTATION] = orientation
+    buffer = io.BytesIO()
+    picture.save(buffer, "PNG", exif=exif)
+    expected = np.asarray(PIL.ImageOps.exif_transpose(PIL.Image.open(io.BytesIO(buffer.getvalue()))))
+    np.testing.assert_array_equal(decode_image(buffer.getvalue()).rgb, expected)
+
+
+def test_grey_rgba_and_16_bit_are_converted():
+    grey = decode_image(encode(RGB[:, :, 0], ".png"))
+    assert grey.rgb.shape == (20, 30, 3) and (grey.rgb[:, :, 0] == grey.rgb[:, :, 2]).all()
+    assert any("Greyscale" in n for n in grey.notices)
+
+    rgba = np.dstack([RGB, np.zeros((20, 30), np.uint8)])
+    rgba[0, 0, 3] = 255
+    clear = decode_image(encode(rgba, ".png"))
+    assert (clear.rgb[1:, 1:] == images.ALPHA_BACKGROUND).all() and tuple(clear.rgb[0, 0]) == tuple(RGB[0, 0])
+
+    deep = (RGB.astype(np.uint16) * 257)[:, :, ::-1].copy()  # BGR, full 16-bit range
+    decoded = decode_image(cv2.imencode(".png", deep)[1].tobytes())
+    np.testing.assert_array_equal(decoded.rgb, RGB)
+    assert any("16-bit" in n for n in decoded.notices)
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "empty"),
+    (b"definitely not an image", "not an image"),
+    (encode(RGB, ".png")[:200], "corrupt or truncated"),
+], ids=["empty", "text", "truncated"])
+def test_bad_bytes_raise_clear_errors(data, message):
+    with pytest.raises(ImageInputError, match=message):
+        decode_image(data)
+
+
+def test_unsupported_format_is_named():
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(RGB).save(buffer, "GIF")
+    with pytest.raises(ImageInputError, match="GIF images are not supported"):
+        decode_image(buffer.getvalue())
+
+
+def test_huge_images_are_refused_or_downscaled(monkeypatch):
+    data = encode(RGB, ".png")
+    downscaled = decode_image(data, max_side=15)
+    assert downscaled.rgb.shape == (10, 15, 3) and "downscaled from 30×20 to 15×10" in downscaled.notices[0]
+    monkeypatch.setattr(images, "MAX_PIXELS", 100)
+    with pytest.raises(ImageInputError, match="limit is"):
+        decode_image(data)
+
+
+def test_upload_files_missing_empty_or_too_big(tmp_path, monkeypatch):
+    with pytest.raises(ImageInputError, match="No image"):
+        load_image_file(None)
+    with pytest.raises(ImageInputError, match="could not be found"):
+        load_image_file(tmp_path / "gone.png")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageInputError, match="empty"):
+        load_image_file(empty)
+    good = tmp_path / "good.png"
+    good.write_bytes(encode(RGB, ".png"))
+    assert load_image_file(good).rgb.shape == (20, 30, 3)
+    monkeypatch.setattr(images, "MAX_UPLOAD_BYTES", 10)
+    with pytest.raises(ImageInputError, match="limit is"):
+        load_image_file(good)

@@ -1,0 +1,37 @@
+"""app.charts: plotly figures built from a Trace / sweep points, checked on their data."""
+import pytest
+
+from app.charts import SweepPoint, _interpolate, sweep_figure, tokens_flops_figure
+from tests.test_views import make_trace
+
+
+def test_tokens_flops_figure_has_one_bar_per_block_with_group_tokens():
+    trace = make_trace()
+    figure = tokens_flops_figure(trace)
+    bars, flops, dense = figure.data
+    assert list(bars.x) == [1, 2, 3, 4]
+    assert list(bars.y) == [6, trace.groups[1].tokens, trace.groups[2].tokens, trace.groups[2].tokens]
+    assert list(flops.y) == pytest.approx([600e-9, 400e-9, 250e-9, 250e-9])  # group FLOPs split over its blocks
+    assert list(dense.y) == pytest.approx([600e-9] * 4)
+    assert "tokens" in bars.hovertemplate and "GFLOPs" in flops.hovertemplate
+    decision_lines = [shape.x0 for shape in figure.layout.shapes]
+    assert decision_lines == [1.5, 2.5]
+
+
+def test_sweep_figure_marks_the_current_xi():
+    points = [SweepPoint(xi, gflops, 2.0, agreement, [4, 2]) for xi, gflops, agreement in
+              ((0.5, 0.5, 0.6), (0.9, 1.0, 0.9), (1.0, 2.0, 1.0))]
+    figure = sweep_figure(points, current_xi=0.95)
+    flops, agreement, flops_marker, agreement_marker = figure.data
+    assert list(flops.y) == pytest.approx([25.0, 50.0, 100.0])
+    assert list(agreement.y) == pytest.approx([60.0, 90.0, 100.0])
+    assert flops_marker.x == (0.95,) and flops_marker.y[0] == pytest.approx(75.0)
+    assert agreement_marker.y[0] == pytest.approx(95.0)
+    assert [shape.x0 for shape in figure.layout.shapes] == [0.95]
+    assert len(sweep_figure(points).data) == 2  # no current ξ: no marker
+
+
+def test_interpolate_clamps_outside_the_range():
+    assert _interpolate([0.0, 1.0], [0.0, 10.0], -1.0) == 0.0
+    assert _interpolate([0.0, 1.0], [0.0, 10.0], 2.0) == 10.0
+    assert _interpolate([0.0, 1.0], [0.0, 10.0], 0.25) == pytest.approx(2.5)

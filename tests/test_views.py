@@ -1,0 +1,130 @@
+"""app.views: pure drawing functions on small arrays and on a real tiny model's trace."""
+import numpy as np
+import pytest
+
+from app import views
+from dovit import DecisionTrace, GroupTrace, Predictor, Trace
+
+PATCH = 4
+
+
+def make_trace(xi: float = 0.5) -> Trace:
+    """A 2 x 3 token grid, two decisions: 2 tokens stop at the first, 1 more at the second."""
+    confidence_1 = np.array([[0.9, 0.8, 0.1], [0.2, 0.3, 0.4]], np.float32)
+    keep_1 = confidence_1 <= xi
+    confidence_2 = np.array([[0.9, 0.9, 0.7], [0.1, 0.2, 0.3]], np.float32)
+    keep_2 = keep_1 & (confidence_2 <= xi)
+    decisions = [
+        DecisionTrace(layer=1, confidence=confidence_1, stopped_here=~keep_1, keep_mask=keep_1, kept=int(keep_1.sum())),
+        DecisionTrace(layer=2, confidence=confidence_2, stopped_here=keep_1 & ~keep_2, keep_mask=keep_2,
+                      kept=int(keep_2.sum())),
+    ]
+    groups = [GroupTrace((1, 1), 6, 600), GroupTrace((2, 2), int(keep_1.sum()), 400),
+              GroupTrace((3, 4), int(keep_2.sum()), 500)]
+    depth = np.where(~keep_1, 1, np.where(~keep_2, 2, 3))
+    return Trace(xi=xi, grid=(2, 3), num_tokens=6, decisions=decisions, groups=groups, halting_depth=depth,
+                 flops=1500, dense_flops=2400, backbone_flops=1400, dense_backbone_flops=2300,
+                 aux_head_flops=50, decoder_flops=50)
+
+
+@pytest.fixture
+def image():
+    rng = np.random.default_rng(0)
+    return rng.integers(40, 200, (7, 11, 3), dtype=np.uint8)  # not a patch multiple: grid 2 x 3, cropped
+
+
+def test_upsample_tokens_fills_patches_and_crops():
+    tokens = np.array([[1, 2, 3], [4, 5, 6]])
+    pixels = views.upsample_tokens(tokens, PATCH, (7, 11))
+    assert pixels.shape == (7, 11)
+    assert (pixels[:4, :4] == 1).all() and (pixels[4:, 8:] == 6).all()
+
+
+def test_token_overlay_keeps_kept_tokens_clear_and_shades_stopped(image):
+    kept = np.array([[True, False, True], [True, True, True]])
+    here = np.array([[False, False, False], [False, False, True]])
+    kept_now = kept & ~here
+    out = views.token_overlay(image, kept_now, here, PATCH)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    inside = (slice(1, 4), slice(1, 4))  # token (0, 0) away from grid lines: untouched
+    np.testing.assert_array_equal(out[inside], image[inside])
+    assert out[1:4, 5:8].mean() < image[1:4, 5:8].mean() * 0.6  # token (0, 1) stopped earlier: dark
+    orange = out[5:7, 9:11].reshape(-1, 3).astype(int)
+    assert (orange[:, 0] > orange[:, 2] + 40).all()  # token (1, 2) stopped here: orange
+
+
+def test_group_overlays_one_per_group_with_counts(image):
+    trace = make_trace()
+    overlays = views.group_overlays(image, trace, PATCH)
+    assert len(overlays) == len(trace.groups)
+    assert "6/6 tokens kept (100%)" in overlays[0][1]
+    assert f"{trace.groups[1].tokens}/6" in overlays[1][1] and "2 stopped here" in overlays[1][1]
+    assert all(o.shape == image.shape for o, _ in overlays)
+
+
+def test_confidence_heatmap_has_colour_bar_and_contour(image):
+    confidence = np.array([[0.9, 0.1, 0.1], [0.1, 0.1, 0.1]], np.float32)
+    large = np.repeat(np.repeat(image, 4, 0), 4, 1)  # 28 x 44: patch 16 -> grid 2 x 3
+    out = views.confidence_heatmap(confidence, 0.5, large, 16)
+    assert out.shape == (28, 44 + 64, 3)
+    white = (out[:, :44] == 255).all(axis=2)
+    assert white[:, :18].any() and not white[:, 20:44].any()  # contour only around the confident token
+    none_above = views.confidence_heatmap(confidence, 1.0, large, 16)
+    assert not (none_above[:, :44] == 255).all(axis=2).any()
+
+
+def test_decision_heatmaps_one_per_decision(image):
+    trace = make_trace()
+    maps = views.decision_heatmaps(image, trace, PATCH)
+    assert len(maps) == 2 and "after block 1" in maps[0][1] and "2/6 tokens above" in maps[0][1]
+
+
+def test_colorize_mask_uses_palette_and_blacks_out_unknown_ids():
+    mask = np.array([[0, 1], [2, 7]])
+    colours = [(10, 20, 30), (40, 50, 60), (70, 80, 90)]
+    out = views.colorize_mask(mask, colours)
+    assert out.dtype == np.uint8 and out.shape == (2, 2, 3)
+    assert tuple(out[0, 1]) == (40, 50, 60) and tuple(out[1, 1]) == (0, 0, 0)
+
+
+def test_blend_endpoints(image):
+    overlay = np.full_like(image, 255)
+    np.testing.assert_array_equal(views.blend(image, overlay, 0.0), image)
+    np.testing.assert_array_equal(views.blend(image, overlay, 1.0), overlay)
+
+
+def test_halting_map_colours_follow_depth(image):
+    trace = make_trace()
+    out = views.halting_map(trace.halting_depth, 3, image, PATCH, opacity=1.0)
+    colours = views.depth_colors(3)
+    assert len({tuple(c) for c in colours}) == 3
+    np.testing.assert_array_equal(out[1:4, 1:4].reshape(-1, 3)[0], colours[0])  # token (0, 0) stopped after B_1
+
+
+def test_disagreement_map_marks_exactly_the_differing_pixels(image):
+    mask = np.zeros(image.shape[:2], np.int64)
+    dense = mask.copy()
+    dense[2, 3] = 1
+    out = views.disagreement_map(mask, dense, image)
+    magenta = (out == views.DISAGREE_COLOR).all(axis=2)
+    assert magenta.sum() == 1 and magenta[2, 3]
+
+
+def test_legend_lists_every_class_escaped_with_shares():
+    html = views.legend_html(["road", "<b>car</b>"], [(1, 2, 3), (4, 5, 6)], np.array([[0, 0, 0, 1]]))
+    assert "road 75.0%" in html and "&lt;b&gt;car&lt;/b&gt; 25.0%" in html and "rgb(4, 5, 6)" in html
+    assert "stopped after B1" in views.depth_legend_html(3) and "ran all blocks" in views.depth_legend_html(3)
+
+
+def test_views_of_a_dense_forward_stop_nothing(tiny_model):
+    """ξ = 1 is the dense model: every group overlay is the clear image, the disagreement map is empty."""
+    predictor = Predictor(tiny_model)
+    image = np.random.default_rng(1).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    prediction = predictor.predict(image, xi=1.0)
+    patch = tiny_model.patch_size
+    for overlay, caption in views.group_overlays(image, prediction.trace, patch):
+        assert "(100%)" in caption
+        np.testing.assert_array_equal(overlay[1:patch, 1:patch], image[1:patch, 1:patch])
+    disagreement = views.disagreement_map(prediction.mask, prediction.dense_mask, image)
+    assert not (disagreement == views.DISAGREE_COLOR).all(axis=2).any()
+    assert (prediction.trace.halting_depth == len(prediction.trace.groups)).all()
