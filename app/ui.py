@@ -259,7 +259,7 @@ def build_demo(predictor, examples_dir: str | Path | None = None) -> gr.Blocks:
                 )
                 xi_slider = gr.Slider(
                     0.0, 1.0, value=default_position, step=controls.SLIDER_STEP, elem_id="xi-slider",
-                    label="ξ — token-pass threshold (finer steps near 1)",
+                    label="ξ — token-pass threshold (finer steps near 1)", buttons=[],
                 )
                 gr.HTML(xi_ticks_html())
                 with gr.Row():

@@ -1,0 +1,64 @@
+"""Driving DoViT Studio in Debian's Chromium with Playwright (shared by the browser test and the
+screenshot script). Never downloads a browser: Chromium must be at CHROMIUM."""
+from __future__ import annotations
+
+from pathlib import Path
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 90_000
+
+
+def launch_browser(playwright):
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+
+
+def open_app(browser, url: str, width: int = 1400, height: int = 1000):
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    page.wait_for_selector("#xi-slider input[type=range]")
+    return page
+
+
+def readouts(page) -> str:
+    return page.inner_text("#readouts")
+
+
+def upload(page, image: Path) -> str:
+    """Upload ``image`` through the input's file chooser; wait for the readouts; return them."""
+    page.set_input_files("#input-image input[type=file]", str(image))
+    page.wait_for_function("document.querySelector('#readouts').innerText.includes('GFLOPs')")
+    page.wait_for_timeout(500)  # every view arrives with the readouts; give the images time to paint
+    return readouts(page)
+
+
+def drag_xi(page, position: float) -> str:
+    """Drag the ξ slider's thumb to ``position`` in [0, 1] of its track and release; wait until the
+    readouts show the ξ of where the thumb ended; return them."""
+    track = page.locator("#xi-slider input[type=range]")
+    box = track.bounding_box()
+    current = float(track.input_value())
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + current * box["width"], y)
+    page.mouse.down()
+    for step in range(1, 11):
+        fraction = current + (position - current) * step / 10
+        page.mouse.move(box["x"] + fraction * box["width"], y)
+    page.mouse.up()
+    page.wait_for_function(
+        """() => {
+            const position = parseFloat(document.querySelector('#xi-slider input[type=range]').value);
+            const box = parseFloat(document.querySelector('#xi-number input').value);
+            const xi = 1 - Math.pow(1 - position, 3);  // app.controls.xi_from_position
+            return Math.abs(box - xi) < 1e-4 && document.querySelector('#readouts').innerText.includes(
+                'ξ = ' + Number(box.toPrecision(4)).toString());
+        }"""
+    )
+    page.wait_for_timeout(500)
+    return readouts(page)
+
+
+def xi_box_value(page) -> float:
+    return float(page.locator("#xi-number input").input_value())

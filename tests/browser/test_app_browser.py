@@ -1,0 +1,63 @@
+"""Real browser: Debian Chromium (Playwright) uploads an image, drags ξ, checks that the readouts change,
+and saves a screenshot (to $DOVIT_APP_SCREENSHOT when set, else to the test's tmp folder)."""
+import os
+import socket
+from pathlib import Path
+
+import cv2
+import pytest
+
+from app_driver import CHROMIUM, drag_xi, launch_browser, open_app, upload, xi_box_value
+
+sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+if not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium); Playwright must not download one",
+                allow_module_level=True)
+
+CAMVID_IMAGE = Path(__file__).resolve().parents[3] / "shared/data/camvid/val/0016E5_07959.png"
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_model, tmp_path_factory):
+    import dovit
+    from app.ui import build_demo, serve
+
+    checkpoint = dovit.save_checkpoint(tiny_model, tmp_path_factory.mktemp("checkpoint"))
+    demo = build_demo(dovit.Predictor.from_checkpoint(checkpoint))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    serve(demo, host="127.0.0.1", port=port, block=False)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def image_path(tmp_path_factory):
+    """A CamVid image when the shared data is there, else the project's synthetic street scene."""
+    if CAMVID_IMAGE.exists():
+        return CAMVID_IMAGE
+    from assets.make_street_scene import street_scene
+
+    path = tmp_path_factory.mktemp("image") / "street.png"
+    cv2.imwrite(str(path), cv2.cvtColor(street_scene(), cv2.COLOR_RGB2BGR))
+    return path
+
+
+def test_upload_drag_xi_readouts_change_and_screenshot(app_url, image_path, tmp_path):
+    with sync_playwright() as playwright:
+        browser = launch_browser(playwright)
+        try:
+            page = open_app(browser, app_url)
+            first = upload(page, image_path)
+            assert "ξ = 0.95" in first and "GFLOPs" in first
+            low = drag_xi(page, 0.02)  # ξ near 0: every token stops at the first decision
+            assert low != first and xi_box_value(page) < 0.1
+            assert "B2: 0 (0%)" in low
+            dense = drag_xi(page, 1.0)  # ξ = 1: the dense model, nothing stops
+            assert xi_box_value(page) == 1.0 and "100.0%" in dense and dense != low
+            screenshot = Path(os.environ.get("DOVIT_APP_SCREENSHOT", tmp_path / "app.png"))
+            page.screenshot(path=str(screenshot), full_page=True)
+            assert screenshot.stat().st_size > 10_000
+        finally:
+            browser.close()
