@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
@@ -82,6 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--seed", type=int, default=0, help="random seed")
     add("--resume", action="store_true", help="continue from OUTPUT/train_state.pt")
     add("--no-progress", action="store_true", help="no tqdm bar (the log file is still written)")
+    add("--dump-rank-weights", action="store_true",
+        help="every rank also writes its final weights to OUTPUT/rank{R}.safetensors (to check that DDP ranks agree)")
     return parser.parse_args(argv)
 
 
@@ -290,6 +293,15 @@ def train(args: argparse.Namespace) -> dict:
                 model.train()
         epoch += 1
     bar.close()
+    if world > 1:
+        # DDP broadcasts rank 0's buffers (BatchNorm running statistics) at the start of every forward, so
+        # after the last step each rank still holds its own last update: adopt rank 0's, as the next forward would.
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+    if args.dump_rank_weights:
+        output.mkdir(parents=True, exist_ok=True)  # rank 0 may not have created it yet
+        save_file({name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()},
+                  str(output / f"rank{rank}.safetensors"))
     if rank == 0:
         _save_state(model, optimizer, scheduler, step, best, output, args)
         log({"event": "done", "step": step, "best_miou": best["miou"], "best_step": best["step"]})
