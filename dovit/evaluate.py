@@ -123,7 +123,16 @@ def main(argv: list[str] | None = None) -> int:
     config = model.config
     xi_values = xi_values or sorted({config.default_xi, 1.0})
     size = tuple(args.input_size) if args.input_size else config.input_size
-    dataset = build_dataset(args.dataset, args.data_root, args.split, EvalTransform(size, config.mean, config.std))
+    try:
+        dataset = build_dataset(args.dataset, args.data_root, args.split, EvalTransform(size, config.mean, config.std))
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if dataset.info.num_classes != config.num_classes:
+        # Labels the model cannot predict would be dropped from the metrics without a word.
+        print(f"error: the checkpoint predicts {config.num_classes} classes, {args.dataset} has "
+              f"{dataset.info.num_classes}", file=sys.stderr)
+        return 2
     results = evaluate_model(model, dataset, xi_values, args.max_images, device=args.device)
     print(f"{args.dataset} {args.split}, {results[0]['images']} images at {size[0]}x{size[1]}, "
           f"{results[0]['params_m']:.2f} M params; {FLOPS_CONVENTION}")
