@@ -13,38 +13,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python app.py",
         description="DoViT Studio: see which tokens a dynamic token-pass ViT stops, what that saves, and "
         "what it costs in accuracy, for any image and any threshold ξ.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Example: python app.py --examples ../shared/data/camvid/val",
     )
     parser.add_argument("--checkpoint", metavar="PATH", default=None,
                         help="DoViT checkpoint directory (model.safetensors + config.json); "
                         "default: the shipped checkpoints/camvid_dovit_vit_tiny")
     parser.add_argument("--host", default="127.0.0.1",
-                        help="address to serve on; 127.0.0.1 keeps the app private to this machine")
-    parser.add_argument("--port", type=int, default=7860, help="port to serve on")
+                        help="address to serve on (default: 127.0.0.1, private to this machine)")
+    parser.add_argument("--port", type=int, default=7860, help="port to serve on (default: 7860)")
     parser.add_argument("--examples", metavar="DIR", default=None,
                         help="a folder of images to offer as examples besides assets/ "
                         "(e.g. ../shared/data/camvid/val); read at run time, never copied into the repo")
     parser.add_argument("--share", action="store_true",
                         help="also open a public gradio.live link (needs internet; off by default)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads for the forward; default: the CPU cores this process may "
-                        "use (one forward runs at a time, so it may use them all)")
+                        help="torch CPU threads for the forward; default: usable cores - 1 (at least 1, "
+                        "at most 8), leaving a core to the server (see app/runtime.py)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    import torch  # heavy imports after parsing, so that --help is instant
-
+    from app.runtime import configure_torch  # heavy imports after parsing, so that --help is instant
     from app.ui import build_demo, serve
-    from dovit import Predictor
+    from dovit import CheckpointError, Predictor
 
-    threads = args.threads or len(os.sched_getaffinity(0))
-    torch.set_num_threads(threads)
-    torch.set_num_interop_threads(1)
-    predictor = Predictor.from_checkpoint(args.checkpoint)
-    demo = build_demo(predictor, examples_dir=args.examples)
+    threads = configure_torch(args.threads)
+    try:
+        predictor = Predictor.from_checkpoint(args.checkpoint)
+        demo = build_demo(predictor, examples_dir=args.examples)
+    except (CheckpointError, FileNotFoundError) as error:
+        raise SystemExit(f"python app.py: {error}") from None
     print(f"DoViT Studio on http://{args.host}:{args.port} (torch threads: {threads})", flush=True)
     serve(demo, host=args.host, port=args.port, share=args.share)
 

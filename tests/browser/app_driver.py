@@ -14,8 +14,11 @@ def launch_browser(playwright):
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
 
 
-def open_app(browser, url: str, width: int = 1400, height: int = 1000):
+def open_app(browser, url: str, width: int = 1400, height: int = 1000, on_request=None):
+    """A new page on the app, loaded; on_request(url) is called for every request the page makes."""
     page = browser.new_page(viewport={"width": width, "height": height})
+    if on_request is not None:
+        page.on("request", lambda request: on_request(request.url))
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(url)
     page.wait_for_selector("#xi-slider input[type=range]")

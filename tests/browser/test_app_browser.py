@@ -48,7 +48,10 @@ def test_upload_drag_xi_readouts_change_and_screenshot(app_url, image_path, tmp_
     with sync_playwright() as playwright:
         browser = launch_browser(playwright)
         try:
-            page = open_app(browser, app_url)
+            requests = []
+            page = open_app(browser, app_url, on_request=requests.append)
+            page.locator("button.gallery-item").first.click()  # the examples gallery: assets/ first
+            page.wait_for_function("document.querySelector('#readouts').innerText.includes('GFLOPs')")
             first = upload(page, image_path)
             assert "ξ = 0.95" in first and "GFLOPs" in first
             low = drag_xi(page, 0.02)  # ξ near 0: every token stops at the first decision
@@ -59,5 +62,7 @@ def test_upload_drag_xi_readouts_change_and_screenshot(app_url, image_path, tmp_
             screenshot = Path(os.environ.get("DOVIT_APP_SCREENSHOT", tmp_path / "app.png"))
             page.screenshot(path=str(screenshot), full_page=True)
             assert screenshot.stat().st_size > 10_000
+            outside = {url for url in requests if not url.startswith(("http://127.0.0.1", "data:", "blob:"))}
+            assert not outside, f"the page reached outside 127.0.0.1: {sorted(outside)[:5]}"
         finally:
             browser.close()

@@ -1,0 +1,31 @@
+"""Torch CPU threading for the app, chosen deliberately (used by app.py and the benchmark).
+
+One forward runs at a time (the model queue has concurrency 1), so intra-op threads are the only
+parallelism. We leave one core to the server itself (HTTP, image encoding) and to anything else on the
+machine: on this project's 2-core CPU, with a training job running, 2 threads made the slider handler
+~4x slower than 1 (threads wait at every op's barrier for the slowest one; see docs/benchmarks.md).
+A ViT-Tiny forward at 360x480 gains little beyond 8 threads, hence the cap.
+"""
+from __future__ import annotations
+
+import os
+
+MAX_DEFAULT_THREADS = 8
+
+
+def default_threads() -> int:
+    """min(8, usable cores - 1), at least 1."""
+    return max(1, min(MAX_DEFAULT_THREADS, len(os.sched_getaffinity(0)) - 1))
+
+
+def configure_torch(threads: int | None = None) -> int:
+    """Set torch's intra-op threads (default ``default_threads()``) and one inter-op thread; returns it."""
+    import torch
+
+    threads = threads or default_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set once in this process (e.g. by an earlier call)
+        pass
+    return threads
