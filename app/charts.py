@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .controls import XI_TICKS, position_from_xi
+
 TOKENS_COLOR = "#1f77b4"
 FLOPS_COLOR = "#d62728"
 DENSE_COLOR = "#7f7f7f"
@@ -68,33 +70,42 @@ class SweepPoint:
 
 
 def sweep_figure(points: list[SweepPoint], current_xi: float | None = None) -> go.Figure:
-    """FLOPs (% of dense) and agreement with dense (%) against ξ, the current ξ marked."""
+    """FLOPs (% of dense) and agreement with dense (%) against ξ, the current ξ marked.
+
+    The x axis uses the ξ slider's scale (``app.controls``), so the many useful values near 1 spread out;
+    tick labels and hover show ξ itself.
+    """
     figure = make_subplots(specs=[[{"secondary_y": True}]])
-    xs = [p.xi for p in points]
+    xs = [position_from_xi(p.xi, snap=False) for p in points]
     flops_percent = [100.0 * p.gflops / p.dense_gflops for p in points]
     agreement = [100.0 * p.agreement for p in points]
     kept = [" → ".join(str(t) for t in p.kept_tokens) for p in points]
     figure.add_scatter(
         x=xs, y=flops_percent, name="FLOPs (% of dense)", mode="lines+markers", line_color=FLOPS_COLOR,
-        customdata=[[p.gflops, k] for p, k in zip(points, kept)],
-        hovertemplate="ξ %{x:.5f}<br>%{y:.1f}% of dense (%{customdata[0]:.3f} GFLOPs)<br>kept %{customdata[1]}<extra></extra>",
+        customdata=[[p.xi, p.gflops, k] for p, k in zip(points, kept)],
+        hovertemplate="ξ %{customdata[0]:.5f}<br>%{y:.1f}% of dense (%{customdata[1]:.3f} GFLOPs)"
+        "<br>kept %{customdata[2]}<extra></extra>",
     )
     figure.add_scatter(
         x=xs, y=agreement, name="agreement with dense (%)", mode="lines+markers", line_color=TOKENS_COLOR,
-        hovertemplate="ξ %{x:.5f}<br>%{y:.2f}% of pixels agree<extra></extra>", secondary_y=True,
+        customdata=[p.xi for p in points], secondary_y=True,
+        hovertemplate="ξ %{customdata:.5f}<br>%{y:.2f}% of pixels agree<extra></extra>",
     )
     if current_xi is not None and points:
-        figure.add_vline(x=current_xi, line=dict(color="black", width=2),
+        x = position_from_xi(current_xi, snap=False)
+        figure.add_vline(x=x, line=dict(color="black", width=2),
                          annotation_text=f"current ξ = {current_xi:.4g}", annotation_position="top left")
         figure.add_scatter(
-            x=[current_xi], y=[_interpolate(xs, flops_percent, current_xi)], mode="markers", showlegend=False,
+            x=[x], y=[_interpolate(xs, flops_percent, x)], mode="markers", showlegend=False,
             marker=dict(size=12, color=FLOPS_COLOR, symbol="diamond"), hoverinfo="skip",
         )
         figure.add_scatter(
-            x=[current_xi], y=[_interpolate(xs, agreement, current_xi)], mode="markers", showlegend=False,
+            x=[x], y=[_interpolate(xs, agreement, x)], mode="markers", showlegend=False,
             marker=dict(size=12, color=TOKENS_COLOR, symbol="diamond"), hoverinfo="skip", secondary_y=True,
         )
-    figure.update_xaxes(title_text="ξ (token-pass threshold; 1 = dense)")
+    ticks = [xi for xi in XI_TICKS if not points or xi >= min(p.xi for p in points) - 1e-9] + [1.0]
+    figure.update_xaxes(title_text="ξ (token-pass threshold; 1 = dense), on the slider's scale",
+                        tickvals=[position_from_xi(xi, snap=False) for xi in ticks], ticktext=[f"{xi:g}" for xi in ticks])
     figure.update_yaxes(title_text="FLOPs, % of dense", rangemode="tozero", secondary_y=False)
     figure.update_yaxes(title_text="pixel agreement with dense, %", secondary_y=True)
     figure.update_layout(

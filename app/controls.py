@@ -22,11 +22,11 @@ def xi_from_position(position: float) -> float:
     return round(1.0 - (1.0 - position) ** XI_EXPONENT, 5)
 
 
-def position_from_xi(xi: float) -> float:
-    """Inverse of ``xi_from_position``, rounded to the slider step."""
+def position_from_xi(xi: float, snap: bool = True) -> float:
+    """Inverse of ``xi_from_position``; snap: round to the slider step (False: exact, for chart axes)."""
     xi = min(max(float(xi), 0.0), 1.0)
     position = 1.0 - (1.0 - xi) ** (1.0 / XI_EXPONENT)
-    return round(round(position / SLIDER_STEP) * SLIDER_STEP, 6)
+    return round(round(position / SLIDER_STEP) * SLIDER_STEP, 6) if snap else position
 
 
 def sweep_values(count: int = 25, lowest: float = 0.5) -> list[float]:

@@ -50,3 +50,12 @@ def readouts_markdown(summary: dict) -> str:
         f"<sub>{summary['flops_convention']}. Latency: measured wall time of the whole forward on this "
         f"machine (the ξ-independent prefix is timed once per image and counted in both).</sub>"
     )
+
+
+def agreement_markdown(summary: dict) -> str:
+    """The Dense vs DoViT tab's headline: pixel agreement of this ξ's mask with the dense mask."""
+    agreement = summary["agreement_with_dense_percent"]
+    return (
+        f"**{agreement:.2f}%** of pixels get the same class as the dense model (ξ = 1); "
+        f"{100 - agreement:.2f}% differ (magenta), for {summary['flops_saved_percent']:.1f}% fewer FLOPs."
+    )

@@ -27,7 +27,7 @@ from .analysis import Views, analyse, run_sweep, to_working_size  # noqa: E402
 from .charts import sweep_figure  # noqa: E402
 from .examples import find_examples  # noqa: E402
 from .images import MAX_UPLOAD_BYTES, ImageInputError, load_image_file  # noqa: E402
-from .readouts import prediction_summary, readouts_markdown  # noqa: E402
+from .readouts import agreement_markdown, prediction_summary, readouts_markdown  # noqa: E402
 
 MODEL_QUEUE = "model"
 LIVE_REFRESH_MAX_MS = 250.0  # while dragging, redraw every view only if a full refresh is this fast
@@ -84,7 +84,7 @@ class Studio:
 
     # ------------------------------------------------------------------ shared pieces
     def empty_views(self, message: str = "Upload an image, take a webcam snapshot or pick an example.") -> list:
-        return [message, None, [], [], None, "", None, None, "", None, None, None]
+        return [message, None, [], [], None, "", None, None, "", None, None, "", None]
 
     def render(self, session: dict, xi: float, opacity: float) -> list:
         """Run the forward at ξ and draw every view (the slider-to-all-views handler's work)."""
@@ -104,6 +104,7 @@ class Studio:
             result.halting_legend,
             result.dense_color_mask,
             result.disagreement,
+            agreement_markdown(result.summary),
             self.sweep_plot(session, xi),
         ]
         self.refresh_ms.append((time.perf_counter() - start) * 1000.0)
@@ -216,7 +217,9 @@ def header_markdown(predictor) -> str:
     config = predictor.config
     model = predictor.model
     metadata = getattr(model, "checkpoint_metadata", {}) or {}
-    trained = ", ".join(f"{k}: {v}" for k, v in metadata.items() if isinstance(v, (int, float, str)))
+    trained = ", ".join(  # short facts only (stage, step, mIoU...), not e.g. the training command
+        f"{k}: {v}" for k, v in metadata.items() if isinstance(v, (int, float, str)) and len(str(v)) <= 24
+    )
     return (
         "# DoViT Studio — dynamic token-pass ViT segmentation\n"
         f"`{config.backbone}` · {config.num_classes} classes · decision layers after blocks "
@@ -242,7 +245,6 @@ def build_demo(predictor, examples_dir: str | Path | None = None) -> gr.Blocks:
     config = predictor.config
     examples = find_examples(examples_dir)
     default_position = controls.position_from_xi(config.default_xi)
-    num_groups = len(predictor.model.decision_layers) + 1
     with gr.Blocks(title="DoViT Studio", analytics_enabled=False, delete_cache=(600, 1800)) as demo:
         session = gr.State(None)
         gr.Markdown(header_markdown(predictor))
@@ -276,12 +278,12 @@ def build_demo(predictor, examples_dir: str | Path | None = None) -> gr.Blocks:
             with gr.Tab("Token pass"):
                 gr.Markdown("Each group B_g of blocks runs only on the clear tokens. Shaded tokens stopped "
                             "earlier; **orange** tokens were stopped by the decision just before this group.")
-                token_gallery = gr.Gallery(label="Tokens per group", columns=min(4, num_groups), format="jpeg", elem_id="token-gallery",
+                token_gallery = gr.Gallery(label="Tokens per group", columns=2, format="jpeg", elem_id="token-gallery",
                                            height="auto", object_fit="contain")
             with gr.Tab("Confidence"):
                 gr.Markdown("Aux-head confidence q_l = max_c softmax (Eq. 3) per decision layer. Inside the "
                             "white contour q_l > ξ: those tokens stop there (if still running).")
-                heatmap_gallery = gr.Gallery(label="Confidence per decision layer", columns=min(3, num_groups - 1), format="jpeg",
+                heatmap_gallery = gr.Gallery(label="Confidence per decision layer", columns=2, format="jpeg",
                                              elem_id="heatmap-gallery", height="auto", object_fit="contain")
             with gr.Tab("Segmentation"):
                 opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Mask opacity", elem_id="opacity")
@@ -297,7 +299,7 @@ def build_demo(predictor, examples_dir: str | Path | None = None) -> gr.Blocks:
                     dense_mask = gr.Image(label="Dense model's mask (ξ = 1)", format="png", interactive=False)
                     disagreement = gr.Image(label="Pixels where DoViT differs from dense (magenta)",
                                             format="jpeg", interactive=False)
-                gr.Markdown("Pixel agreement with the dense model is in the readout panel above.")
+                agreement = gr.Markdown(elem_id="agreement")
             with gr.Tab("ξ sweep"):
                 sweep_button = gr.Button("Run ξ sweep on this image", elem_id="sweep-button")
                 sweep_plot = gr.Plot(label="FLOPs and agreement with dense against ξ", elem_id="sweep-plot")
@@ -306,7 +308,7 @@ def build_demo(predictor, examples_dir: str | Path | None = None) -> gr.Blocks:
                     gr.Markdown(HELP_PATH.read_text())
 
         view_outputs = [readouts, tokens_plot, token_gallery, heatmap_gallery, mask_overlay, legend, raw_mask,
-                        halting, halting_legend, dense_mask, disagreement, sweep_plot]
+                        halting, halting_legend, dense_mask, disagreement, agreement, sweep_plot]
         model_event = dict(concurrency_id=MODEL_QUEUE, concurrency_limit=1, api_visibility="private")
         image_in.change(studio.on_image, [image_in, size_dd, xi_box, opacity, session],
                         [session, notices, size_dd, *view_outputs], **model_event)

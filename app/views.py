@@ -67,9 +67,9 @@ def group_overlays(image: np.ndarray, trace, patch: int) -> list[tuple[np.ndarra
             decision = trace.decisions[index - 1]
             kept, here = decision.keep_mask, decision.stopped_here
         share = 100.0 * group.tokens / trace.num_tokens
-        caption = f"B{index + 1} (blocks {group.blocks[0]}–{group.blocks[1]}): {group.tokens}/{trace.num_tokens} tokens kept ({share:.0f}%)"
+        caption = f"B{index + 1} · blocks {group.blocks[0]}–{group.blocks[1]} · {group.tokens}/{trace.num_tokens} kept ({share:.0f}%)"
         if here is not None:
-            caption += f", {int(here.sum())} stopped here"
+            caption += f" · {int(here.sum())} stopped here"
         views.append((token_overlay(image, kept, here, patch), caption))
     return views
 
@@ -82,8 +82,11 @@ def color_bar(height: int, marks: dict[str, float], lut: np.ndarray = CONFIDENCE
     bar = np.full((height, width, 3), 255, np.uint8)
     values = np.linspace(1.0, 0.0, height)
     bar[:, :16] = lut[np.round(values * 255).astype(int)][:, None, :]
+    xi_rows = [round((1.0 - v) * (height - 1)) for label, v in marks.items() if label.startswith("ξ")]
     for label, value in marks.items():
         y = int(round((1.0 - value) * (height - 1)))
+        if not label.startswith("ξ") and any(abs(y - row) < 12 for row in xi_rows):
+            continue  # the ξ label wins where two labels would overlap
         cv2.line(bar, (0, y), (19, y), (255, 255, 255) if label.startswith("ξ") else (0, 0, 0), 2)
         text = label.replace("ξ", "xi")  # Hershey fonts have no Greek letters
         y_text = min(max(y + 4, 10), height - 3)
@@ -117,8 +120,8 @@ def decision_heatmaps(image: np.ndarray, trace, patch: int) -> list[tuple[np.nda
     for decision in trace.decisions:
         above = int((decision.confidence > trace.xi).sum())
         caption = (
-            f"after block {decision.layer}: confidence {decision.confidence.min():.2f}–{decision.confidence.max():.2f}, "
-            f"{above}/{trace.num_tokens} tokens above ξ"
+            f"after block {decision.layer} · q from {decision.confidence.min():.2f} to {decision.confidence.max():.2f}"
+            f" · {above}/{trace.num_tokens} above ξ"
         )
         views.append((confidence_heatmap(decision.confidence, trace.xi, image, patch), caption))
     return views

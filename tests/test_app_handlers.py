@@ -39,7 +39,8 @@ def load(studio, path, xi=0.95):
 
 def test_upload_draws_every_view(studio, street_png):
     session, notices, views = load(studio, street_png)
-    readouts, figure, tokens, heatmaps, overlay, legend, raw, halting, halting_legend, dense, disagreement, sweep = views
+    (readouts, figure, tokens, heatmaps, overlay, legend, raw, halting, halting_legend, dense, disagreement, agreement,
+     sweep) = views
     height, width = studio.default_size
     assert "Image 80×60 px" in notices and "GFLOPs" in readouts and "speedup" in readouts
     assert len(tokens) == len(studio.predictor.model.decision_layers) + 1
@@ -47,7 +48,7 @@ def test_upload_draws_every_view(studio, street_png):
     for image in (overlay, raw, halting, dense, disagreement, tokens[0][0]):
         assert image.shape == (height, width, 3) and image.dtype == np.uint8
     assert heatmaps[0][0].shape == (height, width + 64, 3)
-    assert "legend-swatch" in legend and "ran all blocks" in halting_legend
+    assert "legend-swatch" in legend and "ran all blocks" in halting_legend and "of pixels" in agreement
     assert figure.data and sweep is None
 
 
@@ -105,7 +106,7 @@ def test_sweep_and_its_marker(studio, street_png):
     steps = []
     figure, session = studio.on_sweep(0.9, session, progress=lambda value, desc=None: steps.append(value))
     assert len(session["sweep"]) == len(controls.sweep_values()) and steps[-1] == (len(session["sweep"]),) * 2
-    assert [shape.x0 for shape in figure.layout.shapes] == [0.9]
+    assert [shape.x0 for shape in figure.layout.shapes] == [controls.position_from_xi(0.9, snap=False)]
     _, _, *views = studio.on_release(controls.position_from_xi(0.99), 0.5, session)
     assert views[-1] is not None  # the sweep plot follows ξ without recomputing
 

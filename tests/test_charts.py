@@ -2,6 +2,7 @@
 import pytest
 
 from app.charts import SweepPoint, _interpolate, sweep_figure, tokens_flops_figure
+from app.controls import position_from_xi
 from tests.test_views import make_trace
 
 
@@ -25,9 +26,12 @@ def test_sweep_figure_marks_the_current_xi():
     flops, agreement, flops_marker, agreement_marker = figure.data
     assert list(flops.y) == pytest.approx([25.0, 50.0, 100.0])
     assert list(agreement.y) == pytest.approx([60.0, 90.0, 100.0])
-    assert flops_marker.x == (0.95,) and flops_marker.y[0] == pytest.approx(75.0)
-    assert agreement_marker.y[0] == pytest.approx(95.0)
-    assert [shape.x0 for shape in figure.layout.shapes] == [0.95]
+    x = position_from_xi(0.95, snap=False)  # the x axis is the slider's scale, labelled in ξ
+    assert list(flops.x) == pytest.approx([position_from_xi(p.xi, snap=False) for p in points])
+    assert flops_marker.x == (x,) and points[1].xi < 0.95 < points[2].xi
+    assert 50.0 < flops_marker.y[0] < 100.0 and 90.0 < agreement_marker.y[0] < 100.0
+    assert [shape.x0 for shape in figure.layout.shapes] == [x]
+    assert "0.95" in figure.layout.xaxis.ticktext and [p[0] for p in flops.customdata] == [0.5, 0.9, 1.0]
     assert len(sweep_figure(points).data) == 2  # no current ξ: no marker
 
 

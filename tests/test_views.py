@@ -57,7 +57,7 @@ def test_group_overlays_one_per_group_with_counts(image):
     trace = make_trace()
     overlays = views.group_overlays(image, trace, PATCH)
     assert len(overlays) == len(trace.groups)
-    assert "6/6 tokens kept (100%)" in overlays[0][1]
+    assert "6/6 kept (100%)" in overlays[0][1]
     assert f"{trace.groups[1].tokens}/6" in overlays[1][1] and "2 stopped here" in overlays[1][1]
     assert all(o.shape == image.shape for o, _ in overlays)
 
@@ -76,7 +76,7 @@ def test_confidence_heatmap_has_colour_bar_and_contour(image):
 def test_decision_heatmaps_one_per_decision(image):
     trace = make_trace()
     maps = views.decision_heatmaps(image, trace, PATCH)
-    assert len(maps) == 2 and "after block 1" in maps[0][1] and "2/6 tokens above" in maps[0][1]
+    assert len(maps) == 2 and "after block 1" in maps[0][1] and "2/6 above ξ" in maps[0][1]
 
 
 def test_colorize_mask_uses_palette_and_blacks_out_unknown_ids():
