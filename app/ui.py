@@ -231,6 +231,13 @@ def header_markdown(predictor) -> str:
     )
 
 
+def help_markdown() -> str:
+    """The "What each view teaches" part of app/README_APP.md (the README's own copy of it)."""
+    text = HELP_PATH.read_text() if HELP_PATH.exists() else ""
+    marker = "## What each view teaches"
+    return text[text.index(marker) + len(marker):].strip() if marker in text else "See README.md."
+
+
 def xi_ticks_html() -> str:
     """Labels under the ξ slider at their (non-linear) slider positions."""
     spans = "".join(
@@ -303,9 +310,8 @@ def build_demo(predictor, examples_dir: str | Path | None = None) -> gr.Blocks:
             with gr.Tab("ξ sweep"):
                 sweep_button = gr.Button("Run ξ sweep on this image", elem_id="sweep-button")
                 sweep_plot = gr.Plot(label="FLOPs and agreement with dense against ξ", elem_id="sweep-plot")
-            if HELP_PATH.exists():
-                with gr.Tab("What the views teach"):
-                    gr.Markdown(HELP_PATH.read_text())
+            with gr.Tab("What the views teach"):
+                gr.Markdown(help_markdown())
 
         view_outputs = [readouts, tokens_plot, token_gallery, heatmap_gallery, mask_overlay, legend, raw_mask,
                         halting, halting_legend, dense_mask, disagreement, agreement, sweep_plot]
