@@ -81,10 +81,20 @@ class Studio:
         self.default_size_value = f"{self.default_size[0]}x{self.default_size[1]}"
         self.lock = threading.Lock()
         self.refresh_ms: deque[float] = deque(maxlen=9)
+        self.num_groups = len(predictor.model.decision_layers) + 1
 
     # ------------------------------------------------------------------ shared pieces
+    def view_names(self) -> list[str]:
+        """The view outputs every refreshing handler returns, in order (one image per group/decision)."""
+        groups = [f"group_{g}" for g in range(1, self.num_groups + 1)]
+        decisions = [f"confidence_{d}" for d in range(1, self.num_groups)]
+        return ["readouts", "tokens_plot", *groups, *decisions, "mask_overlay", "legend", "color_mask",
+                "halting", "halting_legend", "dense_mask", "disagreement", "agreement", "sweep_plot"]
+
     def empty_views(self, message: str = "Upload an image, take a webcam snapshot or pick an example.") -> list:
-        return [message, None, [], [], None, "", None, None, "", None, None, "", None]
+        values = dict.fromkeys(self.view_names())
+        values.update(readouts=message, legend="", halting_legend="", agreement="")
+        return list(values.values())
 
     def render(self, session: dict, xi: float, opacity: float) -> list:
         """Run the forward at ξ and draw every view (the slider-to-all-views handler's work)."""
@@ -92,23 +102,24 @@ class Studio:
         with self.lock:
             result: Views = analyse(self.predictor, session["working"], xi, opacity)
         session["color_mask"] = result.color_mask
-        outputs = [
-            readouts_markdown(result.summary),
-            result.tokens_figure,
-            result.group_overlays,
-            result.heatmaps,
-            result.mask_overlay,
-            result.legend,
-            result.color_mask,
-            result.halting,
-            result.halting_legend,
-            result.dense_color_mask,
-            result.disagreement,
-            agreement_markdown(result.summary),
-            self.sweep_plot(session, xi),
-        ]
+        values = {
+            "readouts": readouts_markdown(result.summary),
+            "tokens_plot": result.tokens_figure,
+            "mask_overlay": result.mask_overlay,
+            "legend": result.legend,
+            "color_mask": result.color_mask,
+            "halting": result.halting,
+            "halting_legend": result.halting_legend,
+            "dense_mask": result.dense_color_mask,
+            "disagreement": result.disagreement,
+            "agreement": agreement_markdown(result.summary),
+            "sweep_plot": self.sweep_plot(session, xi),
+        }
+        for prefix, captioned in (("group", result.group_overlays), ("confidence", result.heatmaps)):
+            for index, (image, caption) in enumerate(captioned, start=1):
+                values[f"{prefix}_{index}"] = gr.update(value=image, label=caption)
         self.refresh_ms.append((time.perf_counter() - start) * 1000.0)
-        return outputs
+        return [values[name] for name in self.view_names()]
 
     def sweep_plot(self, session: dict | None, xi: float):
         points = (session or {}).get("sweep")
@@ -246,6 +257,17 @@ def xi_ticks_html() -> str:
     return f'<div class="xi-ticks">{spans}</div>'
 
 
+def image_grid(labels: list[str], elem_prefix: str, per_row: int = 2) -> list[gr.Image]:
+    """Output images in rows of ``per_row``; handlers replace each label with the view's caption."""
+    images = []
+    for start in range(0, len(labels), per_row):
+        with gr.Row(equal_height=True):
+            for index, label in enumerate(labels[start:start + per_row], start=start + 1):
+                images.append(gr.Image(label=label, format="jpeg", interactive=False,
+                                       elem_id=f"{elem_prefix}-{index}", buttons=["fullscreen", "download"]))
+    return images
+
+
 def build_demo(predictor, examples_dir: str | Path | None = None) -> gr.Blocks:
     """The whole app for one ``dovit.Predictor``; ``examples_dir`` adds its images to the gallery."""
     studio = Studio(predictor)
@@ -285,13 +307,11 @@ def build_demo(predictor, examples_dir: str | Path | None = None) -> gr.Blocks:
             with gr.Tab("Token pass"):
                 gr.Markdown("Each group B_g of blocks runs only on the clear tokens. Shaded tokens stopped "
                             "earlier; **orange** tokens were stopped by the decision just before this group.")
-                token_gallery = gr.Gallery(label="Tokens per group", columns=2, format="jpeg", elem_id="token-gallery",
-                                           height="auto", object_fit="contain")
+                token_images = image_grid([f"B{g}" for g in range(1, studio.num_groups + 1)], "token-group")
             with gr.Tab("Confidence"):
                 gr.Markdown("Aux-head confidence q_l = max_c softmax (Eq. 3) per decision layer. Inside the "
                             "white contour q_l > ξ: those tokens stop there (if still running).")
-                heatmap_gallery = gr.Gallery(label="Confidence per decision layer", columns=2, format="jpeg",
-                                             elem_id="heatmap-gallery", height="auto", object_fit="contain")
+                heatmap_images = image_grid([f"decision {d}" for d in range(1, studio.num_groups)], "confidence")
             with gr.Tab("Segmentation"):
                 opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Mask opacity", elem_id="opacity")
                 legend = gr.HTML(elem_id="legend")
@@ -313,8 +333,14 @@ def build_demo(predictor, examples_dir: str | Path | None = None) -> gr.Blocks:
             with gr.Tab("What the views teach"):
                 gr.Markdown(help_markdown())
 
-        view_outputs = [readouts, tokens_plot, token_gallery, heatmap_gallery, mask_overlay, legend, raw_mask,
-                        halting, halting_legend, dense_mask, disagreement, agreement, sweep_plot]
+        components = {
+            "readouts": readouts, "tokens_plot": tokens_plot, "mask_overlay": mask_overlay, "legend": legend,
+            "color_mask": raw_mask, "halting": halting, "halting_legend": halting_legend, "dense_mask": dense_mask,
+            "disagreement": disagreement, "agreement": agreement, "sweep_plot": sweep_plot,
+            **{f"group_{g}": image for g, image in enumerate(token_images, start=1)},
+            **{f"confidence_{d}": image for d, image in enumerate(heatmap_images, start=1)},
+        }
+        view_outputs = [components[name] for name in studio.view_names()]
         model_event = dict(concurrency_id=MODEL_QUEUE, concurrency_limit=1, api_visibility="private")
         image_in.change(studio.on_image, [image_in, size_dd, xi_box, opacity, session],
                         [session, notices, size_dd, *view_outputs], **model_event)

@@ -37,19 +37,27 @@ def load(studio, path, xi=0.95):
     return session, notices, views
 
 
+def named(studio, views) -> dict:
+    """View outputs by name; captioned images (gr.update) as (image, caption)."""
+    values = dict(zip(studio.view_names(), views))
+    return {k: (v["value"], v["label"]) if isinstance(v, dict) and "value" in v else v for k, v in values.items()}
+
+
 def test_upload_draws_every_view(studio, street_png):
     session, notices, views = load(studio, street_png)
-    (readouts, figure, tokens, heatmaps, overlay, legend, raw, halting, halting_legend, dense, disagreement, agreement,
-     sweep) = views
+    assert len(views) == len(studio.view_names()) == len(studio.empty_views())
+    views = named(studio, views)
     height, width = studio.default_size
-    assert "Image 80×60 px" in notices and "GFLOPs" in readouts and "speedup" in readouts
-    assert len(tokens) == len(studio.predictor.model.decision_layers) + 1
-    assert len(heatmaps) == len(studio.predictor.model.decision_layers)
-    for image in (overlay, raw, halting, dense, disagreement, tokens[0][0]):
-        assert image.shape == (height, width, 3) and image.dtype == np.uint8
-    assert heatmaps[0][0].shape == (height, width + 64, 3)
-    assert "legend-swatch" in legend and "ran all blocks" in halting_legend and "of pixels" in agreement
-    assert figure.data and sweep is None
+    assert "Image 80×60 px" in notices and "GFLOPs" in views["readouts"] and "speedup" in views["readouts"]
+    groups = [views[f"group_{g}"] for g in range(1, studio.num_groups + 1)]
+    confidences = [views[f"confidence_{d}"] for d in range(1, studio.num_groups)]
+    assert studio.num_groups == len(studio.predictor.model.decision_layers) + 1
+    assert groups[0][1].startswith("B1 · blocks 1") and "after block" in confidences[0][1]
+    for name in ("mask_overlay", "color_mask", "halting", "dense_mask", "disagreement"):
+        assert views[name].shape == (height, width, 3) and views[name].dtype == np.uint8
+    assert groups[-1][0].shape == (height, width, 3) and confidences[0][0].shape == (height, width + 64, 3)
+    assert "legend-swatch" in views["legend"] and "ran all blocks" in views["halting_legend"]
+    assert "of pixels" in views["agreement"] and views["tokens_plot"].data and views["sweep_plot"] is None
 
 
 def test_moving_xi_changes_the_readouts(studio, street_png):
@@ -69,7 +77,7 @@ def test_number_box_reset_size_and_opacity(studio, street_png):
     xi, position, _, *views = studio.on_reset(0.5, session)
     assert xi == studio.config.default_xi and f"ξ = {xi:.4g}" in views[0]
     _, *views = studio.on_size("32x48", 0.9, 0.5, session)
-    assert views[6].shape == (32, 48, 3) and "32×48" in views[0]
+    assert named(studio, views)["color_mask"].shape == (32, 48, 3) and "32×48" in views[0]
     transparent = studio.on_opacity(0.0, session)
     np.testing.assert_array_equal(transparent, session["working"])
 

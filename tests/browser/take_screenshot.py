@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import PIL.Image
 from playwright.sync_api import sync_playwright
 
 from app_driver import launch_browser, open_app, readouts, upload
@@ -31,6 +32,7 @@ def main() -> None:
     parser.add_argument("--xi", type=float, default=None, help="ξ to show (default: the checkpoint's)")
     parser.add_argument("--tab", default="Token pass", help="tab open in the main screenshot")
     parser.add_argument("--tabs", action="store_true", help="also save one screenshot per tab")
+    parser.add_argument("--palette", action="store_true", help="save OUT with 256 colours (a third of the size)")
     args = parser.parse_args()
     with sync_playwright() as playwright:
         browser = launch_browser(playwright)
@@ -44,6 +46,8 @@ def main() -> None:
         page.get_by_role("tab", name=args.tab).click()
         page.wait_for_timeout(1500)
         page.screenshot(path=str(args.out), full_page=True)
+        if args.palette:
+            PIL.Image.open(args.out).convert("RGB").quantize(256, dither=PIL.Image.Dither.NONE).save(args.out, optimize=True)
         if args.tabs:
             for tab in TABS:
                 page.get_by_role("tab", name=tab).click()
