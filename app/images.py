@@ -79,7 +79,7 @@ def decode_image(data: bytes, max_side: int = MAX_SIDE) -> DecodedImage:
         notices.append(f"{pixels.dtype.itemsize * 8}-bit image converted to 8-bit.")
     if pixels.ndim == 2 or pixels.shape[2] == 1:
         notices.append("Greyscale image converted to RGB.")
-    elif pixels.shape[2] == 4:
+    elif pixels.shape[2] == 4 and _has_transparency(pixels):
         notices.append("Transparency removed (composited onto white).")
     if orientation != 1:
         notices.append("Rotated upright following the EXIF orientation tag.")
@@ -108,11 +108,19 @@ def to_rgb8(pixels: np.ndarray) -> np.ndarray:
     channels = pixels.shape[2]
     if channels == 1:
         return np.repeat(pixels, 3, axis=2)
-    if channels == 4:
+    if channels == 4 and not _has_transparency(pixels):
+        pixels = pixels[:, :, :3]  # an opaque alpha channel (e.g. a webcam snapshot) carries nothing
+    elif channels == 4:
         alpha = pixels[:, :, 3:4].astype(np.float32) / 255.0
         blended = pixels[:, :, :3].astype(np.float32) * alpha + ALPHA_BACKGROUND * (1.0 - alpha)
         pixels = np.round(blended).astype(np.uint8)
     return np.ascontiguousarray(cv2.cvtColor(pixels[:, :, :3], cv2.COLOR_BGR2RGB))
+
+
+def _has_transparency(pixels: np.ndarray) -> bool:
+    """(H, W, 4) BGRA: is any pixel not fully opaque?"""
+    opaque = np.iinfo(pixels.dtype).max if pixels.dtype.kind in "ui" else 1.0
+    return bool((pixels[:, :, 3] < opaque).any())
 
 
 def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:

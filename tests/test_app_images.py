@@ -58,6 +58,10 @@ def test_grey_rgba_and_16_bit_are_converted():
     rgba[0, 0, 3] = 255
     clear = decode_image(encode(rgba, ".png"))
     assert (clear.rgb[1:, 1:] == images.ALPHA_BACKGROUND).all() and tuple(clear.rgb[0, 0]) == tuple(RGB[0, 0])
+    assert any("Transparency" in n for n in clear.notices)
+    opaque = decode_image(encode(np.dstack([RGB, np.full((20, 30), 255, np.uint8)]), ".png"))
+    np.testing.assert_array_equal(opaque.rgb, RGB)
+    assert opaque.notices == []  # e.g. a webcam snapshot: RGBA but nothing to composite
 
     deep = (RGB.astype(np.uint16) * 257)[:, :, ::-1].copy()  # BGR, full 16-bit range
     decoded = decode_image(cv2.imencode(".png", deep)[1].tobytes())

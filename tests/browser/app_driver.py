@@ -10,8 +10,13 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 TIMEOUT_MS = 90_000
 
 
-def launch_browser(playwright):
-    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+FAKE_CAMERA_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+
+
+def launch_browser(playwright, fake_camera: bool = False):
+    """Debian Chromium; fake_camera: Chromium's built-in test pattern as the webcam, access granted."""
+    return playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                      args=CHROMIUM_ARGS + (FAKE_CAMERA_ARGS if fake_camera else []))
 
 
 def open_app(browser, url: str, width: int = 1400, height: int = 1000, on_request=None):
@@ -23,6 +28,15 @@ def open_app(browser, url: str, width: int = 1400, height: int = 1000, on_reques
     page.goto(url)
     page.wait_for_selector("#xi-slider input[type=range]")
     return page
+
+
+def snapshot_webcam(page) -> str:
+    """Switch the input to the webcam, take a snapshot; wait for the readouts; return them."""
+    page.locator("#input-image button[aria-label='Capture from camera']").click()
+    page.get_by_text("Click to Access Webcam").click()
+    page.locator("#input-image button[aria-label='capture photo']").click()
+    page.wait_for_function("document.querySelector('#readouts').innerText.includes('GFLOPs')")
+    return readouts(page)
 
 
 def readouts(page) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from app_driver import CHROMIUM, drag_xi, launch_browser, open_app, upload, xi_box_value
+from app_driver import CHROMIUM, drag_xi, launch_browser, open_app, snapshot_webcam, upload, xi_box_value
 
 sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
 if not CHROMIUM.exists():
@@ -64,5 +64,20 @@ def test_upload_drag_xi_readouts_change_and_screenshot(app_url, image_path, tmp_
             assert screenshot.stat().st_size > 10_000
             outside = {url for url in requests if not url.startswith(("http://127.0.0.1", "data:", "blob:"))}
             assert not outside, f"the page reached outside 127.0.0.1: {sorted(outside)[:5]}"
+        finally:
+            browser.close()
+
+
+def test_bad_upload_tells_the_user_and_webcam_snapshot_works(app_url, tmp_path):
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("this is not an image")
+    with sync_playwright() as playwright:
+        browser = launch_browser(playwright, fake_camera=True)
+        try:
+            page = open_app(browser, app_url)
+            page.set_input_files("#input-image input[type=file]", str(not_an_image))
+            page.get_by_text("not an image we can read").first.wait_for()  # the error toast
+            assert "GFLOPs" in snapshot_webcam(page)  # Chromium's fake camera pattern
+            assert "Image" in page.inner_text("#notices")
         finally:
             browser.close()
