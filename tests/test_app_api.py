@@ -1,5 +1,10 @@
 """The /predict endpoint through gradio_client against the app served on 127.0.0.1 (a tiny checkpoint)."""
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -9,8 +14,10 @@ import pytest
 from gradio_client import Client, handle_file
 
 import dovit
+from app.images import MAX_UPLOAD_BYTES
 from app.ui import build_demo, serve
 
+ROOT = Path(__file__).resolve().parent.parent
 SUMMARY_KEYS = ("gflops", "dense_gflops", "kept_tokens", "latency_ms", "dense_latency_ms", "xi")
 
 
@@ -83,3 +90,34 @@ def test_100_sequential_calls_grow_memory_by_less_than_200_mb(client, images):
         client.predict(handle_file(images / "street.png"), 0.5 + index / 200, api_name="/predict")
     growth_mb = (process.memory_info().rss - before) / 2**20
     assert growth_mb < 200, f"resident memory grew by {growth_mb:.0f} MB over 100 calls"
+
+
+def test_uploads_over_the_cap_are_refused(client, tmp_path):
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG" + bytes(MAX_UPLOAD_BYTES))
+    with pytest.raises(Exception, match="maximum file size"):
+        client.predict(handle_file(big), 0.9, api_name="/predict")
+
+
+def test_python_app_py_serves_a_checkpoint_on_127_0_0_1(tiny_model, tmp_path):
+    """The real entry point: `python app.py --checkpoint ... --port ...` answers on 127.0.0.1."""
+    checkpoint = dovit.save_checkpoint(tiny_model, tmp_path / "checkpoint")
+    port = free_port()
+    command = [sys.executable, "app.py", "--checkpoint", str(checkpoint), "--port", str(port), "--threads", "1"]
+    server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                    assert response.status == 200
+                    break
+            except OSError:
+                assert server.poll() is None, server.stdout.read()
+                assert time.monotonic() < deadline, "app.py did not answer within 120 s"
+                time.sleep(0.5)
+        api = Client(f"http://127.0.0.1:{port}/", verbose=False).view_api(print_info=False, return_format="dict")
+        assert "/predict" in api["named_endpoints"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
