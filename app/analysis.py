@@ -3,7 +3,7 @@ and every view drawn from that one forward's trace. Also the ξ sweep. No gradio
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import cv2
 import numpy as np
@@ -12,6 +12,9 @@ import plotly.graph_objects as go
 from . import views
 from .charts import SweepPoint, tokens_flops_figure
 from .readouts import prediction_summary
+
+if TYPE_CHECKING:
+    from dovit import Predictor
 
 
 @dataclass
@@ -39,7 +42,7 @@ def to_working_size(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, (size[1], size[0]), interpolation=interpolation)
 
 
-def analyse(predictor, working_image: np.ndarray, xi: float, opacity: float = 0.5) -> Views:
+def analyse(predictor: Predictor, working_image: np.ndarray, xi: float, opacity: float = 0.5) -> Views:
     """Run ``predictor`` at ``xi`` on ``working_image`` (H, W, 3) uint8 already at the working size,
     and draw every view from the resulting trace. Repeated calls on the same image only re-run the
     ξ-dependent part of the forward (``Predictor.set_image`` caches the rest)."""
@@ -65,7 +68,7 @@ def analyse(predictor, working_image: np.ndarray, xi: float, opacity: float = 0.
 
 
 def run_sweep(
-    predictor, working_image: np.ndarray, xis: list[float], on_step: Callable[[int, int], None] | None = None
+    predictor: Predictor, working_image: np.ndarray, xis: list[float], on_step: Callable[[int, int], None] | None = None
 ) -> list[SweepPoint]:
     """FLOPs and agreement with dense at each ξ in ``xis`` for one image (H, W, 3) at the working size.
 

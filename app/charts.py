@@ -2,18 +2,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .controls import XI_TICKS, position_from_xi
 
+if TYPE_CHECKING:
+    from dovit import Trace
+
 TOKENS_COLOR = "#1f77b4"
 FLOPS_COLOR = "#d62728"
 DENSE_COLOR = "#7f7f7f"
 
 
-def tokens_flops_figure(trace) -> go.Figure:
+def tokens_flops_figure(trace: Trace) -> go.Figure:
     """Bars: patch tokens each block processes; line: that block's GFLOPs; dashed: the dense model.
 
     Blocks are 1-based; a group's FLOPs are split evenly over its blocks (they all see the same tokens).

@@ -148,6 +148,11 @@ def fit_within(image: np.ndarray, max_side: int) -> tuple[np.ndarray, bool]:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA), True
 
 
-def load_image_file(source: str | Path | bytes | None, max_side: int = MAX_SIDE) -> DecodedImage:
-    """An uploaded file path (or its bytes) -> ``DecodedImage``; raises ImageInputError for the user."""
-    return decode_image(source if isinstance(source, bytes) else read_upload(source), max_side)
+def load_image_file(source: str | Path | bytes | None, min_side: int = 1, max_side: int = MAX_SIDE) -> DecodedImage:
+    """An uploaded file path (or its bytes) -> ``DecodedImage``; raises ImageInputError for the user,
+    also when the image is smaller than ``min_side`` pixels (one patch) on a side."""
+    decoded = decode_image(source if isinstance(source, bytes) else read_upload(source), max_side)
+    height, width = decoded.rgb.shape[:2]
+    if min(height, width) < min_side:
+        raise ImageInputError(f"The image is {width}×{height} px, smaller than one {min_side}×{min_side}-pixel patch.")
+    return decoded

@@ -1,8 +1,13 @@
 """Numbers of one prediction: a JSON-friendly summary (the /predict API's dict) and its Markdown readout."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
-def prediction_summary(prediction) -> dict:
+if TYPE_CHECKING:
+    from dovit import Prediction
+
+
+def prediction_summary(prediction: Prediction) -> dict:
     """``dovit.Prediction`` -> dict of floats/ints/lists (GFLOPs, latency in ms, FPS, kept tokens per group).
 
     Keys: xi, gflops, dense_gflops, flops_saved_percent, kept_tokens (patch tokens per group B_1..B_{D+1}),

@@ -20,13 +20,14 @@ from pathlib import Path  # noqa: E402
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
+from dovit import Predictor  # noqa: E402
 from dovit.predictor import check_xi  # noqa: E402
 
 from . import controls, views  # noqa: E402
 from .analysis import Views, analyse, run_sweep, to_working_size  # noqa: E402
 from .charts import sweep_figure  # noqa: E402
 from .examples import find_examples  # noqa: E402
-from .images import MAX_UPLOAD_BYTES, ImageInputError, load_image_file  # noqa: E402
+from .images import MAX_UPLOAD_BYTES, DecodedImage, ImageInputError, load_image_file  # noqa: E402
 from .readouts import agreement_markdown, prediction_summary, readouts_markdown  # noqa: E402
 
 MODEL_QUEUE = "model"
@@ -73,7 +74,7 @@ class Studio:
     resolution, working (H, W, 3) uint8, color_mask of the last forward, sweep points or None.
     """
 
-    def __init__(self, predictor) -> None:
+    def __init__(self, predictor: Predictor) -> None:
         self.predictor = predictor
         self.config = predictor.config
         self.patch = int(predictor.model.patch_size)
@@ -122,31 +123,36 @@ class Studio:
         return [values[name] for name in self.view_names()]
 
     def sweep_plot(self, session: dict | None, xi: float):
+        """The sweep figure with ξ marked, if this image has a sweep (None otherwise)."""
         points = (session or {}).get("sweep")
         return sweep_figure(points, xi) if points else None
 
     def live_refresh_is_fast(self) -> bool:
         return bool(self.refresh_ms) and statistics.median(self.refresh_ms) <= LIVE_REFRESH_MAX_MS
 
-    def user_xi(self, value) -> float:
+    def user_xi(self, value: object) -> float:
+        """ξ from a user or API value, or a gr.Error saying what was wrong."""
         try:
             return check_xi(value)
         except ValueError as error:
             raise gr.Error(str(error)) from None
 
+    def user_image(self, source: str | bytes | None) -> DecodedImage:
+        """The decoded upload, or a gr.Error saying what was wrong (not an image, empty, too small...)."""
+        try:
+            return load_image_file(source, min_side=self.patch)
+        except ImageInputError as error:
+            raise gr.Error(str(error)) from None
+
     # ------------------------------------------------------------------ handlers
-    def on_image(self, source, size_value, xi, opacity, session):
+    def on_image(self, source: str | bytes | None, size_value: str, xi: float, opacity: float,
+                 session: dict | None) -> list:
         """New upload / snapshot / example: decode, pick the working size, refresh every view."""
         if source is None:
             choices = controls.working_size_choices(self.default_size, self.patch)
             return [None, "", gr.update(choices=choices), *self.empty_views()]
-        try:
-            decoded = load_image_file(source)
-        except ImageInputError as error:
-            raise gr.Error(str(error)) from None
+        decoded = self.user_image(source)
         height, width = decoded.rgb.shape[:2]
-        if min(height, width) < self.patch:
-            raise gr.Error(f"The image is {width}×{height} px, smaller than one {self.patch}×{self.patch}-pixel patch.")
         for notice in decoded.notices:
             gr.Info(notice)
         choices = controls.working_size_choices(self.default_size, self.patch, (height, width))
@@ -158,7 +164,8 @@ class Studio:
         return [session, notices, gr.update(choices=choices, value=size_value),
                 *self.render(session, self.user_xi(xi), opacity)]
 
-    def on_size(self, size_value, xi, opacity, session):
+    def on_size(self, size_value: str, xi: float, opacity: float, session: dict | None) -> list:
+        """New working resolution: resize the image once, refresh every view."""
         if session is None:
             return [session, *self.empty_views()]
         try:
@@ -168,36 +175,40 @@ class Studio:
         session.update(size=size, working=to_working_size(session["image"], size), sweep=None)
         return [session, *self.render(session, self.user_xi(xi), opacity)]
 
-    def on_drag(self, position, opacity, session):
+    def on_drag(self, position: float, opacity: float, session: dict | None) -> list:
         """While dragging: ξ readout always; views too when a refresh is fast enough."""
         xi = controls.xi_from_position(position)
         if session is None or not self.live_refresh_is_fast():
             return [xi, session, *[gr.skip()] * len(self.empty_views())]
         return [xi, session, *self.render(session, xi, opacity)]
 
-    def on_release(self, position, opacity, session):
+    def on_release(self, position: float, opacity: float, session: dict | None) -> list:
+        """Slider released at ``position``: ξ from the slider scale, refresh every view."""
         xi = controls.xi_from_position(position)
         if session is None:
             return [xi, session, *self.empty_views()]
         return [xi, session, *self.render(session, xi, opacity)]
 
-    def on_xi_box(self, xi, opacity, session):
+    def on_xi_box(self, xi: float, opacity: float, session: dict | None) -> list:
+        """ξ typed: move the slider to it, refresh every view."""
         xi = self.user_xi(xi)
         position = controls.position_from_xi(xi)
         if session is None:
             return [position, session, *self.empty_views()]
         return [position, session, *self.render(session, xi, opacity)]
 
-    def on_reset(self, opacity, session):
+    def on_reset(self, opacity: float, session: dict | None) -> list:
         xi = self.config.default_xi
         return [xi, *self.on_xi_box(xi, opacity, session)]
 
-    def on_opacity(self, opacity, session):
+    def on_opacity(self, opacity: float, session: dict | None) -> np.ndarray | None:
+        """Re-blend the last mask over the image: no forward needed."""
         if session is None or session.get("color_mask") is None:
             return None
         return views.blend(session["working"], session["color_mask"], opacity)
 
-    def on_sweep(self, xi, session, progress=gr.Progress()):
+    def on_sweep(self, xi: float, session: dict | None, progress=gr.Progress()) -> list:
+        """FLOPs and agreement at ``controls.sweep_values()`` for the current image, with a progress bar."""
         if session is None:
             raise gr.Error("Upload an image first: the sweep runs on the current image.")
         xis = controls.sweep_values()
@@ -208,15 +219,10 @@ class Studio:
         session["sweep"] = points
         return [sweep_figure(points, self.user_xi(xi)), session]
 
-    def api_predict(self, image, xi):
+    def api_predict(self, image: str | bytes | None, xi: float | None) -> tuple[np.ndarray, dict]:
         """(image file, ξ) -> (colour mask at the image's resolution, summary dict). ξ None = default."""
         xi = self.config.default_xi if xi is None else self.user_xi(xi)
-        try:
-            decoded = load_image_file(image)
-        except ImageInputError as error:
-            raise gr.Error(str(error)) from None
-        if min(decoded.rgb.shape[:2]) < self.patch:
-            raise gr.Error(f"The image is {decoded.rgb.shape[1]}×{decoded.rgb.shape[0]} px, smaller than one {self.patch}-pixel patch.")
+        decoded = self.user_image(image)
         with self.lock:
             prediction = self.predictor.predict(decoded.rgb, xi=xi, size=self.default_size)
         summary = prediction_summary(prediction)
@@ -224,7 +230,8 @@ class Studio:
         return views.colorize_mask(prediction.mask, self.config.class_colors), summary
 
 
-def header_markdown(predictor) -> str:
+def header_markdown(predictor: Predictor) -> str:
+    """Title, the checkpoint's architecture and short metadata, and one line on the method."""
     config = predictor.config
     model = predictor.model
     metadata = getattr(model, "checkpoint_metadata", {}) or {}
@@ -268,7 +275,7 @@ def image_grid(labels: list[str], elem_prefix: str, per_row: int = 2) -> list[gr
     return images
 
 
-def build_demo(predictor, examples_dir: str | Path | None = None) -> gr.Blocks:
+def build_demo(predictor: Predictor, examples_dir: str | Path | None = None) -> gr.Blocks:
     """The whole app for one ``dovit.Predictor``; ``examples_dir`` adds its images to the gallery."""
     studio = Studio(predictor)
     config = predictor.config

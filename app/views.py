@@ -7,9 +7,13 @@ Colour maps come from OpenCV (no matplotlib).
 from __future__ import annotations
 
 import html
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from dovit import Trace
 
 
 def _lut(colormap: int) -> np.ndarray:
@@ -57,7 +61,7 @@ def token_overlay(
     return draw_patch_grid(out.astype(np.uint8), patch)
 
 
-def group_overlays(image: np.ndarray, trace, patch: int) -> list[tuple[np.ndarray, str]]:
+def group_overlays(image: np.ndarray, trace: Trace, patch: int) -> list[tuple[np.ndarray, str]]:
     """One (overlay, caption) per group B_1..B_{D+1}: kept count and share of the N tokens."""
     views = []
     for index, group in enumerate(trace.groups):
@@ -114,7 +118,7 @@ def confidence_heatmap(
     return np.concatenate([heat, color_bar(size[0], marks)], axis=1)
 
 
-def decision_heatmaps(image: np.ndarray, trace, patch: int) -> list[tuple[np.ndarray, str]]:
+def decision_heatmaps(image: np.ndarray, trace: Trace, patch: int) -> list[tuple[np.ndarray, str]]:
     """One (heatmap, caption) per decision layer l: q_l range and how many tokens exceed ξ."""
     views = []
     for decision in trace.decisions:

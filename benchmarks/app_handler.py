@@ -34,19 +34,19 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def encode_outputs(outputs: list) -> None:
-    """Encode the image outputs as gradio does (PIL; JPEG for photos, PNG for the colour masks)."""
+def encode_outputs(names: list[str], outputs: list) -> int:
+    """Encode the image outputs as gradio does (PIL; PNG for the colour masks, JPEG for the rest).
+    names: ``Studio.view_names()``; outputs: a handler's (ξ, session, *views). Returns the image count."""
     import numpy as np
     import PIL.Image
 
-    images = []
-    for value in outputs:
-        if isinstance(value, np.ndarray):
-            images.append(value)
-        elif isinstance(value, list):
-            images.extend(item[0] for item in value)
-    for index, image in enumerate(images):
-        PIL.Image.fromarray(image).save(io.BytesIO(), "PNG" if index in (len(images) - 4,) else "JPEG")
+    count = 0
+    for name, value in zip(names, outputs[2:]):
+        image = value.get("value") if isinstance(value, dict) else value
+        if isinstance(image, np.ndarray):
+            PIL.Image.fromarray(image).save(io.BytesIO(), "PNG" if name in ("color_mask", "dense_mask") else "JPEG")
+            count += 1
+    return count
 
 
 def main() -> None:
@@ -73,7 +73,7 @@ def main() -> None:
         outputs = studio.on_release(position, 0.5, session)
         handler_ms.append((time.perf_counter() - start) * 1000)
         start = time.perf_counter()
-        encode_outputs(outputs)
+        images = encode_outputs(studio.view_names(), outputs)
         encode_ms.append((time.perf_counter() - start) * 1000)
         start = time.perf_counter()
         prediction = predictor.predict(xi=outputs[0])
@@ -93,7 +93,7 @@ def main() -> None:
     print(f"mean share of tokens kept in groups 2-4: {100 * statistics.mean(kept):.0f}%")
     print(f"torch {torch.__version__}, {threads} threads, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, load average at the end {load[0]:.2f} / {load[1]:.2f}")
-    print(f"{args.repeats} calls\n")
+    print(f"{args.repeats} calls, {images} images per call\n")
     print("| step | median ms | p90 ms | min ms |\n|---|---|---|---|")
     print(row("slider-to-all-views handler (`Studio.on_release`)", handler_ms))
     print(row("of which: forward at the new ξ (`Predictor.predict`)", forward_ms))

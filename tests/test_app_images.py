@@ -107,6 +107,8 @@ def test_upload_files_missing_empty_or_too_big(tmp_path, monkeypatch):
     good = tmp_path / "good.png"
     good.write_bytes(encode(RGB, ".png"))
     assert load_image_file(good).rgb.shape == (20, 30, 3)
+    with pytest.raises(ImageInputError, match="30×20 px, smaller than one 32×32-pixel patch"):
+        load_image_file(good, min_side=32)
     monkeypatch.setattr(images, "MAX_UPLOAD_BYTES", 10)
     with pytest.raises(ImageInputError, match="limit is"):
         load_image_file(good)
