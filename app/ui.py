@@ -31,6 +31,8 @@ from .images import MAX_UPLOAD_BYTES, DecodedImage, ImageInputError, load_image_
 from .readouts import agreement_markdown, prediction_summary, readouts_markdown  # noqa: E402
 
 MODEL_QUEUE = "model"
+SESSION_TTL_S = 3600
+MAX_SESSIONS = 100  # sessions kept in memory (each holds its image, a few MB); the oldest go first
 LIVE_REFRESH_MAX_MS = 250.0  # while dragging, redraw every view only if a full refresh is this fast
 HELP_PATH = Path(__file__).with_name("README_APP.md")
 CSS = """
@@ -282,7 +284,7 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None) -> 
     examples = find_examples(examples_dir)
     default_position = controls.position_from_xi(config.default_xi)
     with gr.Blocks(title="DoViT Studio", analytics_enabled=False, delete_cache=(600, 1800)) as demo:
-        session = gr.State(None)
+        session = gr.State(None, time_to_live=SESSION_TTL_S)  # holds images: free them after an idle hour
         gr.Markdown(header_markdown(predictor))
         with gr.Row():
             with gr.Column(scale=2, min_width=320):
@@ -386,6 +388,6 @@ def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: boo
     """Launch ``demo`` (from ``build_demo``) with the app's settings: upload cap, errors shown, no SSR."""
     demo.launch(
         server_name=host, server_port=port, share=share, prevent_thread_lock=not block, show_error=True,
-        max_file_size=MAX_UPLOAD_BYTES, allowed_paths=getattr(demo, "example_dirs", []), css=CSS,
+        max_file_size=MAX_UPLOAD_BYTES, state_session_capacity=MAX_SESSIONS, allowed_paths=getattr(demo, "example_dirs", []), css=CSS,
         ssr_mode=False, mcp_server=False, quiet=True, footer_links=["api", "settings"],
     )
