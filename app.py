@@ -5,7 +5,6 @@ This file only parses flags and launches; the app lives in ``app/`` (``app.ui.bu
 from __future__ import annotations
 
 import argparse
-import os
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,7 +33,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from app.runtime import configure_torch  # heavy imports after parsing, so that --help is instant
     from app.ui import build_demo, serve
     from dovit import CheckpointError, Predictor

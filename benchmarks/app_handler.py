@@ -54,7 +54,7 @@ def main() -> None:
     import torch
 
     from app.runtime import configure_torch
-    from app.ui import Studio
+    from app.studio import Studio
     from dovit import Predictor
 
     threads = configure_torch(args.threads)

@@ -1,4 +1,4 @@
-"""app.ui.Studio handlers called directly (no server, no browser), build_demo, and app.py's flags."""
+"""app.studio.Studio handlers called directly (no server, no browser), build_demo, and app.py's flags."""
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from app import controls
-from app.ui import Studio, build_demo
+from app.studio import Studio
+from app.ui import build_demo
 from dovit import Predictor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,6 +69,13 @@ def test_moving_xi_changes_the_readouts(studio, street_png):
     assert dense_views[0] != low_views[0] and "B2: 0 (0%)" in low_views[0]
     live_xi, _, *live_views = studio.on_drag(0.5, 0.5, session)  # tiny model: fast enough to draw live
     assert live_xi == controls.xi_from_position(0.5) and isinstance(live_views[0], str)
+
+
+def test_dragging_on_a_slow_machine_updates_only_xi(studio, street_png, monkeypatch):
+    session, _, _ = load(studio, street_png)
+    monkeypatch.setattr("app.studio.LIVE_REFRESH_MAX_MS", 0.0)  # every refresh now counts as too slow
+    xi, _, *views = studio.on_drag(0.4, 0.5, session)
+    assert xi == controls.xi_from_position(0.4) and all(view == gr.skip() for view in views)
 
 
 def test_number_box_reset_size_and_opacity(studio, street_png):
