@@ -109,7 +109,8 @@ def sweep_figure(points: list[SweepPoint], current_xi: float | None = None) -> g
         )
     ticks = [xi for xi in XI_TICKS if not points or xi >= min(p.xi for p in points) - 1e-9] + [1.0]
     figure.update_xaxes(title_text="ξ (token-pass threshold; 1 = dense), on the slider's scale",
-                        tickvals=[position_from_xi(xi, snap=False) for xi in ticks], ticktext=[f"{xi:g}" for xi in ticks])
+                        tickvals=[position_from_xi(xi, snap=False) for xi in ticks],
+                        ticktext=[f"{xi:g}" for xi in ticks])
     figure.update_yaxes(title_text="FLOPs, % of dense", rangemode="tozero", secondary_y=False)
     figure.update_yaxes(title_text="pixel agreement with dense, %", secondary_y=True)
     figure.update_layout(

@@ -21,7 +21,8 @@ MAX_SIDE = 2048  # downscale above this, with a notice: views are drawn at the w
 ALPHA_BACKGROUND = 255  # transparent pixels are composited onto white, as a browser shows them
 EXIF_ORIENTATION = 274
 
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # errors only: a truncated file is reported to the user, not to stderr
+# Errors only: a truncated file is reported to the user, not as an OpenCV warning on stderr.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 class ImageInputError(ValueError):
@@ -154,5 +155,7 @@ def load_image_file(source: str | Path | bytes | None, min_side: int = 1, max_si
     decoded = decode_image(source if isinstance(source, bytes) else read_upload(source), max_side)
     height, width = decoded.rgb.shape[:2]
     if min(height, width) < min_side:
-        raise ImageInputError(f"The image is {width}×{height} px, smaller than one {min_side}×{min_side}-pixel patch.")
+        raise ImageInputError(
+            f"The image is {width}×{height} px, smaller than one {min_side}×{min_side}-pixel patch."
+        )
     return decoded

@@ -38,7 +38,8 @@ def prediction_summary(prediction: Prediction) -> dict:
 def readouts_markdown(summary: dict) -> str:
     """The live readout panel: FLOPs, latency/FPS vs dense, kept tokens per group."""
     kept = " → ".join(
-        f"B{i + 1}: {tokens} ({100 * tokens / summary['num_tokens']:.0f}%)" for i, tokens in enumerate(summary["kept_tokens"])
+        f"B{i + 1}: {tokens} ({100 * tokens / summary['num_tokens']:.0f}%)"
+        for i, tokens in enumerate(summary["kept_tokens"])
     )
     saved = summary["flops_saved_percent"]
     return (

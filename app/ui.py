@@ -113,7 +113,8 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None) -> 
         with gr.Row():
             with gr.Column(scale=2, min_width=320):
                 image_in = upload_image(
-                    label="Input image (PNG, JPEG, WebP, BMP)", sources=["upload", "webcam", "clipboard"], elem_id="input-image", height=320,
+                    label="Input image (PNG, JPEG, WebP, BMP)", sources=["upload", "webcam", "clipboard"],
+                    elem_id="input-image", height=320,
                 )
                 notices = gr.Markdown(elem_id="notices")
                 size_dd = gr.Dropdown(
@@ -198,9 +199,9 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None) -> 
             api_trigger = gr.Button("predict")  # never shown: only gradio_client / HTTP calls reach it
         api_trigger.click(studio.api_predict, inputs=[api_image, api_xi], outputs=[api_mask, api_summary],
                           api_name="predict", concurrency_id=MODEL_QUEUE, concurrency_limit=1,
-                          api_description="Segment an image at token-pass threshold xi in [0, 1] (None: checkpoint default). "
-                          "Returns the colour mask and a summary with gflops, dense_gflops, kept_tokens per group, "
-                          "latency_ms, dense_latency_ms, xi.")
+                          api_description="Segment an image at token-pass threshold xi in [0, 1] "
+                          "(None: checkpoint default). Returns the colour mask and a summary with gflops, "
+                          "dense_gflops, kept_tokens per group, latency_ms, dense_latency_ms, xi.")
     demo.queue(default_concurrency_limit=1, max_size=64)
     demo.studio = studio  # for tests and benchmarks
     demo.example_dirs = sorted({str(p.parent) for p in examples})
@@ -212,6 +213,7 @@ def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: boo
     """Launch ``demo`` (from ``build_demo``) with the app's settings: upload cap, errors shown, no SSR."""
     demo.launch(
         server_name=host, server_port=port, share=share, prevent_thread_lock=not block, show_error=True,
-        max_file_size=MAX_UPLOAD_BYTES, state_session_capacity=MAX_SESSIONS, allowed_paths=getattr(demo, "example_dirs", []), css=CSS,
-        ssr_mode=False, mcp_server=False, quiet=True, footer_links=["api", "settings"],
+        max_file_size=MAX_UPLOAD_BYTES, state_session_capacity=MAX_SESSIONS, css=CSS,
+        allowed_paths=getattr(demo, "example_dirs", []), ssr_mode=False, mcp_server=False, quiet=True,
+        footer_links=["api", "settings"],
     )

@@ -71,7 +71,8 @@ def group_overlays(image: np.ndarray, trace: Trace, patch: int) -> list[tuple[np
             decision = trace.decisions[index - 1]
             kept, here = decision.keep_mask, decision.stopped_here
         share = 100.0 * group.tokens / trace.num_tokens
-        caption = f"B{index + 1} · blocks {group.blocks[0]}–{group.blocks[1]} · {group.tokens}/{trace.num_tokens} kept ({share:.0f}%)"
+        first, last = group.blocks
+        caption = f"B{index + 1} · blocks {first}–{last} · {group.tokens}/{trace.num_tokens} kept ({share:.0f}%)"
         if here is not None:
             caption += f" · {int(here.sum())} stopped here"
         views.append((token_overlay(image, kept, here, patch), caption))

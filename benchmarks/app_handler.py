@@ -87,7 +87,8 @@ def main() -> None:
 
     size = session["working"].shape
     load = os.getloadavg()
-    print(f"checkpoint: {args.checkpoint or 'shipped default'} ({predictor.config.backbone}, stem {predictor.config.stem})")
+    config = predictor.config
+    print(f"checkpoint: {args.checkpoint or 'shipped default'} ({config.backbone}, stem {config.stem})")
     print(f"image: {image_path.name}, working size {size[0]}×{size[1]}, ξ over "
           f"{', '.join(f'{1 - (1 - p) ** 3:.3f}' for p in POSITIONS)}")
     print(f"mean share of tokens kept in groups 2-4: {100 * statistics.mean(kept):.0f}%")

@@ -35,7 +35,8 @@ def snapshot_webcam(page) -> str:
     page.locator("#input-image button[aria-label='Capture from camera']").click()
     page.get_by_text("Click to Access Webcam").click()
     page.wait_for_function(  # capture only once the stream plays, or the click takes nothing
-        "() => { const v = document.querySelector('#input-image video'); return v && v.readyState >= 2 && v.videoWidth > 0; }"
+        "() => { const v = document.querySelector('#input-image video');"
+        " return v && v.readyState >= 2 && v.videoWidth > 0; }"
     )
     page.locator("#input-image button[aria-label='capture photo']").click()
     page.wait_for_function("document.querySelector('#readouts').innerText.includes('GFLOPs')")

@@ -47,7 +47,8 @@ def main() -> None:
         page.wait_for_timeout(1500)
         page.screenshot(path=str(args.out), full_page=True)
         if args.palette:
-            PIL.Image.open(args.out).convert("RGB").quantize(256, dither=PIL.Image.Dither.NONE).save(args.out, optimize=True)
+            image = PIL.Image.open(args.out).convert("RGB")
+            image.quantize(256, dither=PIL.Image.Dither.NONE).save(args.out, optimize=True)
         if args.tabs:
             for tab in TABS:
                 page.get_by_role("tab", name=tab).click()
