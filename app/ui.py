@@ -200,8 +200,10 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None) -> 
         api_trigger.click(studio.api_predict, inputs=[api_image, api_xi], outputs=[api_mask, api_summary],
                           api_name="predict", concurrency_id=MODEL_QUEUE, concurrency_limit=1,
                           api_description="Segment an image at token-pass threshold xi in [0, 1] "
-                          "(None: checkpoint default). Returns the colour mask and a summary with gflops, "
-                          "dense_gflops, kept_tokens per group, latency_ms, dense_latency_ms, xi.")
+                          "(None: checkpoint default), at the checkpoint's working size. Returns the colour "
+                          "mask at the image's resolution (images over 2048 px are downscaled first, see "
+                          "summary['notices']) and a summary with gflops, dense_gflops, kept_tokens per group, "
+                          "latency_ms, dense_latency_ms, xi.")
     demo.queue(default_concurrency_limit=1, max_size=64)
     demo.studio = studio  # for tests and benchmarks
     demo.example_dirs = sorted({str(p.parent) for p in examples})
