@@ -115,6 +115,15 @@ def test_bad_uploads_are_clear_gradio_errors(studio, tmp_path):
     assert cleared[0] is None and cleared[3].startswith("Upload an image")
 
 
+def test_large_grey_16_bit_upload_is_converted_with_notices(studio, tmp_path):
+    path = tmp_path / "wide.png"
+    cv2.imwrite(str(path), np.tile(np.linspace(0, 65535, 2100).astype(np.uint16), (300, 1)))
+    session, notices, views = load(studio, path)
+    assert "Image 2048×293 px" in notices and "16-bit" in notices and "Greyscale" in notices
+    assert "downscaled from 2100×300 to 2048×293" in notices and session["image"].shape == (293, 2048, 3)
+    assert "GFLOPs" in views[0]
+
+
 def test_sweep_and_its_marker(studio, street_png):
     session, _, _ = load(studio, street_png)
     with pytest.raises(gr.Error, match="Upload an image first"):
