@@ -53,8 +53,9 @@ def readouts_markdown(summary: dict) -> str:
         f"| FPS | **{summary['fps']:.1f}** | {summary['dense_fps']:.1f} | |\n"
         f"| agreement with dense | **{summary['agreement_with_dense_percent']:.1f}%** of pixels | | |\n\n"
         f"Kept tokens per group: {kept}\n\n"
-        f"<sub>{summary['flops_convention']}. Latency: measured wall time of the whole forward on this "
-        f"machine (the ξ-independent prefix is timed once per image and counted in both).</sub>"
+        f"<sub>{summary['flops_convention']}. Latency: wall time of the whole forward on this machine, one "
+        f"run each (the ξ-independent prefix and the dense forward are timed once per image, this ξ now), "
+        f"so expect noise when the machine is busy.</sub>"
     )
 
 

@@ -42,6 +42,13 @@ class Studio:
         self.refresh_ms: deque[float] = deque(maxlen=9)
         self.num_groups = len(predictor.model.decision_layers) + 1
 
+    def warm_up(self) -> None:
+        """One forward at the default working size, so that the first user's image is not the one that
+        pays torch's first-call costs (and its prefix/dense timings, measured once per image, are fair)."""
+        image = np.full((*self.default_size, 3), 127, np.uint8)
+        with self.lock:
+            self.predictor.predict(image, xi=self.config.default_xi, size=self.default_size)
+
     # ------------------------------------------------------------------ shared pieces
     def view_names(self) -> list[str]:
         """The view outputs every refreshing handler returns, in order (one image per group/decision)."""

@@ -104,6 +104,7 @@ def image_grid(labels: list[str], elem_prefix: str, per_row: int = 2) -> list[gr
 def build_demo(predictor: Predictor, examples_dir: str | Path | None = None) -> gr.Blocks:
     """The whole app for one ``dovit.Predictor``; ``examples_dir`` adds its images to the gallery."""
     studio = Studio(predictor)
+    studio.warm_up()
     config = predictor.config
     examples = find_examples(examples_dir)
     default_position = controls.position_from_xi(config.default_xi)
