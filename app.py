@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> None:
         predictor = Predictor.from_checkpoint(args.checkpoint)
         demo = build_demo(predictor, examples_dir=args.examples)
     except (CheckpointError, FileNotFoundError) as error:
-        raise SystemExit(f"python app.py: {error}") from None
+        hint = "" if args.checkpoint else " (the shipped checkpoint; --checkpoint PATH serves another one)"
+        raise SystemExit(f"python app.py: {error}{hint}") from None
     print(f"DoViT Studio on http://{args.host}:{args.port} (torch threads: {threads})", flush=True)
     serve(demo, host=args.host, port=args.port, share=args.share)
 
