@@ -9,6 +9,8 @@ import statistics
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import gradio as gr
 import numpy as np
@@ -21,6 +23,7 @@ from .analysis import Views, analyse, run_sweep, to_working_size
 from .charts import sweep_figure
 from .images import DecodedImage, ImageInputError, load_image_file
 from .readouts import agreement_markdown, prediction_summary, readouts_markdown
+from .runtime import trim_heap
 
 LIVE_REFRESH_MAX_MS = 250.0  # while dragging, redraw every view only if a full refresh is this fast
 
@@ -46,8 +49,18 @@ class Studio:
         """One forward at the default working size, so that the first user's image is not the one that
         pays torch's first-call costs (and its prefix/dense timings, measured once per image, are fair)."""
         image = np.full((*self.default_size, 3), 127, np.uint8)
-        with self.lock:
+        with self.model_call():
             self.predictor.predict(image, xi=self.config.default_xi, size=self.default_size)
+
+    @contextmanager
+    def model_call(self) -> Iterator[None]:
+        """One caller at a time on the Predictor (it caches one image's state); afterwards the forward's
+        freed memory goes back to the OS, so that serving many images does not grow the process."""
+        with self.lock:
+            try:
+                yield
+            finally:
+                trim_heap()
 
     # ------------------------------------------------------------------ shared pieces
     def view_names(self) -> list[str]:
@@ -65,7 +78,7 @@ class Studio:
     def render(self, session: dict, xi: float, opacity: float) -> list:
         """Run the forward at ξ and draw every view (the slider-to-all-views handler's work)."""
         start = time.perf_counter()
-        with self.lock:
+        with self.model_call():
             result: Views = analyse(self.predictor, session["working"], xi, opacity)
         session["color_mask"] = result.color_mask
         values = {
@@ -178,7 +191,7 @@ class Studio:
             raise gr.Error("Upload an image first: the sweep runs on the current image.")
         xis = controls.sweep_values()
         progress((0, len(xis)), desc="ξ sweep")
-        with self.lock:
+        with self.model_call():
             points = run_sweep(self.predictor, session["working"], xis,
                                on_step=lambda done, total: progress((done, total), desc="ξ sweep"))
         session["sweep"] = points
@@ -188,7 +201,7 @@ class Studio:
         """(image file, ξ) -> (colour mask at the image's resolution, summary dict). ξ None = default."""
         xi = self.config.default_xi if xi is None else self.user_xi(xi)
         decoded = self.user_image(image)
-        with self.lock:
+        with self.model_call():
             prediction = self.predictor.predict(decoded.rgb, xi=xi, size=self.default_size)
         summary = prediction_summary(prediction)
         summary["notices"] = decoded.notices
