@@ -286,11 +286,12 @@ def train(args: argparse.Namespace) -> dict:
                      **{k: float(v.item()) for k, v in parts.items()}, "kept_last_group": kept,
                      "images_per_s": window_images / max(elapsed, 1e-9)})
                 window_start, window_images = time.perf_counter(), 0
-            if rank == 0 and (step % args.save_every == 0 or step == args.steps):
-                _save_state(model, optimizer, scheduler, step, best, output, args)
+            # Validate before saving, so that a resumed run knows the best score already written to best/.
             if val_set is not None and rank == 0 and ((args.eval_every and step % args.eval_every == 0) or step == args.steps):
                 best = _validate(model, val_set, xi, step, best, output, args, log)
                 model.train()
+            if rank == 0 and (step % args.save_every == 0 or step == args.steps):
+                _save_state(model, optimizer, scheduler, step, best, output, args)
         epoch += 1
     bar.close()
     if world > 1:
