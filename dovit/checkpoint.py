@@ -38,6 +38,8 @@ def save_checkpoint(model: DoViTSegmenter, directory: str | Path, metadata: dict
 
 def _resolve(path: str | Path) -> tuple[Path, Path]:
     path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path} (expected a folder with {WEIGHTS_NAME} and {CONFIG_NAME})")
     if path.is_dir():
         return path / WEIGHTS_NAME, path / CONFIG_NAME
     if path.suffix in (".pt", ".pth", ".pkl", ".ckpt", ".bin"):

@@ -56,6 +56,8 @@ class Predictor:
     >>> predictor.set_image(image)                      # image: (H, W, 3) uint8 RGB
     >>> prediction = predictor.predict(xi=0.95)         # cheap; call again with another xi
     >>> prediction.mask.shape == image.shape[:2]
+
+    A Predictor caches one image at a time and is not thread-safe: serialise calls (the app does).
     """
 
     def __init__(self, model: DoViTSegmenter, device: str | torch.device = "cpu") -> None:
@@ -103,13 +105,14 @@ class Predictor:
         prefix_ms = (time.perf_counter() - start) * 1000.0
         start = time.perf_counter()
         dense = self.model.forward_from(state, 1.0, with_aux=False)
-        dense_ms = (time.perf_counter() - start) * 1000.0
+        dense_mask = self._to_mask(dense.logits, image.shape[:2])
+        dense_ms = (time.perf_counter() - start) * 1000.0  # timed like predict(): forward + mask
         self._cache = _ImageCache(
             original_size=image.shape[:2],
             working_size=working,
             state=state,
             prefix_ms=prefix_ms,
-            dense_mask=self._to_mask(dense.logits, image.shape[:2]),
+            dense_mask=dense_mask,
             dense_ms=dense_ms,
         )
         self._cache_key = key

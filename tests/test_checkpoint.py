@@ -57,5 +57,8 @@ def test_corrupt_and_mismatched_files_name_the_problem(tmp_path, tiny_model):
     (tmp_path / "ck2" / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="config"):
         dovit.load_checkpoint(tmp_path / "ck2")
-    with pytest.raises(CheckpointError, match="no config"):
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
         dovit.load_checkpoint(tmp_path / "missing")
+    (tmp_path / "ck2" / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="no config"):
+        dovit.load_checkpoint(tmp_path / "ck2")
