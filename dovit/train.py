@@ -314,7 +314,7 @@ def train(args: argparse.Namespace) -> dict:
 
 def _validate(model, val_set, xi, step, best, output, args, log) -> dict:
     result = evaluate_model(model, val_set, [xi], args.max_val_images, progress=False,
-                            device=next(model.parameters()).device)[0]
+                            device=next(model.parameters()).device, throughput_images=0)[0]
     log({"event": "val", "step": step, "xi": xi, "miou": result["miou"], "pa": result["pa"], "mpa": result["mpa"],
          "backbone_gflops": result["backbone_gflops"], "dense_backbone_gflops": result["dense_backbone_gflops"]})
     if result["miou"] > best["miou"]:

@@ -56,6 +56,8 @@ def test_one_row_per_xi_in_order(results):
             assert 0.0 <= r[key] <= 1.0
         assert len(r["per_class_iou"]) == 11
         assert r["params_m"] > 0 and r["latency_ms"] > 0 and r["throughput_img_s"] > 0
+        assert r["fps"] == pytest.approx(1000.0 / r["latency_ms"])
+        assert r["throughput_batch"] == 8
 
 
 def test_flops_never_exceed_the_dense_forward(results):
