@@ -92,7 +92,8 @@ class DoViTSegmenter(nn.Module):
         super().__init__()
         self.config = config
         height, width = config.input_size
-        probe = timm.create_model(config.backbone, pretrained=False, num_classes=0)
+        with torch.device("meta"):  # read the patch size without allocating a second model
+            probe = timm.create_model(config.backbone, pretrained=False, num_classes=0)
         self.patch_size = int(probe.patch_embed.patch_size[0])
         del probe
         padded = (_round_up(height, self.patch_size), _round_up(width, self.patch_size))
