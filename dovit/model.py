@@ -176,11 +176,12 @@ class DoViTSegmenter(nn.Module):
                 start = _now()
                 logits = self.aux_heads[decision](patches, state.grid)
                 confidence = tp.token_confidence(logits.flatten(2).transpose(1, 2))
-                new_keep = tp.decide_keep(confidence, xi, keep)
                 if forced_keep is not None:
                     new_keep = keep & forced_keep[decision]
-                elif equalise and batch > 1:
-                    new_keep = tp.equalise_keep(confidence, new_keep, keep)
+                else:
+                    new_keep = tp.decide_keep(confidence, xi, keep)
+                    if equalise and batch > 1:
+                        new_keep = tp.equalise_keep(confidence, new_keep, keep)
                 stopped_now = keep & ~new_keep
                 if self.config.merge_stopped:
                     cls = tp.merge_stopped_into_class_token(prefix_tokens[:, :1], patches, stopped_now)

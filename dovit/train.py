@@ -290,7 +290,7 @@ def train(args: argparse.Namespace) -> dict:
             if val_set is not None and rank == 0 and ((args.eval_every and step % args.eval_every == 0) or step == args.steps):
                 best = _validate(model, val_set, xi, step, best, output, args, log)
                 model.train()
-            if rank == 0 and (step % args.save_every == 0 or step == args.steps):
+            if rank == 0 and step % args.save_every == 0 and step < args.steps:  # the final save follows the loop
                 _save_state(model, optimizer, scheduler, step, best, output, args)
         epoch += 1
     bar.close()
