@@ -109,8 +109,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m dovit.evaluate",
         description="Evaluate a DoViT checkpoint at one or more token-pass thresholds xi: mIoU, PA, mPA, "
-        "per-class IoU, mean GFLOPs per image (and the dense forward's), params, throughput and FPS "
-        f"(batch 1, this machine). {FLOPS_CONVENTION}.",
+        "per-class IoU, mean GFLOPs per image (and the dense forward's), params, FPS (batch 1) and "
+        f"throughput (--throughput-batch images at a time), measured on this machine. {FLOPS_CONVENTION}.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the shipped CamVid DoViT model)")
