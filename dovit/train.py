@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -25,7 +26,8 @@ from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ModelConfig
-from .data import DATASETS, IGNORE_INDEX, EvalTransform, TrainAugment, build_dataset
+from .data import (DATASETS, IGNORE_INDEX, EvalTransform, TrainAugment, balanced_class_weights, build_dataset,
+                   class_frequencies)
 from .evaluate import evaluate_model
 from .model import DoViTSegmenter
 
@@ -58,6 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--no-merge", action="store_true", help="turn off Eq. 8 token merging (ablation)")
     add("--pretrained", default=None, help="backbone weights: a local timm weights file, or 'hub' (needs network)")
     add("--init", default=None, help="initialise all weights from a DoViT checkpoint (e.g. the student from the teacher)")
+    add("--init-weights", default=None,
+        help="copy every weight whose name and shape match from a DoViT checkpoint into the model that the "
+        "flags describe (e.g. a new decoder on a trained backbone); the rest keeps its random init")
     add("--teacher", default=None, help="dense teacher checkpoint for self-distillation (stage dovit)")
     add("--xi", type=float, default=0.95, help="token-pass threshold during training (stage dovit)")
     add("--alpha", type=float, default=1.0, help="weight of the aux-head loss L_AH (Eq. 12)")
@@ -74,6 +79,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--warmup-steps", type=int, default=300, help="linear warm-up steps")
     add("--schedule", choices=["cosine", "poly"], default="cosine", help="decay after warm-up")
     add("--drop-path", type=float, default=0.1, help="stochastic depth rate")
+    add("--class-weight-power", type=float, default=0.0,
+        help="cross-entropy class weights (median f / f_c) ** P from the training labels' class frequencies "
+        "(0 = unweighted, 1 = full median-frequency balancing); helps thin rare classes (poles, signs)")
+    add("--amp", choices=["auto", "bf16", "off"], default="auto",
+        help="mixed precision: bf16 autocast ('auto' = on CUDA only; CPU bf16 is slower on most CPUs)")
+    add("--max-minutes", type=float, default=None,
+        help="stop after this much training wall time (then validate and save as at the end); the schedule "
+        "still follows --steps")
     add("--default-xi", type=float, default=None, help="xi written into the checkpoint config (default: --xi)")
     add("--eval-every", type=int, default=500, help="validate (and keep best/) every N steps; 0 = at the end only")
     add("--save-every", type=int, default=250, help="write last/ and train_state.pt every N steps")
@@ -103,11 +116,17 @@ def self_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return (log_student.exp() * (log_student - log_teacher)).sum(dim=1).mean()
 
 
-def dovit_loss(output, labels, patch_size: int, alpha: float, beta: float, teacher_logits=None) -> dict:
-    """L = L_CE + alpha * L_AH + beta * L_SD (Eq. 9-12); returns the parts and the total."""
-    parts = {"ce": F.cross_entropy(output.logits, labels, ignore_index=IGNORE_INDEX)}
-    aux = [F.cross_entropy(upsample_to(a, labels.shape[-2:], patch_size), labels, ignore_index=IGNORE_INDEX)
-           for a in output.aux_logits]
+def dovit_loss(output, labels, patch_size: int, alpha: float, beta: float, teacher_logits=None,
+               class_weights: torch.Tensor | None = None) -> dict:
+    """L = L_CE + alpha * L_AH + beta * L_SD (Eq. 9-12); returns the parts and the total.
+
+    class_weights (C,) optionally weight the cross-entropy terms (decoder and aux heads), not the KL.
+    """
+    def cross_entropy(logits: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), labels, weight=class_weights, ignore_index=IGNORE_INDEX)
+
+    parts = {"ce": cross_entropy(output.logits)}
+    aux = [cross_entropy(upsample_to(a, labels.shape[-2:], patch_size)) for a in output.aux_logits]
     parts["aux"] = torch.stack(aux).sum() if aux else torch.zeros_like(parts["ce"])
     parts["sd"] = self_distillation(output.logits, teacher_logits) if teacher_logits is not None else torch.zeros_like(parts["ce"])
     parts["loss"] = parts["ce"] + alpha * parts["aux"] + beta * parts["sd"]
@@ -138,6 +157,16 @@ def build_student(args: argparse.Namespace, info) -> DoViTSegmenter:
     )
     pretrained = True if args.pretrained == "hub" else args.pretrained
     return DoViTSegmenter(config, pretrained=pretrained)
+
+
+def copy_matching_weights(model: DoViTSegmenter, source: DoViTSegmenter) -> dict[str, list[str]]:
+    """Copy source tensors into model where name and shape agree; return what was copied and what was not."""
+    source_state, target_state = source.state_dict(), model.state_dict()
+    copied = [k for k, v in target_state.items() if k in source_state and source_state[k].shape == v.shape]
+    with torch.no_grad():
+        for key in copied:
+            target_state[key].copy_(source_state[key])
+    return {"copied": copied, "kept_random": [k for k in target_state if k not in set(copied)]}
 
 
 def build_datasets(args: argparse.Namespace, config: ModelConfig | None = None):
@@ -189,6 +218,32 @@ def _init_distributed() -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
+def _autocast(args: argparse.Namespace, device: torch.device):
+    enabled = args.amp == "bf16" or (args.amp == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def _class_weights(args: argparse.Namespace, train_set, device: torch.device) -> torch.Tensor | None:
+    if not args.class_weight_power or not hasattr(train_set, "load_label"):
+        return None
+    weights = balanced_class_weights(class_frequencies(train_set), args.class_weight_power)
+    return torch.tensor(weights, dtype=torch.float32, device=device)
+
+
+def _worker_init(worker_id: int) -> None:
+    # OpenCV starts a thread per core in every worker by default; many workers then starve the main
+    # process that feeds the GPU. One thread per worker: the workers are the parallelism.
+    cv2.setNumThreads(1)
+
+
+def _past_deadline(deadline: float, world: int, device: torch.device) -> bool:
+    """True once rank 0's clock passes the deadline; all ranks agree, so none waits on a collective alone."""
+    late = torch.tensor([float(time.perf_counter() > deadline)], device=device)
+    if world > 1:
+        dist.broadcast(late, src=0)
+    return bool(late.item())
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -198,6 +253,10 @@ def _seed_everything(seed: int) -> None:
 # ---------------------------------------------------------------------------------------- loop
 def train(args: argparse.Namespace) -> dict:
     rank, world, device = _init_distributed()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick its fastest convolutions
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls outside autocast (validation) on tensor cores
+        torch.backends.cudnn.allow_tf32 = True
     if args.threads:
         torch.set_num_threads(args.threads)
     _seed_everything(args.seed + rank)
@@ -213,6 +272,7 @@ def train(args: argparse.Namespace) -> dict:
     else:
         info = build_dataset(args.dataset, args.data_root, args.train_split).info
     model = build_student(args, info)
+    init_report = copy_matching_weights(model, load_checkpoint(args.init_weights)) if args.init_weights else None
     if args.default_xi is not None or args.stage == "dovit":
         model.config.default_xi = args.default_xi if args.default_xi is not None else args.xi
     model.to(device)
@@ -222,6 +282,7 @@ def train(args: argparse.Namespace) -> dict:
         for parameter in teacher.parameters():
             parameter.requires_grad_(False)
     train_set, val_set = build_datasets(args, model.config)
+    class_weights = _class_weights(args, train_set, device)
     _seed_everything(args.seed + rank)
 
     decay, no_decay = [], []
@@ -247,50 +308,61 @@ def train(args: argparse.Namespace) -> dict:
     generator = torch.Generator().manual_seed(args.seed + step)
     loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
                         num_workers=args.workers, drop_last=True, generator=generator,
-                        persistent_workers=args.workers > 0)
+                        persistent_workers=args.workers > 0, pin_memory=device.type == "cuda",
+                        worker_init_fn=_worker_init)
     xi = args.xi if args.stage == "dovit" else 1.0
     if rank == 0:
         log({"event": "start", "stage": args.stage, "world_size": world, "step": step, "steps": args.steps,
-             "train_images": len(train_set), "config": json.dumps(model.config.to_dict()), "args": json.dumps(vars(args))})
+             "train_images": len(train_set),
+             "init_weights": init_report and {"copied": len(init_report["copied"]),
+                                              "kept_random": init_report["kept_random"]},
+             "class_weights": None if class_weights is None else [round(w, 4) for w in class_weights.tolist()],
+             "config": json.dumps(model.config.to_dict()), "args": json.dumps(vars(args))})
     bar = tqdm(total=args.steps, initial=step, desc=f"{args.stage}", disable=args.no_progress or rank != 0,
                dynamic_ncols=True)
     epoch = step * args.batch_size * world // max(1, len(train_set))
     model.train()
     window_start, window_images = time.perf_counter(), 0
-    while step < args.steps:
+    deadline = None if args.max_minutes is None else time.perf_counter() + 60.0 * args.max_minutes
+    final_step = args.steps
+    while step < final_step:
         if sampler is not None:
             sampler.set_epoch(epoch)
         for pixels, labels in loader:
-            if step >= args.steps:
+            if step >= final_step:
                 break
             pixels, labels = pixels.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             teacher_logits = None
-            if teacher is not None:
-                with torch.no_grad():
-                    teacher_logits = teacher(pixels, xi=1.0).logits
-            out = net(pixels, xi=xi, equalise=True)
-            parts = dovit_loss(out, labels, model.patch_size, args.alpha, args.beta, teacher_logits)
+            with _autocast(args, device):
+                if teacher is not None:
+                    with torch.no_grad():
+                        teacher_logits = teacher(pixels, xi=1.0).logits
+                out = net(pixels, xi=xi, equalise=True)
+            parts = dovit_loss(out, labels, model.patch_size, args.alpha, args.beta, teacher_logits, class_weights)
             optimizer.zero_grad(set_to_none=True)
             parts["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
             step += 1
+            if deadline is not None and final_step > step and _past_deadline(deadline, world, device):
+                final_step = step  # --max-minutes: this step is the last one (validated and saved below)
+                log({"event": "time_limit", "step": step, "max_minutes": args.max_minutes})
             window_images += pixels.shape[0] * world
             bar.update(1)
             kept = (out.group_tokens[:, -1].float().mean() / out.group_tokens[:, 0].float().mean()).item()
             bar.set_postfix(loss=f"{parts['loss'].item():.3f}", kept=f"{kept:.2f}")
-            if step % 10 == 0 or step == args.steps:
+            if step % 10 == 0 or step == final_step:
                 elapsed = time.perf_counter() - window_start
                 log({"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
                      **{k: float(v.item()) for k, v in parts.items()}, "kept_last_group": kept,
                      "images_per_s": window_images / max(elapsed, 1e-9)})
                 window_start, window_images = time.perf_counter(), 0
             # Validate before saving, so that a resumed run knows the best score already written to best/.
-            if val_set is not None and rank == 0 and ((args.eval_every and step % args.eval_every == 0) or step == args.steps):
+            if val_set is not None and rank == 0 and ((args.eval_every and step % args.eval_every == 0) or step == final_step):
                 best = _validate(model, val_set, xi, step, best, output, args, log)
                 model.train()
-            if rank == 0 and step % args.save_every == 0 and step < args.steps:  # the final save follows the loop
+            if rank == 0 and step % args.save_every == 0 and step < final_step:  # the final save follows the loop
                 _save_state(model, optimizer, scheduler, step, best, output, args)
         epoch += 1
     bar.close()
@@ -344,6 +416,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.stage == "dovit" and not 0.0 <= args.xi <= 1.0:
         print(f"error: --xi must lie in [0, 1], got {args.xi}", file=sys.stderr)
+        return 2
+    if args.init and args.init_weights:
+        print("error: use --init (whole checkpoint, its config) or --init-weights (matching tensors), not both",
+              file=sys.stderr)
         return 2
     train(args)
     return 0

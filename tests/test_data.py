@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from dovit.config import IMAGENET_MEAN, IMAGENET_STD
-from dovit.data import IGNORE_INDEX, EvalTransform, TrainAugment, ade20k, build_dataset, camvid, cityscapes, folders
+from dovit.data import (IGNORE_INDEX, EvalTransform, TrainAugment, ade20k, balanced_class_weights, build_dataset, camvid,
+                        cityscapes, class_frequencies, folders)
 from dovit.data.datasets import read_label
 
 CAMVID_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
@@ -222,3 +223,36 @@ def test_eval_transform_resizes_the_image_but_not_the_label():
     pixels, out_label = EvalTransform((32, 48), IMAGENET_MEAN, IMAGENET_STD)(image, label)
     assert pixels.shape == (3, 32, 48)
     np.testing.assert_array_equal(out_label.numpy(), label)  # metrics stay at full resolution
+
+
+# ------------------------------------------------------------------------------ class balance
+def test_class_frequencies_and_median_frequency_weights(tmp_path):
+    # 3 classes over two label maps: class 0 on 24 pixels, class 1 on 8, class 2 absent; 16 ignored.
+    first = np.zeros((4, 8), dtype=np.uint8)
+    first[2:, :] = 255
+    second = np.zeros((4, 8), dtype=np.uint8)
+    second[:1, :] = 1
+    second[1:2, :] = 0
+    second[2:, :] = 255
+    second[3, :] = 1
+    write_pair(tmp_path / "img" / "a.png", tmp_path / "lbl" / "a.png", first)
+    write_pair(tmp_path / "img" / "b.png", tmp_path / "lbl" / "b.png", second, seed=1)
+    dataset = folders(tmp_path / "img", tmp_path / "lbl", ["zero", "one", "two"])
+    frequencies = class_frequencies(dataset)
+    np.testing.assert_allclose(frequencies, [24 / 40, 16 / 40, 0.0])
+    np.testing.assert_allclose(balanced_class_weights(frequencies, 0.0), [1.0, 1.0, 1.0])
+    median = np.median([24 / 40, 16 / 40])
+    np.testing.assert_allclose(balanced_class_weights(frequencies, 1.0), [median / 0.6, median / 0.4, 1.0])
+    half = balanced_class_weights(frequencies, 0.5)
+    assert half[1] > 1.0 > half[0]  # the rarer class weighs more, the commoner less
+
+
+def test_camvid_jpeg_images_pair_with_png_labels(tmp_path):
+    """Images re-encoded as JPEG (to save space) still find their SegNet-layout PNG labels."""
+    label = label_grid([0, 3, 11])
+    write_pair(tmp_path / "train" / "0001TP_000010.jpg", tmp_path / "trainannot" / "0001TP_000010.png", label)
+    dataset = camvid(tmp_path, "train")
+    assert len(dataset) == 1
+    image, mapped = dataset[0]
+    assert image.shape[:2] == label.shape
+    np.testing.assert_array_equal(mapped, np.where(label == 11, IGNORE_INDEX, label))

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -266,3 +267,67 @@ def test_torchrun_two_ranks_agree_and_only_rank_zero_writes(tmp_path):
     written = sorted(p.name for p in tmp_path.iterdir())
     assert written == ["best", "last", "log.jsonl", "rank0.safetensors", "rank1.safetensors", "train.log",
                        train.STATE_NAME]
+
+
+# ------------------------------------------------------------------------------ class weights, AMP, time limit
+def test_class_weights_weight_the_decoder_and_aux_cross_entropy():
+    output, labels = fake_output(5), make_labels(5)
+    weights = torch.tensor([0.5, 1.0, 2.0, 4.0])
+    parts = train.dovit_loss(output, labels, 16, 1.0, 0.0, class_weights=weights)
+    ce = F.cross_entropy(output.logits, labels, weight=weights, ignore_index=IGNORE_INDEX)
+    aux = sum(F.cross_entropy(F.interpolate(a, size=(32, 32), mode="bilinear")[..., :20, :28], labels,
+                              weight=weights, ignore_index=IGNORE_INDEX) for a in output.aux_logits)
+    assert parts["ce"].item() == pytest.approx(ce.item(), rel=1e-6)
+    assert parts["aux"].item() == pytest.approx(aux.item(), rel=1e-5)
+    unweighted = train.dovit_loss(output, labels, 16, 1.0, 0.0)
+    assert parts["ce"].item() != pytest.approx(unweighted["ce"].item(), rel=1e-3)
+
+
+def test_class_weights_come_from_the_training_labels():
+    labels = [np.array([[0, 0, 0, 1]]), np.array([[0, 0, 1, 255]])]
+    fake = type("Fake", (), {"info": SimpleNamespace(num_classes=2), "__len__": lambda self: 2,
+                             "load_label": lambda self, i: labels[i]})()
+    args = SimpleNamespace(class_weight_power=1.0)
+    weights = train._class_weights(args, fake, torch.device("cpu"))
+    frequencies = torch.tensor([5 / 7, 2 / 7], dtype=torch.float64)
+    expected = frequencies.mean() / frequencies  # numpy's median of two values is their mean
+    assert torch.allclose(weights.double(), expected, rtol=1e-6)
+    assert train._class_weights(SimpleNamespace(class_weight_power=0.0), fake, torch.device("cpu")) is None
+
+
+def test_max_minutes_ends_the_run_early_with_a_validated_checkpoint(tmp_path):
+    assert train.main(["--stage", "dense", "--output", str(tmp_path), "--steps", "500", "--max-minutes", "0",
+                       *TINY]) == 0
+    records = read_log(tmp_path)
+    events = [(r["event"], r["step"]) for r in records if "event" in r and r["event"] != "start"]
+    assert events == [("time_limit", 1), ("val", 1), ("done", 1)]
+    assert dovit.read_config(tmp_path / "last")[1]["step"] == 1
+    assert (tmp_path / "best" / "model.safetensors").exists()
+
+
+def test_bf16_autocast_trains_and_saves_float32_weights(tmp_path):
+    assert train.main(["--stage", "dense", "--output", str(tmp_path), "--steps", "20", "--amp", "bf16", *TINY]) == 0
+    losses = [r["loss"] for r in step_records(read_log(tmp_path))]
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    weights = load_file(tmp_path / "last" / "model.safetensors")
+    assert all(t.dtype in (torch.float32, torch.int64) for t in weights.values())
+
+
+def test_init_weights_copies_matching_tensors_and_reports_the_rest(dense_run, tmp_path):
+    """A new decoder width on the trained backbone: blocks copied, the resized decoder left at random init."""
+    assert train.main(["--stage", "dense", "--output", str(tmp_path), "--steps", "1", "--init-weights",
+                       str(dense_run / "last"), *TINY, "--decoder-channels", "24", "--lr", "1e-12", "--min-lr", "1e-13"]) == 0
+    start = next(r for r in read_log(tmp_path) if r.get("event") == "start")
+    assert start["init_weights"]["copied"] > 100
+    assert any(k.startswith("decoder.") for k in start["init_weights"]["kept_random"])
+    assert not any(k.startswith("vit.blocks.") for k in start["init_weights"]["kept_random"])
+    source, result = load_file(dense_run / "last" / "model.safetensors"), load_file(tmp_path / "last" / "model.safetensors")
+    key = "vit.blocks.5.mlp.fc1.weight"
+    assert torch.allclose(source[key], result[key], atol=1e-6)  # lr 1e-12: one step moves nothing visible
+
+
+def test_init_and_init_weights_together_are_refused(dense_run, tmp_path, capsys):
+    last = str(dense_run / "last")
+    assert train.main(["--stage", "dense", "--output", str(tmp_path), "--init", last, "--init-weights", last,
+                       *TINY]) == 2
+    assert "not both" in capsys.readouterr().err

@@ -74,11 +74,13 @@ class SegmentationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def load_label(self, index: int) -> np.ndarray:
+        label = read_label(self.pairs[index][1])
+        return self.label_map(label) if self.label_map is not None else label
+
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        image_path, label_path = self.pairs[index]
-        image, label = read_rgb(image_path), read_label(label_path)
-        if self.label_map is not None:
-            label = self.label_map(label)
+        image_path = self.pairs[index][0]
+        image, label = read_rgb(image_path), self.load_label(index)
         if image.shape[:2] != label.shape:
             raise ValueError(f"{image_path}: image {image.shape[:2]} and label {label.shape} differ in size")
         return image, label
@@ -86,6 +88,27 @@ class SegmentationDataset(Dataset):
     def __getitem__(self, index: int):
         image, label = self.load(index)
         return self.transform(image, label) if self.transform else (image, label)
+
+
+def class_frequencies(dataset: SegmentationDataset) -> np.ndarray:
+    """Fraction of labelled pixels per class over the whole data set (labels only; ignore pixels skipped)."""
+    counts = np.zeros(dataset.info.num_classes, dtype=np.int64)
+    for index in range(len(dataset)):
+        label = dataset.load_label(index)
+        valid = label[label != IGNORE_INDEX]
+        counts += np.bincount(valid.ravel(), minlength=counts.size)[: counts.size]
+    return counts / max(1, counts.sum())
+
+
+def balanced_class_weights(frequencies: np.ndarray, power: float) -> np.ndarray:
+    """Median-frequency balancing (Eigen & Fergus 2015, as SegNet uses on CamVid), softened by ``power``.
+
+    weight_c = (median(f) / f_c) ** power: power 0 gives all ones, 1 full balancing. Absent classes get 1.
+    """
+    present = frequencies > 0
+    weights = np.ones_like(frequencies, dtype=np.float64)
+    weights[present] = (np.median(frequencies[present]) / frequencies[present]) ** power
+    return weights
 
 
 def _paired_dataset(info: DatasetInfo, image_dir: Path, label_dir: Path, label_map=None, transform=None,
@@ -100,14 +123,15 @@ def _paired_dataset(info: DatasetInfo, image_dir: Path, label_dir: Path, label_m
 
 
 def camvid(root: str | Path, split: str, transform=None) -> SegmentationDataset:
-    """CamVid, SegNet layout: ``root/{split}`` images and ``root/{split}annot`` labels; id 11 ignored."""
+    """CamVid, SegNet layout: ``root/{split}`` images and ``root/{split}annot`` same-stem PNG labels; id 11 ignored."""
     root = Path(root)
     info = DatasetInfo("camvid", CAMVID_CLASSES, CAMVID_COLORS)
 
     def to_train_ids(label: np.ndarray) -> np.ndarray:
         return np.where(label < 11, label, IGNORE_INDEX)
 
-    return _paired_dataset(info, root / split, root / f"{split}annot", to_train_ids, transform)
+    return _paired_dataset(info, root / split, root / f"{split}annot", to_train_ids, transform,
+                           lambda p: p.with_suffix(".png").name)
 
 
 def cityscapes(root: str | Path, split: str, transform=None) -> SegmentationDataset:
