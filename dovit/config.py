@@ -9,7 +9,7 @@ from typing import Any
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-DECODERS = ("naive", "pup")
+DECODERS = ("naive", "pup", "skip")
 STEMS = ("patch", "conv")
 
 
@@ -30,7 +30,7 @@ class ModelConfig:
     backbone: str = "vit_tiny_patch16_224"
     num_classes: int = 11
     decision_layers: tuple[int, ...] | None = None  # None: paper default for the depth
-    decoder: str = "naive"  # SETR-Naive or SETR-PUP
+    decoder: str = "naive"  # SETR-Naive, SETR-PUP, or "skip": SETR-Naive + a conv-stem skip (needs stem="conv")
     decoder_channels: int = 256
     stem: str = "patch"  # "patch": timm's PatchEmbed; "conv": early-convolution stem (Xiao et al. 2021)
     merge_stopped: bool = True  # Eq. 8 token merging into the class token
@@ -48,6 +48,8 @@ class ModelConfig:
             raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
         if self.stem not in STEMS:
             raise ValueError(f"stem must be one of {STEMS}, got {self.stem!r}")
+        if self.decoder == "skip" and self.stem != "conv":
+            raise ValueError("decoder 'skip' reads the conv stem's 1/4-resolution features: use stem='conv'")
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
         if not 0.0 <= self.default_xi <= 1.0:

@@ -12,12 +12,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from .decoders import conv_flops
+
 FLOPS_CONVENTION = "FLOPs = 2 x MACs (torch.utils.flop_counter convention; MMSegmentation reports MACs = FLOPs / 2)"
-
-
-def _conv_flops(conv: nn.Conv2d, out_h: int, out_w: int) -> int:
-    k = conv.kernel_size[0] * conv.kernel_size[1]
-    return 2 * out_h * out_w * conv.out_channels * (conv.in_channels // conv.groups) * k
 
 
 def _sequential_conv_flops(module: nn.Module, height: int, width: int) -> tuple[int, int, int]:
@@ -27,7 +24,7 @@ def _sequential_conv_flops(module: nn.Module, height: int, width: int) -> tuple[
         if isinstance(layer, nn.Conv2d):
             height = (height + 2 * layer.padding[0] - layer.kernel_size[0]) // layer.stride[0] + 1
             width = (width + 2 * layer.padding[1] - layer.kernel_size[1]) // layer.stride[1] + 1
-            total += _conv_flops(layer, height, width)
+            total += conv_flops(layer, height, width)
     return total, height, width
 
 
@@ -60,13 +57,7 @@ def flop_formula(model: nn.Module, grid: tuple[int, int]) -> FlopFormula:
     aux = 2 * num_tokens * model.embed_dim * num_classes
     if model.config.merge_stopped:
         aux += 2 * num_tokens * model.embed_dim  # the weighted sum in Eq. 8
-    decoder = 0
-    h, w = grid
-    for layer in model.decoder.modules():
-        if isinstance(layer, nn.Conv2d):
-            decoder += _conv_flops(layer, h, w)
-            if layer.kernel_size[0] == 3 and model.decoder.upsample_in_decoder:
-                h, w = h * 2, w * 2  # SETR-PUP upsamples after every 3x3 stage
+    decoder = model.decoder.flops(grid)
     block = model.vit.blocks[0]
     return FlopFormula(
         embed=embed,

@@ -37,6 +37,7 @@ class TokenState:
     grid: tuple[int, int]
     input_size: tuple[int, int]  # (H, W) before padding to the patch size
     timings_ms: dict[str, float] = field(default_factory=dict)
+    skip: torch.Tensor | None = None  # the conv stem's 1/4-resolution features, for the "skip" decoder
 
 
 @dataclass
@@ -118,7 +119,9 @@ class DoViTSegmenter(nn.Module):
         self.decision_layers = tuple(layers)
         self.group_bounds = list(zip((0,) + self.decision_layers, self.decision_layers + (depth,)))
         self.aux_heads = nn.ModuleList(AuxHead(self.embed_dim, config.num_classes) for _ in self.decision_layers)
-        self.decoder = build_decoder(config.decoder, self.embed_dim, config.num_classes, config.decoder_channels)
+        skip_channels = vit.patch_embed.skip_channels if config.stem == "conv" else 0
+        self.decoder = build_decoder(config.decoder, self.embed_dim, config.num_classes, config.decoder_channels,
+                                     skip_channels)
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -141,7 +144,11 @@ class DoViTSegmenter(nn.Module):
         if pad_h or pad_w:
             pixels = F.pad(pixels, (0, pad_w, 0, pad_h))
         vit = self.vit
-        x = vit.patch_embed(pixels)  # (B, h, w, E)
+        skip = None
+        if self.decoder.needs_skip:
+            x, skip = vit.patch_embed.forward_with_skip(pixels)
+        else:
+            x = vit.patch_embed(pixels)  # (B, h, w, E)
         grid = (int(x.shape[1]), int(x.shape[2]))
         x = vit.norm_pre(vit.patch_drop(vit._pos_embed(x)))
         embed_done = _now()
@@ -149,7 +156,7 @@ class DoViTSegmenter(nn.Module):
         for block in vit.blocks[first:last]:
             x = block(x)
         timings = {"embed": embed_done - start, "group_1": _now() - embed_done}
-        return TokenState(x, grid, (int(height), int(width)), timings)
+        return TokenState(x, grid, (int(height), int(width)), timings, skip)
 
     def forward_from(
         self, state: TokenState, xi: float, equalise: bool = False, with_aux: bool | None = None,
@@ -238,7 +245,7 @@ class DoViTSegmenter(nn.Module):
 
     def _decode(self, patches: torch.Tensor, state: TokenState) -> torch.Tensor:
         feature_map = tokens_to_map(self.vit.norm(patches), state.grid)
-        logits = self.decoder(feature_map)
+        logits = self.decoder(feature_map, state.skip) if self.decoder.needs_skip else self.decoder(feature_map)
         padded = (state.grid[0] * self.patch_size, state.grid[1] * self.patch_size)
         if logits.shape[-2:] != padded:
             logits = F.interpolate(logits, size=padded, mode="bilinear", align_corners=False)

@@ -3,6 +3,7 @@
 A drop-in for timm's PatchEmbed when training from scratch on small data sets: stride-2 3x3 convs down
 to 1/patch resolution, then a 1x1 projection to the embedding width. Output is NHWC like timm's
 PatchEmbed with dynamic_img_size, so timm's own position-embedding resampling applies unchanged.
+``forward_with_skip`` also returns the 1/4-resolution features for the "skip" decoder.
 """
 from __future__ import annotations
 
@@ -31,7 +32,13 @@ class ConvStem(nn.Module):
         layers.append(nn.Conv2d(channels, embed_dim, 1))
         self.layers = nn.Sequential(*layers)
         self.patch_size = (patch_size, patch_size)
+        self.skip_channels = max(embed_dim // 2 ** (num_stages - 1), 16)  # after the second stage (1/4)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """pixels (B, 3, H, W), H and W multiples of the patch size -> tokens (B, h, w, E)."""
         return self.layers(pixels).permute(0, 2, 3, 1)
+
+    def forward_with_skip(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens (B, h, w, E) and the 1/4-resolution features (B, skip_channels, H/4, W/4)."""
+        quarter = self.layers[:6](pixels)  # two (conv, BN, ReLU) stages
+        return self.layers[6:](quarter).permute(0, 2, 3, 1), quarter

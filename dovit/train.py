@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import ModelConfig
+from .config import DECODERS, ModelConfig
 from .data import (DATASETS, IGNORE_INDEX, EvalTransform, TrainAugment, balanced_class_weights, build_dataset,
                    class_frequencies)
 from .evaluate import evaluate_model
@@ -54,7 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--backbone", default="vit_tiny_patch16_224", help="timm ViT/DeiT name")
     add("--stem", choices=["conv", "patch"], default="conv",
         help="patch embedding: 'patch' (timm's) or 'conv' (early convolutions, better from scratch)")
-    add("--decoder", choices=["naive", "pup"], default="naive", help="SETR decoder")
+    add("--decoder", choices=list(DECODERS), default="naive",
+        help="SETR-Naive, SETR-PUP, or 'skip': SETR-Naive plus a skip from the conv stem's 1/4 features "
+        "(sharper thin objects; needs --stem conv)")
     add("--decoder-channels", type=int, default=256, help="decoder width")
     add("--decision-layers", type=int, nargs="+", default=None, help="default: paper's (3 6 9 for 12 blocks)")
     add("--no-merge", action="store_true", help="turn off Eq. 8 token merging (ablation)")

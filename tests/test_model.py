@@ -115,7 +115,7 @@ def test_default_decision_layers_follow_the_paper():
 
 
 @pytest.mark.parametrize("options", [dict(decoder="pup", decoder_channels=16), dict(stem="conv"),
-                                     dict(decision_layers=(2, 4))])
+                                     dict(stem="conv", decoder="skip", decoder_channels=16), dict(decision_layers=(2, 4))])
 def test_variants_build_and_run(options):
     model = dovit.build_model("vit_tiny_patch16_224", 4, input_size=(64, 64), **options).eval()
     with torch.no_grad():
@@ -139,6 +139,8 @@ def test_bad_options_are_refused():
         dovit.build_model("vit_tiny_patch16_224", 3, decision_layers=(6, 3))
     with pytest.raises(ValueError, match="decoder"):
         dovit.build_model("vit_tiny_patch16_224", 3, decoder="fpn")
+    with pytest.raises(ValueError, match="stem='conv'"):
+        dovit.build_model("vit_tiny_patch16_224", 3, decoder="skip", stem="patch")
     model = dovit.build_model("vit_tiny_patch16_224", 3, input_size=(32, 32))
     with pytest.raises(ValueError, match="xi"):
         model(_pixels(1, size=(32, 32)), xi=1.5)
