@@ -67,6 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "flags describe (e.g. a new decoder on a trained backbone); the rest keeps its random init")
     add("--teacher", default=None, help="dense teacher checkpoint for self-distillation (stage dovit)")
     add("--xi", type=float, default=0.95, help="token-pass threshold during training (stage dovit)")
+    add("--xi-range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+        help="stage dovit: draw each step's xi uniformly from [LO, HI] instead of fixing it at --xi, so one "
+        "model serves the whole slider range (more compute then gives more accuracy); validation uses --xi")
     add("--alpha", type=float, default=1.0, help="weight of the aux-head loss L_AH (Eq. 12)")
     add("--beta", type=float, default=0.4, help="weight of the self-distillation loss L_SD (Eq. 12)")
     add("--input-size", type=int, nargs=2, default=[360, 480], metavar=("H", "W"), help="model input size")
@@ -313,6 +316,7 @@ def train(args: argparse.Namespace) -> dict:
                         persistent_workers=args.workers > 0, pin_memory=device.type == "cuda",
                         worker_init_fn=_worker_init)
     xi = args.xi if args.stage == "dovit" else 1.0
+    xi_draw = random.Random(args.seed + step)  # the same on every rank, so DDP ranks keep equal-length batches
     if rank == 0:
         log({"event": "start", "stage": args.stage, "world_size": world, "step": step, "steps": args.steps,
              "train_images": len(train_set),
@@ -324,13 +328,15 @@ def train(args: argparse.Namespace) -> dict:
                dynamic_ncols=True)
     epoch = step * args.batch_size * world // max(1, len(train_set))
     model.train()
-    window_start, window_images = time.perf_counter(), 0
+    window_start, window_images, window_wait = time.perf_counter(), 0, 0.0
     deadline = None if args.max_minutes is None else time.perf_counter() + 60.0 * args.max_minutes
     final_step = args.steps
     while step < final_step:
         if sampler is not None:
             sampler.set_epoch(epoch)
+        fetch_start = time.perf_counter()
         for pixels, labels in loader:
+            window_wait += time.perf_counter() - fetch_start  # time the GPU/CPU step waited for data
             if step >= final_step:
                 break
             pixels, labels = pixels.to(device, non_blocking=True), labels.to(device, non_blocking=True)
@@ -339,7 +345,8 @@ def train(args: argparse.Namespace) -> dict:
                 if teacher is not None:
                     with torch.no_grad():
                         teacher_logits = teacher(pixels, xi=1.0).logits
-                out = net(pixels, xi=xi, equalise=True)
+                step_xi = xi_draw.uniform(*args.xi_range) if args.stage == "dovit" and args.xi_range else xi
+                out = net(pixels, xi=step_xi, equalise=True)
             parts = dovit_loss(out, labels, model.patch_size, args.alpha, args.beta, teacher_logits, class_weights)
             optimizer.zero_grad(set_to_none=True)
             parts["loss"].backward()
@@ -356,16 +363,18 @@ def train(args: argparse.Namespace) -> dict:
             bar.set_postfix(loss=f"{parts['loss'].item():.3f}", kept=f"{kept:.2f}")
             if step % 10 == 0 or step == final_step:
                 elapsed = time.perf_counter() - window_start
-                log({"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
+                log({"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], "xi": step_xi,
                      **{k: float(v.item()) for k, v in parts.items()}, "kept_last_group": kept,
-                     "images_per_s": window_images / max(elapsed, 1e-9)})
-                window_start, window_images = time.perf_counter(), 0
+                     "images_per_s": window_images / max(elapsed, 1e-9),
+                     "data_wait_frac": window_wait / max(elapsed, 1e-9)})
+                window_start, window_images, window_wait = time.perf_counter(), 0, 0.0
             # Validate before saving, so that a resumed run knows the best score already written to best/.
             if val_set is not None and rank == 0 and ((args.eval_every and step % args.eval_every == 0) or step == final_step):
                 best = _validate(model, val_set, xi, step, best, output, args, log)
                 model.train()
             if rank == 0 and step % args.save_every == 0 and step < final_step:  # the final save follows the loop
                 _save_state(model, optimizer, scheduler, step, best, output, args)
+            fetch_start = time.perf_counter()
         epoch += 1
     bar.close()
     if world > 1:
@@ -418,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.stage == "dovit" and not 0.0 <= args.xi <= 1.0:
         print(f"error: --xi must lie in [0, 1], got {args.xi}", file=sys.stderr)
+        return 2
+    if args.xi_range and not 0.0 <= args.xi_range[0] <= args.xi_range[1] <= 1.0:
+        print(f"error: --xi-range needs 0 <= LO <= HI <= 1, got {args.xi_range}", file=sys.stderr)
         return 2
     if args.init and args.init_weights:
         print("error: use --init (whole checkpoint, its config) or --init-weights (matching tensors), not both",

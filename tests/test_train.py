@@ -331,3 +331,18 @@ def test_init_and_init_weights_together_are_refused(dense_run, tmp_path, capsys)
     assert train.main(["--stage", "dense", "--output", str(tmp_path), "--init", last, "--init-weights", last,
                        *TINY]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_xi_range_draws_a_threshold_per_step_and_validates_at_xi(dense_run, tmp_path):
+    teacher = str(dense_run / "last")
+    assert train.main(["--stage", "dovit", "--output", str(tmp_path), "--init", teacher, "--teacher", teacher,
+                       "--xi", "0.7", "--xi-range", "0.4", "0.95", "--steps", "30", *TINY]) == 0
+    records = read_log(tmp_path)
+    drawn = [r["xi"] for r in step_records(records)]
+    assert len(drawn) == 3 and all(0.4 <= x <= 0.95 for x in drawn) and len(set(drawn)) == 3
+    assert next(r for r in records if r.get("event") == "val")["xi"] == 0.7
+
+
+def test_bad_xi_range_is_refused(tmp_path, capsys):
+    assert train.main(["--stage", "dovit", "--output", str(tmp_path), "--xi-range", "0.9", "0.8", *TINY]) == 2
+    assert "--xi-range" in capsys.readouterr().err
