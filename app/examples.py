@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+# Real street scenes where this project's machines keep them (beside the checkout, never copied into it).
+CAMVID_VAL_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "camvid" / "val"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MAX_EXAMPLES = 24  # the gallery pages them; more would only slow the start-up
 
@@ -21,6 +23,11 @@ def find_examples(examples_dir: str | Path | None = None, assets_dir: Path = ASS
             raise FileNotFoundError(f"--examples {examples_dir}: not a folder")
         found += _images_in(folder)
     return found[:limit]
+
+
+def default_examples_dir(candidate: Path = CAMVID_VAL_DIR) -> Path | None:
+    """The CamVid val folder beside the checkout when it exists (the shipped model's domain), else None."""
+    return candidate if candidate.is_dir() else None
 
 
 def _images_in(folder: Path) -> list[Path]:

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from app import controls
-from app.examples import find_examples
+from app.examples import default_examples_dir, find_examples
 from app.readouts import prediction_summary, readouts_markdown
 from dovit import Predictor
 
@@ -47,6 +47,11 @@ def test_find_examples(tmp_path):
     assert any(p.name == "synthetic_street.png" for p in find_examples())
     with pytest.raises(FileNotFoundError):
         find_examples(tmp_path / "missing")
+
+
+def test_default_examples_are_the_camvid_val_folder_when_it_exists(tmp_path):
+    assert default_examples_dir(tmp_path) == tmp_path
+    assert default_examples_dir(tmp_path / "missing") is None
 
 
 def test_prediction_summary_numbers_are_consistent(tiny_model):
