@@ -32,7 +32,8 @@ class ConvStem(nn.Module):
         layers.append(nn.Conv2d(channels, embed_dim, 1))
         self.layers = nn.Sequential(*layers)
         self.patch_size = (patch_size, patch_size)
-        self.skip_channels = max(embed_dim // 2 ** (num_stages - 1), 16)  # after the second stage (1/4)
+        self._skip_end = 6  # layers[:6] = two (conv, BN, ReLU) stages: features at 1/4 resolution
+        self.skip_channels = self.layers[self._skip_end - 3].out_channels
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """pixels (B, 3, H, W), H and W multiples of the patch size -> tokens (B, h, w, E)."""
@@ -40,5 +41,5 @@ class ConvStem(nn.Module):
 
     def forward_with_skip(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens (B, h, w, E) and the 1/4-resolution features (B, skip_channels, H/4, W/4)."""
-        quarter = self.layers[:6](pixels)  # two (conv, BN, ReLU) stages
-        return self.layers[6:](quarter).permute(0, 2, 3, 1), quarter
+        quarter = self.layers[: self._skip_end](pixels)
+        return self.layers[self._skip_end :](quarter).permute(0, 2, 3, 1), quarter

@@ -165,13 +165,11 @@ def build_student(args: argparse.Namespace, info) -> DoViTSegmenter:
 
 
 def copy_matching_weights(model: DoViTSegmenter, source: DoViTSegmenter) -> dict[str, list[str]]:
-    """Copy source tensors into model where name and shape agree; return what was copied and what was not."""
-    source_state, target_state = source.state_dict(), model.state_dict()
-    copied = [k for k, v in target_state.items() if k in source_state and source_state[k].shape == v.shape]
-    with torch.no_grad():
-        for key in copied:
-            target_state[key].copy_(source_state[key])
-    return {"copied": copied, "kept_random": [k for k in target_state if k not in set(copied)]}
+    """Load source tensors into model where name and shape agree; return what was copied and what was not."""
+    target_shapes = {k: v.shape for k, v in model.state_dict().items()}
+    matching = {k: v for k, v in source.state_dict().items() if target_shapes.get(k) == v.shape}
+    missing = model.load_state_dict(matching, strict=False).missing_keys
+    return {"copied": list(matching), "kept_random": missing}
 
 
 def build_datasets(args: argparse.Namespace, config: ModelConfig | None = None):

@@ -3,5 +3,5 @@ from .datasets import (DATASETS, IGNORE_INDEX, DatasetInfo, SegmentationDataset,
                        build_dataset, camvid, cityscapes, class_frequencies, folders)
 from .transforms import EvalTransform, TrainAugment
 
-__all__ = ["DATASETS", "IGNORE_INDEX", "DatasetInfo", "SegmentationDataset", "ade20k", "balanced_class_weights", "build_dataset", "camvid",
-           "cityscapes", "class_frequencies", "folders", "EvalTransform", "TrainAugment"]
+__all__ = ["DATASETS", "IGNORE_INDEX", "DatasetInfo", "SegmentationDataset", "ade20k", "balanced_class_weights",
+           "build_dataset", "camvid", "cityscapes", "class_frequencies", "folders", "EvalTransform", "TrainAugment"]
