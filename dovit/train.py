@@ -70,6 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--xi-range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
         help="stage dovit: draw each step's xi uniformly from [LO, HI] instead of fixing it at --xi, so one "
         "model serves the whole slider range (more compute then gives more accuracy); validation uses --xi")
+    add("--dense-fraction", type=float, default=0.0,
+        help="stage dovit: share of steps run at xi = 1 (no token stops), drawn at random, so the full-depth "
+        "path that the slider reaches at xi = 1 keeps training and stays the most accurate one")
     add("--alpha", type=float, default=1.0, help="weight of the aux-head loss L_AH (Eq. 12)")
     add("--beta", type=float, default=0.4, help="weight of the self-distillation loss L_SD (Eq. 12)")
     add("--input-size", type=int, nargs=2, default=[360, 480], metavar=("H", "W"), help="model input size")
@@ -343,7 +346,7 @@ def train(args: argparse.Namespace) -> dict:
                 if teacher is not None:
                     with torch.no_grad():
                         teacher_logits = teacher(pixels, xi=1.0).logits
-                step_xi = xi_draw.uniform(*args.xi_range) if args.stage == "dovit" and args.xi_range else xi
+                step_xi = _draw_xi(xi_draw, xi, args)
                 out = net(pixels, xi=step_xi, equalise=True)
             parts = dovit_loss(out, labels, model.patch_size, args.alpha, args.beta, teacher_logits, class_weights)
             optimizer.zero_grad(set_to_none=True)
@@ -393,6 +396,15 @@ def train(args: argparse.Namespace) -> dict:
     return {"step": step, "best": best}
 
 
+def _draw_xi(draw: random.Random, xi: float, args: argparse.Namespace) -> float:
+    """This step's threshold: 1.0 (dense) for a --dense-fraction share of steps, else --xi-range or --xi."""
+    if args.stage != "dovit":
+        return 1.0
+    if args.dense_fraction > 0.0 and draw.random() < args.dense_fraction:
+        return 1.0
+    return draw.uniform(*args.xi_range) if args.xi_range else xi
+
+
 def _validate(model, val_set, xi, step, best, output, args, log) -> dict:
     result = evaluate_model(model, val_set, [xi], args.max_val_images, progress=False,
                             device=next(model.parameters()).device, throughput_images=0)[0]
@@ -428,6 +440,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.xi_range and not 0.0 <= args.xi_range[0] <= args.xi_range[1] <= 1.0:
         print(f"error: --xi-range needs 0 <= LO <= HI <= 1, got {args.xi_range}", file=sys.stderr)
+        return 2
+    if not 0.0 <= args.dense_fraction <= 1.0:
+        print(f"error: --dense-fraction must lie in [0, 1], got {args.dense_fraction}", file=sys.stderr)
         return 2
     if args.init and args.init_weights:
         print("error: use --init (whole checkpoint, its config) or --init-weights (matching tensors), not both",

@@ -343,6 +343,24 @@ def test_xi_range_draws_a_threshold_per_step_and_validates_at_xi(dense_run, tmp_
     assert next(r for r in records if r.get("event") == "val")["xi"] == 0.7
 
 
+def test_dense_fraction_mixes_dense_steps_into_token_pass_training(dense_run, tmp_path):
+    teacher = str(dense_run / "last")
+    assert train.main(["--stage", "dovit", "--output", str(tmp_path), "--init", teacher, "--teacher", teacher,
+                       "--xi", "0.7", "--xi-range", "0.4", "0.6", "--dense-fraction", "0.5", "--steps", "80",
+                       *TINY]) == 0
+    records = step_records(read_log(tmp_path))
+    drawn = [r["xi"] for r in records]
+    assert 1.0 in drawn and any(0.4 <= x <= 0.6 for x in drawn)
+    assert all(x == 1.0 or 0.4 <= x <= 0.6 for x in drawn)
+    dense_steps = [r for r in records if r["xi"] == 1.0]
+    assert all(r["kept_last_group"] == 1.0 for r in dense_steps)  # xi = 1 stops nothing
+
+
+def test_bad_dense_fraction_is_refused(tmp_path, capsys):
+    assert train.main(["--stage", "dovit", "--output", str(tmp_path), "--dense-fraction", "1.5", *TINY]) == 2
+    assert "--dense-fraction" in capsys.readouterr().err
+
+
 def test_bad_xi_range_is_refused(tmp_path, capsys):
     assert train.main(["--stage", "dovit", "--output", str(tmp_path), "--xi-range", "0.9", "0.8", *TINY]) == 2
     assert "--xi-range" in capsys.readouterr().err
