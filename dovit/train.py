@@ -72,7 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "model serves the whole slider range (more compute then gives more accuracy); validation uses --xi")
     add("--dense-fraction", type=float, default=0.0,
         help="stage dovit: share of steps run at xi = 1 (no token stops), drawn at random, so the full-depth "
-        "path that the slider reaches at xi = 1 keeps training and stays the most accurate one")
+        "path that the slider reaches at xi = 1 keeps training (trained at xi < 1 only, a student can lose "
+        "accuracy as xi, and so compute, goes up)")
     add("--alpha", type=float, default=1.0, help="weight of the aux-head loss L_AH (Eq. 12)")
     add("--beta", type=float, default=0.4, help="weight of the self-distillation loss L_SD (Eq. 12)")
     add("--input-size", type=int, nargs=2, default=[360, 480], metavar=("H", "W"), help="model input size")
