@@ -1,55 +1,8 @@
 """DoViT Studio: ``python app.py`` serves the web app on http://127.0.0.1:7860 (no network needed).
 
-This file only parses flags and launches; the app lives in ``app/`` (``app.ui.build_demo``).
+The flags and the launch live in ``app/cli.py`` (also installed as the ``dovit-studio`` command).
 """
-from __future__ import annotations
-
-import argparse
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python app.py",
-        description="DoViT Studio: see which tokens a dynamic token-pass ViT stops, what that saves, and "
-        "what it costs in accuracy, for any image and any threshold ξ.",
-        epilog="Example: python app.py --examples ~/my_street_photos",
-    )
-    parser.add_argument("--checkpoint", metavar="PATH", default=None,
-                        help="DoViT checkpoint directory (model.safetensors + config.json); "
-                        "default: the shipped checkpoints/camvid_dovit_vit_tiny")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to serve on (default: 127.0.0.1, private to this machine)")
-    parser.add_argument("--port", type=int, default=7860, help="port to serve on (default: 7860)")
-    parser.add_argument("--examples", metavar="DIR", default=None,
-                        help="a folder of images to offer as examples besides assets/; read at run time, never "
-                        "copied into the repo (default: ../shared/data/camvid/val when it exists, the CamVid "
-                        "scenes the shipped model was trained for; '' for assets/ only)")
-    parser.add_argument("--share", action="store_true",
-                        help="also open a public gradio.live link (needs internet; off by default)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads for the forward; default: usable cores - 1 (at least 1, "
-                        "at most 8), leaving a core to the server (see app/runtime.py)")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    from app.runtime import configure_torch  # heavy imports after parsing, so that --help is instant
-    from app.examples import default_examples_dir
-    from app.ui import build_demo, serve
-    from dovit import CheckpointError, Predictor
-
-    threads = configure_torch(args.threads)
-    try:
-        predictor = Predictor.from_checkpoint(args.checkpoint)
-        examples = default_examples_dir() if args.examples is None else (args.examples or None)
-        demo = build_demo(predictor, examples_dir=examples)
-    except (CheckpointError, FileNotFoundError) as error:
-        hint = "" if args.checkpoint else " (the shipped checkpoint; --checkpoint PATH serves another one)"
-        raise SystemExit(f"python app.py: {error}{hint}") from None
-    print(f"DoViT Studio on http://{args.host}:{args.port} (torch threads: {threads})", flush=True)
-    serve(demo, host=args.host, port=args.port, share=args.share)
-
+from app.cli import main, parse_args  # noqa: F401  (parse_args re-exported for callers of app.py)
 
 if __name__ == "__main__":
     main()

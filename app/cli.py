@@ -1,0 +1,64 @@
+"""DoViT Studio's command line: ``python app.py`` or, once installed, ``dovit-studio`` serves the web app on
+http://127.0.0.1:7860 (no network needed).
+
+This module only parses flags and launches; the app itself is ``app.ui.build_demo``. ``app.py`` at the
+repository root is a shim over :func:`main`, so the README's ``python app.py`` keeps working.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _program_name() -> str:
+    """How the user started us, for usage lines and errors: the installed command or ``python app.py``."""
+    return "dovit-studio" if Path(sys.argv[0]).name == "dovit-studio" else "python app.py"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=_program_name(),
+        description="DoViT Studio: see which tokens a dynamic token-pass ViT stops, what that saves, and "
+        "what it costs in accuracy, for any image and any threshold ξ.",
+        epilog=f"Example: {_program_name()} --examples ~/my_street_photos",
+    )
+    parser.add_argument("--checkpoint", metavar="PATH", default=None,
+                        help="DoViT checkpoint directory (model.safetensors + config.json); "
+                        "default: the shipped checkpoints/camvid_dovit_vit_tiny")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to serve on (default: 127.0.0.1, private to this machine)")
+    parser.add_argument("--port", type=int, default=7860, help="port to serve on (default: 7860)")
+    parser.add_argument("--examples", metavar="DIR", default=None,
+                        help="a folder of images to offer as examples besides assets/; read at run time, never "
+                        "copied into the repo (default: ../shared/data/camvid/val when it exists, the CamVid "
+                        "scenes the shipped model was trained for; '' for assets/ only)")
+    parser.add_argument("--share", action="store_true",
+                        help="also open a public gradio.live link (needs internet; off by default)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads for the forward; default: usable cores - 1 (at least 1, "
+                        "at most 8), leaving a core to the server (see app/runtime.py)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    from app.runtime import configure_torch  # heavy imports after parsing, so that --help is instant
+    from app.examples import default_examples_dir
+    from app.ui import build_demo, serve
+    from dovit import CheckpointError, Predictor
+
+    threads = configure_torch(args.threads)
+    try:
+        predictor = Predictor.from_checkpoint(args.checkpoint)
+        examples = default_examples_dir() if args.examples is None else (args.examples or None)
+        demo = build_demo(predictor, examples_dir=examples)
+    except (CheckpointError, FileNotFoundError) as error:
+        hint = "" if args.checkpoint else " (the shipped checkpoint; --checkpoint PATH serves another one)"
+        raise SystemExit(f"{_program_name()}: {error}{hint}") from None
+    print(f"DoViT Studio on http://{args.host}:{args.port} (torch threads: {threads})", flush=True)
+    serve(demo, host=args.host, port=args.port, share=args.share)
+
+
+if __name__ == "__main__":
+    main()
