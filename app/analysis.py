@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-import cv2
 import numpy as np
 import plotly.graph_objects as go
+
+from dovit.preprocess import resize_image
 
 from . import views
 from .charts import SweepPoint, tokens_flops_figure
@@ -35,11 +36,8 @@ class Views:
 
 
 def to_working_size(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize (H, W, 3) uint8 to the working (height, width), as the Predictor would."""
-    if image.shape[:2] == tuple(size):
-        return image
-    interpolation = cv2.INTER_AREA if image.shape[0] > size[0] else cv2.INTER_LINEAR
-    return cv2.resize(image, (size[1], size[0]), interpolation=interpolation)
+    """Resize (H, W, 3) uint8 to the working (height, width) with the Predictor's own resize."""
+    return resize_image(image, size)
 
 
 def analyse(predictor: Predictor, working_image: np.ndarray, xi: float, opacity: float = 0.5) -> Views:

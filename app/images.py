@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 import PIL.Image
 
+from dovit.preprocess import resize_image
+
 ALLOWED_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "BMP")  # MPO: the JPEG variant phone cameras write
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
 MAX_PIXELS = 40_000_000  # refuse above this (decompression bombs); 40 MP covers phone photos
@@ -145,8 +147,7 @@ def fit_within(image: np.ndarray, max_side: int) -> tuple[np.ndarray, bool]:
     scale = max_side / max(height, width)
     if scale >= 1.0:
         return image, False
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), True
+    return resize_image(image, (max(1, round(height * scale)), max(1, round(width * scale)))), True
 
 
 def load_image_file(source: str | Path | bytes | None, min_side: int = 1, max_side: int = MAX_SIDE) -> DecodedImage:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint
@@ -17,6 +16,7 @@ from .data import DATASETS, EvalTransform, build_dataset
 from .flops import FLOPS_CONVENTION, forward_flops
 from .metrics import ConfusionMatrix
 from .model import DoViTSegmenter
+from .preprocess import logits_to_mask
 
 
 @torch.inference_mode()
@@ -50,9 +50,7 @@ def evaluate_model(model: DoViTSegmenter, dataset, xi_values: list[float], max_i
             output = model(pixels, xi=xi)
             logits = output.logits
             seconds += time.perf_counter() - start
-            if logits.shape[-2:] != label.shape[-2:]:
-                logits = F.interpolate(logits, size=label.shape[-2:], mode="bilinear", align_corners=False)
-            matrix.update(logits.argmax(1)[0], label)
+            matrix.update(logits_to_mask(logits, label.shape[-2:])[0], label)
             group_tokens = output.group_tokens[0].tolist()
             flops = forward_flops(model, output.grid, group_tokens, len(output.aux_logits))
             for key in totals:
@@ -136,11 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from .predictor import DEFAULT_CHECKPOINT, check_xi
+    from .predictor import check_xi, default_checkpoint
 
     try:
         xi_values = [check_xi(v) for v in args.xi] if args.xi else None
-        model = load_checkpoint(args.checkpoint or DEFAULT_CHECKPOINT).to(args.device)
+        checkpoint = args.checkpoint or default_checkpoint()
+        model = load_checkpoint(checkpoint).to(args.device)
     except (ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -164,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown_table(results))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"checkpoint": str(args.checkpoint or DEFAULT_CHECKPOINT),
+        Path(args.json).write_text(json.dumps({"checkpoint": str(checkpoint),
                                                "dataset": args.dataset, "split": args.split,
                                                "input_size": list(size), "flops_convention": FLOPS_CONVENTION,
                                                "results": results}, indent=2) + "\n")

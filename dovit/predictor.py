@@ -6,15 +6,29 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint
 from .model import DoViTSegmenter, TokenState
+from .preprocess import logits_to_mask, preprocess_image
 from .trace import Trace, build_trace
 
+# The shipped checkpoints sit in the repository's checkpoints/ folder, beside the package: found from a
+# checkout (also under `pip install -e .`), not from a `pip install .` copy in site-packages.
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "camvid_dovit_vit_tiny"
+
+
+def default_checkpoint() -> Path:
+    """The shipped CamVid DoViT student's directory; CheckpointError when this dovit is not a checkout's."""
+    if not DEFAULT_CHECKPOINT.is_dir():
+        raise CheckpointError(
+            f"no checkpoint given and the shipped one is not at {DEFAULT_CHECKPOINT}: it comes with a checkout "
+            "of the repository (checkpoints/camvid_dovit_vit_tiny) and `pip install .` does not copy it; "
+            "pass a checkpoint directory (--checkpoint PATH on the command line, "
+            "Predictor.from_checkpoint(path) in Python), or install from the checkout with `pip install -e .`"
+        )
+    return DEFAULT_CHECKPOINT
 
 
 @dataclass
@@ -69,24 +83,18 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> "Predictor":
-        """Load a checkpoint directory (default: the shipped CamVid DoViT student)."""
-        return cls(load_checkpoint(path or DEFAULT_CHECKPOINT, map_location="cpu"), device=device)
+        """Load a checkpoint directory (default: the shipped CamVid DoViT student, see ``default_checkpoint``)."""
+        return cls(load_checkpoint(path or default_checkpoint(), map_location="cpu"), device=device)
 
     @property
     def default_xi(self) -> float:
         return float(self.config.default_xi)
 
     def preprocess(self, image: np.ndarray, size: tuple[int, int] | None = None) -> torch.Tensor:
-        """(H, W, 3) uint8 RGB -> normalised (1, 3, h, w) float tensor at the working size (h, w)."""
-        image = validate_image(image)
-        height, width = size or self.config.input_size
-        if image.shape[:2] != (height, width):
-            interpolation = cv2.INTER_AREA if image.shape[0] > height else cv2.INTER_LINEAR
-            image = cv2.resize(image, (width, height), interpolation=interpolation)
-        pixels = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1).float() / 255.0
-        mean = torch.tensor(self.config.mean, device=self.device).view(3, 1, 1)
-        std = torch.tensor(self.config.std, device=self.device).view(3, 1, 1)
-        return ((pixels - mean) / std).unsqueeze(0)
+        """(H, W, 3) uint8 RGB -> normalised (1, 3, h, w) float tensor at the working size (h, w)
+        (default: the checkpoint's input size), via ``dovit.preprocess.preprocess_image``."""
+        size = size or self.config.input_size
+        return preprocess_image(validate_image(image), size, self.config.mean, self.config.std, self.device)[None]
 
     @torch.inference_mode()
     def set_image(self, image: np.ndarray, size: tuple[int, int] | None = None) -> None:
@@ -147,9 +155,8 @@ class Predictor:
 
     @staticmethod
     def _to_mask(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-        if logits.shape[-2:] != tuple(size):
-            logits = torch.nn.functional.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
-        return logits.argmax(dim=1)[0].cpu().numpy().astype(np.int64)
+        """(1, C, h, w) logits -> (H, W) int64 numpy class ids at ``size`` (the input image's)."""
+        return logits_to_mask(logits, size)[0].cpu().numpy()
 
 
 def check_xi(xi: float) -> float:

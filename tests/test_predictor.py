@@ -84,3 +84,14 @@ def test_from_checkpoint_default_xi(tmp_path, tiny_model):
     predictor = dovit.Predictor.from_checkpoint(tmp_path / "ck")
     assert predictor.default_xi == 0.9
     assert predictor.predict(_image(), xi=None).xi == 0.9
+
+
+def test_default_checkpoint_is_the_shipped_one_in_a_checkout():
+    assert dovit.predictor.default_checkpoint().name == "camvid_dovit_vit_tiny"
+
+
+def test_missing_shipped_checkpoint_names_the_way_out(tmp_path, monkeypatch):
+    """After `pip install .` the package has no checkpoints/ beside it: say how to pass one."""
+    monkeypatch.setattr(dovit.predictor, "DEFAULT_CHECKPOINT", tmp_path / "checkpoints" / "camvid_dovit_vit_tiny")
+    with pytest.raises(dovit.CheckpointError, match="--checkpoint PATH"):
+        dovit.Predictor.from_checkpoint()

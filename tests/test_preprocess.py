@@ -1,0 +1,119 @@
+"""dovit.preprocess: the one resize / normalise / upsample / logits-to-mask path, and that the Predictor,
+evaluation and the app all take it."""
+import cv2
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dovit
+from app.analysis import to_working_size
+from app.images import fit_within
+from dovit.data import EvalTransform
+from dovit.preprocess import (logits_to_mask, normalise, preprocess_image, resize_image, resize_interpolation,
+                              upsample_logits)
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("source, target, expected", [
+    ((720, 960), (360, 480), cv2.INTER_AREA),     # shrinking
+    ((360, 480), (360, 480), cv2.INTER_AREA),     # same size (never resized, see below)
+    ((100, 120), (360, 480), cv2.INTER_LINEAR),   # enlarging
+    ((720, 200), (360, 480), cv2.INTER_LINEAR),   # taller but narrower: one side grows
+    ((200, 960), (360, 480), cv2.INTER_LINEAR),
+])
+def test_resize_picks_area_when_shrinking_and_linear_when_enlarging(source, target, expected):
+    assert resize_interpolation(source, target) == expected
+
+
+@pytest.mark.parametrize("source", [(720, 960), (100, 120), (720, 200)])
+def test_resize_image_is_cv2_with_the_chosen_interpolation(source):
+    image = _image(*source)
+    expected = cv2.resize(image, (480, 360), interpolation=resize_interpolation(source, (360, 480)))
+    np.testing.assert_array_equal(resize_image(image, (360, 480)), expected)
+
+
+def test_resize_image_leaves_the_working_size_untouched():
+    image = _image(36, 48)
+    assert resize_image(image, (36, 48)) is image
+
+
+def test_normalise_shape_dtype_and_values():
+    image = _image(5, 7)
+    pixels = normalise(image, MEAN, STD)
+    assert pixels.shape == (3, 5, 7) and pixels.dtype == torch.float32
+    expected = (image.astype(np.float32) / 255.0 - np.float32(MEAN)) / np.float32(STD)
+    np.testing.assert_allclose(pixels.permute(1, 2, 0).numpy(), expected, rtol=1e-6, atol=1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(height=st.integers(1, 70), width=st.integers(1, 70), patch=st.sampled_from([1, 4, 16]),
+       factor=st.sampled_from([1, 4]))
+def test_upsample_and_crop_gives_the_requested_size(height, width, patch, factor):
+    grid = (-(-height // patch), -(-width // patch))  # token grid of the padded input
+    logits = torch.randn(2, 3, grid[0] * factor, grid[1] * factor)
+    assert upsample_logits(logits, (height, width), patch).shape == (2, 3, height, width)
+
+
+def test_upsample_crops_the_padding_instead_of_squeezing_it_in():
+    # Token-grid logits of a 20 x 20 input padded to 32 x 32: the last token covers pixels 16-31, of which
+    # 16-19 are real. Upsampling to the padded size then cropping keeps the left column's values at the
+    # left; squeezing all of 32 px into 20 would not.
+    logits = torch.zeros(1, 1, 2, 2)
+    logits[..., 1] = 1.0
+    up = upsample_logits(logits, (20, 20), patch_size=16)
+    expected = torch.nn.functional.interpolate(logits, size=(32, 32), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(up, expected[..., :20, :20])
+    assert float(up[0, 0, 0, 0]) == 0.0
+
+
+def test_upsample_is_a_no_op_at_the_size():
+    logits = torch.randn(1, 4, 6, 8)
+    assert upsample_logits(logits, (6, 8)) is logits
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31 - 1))
+def test_logits_to_mask_is_the_argmax(seed):
+    logits = torch.randn(2, 5, 6, 9, generator=torch.Generator().manual_seed(seed))
+    mask = logits_to_mask(logits)
+    assert mask.dtype == torch.int64
+    torch.testing.assert_close(mask, logits.argmax(dim=1))
+    torch.testing.assert_close(logits_to_mask(logits, (12, 18)), upsample_logits(logits, (12, 18)).argmax(1))
+
+
+@pytest.mark.parametrize("image_size", [(50, 70), (36, 48), (130, 90)])
+def test_predictor_evaluation_and_app_produce_the_same_tensor(tiny_model, image_size):
+    """Enlarging, same size and shrinking: one image gives one tensor on every path."""
+    image, size = _image(*image_size, seed=1), (36, 48)
+    config = tiny_model.config
+    reference = preprocess_image(image, size, config.mean, config.std)
+    predictor = dovit.Predictor(tiny_model)
+    from_predictor = predictor.preprocess(image, size)[0]
+    from_evaluation, _ = EvalTransform(size, config.mean, config.std)(image, np.zeros(image_size, np.int64))
+    # The app resizes once to the working size, then hands that image to the Predictor.
+    from_app = predictor.preprocess(to_working_size(image, size), size)[0]
+    for pixels in (from_predictor, from_evaluation, from_app):
+        assert torch.equal(pixels, reference)
+
+
+def test_app_upload_cap_uses_the_same_resize():
+    image = _image(400, 300)
+    capped, downscaled = fit_within(image, 200)
+    assert downscaled and capped.shape == (200, 150, 3)
+    np.testing.assert_array_equal(capped, resize_image(image, (200, 150)))
+
+
+def test_predictor_mask_is_the_argmax_of_the_upsampled_logits(tiny_model):
+    image = _image(50, 70, seed=2)
+    predictor = dovit.Predictor(tiny_model)
+    prediction = predictor.predict(image, xi=1.0, size=(36, 48))
+    with torch.inference_mode():
+        logits = tiny_model(predictor.preprocess(image, (36, 48)), xi=1.0).logits
+    np.testing.assert_array_equal(prediction.mask, logits_to_mask(logits, (50, 70))[0].numpy())
