@@ -5,14 +5,13 @@ import cv2
 import numpy as np
 import torch
 
+from ..preprocess import normalise, resize_image
 from .datasets import IGNORE_INDEX
 
 
 def to_tensors(image: np.ndarray, label: np.ndarray, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
     """(H, W, 3) uint8, (H, W) int -> normalised (3, H, W) float32, (H, W) int64."""
-    pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
-    pixels = (pixels - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
-    return pixels, torch.from_numpy(np.ascontiguousarray(label)).long()
+    return normalise(image, mean, std), torch.from_numpy(np.ascontiguousarray(label)).long()
 
 
 class TrainAugment:
@@ -68,12 +67,13 @@ class TrainAugment:
 
 
 class EvalTransform:
-    """Resize the image to the working size (labels stay at full resolution for honest metrics)."""
+    """Resize the image to the working size as the Predictor does (``dovit.preprocess.resize_image``; None
+    keeps it as it is); labels stay at full resolution for honest metrics."""
 
     def __init__(self, size: tuple[int, int] | None, mean, std) -> None:
         self.size, self.mean, self.std = size, mean, std
 
     def __call__(self, image: np.ndarray, label: np.ndarray):
-        if self.size is not None and image.shape[:2] != tuple(self.size):
-            image = cv2.resize(image, (self.size[1], self.size[0]), interpolation=cv2.INTER_AREA)
+        if self.size is not None:
+            image = resize_image(image, self.size)
         return to_tensors(image, label, self.mean, self.std)
