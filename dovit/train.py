@@ -12,15 +12,16 @@ import os
 import random
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
@@ -29,6 +30,7 @@ from .config import DECODERS, ModelConfig
 from .data import (DATASETS, IGNORE_INDEX, EvalTransform, TrainAugment, balanced_class_weights, build_dataset,
                    class_frequencies)
 from .evaluate import evaluate_model
+from .losses import dovit_loss
 from .model import DoViTSegmenter
 
 STATE_NAME = "train_state.pt"
@@ -51,13 +53,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--data-root", default="../shared/data/camvid", help="data set root folder")
     add("--train-split", default="train", help="split to train on")
     add("--val-split", default="val", help="split used to select the best checkpoint ('' = none)")
-    add("--backbone", default="vit_tiny_patch16_224", help="timm ViT/DeiT name")
-    add("--stem", choices=["conv", "patch"], default="conv",
-        help="patch embedding: 'patch' (timm's) or 'conv' (early convolutions, better from scratch)")
-    add("--decoder", choices=list(DECODERS), default="naive",
-        help="SETR-Naive, SETR-PUP, or 'skip': SETR-Naive plus a skip from the conv stem's 1/4 features "
-        "(sharper thin objects; needs --stem conv)")
-    add("--decoder-channels", type=int, default=256, help="decoder width")
+    add("--train-sequences", nargs="+", default=None, metavar="SEQ",
+        help="train only on these recordings (file-name prefix: CamVid drives 0001TP 0006R0 0016E5); "
+        "splits join with '+', e.g. --train-split train+val")
+    add("--val-sequences", nargs="+", default=None, metavar="SEQ",
+        help="validate only on these recordings, and (unless --train-sequences is given) leave them out of "
+        "training: e.g. --train-split train+val --val-split train+val --val-sequences 0006R0 scores streets "
+        "the model never saw")
+    add("--backbone", default=None, help="timm ViT/DeiT name (default: ModelConfig's, vit_tiny_patch16_224)")
+    add("--stem", choices=["conv", "patch"], default=None,
+        help="patch embedding: 'patch' (timm's, ModelConfig's default) or 'conv' (early convolutions, better "
+        "from scratch)")
+    add("--decoder", choices=list(DECODERS), default=None,
+        help="SETR-Naive (ModelConfig's default), SETR-PUP, or 'skip': SETR-Naive plus a skip from the conv "
+        "stem's 1/4 features (sharper thin objects; needs --stem conv)")
+    add("--decoder-channels", type=int, default=None, help="decoder width (default: ModelConfig's, 256)")
     add("--decision-layers", type=int, nargs="+", default=None, help="default: paper's (3 6 9 for 12 blocks)")
     add("--no-merge", action="store_true", help="turn off Eq. 8 token merging (ablation)")
     add("--pretrained", default=None, help="backbone weights: a local timm weights file, or 'hub' (needs network)")
@@ -74,12 +84,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="stage dovit: share of steps run at xi = 1 (no token stops), drawn at random, so the full-depth "
         "path that the slider reaches at xi = 1 keeps training (trained at xi < 1 only, a student can lose "
         "accuracy as xi, and so compute, goes up)")
+    add("--label-smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy terms (0 = off)")
     add("--alpha", type=float, default=1.0, help="weight of the aux-head loss L_AH (Eq. 12)")
     add("--beta", type=float, default=0.4, help="weight of the self-distillation loss L_SD (Eq. 12)")
     add("--input-size", type=int, nargs=2, default=[360, 480], metavar=("H", "W"), help="model input size")
     add("--crop-size", type=int, nargs=2, default=None, metavar=("H", "W"), help="training crop (default: input size)")
     add("--scale-range", type=float, nargs=2, default=[0.5, 2.0], metavar=("LO", "HI"), help="random scale")
     add("--jitter", type=float, default=0.3, help="photometric jitter strength (0 = off)")
+    add("--camera-aug", type=float, default=0.0,
+        help="chance of each camera effect per image: gamma (dusk, sun), blur, sensor noise, JPEG (0 = off)")
+    add("--ema", type=float, default=0.0,
+        help="keep an exponential moving average of the weights with this decay (e.g. 0.999; 0 = off); "
+        "validation, best/ and last/ then hold the averaged weights")
     add("--steps", type=int, default=10000, help="optimizer steps")
     add("--batch-size", type=int, default=8, help="images per process and step (equalised kept counts if > 1)")
     add("--lr", type=float, default=5e-4, help="peak learning rate (AdamW)")
@@ -87,7 +103,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--weight-decay", type=float, default=0.05, help="AdamW weight decay")
     add("--warmup-steps", type=int, default=300, help="linear warm-up steps")
     add("--schedule", choices=["cosine", "poly"], default="cosine", help="decay after warm-up")
-    add("--drop-path", type=float, default=0.1, help="stochastic depth rate")
+    add("--drop-path", type=float, default=0.1, help="stochastic depth rate (training only)")
     add("--class-weight-power", type=float, default=0.0,
         help="cross-entropy class weights (median f / f_c) ** P from the training labels' class frequencies "
         "(0 = unweighted, 1 = full median-frequency balancing); helps thin rare classes (poles, signs)")
@@ -110,46 +126,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-# ---------------------------------------------------------------------------------------- losses
-def upsample_to(logits: torch.Tensor, size: tuple[int, int], patch_size: int) -> torch.Tensor:
-    """Token-grid logits (B, C, h, w) -> (B, C, H, W): upsample to the padded size, crop the padding."""
-    grid = logits.shape[-2:]
-    padded = (grid[0] * patch_size, grid[1] * patch_size)
-    return F.interpolate(logits, size=padded, mode="bilinear", align_corners=False)[..., : size[0], : size[1]]
-
-
-def self_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
-    """Eq. 11: pixel-wise KL(p_s || p_t) = sum_c p_s (log p_s - log p_t), averaged over pixels."""
-    log_student = F.log_softmax(student_logits.float(), dim=1)
-    log_teacher = F.log_softmax(teacher_logits.float(), dim=1)
-    return (log_student.exp() * (log_student - log_teacher)).sum(dim=1).mean()
-
-
-def dovit_loss(output, labels, patch_size: int, alpha: float, beta: float, teacher_logits=None,
-               class_weights: torch.Tensor | None = None) -> dict:
-    """L = L_CE + alpha * L_AH + beta * L_SD (Eq. 9-12); returns the parts and the total.
-
-    class_weights (C,) optionally weight the cross-entropy terms (decoder and aux heads), not the KL.
-    """
-    def cross_entropy(logits: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), labels, weight=class_weights, ignore_index=IGNORE_INDEX)
-
-    parts = {"ce": cross_entropy(output.logits)}
-    aux = [cross_entropy(upsample_to(a, labels.shape[-2:], patch_size)) for a in output.aux_logits]
-    parts["aux"] = torch.stack(aux).sum() if aux else torch.zeros_like(parts["ce"])
-    parts["sd"] = self_distillation(output.logits, teacher_logits) if teacher_logits is not None else torch.zeros_like(parts["ce"])
-    parts["loss"] = parts["ce"] + alpha * parts["aux"] + beta * parts["sd"]
-    return parts
-
-
 # ---------------------------------------------------------------------------------------- setup
-def lr_factor(step: int, args: argparse.Namespace) -> float:
-    if step < args.warmup_steps:
-        return (step + 1) / args.warmup_steps
-    progress = min(1.0, (step - args.warmup_steps) / max(1, args.steps - args.warmup_steps))
-    floor = args.min_lr / args.lr
-    decay = 0.5 * (1 + math.cos(math.pi * progress)) if args.schedule == "cosine" else (1 - progress) ** 0.9
+def lr_factor(step: int, warmup_steps: int, total_steps: int, lr: float, min_lr: float, schedule: str) -> float:
+    """Multiplier of the peak learning rate at ``step``: linear warm-up, then cosine or poly decay to min_lr."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    floor = min_lr / lr
+    decay = 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else (1 - progress) ** 0.9
     return floor + (1 - floor) * decay
+
+
+def model_config(args: argparse.Namespace, info) -> ModelConfig:
+    """The flags that describe the architecture, over ModelConfig's defaults (a flag left out keeps its default)."""
+    chosen = {"backbone": args.backbone, "decoder": args.decoder, "decoder_channels": args.decoder_channels,
+              "stem": args.stem, "decision_layers": args.decision_layers}
+    return ModelConfig(
+        num_classes=info.num_classes, merge_stopped=not args.no_merge, input_size=tuple(args.input_size),
+        class_names=info.class_names, class_colors=info.class_colors, drop_path_rate=args.drop_path,
+        ignore_index=IGNORE_INDEX, **{k: v for k, v in chosen.items() if v is not None},
+    )
 
 
 def build_student(args: argparse.Namespace, info) -> DoViTSegmenter:
@@ -157,15 +153,8 @@ def build_student(args: argparse.Namespace, info) -> DoViTSegmenter:
         model = load_checkpoint(args.init)
         model.config.merge_stopped = not args.no_merge
         return model
-    config = ModelConfig(
-        backbone=args.backbone, num_classes=info.num_classes, decision_layers=args.decision_layers,
-        decoder=args.decoder, decoder_channels=args.decoder_channels, stem=args.stem,
-        merge_stopped=not args.no_merge, input_size=tuple(args.input_size),
-        class_names=info.class_names, class_colors=info.class_colors, drop_path_rate=args.drop_path,
-        ignore_index=IGNORE_INDEX,
-    )
     pretrained = True if args.pretrained == "hub" else args.pretrained
-    return DoViTSegmenter(config, pretrained=pretrained)
+    return DoViTSegmenter(model_config(args, info), pretrained=pretrained)
 
 
 def copy_matching_weights(model: DoViTSegmenter, source: DoViTSegmenter) -> dict[str, list[str]]:
@@ -176,22 +165,31 @@ def copy_matching_weights(model: DoViTSegmenter, source: DoViTSegmenter) -> dict
     return {"copied": list(matching), "kept_random": missing}
 
 
-def build_datasets(args: argparse.Namespace, config: ModelConfig | None = None):
-    crop = tuple(args.crop_size or args.input_size)
-    defaults = config or ModelConfig()
-    mean, std = defaults.mean, defaults.std
-    augment = TrainAugment(crop, mean, std, tuple(args.scale_range), args.jitter)
+def build_datasets(args: argparse.Namespace):
+    """(train, val or None), without transforms yet (they need the model's normalisation): see set_transforms.
+
+    --val-sequences without --train-sequences holds those recordings out of training.
+    """
     if args.dataset == "synthetic":
         from .data.synthetic import synthetic_dataset
 
-        train = synthetic_dataset(64, tuple(args.input_size), seed=args.seed, transform=augment)
-        val = synthetic_dataset(8, tuple(args.input_size), seed=args.seed + 1,
-                                transform=EvalTransform(tuple(args.input_size), mean, std))
-        return train, val
-    train = build_dataset(args.dataset, args.data_root, args.train_split, augment)
-    val = (build_dataset(args.dataset, args.data_root, args.val_split,
-                         EvalTransform(tuple(args.input_size), mean, std)) if args.val_split else None)
-    return train, val
+        size = tuple(args.input_size)
+        return synthetic_dataset(64, size, seed=args.seed), synthetic_dataset(8, size, seed=args.seed + 1)
+    held_out = args.val_sequences if args.val_split and not args.train_sequences else None
+    train_set = build_dataset(args.dataset, args.data_root, args.train_split, sequences=args.train_sequences,
+                              exclude_sequences=held_out)
+    val_set = (build_dataset(args.dataset, args.data_root, args.val_split, sequences=args.val_sequences)
+               if args.val_split else None)
+    return train_set, val_set
+
+
+def set_transforms(train_set, val_set, args: argparse.Namespace, config: ModelConfig) -> None:
+    """Training augmentation and the evaluation resize, normalised as the model expects."""
+    crop = tuple(args.crop_size or args.input_size)
+    train_set.transform = TrainAugment(crop, config.mean, config.std, tuple(args.scale_range), args.jitter,
+                                       args.camera_aug)
+    if val_set is not None:
+        val_set.transform = EvalTransform(tuple(args.input_size), config.mean, config.std)
 
 
 class Logger:
@@ -225,15 +223,15 @@ def _init_distributed() -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
-def _autocast(args: argparse.Namespace, device: torch.device):
-    enabled = args.amp == "bf16" or (args.amp == "auto" and device.type == "cuda")
+def _autocast(amp: str, device: torch.device):
+    enabled = amp == "bf16" or (amp == "auto" and device.type == "cuda")
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def _class_weights(args: argparse.Namespace, train_set, device: torch.device) -> torch.Tensor | None:
-    if not args.class_weight_power or not hasattr(train_set, "load_label"):
+def _class_weights(power: float, train_set, device: torch.device) -> torch.Tensor | None:
+    if not power or not hasattr(train_set, "load_label"):
         return None
-    weights = balanced_class_weights(class_frequencies(train_set), args.class_weight_power)
+    weights = balanced_class_weights(class_frequencies(train_set), power)
     return torch.tensor(weights, dtype=torch.float32, device=device)
 
 
@@ -257,8 +255,58 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-# ---------------------------------------------------------------------------------------- loop
-def train(args: argparse.Namespace) -> dict:
+def weight_average(model: DoViTSegmenter, decay: float) -> AveragedModel | None:
+    """EMA of the weights and buffers (torch's AveragedModel), or None when decay is 0.
+
+    The decay ramps up as min(decay, (1 + n) / (10 + n)) after n updates (as timm's ModelEmaV2 warm-up),
+    so a short run's average is not dominated by the initial weights.
+    """
+    if not decay:
+        return None
+
+    @torch.no_grad()
+    def ema_update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates) -> None:
+        weight = 1.0 - min(decay, (1.0 + int(updates)) / (10.0 + int(updates)))
+        floats = [(a, c) for a, c in zip(averaged, current) if a.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], weight)
+        for a, c in zip(averaged, current):  # counters (BatchNorm's num_batches_tracked) follow the model
+            if not a.is_floating_point():
+                a.copy_(c)
+
+    return AveragedModel(model, multi_avg_fn=ema_update, use_buffers=True)
+
+
+@dataclass
+class Run:
+    """What a training run holds between steps; built by ``setup``."""
+
+    args: argparse.Namespace
+    rank: int
+    world: int
+    device: torch.device
+    output: Path
+    log: Logger
+    model: DoViTSegmenter
+    net: torch.nn.Module  # the model, wrapped in DDP when world > 1
+    teacher: DoViTSegmenter | None
+    ema: AveragedModel | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    train_set: object
+    val_set: object
+    class_weights: torch.Tensor | None
+    step: int = 0
+    best: dict = field(default_factory=lambda: {"miou": -1.0, "step": -1})
+
+    @property
+    def shipped(self) -> DoViTSegmenter:
+        """The weights that are validated and saved: the EMA when on, else the trained model."""
+        return self.ema.module if self.ema is not None else self.model
+
+
+def setup(args: argparse.Namespace) -> Run:
+    """Processes, data, model (and teacher, EMA), optimiser and schedule; resumes when asked."""
     rank, world, device = _init_distributed()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick its fastest convolutions
@@ -266,19 +314,15 @@ def train(args: argparse.Namespace) -> dict:
         torch.backends.cudnn.allow_tf32 = True
     if args.threads:
         torch.set_num_threads(args.threads)
-    _seed_everything(args.seed + rank)
     output = Path(args.output)
     if rank == 0:
         output.mkdir(parents=True, exist_ok=True)
     log = Logger(output, rank == 0)
 
+    train_set, val_set = build_datasets(args)
     # The model is built with the same seed on every rank, so all ranks start identical.
     torch.manual_seed(args.seed)
-    if args.dataset == "synthetic":
-        from .data.synthetic import SYNTHETIC_INFO as info
-    else:
-        info = build_dataset(args.dataset, args.data_root, args.train_split).info
-    model = build_student(args, info)
+    model = build_student(args, train_set.info)
     init_report = copy_matching_weights(model, load_checkpoint(args.init_weights)) if args.init_weights else None
     if args.default_xi is not None or args.stage == "dovit":
         model.config.default_xi = args.default_xi if args.default_xi is not None else args.xi
@@ -288,8 +332,7 @@ def train(args: argparse.Namespace) -> dict:
         teacher = load_checkpoint(args.teacher).to(device).eval()
         for parameter in teacher.parameters():
             parameter.requires_grad_(False)
-    train_set, val_set = build_datasets(args, model.config)
-    class_weights = _class_weights(args, train_set, device)
+    set_transforms(train_set, val_set, args, model.config)
     _seed_everything(args.seed + rank)
 
     decay, no_decay = [], []
@@ -297,8 +340,27 @@ def train(args: argparse.Namespace) -> dict:
         (no_decay if parameter.ndim <= 1 or "pos_embed" in name or "cls_token" in name else decay).append(parameter)
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, args))
-    step, best = 0, {"miou": -1.0, "step": -1}
+    schedule = (args.warmup_steps, args.steps, args.lr, args.min_lr, args.schedule)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, *schedule))
+    run = Run(args, rank, world, device, output, log, model,
+              DistributedDataParallel(model) if world > 1 else model, teacher, weight_average(model, args.ema),
+              optimizer, scheduler, train_set, val_set, _class_weights(args.class_weight_power, train_set, device))
+    _resume(run)
+    if rank == 0:
+        log({"event": "start", "stage": args.stage, "world_size": world, "step": run.step, "steps": args.steps,
+             "train_images": len(train_set), "val_images": len(val_set) if val_set is not None else 0,
+             "train_sequences": getattr(train_set, "sequences", None),
+             "val_sequences": getattr(val_set, "sequences", None),
+             "init_weights": init_report and {"copied": len(init_report["copied"]),
+                                              "kept_random": init_report["kept_random"]},
+             "class_weights": None if run.class_weights is None else [round(w, 4) for w in run.class_weights.tolist()],
+             "config": json.dumps(model.config.to_dict()), "args": json.dumps(vars(args))})
+    return run
+
+
+def _resume(run: Run) -> None:
+    """--resume: weights, optimiser, schedule, step, best score, RNG (and the EMA) from OUTPUT/train_state.pt."""
+    args, model, optimizer, scheduler, output = run.args, run.model, run.optimizer, run.scheduler, run.output
     state_path = output / STATE_NAME
     if args.resume and state_path.exists():
         # weights_only=True: tensors and plain containers only, never arbitrary pickled code.
@@ -306,56 +368,69 @@ def train(args: argparse.Namespace) -> dict:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if run.ema is not None and "ema" in state:
+            run.ema.load_state_dict(state["ema"])
         step, best = int(state["step"]), dict(state["best"])
         torch.set_rng_state(state["torch_rng"])
-        log({"event": "resume", "step": step})
+        run.step, run.best = step, best
+        run.log({"event": "resume", "step": step})
 
-    net = DistributedDataParallel(model) if world > 1 else model
-    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=args.seed) if world > 1 else None
-    generator = torch.Generator().manual_seed(args.seed + step)
-    loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
-                        num_workers=args.workers, drop_last=True, generator=generator,
+
+def train_step(run: Run, pixels: torch.Tensor, labels: torch.Tensor, step_xi: float):
+    """One optimiser step at threshold step_xi (Eq. 12 loss); returns the loss parts and the forward's output."""
+    args = run.args
+    teacher_logits = None
+    with _autocast(args.amp, run.device):
+        if run.teacher is not None:
+            with torch.no_grad():
+                teacher_logits = run.teacher(pixels, xi=1.0).logits
+        out = run.net(pixels, xi=step_xi, equalise=True)
+    parts = dovit_loss(out, labels, run.model.patch_size, args.alpha, args.beta, teacher_logits, run.class_weights,
+                       args.label_smoothing)
+    run.optimizer.zero_grad(set_to_none=True)
+    parts["loss"].backward()
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
+    run.optimizer.step()
+    run.scheduler.step()
+    if run.ema is not None:
+        run.ema.update_parameters(run.model)
+    run.step += 1
+    return parts, out
+
+
+# ---------------------------------------------------------------------------------------- loop
+def train(args: argparse.Namespace) -> dict:
+    """setup -> (step -> validate-or-save)* -> final save; returns the last step and the best validation."""
+    run = setup(args)
+    rank, world, device, log = run.rank, run.world, run.device, run.log
+    sampler = (DistributedSampler(run.train_set, num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
+               if world > 1 else None)
+    loader = DataLoader(run.train_set, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
+                        num_workers=args.workers, drop_last=True,
+                        generator=torch.Generator().manual_seed(args.seed + run.step),
                         persistent_workers=args.workers > 0, pin_memory=device.type == "cuda",
                         worker_init_fn=_worker_init)
     xi = args.xi if args.stage == "dovit" else 1.0
-    xi_draw = random.Random(args.seed + step)  # the same on every rank, so DDP ranks keep equal-length batches
-    if rank == 0:
-        log({"event": "start", "stage": args.stage, "world_size": world, "step": step, "steps": args.steps,
-             "train_images": len(train_set),
-             "init_weights": init_report and {"copied": len(init_report["copied"]),
-                                              "kept_random": init_report["kept_random"]},
-             "class_weights": None if class_weights is None else [round(w, 4) for w in class_weights.tolist()],
-             "config": json.dumps(model.config.to_dict()), "args": json.dumps(vars(args))})
-    bar = tqdm(total=args.steps, initial=step, desc=f"{args.stage}", disable=args.no_progress or rank != 0,
+    xi_draw = random.Random(args.seed + run.step)  # the same on every rank, so DDP ranks keep equal-length batches
+    bar = tqdm(total=args.steps, initial=run.step, desc=f"{args.stage}", disable=args.no_progress or rank != 0,
                dynamic_ncols=True)
-    epoch = step * args.batch_size * world // max(1, len(train_set))
-    model.train()
+    epoch = run.step * args.batch_size * world // max(1, len(run.train_set))
+    run.model.train()
     window_start, window_images, window_wait = time.perf_counter(), 0, 0.0
     deadline = None if args.max_minutes is None else time.perf_counter() + 60.0 * args.max_minutes
     final_step = args.steps
-    while step < final_step:
+    while run.step < final_step:
         if sampler is not None:
             sampler.set_epoch(epoch)
         fetch_start = time.perf_counter()
         for pixels, labels in loader:
             window_wait += time.perf_counter() - fetch_start  # time the GPU/CPU step waited for data
-            if step >= final_step:
+            if run.step >= final_step:
                 break
             pixels, labels = pixels.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            teacher_logits = None
-            with _autocast(args, device):
-                if teacher is not None:
-                    with torch.no_grad():
-                        teacher_logits = teacher(pixels, xi=1.0).logits
-                step_xi = _draw_xi(xi_draw, xi, args)
-                out = net(pixels, xi=step_xi, equalise=True)
-            parts = dovit_loss(out, labels, model.patch_size, args.alpha, args.beta, teacher_logits, class_weights)
-            optimizer.zero_grad(set_to_none=True)
-            parts["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            step += 1
+            step_xi = _draw_xi(xi_draw, xi, args.stage, args.dense_fraction, args.xi_range)
+            parts, out = train_step(run, pixels, labels, step_xi)
+            step = run.step
             if deadline is not None and final_step > step and _past_deadline(deadline, world, device):
                 final_step = step  # --max-minutes: this step is the last one (validated and saved below)
                 log({"event": "time_limit", "step": step, "max_minutes": args.max_minutes})
@@ -365,55 +440,70 @@ def train(args: argparse.Namespace) -> dict:
             bar.set_postfix(loss=f"{parts['loss'].item():.3f}", kept=f"{kept:.2f}")
             if step % 10 == 0 or step == final_step:
                 elapsed = time.perf_counter() - window_start
-                log({"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], "xi": step_xi,
+                log({"step": step, "epoch": epoch, "lr": run.scheduler.get_last_lr()[0], "xi": step_xi,
                      **{k: float(v.item()) for k, v in parts.items()}, "kept_last_group": kept,
                      "images_per_s": window_images / max(elapsed, 1e-9),
                      "data_wait_frac": window_wait / max(elapsed, 1e-9)})
                 window_start, window_images, window_wait = time.perf_counter(), 0, 0.0
-            # Validate before saving, so that a resumed run knows the best score already written to best/.
-            if val_set is not None and rank == 0 and ((args.eval_every and step % args.eval_every == 0) or step == final_step):
-                best = _validate(model, val_set, xi, step, best, output, args, log)
-                model.train()
-            if rank == 0 and step % args.save_every == 0 and step < final_step:  # the final save follows the loop
-                _save_state(model, optimizer, scheduler, step, best, output, args)
+            _validate_or_save(run, xi, final_step)
             fetch_start = time.perf_counter()
         epoch += 1
     bar.close()
     if world > 1:
         # DDP broadcasts rank 0's buffers (BatchNorm running statistics) at the start of every forward, so
         # after the last step each rank still holds its own last update: adopt rank 0's, as the next forward would.
-        for buffer in model.buffers():
+        for buffer in run.shipped.buffers():
             dist.broadcast(buffer, src=0)
     if args.dump_rank_weights:
-        output.mkdir(parents=True, exist_ok=True)  # rank 0 may not have created it yet
-        save_file({name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()},
-                  str(output / f"rank{rank}.safetensors"))
+        run.output.mkdir(parents=True, exist_ok=True)  # rank 0 may not have created it yet
+        save_file({name: tensor.detach().cpu().contiguous() for name, tensor in run.shipped.state_dict().items()},
+                  str(run.output / f"rank{rank}.safetensors"))
     if rank == 0:
-        _save_state(model, optimizer, scheduler, step, best, output, args)
-        log({"event": "done", "step": step, "best_miou": best["miou"], "best_step": best["step"]})
+        _save_state(run)
+        log({"event": "done", "step": run.step, "best_miou": run.best["miou"], "best_step": run.best["step"]})
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
-    return {"step": step, "best": best}
+    return {"step": run.step, "best": run.best}
 
 
-def _draw_xi(draw: random.Random, xi: float, args: argparse.Namespace) -> float:
+def _validate_or_save(run: Run, xi: float, final_step: int) -> None:
+    """Rank 0: validate every --eval-every steps and at the end, then write last/ every --save-every steps.
+
+    Validation comes first, so that a resumed run knows the best score already written to best/; the
+    final save follows the loop.
+    """
+    args, step = run.args, run.step
+    if run.rank != 0:
+        return
+    if run.val_set is not None and ((args.eval_every and step % args.eval_every == 0) or step == final_step):
+        run.best = _validate(run, xi)
+        run.model.train()
+    if step % args.save_every == 0 and step < final_step:
+        _save_state(run)
+
+
+def _draw_xi(draw: random.Random, xi: float, stage: str, dense_fraction: float,
+             xi_range: tuple[float, float] | None) -> float:
     """This step's threshold: 1.0 (dense) for a --dense-fraction share of steps, else --xi-range or --xi."""
-    if args.stage != "dovit":
+    if stage != "dovit":
         return 1.0
-    if args.dense_fraction > 0.0 and draw.random() < args.dense_fraction:
+    if dense_fraction > 0.0 and draw.random() < dense_fraction:
         return 1.0
-    return draw.uniform(*args.xi_range) if args.xi_range else xi
+    return draw.uniform(*xi_range) if xi_range else xi
 
 
-def _validate(model, val_set, xi, step, best, output, args, log) -> dict:
-    result = evaluate_model(model, val_set, [xi], args.max_val_images, progress=False,
-                            device=next(model.parameters()).device, throughput_images=0)[0]
-    log({"event": "val", "step": step, "xi": xi, "miou": result["miou"], "pa": result["pa"], "mpa": result["mpa"],
-         "backbone_gflops": result["backbone_gflops"], "dense_backbone_gflops": result["dense_backbone_gflops"]})
+def _validate(run: Run, xi: float) -> dict:
+    """Score the shipped weights on the validation set at xi; write best/ when they beat run.best."""
+    args, step, best = run.args, run.step, run.best
+    result = evaluate_model(run.shipped, run.val_set, [xi], args.max_val_images, progress=False,
+                            device=run.device, throughput_images=0)[0]
+    run.log({"event": "val", "step": step, "xi": xi, "miou": result["miou"], "pa": result["pa"],
+             "mpa": result["mpa"], "per_class_iou": result["per_class_iou"],
+             "backbone_gflops": result["backbone_gflops"], "dense_backbone_gflops": result["dense_backbone_gflops"]})
     if result["miou"] > best["miou"]:
         best = {"miou": result["miou"], "step": step}
-        save_checkpoint(model, output / "best", metadata=_metadata(args, step, result))
+        save_checkpoint(run.shipped, run.output / "best", metadata=_metadata(args, step, result))
     return best
 
 
@@ -425,10 +515,15 @@ def _metadata(args, step: int, val: dict | None = None) -> dict:
     return meta
 
 
-def _save_state(model, optimizer, scheduler, step, best, output: Path, args) -> None:
-    save_checkpoint(model, output / "last", metadata=_metadata(args, step))
+def _save_state(run: Run) -> None:
+    """last/ (the shipped weights) and OUTPUT/train_state.pt (everything --resume needs)."""
+    model, optimizer, scheduler, step, best, output, args = (run.model, run.optimizer, run.scheduler, run.step,
+                                                            run.best, run.output, run.args)
+    save_checkpoint(run.shipped, output / "last", metadata=_metadata(args, step))
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "step": step, "best": best, "torch_rng": torch.get_rng_state()}
+    if run.ema is not None:
+        state["ema"] = run.ema.state_dict()
     temporary = output / (STATE_NAME + ".tmp")
     torch.save(state, temporary)
     temporary.replace(output / STATE_NAME)

@@ -8,7 +8,7 @@ import torch
 
 from dovit.config import IMAGENET_MEAN, IMAGENET_STD
 from dovit.data import (IGNORE_INDEX, EvalTransform, TrainAugment, ade20k, balanced_class_weights, build_dataset, camvid,
-                        cityscapes, class_frequencies, folders)
+                        cityscapes, class_frequencies, folders, sequence_of)
 from dovit.data.datasets import read_label
 
 CAMVID_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
@@ -51,7 +51,40 @@ def test_camvid_splits_and_label_ids():
     assert label.dtype == np.int64 and label.shape == image.shape[:2]
 
 
+@pytest.mark.skipif(not CAMVID_ROOT.is_dir(), reason=f"CamVid not found at {CAMVID_ROOT}")
+def test_camvid_drives_split_train_and_val():
+    # The three drives of train + val, and the overlap that makes val flatter a model: 0016E5 is in both.
+    assert camvid(CAMVID_ROOT, "train").sequences == {"0001TP": 62, "0006R0": 101, "0016E5": 204}
+    assert camvid(CAMVID_ROOT, "val").sequences == {"0016E5": 101}
+    everything = build_dataset("camvid", CAMVID_ROOT, "train+val")
+    assert len(everything) == 468 and everything.sequences["0016E5"] == 305
+    held_out = build_dataset("camvid", CAMVID_ROOT, "train+val", sequences=["0006R0"])
+    rest = build_dataset("camvid", CAMVID_ROOT, "train+val", exclude_sequences=["0006R0"])
+    assert len(held_out) == 101 and len(rest) == 367
+    assert not {p for p, _ in held_out.pairs} & {p for p, _ in rest.pairs}  # no frame on both sides
+    assert {sequence_of(p) for p, _ in rest.pairs} == {"0001TP", "0016E5"}
+
+
 # ------------------------------------------------------------------------------ fake trees
+def test_sequences_select_and_exclude_recordings(tmp_path):
+    label = label_grid([0, 1])
+    for split, stem in (("train", "driveA_001"), ("train", "driveA_002"), ("train", "driveB_001"),
+                        ("val", "driveC_001")):
+        write_pair(tmp_path / split / f"{stem}.png", tmp_path / f"{split}annot" / f"{stem}.png", label)
+    assert sequence_of(tmp_path / "train" / "driveA_001.png") == "driveA"
+    joined = build_dataset("camvid", tmp_path, "train+val")
+    assert joined.sequences == {"driveA": 2, "driveB": 1, "driveC": 1}
+    only = build_dataset("camvid", tmp_path, "train+val", sequences=["driveC", "driveB"])
+    assert sorted(p.stem for p, _ in only.pairs) == ["driveB_001", "driveC_001"]
+    without = build_dataset("camvid", tmp_path, "train+val", exclude_sequences=["driveA"])
+    assert without.sequences == {"driveB": 1, "driveC": 1}
+    image, mapped = without[0]
+    assert image.shape[:2] == mapped.shape
+    with pytest.raises(ValueError, match=r"driveZ.*driveA \(2\), driveB \(1\)"):
+        build_dataset("camvid", tmp_path, "train", sequences=["driveZ"])
+
+
+
 def test_cityscapes_layout_pairs_images_with_train_id_labels(tmp_path):
     label = label_grid([0, 5, 18, IGNORE_INDEX])
     for city, frame in (("aachen", "000000_000019"), ("bremen", "000001_000019")):
@@ -216,6 +249,23 @@ def test_jitter_changes_colours_not_labels_and_is_reproducible():
     unjittered = plain(image, label)
     assert torch.equal(unjittered[1], first[1])  # jitter draws after the geometry: same crop and flip
     assert not torch.equal(unjittered[0], first[0])
+
+
+def test_camera_effects_change_pixels_not_labels_and_are_reproducible():
+    image, label = colour_coded_sample(4)
+
+    def augmented(camera: float, seed: int = 7):
+        torch.manual_seed(seed)
+        return TrainAugment((32, 40), IMAGENET_MEAN, IMAGENET_STD, scale_range=(1.0, 1.0), jitter=0.0,
+                            camera=camera)(image, label)
+
+    plain, every_effect = augmented(0.0), augmented(1.0)
+    assert torch.equal(plain[1], every_effect[1])  # the effects draw after the geometry: same crop, same labels
+    assert not torch.equal(plain[0], every_effect[0])
+    assert torch.equal(augmented(1.0)[0], every_effect[0])  # same seed, same effects
+    assert every_effect[0].isfinite().all()
+    with pytest.raises(ValueError, match="camera augmentation probability"):
+        TrainAugment((32, 40), IMAGENET_MEAN, IMAGENET_STD, camera=1.5)
 
 
 def test_eval_transform_resizes_the_image_but_not_the_label():

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -167,71 +168,15 @@ def test_resume_continues_from_the_saved_step(dense_run, tmp_path):
     # The scheduler state came back too: the learning rate follows the schedule, no second warm-up.
     args = train.parse_args(argv)
     for r in step_records(records):
-        assert r["lr"] == pytest.approx(args.lr * train.lr_factor(r["step"], args))
+        assert r["lr"] == pytest.approx(
+            args.lr * train.lr_factor(r["step"], args.warmup_steps, args.steps, args.lr, args.min_lr, args.schedule))
     assert dovit.read_config(output / "last")[1]["step"] == more
     before, after = load_file(dense_run / "last" / "model.safetensors"), load_file(output / "last" / "model.safetensors")
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
-# ------------------------------------------------------------------------------ the loss (Eq. 9-12)
-def fake_output(seed: int, batch=2, classes=4, size=(20, 28), grid=(2, 2), heads=3):
-    generator = torch.Generator().manual_seed(seed)
-    return SimpleNamespace(
-        logits=torch.randn(batch, classes, *size, generator=generator),
-        aux_logits=[torch.randn(batch, classes, *grid, generator=generator) for _ in range(heads)],
-    )
-
-
-def make_labels(seed: int, batch=2, classes=4, size=(20, 28)):
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, classes, (batch, *size), generator=generator)
-    labels[:, :3] = IGNORE_INDEX
-    return labels
-
-
-def test_self_distillation_is_zero_for_identical_logits():
-    output, labels = fake_output(0), make_labels(0)
-    parts = train.dovit_loss(output, labels, patch_size=16, alpha=1.0, beta=0.4, teacher_logits=output.logits.clone())
-    assert parts["sd"].abs().item() < 1e-6
-    assert parts["loss"].item() == pytest.approx((parts["ce"] + parts["aux"]).item(), abs=1e-5)
-
-
-def test_loss_is_ce_plus_alpha_aux_plus_beta_sd():
-    output, labels, teacher = fake_output(1), make_labels(1), fake_output(2).logits
-    alpha, beta = 0.7, 0.3
-    parts = train.dovit_loss(output, labels, patch_size=16, alpha=alpha, beta=beta, teacher_logits=teacher)
-    # Each part, computed independently of dovit_loss:
-    ce = F.cross_entropy(output.logits, labels, ignore_index=IGNORE_INDEX)
-    aux = sum(F.cross_entropy(F.interpolate(a, size=(32, 32), mode="bilinear")[..., :20, :28], labels,
-                              ignore_index=IGNORE_INDEX) for a in output.aux_logits)
-    # KL(p_s || p_t): kl_div(input=log p_t, target=log p_s) sums p_s (log p_s - log p_t).
-    sd = F.kl_div(F.log_softmax(teacher, 1), F.log_softmax(output.logits, 1), reduction="none",
-                  log_target=True).sum(1).mean()
-    assert parts["ce"].item() == pytest.approx(ce.item(), rel=1e-6)
-    assert parts["aux"].item() == pytest.approx(aux.item(), rel=1e-5)
-    assert parts["sd"].item() == pytest.approx(sd.item(), rel=1e-5) and sd.item() > 0
-    assert parts["loss"].item() == pytest.approx((ce + alpha * aux + beta * sd).item(), rel=1e-5)
-    # No teacher (dense stage, or beta = 0): sd is exactly zero.
-    without = train.dovit_loss(output, labels, patch_size=16, alpha=alpha, beta=beta)
-    assert without["sd"].item() == 0.0
-    assert without["loss"].item() == pytest.approx((ce + alpha * aux).item(), rel=1e-5)
-
-
-def test_ignored_pixels_do_not_affect_the_loss():
-    output, teacher = fake_output(3), fake_output(4).logits
-    labels = make_labels(3)
-    base = train.dovit_loss(output, labels, 16, 1.0, 0.0, teacher)
-    # Changing the predictions only where the label is ignored leaves CE and aux unchanged.
-    ignored = (labels == IGNORE_INDEX).unsqueeze(1)
-    output.logits = torch.where(ignored, output.logits + 5 * torch.randn_like(output.logits), output.logits)
-    changed = train.dovit_loss(output, labels, 16, 1.0, 0.0, teacher)
-    assert changed["ce"].item() == pytest.approx(base["ce"].item(), rel=1e-6)
-
-
 def test_learning_rate_schedule_warms_up_then_decays_to_the_floor():
-    args = train.parse_args(["--stage", "dense", "--output", "x", "--steps", "100", "--warmup-steps", "10",
-                             "--lr", "1e-3", "--min-lr", "1e-5"])
-    factors = [train.lr_factor(step, args) for step in range(101)]
+    factors = [train.lr_factor(step, 10, 100, 1e-3, 1e-5, "cosine") for step in range(101)]
     assert factors[9] == pytest.approx(1.0) and factors[0] == pytest.approx(0.1)
     assert all(a <= b for a, b in zip(factors[:10], factors[1:10]))  # warm-up rises
     assert all(a >= b for a, b in zip(factors[10:], factors[11:]))  # then never rises
@@ -270,29 +215,15 @@ def test_torchrun_two_ranks_agree_and_only_rank_zero_writes(tmp_path):
 
 
 # ------------------------------------------------------------------------------ class weights, AMP, time limit
-def test_class_weights_weight_the_decoder_and_aux_cross_entropy():
-    output, labels = fake_output(5), make_labels(5)
-    weights = torch.tensor([0.5, 1.0, 2.0, 4.0])
-    parts = train.dovit_loss(output, labels, 16, 1.0, 0.0, class_weights=weights)
-    ce = F.cross_entropy(output.logits, labels, weight=weights, ignore_index=IGNORE_INDEX)
-    aux = sum(F.cross_entropy(F.interpolate(a, size=(32, 32), mode="bilinear")[..., :20, :28], labels,
-                              weight=weights, ignore_index=IGNORE_INDEX) for a in output.aux_logits)
-    assert parts["ce"].item() == pytest.approx(ce.item(), rel=1e-6)
-    assert parts["aux"].item() == pytest.approx(aux.item(), rel=1e-5)
-    unweighted = train.dovit_loss(output, labels, 16, 1.0, 0.0)
-    assert parts["ce"].item() != pytest.approx(unweighted["ce"].item(), rel=1e-3)
-
-
 def test_class_weights_come_from_the_training_labels():
     labels = [np.array([[0, 0, 0, 1]]), np.array([[0, 0, 1, 255]])]
     fake = type("Fake", (), {"info": SimpleNamespace(num_classes=2), "__len__": lambda self: 2,
                              "load_label": lambda self, i: labels[i]})()
-    args = SimpleNamespace(class_weight_power=1.0)
-    weights = train._class_weights(args, fake, torch.device("cpu"))
+    weights = train._class_weights(1.0, fake, torch.device("cpu"))
     frequencies = torch.tensor([5 / 7, 2 / 7], dtype=torch.float64)
     expected = frequencies.mean() / frequencies  # numpy's median of two values is their mean
     assert torch.allclose(weights.double(), expected, rtol=1e-6)
-    assert train._class_weights(SimpleNamespace(class_weight_power=0.0), fake, torch.device("cpu")) is None
+    assert train._class_weights(0.0, fake, torch.device("cpu")) is None
 
 
 def test_max_minutes_ends_the_run_early_with_a_validated_checkpoint(tmp_path):
@@ -364,3 +295,52 @@ def test_bad_dense_fraction_is_refused(tmp_path, capsys):
 def test_bad_xi_range_is_refused(tmp_path, capsys):
     assert train.main(["--stage", "dovit", "--output", str(tmp_path), "--xi-range", "0.9", "0.8", *TINY]) == 2
     assert "--xi-range" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ held-out drives, EMA, augmentation
+def write_drives(root: Path, drives: dict[str, int], size=(48, 64)) -> None:
+    """A CamVid-layout tree under root/train with ``count`` frames per drive (file prefix = drive)."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "trainannot"):
+        (root / split).mkdir(parents=True, exist_ok=True)
+    for drive, count in drives.items():
+        for frame in range(count):
+            label = rng.integers(0, 11, size=size, dtype=np.uint8)
+            image = np.repeat(label[..., None] * 20, 3, axis=2).astype(np.uint8)
+            cv2.imwrite(str(root / "train" / f"{drive}_{frame:03d}.png"), image)
+            cv2.imwrite(str(root / "trainannot" / f"{drive}_{frame:03d}.png"), label)
+
+
+def test_val_sequences_hold_their_drives_out_of_training(tmp_path):
+    write_drives(tmp_path / "data", {"0001TP": 4, "0006R0": 3, "0016E5": 5})
+    tiny = [("camvid" if a == "synthetic" else a) for a in TINY]
+    assert train.main(["--stage", "dense", "--output", str(tmp_path / "run"), "--steps", "2",
+                       "--data-root", str(tmp_path / "data"), "--val-split", "train", "--val-sequences", "0006R0",
+                       "--camera-aug", "0.5", *tiny]) == 0
+    start = next(r for r in read_log(tmp_path / "run") if r.get("event") == "start")
+    assert start["train_sequences"] == {"0001TP": 4, "0016E5": 5} and start["train_images"] == 9
+    assert start["val_sequences"] == {"0006R0": 3}
+    validation = next(r for r in read_log(tmp_path / "run") if r.get("event") == "val")
+    assert len(validation["per_class_iou"]) == 11
+    # An unknown drive is named, with the drives that exist.
+    with pytest.raises(ValueError, match=r"0005VD.*0001TP \(4\)"):
+        train.main(["--stage", "dense", "--output", str(tmp_path / "bad"), "--steps", "1",
+                    "--data-root", str(tmp_path / "data"), "--val-split", "train", "--val-sequences", "0005VD",
+                    *tiny])
+
+
+def test_ema_weights_are_validated_and_saved(dense_run, tmp_path):
+    steps = 12
+    assert train.main(["--stage", "dense", "--output", str(tmp_path), "--steps", str(steps), "--ema", "0.9",
+                       "--init", str(dense_run / "last"), *TINY]) == 0
+    state = torch.load(tmp_path / train.STATE_NAME, map_location="cpu", weights_only=True)
+    saved = load_file(tmp_path / "last" / "model.safetensors")
+    averaged = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
+    assert int(state["ema"]["n_averaged"]) == steps
+    assert all(torch.equal(saved[k], averaged[k]) for k in saved)  # last/ holds the average...
+    trained = state["model"]
+    assert any(not torch.equal(saved[k], trained[k]) for k in saved if saved[k].is_floating_point())  # ...not the raw weights
+    # The average lies between the start and the raw weights: (1 + n) / (10 + n) ramps the decay from 0.1.
+    start = load_file(dense_run / "last" / "model.safetensors")
+    key = next(k for k in saved if k.endswith("head.weight") or "decoder" in k and saved[k].ndim > 1)
+    assert 0 < (saved[key] - start[key]).norm() < (trained[key] - start[key]).norm() + 1e-6

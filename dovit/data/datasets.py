@@ -58,6 +58,15 @@ def read_label(path: str | Path) -> np.ndarray:
     return label.astype(np.int64)
 
 
+def sequence_of(image_path: str | Path) -> str:
+    """The recording (drive, city) a frame comes from: its file name up to the first '_'.
+
+    CamVid names frames ``<drive>_<frame>`` (``0016E5_07959.png``), Cityscapes ``<city>_<seq>_<frame>_...``;
+    frames of one drive look alike, so validation that predicts unseen streets holds whole drives out.
+    """
+    return Path(image_path).name.split("_", 1)[0]
+
+
 class SegmentationDataset(Dataset):
     """Pairs of image and label files; ``label_map`` turns stored ids into train ids (IGNORE_INDEX = skip)."""
 
@@ -73,6 +82,30 @@ class SegmentationDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    @property
+    def sequences(self) -> dict[str, int]:
+        """Frames per recording (``sequence_of``), sorted by name."""
+        counts: dict[str, int] = {}
+        for image_path, _ in self.pairs:
+            counts[sequence_of(image_path)] = counts.get(sequence_of(image_path), 0) + 1
+        return dict(sorted(counts.items()))
+
+    def select_sequences(self, include: list[str] | None = None,
+                         exclude: list[str] | None = None) -> "SegmentationDataset":
+        """The frames of the ``include`` recordings (all when None) minus those of ``exclude``.
+
+        Raises ValueError naming the recordings that exist when a requested one has no frames here.
+        """
+        present = self.sequences
+        unknown = [s for s in (include or []) + (exclude or []) if s not in present]
+        if unknown:
+            raise ValueError(f"{self.info.name}: no frames of recording(s) {unknown}; this split has "
+                             + ", ".join(f"{name} ({count})" for name, count in present.items()))
+        pairs = [(image, label) for image, label in self.pairs
+                 if (include is None or sequence_of(image) in include) and sequence_of(image) not in (exclude or [])]
+        return SegmentationDataset(pairs, self.info, self.label_map, self.transform,
+                                   source=f"recordings {include or 'all'} minus {exclude or 'none'}")
 
     def load_label(self, index: int) -> np.ndarray:
         label = read_label(self.pairs[index][1])
@@ -171,8 +204,21 @@ def _ade20k_class_names() -> list[str]:
 DATASETS = {"camvid": camvid, "cityscapes": cityscapes, "ade20k": ade20k}
 
 
-def build_dataset(name: str, root: str | Path, split: str, transform=None) -> SegmentationDataset:
-    """One of DATASETS by name; raises a clear error for an unknown name or an empty folder."""
+def build_dataset(name: str, root: str | Path, split: str, transform=None, sequences: list[str] | None = None,
+                  exclude_sequences: list[str] | None = None) -> SegmentationDataset:
+    """One of DATASETS by name; raises a clear error for an unknown name or an empty folder.
+
+    ``split`` may join splits with '+' (``"train+val"``: every labelled frame); ``sequences`` keeps only
+    those recordings (file-name prefixes, e.g. CamVid drives ``0001TP 0006R0 0016E5``) and
+    ``exclude_sequences`` drops some, for validation on drives that training never saw.
+    """
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; choose from {sorted(DATASETS)}")
-    return DATASETS[name](root, split, transform)
+    parts = [DATASETS[name](root, part, transform) for part in split.split("+")]
+    dataset = parts[0]
+    if len(parts) > 1:
+        dataset = SegmentationDataset([pair for part in parts for pair in part.pairs], dataset.info,
+                                      dataset.label_map, transform, source=f"splits {split}")
+    if sequences or exclude_sequences:
+        dataset = dataset.select_sequences(list(sequences) if sequences else None, list(exclude_sequences or []))
+    return dataset

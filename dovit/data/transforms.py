@@ -15,13 +15,22 @@ def to_tensors(image: np.ndarray, label: np.ndarray, mean, std) -> tuple[torch.T
 
 
 class TrainAugment:
-    """Random scale, random crop (padding with ignore), horizontal flip, photometric jitter."""
+    """Random scale, random crop (padding with ignore), horizontal flip, photometric jitter, camera effects.
 
-    def __init__(self, crop_size: tuple[int, int], mean, std, scale_range=(0.5, 2.0), jitter: float = 0.3) -> None:
+    ``jitter`` scales contrast, brightness, saturation and hue changes. ``camera`` is the chance of each of
+    gamma (dusk / sun), Gaussian blur (focus, motion), sensor noise and JPEG re-compression: the ways a
+    street photo from another camera and hour differs from the training drives.
+    """
+
+    def __init__(self, crop_size: tuple[int, int], mean, std, scale_range=(0.5, 2.0), jitter: float = 0.3,
+                 camera: float = 0.0) -> None:
+        if not 0.0 <= camera <= 1.0:
+            raise ValueError(f"camera augmentation probability must lie in [0, 1], got {camera}")
         self.crop_size = crop_size
         self.mean, self.std = mean, std
         self.scale_range = scale_range
         self.jitter = jitter
+        self.camera = camera
         self._rng: np.random.Generator | None = None
         self._rng_seed: int | None = None
 
@@ -54,6 +63,8 @@ class TrainAugment:
             image, label = image[:, ::-1], label[:, ::-1]
         if self.jitter > 0:
             image = self._photometric(image)
+        if self.camera > 0:
+            image = self._camera_effects(np.ascontiguousarray(image))
         return to_tensors(image, label, self.mean, self.std)
 
     def _photometric(self, image: np.ndarray) -> np.ndarray:
@@ -64,6 +75,24 @@ class TrainAugment:
         hsv[..., 1] *= rng.uniform(1 - j, 1 + j)  # saturation
         hsv[..., 0] = (hsv[..., 0] + rng.uniform(-9, 9)) % 180  # hue (OpenCV hue is 0-179)
         return cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB)
+
+    def _camera_effects(self, image: np.ndarray) -> np.ndarray:
+        """Each effect with probability ``camera``; uint8 RGB in and out, labels unaffected."""
+        rng, p = self.rng, self.camera
+        if rng.random() < p:  # gamma 0.6-1.6: dusk darkens mid-tones, sun washes them out
+            gamma = float(np.exp(rng.uniform(np.log(0.6), np.log(1.6))))
+            table = np.clip(255.0 * (np.arange(256) / 255.0) ** gamma, 0, 255).astype(np.uint8)
+            image = cv2.LUT(image, table)
+        if rng.random() < p:
+            image = cv2.GaussianBlur(image, (0, 0), sigmaX=float(rng.uniform(0.3, 1.5)))
+        if rng.random() < p:
+            noise = rng.normal(0.0, rng.uniform(2.0, 10.0), image.shape)
+            image = np.clip(image.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+        if rng.random() < p:
+            quality = int(rng.integers(30, 91))
+            _, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            image = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
+        return image
 
 
 class EvalTransform:
