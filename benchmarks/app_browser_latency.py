@@ -1,6 +1,6 @@
 """Benchmark: what a user waits for, in a real browser: ξ entered -> every view repainted.
 
-    python benchmarks/app_browser_latency.py [--checkpoint PATH] [--image PNG] [--repeats 20]
+    python -m benchmarks.app_browser_latency [--checkpoint PATH] [--image PNG] [--repeats 20]
 
 Serves the app on 127.0.0.1 (a free port, in this process), opens Debian Chromium with Playwright,
 uploads the image, then repeatedly types a new ξ into the number box and presses Enter; the time runs
@@ -12,12 +12,10 @@ from __future__ import annotations
 import argparse
 import socket
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "browser")]
+ROOT = Path(__file__).resolve().parent.parent  # the checkout, for its data files only
 DEFAULT_IMAGE = ROOT.parent / "shared/data/camvid/val/0016E5_07959.png"
 XIS = (0.91, 0.93, 0.95, 0.97, 0.98, 0.99)
 
@@ -38,7 +36,7 @@ def main() -> None:
 
     from app.runtime import configure_torch
     from app.ui import build_demo, serve
-    from app_driver import launch_browser, open_app, upload
+    from tests.browser.app_driver import launch_browser, open_app, upload
     from dovit import Predictor
 
     threads = configure_torch(args.threads)

@@ -1,6 +1,6 @@
 """Benchmark: the app's slider-to-all-views handler (the work of one ξ slider release).
 
-    python benchmarks/app_handler.py [--checkpoint PATH] [--image PNG] [--repeats 30] [--threads N]
+    python -m benchmarks.app_handler [--checkpoint PATH] [--image PNG] [--repeats 30] [--threads N]
 
 Times ``Studio.on_release`` (forward at the new ξ, reusing the image's cached ξ-independent part, plus
 every view, chart and readout), the forward alone (``Predictor.predict``), and the JPEG/PNG encoding
@@ -14,12 +14,10 @@ import io
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parent.parent  # the checkout, for its data files only
 DEFAULT_IMAGE = ROOT.parent / "shared/data/camvid/val/0016E5_07959.png"
 POSITIONS = (0.55, 0.6, 0.65, 0.7, 0.75, 0.8)  # ξ ≈ 0.91 ... 0.99 on the app's slider scale
 
