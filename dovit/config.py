@@ -1,8 +1,16 @@
-"""Model configuration: one dataclass, serialised to JSON beside the safetensors weights."""
+"""Model configuration: one dataclass, serialised to JSON beside the safetensors weights.
+
+Every field is checked when a config is built (and again before a model is built or saved): types, ranges,
+lengths, finite numbers, and caps on the sizes that decide how much memory a model allocates, so that a
+bad value fails here with a sentence naming the field instead of deep in torch, or after gigabytes.
+"""
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +19,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 DECODERS = ("naive", "pup", "skip")
 STEMS = ("patch", "conv")
+
+# Caps on what a config may ask for. Far above any real use (ADE20K has 150 classes, LVIS 1203; Cityscapes
+# trains at 1024 x 2048), far below what would exhaust memory: 10**9 classes asked for 8 GB of palette alone.
+MAX_CLASSES = 10_000
+MAX_DECODER_CHANNELS = 4096
+MAX_INPUT_SIDE = 4096  # pixels; a 4096 x 4096 input is a 256 x 256 grid of 16-px patches
+MAX_DECISIONS = 64
 
 
 def default_decision_layers(depth: int) -> tuple[int, ...]:
@@ -25,6 +40,7 @@ class ModelConfig:
 
     ``decision_layers`` are 1-based block counts: a decision after block 3 means blocks 1-3 form group B_1.
     ``input_size`` is (height, width) of the working resolution; any size works, this is the default.
+    Invalid values raise ValueError naming the field (see ``validate``).
     """
 
     backbone: str = "vit_tiny_patch16_224"
@@ -44,39 +60,106 @@ class ModelConfig:
     ignore_index: int = 255
 
     def __post_init__(self) -> None:
-        if self.decoder not in DECODERS:
-            raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
-        if self.stem not in STEMS:
-            raise ValueError(f"stem must be one of {STEMS}, got {self.stem!r}")
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field and normalise containers to tuples; raise ValueError naming the first bad field.
+
+        Safe to call again after fields were assigned (the model and ``save_checkpoint`` do).
+        """
+        _check_backbone(self.backbone)
+        self.num_classes = _integer("num_classes", self.num_classes, 1, MAX_CLASSES)
+        if self.decision_layers is not None:
+            self.decision_layers = _decision_layers(self.decision_layers)
+        _choice("decoder", self.decoder, DECODERS)
+        _choice("stem", self.stem, STEMS)
         if self.decoder == "skip" and self.stem != "conv":
             raise ValueError("decoder 'skip' reads the conv stem's 1/4-resolution features: use stem='conv'")
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
-        if not 0.0 <= self.default_xi <= 1.0:
-            raise ValueError(f"default_xi must lie in [0, 1], got {self.default_xi}")
-        self.input_size = tuple(int(v) for v in self.input_size)  # type: ignore[assignment]
-        self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
-        self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
-        if self.decision_layers is not None:
-            self.decision_layers = tuple(int(v) for v in self.decision_layers)
+        self.decoder_channels = _integer("decoder_channels", self.decoder_channels, 1, MAX_DECODER_CHANNELS)
+        if not isinstance(self.merge_stopped, bool):
+            raise ValueError(f"merge_stopped must be true or false, got {self.merge_stopped!r}")
+        self.default_xi = _real("default_xi", self.default_xi, 0.0, 1.0)
+        self.input_size = tuple(  # type: ignore[assignment]
+            _integer(f"input_size[{i}]", v, 1, MAX_INPUT_SIDE) for i, v in enumerate(_sequence("input_size", self.input_size, 2))
+        )
+        self.mean = tuple(_real(f"mean[{i}]", v) for i, v in enumerate(_sequence("mean", self.mean, 3)))  # type: ignore[assignment]
+        self.std = tuple(_real(f"std[{i}]", v) for i, v in enumerate(_sequence("std", self.std, 3)))  # type: ignore[assignment]
+        if min(self.std) <= 0.0:  # a zero std turns every pixel into inf or NaN, and the masks into class 0
+            raise ValueError(f"std must be positive in every channel, got {self.std}")
         if not self.class_names:
             self.class_names = [f"class {i}" for i in range(self.num_classes)]
         if not self.class_colors:
             self.class_colors = default_palette(self.num_classes)
-        self.class_colors = [tuple(int(c) for c in rgb) for rgb in self.class_colors]  # type: ignore[misc]
-        if len(self.class_names) != self.num_classes or len(self.class_colors) != self.num_classes:
-            raise ValueError("class_names and class_colors must each have num_classes entries")
+        names = _sequence("class_names", self.class_names, self.num_classes)
+        if not all(isinstance(name, str) for name in names):
+            raise ValueError("class_names must all be strings")
+        self.class_names = list(names)
+        self.class_colors = [  # type: ignore[misc]
+            tuple(_integer(f"class_colors[{i}]", c, 0, 255) for c in _sequence(f"class_colors[{i}]", rgb, 3))
+            for i, rgb in enumerate(_sequence("class_colors", self.class_colors, self.num_classes))
+        ]
+        self.drop_path_rate = _real("drop_path_rate", self.drop_path_rate, 0.0, 1.0)
+        self.ignore_index = _integer("ignore_index", self.ignore_index, -(2**31), 2**31 - 1)
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        if not isinstance(data, dict):
+            raise ValueError(f"a model config must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
         return cls(**data)
+
+
+def _check_backbone(name: object) -> None:
+    import timm  # here, not at the top: reading a config should not need timm until a backbone is named
+
+    if not isinstance(name, str) or not timm.is_model(name):
+        close = difflib.get_close_matches(str(name), timm.list_models(), n=3) if isinstance(name, str) else []
+        hint = f" (did you mean {', '.join(close)}?)" if close else " (a timm ViT/DeiT name, e.g. vit_tiny_patch16_224)"
+        raise ValueError(f"unknown backbone {name!r}{hint}")
+
+
+def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def _integer(name: str, value: object, low: int, high: int) -> int:
+    """An int in [low, high]; floats and bools are refused rather than silently truncated."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+    return int(value)
+
+
+def _real(name: str, value: object, low: float = -math.inf, high: float = math.inf) -> float:
+    """A finite number in [low, high] (NaN and infinities are refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must lie in [{low}, {high}], got {value!r}")
+    return float(value)
+
+
+def _sequence(name: str, value: object, length: int) -> tuple:
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__len__") or len(value) != length:
+        shown = value if not hasattr(value, "__len__") or len(value) <= 8 else f"{len(value)} entries"
+        raise ValueError(f"{name} must have {length} entries, got {shown!r}")
+    return tuple(value)
+
+
+def _decision_layers(value: object) -> tuple[int, ...]:
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__len__") or not 1 <= len(value) <= MAX_DECISIONS:
+        raise ValueError(f"decision_layers must list 1 to {MAX_DECISIONS} block counts (or be None for the "
+                         f"paper's default), got {value!r}")
+    layers = tuple(_integer("decision_layers", v, 1, 10_000) for v in value)
+    if list(layers) != sorted(set(layers)):
+        raise ValueError(f"decision_layers must be strictly increasing, got {layers}")
+    return layers
 
 
 def default_palette(num_classes: int) -> list[tuple[int, int, int]]:

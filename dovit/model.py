@@ -89,39 +89,42 @@ def _now() -> float:
 
 
 class DoViTSegmenter(nn.Module):
-    def __init__(self, config: ModelConfig, pretrained: str | bool | None = None) -> None:
+    """config: the architecture (validated again here, as fields may have been assigned since).
+
+    pretrained: None/False for random init, True for timm's default weights from the hub (needs a network),
+    or a local weights file (str or Path) for the backbone, which must exist: a missing file raises
+    FileNotFoundError, never a download. metadata: what the checkpoint records about training (stage,
+    step, validation), kept as ``checkpoint_metadata`` for the app to show.
+    The backbone is inspected on the meta device first, so a backbone that DoViT cannot use, or a network
+    over MAX_PARAMETERS, is refused before any memory is allocated for it.
+    """
+
+    def __init__(self, config: ModelConfig, pretrained: str | Path | bool | None = None,
+                 metadata: dict | None = None) -> None:
         super().__init__()
+        config.validate()
         self.config = config
-        height, width = config.input_size
-        with torch.device("meta"):  # read the patch size without allocating a second model
-            probe = timm.create_model(config.backbone, pretrained=False, num_classes=0)
-        self.patch_size = int(probe.patch_embed.patch_size[0])
-        del probe
-        padded = (_round_up(height, self.patch_size), _round_up(width, self.patch_size))
-        kwargs = dict(num_classes=0, img_size=padded, dynamic_img_size=True, drop_path_rate=config.drop_path_rate)
-        if isinstance(pretrained, (str, Path)) and Path(pretrained).exists():
-            kwargs["pretrained_cfg_overlay"] = dict(file=str(pretrained))
-            pretrained = True
-        vit = timm.create_model(config.backbone, pretrained=bool(pretrained), **kwargs)
-        if vit.cls_token is None:
-            raise ValueError(f"{config.backbone}: DoViT needs a class token (Eq. 8 merges into it)")
-        if config.stem == "conv":
-            stem = ConvStem(self.patch_size, vit.embed_dim)
-            stem.grid_size = vit.patch_embed.grid_size  # timm resamples pos_embed from this grid
-            vit.patch_embed = stem
+        self.checkpoint_metadata: dict = dict(metadata or {})
+        weights_file = _local_weights_file(pretrained)
+        with torch.device("meta"):  # read the patch size, then size the whole network, without allocating
+            self.patch_size = _patch_size(config.backbone, _create_backbone(config.backbone))
+            kwargs = _backbone_options(config, self.patch_size)
+            probe = _create_backbone(config.backbone, **kwargs)
+            _, probe_heads, probe_decoder = _attach_parts(config, probe, self.patch_size)
+        size = sum(p.numel() for part in (probe, probe_heads, probe_decoder) for p in part.parameters())
+        if size > MAX_PARAMETERS:
+            raise ValueError(f"{config.backbone} at input {config.input_size} with this decoder has {size / 1e9:.2f} B "
+                             f"parameters, over the {MAX_PARAMETERS / 1e9:.1f} B cap ({4 * size / 2**30:.1f} GiB in float32)")
+        del probe, probe_heads, probe_decoder
+        if weights_file is not None:
+            kwargs["pretrained_cfg_overlay"] = dict(file=weights_file)
+        vit = _create_backbone(config.backbone, pretrained=pretrained is True or weights_file is not None, **kwargs)
+        self.decision_layers, self.aux_heads, self.decoder = _attach_parts(config, vit, self.patch_size)
         self.vit = vit
         self.embed_dim = int(vit.embed_dim)
         self.num_prefix_tokens = int(vit.num_prefix_tokens)
         depth = len(vit.blocks)
-        layers = config.decision_layers or default_decision_layers(depth)
-        if list(layers) != sorted(set(layers)) or layers[0] < 1 or layers[-1] >= depth:
-            raise ValueError(f"decision_layers must be increasing in [1, {depth - 1}], got {layers}")
-        self.decision_layers = tuple(layers)
         self.group_bounds = list(zip((0,) + self.decision_layers, self.decision_layers + (depth,)))
-        self.aux_heads = nn.ModuleList(AuxHead(self.embed_dim, config.num_classes) for _ in self.decision_layers)
-        skip_channels = vit.patch_embed.skip_channels if config.stem == "conv" else 0
-        self.decoder = build_decoder(config.decoder, self.embed_dim, config.num_classes, config.decoder_channels,
-                                     skip_channels)
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -253,6 +256,64 @@ class DoViTSegmenter(nn.Module):
         return logits[..., :height, :width]
 
 
+# Networks above this many parameters are refused before they are built: ViT-g/14 (1.0 B), the largest
+# timm ViT with a class token in common use, fits; 1.5 B float32 parameters are 5.6 GiB before gradients.
+MAX_PARAMETERS = 1_500_000_000
+
+
+def _local_weights_file(pretrained: str | Path | bool | None) -> str | None:
+    """The backbone weights file named by ``pretrained``, checked to exist; None for random or hub weights."""
+    if pretrained is None or isinstance(pretrained, bool):
+        return None
+    path = Path(pretrained)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained backbone weights file not found: {path} "
+                                "(pass pretrained=True to download timm's default weights instead)")
+    return str(path)
+
+
+def _create_backbone(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
+    except TypeError as error:  # e.g. a CNN, which takes no img_size / dynamic_img_size
+        raise ValueError(f"{name}: not a plain timm ViT/DeiT that DoViT can drive ({error})") from error
+
+
+def _patch_size(name: str, vit: nn.Module) -> int:
+    patch_embed = getattr(vit, "patch_embed", None)
+    if patch_embed is None or not hasattr(vit, "blocks"):
+        raise ValueError(f"{name}: not a plain timm ViT/DeiT that DoViT can drive (it has no patch_embed and blocks)")
+    return int(patch_embed.patch_size[0])
+
+
+def _backbone_options(config: ModelConfig, patch_size: int) -> dict:
+    height, width = config.input_size
+    padded = (_round_up(height, patch_size), _round_up(width, patch_size))
+    return dict(img_size=padded, dynamic_img_size=True, drop_path_rate=config.drop_path_rate)
+
+
+def _attach_parts(config: ModelConfig, vit: nn.Module, patch_size: int) -> tuple[tuple[int, ...], nn.ModuleList, nn.Module]:
+    """Check that ``vit`` suits the config, swap in the conv stem if asked, build the aux heads and decoder.
+
+    Runs twice: on the meta device (to refuse and size before allocating) and for real, in the same order,
+    so that random initialisation draws the same numbers as building the parts inline would.
+    """
+    if getattr(vit, "cls_token", None) is None:
+        raise ValueError(f"{config.backbone}: DoViT needs a class token (Eq. 8 merges into it)")
+    depth = len(vit.blocks)
+    layers = config.decision_layers or default_decision_layers(depth)
+    if not layers or layers[0] < 1 or layers[-1] >= depth:
+        raise ValueError(f"decision_layers must be increasing in [1, {depth - 1}] for {config.backbone} "
+                         f"({depth} blocks), got {layers}")
+    if config.stem == "conv":
+        vit.patch_embed = ConvStem(patch_size, vit.embed_dim, grid_size=vit.patch_embed.grid_size)
+    embed_dim = int(vit.embed_dim)
+    aux_heads = nn.ModuleList(AuxHead(embed_dim, config.num_classes) for _ in layers)
+    skip_channels = vit.patch_embed.skip_channels if config.stem == "conv" else 0
+    decoder = build_decoder(config.decoder, embed_dim, config.num_classes, config.decoder_channels, skip_channels)
+    return tuple(layers), aux_heads, decoder
+
+
 def _round_up(value: int, multiple: int) -> int:
     return -(-int(value) // multiple) * multiple
 
@@ -266,8 +327,8 @@ def build_model(
     """Build a DoViT segmenter on any timm plain ViT/DeiT.
 
     backbone: a timm name (vit_tiny/small/base/large_patch16_*, deit_*). pretrained: None/False for
-    random init, a local weights file (.safetensors/.pth, loaded by timm), or True to fetch timm's
-    default weights from the hub (needs a network). options: any other ``ModelConfig`` field
+    random init, a local weights file (.safetensors/.pth, loaded by timm; FileNotFoundError if missing), or
+    True to fetch timm's default weights from the hub (needs a network). options: any other ``ModelConfig`` field
     (decision_layers, decoder, stem, merge_stopped, input_size, default_xi, class_names, ...).
     """
     config = ModelConfig(backbone=backbone, num_classes=num_classes, **options)

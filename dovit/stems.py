@@ -14,7 +14,10 @@ from torch import nn
 
 
 class ConvStem(nn.Module):
-    def __init__(self, patch_size: int, embed_dim: int, in_channels: int = 3) -> None:
+    """grid_size: the token grid (h, w) of the backbone's own PatchEmbed at its configured image size; timm's
+    ``_pos_embed`` reads ``patch_embed.grid_size`` as the grid that the position embedding was made for."""
+
+    def __init__(self, patch_size: int, embed_dim: int, grid_size: tuple[int, int], in_channels: int = 3) -> None:
         super().__init__()
         if patch_size & (patch_size - 1) or patch_size < 4:
             raise ValueError(f"the conv stem needs a power-of-two patch size >= 4, got {patch_size}")
@@ -32,6 +35,7 @@ class ConvStem(nn.Module):
         layers.append(nn.Conv2d(channels, embed_dim, 1))
         self.layers = nn.Sequential(*layers)
         self.patch_size = (patch_size, patch_size)
+        self.grid_size = (int(grid_size[0]), int(grid_size[1]))
         self._skip_end = 6  # layers[:6] = two (conv, BN, ReLU) stages: features at 1/4 resolution
         self.skip_channels = self.layers[self._skip_end - 3].out_channels
 

@@ -144,3 +144,68 @@ def test_bad_options_are_refused():
     model = dovit.build_model("vit_tiny_patch16_224", 3, input_size=(32, 32))
     with pytest.raises(ValueError, match="xi"):
         model(_pixels(1, size=(32, 32)), xi=1.5)
+
+
+# ------------------------------------------------------------------------------ refused before allocation
+@pytest.fixture
+def backbone_builds(monkeypatch):
+    """Records (backbone, device, pretrained) for every timm.create_model call, and fails any call that
+    would allocate a network (off the meta device) bigger than ViT-Tiny or download weights."""
+    calls = []
+    original = timm.create_model
+
+    def spy(name, pretrained=False, **kwargs):
+        device = torch.empty(0).device.type  # the default device set by a `with torch.device(...)` block
+        calls.append((name, device, pretrained, kwargs.get("pretrained_cfg_overlay")))
+        assert not (pretrained and not kwargs.get("pretrained_cfg_overlay")), f"{name}: would download from the hub"
+        assert device == "meta" or name in ("vit_tiny_patch16_224", "deit_tiny_patch16_224", "test_vit"), \
+            f"{name}: would be allocated in full before a check"
+        return original(name, pretrained=pretrained, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", spy)
+    return calls
+
+
+@pytest.mark.parametrize("backbone, options, message", [
+    ("vit_tiny_patch16_224", dict(decision_layers=[100]), r"decision_layers .* \[1, 11\]"),
+    ("vit_so400m_patch14_siglip_224", {}, "needs a class token"),  # 0.43 B parameters, no class token
+    ("vit_gigantic_patch14_224", {}, "over the 1.5 B cap"),  # 1.84 B parameters = 6.9 GiB
+])
+def test_unusable_or_giant_backbones_are_refused_on_the_meta_device(backbone_builds, backbone, options, message):
+    with pytest.raises(ValueError, match=message):
+        dovit.build_model(backbone, 3, input_size=(224, 224), **options)
+    assert backbone_builds and all(device == "meta" for _, device, _, _ in backbone_builds)
+
+
+def test_a_cnn_backbone_is_refused_with_a_sentence():
+    with pytest.raises(ValueError, match="not a plain timm ViT"):
+        dovit.build_model("resnet18", 3, input_size=(64, 64))
+
+
+def test_the_size_cap_counts_the_decoder_and_heads(monkeypatch):
+    monkeypatch.setattr(dovit.model, "MAX_PARAMETERS", 6_000_000)  # ViT-Tiny's backbone alone is 5.5 M
+    dovit.build_model("vit_tiny_patch16_224", 3, input_size=(64, 64), decoder_channels=16)
+    with pytest.raises(ValueError, match="parameters, over the"):
+        dovit.build_model("vit_tiny_patch16_224", 3, input_size=(64, 64), decoder="pup", decoder_channels=1024)
+
+
+@pytest.mark.parametrize("missing", ["typo.pth", "weights/deit_tiny.safetensors"])
+def test_a_missing_pretrained_file_is_an_error_not_a_download(backbone_builds, missing, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=missing):
+        dovit.build_model("vit_tiny_patch16_224", 3, input_size=(32, 32), pretrained=missing)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        dovit.build_model("vit_tiny_patch16_224", 3, input_size=(32, 32), pretrained=tmp_path)  # a folder
+    assert not any(pretrained for _, _, pretrained, _ in backbone_builds)
+
+
+def test_state_is_set_by_constructors_not_attached_afterwards():
+    """The conv stem gets its grid and the model its checkpoint metadata as constructor arguments."""
+    from dovit.stems import ConvStem
+
+    assert ConvStem(16, 64, grid_size=(2, 3)).grid_size == (2, 3)
+    config = dovit.ModelConfig(num_classes=3, input_size=(64, 96), stem="conv")
+    model = dovit.DoViTSegmenter(config, metadata={"stage": "dense", "step": 5})
+    assert model.checkpoint_metadata == {"stage": "dense", "step": 5}
+    assert model.vit.patch_embed.grid_size == (4, 6)
+    assert dovit.DoViTSegmenter(config).checkpoint_metadata == {}
