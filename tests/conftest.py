@@ -1,5 +1,8 @@
 import os
+from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -14,3 +17,16 @@ def tiny_model():
 
     torch.manual_seed(0)
     return dovit.build_model("vit_tiny_patch16_224", num_classes=5, input_size=(64, 96)).eval()
+
+
+def write_drives(root: Path, drives: dict[str, int], size=(48, 64)) -> None:
+    """A CamVid-layout tree under root/train with ``count`` frames per drive (file prefix = drive)."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "trainannot"):
+        (root / split).mkdir(parents=True, exist_ok=True)
+    for drive, count in drives.items():
+        for frame in range(count):
+            label = rng.integers(0, 11, size=size, dtype=np.uint8)
+            image = np.repeat(label[..., None] * 20, 3, axis=2).astype(np.uint8)
+            cv2.imwrite(str(root / "train" / f"{drive}_{frame:03d}.png"), image)
+            cv2.imwrite(str(root / "trainannot" / f"{drive}_{frame:03d}.png"), label)

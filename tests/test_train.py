@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -19,6 +18,7 @@ import dovit
 from dovit import train
 from dovit.data import IGNORE_INDEX, EvalTransform
 from dovit.data.synthetic import synthetic_dataset
+from conftest import write_drives
 
 ROOT = Path(__file__).resolve().parents[1]
 DENSE_STEPS = 60
@@ -298,19 +298,6 @@ def test_bad_xi_range_is_refused(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------ held-out drives, EMA, augmentation
-def write_drives(root: Path, drives: dict[str, int], size=(48, 64)) -> None:
-    """A CamVid-layout tree under root/train with ``count`` frames per drive (file prefix = drive)."""
-    rng = np.random.default_rng(0)
-    for split in ("train", "trainannot"):
-        (root / split).mkdir(parents=True, exist_ok=True)
-    for drive, count in drives.items():
-        for frame in range(count):
-            label = rng.integers(0, 11, size=size, dtype=np.uint8)
-            image = np.repeat(label[..., None] * 20, 3, axis=2).astype(np.uint8)
-            cv2.imwrite(str(root / "train" / f"{drive}_{frame:03d}.png"), image)
-            cv2.imwrite(str(root / "trainannot" / f"{drive}_{frame:03d}.png"), label)
-
-
 def test_val_sequences_hold_their_drives_out_of_training(tmp_path):
     write_drives(tmp_path / "data", {"0001TP": 4, "0006R0": 3, "0016E5": 5})
     tiny = [("camvid" if a == "synthetic" else a) for a in TINY]
