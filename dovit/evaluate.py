@@ -114,7 +114,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the shipped CamVid DoViT model)")
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="camvid", help="data set layout")
     parser.add_argument("--data-root", default="../shared/data/camvid", help="data set root folder")
-    parser.add_argument("--split", default="val", help="split to evaluate")
+    parser.add_argument("--split", default="val", help="split to evaluate ('+' joins splits: train+val)")
+    parser.add_argument("--sequences", nargs="+", default=None, metavar="SEQ",
+                        help="evaluate only these recordings (file-name prefix; CamVid drives 0001TP 0006R0 "
+                        "0016E5), e.g. the drive a model was trained without")
     parser.add_argument("--xi", type=float, nargs="+", default=None,
                         help="thresholds to evaluate (default: the checkpoint's default xi and 1.0)")
     parser.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images")
@@ -147,8 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     xi_values = xi_values or sorted({config.default_xi, 1.0})
     size = tuple(args.input_size) if args.input_size else config.input_size
     try:
-        dataset = build_dataset(args.dataset, args.data_root, args.split, EvalTransform(size, config.mean, config.std))
-    except FileNotFoundError as error:
+        dataset = build_dataset(args.dataset, args.data_root, args.split, EvalTransform(size, config.mean, config.std),
+                                sequences=args.sequences)
+    except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if dataset.info.num_classes != config.num_classes:
@@ -158,13 +162,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results = evaluate_model(model, dataset, xi_values, args.max_images, device=args.device,
                              throughput_batch=args.throughput_batch, throughput_images=args.throughput_images)
-    print(f"{args.dataset} {args.split}, {results[0]['images']} images at {size[0]}x{size[1]}, "
+    print(f"{args.dataset} {args.split}" + (f" (recordings {' '.join(args.sequences)})" if args.sequences else "")
+          + f", {results[0]['images']} images at {size[0]}x{size[1]}, "
           f"{results[0]['params_m']:.2f} M params; {FLOPS_CONVENTION}")
     print(markdown_table(results))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"checkpoint": str(checkpoint),
                                                "dataset": args.dataset, "split": args.split,
+                                               "sequences": args.sequences,
                                                "input_size": list(size), "flops_convention": FLOPS_CONVENTION,
                                                "results": results}, indent=2) + "\n")
     return 0

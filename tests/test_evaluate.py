@@ -151,3 +151,18 @@ def test_markdown_table_reports_the_saving(results):
     saved = [float(line.split("|")[7].strip().rstrip("%")) for line in lines[2:]]
     assert saved[-1] == 0.0  # xi = 1 saves nothing
     assert saved[0] > 0 and not any(math.isnan(v) for v in saved)
+
+
+def test_cli_scores_only_the_chosen_drives(checkpoint, tmp_path, capsys):
+    from conftest import write_drives
+
+    write_drives(tmp_path / "camvid", {"0001TP": 2, "0006R0": 3}, size=(40, 56))
+    out = tmp_path / "eval.json"
+    assert evaluate.main(["--checkpoint", str(checkpoint), "--data-root", str(tmp_path / "camvid"), "--split", "train",
+                          "--sequences", "0006R0", "--xi", "1.0", "--json", str(out), "--threads", "1"]) == 0
+    assert "(recordings 0006R0), 3 images" in capsys.readouterr().out
+    document = json.loads(out.read_text())
+    assert document["sequences"] == ["0006R0"] and document["results"][0]["images"] == 3
+    assert evaluate.main(["--checkpoint", str(checkpoint), "--data-root", str(tmp_path / "camvid"), "--split", "train",
+                          "--sequences", "0016E5"]) == 2
+    assert "0016E5" in capsys.readouterr().err
