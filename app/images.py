@@ -1,4 +1,5 @@
-"""Decoding uploads into (H, W, 3) uint8 RGB: format check, size cap, EXIF orientation, grey/RGBA/16-bit.
+"""Decoding uploads into (H, W, 3) uint8 RGB: where a file may come from, one size cap for files and
+data: URLs, format check, EXIF orientation, grey/RGBA/16-bit.
 
 Pillow reads only the header (format, size, EXIF orientation) so that oversized or foreign files are
 refused before any pixel is decoded; OpenCV decodes the pixels (it keeps 16-bit channels, which Pillow
@@ -6,9 +7,13 @@ truncates for RGB PNGs).
 """
 from __future__ import annotations
 
+import base64
 import io
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -22,6 +27,8 @@ MAX_PIXELS = 40_000_000  # refuse above this (decompression bombs); 40 MP covers
 MAX_SIDE = 2048  # downscale above this, with a notice: views are drawn at the working size anyway
 ALPHA_BACKGROUND = 255  # transparent pixels are composited onto white, as a browser shows them
 EXIF_ORIENTATION = 274
+
+NOT_UPLOADED = "The image could not be found on the server; please upload it again."
 
 # Errors only: a truncated file is reported to the user, not as an OpenCV warning on stderr.
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
@@ -40,35 +47,67 @@ class DecodedImage:
     notices: list[str] = field(default_factory=list)
 
 
-def read_upload(path: str | Path | None) -> bytes:
-    """The bytes of an uploaded file, refusing a missing, empty or oversized one."""
+def read_upload(path: str | Path | None, allowed_dirs: Sequence[str | Path]) -> bytes:
+    """The bytes of an uploaded file inside one of ``allowed_dirs`` (gradio's upload folder, the example
+    folders), refusing a missing, empty or oversized one.
+
+    A path elsewhere (symbolic links resolved) gets the same answer as a missing file, and no answer
+    names the path, so that nothing is learnt about the server's files.
+    """
     if path is None:
         raise ImageInputError("No image given: upload an image, take a webcam snapshot or pick an example.")
-    path = Path(path)
-    if not path.is_file():
-        raise ImageInputError(f"The upload {path.name!r} could not be found on the server; please upload it again.")
-    size = path.stat().st_size
+    resolved = Path(path).resolve()
+    if not any(resolved.is_relative_to(Path(folder).resolve()) for folder in allowed_dirs) or not resolved.is_file():
+        raise ImageInputError(NOT_UPLOADED)
+    check_upload_size(resolved.stat().st_size)
+    return resolved.read_bytes()
+
+
+def check_upload_size(size: int) -> None:
+    """The one size cap of every way an image arrives (upload, example, data: URL): empty or over
+    MAX_UPLOAD_BYTES raises ImageInputError."""
     if size == 0:
-        raise ImageInputError(f"The upload {path.name!r} is empty (0 bytes).")
+        raise ImageInputError("The upload is empty (0 bytes).")
     if size > MAX_UPLOAD_BYTES:
         raise ImageInputError(f"The upload is {size / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES / 2**20:.0f} MB.")
-    return path.read_bytes()
+
+
+def decode_data_url(url: str) -> bytes:
+    """The bytes of a base64 ``data:`` URL (a webcam snapshot, or an API client's inline image), with the
+    size cap checked on the encoded length before anything is decoded."""
+    encoded = url.split(",", 1)[1] if "," in url else ""
+    check_upload_size(len(encoded) // 4 * 3 - encoded[-2:].count("="))
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except ValueError:
+        raise ImageInputError("The image data sent by the browser could not be decoded.") from None
+
+
+def upload_problem(path: str | Path) -> str | None:
+    """Why a stored upload is not an image we accept (the message for the user), or None when its size
+    is within the cap and its header is PNG, JPEG, WebP or BMP. Reads only the header."""
+    try:
+        check_upload_size(os.stat(path).st_size)
+        with open(path, "rb") as file:
+            image_format = _read_header(file)[0]
+    except ImageInputError as error:
+        return str(error)
+    except OSError:
+        return NOT_UPLOADED
+    return None if image_format in ALLOWED_FORMATS else unsupported_format(image_format)
+
+
+def unsupported_format(image_format: str) -> str:
+    return f"{image_format} images are not supported; use PNG, JPEG, WebP or BMP."
 
 
 def decode_image(data: bytes, max_side: int = MAX_SIDE) -> DecodedImage:
     """Decode PNG/JPEG/WebP/BMP bytes to upright (H, W, 3) uint8 RGB, downscaled to ``max_side``."""
     if not data:
         raise ImageInputError("The upload is empty (0 bytes).")
-    try:
-        with PIL.Image.open(io.BytesIO(data)) as header:
-            image_format, (width, height) = header.format, header.size
-            orientation = _orientation(header)
-    except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise ImageInputError("The file is not an image we can read (PNG, JPEG, WebP or BMP expected).") from error
-    except PIL.Image.DecompressionBombError as error:
-        raise ImageInputError(f"The image is too large to decode safely ({error}).") from error
+    image_format, (width, height), orientation = _read_header(io.BytesIO(data))
     if image_format not in ALLOWED_FORMATS:
-        raise ImageInputError(f"{image_format} images are not supported; use PNG, JPEG, WebP or BMP.")
+        raise ImageInputError(unsupported_format(image_format))
     if width * height > MAX_PIXELS:
         raise ImageInputError(
             f"The image is {width}×{height} = {width * height / 1e6:.0f} MP; the limit is {MAX_PIXELS / 1e6:.0f} MP."
@@ -90,6 +129,17 @@ def decode_image(data: bytes, max_side: int = MAX_SIDE) -> DecodedImage:
     if downscaled:
         notices.append(f"Large image downscaled from {width}×{height} to {rgb.shape[1]}×{rgb.shape[0]}.")
     return DecodedImage(rgb=rgb, original_size=(height, width), notices=notices)
+
+
+def _read_header(file: BinaryIO) -> tuple[str, tuple[int, int], int]:
+    """(format, (width, height), EXIF orientation) of an image file, reading only its header."""
+    try:
+        with PIL.Image.open(file) as header:
+            return header.format, header.size, _orientation(header)
+    except PIL.Image.DecompressionBombError as error:
+        raise ImageInputError(f"The image is too large to decode safely ({error}).") from error
+    except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        raise ImageInputError("The file is not an image we can read (PNG, JPEG, WebP or BMP expected).") from error
 
 
 def _orientation(header: PIL.Image.Image) -> int:
@@ -150,11 +200,17 @@ def fit_within(image: np.ndarray, max_side: int) -> tuple[np.ndarray, bool]:
     return resize_image(image, (max(1, round(height * scale)), max(1, round(width * scale)))), True
 
 
-def load_image_file(source: str | Path | bytes | None, min_side: int = 1, max_side: int = MAX_SIDE) -> DecodedImage:
-    """An uploaded file path (or its bytes) -> ``DecodedImage``; raises ImageInputError for the user,
-    also when the image is smaller than ``min_side`` pixels (one patch) on a side."""
-    decoded = decode_image(source if isinstance(source, bytes) else read_upload(source), max_side)
-    height, width = decoded.rgb.shape[:2]
+def load_image_file(source: str | Path | bytes | None, allowed_dirs: Sequence[str | Path] = (), min_side: int = 1,
+                    max_side: int = MAX_SIDE) -> DecodedImage:
+    """An uploaded file path inside ``allowed_dirs`` (or the file's bytes) -> ``DecodedImage``; raises
+    ImageInputError for the user, also when the image as stored is smaller than ``min_side`` pixels (one
+    patch) on a side (checked before any downscaling, so a long thin image is judged by its own size)."""
+    if isinstance(source, bytes):
+        check_upload_size(len(source))
+        decoded = decode_image(source, max_side)
+    else:
+        decoded = decode_image(read_upload(source, allowed_dirs), max_side)
+    height, width = decoded.original_size
     if min(height, width) < min_side:
         raise ImageInputError(
             f"The image is {width}×{height} px, smaller than one {min_side}×{min_side}-pixel patch."

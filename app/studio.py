@@ -1,19 +1,26 @@
 """The app's event handlers, bound to one Predictor: plain values in, plain values / gr.update out.
 
 They call the pure modules (analysis, views, charts, readouts, images, controls) and turn bad input into
-``gr.Error`` messages for the user. Layout and wiring are in ``app.ui``.
+``gr.Error`` messages for the user, logged as one line each. Layout and wiring are in ``app.ui``.
+
+Sharing: the Predictor is behind ``ModelGate`` (interactive calls before sweep steps) and every model
+event is admitted per session and client address (``Admission``, as the event's gradio validator) and
+finished by its handler.
 """
 from __future__ import annotations
 
+import logging
+import numbers
 import statistics
-import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
+from gradio.utils import get_upload_folder
 
 from dovit import Predictor
 from dovit.predictor import check_xi
@@ -21,27 +28,45 @@ from dovit.predictor import check_xi
 from . import controls, views
 from .analysis import Views, analyse, run_sweep, to_working_size
 from .charts import sweep_figure
+from .examples import ASSETS_DIR, default_examples_dir
 from .images import DecodedImage, ImageInputError, load_image_file
+from .limits import Admission, LimitError, ModelGate, ServingLimits
 from .readouts import agreement_markdown, prediction_summary, readouts_markdown
 from .runtime import trim_heap
+from .state import Session, ViewSlots
 
 LIVE_REFRESH_MAX_MS = 250.0  # while dragging, redraw every view only if a full refresh is this fast
+logger = logging.getLogger("app.studio")
+
+
+def user_error(message: str) -> gr.Error:
+    """A gr.Error for whoever sent the request: shown to them, and one line (no traceback) in the log."""
+    logger.warning("refused: %s", message)
+    return gr.Error(message, print_exception=False)
+
+
+def default_image_dirs() -> list[Path]:
+    """Where images may be read from: gradio's upload folder, assets/ and the default example folder."""
+    return [Path(get_upload_folder()), ASSETS_DIR, *filter(None, [default_examples_dir()])]
 
 
 class Studio:
     """The handlers, bound to one Predictor. Each returns plain values / gr.update for its outputs.
 
-    Session state (a dict per browser tab): image (H0, W0, 3) uint8 as decoded, size (H, W) working
-    resolution, working (H, W, 3) uint8, color_mask of the last forward, sweep points or None.
+    image_dirs: the only folders images are read from (``default_image_dirs()`` when None).
     """
 
-    def __init__(self, predictor: Predictor) -> None:
+    def __init__(self, predictor: Predictor, image_dirs: Sequence[str | Path] | None = None,
+                 limits: ServingLimits | None = None) -> None:
         self.predictor = predictor
         self.config = predictor.config
         self.patch = int(predictor.model.patch_size)
         self.default_size = tuple(int(v) for v in self.config.input_size)
         self.default_size_value = f"{self.default_size[0]}x{self.default_size[1]}"
-        self.lock = threading.Lock()
+        self.image_dirs = [Path(d) for d in (default_image_dirs() if image_dirs is None else image_dirs)]
+        self.limits = limits or ServingLimits()
+        self.gate = ModelGate()
+        self.admission = Admission(self.limits)
         self.refresh_ms: deque[float] = deque(maxlen=9)
         self.num_groups = len(predictor.model.decision_layers) + 1
 
@@ -53,156 +78,203 @@ class Studio:
             self.predictor.predict(image, xi=self.config.default_xi, size=self.default_size)
 
     @contextmanager
-    def model_call(self) -> Iterator[None]:
-        """One caller at a time on the Predictor (it caches one image's state); afterwards the forward's
-        freed memory goes back to the OS, so that serving many images does not grow the process."""
-        with self.lock:
+    def model_call(self, background: bool = False) -> Iterator[None]:
+        """One caller at a time on the Predictor (it caches one image's state), interactive callers before
+        ``background`` ones; afterwards the forward's freed memory goes back to the OS, so that serving
+        many images does not grow the process."""
+        with self.gate.hold(background):
             try:
                 yield
             finally:
                 trim_heap()
 
+    # ------------------------------------------------------------------ admission
+    def admit(self, kind: str = "model"):
+        """The gradio validator of a model event: admits the call for its session and client address, or
+        refuses it before it is queued. Its handler calls ``finished`` when it ends."""
+        def validator(request: gr.Request, *inputs) -> tuple:
+            try:
+                self.admission.admit(request.session_hash or "", _client(request), kind)
+            except LimitError as error:
+                raise user_error(str(error)) from None
+            return (None,) * len(inputs)  # gradio wants one value per input: None is "valid"
+        return validator
+
+    @contextmanager
+    def finished(self, request: gr.Request | None, kind: str = "model") -> Iterator[None]:
+        """Around a handler's work: frees its admission when it ends (None: called directly, not admitted)."""
+        try:
+            yield
+        finally:
+            if request is not None:
+                self.admission.finish(request.session_hash or "", kind)
+
     # ------------------------------------------------------------------ shared pieces
     def view_names(self) -> list[str]:
         """The view outputs every refreshing handler returns, in order (one image per group/decision)."""
-        groups = [f"group_{g}" for g in range(1, self.num_groups + 1)]
-        decisions = [f"confidence_{d}" for d in range(1, self.num_groups)]
-        return ["readouts", "tokens_plot", *groups, *decisions, "mask_overlay", "legend", "color_mask",
-                "halting", "halting_legend", "dense_mask", "disagreement", "agreement", "sweep_plot"]
+        return self.empty_views().names()
 
-    def empty_views(self, message: str = "Upload an image, take a webcam snapshot or pick an example.") -> list:
-        values = dict.fromkeys(self.view_names())
-        values.update(readouts=message, legend="", halting_legend="", agreement="")
-        return list(values.values())
+    def empty_views(self, message: str = "Upload an image, take a webcam snapshot or pick an example.") -> ViewSlots:
+        return ViewSlots.filled(None, self.num_groups, readouts=message, legend="", halting_legend="", agreement="")
 
-    def render(self, session: dict, xi: float, opacity: float) -> list:
+    def render(self, session: Session, xi: float, opacity: float) -> ViewSlots:
         """Run the forward at ξ and draw every view (the slider-to-all-views handler's work)."""
         start = time.perf_counter()
         with self.model_call():
-            result: Views = analyse(self.predictor, session["working"], xi, opacity)
-        session["color_mask"] = result.color_mask
-        values = {
-            "readouts": readouts_markdown(result.summary),
-            "tokens_plot": result.tokens_figure,
-            "mask_overlay": result.mask_overlay,
-            "legend": result.legend,
-            "color_mask": result.color_mask,
-            "halting": result.halting,
-            "halting_legend": result.halting_legend,
-            "dense_mask": result.dense_color_mask,
-            "disagreement": result.disagreement,
-            "agreement": agreement_markdown(result.summary),
-            "sweep_plot": self.sweep_plot(session, xi),
-        }
-        for prefix, captioned in (("group", result.group_overlays), ("confidence", result.heatmaps)):
-            for index, (image, caption) in enumerate(captioned, start=1):
-                values[f"{prefix}_{index}"] = gr.update(value=image, label=caption)
+            result: Views = analyse(self.predictor, session.working, xi, opacity)
+        session.color_mask = result.color_mask
+        values = ViewSlots(
+            readouts=readouts_markdown(result.summary),
+            tokens_plot=result.tokens_figure,
+            groups=[gr.update(value=image, label=caption) for image, caption in result.group_overlays],
+            confidences=[gr.update(value=image, label=caption) for image, caption in result.heatmaps],
+            mask_overlay=result.mask_overlay,
+            legend=result.legend,
+            color_mask=result.color_mask,
+            halting=result.halting,
+            halting_legend=result.halting_legend,
+            dense_mask=result.dense_color_mask,
+            disagreement=result.disagreement,
+            agreement=agreement_markdown(result.summary),
+            sweep_plot=self.sweep_plot(session, xi),
+        )
         self.refresh_ms.append((time.perf_counter() - start) * 1000.0)
-        return [values[name] for name in self.view_names()]
+        return values
 
-    def sweep_plot(self, session: dict | None, xi: float):
+    def sweep_plot(self, session: Session | None, xi: float):
         """The sweep figure with ξ marked, if this image has a sweep (None otherwise)."""
-        points = (session or {}).get("sweep")
-        return sweep_figure(points, xi) if points else None
+        return sweep_figure(session.sweep, xi) if session is not None and session.sweep else None
 
     def live_refresh_is_fast(self) -> bool:
         return bool(self.refresh_ms) and statistics.median(self.refresh_ms) <= LIVE_REFRESH_MAX_MS
 
     def user_xi(self, value: object) -> float:
-        """ξ from a user or API value, or a gr.Error saying what was wrong."""
+        """ξ from a user or API value (a real number, not a bool or a string), or a gr.Error."""
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise user_error(f"xi must be a number in [0, 1], got {value!r}")
         try:
             return check_xi(value)
         except ValueError as error:
-            raise gr.Error(str(error)) from None
+            raise user_error(str(error)) from None
 
     def user_image(self, source: str | bytes | None) -> DecodedImage:
         """The decoded upload, or a gr.Error saying what was wrong (not an image, empty, too small...)."""
         try:
-            return load_image_file(source, min_side=self.patch)
+            return load_image_file(source, self.image_dirs, min_side=self.patch)
         except ImageInputError as error:
-            raise gr.Error(str(error)) from None
+            raise user_error(str(error)) from None
 
     # ------------------------------------------------------------------ handlers
     def on_image(self, source: str | bytes | None, size_value: str, xi: float, opacity: float,
-                 session: dict | None) -> list:
+                 session: Session | None, request: gr.Request = None) -> list:
         """New upload / snapshot / example: decode, pick the working size, refresh every view."""
-        if source is None:
-            choices = controls.working_size_choices(self.default_size, self.patch)
-            return [None, "", gr.update(choices=choices), *self.empty_views()]
-        decoded = self.user_image(source)
-        height, width = decoded.rgb.shape[:2]
-        for notice in decoded.notices:
-            gr.Info(notice)
-        choices = controls.working_size_choices(self.default_size, self.patch, (height, width))
-        if size_value not in [value for _, value in choices]:
-            size_value = self.default_size_value
-        size = controls.parse_size(size_value, self.default_size)
-        session = {"image": decoded.rgb, "size": size, "working": to_working_size(decoded.rgb, size), "sweep": None}
-        notices = " · ".join([f"Image {width}×{height} px"] + decoded.notices)
-        return [session, notices, gr.update(choices=choices, value=size_value),
-                *self.render(session, self.user_xi(xi), opacity)]
-
-    def on_size(self, size_value: str, xi: float, opacity: float, session: dict | None) -> list:
-        """New working resolution: resize the image once, refresh every view."""
-        if session is None:
-            return [session, *self.empty_views()]
-        try:
+        with self.finished(request):
+            if source is None:
+                choices = controls.working_size_choices(self.default_size, self.patch)
+                return [None, "", gr.update(choices=choices), *self.empty_views().flat()]
+            decoded = self.user_image(source)
+            height, width = decoded.rgb.shape[:2]
+            for notice in decoded.notices:
+                gr.Info(notice)
+            choices = controls.working_size_choices(self.default_size, self.patch, (height, width))
+            if size_value not in [value for _, value in choices]:
+                size_value = self.default_size_value
             size = controls.parse_size(size_value, self.default_size)
-        except ValueError as error:
-            raise gr.Error(str(error)) from None
-        session.update(size=size, working=to_working_size(session["image"], size), sweep=None)
-        return [session, *self.render(session, self.user_xi(xi), opacity)]
+            session = Session(image=decoded.rgb, size=size, working=to_working_size(decoded.rgb, size))
+            notices = " · ".join([f"Image {width}×{height} px"] + decoded.notices)
+            return [session, notices, gr.update(choices=choices, value=size_value),
+                    *self.render(session, self.user_xi(xi), opacity).flat()]
 
-    def on_drag(self, position: float, opacity: float, session: dict | None) -> list:
+    def on_size(self, size_value: str, xi: float, opacity: float, session: Session | None,
+                request: gr.Request = None) -> list:
+        """New working resolution: resize the image once, refresh every view."""
+        with self.finished(request):
+            if session is None:
+                return [session, *self.empty_views().flat()]
+            try:
+                size = controls.parse_size(size_value, self.default_size)
+            except ValueError as error:
+                raise user_error(str(error)) from None
+            session.size, session.working, session.sweep = size, to_working_size(session.image, size), None
+            return [session, *self.render(session, self.user_xi(xi), opacity).flat()]
+
+    def on_drag(self, position: float, opacity: float, session: Session | None, request: gr.Request = None) -> list:
         """While dragging: ξ readout always; views too when a refresh is fast enough."""
-        xi = controls.xi_from_position(position)
-        if session is None or not self.live_refresh_is_fast():
-            return [xi, session, *[gr.skip()] * len(self.empty_views())]
-        return [xi, session, *self.render(session, xi, opacity)]
+        with self.finished(request):
+            xi = controls.xi_from_position(position)
+            if session is None or not self.live_refresh_is_fast():
+                return [xi, session, *ViewSlots.filled(gr.skip(), self.num_groups).flat()]
+            return [xi, session, *self.render(session, xi, opacity).flat()]
 
-    def on_release(self, position: float, opacity: float, session: dict | None) -> list:
+    def on_release(self, position: float, opacity: float, session: Session | None,
+                   request: gr.Request = None) -> list:
         """Slider released at ``position``: ξ from the slider scale, refresh every view."""
-        xi = controls.xi_from_position(position)
-        if session is None:
-            return [xi, session, *self.empty_views()]
-        return [xi, session, *self.render(session, xi, opacity)]
+        with self.finished(request):
+            xi = controls.xi_from_position(position)
+            if session is None:
+                return [xi, session, *self.empty_views().flat()]
+            return [xi, session, *self.render(session, xi, opacity).flat()]
 
-    def on_xi_box(self, xi: float, opacity: float, session: dict | None) -> list:
+    def on_xi_box(self, xi: float, opacity: float, session: Session | None, request: gr.Request = None) -> list:
         """ξ typed: move the slider to it, refresh every view."""
-        xi = self.user_xi(xi)
-        position = controls.position_from_xi(xi)
-        if session is None:
-            return [position, session, *self.empty_views()]
-        return [position, session, *self.render(session, xi, opacity)]
+        with self.finished(request):
+            xi = self.user_xi(xi)
+            position = controls.position_from_xi(xi)
+            if session is None:
+                return [position, session, *self.empty_views().flat()]
+            return [position, session, *self.render(session, xi, opacity).flat()]
 
-    def on_reset(self, opacity: float, session: dict | None) -> list:
-        xi = self.config.default_xi
-        return [xi, *self.on_xi_box(xi, opacity, session)]
+    def on_reset(self, opacity: float, session: Session | None, request: gr.Request = None) -> list:
+        with self.finished(request):
+            xi = self.config.default_xi
+            return [xi, *self.on_xi_box(xi, opacity, session)]
 
-    def on_opacity(self, opacity: float, session: dict | None) -> np.ndarray | None:
+    def on_opacity(self, opacity: float, session: Session | None) -> np.ndarray | None:
         """Re-blend the last mask over the image: no forward needed."""
-        if session is None or session.get("color_mask") is None:
+        if session is None or session.color_mask is None:
             return None
-        return views.blend(session["working"], session["color_mask"], opacity)
+        return views.blend(session.working, session.color_mask, opacity)
 
-    def on_sweep(self, xi: float, session: dict | None, progress=gr.Progress()) -> list:
-        """FLOPs and agreement at ``controls.sweep_values()`` for the current image, with a progress bar."""
-        if session is None:
-            raise gr.Error("Upload an image first: the sweep runs on the current image.")
-        xis = controls.sweep_values()
-        progress((0, len(xis)), desc="ξ sweep")
-        with self.model_call():
-            points = run_sweep(self.predictor, session["working"], xis,
-                               on_step=lambda done, total: progress((done, total), desc="ξ sweep"))
-        session["sweep"] = points
-        return [sweep_figure(points, self.user_xi(xi)), session]
+    def on_sweep(self, xi: float, session: Session | None, request: gr.Request = None,
+                 progress=gr.Progress()) -> Iterator[list]:
+        """FLOPs and agreement at ``controls.sweep_values()`` for the current image, with a progress bar.
 
-    def api_predict(self, image: str | bytes | None, xi: float | None) -> tuple[np.ndarray, dict]:
+        A generator: one ξ per model turn, behind any interactive call (``model_call(background=True)``),
+        so it can be cancelled between steps (the Stop button) and stops after ``limits.sweep_budget_s``
+        with the points it has. Yields [sweep figure, session] once, at the end.
+        """
+        with self.finished(request, "sweep"):
+            if session is None:
+                raise user_error("Upload an image first: the sweep runs on the current image.")
+            xi = self.user_xi(xi)
+            xis = controls.sweep_values()
+            progress((0, len(xis)), desc="ξ sweep")
+            points, start = [], time.monotonic()
+            for value in xis:
+                if time.monotonic() - start > self.limits.sweep_budget_s:
+                    gr.Warning(f"The ξ sweep stopped after {self.limits.sweep_budget_s:.0f} s with {len(points)} "
+                               f"of {len(xis)} values (a smaller working resolution sweeps faster).")
+                    break
+                with self.model_call(background=True):
+                    points += run_sweep(self.predictor, session.working, [value])
+                progress((len(points), len(xis)), desc="ξ sweep")
+                yield [gr.skip(), gr.skip()]  # a point where gradio can cancel the sweep
+            session.sweep = points
+            yield [sweep_figure(points, xi), session]
+
+    def api_predict(self, image: str | bytes | None, xi: float | None,
+                    request: gr.Request = None) -> tuple[np.ndarray, dict]:
         """(image file, ξ) -> (colour mask at the image's resolution, summary dict). ξ None = default."""
-        xi = self.config.default_xi if xi is None else self.user_xi(xi)
-        decoded = self.user_image(image)
-        with self.model_call():
-            prediction = self.predictor.predict(decoded.rgb, xi=xi, size=self.default_size)
-        summary = prediction_summary(prediction)
-        summary["notices"] = decoded.notices
-        return views.colorize_mask(prediction.mask, self.config.class_colors), summary
+        with self.finished(request):
+            xi = self.config.default_xi if xi is None else self.user_xi(xi)
+            decoded = self.user_image(image)
+            with self.model_call():
+                prediction = self.predictor.predict(decoded.rgb, xi=xi, size=self.default_size)
+            summary = prediction_summary(prediction)
+            summary["notices"] = decoded.notices
+            return views.colorize_mask(prediction.mask, self.config.class_colors), summary
+
+
+def _client(request: gr.Request) -> str:
+    client = getattr(request, "client", None)
+    return getattr(client, "host", None) or "unknown"

@@ -1,24 +1,34 @@
 """Gradio layout and wiring of DoViT Studio: components, events, the /predict API and launching.
 The handlers are ``app.studio.Studio``'s methods; all computing and drawing is in the pure modules.
 
-One Predictor serves every session: model events share one queue slot (``MODEL_QUEUE``, limit 1) and a
-lock, because the Predictor caches one image's ξ-independent state between calls.
+One Predictor serves every session, behind ``Studio.gate`` (it caches one image's ξ-independent state
+between calls). Model events run in three queues of one slot each, so that none waits behind another's
+backlog: the page's events (``PAGE_QUEUE``), the /predict API (``PREDICT_QUEUE``) and ξ sweeps
+(``SWEEP_QUEUE``, cancellable, and yielding the model to the other two between steps). Each model event is
+admitted per session and client address before it is queued (``Studio.admit``), and only /predict is
+offered as an API.
 """
 from __future__ import annotations
 
-import base64
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
+from gradio.utils import get_upload_folder
+from starlette.middleware import Middleware
 
 from dovit import Predictor
 
 from . import controls
 from .examples import find_examples
-from .images import MAX_UPLOAD_BYTES
-from .studio import Studio
+from .guard import RequestGuard, UploadLedger
+from .images import MAX_UPLOAD_BYTES, ImageInputError, decode_data_url
+from .limits import ServingLimits
+from .state import ViewSlots
+from .studio import Studio, user_error
 
-MODEL_QUEUE = "model"
+PAGE_QUEUE, PREDICT_QUEUE, SWEEP_QUEUE = "page", "predict", "sweep"
+CACHE_SWEEP_EVERY_S, CACHE_MAX_AGE_S = 600, 1800  # gradio's delete_cache: uploads and outputs by age
 SESSION_TTL_S = 3600
 MAX_SESSIONS = 100  # sessions kept in memory (each holds its image, a few MB); the oldest go first
 HELP_PATH = Path(__file__).with_name("README_APP.md")
@@ -46,21 +56,45 @@ def upload_image(**kwargs) -> gr.Image:
 
 
 def _raw_upload(payload):
+    """The upload's path as sent (``Studio.user_image`` decides whether it may be read) or, for a data:
+    URL, its bytes under the same size cap as a file."""
     if payload is None:
         return None
     if payload.url and payload.url.startswith("data:"):
         try:
-            return base64.b64decode(payload.url.split(",", 1)[1], validate=True)
-        except (ValueError, IndexError):
-            raise gr.Error("The image data sent by the browser could not be decoded.") from None
+            return decode_data_url(payload.url)
+        except ImageInputError as error:
+            raise user_error(str(error)) from None
     return payload.path
+
+
+def raw_number(**kwargs) -> gr.Number:
+    """A gr.Number whose value reaches the handler as sent (gradio's own preprocessing turns True and
+    "0.5" into floats; ``Studio.user_xi`` refuses anything but a number)."""
+    component = gr.Number(**kwargs)
+    component.preprocess = lambda payload: payload  # type: ignore[method-assign]
+    return component
+
+
+@dataclass
+class StudioApp:
+    """What ``build_demo`` returns and ``serve`` launches: the page, the handlers bound to the Predictor,
+    the folders images may be read from besides uploads, and the serving caps."""
+
+    blocks: gr.Blocks
+    studio: Studio
+    example_dirs: list[str]
+    limits: ServingLimits
+
+    def close(self) -> None:
+        self.blocks.close()
 
 
 def header_markdown(predictor: Predictor) -> str:
     """Title, the checkpoint's architecture and short metadata, and one line on the method."""
     config = predictor.config
     model = predictor.model
-    metadata = getattr(model, "checkpoint_metadata", {}) or {}
+    metadata = getattr(model, "checkpoint_metadata", {}) or {}  # set by dovit.load_checkpoint
     trained = ", ".join(  # short facts only (stage, step, mIoU...), not e.g. the training command
         f"{k}: {v}" for k, v in metadata.items() if isinstance(v, (int, float, str)) and len(str(v)) <= 24
     )
@@ -101,14 +135,18 @@ def image_grid(labels: list[str], elem_prefix: str, per_row: int = 2) -> list[gr
     return images
 
 
-def build_demo(predictor: Predictor, examples_dir: str | Path | None = None) -> gr.Blocks:
+def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
+               limits: ServingLimits | None = None) -> StudioApp:
     """The whole app for one ``dovit.Predictor``; ``examples_dir`` adds its images to the gallery."""
-    studio = Studio(predictor)
+    limits = limits or ServingLimits()
+    examples = find_examples(examples_dir)
+    example_dirs = sorted({str(p.parent) for p in examples})
+    studio = Studio(predictor, image_dirs=[get_upload_folder(), *example_dirs], limits=limits)
     studio.warm_up()
     config = predictor.config
-    examples = find_examples(examples_dir)
     default_position = controls.position_from_xi(config.default_xi)
-    with gr.Blocks(title="DoViT Studio", analytics_enabled=False, delete_cache=(600, 1800)) as demo:
+    with gr.Blocks(title="DoViT Studio", analytics_enabled=False,
+                   delete_cache=(CACHE_SWEEP_EVERY_S, CACHE_MAX_AGE_S)) as demo:
         session = gr.State(None, time_to_live=SESSION_TTL_S)  # holds images: free them after an idle hour
         gr.Markdown(header_markdown(predictor))
         with gr.Row():
@@ -134,9 +172,9 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None) -> 
                     reset = gr.Button(f"Reset ξ to {config.default_xi:g}", elem_id="xi-reset", scale=1)
                 if examples:
                     gr.Examples([[str(p)] for p in examples], inputs=[image_in], label="Examples",
-                                examples_per_page=8)
+                                examples_per_page=8, api_visibility="private")
             with gr.Column(scale=3):
-                readouts = gr.Markdown(studio.empty_views()[0], elem_id="readouts")
+                readouts = gr.Markdown(studio.empty_views().readouts, elem_id="readouts")
                 tokens_plot = gr.Plot(label="Tokens and FLOPs per block (paper Fig. 6)", elem_id="tokens-plot")
         with gr.Tabs():
             with gr.Tab("Token pass"):
@@ -163,60 +201,68 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None) -> 
                                             format="jpeg", interactive=False)
                 agreement = gr.Markdown(elem_id="agreement")
             with gr.Tab("ξ sweep"):
-                sweep_button = gr.Button("Run ξ sweep on this image", elem_id="sweep-button")
+                with gr.Row():
+                    sweep_button = gr.Button("Run ξ sweep on this image", elem_id="sweep-button", scale=3)
+                    stop_sweep = gr.Button("Stop", elem_id="sweep-stop", scale=1)
                 sweep_plot = gr.Plot(label="FLOPs and agreement with dense against ξ", elem_id="sweep-plot")
             with gr.Tab("What the views teach"):
                 gr.Markdown(help_markdown())
 
-        components = {
-            "readouts": readouts, "tokens_plot": tokens_plot, "mask_overlay": mask_overlay, "legend": legend,
-            "color_mask": raw_mask, "halting": halting, "halting_legend": halting_legend, "dense_mask": dense_mask,
-            "disagreement": disagreement, "agreement": agreement, "sweep_plot": sweep_plot,
-            **{f"group_{g}": image for g, image in enumerate(token_images, start=1)},
-            **{f"confidence_{d}": image for d, image in enumerate(heatmap_images, start=1)},
-        }
-        view_outputs = [components[name] for name in studio.view_names()]
-        model_event = dict(concurrency_id=MODEL_QUEUE, concurrency_limit=1, api_visibility="private")
+        view_outputs = ViewSlots(
+            readouts=readouts, tokens_plot=tokens_plot, groups=token_images, confidences=heatmap_images,
+            mask_overlay=mask_overlay, legend=legend, color_mask=raw_mask, halting=halting,
+            halting_legend=halting_legend, dense_mask=dense_mask, disagreement=disagreement, agreement=agreement,
+            sweep_plot=sweep_plot,
+        ).flat()
+        page_event = dict(concurrency_id=PAGE_QUEUE, concurrency_limit=1, api_visibility="private",
+                          validator=studio.admit())
+        sweep_event = sweep_button.click(studio.on_sweep, [xi_box, session], [sweep_plot, session],
+                                         concurrency_id=SWEEP_QUEUE, concurrency_limit=1, api_visibility="private",
+                                         validator=studio.admit("sweep"))
+        stop_sweep.click(None, cancels=[sweep_event])
         image_in.change(studio.on_image, [image_in, size_dd, xi_box, opacity, session],
-                        [session, notices, size_dd, *view_outputs], **model_event)
-        size_dd.input(studio.on_size, [size_dd, xi_box, opacity, session], [session, *view_outputs], **model_event)
+                        [session, notices, size_dd, *view_outputs], cancels=[sweep_event], **page_event)
+        size_dd.input(studio.on_size, [size_dd, xi_box, opacity, session], [session, *view_outputs],
+                      cancels=[sweep_event], **page_event)
         xi_slider.input(studio.on_drag, [xi_slider, opacity, session], [xi_box, session, *view_outputs],
-                        trigger_mode="always_last", show_progress="hidden", **model_event)
+                        trigger_mode="always_last", show_progress="hidden", **page_event)
         xi_slider.release(studio.on_release, [xi_slider, opacity, session], [xi_box, session, *view_outputs],
-                          show_progress="minimal", **model_event)
+                          show_progress="minimal", **page_event)
         for event in (xi_box.submit, xi_box.blur):
             event(studio.on_xi_box, [xi_box, opacity, session], [xi_slider, session, *view_outputs],
-                  show_progress="minimal", **model_event)
-        reset.click(studio.on_reset, [opacity, session], [xi_box, xi_slider, session, *view_outputs], **model_event)
+                  show_progress="minimal", **page_event)
+        reset.click(studio.on_reset, [opacity, session], [xi_box, xi_slider, session, *view_outputs], **page_event)
         opacity.input(studio.on_opacity, [opacity, session], mask_overlay, show_progress="hidden",
                       api_visibility="private")
-        sweep_button.click(studio.on_sweep, [xi_box, session], [sweep_plot, session], **model_event)
 
         with gr.Row(visible=False):  # the /predict API's own components (not part of the page)
             api_image = upload_image(label="image")
-            api_xi = gr.Number(value=config.default_xi, label="xi")
+            api_xi = raw_number(value=config.default_xi, label="xi")
             api_mask = gr.Image(format="png", label="colour mask")
             api_summary = gr.JSON(label="summary")
             api_trigger = gr.Button("predict")  # never shown: only gradio_client / HTTP calls reach it
         api_trigger.click(studio.api_predict, inputs=[api_image, api_xi], outputs=[api_mask, api_summary],
-                          api_name="predict", concurrency_id=MODEL_QUEUE, concurrency_limit=1,
+                          api_name="predict", concurrency_id=PREDICT_QUEUE, concurrency_limit=1,
+                          validator=studio.admit(),
                           api_description="Segment an image at token-pass threshold xi in [0, 1] "
                           "(None: checkpoint default), at the checkpoint's working size. Returns the colour "
                           "mask at the image's resolution (images over 2048 px are downscaled first, see "
                           "summary['notices']) and a summary with gflops, dense_gflops, kept_tokens per group, "
-                          "latency_ms, dense_latency_ms, xi.")
-    demo.queue(default_concurrency_limit=1, max_size=64)
-    demo.studio = studio  # for tests and benchmarks
-    demo.example_dirs = sorted({str(p.parent) for p in examples})
-    return demo
+                          "latency_ms, dense_latency_ms, xi. At most "
+                          f"{limits.pending_per_session} calls per client session may wait or run at a time.")
+    demo.queue(default_concurrency_limit=1, max_size=limits.queue_size)
+    return StudioApp(blocks=demo, studio=studio, example_dirs=example_dirs, limits=limits)
 
 
-def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
+def serve(app: StudioApp, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
           block: bool = True) -> None:
-    """Launch ``demo`` (from ``build_demo``) with the app's settings: upload cap, errors shown, no SSR."""
-    demo.launch(
-        server_name=host, server_port=port, share=share, prevent_thread_lock=not block, show_error=True,
+    """Launch ``app`` (from ``build_demo``) with the app's settings: upload cap, request guard (body cap,
+    image-only uploads, per-client upload budget, cache size sweep), only user errors shown, no SSR."""
+    guard = Middleware(RequestGuard, limits=app.limits, ledger=UploadLedger())
+    app.blocks.launch(
+        server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
+        show_error=False,  # gradio's own exception texts name server paths; user errors (gr.Error) still show
         max_file_size=MAX_UPLOAD_BYTES, state_session_capacity=MAX_SESSIONS, css=CSS,
-        allowed_paths=getattr(demo, "example_dirs", []), ssr_mode=False, mcp_server=False, quiet=True,
-        footer_links=["api", "settings"],
+        allowed_paths=app.example_dirs, ssr_mode=False, mcp_server=False, quiet=True,
+        footer_links=["api", "settings"], app_kwargs={"middleware": [guard]},
     )

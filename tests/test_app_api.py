@@ -7,6 +7,7 @@ import urllib.request
 from pathlib import Path
 
 import cv2
+import httpx
 import numpy as np
 import PIL.Image
 import psutil
@@ -70,14 +71,18 @@ def test_xi_out_of_range_or_nan_is_a_clear_error(client, images, xi):
         client.predict(handle_file(images / "street.png"), xi, api_name="/predict")
 
 
-@pytest.mark.parametrize("name, message", [
-    ("text.png", "not an image"), ("empty.png", "empty"), ("small.png", "smaller than one"),
-])
-def test_bad_images_are_clear_errors_and_the_server_survives(client, images, name, message):
-    with pytest.raises(Exception, match=message):
-        client.predict(handle_file(images / name), 0.9, api_name="/predict")
+def test_too_small_images_are_clear_errors_and_the_server_survives(client, images):
+    with pytest.raises(Exception, match="smaller than one"):
+        client.predict(handle_file(images / "small.png"), 0.9, api_name="/predict")
     _, summary = client.predict(handle_file(images / "street.png"), 0.9, api_name="/predict")
     assert summary["xi"] == 0.9
+
+
+@pytest.mark.parametrize("name, message", [("text.png", "not an image we can read"), ("empty.png", "empty")])
+def test_files_that_are_not_images_are_refused_at_upload(server, images, name, message):
+    """The upload route keeps only images (415 with the reason); the server goes on serving."""
+    response = httpx.post(f"{server}gradio_api/upload", files={"files": (name, (images / name).read_bytes())})
+    assert response.status_code == 415 and message in response.text
 
 
 def test_100_sequential_calls_grow_memory_by_less_than_200_mb(client, images):

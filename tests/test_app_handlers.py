@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from app import controls
+from app.state import ViewSlots
 from app.studio import Studio
 from app.ui import build_demo
 from dovit import Predictor
@@ -17,17 +18,31 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def studio(tiny_model):
-    return Studio(Predictor(tiny_model))
+def uploads(tmp_path_factory):
+    """The folder the handlers may read images from (gradio's upload folder, when served)."""
+    return tmp_path_factory.mktemp("uploads")
 
 
 @pytest.fixture(scope="module")
-def street_png(tmp_path_factory):
+def studio(tiny_model, uploads):
+    return Studio(Predictor(tiny_model), image_dirs=[uploads])
+
+
+@pytest.fixture
+def tmp_path(uploads, request):
+    """A fresh folder per test inside ``uploads``, so that the handlers may read what a test writes."""
+    folder = uploads / request.node.name.replace("[", "_").replace("]", "_")
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def street_png(uploads):
     """A 60 x 80 PNG with a bright top half (sky-like) and a textured bottom."""
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)
     image[:30] = (200, 220, 250)
-    path = tmp_path_factory.mktemp("images") / "street.png"
+    path = uploads / "street.png"
     cv2.imwrite(str(path), image)
     return path
 
@@ -40,13 +55,19 @@ def load(studio, path, xi=0.95):
 
 def named(studio, views) -> dict:
     """View outputs by name; captioned images (gr.update) as (image, caption)."""
-    values = dict(zip(studio.view_names(), views))
+    values = dict(zip(ViewSlots.from_flat(views, studio.num_groups).names(), views))
     return {k: (v["value"], v["label"]) if isinstance(v, dict) and "value" in v else v for k, v in values.items()}
+
+
+def sweep(studio, xi, session, progress=lambda *args, **kwargs: None):
+    """Run the sweep generator to its end; its last [figure, session]."""
+    *_, last = studio.on_sweep(xi, session, progress=progress)
+    return last
 
 
 def test_upload_draws_every_view(studio, street_png):
     session, notices, views = load(studio, street_png)
-    assert len(views) == len(studio.view_names()) == len(studio.empty_views())
+    assert len(views) == len(studio.view_names()) == len(studio.empty_views().flat())
     views = named(studio, views)
     height, width = studio.default_size
     assert "Image 80×60 px" in notices and "GFLOPs" in views["readouts"] and "speedup" in views["readouts"]
@@ -87,7 +108,7 @@ def test_number_box_reset_size_and_opacity(studio, street_png):
     _, *views = studio.on_size("32x48", 0.9, 0.5, session)
     assert named(studio, views)["color_mask"].shape == (32, 48, 3) and "32×48" in views[0]
     transparent = studio.on_opacity(0.0, session)
-    np.testing.assert_array_equal(transparent, session["working"])
+    np.testing.assert_array_equal(transparent, session.working)
 
 
 @pytest.mark.parametrize("bad", [1.5, -0.1, float("nan"), "abc"])
@@ -120,17 +141,17 @@ def test_large_grey_16_bit_upload_is_converted_with_notices(studio, tmp_path):
     cv2.imwrite(str(path), np.tile(np.linspace(0, 65535, 2100).astype(np.uint16), (300, 1)))
     session, notices, views = load(studio, path)
     assert "Image 2048×293 px" in notices and "16-bit" in notices and "Greyscale" in notices
-    assert "downscaled from 2100×300 to 2048×293" in notices and session["image"].shape == (293, 2048, 3)
+    assert "downscaled from 2100×300 to 2048×293" in notices and session.image.shape == (293, 2048, 3)
     assert "GFLOPs" in views[0]
 
 
 def test_sweep_and_its_marker(studio, street_png):
     session, _, _ = load(studio, street_png)
     with pytest.raises(gr.Error, match="Upload an image first"):
-        studio.on_sweep(0.9, None, progress=lambda *args, **kwargs: None)
+        sweep(studio, 0.9, None)
     steps = []
-    figure, session = studio.on_sweep(0.9, session, progress=lambda value, desc=None: steps.append(value))
-    assert len(session["sweep"]) == len(controls.sweep_values()) and steps[-1] == (len(session["sweep"]),) * 2
+    figure, session = sweep(studio, 0.9, session, progress=lambda value, desc=None: steps.append(value))
+    assert len(session.sweep) == len(controls.sweep_values()) and steps[-1] == (len(session.sweep),) * 2
     assert [shape.x0 for shape in figure.layout.shapes] == [controls.position_from_xi(0.9, snap=False)]
     _, _, *views = studio.on_release(controls.position_from_xi(0.99), 0.5, session)
     assert views[-1] is not None  # the sweep plot follows ξ without recomputing
@@ -145,11 +166,13 @@ def test_api_predict_returns_colour_mask_and_summary(studio, street_png):
     assert studio.api_predict(str(street_png), None)[1]["xi"] == studio.config.default_xi
 
 
-def test_build_demo_names_the_predict_endpoint(tiny_model, tmp_path):
+def test_build_demo_offers_only_predict_as_api(tiny_model, tmp_path):
     cv2.imwrite(str(tmp_path / "example.png"), np.zeros((32, 32, 3), np.uint8))
-    demo = build_demo(Predictor(tiny_model), examples_dir=tmp_path)
-    assert "predict" in [fn.api_name for fn in demo.fns.values()]
-    assert str(tmp_path.resolve()) in demo.example_dirs
+    app = build_demo(Predictor(tiny_model), examples_dir=tmp_path)
+    public = [fn.api_name for fn in app.blocks.fns.values() if fn.api_visibility != "private"]
+    assert public == ["predict"]
+    assert str(tmp_path.resolve()) in app.example_dirs
+    assert any(Path(d) == tmp_path.resolve() for d in app.studio.image_dirs)
 
 
 def test_app_py_flags():

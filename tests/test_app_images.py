@@ -1,4 +1,5 @@
 """app.images: every upload becomes (H, W, 3) uint8 RGB or a clear ImageInputError."""
+import base64
 import io
 
 import cv2
@@ -8,7 +9,7 @@ import PIL.ImageOps
 import pytest
 
 from app import images
-from app.images import ImageInputError, decode_image, load_image_file
+from app.images import ImageInputError, decode_data_url, decode_image, load_image_file, upload_problem
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 255, (20, 30, 3), dtype=np.uint8)
@@ -96,19 +97,78 @@ def test_huge_images_are_refused_or_downscaled(monkeypatch):
 
 
 def test_upload_files_missing_empty_or_too_big(tmp_path, monkeypatch):
+    allowed = [tmp_path]
     with pytest.raises(ImageInputError, match="No image"):
-        load_image_file(None)
+        load_image_file(None, allowed)
     with pytest.raises(ImageInputError, match="could not be found"):
-        load_image_file(tmp_path / "gone.png")
+        load_image_file(tmp_path / "gone.png", allowed)
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
     with pytest.raises(ImageInputError, match="empty"):
-        load_image_file(empty)
+        load_image_file(empty, allowed)
     good = tmp_path / "good.png"
     good.write_bytes(encode(RGB, ".png"))
-    assert load_image_file(good).rgb.shape == (20, 30, 3)
+    assert load_image_file(good, allowed).rgb.shape == (20, 30, 3)
     with pytest.raises(ImageInputError, match="30×20 px, smaller than one 32×32-pixel patch"):
-        load_image_file(good, min_side=32)
+        load_image_file(good, allowed, min_side=32)
     monkeypatch.setattr(images, "MAX_UPLOAD_BYTES", 10)
     with pytest.raises(ImageInputError, match="limit is"):
-        load_image_file(good)
+        load_image_file(good, allowed)
+
+
+# ---------------------------------------------------------------- defects of issue 1, 2 and 7 (hardening)
+def test_paths_outside_the_allowed_folders_are_refused_and_answers_reveal_nothing(tmp_path):
+    """Issue item 1: any file on the server was read. Outside the allowed folders (symbolic links
+    resolved), a real image, a non-image, a missing path and a big file all get one and the same answer."""
+    uploads, elsewhere = tmp_path / "uploads", tmp_path / "elsewhere"
+    uploads.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "photo.png").write_bytes(encode(RGB, ".png"))
+    (elsewhere / "notes.txt").write_text("secret")
+    (elsewhere / "big.bin").write_bytes(bytes(images.MAX_UPLOAD_BYTES + 1))
+    (uploads / "link.png").symlink_to(elsewhere / "photo.png")
+    answers = set()
+    for path in ("/etc/passwd", "/no/such/file.png", elsewhere / "photo.png", elsewhere / "notes.txt",
+                 elsewhere / "big.bin", uploads / "link.png", uploads / ".." / "elsewhere" / "photo.png",
+                 "relative.png"):
+        with pytest.raises(ImageInputError) as refused:
+            load_image_file(str(path), [uploads])
+        answers.add(str(refused.value))
+    assert answers == {images.NOT_UPLOADED}
+    for secret in ("passwd", "photo", "MB", "empty", str(tmp_path), "/"):
+        assert secret not in images.NOT_UPLOADED
+
+
+def test_data_urls_are_capped_like_files_before_decoding(monkeypatch):
+    """Issue item 2: data: URL bytes skipped the size check. One cap, checked on the encoded length."""
+    png = encode(RGB, ".png")
+    url = "data:image/png;base64," + base64.b64encode(png).decode()
+    assert decode_data_url(url) == png
+    monkeypatch.setattr(images, "MAX_UPLOAD_BYTES", len(png) - 1)
+    decoded = []
+    monkeypatch.setattr(images.base64, "b64decode", lambda *a, **k: decoded.append(1))
+    with pytest.raises(ImageInputError, match="limit is"):
+        decode_data_url(url)
+    with pytest.raises(ImageInputError, match="limit is"):
+        load_image_file(png)
+    assert not decoded
+
+
+def test_minimum_size_is_checked_before_downscaling(tmp_path):
+    """Issue item 7: a valid 16×8192 image was refused as 4×2048 (checked after downscaling)."""
+    tall = tmp_path / "strip.png"
+    cv2.imwrite(str(tall), np.zeros((16, 8192, 3), np.uint8))
+    decoded = load_image_file(str(tall), [tmp_path], min_side=16)
+    assert decoded.original_size == (16, 8192) and decoded.rgb.shape[1] == images.MAX_SIDE
+
+
+def test_upload_problem_names_what_is_wrong_with_a_stored_upload(tmp_path):
+    good, text, empty = tmp_path / "good.png", tmp_path / "notes.png", tmp_path / "empty.png"
+    good.write_bytes(encode(RGB, ".png"))
+    text.write_text("not an image")
+    empty.write_bytes(b"")
+    gif = tmp_path / "anim.gif"
+    PIL.Image.fromarray(RGB).save(gif, "GIF")
+    assert upload_problem(good) is None
+    assert "not an image we can read" in upload_problem(text) and "empty" in upload_problem(empty)
+    assert "GIF images are not supported" in upload_problem(gif)

@@ -1,0 +1,202 @@
+"""HTTP hygiene in front of the gradio app, as an ASGI middleware (``RequestGuard``). No gradio here.
+
+- Every request body is capped (``ServingLimits.body_max_bytes``): a JSON body carrying an image as a
+  data: URL can be no bigger than the base64 of the largest upload, so memory per request is bounded.
+- ``/gradio_api/upload`` keeps only images: each stored file's header must be PNG, JPEG, WebP or BMP
+  (``images.upload_problem``), or the whole upload is deleted and refused (415, with the reason).
+  Each client address may upload ``upload_bytes_per_client`` per ``upload_window_s`` (429 beyond);
+  uploads carry no gradio session, so the address is the finest key there is. After each upload the
+  uploaded files are swept, oldest first, down to ``cache_max_bytes`` (gradio's ``delete_cache``
+  sweeps them by age).
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+from .images import upload_problem
+from .limits import ServingLimits
+
+
+DRAIN_MAX_BYTES = 256 * 2**20
+
+
+class BodyTooLarge(Exception):
+    """Raised inside ``receive`` when a body streams past the cap."""
+
+
+class UploadLedger:
+    """The files uploaded through this app: who sent them, when, and how big (for the caps)."""
+
+    def __init__(self, clock=time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._files: OrderedDict[str, tuple[str, int, float]] = OrderedDict()  # path -> (client, bytes, time)
+        self._sent: dict[str, list[tuple[float, int]]] = {}  # client -> [(time, bytes)] in the window
+
+    def sent_recently(self, client: str, window_s: float) -> int:
+        """Bytes ``client`` uploaded in the last ``window_s`` seconds."""
+        with self._lock:
+            since = self._clock() - window_s
+            recent = [(t, n) for t, n in self._sent.get(client, []) if t >= since]
+            self._sent[client] = recent
+            return sum(n for _, n in recent)
+
+    def record(self, client: str, paths: list[str]) -> None:
+        now = self._clock()
+        with self._lock:
+            for path in paths:
+                size = _size(path)
+                self._files.pop(path, None)
+                self._files[path] = (client, size, now)
+                self._sent.setdefault(client, []).append((now, size))
+
+    def sweep(self, max_bytes: int) -> list[str]:
+        """Delete the oldest uploads until those still on disk total at most ``max_bytes``; returns them."""
+        deleted = []
+        with self._lock:
+            for path in [p for p in self._files if not os.path.exists(p)]:
+                del self._files[path]
+            total = sum(size for _, size, _ in self._files.values())
+            while total > max_bytes and self._files:
+                path, (_, size, _) = self._files.popitem(last=False)
+                delete_upload(path)
+                deleted.append(path)
+                total -= size
+        return deleted
+
+    def total_bytes(self) -> int:
+        with self._lock:
+            return sum(size for path, (_, size, _) in self._files.items() if os.path.exists(path))
+
+
+def delete_upload(path: str) -> None:
+    """Remove an uploaded file and its folder (gradio stores each upload in a folder named by its hash)."""
+    file = Path(path)
+    file.unlink(missing_ok=True)
+    try:
+        file.parent.rmdir()
+    except OSError:  # not empty (another upload with the same content) or already gone
+        pass
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+class RequestGuard:
+    """ASGI middleware: caps every body, keeps only image uploads, budgets uploads per client address."""
+
+    def __init__(self, app, limits: ServingLimits, ledger: UploadLedger) -> None:
+        self.app = app
+        self.limits = limits
+        self.ledger = ledger
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cap = self.limits.body_max_bytes
+        declared = _content_length(scope)
+        if declared is not None and declared > cap:
+            await _drain(receive, DRAIN_MAX_BYTES)
+            await _answer(send, 413, f"The request is {declared / 2**20:.1f} MB; the limit is {cap / 2**20:.0f} MB.")
+            return
+        receive = _capped(receive, cap)
+        started = False
+
+        async def tracking_send(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            if scope["method"] == "POST" and scope["path"].rstrip("/").endswith("/gradio_api/upload"):
+                await self._upload(scope, receive, tracking_send, declared or 0)
+            else:
+                await self.app(scope, receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await _answer(send, 413, f"The request is over the {cap / 2**20:.0f} MB limit.")
+
+    async def _upload(self, scope, receive, send, declared: int) -> None:
+        limits = self.limits
+        client = (scope.get("client") or ("unknown", 0))[0]
+        if self.ledger.sent_recently(client, limits.upload_window_s) + declared > limits.upload_bytes_per_client:
+            await _drain(receive, DRAIN_MAX_BYTES)
+            await _answer(send, 429, f"Upload limit reached: at most {limits.upload_bytes_per_client / 2**20:.0f} MB "
+                          f"per {limits.upload_window_s:.0f} s from one address; try again shortly.")
+            return
+        messages = []
+
+        async def buffered_send(message) -> None:
+            messages.append(message)
+
+        await self.app(scope, receive, buffered_send)  # returns after gradio's background moves of the files
+        start = next((m for m in messages if m["type"] == "http.response.start"), None)
+        if start is not None and start["status"] == 200:
+            body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+            try:
+                paths = [str(p) for p in json.loads(body)]
+            except (ValueError, TypeError):
+                paths = []
+            problems = [problem for problem in map(upload_problem, paths) if problem]
+            if problems:
+                for path in paths:
+                    delete_upload(path)
+                await _answer(send, 415, problems[0])
+                return
+            self.ledger.record(client, paths)
+            self.ledger.sweep(limits.cache_max_bytes)
+        for message in messages:
+            await send(message)
+
+
+def _content_length(scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _capped(receive, cap: int):
+    received = 0
+
+    async def capped_receive():
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > cap:
+                raise BodyTooLarge
+        return message
+
+    return capped_receive
+
+
+async def _drain(receive, limit: int) -> None:
+    """Read and drop up to ``limit`` bytes of the body, so that a client still sending it reads our answer
+    rather than a reset connection; beyond that the connection is closed on it."""
+    drained = 0
+    while drained <= limit:
+        message = await receive()
+        drained += len(message.get("body", b""))
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+
+
+async def _answer(send, status: int, text: str) -> None:
+    body = text.encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,94 @@
+"""What the app keeps per browser tab (``Session``) and the view outputs every refreshing handler fills
+(``ViewSlots``). No gradio here.
+
+``ViewSlots`` is declared once and used twice: ``app.ui`` builds one of components and ``app.studio``
+one of values, and both flatten in field order, so the outputs of an event and the values of its handler
+cannot drift apart.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from .charts import SweepPoint
+
+T = TypeVar("T")
+
+
+@dataclass
+class Session:
+    """One browser tab's image and results.
+
+    image: (H0, W0, 3) uint8 RGB as decoded (at most images.MAX_SIDE on a side).
+    size: working (height, width) the model sees; working: ``image`` resized to it, (H, W, 3) uint8.
+    color_mask: (H, W, 3) uint8 of the last forward (for re-blending at another opacity), or None.
+    sweep: the ξ sweep of this image and size, or None.
+    """
+
+    image: np.ndarray
+    size: tuple[int, int]
+    working: np.ndarray
+    color_mask: np.ndarray | None = None
+    sweep: list[SweepPoint] | None = None
+
+
+@dataclass
+class ViewSlots(Generic[T]):
+    """Every view output, one field per slot; ``groups`` / ``confidences`` hold one per token group B_g /
+    decision layer. Flattened in field order, groups and confidences in index order."""
+
+    readouts: T
+    tokens_plot: T
+    groups: list[T]
+    confidences: list[T]
+    mask_overlay: T
+    legend: T
+    color_mask: T
+    halting: T
+    halting_legend: T
+    dense_mask: T
+    disagreement: T
+    agreement: T
+    sweep_plot: T = None
+
+    def flat(self) -> list[T]:
+        """The slots in output order."""
+        values: list[T] = []
+        for slot in fields(self):
+            value = getattr(self, slot.name)
+            values.extend(value) if isinstance(value, list) else values.append(value)
+        return values
+
+    def names(self) -> list[str]:
+        """Slot names in output order: 'group_1'... and 'confidence_1'... for the listed slots."""
+        names: list[str] = []
+        for slot in fields(self):
+            value = getattr(self, slot.name)
+            if isinstance(value, list):
+                prefix = slot.name.removesuffix("s")
+                names.extend(f"{prefix}_{index}" for index in range(1, len(value) + 1))
+            else:
+                names.append(slot.name)
+        return names
+
+    @classmethod
+    def filled(cls, value: Any, num_groups: int, **overrides: Any) -> ViewSlots:
+        """Every slot ``value`` (e.g. None, gr.skip()), except the keyword ``overrides``."""
+        slots = {slot.name: value for slot in fields(cls)}
+        slots.update(groups=[value] * num_groups, confidences=[value] * (num_groups - 1))
+        slots.update(overrides)
+        return cls(**slots)
+
+    @classmethod
+    def from_flat(cls, values: list, num_groups: int) -> ViewSlots:
+        """The inverse of ``flat`` for ``num_groups`` token groups."""
+        template = cls.filled(None, num_groups)
+        remaining = iter(values)
+        slots = {}
+        for slot in fields(cls):
+            value = getattr(template, slot.name)
+            slots[slot.name] = [next(remaining) for _ in value] if isinstance(value, list) else next(remaining)
+        return cls(**slots)
+
