@@ -107,9 +107,9 @@ class DoViTSegmenter(nn.Module):
         self.checkpoint_metadata: dict = dict(metadata or {})
         weights_file = _local_weights_file(pretrained)
         with torch.device("meta"):  # read the patch size, then size the whole network, without allocating
-            self.patch_size = _patch_size(config.backbone, _create_backbone(config.backbone))
+            self.patch_size = _patch_size(config.backbone, _create_backbone(config.backbone, weight_init="skip"))
             kwargs = _backbone_options(config, self.patch_size)
-            probe = _create_backbone(config.backbone, **kwargs)
+            probe = _create_backbone(config.backbone, weight_init="skip", **kwargs)
             _, probe_heads, probe_decoder = _attach_parts(config, probe, self.patch_size)
         size = sum(p.numel() for part in (probe, probe_heads, probe_decoder) for p in part.parameters())
         if size > MAX_PARAMETERS:

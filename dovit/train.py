@@ -25,7 +25,7 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from .config import DECODERS, ModelConfig
 from .data import (DATASETS, IGNORE_INDEX, EvalTransform, TrainAugment, balanced_class_weights, build_dataset,
                    class_frequencies)
@@ -119,7 +119,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--workers", type=int, default=1, help="data loader workers per process")
     add("--threads", type=int, default=None, help="torch CPU threads per process")
     add("--seed", type=int, default=0, help="random seed")
-    add("--resume", action="store_true", help="continue from OUTPUT/train_state.pt")
+    add("--resume", action="store_true",
+        help="continue from OUTPUT/train_state.pt; refuses (exit code 2) when there is none, unless --allow-fresh")
+    add("--allow-fresh", action="store_true",
+        help="with --resume: start from step 0 when OUTPUT holds no train_state.pt yet (e.g. a run killed before "
+        "its first save), instead of refusing")
     add("--no-progress", action="store_true", help="no tqdm bar (the log file is still written)")
     add("--dump-rank-weights", action="store_true",
         help="every rank also writes its final weights to OUTPUT/rank{R}.safetensors (to check that DDP ranks agree)")
@@ -359,10 +363,31 @@ def setup(args: argparse.Namespace) -> Run:
 
 
 def _resume(run: Run) -> None:
-    """--resume: weights, optimiser, schedule, step, best score, RNG (and the EMA) from OUTPUT/train_state.pt."""
+    """--resume: weights, optimiser, schedule, step, best score, RNG (and the EMA) from OUTPUT/train_state.pt.
+
+    Says what it resumes from. Refuses (one line on stderr, exit code 2) when there is no state, unless
+    --allow-fresh, and when the state cannot be read or does not fit the model that the flags describe.
+    """
     args, model, optimizer, scheduler, output = run.args, run.model, run.optimizer, run.scheduler, run.output
     state_path = output / STATE_NAME
-    if args.resume and state_path.exists():
+
+    def refuse(reason: str) -> None:
+        if run.rank == 0:
+            print(f"error: --resume: {' '.join(reason.split())[:500]}", file=sys.stderr, flush=True)
+        raise SystemExit(2)
+
+    if not args.resume:
+        return
+    if not state_path.exists():
+        if not args.allow_fresh:
+            refuse(f"{state_path} does not exist, so there is nothing to resume (a run killed before its first "
+                   f"save, every --save-every {args.save_every} steps, leaves none); pass --allow-fresh to start "
+                   "from step 0")
+        if run.rank == 0:
+            print(f"--resume: no {STATE_NAME} in {output} yet; starting from step 0 (--allow-fresh)", flush=True)
+        run.log({"event": "fresh_start", "reason": f"no {STATE_NAME}"})
+        return
+    try:
         # weights_only=True: tensors and plain containers only, never arbitrary pickled code.
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
@@ -372,8 +397,13 @@ def _resume(run: Run) -> None:
             run.ema.load_state_dict(state["ema"])
         step, best = int(state["step"]), dict(state["best"])
         torch.set_rng_state(state["torch_rng"])
-        run.step, run.best = step, best
-        run.log({"event": "resume", "step": step})
+    except Exception as error:  # a damaged file, or a state saved with other model flags
+        refuse(f"cannot resume from {state_path}: {type(error).__name__}: {error}")
+    run.step, run.best = step, best
+    if run.rank == 0:
+        print(f"--resume: continuing from {state_path} at step {step} of {args.steps} "
+              f"(best val mIoU {best['miou']:.4g} at step {best['step']})", flush=True)
+    run.log({"event": "resume", "step": step})
 
 
 def train_step(run: Run, pixels: torch.Tensor, labels: torch.Tensor, step_xi: float):
@@ -516,7 +546,11 @@ def _metadata(args, step: int, val: dict | None = None) -> dict:
 
 
 def _save_state(run: Run) -> None:
-    """last/ (the shipped weights) and OUTPUT/train_state.pt (everything --resume needs)."""
+    """last/ (the shipped weights) and OUTPUT/train_state.pt (everything --resume needs).
+
+    Each is written whole, fsynced and renamed into place, so a kill at any moment leaves the previous or
+    the new version of each, never a part (a kill between the two leaves last/ one save ahead of the state).
+    """
     model, optimizer, scheduler, step, best, output, args = (run.model, run.optimizer, run.scheduler, run.step,
                                                             run.best, run.output, run.args)
     save_checkpoint(run.shipped, output / "last", metadata=_metadata(args, step))
@@ -524,9 +558,7 @@ def _save_state(run: Run) -> None:
              "step": step, "best": best, "torch_rng": torch.get_rng_state()}
     if run.ema is not None:
         state["ema"] = run.ema.state_dict()
-    temporary = output / (STATE_NAME + ".tmp")
-    torch.save(state, temporary)
-    temporary.replace(output / STATE_NAME)
+    atomic_write(output / STATE_NAME, lambda handle: torch.save(state, handle))
 
 
 def main(argv: list[str] | None = None) -> int:
