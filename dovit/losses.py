@@ -8,13 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import IGNORE_INDEX
-
-
-def upsample_to(logits: torch.Tensor, size: tuple[int, int], patch_size: int) -> torch.Tensor:
-    """Token-grid logits (B, C, h, w) -> (B, C, H, W): upsample to the padded size, crop the padding."""
-    grid = logits.shape[-2:]
-    padded = (grid[0] * patch_size, grid[1] * patch_size)
-    return F.interpolate(logits, size=padded, mode="bilinear", align_corners=False)[..., : size[0], : size[1]]
+from .preprocess import upsample_logits
 
 
 def self_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -39,7 +33,7 @@ def dovit_loss(output, labels: torch.Tensor, patch_size: int, alpha: float = 1.0
                                label_smoothing=label_smoothing)
 
     parts = {"ce": cross_entropy(output.logits)}
-    aux = [cross_entropy(upsample_to(a, labels.shape[-2:], patch_size)) for a in output.aux_logits]  # Eq. 10
+    aux = [cross_entropy(upsample_logits(a, labels.shape[-2:], patch_size)) for a in output.aux_logits]  # Eq. 10
     parts["aux"] = torch.stack(aux).sum() if aux else torch.zeros_like(parts["ce"])
     parts["sd"] = (self_distillation(output.logits, teacher_logits) if teacher_logits is not None
                    else torch.zeros_like(parts["ce"]))
