@@ -1,0 +1,305 @@
+"""Frames in and out, and DoViT over a video: per-frame compute records and annotated frames.
+
+Frame sources are a video file (decoded with OpenCV's ``cv2.VideoCapture``) or a folder of images (an
+image sequence such as a CamVid drive, in sorted file-name order). Everything streams: one frame is
+decoded, analysed, annotated and written before the next is read, so memory does not grow with the
+length of the video.
+
+>>> predictor = Predictor.from_checkpoint()
+>>> records = []
+>>> annotated = (frame for record, frame in analyze_video(predictor, "drive.mp4", xi=0.9, overlay="halting")
+...              if not records.append(record))
+>>> write_video(annotated, "drive_dovit.mp4", fps=frame_rate("drive.mp4"))
+>>> write_records_csv(records, "drive_dovit.csv")
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import cv2
+import numpy as np
+import torch
+
+from .data.datasets import IMAGE_SUFFIXES, read_rgb
+from .predictor import Predictor, check_xi
+from .preprocess import logits_to_mask, resize_image
+from .report.tokens import expand_tokens, token_index_map
+from .trace import Trace, build_trace
+
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv")
+OVERLAYS = ("mask", "halting", "disagreement", "none")
+DEFAULT_FPS = 25.0  # when a container does not say (image folders, some WebM files)
+
+
+def is_video_file(source: str | Path) -> bool:
+    """True for a file with a video suffix (``VIDEO_SUFFIXES``)."""
+    path = Path(source)
+    return path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """The images (``IMAGE_SUFFIXES``) directly in ``folder``, sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def count_frames(source: str | Path) -> int | None:
+    """Frames in a folder (exact) or a video (the container's count, None when it does not say)."""
+    if Path(source).is_dir():
+        return len(image_files(source))
+    capture = _open_video(source)
+    try:
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    finally:
+        capture.release()
+    return count if count > 0 else None
+
+
+def frame_rate(source: str | Path) -> float:
+    """Frames per second of a video (``DEFAULT_FPS`` for a folder or a container that does not say)."""
+    if Path(source).is_dir():
+        return DEFAULT_FPS
+    capture = _open_video(source)
+    try:
+        fps = float(capture.get(cv2.CAP_PROP_FPS))
+    finally:
+        capture.release()
+    return fps if np.isfinite(fps) and fps > 0 else DEFAULT_FPS
+
+
+def iter_named_frames(source: str | Path, max_frames: int | None = None,
+                      max_side: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
+    """Yield (name, frame) one at a time: frame (H, W, 3) uint8 RGB, name the file stem of a folder's
+    image or ``frame_000123`` (0-based) for a video's frame.
+
+    source: a video file or a folder of images (sorted by file name). max_frames: stop after this many.
+    max_side: frames whose longer side exceeds it are shrunk to it (aspect kept). Raises
+    FileNotFoundError for a missing source, ValueError for one that holds no frames or cannot be decoded.
+    """
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"no video or image folder at {path}")
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be at least 1, got {max_frames}")
+    frames = _folder_frames(path) if path.is_dir() else _video_frames(path)
+    for index, (name, frame) in enumerate(frames):
+        if max_frames is not None and index >= max_frames:
+            frames.close()  # releases the decoder now, not when the generator is collected
+            return
+        yield name, _cap_side(frame, max_side)
+
+
+def iter_frames(source: str | Path, max_frames: int | None = None,
+                max_side: int | None = None) -> Iterator[np.ndarray]:
+    """Yield the frames of a video file or an image folder as (H, W, 3) uint8 RGB, streaming; see
+    ``iter_named_frames`` for the arguments."""
+    for _, frame in iter_named_frames(source, max_frames, max_side):
+        yield frame
+
+
+def _folder_frames(folder: Path) -> Iterator[tuple[str, np.ndarray]]:
+    files = image_files(folder)
+    if not files:
+        raise ValueError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    for file in files:
+        yield file.stem, read_rgb(file)
+
+
+def _open_video(path: str | Path) -> cv2.VideoCapture:
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        capture.release()
+        raise ValueError(f"cannot decode {path} as a video (OpenCV); give a video file or a folder of images")
+    return capture
+
+
+def _video_frames(path: Path) -> Iterator[tuple[str, np.ndarray]]:
+    capture = _open_video(path)
+    try:
+        index = 0
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            yield f"frame_{index:06d}", cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            index += 1
+        if index == 0:
+            raise ValueError(f"{path} opened as a video but no frame could be decoded")
+    finally:
+        capture.release()
+
+
+def _cap_side(frame: np.ndarray, max_side: int | None) -> np.ndarray:
+    if max_side is None or max(frame.shape[:2]) <= max_side:
+        return frame
+    scale = max_side / max(frame.shape[:2])
+    return resize_image(frame, (max(1, round(frame.shape[0] * scale)), max(1, round(frame.shape[1] * scale))))
+
+
+def write_video(frames: Iterable[np.ndarray], path: str | Path, fps: float = DEFAULT_FPS) -> int:
+    """Encode (H, W, 3) uint8 RGB frames, all of the first frame's size, to an MP4 (OpenCV, ``mp4v``).
+
+    Streams: each frame is written as it arrives. Returns the number of frames written; raises ValueError
+    for no frames, a frame of another size, or a writer OpenCV cannot open.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer, size, count = None, None, 0
+    try:
+        for frame in frames:
+            if writer is None:
+                size = frame.shape[:2]
+                writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (size[1], size[0]))
+                if not writer.isOpened():
+                    raise ValueError(f"OpenCV cannot write an mp4v video to {path}")
+            if frame.shape[:2] != size:
+                raise ValueError(f"frame {count} is {frame.shape[:2]}, the video is {size}: all frames need one size")
+            writer.write(cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2BGR))
+            count += 1
+    finally:
+        if writer is not None:
+            writer.release()
+    if count == 0:
+        raise ValueError(f"no frames to write to {path}")
+    return count
+
+
+@dataclass
+class FrameRecord:
+    """One analysed frame. gflops / dense_gflops: this forward's and the dense forward's cost
+    (``dovit.flops.FLOPS_CONVENTION``); kept_tokens: patch tokens run through each group B_1..B_{D+1};
+    latency_ms: measured wall time of preprocessing, forward and mask on this machine."""
+
+    frame: int
+    gflops: float
+    dense_gflops: float
+    kept_tokens: list[int]
+    latency_ms: float
+    name: str = ""
+    xi: float = 1.0
+
+
+def write_records_json(records: Iterable[FrameRecord], path: str | Path) -> Path:
+    """A JSON list of the records (one object per frame, fields as in ``FrameRecord``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([asdict(r) for r in records], indent=1) + "\n")
+    return path
+
+
+def write_records_csv(records: Iterable[FrameRecord], path: str | Path) -> Path:
+    """A CSV with one row per frame; ``kept_tokens`` becomes one column per group (kept_tokens_B1, ...)."""
+    rows = [asdict(r) for r in records]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    groups = max((len(r["kept_tokens"]) for r in rows), default=0)
+    kept_columns = [f"kept_tokens_B{g + 1}" for g in range(groups)]
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["frame", "name", "xi", "gflops", "dense_gflops", *kept_columns, "latency_ms"])
+        for r in rows:
+            kept = list(r["kept_tokens"]) + [""] * (groups - len(r["kept_tokens"]))
+            writer.writerow([r["frame"], r["name"], r["xi"], f"{r['gflops']:.6f}", f"{r['dense_gflops']:.6f}", *kept,
+                             f"{r['latency_ms']:.3f}"])
+    return path
+
+
+def read_records_json(path: str | Path) -> list[FrameRecord]:
+    """The records that ``write_records_json`` wrote."""
+    return [FrameRecord(**row) for row in json.loads(Path(path).read_text())]
+
+
+# ------------------------------------------------------------------ overlays (pure)
+DISAGREE_RGB = (255, 0, 255)
+
+
+def class_palette(colors: list, num_classes: int) -> np.ndarray:
+    """(num_classes + 1, 3) uint8: the checkpoint's class colours, then black for ids outside them."""
+    palette = np.zeros((num_classes + 1, 3), np.uint8)
+    palette[: len(colors)] = np.asarray(colors, np.uint8).reshape(-1, 3)[:num_classes]
+    return palette
+
+
+def depth_palette(num_groups: int) -> np.ndarray:
+    """(num_groups, 3) uint8 RGB, dark purple (stopped after B_1) to yellow (ran every block)."""
+    ramp = np.linspace(30, 240, num_groups).round().astype(np.uint8)[:, None]
+    return cv2.applyColorMap(ramp, cv2.COLORMAP_PLASMA)[:, 0, ::-1].copy()
+
+
+def overlay_frame(frame: np.ndarray, overlay: str, mask: np.ndarray, trace: Trace, palette: np.ndarray,
+                  working_size: tuple[int, int], patch: int, dense_mask: np.ndarray | None = None,
+                  opacity: float = 0.5) -> np.ndarray:
+    """Draw one overlay over (H, W, 3) uint8 RGB ``frame``; returns a new (H, W, 3) uint8 image.
+
+    overlay: "mask" (class colours of ``mask`` (H, W)), "halting" (the group after which each token
+    stopped, ``trace.halting_depth``), "disagreement" (magenta where ``mask`` differs from ``dense_mask``,
+    over a dimmed grey frame) or "none". working_size, patch: how the model cut the frame into tokens.
+    """
+    if overlay == "none":
+        return frame.copy()
+    if overlay == "mask":
+        colours = palette[np.clip(mask, -1, len(palette) - 1)]  # -1 and ids past the palette: black
+    elif overlay == "halting":
+        index = token_index_map(frame.shape[:2], working_size, trace.grid, patch)
+        colours = expand_tokens(depth_palette(len(trace.groups))[trace.halting_depth - 1], index)
+    elif overlay == "disagreement":
+        if dense_mask is None:
+            raise ValueError("the disagreement overlay needs the dense mask")
+        grey = cv2.cvtColor(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB) // 2
+        grey[mask != dense_mask] = DISAGREE_RGB
+        return grey
+    else:
+        raise ValueError(f"unknown overlay {overlay!r}; choose from {OVERLAYS}")
+    return cv2.addWeighted(np.ascontiguousarray(colours, np.uint8), opacity, frame, 1.0 - opacity, 0.0)
+
+
+def caption_frame(frame: np.ndarray, text: str) -> np.ndarray:
+    """Write ``text`` in the top-left corner of (H, W, 3) uint8 ``frame`` (in place; returns it)."""
+    scale = max(0.35, frame.shape[1] / 1400)
+    thickness = max(1, round(scale * 2))
+    (width, height), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    cv2.rectangle(frame, (0, 0), (width + 8, height + base + 8), (0, 0, 0), -1)
+    cv2.putText(frame, text, (4, height + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    return frame
+
+
+# ------------------------------------------------------------------ analysis
+@torch.inference_mode()
+def analyze_video(predictor: Predictor, source: str | Path, xi: float | None = None, overlay: str = "mask",
+                  max_frames: int | None = None, max_side: int | None = None, opacity: float = 0.5,
+                  caption: bool = True) -> Iterator[tuple[FrameRecord, np.ndarray]]:
+    """Run DoViT over a video file or an image folder, one frame at a time.
+
+    Yields (record, annotated frame (H, W, 3) uint8 RGB) per frame. xi: the threshold (None: the
+    checkpoint's default). overlay: one of ``OVERLAYS``; "disagreement" also runs the dense forward of
+    every frame (its time is not in ``latency_ms``). Frames are processed at the predictor's working size;
+    the annotated frame keeps the decoded frame's size (after ``max_side``). One forward per frame, no
+    cache: unlike ``Predictor.predict`` the dense baseline is not computed unless the overlay needs it.
+    """
+    xi = predictor.default_xi if xi is None else check_xi(xi)
+    if overlay not in OVERLAYS:
+        raise ValueError(f"unknown overlay {overlay!r}; choose from {OVERLAYS}")
+    model, config = predictor.model, predictor.config
+    palette = class_palette(config.class_colors, config.num_classes)
+    for index, (name, frame) in enumerate(iter_named_frames(source, max_frames, max_side)):
+        start = time.perf_counter()
+        pixels = predictor.preprocess(frame)
+        output = model(pixels, xi=xi)
+        mask = logits_to_mask(output.logits, frame.shape[:2])[0].cpu().numpy()
+        latency_ms = (time.perf_counter() - start) * 1000.0
+        trace = build_trace(model, output)
+        dense_mask = None
+        if overlay == "disagreement":
+            dense_mask = logits_to_mask(model(pixels, xi=1.0).logits, frame.shape[:2])[0].cpu().numpy()
+        record = FrameRecord(frame=index, gflops=trace.flops / 1e9, dense_gflops=trace.dense_flops / 1e9,
+                             kept_tokens=[g.tokens for g in trace.groups], latency_ms=latency_ms, name=name, xi=xi)
+        annotated = overlay_frame(frame, overlay, mask, trace, palette, tuple(pixels.shape[-2:]), model.patch_size,
+                                  dense_mask, opacity)
+        if caption:
+            caption_frame(annotated, f"#{index} xi {xi:g}  {record.gflops:.2f}/{record.dense_gflops:.2f} GFLOPs  "
+                                     f"{latency_ms:.0f} ms")
+        yield record, annotated

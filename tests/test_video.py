@@ -1,0 +1,150 @@
+"""dovit.video: streaming frame sources, MP4 writing, per-frame records and analyse -> export end to end."""
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import dovit
+from dovit import video
+from dovit.report.tokens import expand_tokens, token_index_map, token_majority
+
+SIZE = (64, 96)  # height, width: a 4 x 6 token grid at patch 16
+
+
+def synthetic_video(path: Path, count: int = 12, size=SIZE, fps: float = 10.0) -> Path:
+    """A moving white square on a gradient, written with OpenCV (mp4v)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size[1], size[0]))
+    assert writer.isOpened()
+    for index in range(count):
+        frame = np.zeros((*size, 3), np.uint8)
+        frame[:] = np.linspace(0, 200, size[1], dtype=np.uint8)[None, :, None]
+        cv2.rectangle(frame, (4 * index, 10), (4 * index + 20, 30), (255, 255, 255), -1)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def predictor() -> dovit.Predictor:
+    torch.manual_seed(0)
+    model = dovit.build_model("vit_tiny_patch16_224", num_classes=5, input_size=SIZE, decoder_channels=16,
+                              default_xi=0.5)
+    return dovit.Predictor(model)
+
+
+def test_video_frames_decode_in_order_with_their_count(tmp_path):
+    path = synthetic_video(tmp_path / "clip.mp4")
+    assert video.is_video_file(path) and video.count_frames(path) == 12
+    assert video.frame_rate(path) == pytest.approx(10.0)
+    named = list(video.iter_named_frames(path))
+    assert [name for name, _ in named] == [f"frame_{i:06d}" for i in range(12)]
+    for _, frame in named:
+        assert frame.shape == (*SIZE, 3) and frame.dtype == np.uint8
+    # RGB, not BGR: the gradient's blue equals its red on a grey ramp; the square moves right
+    assert named[0][1][20, 90].tolist() == pytest.approx(named[0][1][20, 90][::-1].tolist(), abs=8)
+    assert named[0][1][20, 12].mean() > 230 and named[11][1][20, 12].mean() < 230
+
+
+def test_max_frames_and_max_side(tmp_path):
+    path = synthetic_video(tmp_path / "clip.mp4")
+    frames = list(video.iter_frames(path, max_frames=3, max_side=48))
+    assert len(frames) == 3 and frames[0].shape == (32, 48, 3)
+    with pytest.raises(ValueError, match="max_frames"):
+        list(video.iter_frames(path, max_frames=0))
+
+
+def test_image_folder_streams_in_sorted_order(tmp_path):
+    for index in (2, 0, 1):
+        cv2.imwrite(str(tmp_path / f"f{index}.png"), np.full((8, 10, 3), (index * 50, 0, 0), np.uint8))
+    (tmp_path / "notes.txt").write_text("not an image")
+    named = list(video.iter_named_frames(tmp_path))
+    assert [name for name, _ in named] == ["f0", "f1", "f2"]
+    assert [int(frame[0, 0, 2]) for _, frame in named] == [0, 50, 100]  # BGR blue written -> RGB channel 2
+    assert video.count_frames(tmp_path) == 3 and video.frame_rate(tmp_path) == video.DEFAULT_FPS
+
+
+def test_frames_are_a_stream_not_a_list(tmp_path):
+    path = synthetic_video(tmp_path / "clip.mp4")
+    frames = video.iter_frames(path)
+    assert not isinstance(frames, (list, tuple)) and next(frames).shape == (*SIZE, 3)
+
+
+def test_bad_sources_raise_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no video or image folder"):
+        next(video.iter_frames(tmp_path / "missing.mp4"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no images"):
+        next(video.iter_frames(tmp_path / "empty"))
+    (tmp_path / "junk.mp4").write_bytes(b"not a video")
+    with pytest.raises(ValueError, match="cannot decode|no frame"):
+        next(video.iter_frames(tmp_path / "junk.mp4"))
+
+
+def test_write_video_round_trip_and_size_check(tmp_path):
+    frames = [np.full((*SIZE, 3), i * 20, np.uint8) for i in range(5)]
+    assert video.write_video(iter(frames), tmp_path / "out.mp4", fps=5) == 5
+    assert video.count_frames(tmp_path / "out.mp4") == 5
+    assert len(list(video.iter_frames(tmp_path / "out.mp4"))) == 5
+    with pytest.raises(ValueError, match="one size"):
+        video.write_video([frames[0], np.zeros((32, 32, 3), np.uint8)], tmp_path / "bad.mp4")
+    with pytest.raises(ValueError, match="no frames"):
+        video.write_video([], tmp_path / "none.mp4")
+
+
+def test_records_export_to_json_and_csv(tmp_path):
+    records = [video.FrameRecord(frame=i, gflops=1.5 + i, dense_gflops=3.0, kept_tokens=[24, 10 - i, 5],
+                                 latency_ms=12.5, name=f"f{i}", xi=0.9) for i in range(3)]
+    assert video.read_records_json(video.write_records_json(records, tmp_path / "r.json")) == records
+    rows = list(csv.DictReader(video.write_records_csv(records, tmp_path / "r.csv").open()))
+    assert [int(r["frame"]) for r in rows] == [0, 1, 2]
+    assert rows[1]["kept_tokens_B2"] == "9" and float(rows[2]["gflops"]) == pytest.approx(3.5)
+    assert set(rows[0]) == {"frame", "name", "xi", "gflops", "dense_gflops", "kept_tokens_B1", "kept_tokens_B2",
+                            "kept_tokens_B3", "latency_ms"}
+
+
+def test_token_geometry_maps_pixels_to_their_patch():
+    # a 40 x 56 image seen at 32 x 48 on a 2 x 3 grid: the left third of the top half is token 0
+    index = token_index_map((40, 56), (32, 48), (2, 3), 16)
+    assert index.shape == (40, 56) and index[0, 0] == 0 and index[-1, -1] == 5
+    assert set(np.unique(index)) == set(range(6))
+    labels = np.where(index == 4, 2, 1)
+    labels[:20, :] = 255  # the top half is void: tokens 0-2 get no majority
+    assert token_majority(labels, index, 6, 3, ignore_index=255).tolist() == [255, 255, 255, 1, 2, 1]
+    assert np.array_equal(expand_tokens(np.arange(6).reshape(2, 3), index), index)
+
+
+@pytest.mark.parametrize("overlay", video.OVERLAYS)
+def test_analyse_export_reopen(tmp_path, predictor, overlay):
+    source = synthetic_video(tmp_path / "clip.mp4")
+    records = []
+    annotated = (frame for record, frame in video.analyze_video(predictor, source, xi=0.5, overlay=overlay)
+                 if not records.append(record))
+    written = video.write_video(annotated, tmp_path / "annotated.mp4", fps=video.frame_rate(source))
+    assert written == 12 and video.count_frames(tmp_path / "annotated.mp4") == 12
+    assert len(list(video.iter_frames(tmp_path / "annotated.mp4"))) == 12
+    video.write_records_json(records, tmp_path / "frames.json")
+    rows = json.loads((tmp_path / "frames.json").read_text())
+    assert [row["frame"] for row in rows] == list(range(12))
+    for row in rows:
+        assert {"frame", "gflops", "dense_gflops", "kept_tokens", "latency_ms"} <= set(row)
+        assert row["kept_tokens"][0] == 24 and row["latency_ms"] > 0 and 0 < row["gflops"]
+
+
+def test_records_match_the_predictor(tmp_path, predictor):
+    """The video path's FLOPs and kept tokens are the Predictor's for the same frame and xi."""
+    source = synthetic_video(tmp_path / "clip.mp4", count=3)
+    for (record, _), frame in zip(video.analyze_video(predictor, source, xi=0.5, overlay="none"),
+                                  video.iter_frames(source)):
+        trace = predictor.predict(frame, xi=0.5).trace
+        assert record.kept_tokens == [g.tokens for g in trace.groups]
+        assert record.gflops == pytest.approx(trace.flops / 1e9) and record.dense_gflops == pytest.approx(
+            trace.dense_flops / 1e9)
+
+
+def test_unknown_overlay_is_refused(tmp_path, predictor):
+    with pytest.raises(ValueError, match="unknown overlay"):
+        next(video.analyze_video(predictor, synthetic_video(tmp_path / "clip.mp4", count=1), overlay="sparkles"))
