@@ -17,8 +17,9 @@ from typing import Any
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-DECODERS = ("naive", "pup", "skip")
+DECODERS = ("naive", "pup", "skip", "segmenter")
 STEMS = ("patch", "conv")
+SEGMENTER_HEAD_DIM = 64  # the segmenter decoder's attention head width (Segmenter's, ViT's): heads = channels / 64
 
 # Caps on what a config may ask for. Far above any real use (ADE20K has 150 classes, LVIS 1203; Cityscapes
 # trains at 1024 x 2048), far below what would exhaust memory: 10**9 classes asked for 8 GB of palette alone.
@@ -46,7 +47,8 @@ class ModelConfig:
     backbone: str = "vit_tiny_patch16_224"
     num_classes: int = 11
     decision_layers: tuple[int, ...] | None = None  # None: paper default for the depth
-    decoder: str = "naive"  # SETR-Naive, SETR-PUP, or "skip": SETR-Naive + a conv-stem skip (needs stem="conv")
+    decoder: str = "naive"  # SETR-Naive, SETR-PUP, "skip": SETR-Naive + a conv-stem skip (needs stem="conv"),
+    # or "segmenter": Segmenter's mask transformer (decoder_channels wide, a multiple of 64)
     decoder_channels: int = 256
     stem: str = "patch"  # "patch": timm's PatchEmbed; "conv": early-convolution stem (Xiao et al. 2021)
     merge_stopped: bool = True  # Eq. 8 token merging into the class token
@@ -76,6 +78,9 @@ class ModelConfig:
         if self.decoder == "skip" and self.stem != "conv":
             raise ValueError("decoder 'skip' reads the conv stem's 1/4-resolution features: use stem='conv'")
         self.decoder_channels = _integer("decoder_channels", self.decoder_channels, 1, MAX_DECODER_CHANNELS)
+        if self.decoder == "segmenter" and self.decoder_channels % SEGMENTER_HEAD_DIM:
+            raise ValueError(f"decoder 'segmenter' needs decoder_channels a multiple of {SEGMENTER_HEAD_DIM} (its "
+                             f"attention heads are {SEGMENTER_HEAD_DIM} channels wide), got {self.decoder_channels}")
         if not isinstance(self.merge_stopped, bool):
             raise ValueError(f"merge_stopped must be true or false, got {self.merge_stopped!r}")
         self.default_xi = _real("default_xi", self.default_xi, 0.0, 1.0)

@@ -1,12 +1,17 @@
-"""SETR decoders (Zheng et al., CVPR 2021) over the reconstructed h x w token map, and a skip variant.
+"""Decoders over the reconstructed h x w token map: SETR's (Zheng et al., CVPR 2021), a skip variant, and
+Segmenter's mask transformer (Strudel et al., ICCV 2021).
 
-Every decoder has ``flops(grid)``: FLOPs (2 x MACs) of its convolutions for an h x w token grid.
+Every decoder has ``flops(grid)``: FLOPs (2 x MACs) of its matmuls and convolutions for an h x w token grid.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from timm.layers import trunc_normal_
+from timm.models.vision_transformer import Block
 from torch import nn
+
+from .config import SEGMENTER_HEAD_DIM
 
 
 def conv_flops(conv: nn.Conv2d, out_h: int, out_w: int) -> int:
@@ -103,11 +108,71 @@ class SETRSkip(nn.Module):
                 + conv_flops(self.classifier, 4 * h, 4 * w))
 
 
+SEGMENTER_LAYERS = 2  # the paper's and MMSegmentation's mask transformer depth
+
+
+class SegmenterMaskTransformer(nn.Module):
+    """Segmenter's mask transformer, laid out as MMSegmentation's ``SegmenterMaskTransformerHead``.
+
+    Patch tokens are projected E -> D (``project``), C learned class embeddings are appended, and the N + C
+    tokens run through ``SEGMENTER_LAYERS`` timm ``Block``s (D / 64 heads, MLP 4D; ModelConfig checks D % 64 == 0) and a LayerNorm. Patch and
+    class features are projected once more, L2-normalised, and their dot products are the class masks
+    (N x C), normalised by the mask LayerNorm over classes. Output at the token grid; the caller upsamples.
+    LayerNorms use torch's eps 1e-5, as Segmenter and MMSegmentation's head do (timm's ViT uses 1e-6).
+    """
+
+    needs_skip = False
+
+    def __init__(self, embed_dim: int, num_classes: int, channels: int, num_layers: int = SEGMENTER_LAYERS) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.project = nn.Linear(embed_dim, channels)
+        self.class_embedding = nn.Parameter(torch.zeros(1, num_classes, channels))
+        self.blocks = nn.Sequential(*(
+            Block(channels, channels // SEGMENTER_HEAD_DIM, mlp_ratio=4.0, qkv_bias=True, norm_layer=nn.LayerNorm)
+            for _ in range(num_layers)
+        ))
+        self.norm = nn.LayerNorm(channels)
+        self.patch_proj = nn.Linear(channels, channels, bias=False)
+        self.classes_proj = nn.Linear(channels, channels, bias=False)
+        self.mask_norm = nn.LayerNorm(num_classes)
+        trunc_normal_(self.class_embedding, std=0.02)
+        for layer in self.modules():
+            if isinstance(layer, nn.Linear):
+                trunc_normal_(layer.weight, std=0.02)
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
+
+    def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """feature_map (B, E, h, w) -> mask logits (B, C, h, w)."""
+        b, _, h, w = feature_map.shape
+        x = self.project(feature_map.flatten(2).transpose(1, 2))  # (B, N, D)
+        x = torch.cat([x, self.class_embedding.expand(b, -1, -1)], dim=1)
+        x = self.norm(self.blocks(x))
+        patches = F.normalize(self.patch_proj(x[:, : -self.num_classes]), dim=2)
+        classes = F.normalize(self.classes_proj(x[:, -self.num_classes :]), dim=2)
+        masks = self.mask_norm(patches @ classes.transpose(1, 2))  # (B, N, C)
+        return masks.transpose(1, 2).reshape(b, self.num_classes, h, w)
+
+    def flops(self, grid: tuple[int, int]) -> int:
+        num_patches = grid[0] * grid[1]
+        channels = self.patch_proj.in_features
+        project = 2 * num_patches * self.project.in_features * channels
+        n = num_patches + self.num_classes
+        hidden = self.blocks[0].mlp.fc1.out_features
+        block = 2 * n * channels * (3 * channels + channels + 2 * hidden) + 4 * n * n * channels  # linears, QK^T + AV
+        heads = 2 * n * channels * channels  # patch_proj on N tokens + classes_proj on C tokens
+        masks = 2 * num_patches * self.num_classes * channels
+        return project + len(self.blocks) * block + heads + masks
+
+
 def build_decoder(kind: str, embed_dim: int, num_classes: int, channels: int, skip_channels: int = 0) -> nn.Module:
+    if kind == "segmenter":
+        return SegmenterMaskTransformer(embed_dim, num_classes, channels)
     if kind == "naive":
         return SETRNaive(embed_dim, num_classes, channels)
     if kind == "pup":
         return SETRPUP(embed_dim, num_classes, channels)
     if kind == "skip":
         return SETRSkip(embed_dim, num_classes, channels, skip_channels)
-    raise ValueError(f"unknown decoder {kind!r}; choose 'naive', 'pup' or 'skip'")
+    raise ValueError(f"unknown decoder {kind!r}; choose 'naive', 'pup', 'skip' or 'segmenter'")

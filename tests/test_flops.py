@@ -11,7 +11,8 @@ def _relative_gap(counted: int, analytic: int) -> float:
 
 
 @pytest.mark.parametrize("options", [dict(), dict(stem="conv"), dict(decoder="pup", decoder_channels=32),
-                                     dict(stem="conv", decoder="skip", decoder_channels=32), dict(merge_stopped=False)])
+                                     dict(stem="conv", decoder="skip", decoder_channels=32), dict(merge_stopped=False),
+                                     dict(decoder="segmenter", decoder_channels=64)])
 @pytest.mark.parametrize("xi", [1.0, 0.5, 0.3, 0.0])
 def test_analytic_flops_agree_with_the_counter(options, xi):
     torch.manual_seed(0)
@@ -47,3 +48,11 @@ def test_token_pass_flops_scale_with_kept_tokens(tiny_model):
     assert formula.block(24) > formula.block(12) > formula.block(0)
     # Attention is quadratic: doubling the sequence more than doubles the attention term.
     assert formula.block(2 * 11 + 1) - 2 * formula.block(11) > 0
+
+
+@pytest.mark.parametrize("grid,classes,channels", [((3, 4), 2, 64), ((5, 7), 19, 128)])
+def test_segmenter_decoder_flops_agree_with_the_counter(grid, classes, channels):
+    decoder = dovit.decoders.build_decoder("segmenter", 48, classes, channels).eval()
+    with torch.no_grad():
+        counted, _ = count_flops(decoder, torch.randn(1, 48, *grid))
+    assert _relative_gap(counted, decoder.flops(grid)) <= 0.01
