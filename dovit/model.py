@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import timm
+from timm.layers import resample_abs_pos_embed
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig, default_decision_layers
 from .decoders import build_decoder
+from .preprocess import upsample_logits
 from .stems import ConvStem
 from . import token_pass as tp
 
@@ -125,6 +127,8 @@ class DoViTSegmenter(nn.Module):
         self.num_prefix_tokens = int(vit.num_prefix_tokens)
         depth = len(vit.blocks)
         self.group_bounds = list(zip((0,) + self.decision_layers, self.decision_layers + (depth,)))
+        # (key, table): the position embedding resampled for the last non-native grid, see _position_embed
+        self._pos_embed_cache: tuple[tuple, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -153,13 +157,41 @@ class DoViTSegmenter(nn.Module):
         else:
             x = vit.patch_embed(pixels)  # (B, h, w, E)
         grid = (int(x.shape[1]), int(x.shape[2]))
-        x = vit.norm_pre(vit.patch_drop(vit._pos_embed(x)))
+        x = vit.norm_pre(vit.patch_drop(self._position_embed(x)))
         embed_done = _now()
         first, last = self.group_bounds[0]
         for block in vit.blocks[first:last]:
             x = block(x)
         timings = {"embed": embed_done - start, "group_1": _now() - embed_done}
         return TokenState(x, grid, (int(height), int(width)), timings, skip)
+
+    def _position_embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Prefix tokens and position embedding for patch tokens x (B, h, w, E) -> (B, P + h*w, E).
+
+        timm's ``_pos_embed`` resamples the position embedding (bicubic, antialiased: ~10 ms on a 2-core
+        CPU) on every forward whose grid differs from the one the backbone was built for. Without
+        gradients the resampled table is cached per grid (and per version of the weights) and added here
+        as timm adds it; with gradients, or at the native grid (no resampling), timm's own code runs.
+        """
+        vit = self.vit
+        grid = (int(x.shape[1]), int(x.shape[2]))
+        if torch.is_grad_enabled() or vit.pos_embed is None or grid == tuple(vit.patch_embed.grid_size):
+            return vit._pos_embed(x)
+        table = vit.pos_embed
+        key = (grid, table.device, table.dtype, table.data_ptr(), table._version)
+        if self._pos_embed_cache is None or self._pos_embed_cache[0] != key:
+            resampled = resample_abs_pos_embed(table, new_size=grid, old_size=vit.patch_embed.grid_size,
+                                               num_prefix_tokens=0 if vit.no_embed_class else vit.num_prefix_tokens)
+            self._pos_embed_cache = (key, resampled)
+        pos_embed = self._pos_embed_cache[1]
+        batch = x.shape[0]
+        prefix = [token.expand(batch, -1, -1) for token in (vit.cls_token, vit.reg_token) if token is not None]
+        x = x.reshape(batch, grid[0] * grid[1], x.shape[-1])
+        if vit.no_embed_class:  # deit-3 style: the table covers patch tokens only
+            x = torch.cat(prefix + [x + pos_embed], dim=1)
+        else:
+            x = torch.cat(prefix + [x], dim=1) + pos_embed
+        return vit.pos_drop(x)
 
     def forward_from(
         self, state: TokenState, xi: float, equalise: bool = False, with_aux: bool | None = None,
@@ -224,36 +256,33 @@ class DoViTSegmenter(nn.Module):
     def _run_group(
         self, blocks: nn.Module, prefix_tokens: torch.Tensor, patches: torch.Tensor, keep: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the kept tokens (plus prefix tokens) through real timm blocks; carry stopped ones unchanged."""
+        """Run the kept tokens (plus prefix tokens) through real timm blocks; carry stopped ones unchanged.
+
+        prefix_tokens (B, P, E), patches (B, N, E), keep (B, N) bool -> updated (prefix_tokens, patches).
+        One batched forward whatever the kept counts: when they differ (inference), each image's kept tokens
+        are padded to the batch's largest count and a key-padding mask keeps every image attending to its
+        own tokens only, so an image gets its batch-1 result (up to float reassociation) whatever its
+        batch mates keep. Equal counts (batch 1, equalised training batches) run unpadded and unmasked.
+        """
         p = prefix_tokens.shape[1]
         if bool(keep.all()):
             x = torch.cat([prefix_tokens, patches], dim=1)
             for block in blocks:
                 x = block(x)
             return x[:, :p], x[:, p:]
-        counts = keep.sum(dim=1)
-        if bool((counts == counts[0]).all()):
-            indices = tp.kept_indices(keep)
-            x = torch.cat([prefix_tokens, tp.gather_tokens(patches, indices)], dim=1)
-            for block in blocks:
-                x = block(x)
-            return x[:, :p], tp.scatter_tokens(patches, x[:, p:], indices)
-        # Inference with different kept counts: each image runs alone, so its result never depends
-        # on its batch mates (no padding, no attention mask).
-        outputs = [
-            self._run_group(blocks, prefix_tokens[i : i + 1], patches[i : i + 1], keep[i : i + 1])
-            for i in range(patches.shape[0])
-        ]
-        return torch.cat([o[0] for o in outputs]), torch.cat([o[1] for o in outputs])
+        indices, valid = tp.padded_kept_indices(keep)
+        padded = not bool(valid.all())
+        attn_mask = tp.key_padding_mask(valid, p) if padded else None
+        x = torch.cat([prefix_tokens, tp.gather_tokens(patches, indices)], dim=1)
+        for block in blocks:
+            x = block(x, attn_mask=attn_mask)
+        return x[:, :p], tp.scatter_tokens(patches, x[:, p:], indices, valid if padded else None)
 
     def _decode(self, patches: torch.Tensor, state: TokenState) -> torch.Tensor:
         feature_map = tokens_to_map(self.vit.norm(patches), state.grid)
         logits = self.decoder(feature_map, state.skip) if self.decoder.needs_skip else self.decoder(feature_map)
-        padded = (state.grid[0] * self.patch_size, state.grid[1] * self.patch_size)
-        if logits.shape[-2:] != padded:
-            logits = F.interpolate(logits, size=padded, mode="bilinear", align_corners=False)
-        height, width = state.input_size
-        return logits[..., :height, :width]
+        # The decoder's output covers the input padded to the patch size: upsample to that, crop the padding.
+        return upsample_logits(logits, state.input_size, self.patch_size)
 
 
 # Networks above this many parameters are refused before they are built: ViT-g/14 (1.0 B), the largest

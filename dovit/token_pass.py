@@ -41,12 +41,38 @@ def kept_indices(keep_mask: torch.Tensor) -> torch.Tensor:
 
     keep_mask (B, N) with the same count K in every row -> indices (B, K) int64.
     """
+    indices, valid = padded_kept_indices(keep_mask)
+    if not bool(valid.all()):
+        raise ValueError("kept_indices needs the same kept count in every row; use padded_kept_indices")
+    return indices
+
+
+def padded_kept_indices(keep_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The index map I for a batch whose images keep different numbers of tokens, padded to the largest.
+
+    keep_mask (B, N) -> indices (B, K) int64 and valid (B, K) bool, K = the largest kept count. Row b lists
+    its K_b kept positions in ascending order (valid), then, as padding, its first K - K_b stopped
+    positions (not valid). Padding points at real, distinct tokens, so the padded sequence holds finite
+    values and a scatter of it writes no position twice.
+    """
     counts = keep_mask.sum(dim=1)
-    if counts.numel() and not bool((counts == counts[0]).all()):
-        raise ValueError("kept_indices needs the same kept count in every row; run images one by one")
-    k = int(counts[0].item()) if counts.numel() else 0
-    # Stable sort of ~mask puts kept positions first, in their original order.
-    return (~keep_mask).to(torch.uint8).argsort(dim=1, stable=True)[:, :k]
+    k = int(counts.max().item()) if counts.numel() else 0
+    # Stable sort of ~mask puts kept positions first, in their original order, then the stopped ones.
+    indices = (~keep_mask).to(torch.uint8).argsort(dim=1, stable=True)[:, :k]
+    valid = torch.arange(k, device=keep_mask.device) < counts.unsqueeze(1)
+    return indices, valid
+
+
+def key_padding_mask(valid: torch.Tensor, num_prefix_tokens: int) -> torch.Tensor:
+    """The attention mask that makes a padded sequence attend only to its own real tokens.
+
+    valid (B, K) bool from ``padded_kept_indices`` -> (B, 1, 1, P + K) bool, True = attend, for timm's
+    ``Block.forward(x, attn_mask=...)`` (passed on to ``F.scaled_dot_product_attention``, broadcast over
+    heads and queries). The P prefix tokens are always attended, so no query row is fully masked; the
+    outputs of padded query rows are meaningless and must be discarded (``scatter_tokens(..., valid)``).
+    """
+    prefix = torch.ones(valid.shape[0], num_prefix_tokens, dtype=torch.bool, device=valid.device)
+    return torch.cat([prefix, valid], dim=1)[:, None, None, :]
 
 
 def gather_tokens(tokens: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
@@ -54,11 +80,16 @@ def gather_tokens(tokens: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     return tokens.gather(1, indices.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
 
 
-def scatter_tokens(tokens: torch.Tensor, kept: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+def scatter_tokens(tokens: torch.Tensor, kept: torch.Tensor, indices: torch.Tensor,
+                   valid: torch.Tensor | None = None) -> torch.Tensor:
     """R(T̂, I): put updated kept tokens (B, K, E) back at their positions in tokens (B, N, E).
 
-    Stopped tokens are carried unchanged. Out of place, so autograd sees both paths.
+    Stopped tokens are carried unchanged. valid (B, K) bool, for padded indices: only valid entries of
+    ``kept`` are written; padding positions keep their value in ``tokens``. Out of place, so autograd
+    sees both paths.
     """
+    if valid is not None:
+        kept = torch.where(valid.unsqueeze(-1), kept, gather_tokens(tokens, indices))
     return tokens.scatter(1, indices.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]), kept)
 
 

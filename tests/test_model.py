@@ -66,6 +66,62 @@ def test_batch_images_get_exactly_their_single_image_result(tiny_model):
         assert (alone.logits[0] - batched.logits[index]).abs().max().item() <= 1e-5
 
 
+def _forced_different_counts(batch_counts=(2, 12, 24), tokens: int = 24, seed: int = 0) -> list[torch.Tensor]:
+    """Three cumulative keep masks whose images keep very different numbers of tokens."""
+    generator = torch.Generator().manual_seed(seed)
+    first = torch.zeros(len(batch_counts), tokens, dtype=torch.bool)
+    for row, count in enumerate(batch_counts):
+        first[row, torch.randperm(tokens, generator=generator)[:count]] = True
+    second = first & (torch.rand(first.shape, generator=generator) < 0.8)
+    return [first, second, second & (torch.rand(first.shape, generator=generator) < 0.8)]
+
+
+@torch.no_grad()
+def test_padded_batch_gives_each_image_its_batch_1_logits(tiny_model):
+    """Kept counts 2 / 12 / 24 in one batch: padded to 24 with a key-padding mask, every image's logits
+    equal its batch-1 logits (float32, max |dlogit| <= 1e-4), and each group runs as one batched forward."""
+    pixels = _pixels(3, seed=2)
+    forced = _forced_different_counts()
+    calls = []
+    handle = tiny_model.vit.blocks[-1].register_forward_hook(lambda m, i, o: calls.append(tuple(i[0].shape)))
+    try:
+        batched = tiny_model(pixels, xi=0.0, forced_keep=forced)
+    finally:
+        handle.remove()
+    counts = batched.group_tokens[:, -1].tolist()
+    assert max(counts) >= 4 * max(min(counts), 1)
+    assert calls == [(3, 1 + max(counts), tiny_model.embed_dim)]  # one padded forward, not one per image
+    for index in range(3):
+        alone = tiny_model(pixels[index : index + 1], xi=0.0, forced_keep=[m[index : index + 1] for m in forced])
+        assert torch.equal(alone.group_tokens[0], batched.group_tokens[index])
+        assert (alone.logits[0] - batched.logits[index]).abs().max().item() <= 1e-4
+
+
+@torch.no_grad()
+def test_an_image_result_does_not_depend_on_its_batch_mates(tiny_model):
+    """The same image beside mates that keep fewer, more or all tokens: the same decisions and logits."""
+    pixels = torch.cat([_pixels(1, seed=3), _pixels(3, seed=4)])
+    results = []
+    for mates in ([1, 2], [3], [2, 3, 1]):
+        batch = pixels[[0] + mates]
+        out = tiny_model(batch, xi=0.35)
+        results.append((out.keep_masks[-1][0], out.logits[0]))
+    for keep, logits in results[1:]:
+        assert torch.equal(keep, results[0][0])
+        assert (logits - results[0][1]).abs().max().item() <= 1e-4
+
+
+def test_padded_batches_train_with_gradients(tiny_model):
+    """Without equalising, a training batch with different kept counts runs padded and back-propagates;
+    padded rows send no gradient into tokens an image did not keep."""
+    pixels = _pixels(3, seed=2).requires_grad_(True)
+    forced = _forced_different_counts()
+    out = tiny_model(pixels, xi=0.0, forced_keep=forced)
+    out.logits[0].sum().backward()
+    assert torch.isfinite(pixels.grad).all()
+    assert pixels.grad[1:].abs().max().item() == 0.0  # image 0's loss never reaches its batch mates
+
+
 @torch.no_grad()
 def test_equalised_batches_keep_the_mean_count(tiny_model):
     pixels = _pixels(3, seed=1)
@@ -96,6 +152,34 @@ def test_any_input_size_pads_and_crops(tiny_model):
         out = tiny_model(_pixels(1, size=(50, 70)), xi=0.5)
     assert out.logits.shape[-2:] == (50, 70)
     assert out.grid == (4, 5)
+
+
+@torch.no_grad()
+def test_decoder_output_is_upsampled_to_the_padded_input_then_cropped(tiny_model):
+    """_decode = decoder, bilinear upsample to the padded size, crop (dovit.preprocess.upsample_logits)."""
+    state = tiny_model.prefix(_pixels(1, size=(50, 70)))
+    patches = state.tokens[:, tiny_model.num_prefix_tokens :]
+    feature_map = dovit.model.tokens_to_map(tiny_model.vit.norm(patches), state.grid)
+    reference = torch.nn.functional.interpolate(tiny_model.decoder(feature_map), size=(64, 80), mode="bilinear",
+                                                align_corners=False)[..., :50, :70]
+    assert torch.equal(tiny_model._decode(patches, state), reference)
+
+
+@torch.no_grad()
+def test_resampled_position_embedding_is_cached_per_grid(tiny_model, monkeypatch):
+    """Off the native grid timm resamples the table every forward; we resample once per grid, same tokens."""
+    calls = []
+    resample = dovit.model.resample_abs_pos_embed
+    monkeypatch.setattr(dovit.model, "resample_abs_pos_embed", lambda *a, **k: calls.append(1) or resample(*a, **k))
+    for size, grid in (((80, 112), (5, 7)), ((96, 96), (6, 6))):
+        x = tiny_model.vit.patch_embed(_pixels(2, size=size))
+        assert tuple(x.shape[1:3]) == grid
+        before = len(calls)
+        for _ in range(3):
+            assert torch.equal(tiny_model._position_embed(x), tiny_model.vit._pos_embed(x))
+        assert len(calls) == before + 1
+    native = tiny_model.vit.patch_embed(_pixels(1))
+    assert torch.equal(tiny_model._position_embed(native), tiny_model.vit._pos_embed(native))
 
 
 def test_merge_switch_changes_only_when_tokens_stop():

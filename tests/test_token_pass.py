@@ -37,6 +37,47 @@ def test_kept_indices_rejects_unequal_counts():
         raise AssertionError("unequal counts must be refused")
 
 
+@settings(max_examples=60, deadline=None)
+@given(batch=st.integers(1, 4), tokens=st.integers(1, 40), seed=st.integers(0, 10_000))
+def test_padded_gather_and_masked_scatter_with_different_counts(batch, tokens, seed):
+    """Any kept counts: each row lists its kept positions ascending, then distinct stopped positions as
+    padding; scattering back writes the valid entries only, so padding never changes a stopped token."""
+    generator = torch.Generator().manual_seed(seed)
+    values = torch.randn(batch, tokens, 8, generator=generator)
+    keep = torch.rand(batch, tokens, generator=generator) < torch.rand(batch, 1, generator=generator)
+    indices, valid = tp.padded_kept_indices(keep)
+    counts = keep.sum(1)
+    assert indices.shape == valid.shape == (batch, int(counts.max()))
+    assert torch.equal(valid.sum(1), counts)
+    for row in range(batch):
+        k = int(counts[row])
+        assert indices[row, :k].tolist() == keep[row].nonzero().flatten().tolist()
+        assert not bool(keep[row, indices[row, k:]].any())
+        assert len(set(indices[row].tolist())) == indices.shape[1]
+    gathered = tp.gather_tokens(values, indices)
+    updated = tp.scatter_tokens(values, gathered + 1.0, indices, valid)
+    assert torch.equal(updated[keep], values[keep] + 1.0)
+    assert torch.equal(updated[~keep], values[~keep])
+    assert torch.equal(tp.scatter_tokens(values, gathered, indices, valid), values)
+
+
+def test_key_padding_mask_attends_to_prefix_and_real_tokens_only():
+    valid = torch.tensor([[True, True, False], [True, False, False]])
+    mask = tp.key_padding_mask(valid, num_prefix_tokens=1)
+    assert mask.shape == (2, 1, 1, 4) and mask.dtype == torch.bool
+    assert mask[:, 0, 0].tolist() == [[True, True, True, False], [True, True, False, False]]
+
+
+def test_masked_attention_over_padding_equals_attention_over_real_tokens():
+    """What the padded path relies on: SDPA with the key-padding mask gives the unpadded rows' result."""
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 5, 4, generator=generator) for _ in range(3))
+    padded = [torch.cat([t, torch.randn(1, 2, 3, 4, generator=generator)], dim=2) for t in (q, k, v)]
+    mask = tp.key_padding_mask(torch.tensor([[True] * 4 + [False] * 3]), num_prefix_tokens=1)
+    out = torch.nn.functional.scaled_dot_product_attention(*padded, attn_mask=mask)[:, :, :5]
+    assert torch.allclose(out, torch.nn.functional.scaled_dot_product_attention(q, k, v), atol=1e-6)
+
+
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 10_000), xis=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=4))
 def test_keep_masks_are_monotone(seed, xis):
