@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import ast
 import json
 import os
 import threading
@@ -18,11 +19,13 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-from .images import upload_problem
+from .images import MAX_UPLOAD_BYTES, upload_problem
 from .limits import ServingLimits
 
 
 DRAIN_MAX_BYTES = 256 * 2**20
+TOO_BIG = (f"too big for an image of at most {MAX_UPLOAD_BYTES / 2**20:.0f} MB (a file upload, or a base64 data: "
+           "URL in the request).")
 
 
 class BodyTooLarge(Exception):
@@ -107,7 +110,7 @@ class RequestGuard:
         declared = _content_length(scope)
         if declared is not None and declared > cap:
             await _drain(receive, DRAIN_MAX_BYTES)
-            await _answer(send, 413, f"The request is {declared / 2**20:.1f} MB; the limit is {cap / 2**20:.0f} MB.")
+            await _answer(send, 413, f"The request is {declared / 2**20:.1f} MB: {TOO_BIG}")
             return
         receive = _capped(receive, cap)
         started = False
@@ -117,14 +120,17 @@ class RequestGuard:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
+        path = scope["path"].rstrip("/")
         try:
-            if scope["method"] == "POST" and scope["path"].rstrip("/").endswith("/gradio_api/upload"):
+            if scope["method"] == "POST" and path.endswith("/gradio_api/upload"):
                 await self._upload(scope, receive, tracking_send, declared or 0)
+            elif scope["method"] == "POST" and (path.endswith("/queue/join") or "/gradio_api/call/" in path):
+                await self.app(scope, receive, _user_errors_only(tracking_send))
             else:
                 await self.app(scope, receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await _answer(send, 413, f"The request is over the {cap / 2**20:.0f} MB limit.")
+                await _answer(send, 413, f"The request is over {cap / 2**20:.1f} MB: {TOO_BIG}")
 
     async def _upload(self, scope, receive, send, declared: int) -> None:
         limits = self.limits
@@ -157,6 +163,48 @@ class RequestGuard:
             self.ledger.sweep(limits.cache_max_bytes)
         for message in messages:
             await send(message)
+
+
+def _user_errors_only(send):
+    """Wrap ``send`` so that a 400 answer to joining the queue carries only a user's error text.
+
+    gradio answers 400 with ``str(exception)`` when an event's validator fails, and its own file checks
+    (run before the validator) raise with the server path in the text. A ``gr.Error`` arrives as its
+    message's repr (quoted): that is kept, unquoted; anything else becomes a generic refusal.
+    """
+    held: list[dict] = []
+
+    async def filtering_send(message) -> None:
+        if message["type"] == "http.response.start" and message["status"] == 400:
+            held.append(message)
+            return
+        if not held:
+            await send(message)
+            return
+        held.append(message)
+        if message.get("more_body", False):
+            return
+        body = b"".join(m.get("body", b"") for m in held[1:])
+        text = json.dumps({"detail": _user_detail(body)}).encode()
+        headers = [(k, v) for k, v in held[0]["headers"] if k not in (b"content-length", b"content-type")]
+        await send({**held[0], "headers": [*headers, (b"content-type", b"application/json"),
+                                            (b"content-length", str(len(text)).encode())]})
+        await send({"type": "http.response.body", "body": text})
+
+    return filtering_send
+
+
+def _user_detail(body: bytes) -> str:
+    try:
+        detail = json.loads(body).get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    if isinstance(detail, str) and len(detail) >= 2 and detail[0] == detail[-1] and detail[0] in "'\"":
+        try:
+            return str(ast.literal_eval(detail))
+        except (ValueError, SyntaxError):
+            pass
+    return "The request could not be processed."
 
 
 def _content_length(scope) -> int | None:

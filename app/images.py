@@ -69,7 +69,7 @@ def check_upload_size(size: int) -> None:
     if size == 0:
         raise ImageInputError("The upload is empty (0 bytes).")
     if size > MAX_UPLOAD_BYTES:
-        raise ImageInputError(f"The upload is {size / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES / 2**20:.0f} MB.")
+        raise ImageInputError(f"The upload is {size / 2**20:.2f} MB, too big: the limit is {MAX_UPLOAD_BYTES / 2**20:.0f} MB.")
 
 
 def decode_data_url(url: str) -> bytes:

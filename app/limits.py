@@ -29,7 +29,9 @@ class ServingLimits:
     sweep_budget_s: a sweep stops with the points it has after this long (it yields to other calls).
     upload_bytes_per_client / upload_window_s: bytes one client address may upload per window.
     cache_max_bytes: the upload cache is swept, oldest first, down to this size after each upload.
-    body_max_bytes: any HTTP request body; a data: URL of a MAX_UPLOAD_BYTES image (base64) fits.
+    body_max_bytes: any HTTP request body: the base64 of a MAX_UPLOAD_BYTES image and 4 KB of JSON
+    (or multipart headers) around it, so that a data: URL even a few KB over the cap is refused before
+    gradio reads it (gradio keeps each session's last input value in memory).
     """
 
     queue_size: int = 64
@@ -41,7 +43,7 @@ class ServingLimits:
     upload_bytes_per_client: int = 100 * 2**20
     upload_window_s: float = 60.0
     cache_max_bytes: int = 1024 * 2**20
-    body_max_bytes: int = 4 * (MAX_UPLOAD_BYTES // 3 + 1) + 64 * 1024
+    body_max_bytes: int = 4 * -(-MAX_UPLOAD_BYTES // 3) + 4096
 
 
 class LimitError(RuntimeError):

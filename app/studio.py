@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import numbers
 import statistics
+import sys
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -37,6 +38,28 @@ from .state import Session, ViewSlots
 
 LIVE_REFRESH_MAX_MS = 250.0  # while dragging, redraw every view only if a full refresh is this fast
 logger = logging.getLogger("app.studio")
+
+
+def log_user_errors_to_stderr() -> None:
+    """One line per refused request on stderr ("time app.studio refused: message"), once per process."""
+    if not logger.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False  # one line, whatever the root logger does
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (as logging's last resort does)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
 
 
 def user_error(message: str) -> gr.Error:
@@ -102,9 +125,13 @@ class Studio:
 
     @contextmanager
     def finished(self, request: gr.Request | None, kind: str = "model") -> Iterator[None]:
-        """Around a handler's work: frees its admission when it ends (None: called directly, not admitted)."""
+        """Around a handler's work: frees its admission when it ends (None: called directly, not admitted),
+        and after a refusal gives the request's freed memory back to the OS (as ``model_call`` does)."""
         try:
             yield
+        except BaseException:
+            trim_heap()
+            raise
         finally:
             if request is not None:
                 self.admission.finish(request.session_hash or "", kind)

@@ -24,8 +24,9 @@ from .examples import find_examples
 from .guard import RequestGuard, UploadLedger
 from .images import MAX_UPLOAD_BYTES, ImageInputError, decode_data_url
 from .limits import ServingLimits
+from .runtime import limit_heap_growth
 from .state import ViewSlots
-from .studio import Studio, user_error
+from .studio import Studio, log_user_errors_to_stderr, user_error
 
 PAGE_QUEUE, PREDICT_QUEUE, SWEEP_QUEUE = "page", "predict", "sweep"
 CACHE_SWEEP_EVERY_S, CACHE_MAX_AGE_S = 600, 1800  # gradio's delete_cache: uploads and outputs by age
@@ -258,6 +259,8 @@ def serve(app: StudioApp, host: str = "127.0.0.1", port: int = 7860, share: bool
           block: bool = True) -> None:
     """Launch ``app`` (from ``build_demo``) with the app's settings: upload cap, request guard (body cap,
     image-only uploads, per-client upload budget, cache size sweep), only user errors shown, no SSR."""
+    limit_heap_growth()  # big request bodies go back to the OS when freed
+    log_user_errors_to_stderr()
     guard = Middleware(RequestGuard, limits=app.limits, ledger=UploadLedger())
     app.blocks.launch(
         server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
