@@ -129,6 +129,10 @@ class DoViTSegmenter(nn.Module):
         self.group_bounds = list(zip((0,) + self.decision_layers, self.decision_layers + (depth,)))
         # (key, table): the position embedding resampled for the last non-native grid, see _position_embed
         self._pos_embed_cache: tuple[tuple, torch.Tensor] | None = None
+        # The price of one more forward in tokens, for splitting batches with different kept counts
+        # (see token_pass.pack_by_kept_count); None: PACK_OVERHEAD_TOKENS for the device. inf pads the
+        # whole batch into one forward, 0 runs images with different counts one by one.
+        self.pack_overhead_tokens: float | None = None
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -259,10 +263,34 @@ class DoViTSegmenter(nn.Module):
         """Run the kept tokens (plus prefix tokens) through real timm blocks; carry stopped ones unchanged.
 
         prefix_tokens (B, P, E), patches (B, N, E), keep (B, N) bool -> updated (prefix_tokens, patches).
-        One batched forward whatever the kept counts: when they differ (inference), each image's kept tokens
-        are padded to the batch's largest count and a key-padding mask keeps every image attending to its
-        own tokens only, so an image gets its batch-1 result (up to float reassociation) whatever its
-        batch mates keep. Equal counts (batch 1, equalised training batches) run unpadded and unmasked.
+        When kept counts differ (inference), ``token_pass.pack_by_kept_count`` splits the batch into
+        sub-batches at the least modelled cost (one padded forward for the whole batch when padding is
+        cheaper than another forward, image by image when counts are far apart on a CPU), and each
+        sub-batch runs as one padded, masked forward (``_run_padded``). Every image gets its batch-1
+        result (up to float reassociation) whatever its batch mates keep.
+        """
+        if bool(keep.all()) or keep.shape[0] == 1:
+            return self._run_padded(blocks, prefix_tokens, patches, keep)
+        groups = tp.pack_by_kept_count(keep.sum(dim=1).tolist(), prefix_tokens.shape[1], self.embed_dim,
+                                       self._pack_overhead_tokens(patches.device))
+        if len(groups) == 1:
+            return self._run_padded(blocks, prefix_tokens, patches, keep)
+        outputs = []
+        for group in groups:
+            rows = torch.tensor(group, device=patches.device)
+            outputs.append(self._run_padded(blocks, prefix_tokens[rows], patches[rows], keep[rows]))
+        inverse = torch.tensor([i for group in groups for i in group], device=patches.device).argsort()
+        return torch.cat([o[0] for o in outputs])[inverse], torch.cat([o[1] for o in outputs])[inverse]
+
+    def _run_padded(
+        self, blocks: nn.Module, prefix_tokens: torch.Tensor, patches: torch.Tensor, keep: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One forward of the blocks over the batch's kept tokens, padded to its largest kept count.
+
+        All kept: the plain dense forward. Equal counts (batch 1, equalised training batches): gathered,
+        unpadded, unmasked. Otherwise a key-padding mask (``token_pass.key_padding_mask``, True = attend,
+        passed to timm's ``Block.forward(x, attn_mask=...)`` and on to SDPA) keeps each image attending to
+        its own tokens only, and the padded rows' outputs are dropped by the masked scatter.
         """
         p = prefix_tokens.shape[1]
         if bool(keep.all()):
@@ -278,11 +306,24 @@ class DoViTSegmenter(nn.Module):
             x = block(x, attn_mask=attn_mask)
         return x[:, :p], tp.scatter_tokens(patches, x[:, p:], indices, valid if padded else None)
 
+    def _pack_overhead_tokens(self, device: torch.device) -> float:
+        if self.pack_overhead_tokens is not None:
+            return float(self.pack_overhead_tokens)
+        return PACK_OVERHEAD_TOKENS.get(device.type, PACK_OVERHEAD_TOKENS["cuda"])
+
     def _decode(self, patches: torch.Tensor, state: TokenState) -> torch.Tensor:
         feature_map = tokens_to_map(self.vit.norm(patches), state.grid)
         logits = self.decoder(feature_map, state.skip) if self.decoder.needs_skip else self.decoder(feature_map)
         # The decoder's output covers the input padded to the patch size: upsample to that, crop the padding.
         return upsample_logits(logits, state.input_size, self.patch_size)
+
+
+# What one more forward of a group costs, in tokens of that forward (token_pass.pack_by_kept_count).
+# CPU: measured on the 2-core project machine (ViT-T, 3 blocks: ~2 ms fixed, ~0.2 ms per token, under
+# load), so images whose counts differ by more than a few tokens run one by one: on a CPU, padding costs
+# what it computes and a bigger batch buys nothing. CUDA: not measured yet (no GPU in this project so far); a
+# GPU is idle on small forwards, so a large price keeps typical batches in one padded forward.
+PACK_OVERHEAD_TOKENS = {"cpu": 16.0, "cuda": 4096.0}
 
 
 # Networks above this many parameters are refused before they are built: ViT-g/14 (1.0 B), the largest

@@ -75,6 +75,36 @@ def key_padding_mask(valid: torch.Tensor, num_prefix_tokens: int) -> torch.Tenso
     return torch.cat([prefix, valid], dim=1)[:, None, None, :]
 
 
+def pack_by_kept_count(counts: list[int], num_prefix_tokens: int, embed_dim: int,
+                       overhead_tokens: float) -> list[list[int]]:
+    """Split a batch into sub-batches that each run as one padded forward, at the least modelled cost.
+
+    counts: kept patch tokens per image (B). A sub-batch of n images padded to L = P + its largest count
+    costs ``overhead_tokens + n * L * (1 + L / (6 E))`` token-units: per block and token, the linear
+    layers cost 24 E^2 FLOPs and attention 4 L E, and ``overhead_tokens`` prices one more forward (kernel
+    launches, Python) in tokens. Images are sorted by count (descending) and split into contiguous runs
+    by dynamic programming, O(B^2). Returns lists of batch indices, each ascending: one list is the whole
+    batch padded; singletons are image by image (what wins on a CPU when counts are far apart). Equal
+    counts always share a sub-batch (no padding, one forward fewer).
+    """
+    if overhead_tokens == float("inf") or len(counts) <= 1:
+        return [list(range(len(counts)))]
+    order = sorted(range(len(counts)), key=lambda index: -counts[index])
+    best = [0.0] + [float("inf")] * len(order)
+    cut = [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        for start in range(end):  # images order[start:end] padded to the count of order[start]
+            length = num_prefix_tokens + counts[order[start]]
+            cost = best[start] + overhead_tokens + (end - start) * length * (1.0 + length / (6.0 * embed_dim))
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    groups, end = [], len(order)
+    while end > 0:
+        groups.append(sorted(order[cut[end] : end]))
+        end = cut[end]
+    return groups[::-1]
+
+
 def gather_tokens(tokens: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     """G(T, M): tokens (B, N, E), indices (B, K) -> compact kept tokens (B, K, E)."""
     return tokens.gather(1, indices.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))

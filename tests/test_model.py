@@ -76,10 +76,13 @@ def _forced_different_counts(batch_counts=(2, 12, 24), tokens: int = 24, seed: i
     return [first, second, second & (torch.rand(first.shape, generator=generator) < 0.8)]
 
 
+@pytest.mark.parametrize("overhead, forwards", [(float("inf"), 1), (None, None), (0.0, 3)])
 @torch.no_grad()
-def test_padded_batch_gives_each_image_its_batch_1_logits(tiny_model):
-    """Kept counts 2 / 12 / 24 in one batch: padded to 24 with a key-padding mask, every image's logits
-    equal its batch-1 logits (float32, max |dlogit| <= 1e-4), and each group runs as one batched forward."""
+def test_padded_batch_gives_each_image_its_batch_1_logits(tiny_model, monkeypatch, overhead, forwards):
+    """Kept counts far apart in one batch, run as one padded forward (overhead inf), image by image (0) or
+    as the device's packing decides (None): every image's logits equal its batch-1 logits (float32,
+    max |dlogit| <= 1e-4)."""
+    monkeypatch.setattr(tiny_model, "pack_overhead_tokens", overhead)
     pixels = _pixels(3, seed=2)
     forced = _forced_different_counts()
     calls = []
@@ -89,8 +92,11 @@ def test_padded_batch_gives_each_image_its_batch_1_logits(tiny_model):
     finally:
         handle.remove()
     counts = batched.group_tokens[:, -1].tolist()
-    assert max(counts) >= 4 * max(min(counts), 1)
-    assert calls == [(3, 1 + max(counts), tiny_model.embed_dim)]  # one padded forward, not one per image
+    assert len(set(counts)) == 3 and max(counts) >= 4 * max(min(counts), 1)
+    if forwards == 1:
+        assert calls == [(3, 1 + max(counts), tiny_model.embed_dim)]  # one padded forward, not one per image
+    elif forwards is not None:
+        assert sorted(calls) == sorted((1, 1 + count, tiny_model.embed_dim) for count in counts)
     for index in range(3):
         alone = tiny_model(pixels[index : index + 1], xi=0.0, forced_keep=[m[index : index + 1] for m in forced])
         assert torch.equal(alone.group_tokens[0], batched.group_tokens[index])
@@ -98,8 +104,10 @@ def test_padded_batch_gives_each_image_its_batch_1_logits(tiny_model):
 
 
 @torch.no_grad()
-def test_an_image_result_does_not_depend_on_its_batch_mates(tiny_model):
+@pytest.mark.parametrize("overhead", [float("inf"), None])
+def test_an_image_result_does_not_depend_on_its_batch_mates(tiny_model, monkeypatch, overhead):
     """The same image beside mates that keep fewer, more or all tokens: the same decisions and logits."""
+    monkeypatch.setattr(tiny_model, "pack_overhead_tokens", overhead)
     pixels = torch.cat([_pixels(1, seed=3), _pixels(3, seed=4)])
     results = []
     for mates in ([1, 2], [3], [2, 3, 1]):
@@ -111,9 +119,10 @@ def test_an_image_result_does_not_depend_on_its_batch_mates(tiny_model):
         assert (logits - results[0][1]).abs().max().item() <= 1e-4
 
 
-def test_padded_batches_train_with_gradients(tiny_model):
+def test_padded_batches_train_with_gradients(tiny_model, monkeypatch):
     """Without equalising, a training batch with different kept counts runs padded and back-propagates;
     padded rows send no gradient into tokens an image did not keep."""
+    monkeypatch.setattr(tiny_model, "pack_overhead_tokens", float("inf"))
     pixels = _pixels(3, seed=2).requires_grad_(True)
     forced = _forced_different_counts()
     out = tiny_model(pixels, xi=0.0, forced_keep=forced)

@@ -61,6 +61,29 @@ def test_padded_gather_and_masked_scatter_with_different_counts(batch, tokens, s
     assert torch.equal(tp.scatter_tokens(values, gathered, indices, valid), values)
 
 
+@settings(max_examples=60, deadline=None)
+@given(counts=st.lists(st.integers(0, 700), min_size=1, max_size=12), overhead=st.floats(0.0, 5000.0))
+def test_packing_partitions_the_batch_at_no_more_than_the_simple_plans_cost(counts, overhead):
+    """Every image runs exactly once; the plan costs no more than one padded forward or one per image."""
+    groups = tp.pack_by_kept_count(counts, 1, 192, overhead)
+    assert sorted(i for group in groups for i in group) == list(range(len(counts)))
+    assert all(group == sorted(group) for group in groups)
+
+    def cost(plan):
+        return sum(overhead + len(g) * (1 + max(counts[i] for i in g)) * (1 + (1 + max(counts[i] for i in g)) / 1152)
+                   for g in plan)
+
+    assert cost(groups) <= cost([list(range(len(counts)))]) + 1e-6
+    assert cost(groups) <= cost([[i] for i in range(len(counts))]) + 1e-6
+
+
+def test_packing_extremes():
+    assert tp.pack_by_kept_count([5, 300, 5, 120], 1, 192, float("inf")) == [[0, 1, 2, 3]]
+    assert tp.pack_by_kept_count([5, 300, 5, 120], 1, 192, 0.0) == [[1], [3], [0, 2]]
+    assert tp.pack_by_kept_count([40] * 6, 1, 192, 0.0) == [[0, 1, 2, 3, 4, 5]]  # equal counts: one forward
+    assert tp.pack_by_kept_count([200, 199, 198, 10], 1, 192, 16.0) == [[0, 1, 2], [3]]
+
+
 def test_key_padding_mask_attends_to_prefix_and_real_tokens_only():
     valid = torch.tensor([[True, True, False], [True, False, False]])
     mask = tp.key_padding_mask(valid, num_prefix_tokens=1)
