@@ -1,16 +1,28 @@
-"""Benchmark: resident memory of the app's process over many /predict calls with a real checkpoint.
+"""Benchmark: resident memory of the app's server over many /predict calls, good, oversized and invalid.
 
-    python benchmarks/app_memory.py [--checkpoint PATH] [--calls 100] [IMAGE ...]
+    python benchmarks/app_memory.py [--checkpoint PATH] [--calls 300] [--oversized 20] [--invalid 20] [IMAGE ...]
 
-Serves the app in this process on 127.0.0.1, calls /predict through gradio_client with the images in
-turn (default: two CamVid val images, else the synthetic asset), and prints the growth of the resident
-set after a 5-call warm-up, every 25 calls. (tests/test_app_api.py checks the same on a tiny model.)
+Starts ``python app.py`` (the real entry point) on 127.0.0.1 in its own process, makes 5 warm-up calls,
+then ``--calls`` requests in a fixed interleaving: good /predict calls through gradio_client with the
+images in turn (default: two CamVid val images, else the synthetic asset), ``--oversized`` ones (a
+34 MB JSON body carrying a data: URL, and a 26 MB file upload, alternately) and ``--invalid`` ones (a
+server path outside the upload folder, a text file upload, ξ = True, an 8×8 image, in turn). Prints the
+server's resident set after the warm-up and its growth every 50 requests, and the largest growth seen.
+(tests/test_app_security.py checks a looser bound over fewer calls on a tiny model.)
 """
 from __future__ import annotations
 
 import argparse
+import base64
+import json
+import os
 import socket
+import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,43 +31,128 @@ CAMVID_VAL = ROOT.parent / "shared/data/camvid/val"
 DEFAULT_IMAGES = [CAMVID_VAL / "0016E5_07959.png", CAMVID_VAL / "0016E5_07961.png"]
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(checkpoint: str | None, threads: int | None) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    command = [sys.executable, "app.py", "--port", str(port), "--examples", ""]
+    command += ["--checkpoint", checkpoint] if checkpoint else []
+    command += ["--threads", str(threads)] if threads else []
+    server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return server, url
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("app.py did not start")
+            time.sleep(0.5)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="*", type=Path)
     parser.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the shipped one)")
-    parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument("--calls", type=int, default=300, help="requests after the warm-up, all kinds together")
+    parser.add_argument("--oversized", type=int, default=20)
+    parser.add_argument("--invalid", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=None, help="the server's torch threads (app.py's default)")
     args = parser.parse_args()
 
+    import cv2
+    import httpx
+    import numpy as np
     import psutil
     from gradio_client import Client, handle_file
 
-    from app.runtime import configure_torch
-    from app.ui import build_demo, serve
-    from dovit import Predictor
+    from app.images import MAX_UPLOAD_BYTES
 
-    configure_torch()
     images = args.images or [p for p in DEFAULT_IMAGES if p.exists()] or [ROOT / "assets/synthetic_street.png"]
-    demo = build_demo(Predictor.from_checkpoint(args.checkpoint))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    serve(demo, host="127.0.0.1", port=port, block=False)
+    scratch = Path(tempfile.mkdtemp(prefix="app_memory_"))
+    big_file = scratch / "big.png"
+    big_file.write_bytes(images[0].read_bytes() + bytes(26 * 2**20))
+    text_file = scratch / "notes.png"
+    text_file.write_text("not an image")
+    small_file = scratch / "small.png"
+    cv2.imwrite(str(small_file), np.zeros((8, 8, 3), np.uint8))  # smaller than one patch
+    server, url = start_server(args.checkpoint, args.threads)
     try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        process = psutil.Process()
+        client = Client(url, verbose=False)
+        config = httpx.get(f"{url}config", timeout=30).json()
+        predict_index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "predict")
+        data_url = "data:image/png;base64," + base64.b64encode(big_file.read_bytes()[: 26 * 2**20]).decode()
+        big_body = json.dumps({"data": [{"path": "big.png", "url": data_url}, 0.9], "fn_index": predict_index,
+                               "session_hash": uuid.uuid4().hex}).encode()
+        del data_url
+
+        def oversized(index: int) -> str:
+            if index % 2 == 0:
+                response = httpx.post(f"{url}gradio_api/queue/join", content=big_body, timeout=120,
+                                      headers={"content-type": "application/json"})
+                return f"data: URL body {len(big_body) / 2**20:.0f} MB -> {response.status_code}"
+            return refused(lambda: client.predict(handle_file(big_file), 0.9, api_name="/predict"))
+
+        def invalid(index: int) -> str:
+            kind = index % 4
+            if kind == 0:
+                return refused(lambda: client.predict({"path": "/etc/passwd"}, 0.9, api_name="/predict"))
+            if kind == 1:
+                return refused(lambda: client.predict(handle_file(text_file), 0.9, api_name="/predict"))
+            if kind == 2:
+                return refused(lambda: client.predict(handle_file(images[0]), True, api_name="/predict"))
+            return refused(lambda: client.predict(handle_file(small_file), 0.9, api_name="/predict"))
+
+        process = psutil.Process(server.pid)
         for index in range(5):
             client.predict(handle_file(images[index % len(images)]), 0.95, api_name="/predict")
         before = process.memory_info().rss
-        print(f"checkpoint: {args.checkpoint or 'shipped default'}, images: {', '.join(p.name for p in images)}")
-        print(f"resident set after warm-up: {before / 2**20:.0f} MB")
+        print(f"checkpoint: {args.checkpoint or 'shipped default'}; images: {', '.join(p.name for p in images)}; "
+              f"upload cap {MAX_UPLOAD_BYTES / 2**20:.0f} MB")
+        print(f"{args.calls} requests: {args.oversized} oversized, {args.invalid} invalid, the rest good /predict")
+        print(f"server resident set after a 5-call warm-up: {before / 2**20:.0f} MB\n")
+        print("| requests | resident MB | growth MB |\n|---|---|---|")
+        bad_every = max(1, args.calls // max(1, args.oversized + args.invalid))
+        counts, largest, examples = {"good": 0, "oversized": 0, "invalid": 0}, 0.0, {}
         for index in range(args.calls):
-            xi = 0.90 + (index % 100) / 1000
-            client.predict(handle_file(images[index % len(images)]), xi, api_name="/predict")
-            if (index + 1) % 25 == 0 or index + 1 == args.calls:
-                growth = (process.memory_info().rss - before) / 2**20
-                print(f"after {index + 1} calls: {growth:+.1f} MB", flush=True)
+            slot = index // bad_every if index % bad_every == bad_every - 1 else None
+            if slot is not None and slot % 2 == 0 and counts["oversized"] < args.oversized:
+                examples.setdefault(f"oversized {counts['oversized'] % 2}", oversized(counts["oversized"]))
+                counts["oversized"] += 1
+            elif slot is not None and counts["invalid"] < args.invalid:
+                examples.setdefault(f"invalid {counts['invalid'] % 4}", invalid(counts["invalid"]))
+                counts["invalid"] += 1
+            else:
+                xi = 0.90 + (index % 100) / 1000
+                client.predict(handle_file(images[index % len(images)]), xi, api_name="/predict")
+                counts["good"] += 1
+            growth = (process.memory_info().rss - before) / 2**20
+            largest = max(largest, abs(growth))
+            if (index + 1) % 50 == 0 or index + 1 == args.calls:
+                print(f"| {index + 1} | {process.memory_info().rss / 2**20:.0f} | {growth:+.1f} |", flush=True)
+        print(f"\nsent: {counts}; largest |growth| after any request: {largest:.1f} MB")
+        for name, outcome in sorted(examples.items()):
+            print(f"  {name}: {outcome}")
     finally:
-        demo.close()
+        server.terminate()
+        server.wait(timeout=60)
+        for path in scratch.iterdir():
+            path.unlink()
+        os.rmdir(scratch)
+
+
+def refused(call) -> str:
+    """Run a call that must fail; its error, shortened."""
+    try:
+        call()
+    except Exception as error:  # gradio_client raises AppError / httpx errors
+        return f"refused: {str(error).splitlines()[0][:90]}"
+    return "ACCEPTED (should have been refused)"
 
 
 if __name__ == "__main__":
