@@ -49,7 +49,7 @@ def image_files(folder: str | Path) -> list[Path]:
 
 def count_frames(source: str | Path) -> int | None:
     """Frames in a folder (exact) or a video (the container's count, None when it does not say)."""
-    if Path(source).is_dir():
+    if _existing(source).is_dir():
         return len(image_files(source))
     capture = _open_video(source)
     try:
@@ -80,9 +80,7 @@ def iter_named_frames(source: str | Path, max_frames: int | None = None,
     max_side: frames whose longer side exceeds it are shrunk to it (aspect kept). Raises
     FileNotFoundError for a missing source, ValueError for one that holds no frames or cannot be decoded.
     """
-    path = Path(source)
-    if not path.exists():
-        raise FileNotFoundError(f"no video or image folder at {path}")
+    path = _existing(source)
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be at least 1, got {max_frames}")
     frames = _folder_frames(path) if path.is_dir() else _video_frames(path)
@@ -99,6 +97,13 @@ def iter_frames(source: str | Path, max_frames: int | None = None,
     ``iter_named_frames`` for the arguments."""
     for _, frame in iter_named_frames(source, max_frames, max_side):
         yield frame
+
+
+def _existing(source: str | Path) -> Path:
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"no video or image folder at {path}")
+    return path
 
 
 def _folder_frames(folder: Path) -> Iterator[tuple[str, np.ndarray]]:
@@ -230,12 +235,12 @@ def depth_palette(num_groups: int) -> np.ndarray:
     return cv2.applyColorMap(ramp, cv2.COLORMAP_PLASMA)[:, 0, ::-1].copy()
 
 
-def overlay_frame(frame: np.ndarray, overlay: str, mask: np.ndarray, trace: Trace, palette: np.ndarray,
-                  working_size: tuple[int, int], patch: int, dense_mask: np.ndarray | None = None,
-                  opacity: float = 0.5) -> np.ndarray:
+def overlay_frame(frame: np.ndarray, overlay: str, trace: Trace, working_size: tuple[int, int], patch: int,
+                  mask: np.ndarray | None = None, palette: np.ndarray | None = None,
+                  dense_mask: np.ndarray | None = None, opacity: float = 0.5) -> np.ndarray:
     """Draw one overlay over (H, W, 3) uint8 RGB ``frame``; returns a new (H, W, 3) uint8 image.
 
-    overlay: "mask" (class colours of ``mask`` (H, W)), "halting" (the group after which each token
+    overlay: "mask" (``palette`` colours of ``mask`` (H, W)), "halting" (the group after which each token
     stopped, ``trace.halting_depth``), "disagreement" (magenta where ``mask`` differs from ``dense_mask``,
     over a dimmed grey frame) or "none". working_size, patch: how the model cut the frame into tokens.
     """
@@ -297,7 +302,7 @@ def analyze_video(predictor: Predictor, source: str | Path, xi: float | None = N
             dense_mask = logits_to_mask(model(pixels, xi=1.0).logits, frame.shape[:2])[0].cpu().numpy()
         record = FrameRecord(frame=index, gflops=trace.flops / 1e9, dense_gflops=trace.dense_flops / 1e9,
                              kept_tokens=[g.tokens for g in trace.groups], latency_ms=latency_ms, name=name, xi=xi)
-        annotated = overlay_frame(frame, overlay, mask, trace, palette, tuple(pixels.shape[-2:]), model.patch_size,
+        annotated = overlay_frame(frame, overlay, trace, tuple(pixels.shape[-2:]), model.patch_size, mask, palette,
                                   dense_mask, opacity)
         if caption:
             caption_frame(annotated, f"#{index} xi {xi:g}  {record.gflops:.2f}/{record.dense_gflops:.2f} GFLOPs  "

@@ -1,0 +1,213 @@
+"""dovit.analyze: pure statistics, agreement with dovit.evaluate, token-count invariants, the CLI's report."""
+import dataclasses
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+import dovit
+from dovit import analyze, evaluate
+from dovit.data import EvalTransform
+from dovit.data.synthetic import synthetic_dataset
+from test_evaluate import INPUT_SIZE, checkpoint, fake_camvid  # noqa: F401 (checkpoint: the tiny model fixture)
+from test_train import assert_help_documents_every_flag
+from test_video import synthetic_video
+
+GRID = (0.0, 0.5, 1.0)  # xi 0 stops every token at the first decision, 1 none
+
+
+@pytest.fixture(scope="module")
+def predictor(checkpoint) -> dovit.Predictor:
+    return dovit.Predictor.from_checkpoint(checkpoint)
+
+
+def synthetic_frames(count: int = 4) -> list[analyze.Frame]:
+    dataset = synthetic_dataset(count, (40, 56), seed=3)
+    return [analyze.Frame(f"s{i}", *dataset.load(i)) for i in range(count)]
+
+
+@pytest.fixture(scope="module")
+def labelled(predictor) -> analyze.ReportAccumulator:
+    return analyze.analyse(predictor, synthetic_frames(), 0.0, GRID, has_labels=True, progress=False)
+
+
+# ------------------------------------------------------------------ pure statistics
+def test_calibration_of_a_calibrated_and_an_overconfident_head():
+    confidence = np.array([0.95] * 10 + [0.55] * 10)
+    calibrated = analyze.calibration_counts(confidence, np.r_[np.ones(9), np.zeros(1), np.ones(5), np.zeros(5)] > 0)
+    assert analyze.expected_calibration_error(calibrated) == pytest.approx(0.05)  # (|0.9 - 0.95| + |0.5 - 0.55|) / 2
+    overconfident = analyze.calibration_counts(np.full(8, 0.9), np.arange(8) < 4)
+    assert analyze.expected_calibration_error(overconfident) == pytest.approx(0.4)
+    rows = analyze.reliability_rows(overconfident)
+    assert [r["tokens"] for r in rows] == [0] * 9 + [8]
+    assert rows[9]["accuracy"] == 0.5 and rows[9]["confidence"] == pytest.approx(0.9) and rows[0]["accuracy"] is None
+    assert analyze.expected_calibration_error(analyze.CalibrationCounts.empty()) is None
+
+
+def test_confidence_one_falls_in_the_last_bin_and_counts_add_up():
+    counts = analyze.calibration_counts(np.array([0.0, 0.1, 1.0]), np.array([True, False, True]), bins=10)
+    assert counts.tokens.tolist() == [1, 1] + [0] * 7 + [1]
+    assert (counts + counts).tokens.sum() == 6
+
+
+def test_halting_depth_counts_per_class():
+    depth = np.array([[1, 1, 4], [2, 4, 4]])
+    token_class = np.array([[0, 0, 1], [1, 255, 1]])  # 255: an all-void token, left out
+    counts = analyze.halting_depth_counts(depth, token_class, num_classes=2, num_groups=4)
+    assert counts.tolist() == [[2, 0, 0, 0], [0, 1, 0, 2]]
+
+
+def test_stopped_counts_and_rates():
+    selected = np.array([True, True, True, False])
+    counts = analyze.stopped_counts(selected, token_class=np.array([0, 1, -1, 0]), aux_class=np.array([0, 0, 0, 1]),
+                                    pixels=np.array([4, 4, 0, 4]), pixel_wrong=np.array([0, 3, 0, 4]), num_classes=2)
+    assert dataclasses.astuple(counts) == (3, 2, 1, 8, 3)
+    rates = counts.rates()
+    assert rates["aux_error_rate"] == 0.5 and rates["final_pixel_error_rate"] == pytest.approx(3 / 8)
+    assert analyze.StoppedCounts().rates()["aux_error_rate"] is None
+
+
+def test_histogram_of_a_constant_and_of_nothing():
+    assert sum(analyze.histogram([2.0, 2.0, 2.0])["counts"]) == 3
+    assert analyze.histogram([]) == {"edges": [], "counts": []}
+
+
+# ------------------------------------------------------------------ agreement with dovit.evaluate
+def test_miou_and_gflops_agree_with_evaluate(labelled, checkpoint):
+    model = dovit.load_checkpoint(checkpoint)
+    dataset = synthetic_dataset(4, (40, 56), seed=3,
+                                transform=EvalTransform(INPUT_SIZE, model.config.mean, model.config.std))
+    expected = evaluate.evaluate_model(model, dataset, list(GRID), progress=False, throughput_images=0)
+    rows = labelled.summary()["tradeoff"]
+    assert [r["xi"] for r in rows] == list(GRID)
+    for row, reference in zip(rows, expected):
+        for key in ("miou", "pa", "mpa", "gflops", "dense_gflops", "backbone_gflops", "dense_backbone_gflops"):
+            assert row[key] == pytest.approx(reference[key], rel=1e-9, abs=1e-12), (row["xi"], key)
+        assert row["per_class_iou"] == pytest.approx(reference["per_class_iou"], nan_ok=True)
+
+
+def test_records_match_the_predictor(labelled, predictor):
+    for record, frame in zip(labelled.records, synthetic_frames()):
+        trace = predictor.predict(frame.image, xi=0.0).trace
+        assert record.kept_tokens == [g.tokens for g in trace.groups] and record.gflops == trace.flops / 1e9
+
+
+# ------------------------------------------------------------------ token-count invariants
+def test_xi_zero_stops_everything_at_the_first_decision(labelled):
+    summary = labelled.summary()
+    assert [row["mean"] for row in summary["kept_fraction_per_decision"]] == [0.0, 0.0, 0.0]
+    for row in summary["halting_depth_per_class"]:
+        if row["tokens"]:
+            assert row["fraction_per_depth"] == [1.0, 0.0, 0.0, 0.0] and row["mean_depth"] == 1.0
+    dense = summary["tradeoff"][-1]
+    assert dense["xi"] == 1.0 and dense["agreement_with_dense"] == 1.0 and dense["gflops"] == dense["dense_gflops"]
+
+
+def test_every_token_is_counted_once(labelled):
+    summary = labelled.summary()
+    tokens = summary["images"] * summary["num_tokens"]
+    stopped = summary["stopped_tokens"]
+    assert sum(row["tokens"] for row in stopped) == tokens  # each token stops once or runs every block
+    labelled_tokens = sum(row["tokens"] for row in summary["halting_depth_per_class"])
+    assert summary["calibration"][0]["tokens"] == labelled_tokens  # every token reaches the first decision
+    assert [c["tokens"] for c in summary["calibration"][1:]] == [0, 0]  # none reach later ones at xi 0
+    assert stopped[0]["labelled_tokens"] == labelled_tokens
+    for entry in summary["calibration"]:
+        assert entry["ece"] is None or 0.0 <= entry["ece"] <= 1.0
+
+
+def test_dense_report_stops_nothing(predictor):
+    summary = analyze.analyse(predictor, synthetic_frames(2), 1.0, [1.0], has_labels=True, progress=False).summary()
+    assert [row["tokens"] for row in summary["stopped_tokens"]] == [0, 0, 0, 2 * summary["num_tokens"]]
+    assert [c["tokens"] for c in summary["calibration"]] == [summary["calibration"][0]["tokens"]] * 3
+    assert [row["mean"] for row in summary["kept_fraction_per_decision"]] == [1.0, 1.0, 1.0]
+
+
+def test_thumbnails_keep_only_the_cheapest_and_dearest(predictor):
+    frame = synthetic_frames(1)[0]
+    result = analyze.analyse_image(predictor, frame.image, frame.label, 0.5, GRID)
+    accumulator = analyze.ReportAccumulator(predictor.config.class_names, (3, 6, 9), 0.5, GRID, True, thumbnails=2)
+    for index, gflops in enumerate([5.0, 1.0, 3.0, 9.0, 2.0, 7.0]):
+        record = dataclasses.replace(result.record, frame=index, name=f"i{index}", gflops=gflops)
+        accumulator.add(dataclasses.replace(result, record=record), frame.image)
+    ranked = accumulator.ranked_thumbnails()
+    assert [(name, g) for name, g, _ in ranked["cheapest"]] == [("i1", 1.0), ("i4", 2.0)]
+    assert [(name, g) for name, g, _ in ranked["most_expensive"]] == [("i3", 9.0), ("i5", 7.0)]
+    thumb = ranked["cheapest"][0][2]
+    assert thumb.dtype == np.uint8 and thumb.shape[1] == 2 * analyze.THUMBNAIL_WIDTH + 4
+
+
+# ------------------------------------------------------------------ the CLI
+def test_help_documents_every_flag(monkeypatch):
+    assert_help_documents_every_flag(analyze, ["--input", "x", "--out", "y"], monkeypatch)
+
+
+def test_cli_camvid_layout_writes_a_self_contained_report(checkpoint, tmp_path, capsys):
+    root = fake_camvid(tmp_path / "camvid", count=3)
+    out = tmp_path / "report"
+    assert analyze.main(["--input", str(root / "val"), "--labels", str(root / "valannot"), "--dataset", "camvid",
+                         "--checkpoint", str(checkpoint), "--xi-grid", "0", "0.5", "--out", str(out),
+                         "--no-progress", "--threads", "1"]) == 0
+    assert "3 images" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["images"] == 3 and report["class_source"] == "labels" and report["dataset"] == "camvid"
+    assert [r["xi"] for r in report["tradeoff"]] == [0.0, 0.5, 1.0]
+    assert len(report["calibration"]) == 3 and len(report["stopped_tokens"]) == 4
+    page = (out / "report.html").read_text()
+    assert "data:image/png;base64," in page and "Plotly.newPlot" in page
+    assert "<script src=\"http" not in page  # plotly.js inlined: opens without a network
+    assert (out / "frames.csv").read_text().count("\n") == 1 + 3
+
+
+def test_cli_camvid_void_is_ignored_like_evaluate(checkpoint, tmp_path):
+    """CamVid's void id 11 maps to the ignore index: the report's mIoU equals evaluate's on the same folder."""
+    root = fake_camvid(tmp_path / "camvid", count=2)
+    assert analyze.main(["--input", str(root / "val"), "--dataset", "camvid", "--checkpoint", str(checkpoint),
+                         "--xi-grid", "0.5", "--out", str(tmp_path / "r"), "--no-progress"]) == 0
+    assert evaluate.main(["--checkpoint", str(checkpoint), "--data-root", str(root), "--xi", "0.5", "1",
+                          "--json", str(tmp_path / "e.json")]) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())["tradeoff"]
+    reference = json.loads((tmp_path / "e.json").read_text())["results"]
+    for row, expected in zip(report, reference):
+        assert row["miou"] == pytest.approx(expected["miou"]) and row["gflops"] == pytest.approx(expected["gflops"])
+
+
+def test_cli_plain_label_folder(checkpoint, tmp_path):
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir(), labels.mkdir()
+    dataset = synthetic_dataset(3, (40, 56), seed=1)
+    for index in range(3):
+        image, label = dataset.load(index)
+        label[:5] = 255  # void rows
+        cv2.imwrite(str(images / f"a{index}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(labels / f"a{index}.png"), label.astype(np.uint8))
+    cv2.imwrite(str(images / "unlabelled.png"), image)
+    assert analyze.main(["--input", str(images), "--labels", str(labels), "--checkpoint", str(checkpoint),
+                         "--out", str(tmp_path / "r"), "--no-progress"]) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["images"] == 3 and "calibration" in report
+    assert sorted(r["name"] for r in report["per_image"]) == ["a0", "a1", "a2"]
+
+
+def test_cli_video_without_labels(checkpoint, tmp_path):
+    source = synthetic_video(tmp_path / "clip.mp4", count=5, size=(40, 56))
+    assert analyze.main(["--input", str(source), "--checkpoint", str(checkpoint), "--max-images", "4",
+                         "--xi", "0.5", "--out", str(tmp_path / "r"), "--no-progress"]) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["images"] == 4 and report["class_source"] == "predictions"
+    assert "calibration" not in report and "miou" not in report["tradeoff"][0]
+    assert [r["name"] for r in report["per_image"]] == [f"frame_{i:06d}" for i in range(4)]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--input", "{tmp}/nowhere"], "no video or image folder"),
+    (["--input", "{tmp}/camvid/val", "--dataset", "camvid", "--labels", "{tmp}/camvid/val"], "reads labels from its layout"),
+    (["--input", "{tmp}/camvid/val", "--xi", "1.5"], "xi must be a number in [0, 1]"),
+])
+def test_cli_errors_exit_2_with_one_line(checkpoint, tmp_path, capsys, argv, message):
+    fake_camvid(tmp_path / "camvid", count=1)
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    assert analyze.main(argv + ["--checkpoint", str(checkpoint), "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error[-1].startswith("error: ") and message in error[-1]
