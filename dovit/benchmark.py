@@ -1,13 +1,23 @@
-"""python -m dovit.benchmark: wall time of dense vs token-pass forwards, against their FLOPs ratio.
+"""python -m dovit.benchmark: wall time of dense vs token-pass forwards, against their FLOPs ratio, per batch size.
 
-For each case the kept fraction after the first decision is forced (random tokens, fixed seed, kept to the
-end), so the measurement isolates how well fewer FLOPs turn into less time: efficiency = speedup /
-ideal_speedup, where ideal_speedup = dense FLOPs / dynamic FLOPs (aux heads and decoder included).
+Two kinds of case:
+- random-init ViT-T 360x480 and ViT-S 512x1024 with the kept fraction after the first decision *forced*
+  (random tokens, fixed seed, the same count in every image, kept to the end): isolates how well fewer
+  FLOPs turn into less time;
+- the shipped student (or ``--checkpoint``) on real frames (``--data-root``, skipped when absent) at its
+  default xi: every image keeps its own tokens, so a batch runs the packed, padded token pass.
+
+Timing: the variants of a case are interleaved (A B A B ...), each round timing every variant once, and
+ratios are taken within a round, so a change of machine load between rounds cancels out. Reported: the
+median over rounds of each variant's time, the median ratio and its spread (min and max over rounds).
+efficiency = speedup / ideal_speedup, ideal_speedup = dense FLOPs / dynamic FLOPs (aux heads and decoder
+included).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -17,60 +27,167 @@ from pathlib import Path
 import torch
 
 from .flops import FLOPS_CONVENTION, forward_flops
-from .model import build_model
+from .model import DoViTSegmenter, build_model
 
 CASES = (("vit_tiny_patch16_224", (360, 480)), ("vit_small_patch16_224", (512, 1024)))
 KEPT_FRACTIONS = (0.75, 0.5, 0.25)
+BATCH_SIZES = (1, 8)
+# Packing plans compared on real frames (see DoViTSegmenter.pack_overhead_tokens): the device's default,
+# the whole batch in one padded forward, and image by image.
+PACKINGS = {"planned": None, "one padded forward": float("inf"), "image by image": 0.0}
 
 
-def _median_ms(fn, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
+def _synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
-def forced_masks(num_decisions: int, num_tokens: int, fraction: float, seed: int = 0) -> list[torch.Tensor]:
-    """D identical masks keeping round(fraction * N) random tokens from the first decision on."""
+def interleaved_times(variants: dict, warmup: int, rounds: int, device: torch.device) -> dict[str, list[float]]:
+    """Milliseconds of each variant (name -> callable) in each of ``rounds`` rounds, the variants timed one
+    after another within a round (A B C A B C ...), after ``warmup`` untimed rounds."""
+    device = torch.device(device)
+    times = {name: [] for name in variants}
+    for round_index in range(warmup + rounds):
+        for name, fn in variants.items():
+            _synchronise(device)
+            start = time.perf_counter()
+            fn()
+            _synchronise(device)
+            if round_index >= warmup:
+                times[name].append((time.perf_counter() - start) * 1000.0)
+    return times
+
+
+def ratio_summary(numerator: list[float], denominator: list[float]) -> dict:
+    """Per-round ratios numerator[i] / denominator[i]: median, min and max."""
+    ratios = [a / b for a, b in zip(numerator, denominator)]
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+
+
+def forced_masks(num_decisions: int, num_tokens: int, fraction: float, seed: int = 0,
+                 batch: int = 1) -> list[torch.Tensor]:
+    """D identical masks (batch, N) keeping round(fraction * N) random tokens per image (each image its own
+    tokens, the same count) from the first decision on."""
     generator = torch.Generator().manual_seed(seed)
-    keep = torch.zeros(1, num_tokens, dtype=torch.bool)
-    keep[0, torch.randperm(num_tokens, generator=generator)[: round(fraction * num_tokens)]] = True
+    keep = torch.zeros(batch, num_tokens, dtype=torch.bool)
+    for row in range(batch):
+        keep[row, torch.randperm(num_tokens, generator=generator)[: round(fraction * num_tokens)]] = True
     return [keep] * num_decisions
 
 
+def _mean_flops(model: DoViTSegmenter, output) -> float:
+    """Mean analytic FLOPs per image of one forward's output."""
+    return statistics.mean(
+        forward_flops(model, output.grid, tokens.tolist(), len(output.aux_logits))["total"]
+        for tokens in output.group_tokens
+    )
+
+
 @torch.inference_mode()
-def run_case(backbone: str, size: tuple[int, int], fractions=KEPT_FRACTIONS, warmup: int = 3,
-             repeats: int = 10) -> list[dict]:
+def run_case(backbone: str, size: tuple[int, int], fractions=KEPT_FRACTIONS, batch_sizes=BATCH_SIZES,
+             warmup: int = 2, repeats: int = 10, device: str | torch.device = "cpu") -> list[dict]:
+    """Random-init ``backbone`` at ``size``: one row per (batch size, kept fraction), dense and token-pass
+    forwards interleaved. Times are per batch; img/s = batch / median time."""
+    device = torch.device(device)
     torch.manual_seed(0)
-    model = build_model(backbone, num_classes=19, input_size=size).eval()
-    pixels = torch.randn(1, 3, *size)
-    grid = model.prefix(pixels).grid
-    num_tokens = grid[0] * grid[1]
-    dense_flops = forward_flops(model, grid, [num_tokens] * len(model.group_bounds), 0)["total"]
-    dense_ms = _median_ms(lambda: model(pixels, xi=1.0), warmup, repeats)
+    model = build_model(backbone, num_classes=19, input_size=size).to(device).eval()
     rows = []
-    for fraction in fractions:
-        masks = forced_masks(len(model.decision_layers), num_tokens, fraction)
-        output = model(pixels, xi=0.0, forced_keep=masks)
-        dynamic_flops = forward_flops(model, grid, output.group_tokens[0].tolist(), len(output.aux_logits))["total"]
-        dynamic_ms = _median_ms(lambda: model(pixels, xi=0.0, forced_keep=masks), warmup, repeats)
-        speedup, ideal = dense_ms / dynamic_ms, dense_flops / dynamic_flops
-        rows.append({
-            "backbone": backbone, "input": f"{size[0]}x{size[1]}", "kept_fraction": fraction,
-            "dense_gflops": dense_flops / 1e9, "dynamic_gflops": dynamic_flops / 1e9,
-            "dense_ms": dense_ms, "dynamic_ms": dynamic_ms, "speedup": speedup, "ideal_speedup": ideal,
-            "efficiency": speedup / ideal,
-        })
+    for batch in batch_sizes:
+        pixels = torch.randn(batch, 3, *size, device=device)
+        grid = model.prefix(pixels[:1]).grid
+        num_tokens = grid[0] * grid[1]
+        dense_flops = forward_flops(model, grid, [num_tokens] * len(model.group_bounds), 0)["total"]
+        masks = {fraction: [m.to(device) for m in forced_masks(len(model.decision_layers), num_tokens, fraction,
+                                                               batch=batch)]
+                 for fraction in fractions}
+        variants = {"dense": lambda: model(pixels, xi=1.0)}
+        for fraction, mask in masks.items():
+            variants[fraction] = lambda mask=mask: model(pixels, xi=0.0, forced_keep=mask)
+        times = interleaved_times(variants, warmup, repeats, device)
+        dense_ms = statistics.median(times["dense"])
+        for fraction in fractions:
+            dynamic_flops = _mean_flops(model, model(pixels, xi=0.0, forced_keep=masks[fraction]))
+            speedup = ratio_summary(times["dense"], times[fraction])
+            dynamic_ms = statistics.median(times[fraction])
+            ideal = dense_flops / dynamic_flops
+            rows.append({
+                "case": "forced", "backbone": backbone, "input": f"{size[0]}x{size[1]}", "batch": batch,
+                "kept_fraction": fraction, "dense_gflops": dense_flops / 1e9, "dynamic_gflops": dynamic_flops / 1e9,
+                "dense_ms": dense_ms, "dynamic_ms": dynamic_ms,
+                "dense_img_s": 1000.0 * batch / dense_ms, "dynamic_img_s": 1000.0 * batch / dynamic_ms,
+                "speedup": speedup["median"], "speedup_min": speedup["min"], "speedup_max": speedup["max"],
+                "ideal_speedup": ideal, "efficiency": speedup["median"] / ideal,
+            })
     return rows
 
 
-def machine_description() -> str:
-    import os
+def load_frames(data_root: str | Path, count: int, model: DoViTSegmenter, split: str = "val") -> torch.Tensor:
+    """The first ``count`` frames of ``split`` as normalised (count, 3, H, W) at the model's input size."""
+    from .data import EvalTransform, build_dataset
 
+    config = model.config
+    dataset = build_dataset("camvid", str(data_root), split, EvalTransform(config.input_size, config.mean, config.std))
+    if len(dataset) < count:
+        raise ValueError(f"{data_root} {split} has {len(dataset)} frames, the benchmark needs {count}")
+    return torch.stack([dataset[index][0] for index in range(count)])
+
+
+@torch.inference_mode()
+def run_checkpoint_case(model: DoViTSegmenter, frames: torch.Tensor, batch: int, xi: float | None = None,
+                        warmup: int = 1, repeats: int = 10, device: str | torch.device = "cpu",
+                        packings: dict | None = None) -> dict:
+    """A trained model on real frames (B, 3, H, W), B a multiple of ``batch``: each round runs all frames
+    dense and at ``xi`` (default: the model's default xi), at batch 1 and at ``batch``, and the batched
+    token pass with each packing plan (``PACKINGS``). Returns img/s per variant and the per-round ratios."""
+    device = torch.device(device)
+    model = model.to(device).eval()
+    frames = frames.to(device)
+    xi = float(model.config.default_xi if xi is None else xi)
+    chunks = {size: list(frames.split(size)) for size in {1, batch}}
+    packings = PACKINGS if packings is None else packings
+    default_overhead = model.pack_overhead_tokens
+
+    def run(size: int, threshold: float, overhead=default_overhead):
+        model.pack_overhead_tokens = overhead
+        try:
+            for chunk in chunks[size]:
+                model(chunk, xi=threshold)
+        finally:
+            model.pack_overhead_tokens = default_overhead
+
+    variants = {"dense_b1": lambda: run(1, 1.0), "dovit_b1": lambda: run(1, xi), f"dense_b{batch}": lambda: run(batch, 1.0)}
+    for name, overhead in packings.items():
+        variants[f"dovit_b{batch} {name}"] = lambda overhead=overhead: run(batch, xi, overhead)
+    times = interleaved_times(variants, warmup, repeats, device)
+    outputs = [model(chunk, xi=xi) for chunk in chunks[1]]
+    dense_flops = forward_flops(model, outputs[0].grid, [outputs[0].grid[0] * outputs[0].grid[1]] * len(model.group_bounds),
+                                0)["total"]
+    dynamic_flops = statistics.mean(_mean_flops(model, output) for output in outputs)
+    ideal = dense_flops / dynamic_flops
+    planned = f"dovit_b{batch} {next(iter(packings))}"
+    ratios = {
+        "speedup_b1": ratio_summary(times["dense_b1"], times["dovit_b1"]),
+        f"speedup_b{batch}": ratio_summary(times[f"dense_b{batch}"], times[planned]),
+        f"dovit_b{batch}_over_b1": ratio_summary(times["dovit_b1"], times[planned]),  # throughput ratio
+        f"dense_b{batch}_over_b1": ratio_summary(times["dense_b1"], times[f"dense_b{batch}"]),
+    }
+    for name in list(packings)[1:]:
+        ratios[f"throughput {name} / {next(iter(packings))}"] = ratio_summary(times[planned],
+                                                                           times[f"dovit_b{batch} {name}"])
+    return {
+        "case": "checkpoint", "images": len(frames), "input": "x".join(str(v) for v in frames.shape[-2:]),
+        "batch": batch, "xi": xi, "dense_gflops": dense_flops / 1e9, "dynamic_gflops": dynamic_flops / 1e9,
+        "ideal_speedup": ideal,
+        "kept_fraction_last_group": statistics.mean(
+            float(o.group_tokens[0, -1]) / (o.grid[0] * o.grid[1]) for o in outputs),
+        "img_s": {name: 1000.0 * len(frames) / statistics.median(t) for name, t in times.items()},
+        "ratios": ratios,
+        "efficiency_b1": ratios["speedup_b1"]["median"] / ideal,
+        f"efficiency_b{batch}": ratios[f"speedup_b{batch}"]["median"] / ideal,
+    }
+
+
+def machine_description() -> str:
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -79,46 +196,90 @@ def machine_description() -> str:
                 break
     except OSError:
         pass
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     return (f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
+            f"({torch.get_num_threads()} threads), Python {platform.python_version()}, load average {load}")
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = ["| backbone | input | kept | dense GFLOPs | dynamic GFLOPs | dense ms | dynamic ms | speedup | ideal | efficiency |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| backbone | input | batch | kept | dense GFLOPs/img | dynamic GFLOPs/img | dense img/s | DoViT img/s "
+             "| speedup (min–max) | ideal | efficiency |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['backbone']} | {r['input']} | {r['kept_fraction']:.0%} | {r['dense_gflops']:.2f} | "
-                     f"{r['dynamic_gflops']:.2f} | {r['dense_ms']:.1f} | {r['dynamic_ms']:.1f} | "
-                     f"{r['speedup']:.2f}x | {r['ideal_speedup']:.2f}x | {r['efficiency']:.2f} |")
+        lines.append(f"| {r['backbone']} | {r['input']} | {r['batch']} | {r['kept_fraction']:.0%} | {r['dense_gflops']:.2f} | "
+                     f"{r['dynamic_gflops']:.2f} | {r['dense_img_s']:.2f} | {r['dynamic_img_s']:.2f} | "
+                     f"{r['speedup']:.2f}x ({r['speedup_min']:.2f}–{r['speedup_max']:.2f}) | "
+                     f"{r['ideal_speedup']:.2f}x | {r['efficiency']:.2f} |")
+    return "\n".join(lines)
+
+
+def format_checkpoint(result: dict) -> str:
+    batch = result["batch"]
+    lines = [f"{result['images']} frames at {result['input']}, ξ = {result['xi']:g}, batch {batch}: "
+             f"{result['dynamic_gflops']:.2f} / {result['dense_gflops']:.2f} GFLOPs per image "
+             f"(ideal {result['ideal_speedup']:.2f}x), {result['kept_fraction_last_group']:.0%} of tokens kept to the end",
+             "", "| variant | img/s |", "|---|---|"]
+    lines += [f"| {name} | {value:.2f} |" for name, value in result["img_s"].items()]
+    lines += ["", "| ratio (per round) | median | min | max |", "|---|---|---|---|"]
+    lines += [f"| {name} | {r['median']:.2f} | {r['min']:.2f} | {r['max']:.2f} |" for name, r in result["ratios"].items()]
+    lines += ["", f"efficiency (speedup / ideal): batch 1 {result['efficiency_b1']:.2f}, "
+              f"batch {batch} {result[f'efficiency_b{batch}']:.2f}"]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m dovit.benchmark",
-        description="Time dense vs token-pass forwards (batch 1, random init, median of repeats after warm-up) for "
-        "ViT-T at 360x480 and ViT-S at 512x1024 with 75/50/25%% of tokens kept after the first decision; "
-        f"report speedup, ideal speedup (dense/dynamic FLOPs) and efficiency. {FLOPS_CONVENTION}.",
+        description="Time dense vs token-pass forwards per batch size, interleaved (A B A B ...), median of "
+        "per-round ratios: random-init ViT-T at 360x480 and ViT-S at 512x1024 with 75/50/25%% of tokens kept "
+        "after the first decision, and a trained checkpoint on real CamVid frames at its default xi. Reports "
+        f"img/s, speedup, ideal speedup (dense/dynamic FLOPs) and efficiency. {FLOPS_CONVENTION}.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    parser.add_argument("--batch", type=int, nargs="+", default=list(BATCH_SIZES), help="batch sizes")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
-    parser.add_argument("--repeats", type=int, default=10, help="timed repeats per forward (median reported)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed warm-up forwards")
+    parser.add_argument("--repeats", type=int, default=10, help="timed rounds (medians reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed warm-up rounds")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--quick", action="store_true", help="ViT-T case only")
+    parser.add_argument("--quick", action="store_true", help="ViT-T case only among the random-init cases")
+    parser.add_argument("--no-forced", action="store_true", help="skip the random-init forced-fraction cases")
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint for the real-frame case (default: the shipped CamVid DoViT student)")
+    parser.add_argument("--data-root", default="../shared/data/camvid",
+                        help="CamVid root for the real-frame case (skipped when missing)")
+    parser.add_argument("--frames", type=int, default=16, help="real frames per round (a multiple of each batch)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = []
-    for backbone, size in CASES[:1] if args.quick else CASES:
-        rows += run_case(backbone, size, warmup=args.warmup, repeats=args.repeats)
+    if not args.no_forced:
+        for backbone, size in CASES[:1] if args.quick else CASES:
+            rows += run_case(backbone, size, batch_sizes=args.batch, warmup=args.warmup, repeats=args.repeats,
+                             device=args.device)
+    checkpoint_results = []
+    if Path(args.data_root).is_dir():
+        from .checkpoint import load_checkpoint
+        from .predictor import default_checkpoint
+
+        model = load_checkpoint(args.checkpoint or default_checkpoint())
+        frames = load_frames(args.data_root, args.frames, model)
+        for batch in (b for b in args.batch if b > 1):
+            checkpoint_results.append(run_checkpoint_case(model, frames, batch, warmup=1, repeats=args.repeats,
+                                                          device=args.device))
     machine = machine_description()
-    print(f"Machine: {machine}\n{FLOPS_CONVENTION}\n")
-    print(format_table(rows))
+    print(f"Machine: {machine}, device {args.device}\n{FLOPS_CONVENTION}\n")
+    if rows:
+        print(format_table(rows))
+    for result in checkpoint_results:
+        print("\n" + format_checkpoint(result))
+    if not checkpoint_results:
+        print(f"\n(real-frame case skipped: no data at {args.data_root} or no batch size > 1)")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"machine": machine, "flops_convention": FLOPS_CONVENTION,
-                                               "cases": rows}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"machine": machine, "device": args.device,
+                                               "flops_convention": FLOPS_CONVENTION, "cases": rows,
+                                               "checkpoint_cases": checkpoint_results}, indent=2) + "\n")
     return 0
 
 

@@ -1,8 +1,10 @@
 import ast
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from dovit import benchmark
 
@@ -12,16 +14,70 @@ def test_forced_masks_keep_the_requested_fraction():
     assert len(masks) == 3 and all(int(m.sum()) == 50 for m in masks)
 
 
-def test_run_case_reports_consistent_measured_ratios():
-    rows = benchmark.run_case("vit_tiny_patch16_224", (64, 96), fractions=(0.75, 0.25), warmup=0, repeats=1)
-    assert [r["kept_fraction"] for r in rows] == [0.75, 0.25]
+def test_forced_masks_give_every_image_its_own_tokens_and_the_same_count():
+    masks = benchmark.forced_masks(2, 100, 0.5, batch=3)
+    assert masks[0].shape == (3, 100) and masks[0].sum(1).tolist() == [50, 50, 50]
+    assert not torch.equal(masks[0][0], masks[0][1])
+
+
+def test_variants_are_timed_interleaved_never_all_of_one_first():
+    calls = []
+    times = benchmark.interleaved_times({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                                        warmup=1, rounds=3, device="cpu")
+    assert calls == ["a", "b"] * 4
+    assert [len(t) for t in times.values()] == [3, 3]
+
+
+def test_ratio_summary_takes_per_round_ratios():
+    summary = benchmark.ratio_summary([10.0, 30.0, 20.0], [5.0, 10.0, 20.0])
+    assert summary == {"median": 2.0, "min": 1.0, "max": 3.0}
+
+
+def test_run_case_reports_consistent_measured_ratios_per_batch_size():
+    rows = benchmark.run_case("vit_tiny_patch16_224", (64, 96), fractions=(0.75, 0.25), batch_sizes=(1, 2),
+                              warmup=0, repeats=2)
+    assert [(r["batch"], r["kept_fraction"]) for r in rows] == [(1, 0.75), (1, 0.25), (2, 0.75), (2, 0.25)]
     assert rows[0]["dynamic_gflops"] > rows[1]["dynamic_gflops"]
     for row in rows:
+        same_fraction = next(r for r in rows if r["batch"] == 1 and r["kept_fraction"] == row["kept_fraction"])
+        assert row["dynamic_gflops"] == pytest.approx(same_fraction["dynamic_gflops"])  # per image
         assert row["dense_ms"] > 0 and row["dynamic_ms"] > 0
+        assert row["dense_img_s"] == pytest.approx(1000 * row["batch"] / row["dense_ms"])
+        assert row["dynamic_img_s"] == pytest.approx(1000 * row["batch"] / row["dynamic_ms"])
         assert row["ideal_speedup"] == pytest.approx(row["dense_gflops"] / row["dynamic_gflops"])
-        assert row["speedup"] == pytest.approx(row["dense_ms"] / row["dynamic_ms"])
+        assert row["speedup_min"] <= row["speedup"] <= row["speedup_max"]
         assert row["efficiency"] == pytest.approx(row["speedup"] / row["ideal_speedup"])
-    assert "| vit_tiny_patch16_224 | 64x96 | 75% |" in benchmark.format_table(rows)
+    table = benchmark.format_table(rows)
+    assert "| vit_tiny_patch16_224 | 64x96 | 1 | 75% |" in table and "| vit_tiny_patch16_224 | 64x96 | 2 | 25% |" in table
+
+
+def test_checkpoint_case_compares_batch_sizes_and_packings(tiny_model):
+    frames = torch.randn(4, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    before = tiny_model.pack_overhead_tokens
+    result = benchmark.run_checkpoint_case(tiny_model, frames, batch=2, xi=0.3, warmup=0, repeats=2)
+    assert tiny_model.pack_overhead_tokens == before  # the packing plans are restored
+    assert result["xi"] == 0.3 and result["batch"] == 2 and result["images"] == 4
+    assert set(result["img_s"]) == {"dense_b1", "dovit_b1", "dense_b2", "dovit_b2 planned",
+                                    "dovit_b2 one padded forward", "dovit_b2 image by image"}
+    assert all(value > 0 for value in result["img_s"].values())
+    assert result["ideal_speedup"] == pytest.approx(result["dense_gflops"] / result["dynamic_gflops"])
+    for name in ("speedup_b1", "speedup_b2", "dovit_b2_over_b1", "dense_b2_over_b1"):
+        ratio = result["ratios"][name]
+        assert ratio["min"] <= ratio["median"] <= ratio["max"]
+    assert result["efficiency_b2"] == pytest.approx(result["ratios"]["speedup_b2"]["median"] / result["ideal_speedup"])
+    assert "ξ = 0.3, batch 2" in benchmark.format_checkpoint(result)
+
+
+def test_cli_writes_json_and_skips_missing_frames(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(benchmark, "CASES", (("vit_tiny_patch16_224", (32, 48)),))
+    out = tmp_path / "bench.json"
+    assert benchmark.main(["--batch", "1", "2", "--repeats", "1", "--warmup", "0", "--data-root",
+                           str(tmp_path / "none"), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "real-frame case skipped" in printed and "load average" in printed
+    saved = json.loads(out.read_text())
+    assert saved["device"] == "cpu" and saved["checkpoint_cases"] == []
+    assert sorted({row["batch"] for row in saved["cases"]}) == [1, 2]
 
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
