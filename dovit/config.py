@@ -17,7 +17,7 @@ from typing import Any
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-DECODERS = ("naive", "pup", "skip", "segmenter")
+DECODERS = ("naive", "pup", "skip", "segmenter", "naive_up4")
 STEMS = ("patch", "conv")
 SEGMENTER_HEAD_DIM = 64  # the segmenter decoder's attention head width (Segmenter's, ViT's): heads = channels / 64
 
@@ -48,7 +48,8 @@ class ModelConfig:
     num_classes: int = 11
     decision_layers: tuple[int, ...] | None = None  # None: paper default for the depth
     decoder: str = "naive"  # SETR-Naive, SETR-PUP, "skip": SETR-Naive + a conv-stem skip (needs stem="conv"),
-    # or "segmenter": Segmenter's mask transformer (decoder_channels wide, a multiple of 64)
+    # "segmenter": Segmenter's mask transformer (decoder_channels wide, a multiple of 64), or "naive_up4":
+    # SETR-Naive upsampling its logits x4 first, as MMSegmentation's SETRUPHead (converted checkpoints)
     decoder_channels: int = 256
     stem: str = "patch"  # "patch": timm's PatchEmbed; "conv": early-convolution stem (Xiao et al. 2021)
     merge_stopped: bool = True  # Eq. 8 token merging into the class token

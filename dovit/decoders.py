@@ -33,18 +33,27 @@ def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int) -> nn.S
 
 
 class SETRNaive(nn.Module):
-    """SETR-Naive: 1x1 conv + BN + ReLU, 1x1 classifier at 1/patch resolution; the caller upsamples."""
+    """SETR-Naive: 1x1 conv + BN + ReLU, 1x1 classifier at 1/patch resolution; the caller upsamples.
+
+    upsample > 1 ("naive_up4"): the logits are first upsampled bilinearly by that factor, as MMSegmentation's
+    SETRUPHead does (it upsamples x4 before its 1x1 classifier, which commutes with bilinear upsampling), so
+    that with the caller's upsampling to the image a converted MMSeg SETR-Naive gives MMSeg's logits.
+    """
 
     needs_skip = False
 
-    def __init__(self, embed_dim: int, num_classes: int, channels: int = 256) -> None:
+    def __init__(self, embed_dim: int, num_classes: int, channels: int = 256, upsample: int = 1) -> None:
         super().__init__()
         self.project = _conv_bn_relu(embed_dim, channels, 1)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
+        self.upsample = upsample
 
     def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
-        """feature_map (B, E, h, w) -> logits (B, C, h, w)."""
-        return self.classifier(self.project(feature_map))
+        """feature_map (B, E, h, w) -> logits (B, C, upsample * h, upsample * w)."""
+        logits = self.classifier(self.project(feature_map))
+        if self.upsample == 1:
+            return logits
+        return F.interpolate(logits, scale_factor=float(self.upsample), mode="bilinear", align_corners=False)
 
     def flops(self, grid: tuple[int, int]) -> int:
         return sum(conv_flops(conv, *grid) for conv in _convs(self))
@@ -169,10 +178,10 @@ class SegmenterMaskTransformer(nn.Module):
 def build_decoder(kind: str, embed_dim: int, num_classes: int, channels: int, skip_channels: int = 0) -> nn.Module:
     if kind == "segmenter":
         return SegmenterMaskTransformer(embed_dim, num_classes, channels)
-    if kind == "naive":
-        return SETRNaive(embed_dim, num_classes, channels)
+    if kind in ("naive", "naive_up4"):
+        return SETRNaive(embed_dim, num_classes, channels, upsample=4 if kind == "naive_up4" else 1)
     if kind == "pup":
         return SETRPUP(embed_dim, num_classes, channels)
     if kind == "skip":
         return SETRSkip(embed_dim, num_classes, channels, skip_channels)
-    raise ValueError(f"unknown decoder {kind!r}; choose 'naive', 'pup', 'skip' or 'segmenter'")
+    raise ValueError(f"unknown decoder {kind!r}; choose 'naive', 'naive_up4', 'pup', 'skip' or 'segmenter'")

@@ -1,0 +1,473 @@
+"""Convert MMSegmentation ViT checkpoints into DoViT checkpoint folders.
+
+    python -m dovit.convert SRC DST --format mmseg [--backbone TIMM_NAME] [--input-size H W] [--num-classes C]
+
+Reads an MMSegmentation 1.x ``EncoderDecoder`` checkpoint (``VisionTransformer`` backbone with
+``SegmenterMaskTransformerHead``, or ``SETRUPHead`` as SETR-Naive (one 1x1 conv) or SETR-PUP (four 3x3
+convs)) with ``torch.load(weights_only=True)`` and writes ``DST/model.safetensors`` + ``DST/config.json``.
+Widths, depth, patch size, classes and decoder come from the tensors; the attention heads and input size
+from the checkpoint's saved config (``meta['cfg']``, read as data, never executed) or the flags. Every
+source tensor must land in the DoViT model and every DoViT tensor except the aux heads must be filled:
+anything else is refused with a message, never a partial load. The DoViT aux heads start random (MMSeg
+has none at the paper's decision layers): train them with ``dovit.train --stage dovit --init DST``.
+
+At xi = 1 (the dense forward) the converted model computes MMSeg's logits up to float rounding. SETR-Naive
+becomes decoder "naive_up4": MMSeg's head upsamples x4 before its 1x1 classifier (the two commute) and
+EncoderDecoder upsamples again to the image, and two bilinear upsamplings are not one.
+Configurations DoViT does not compute are refused: a LayerNorm other than exactly one between the last
+block and the decoder (Segmenter needs ``final_norm=True``, SETR heads bring their own norm and need
+``final_norm=False``), no class token, ``pre_norm``, ``patch_norm``, ``out_origin``, a head reading an
+earlier layer, LayerNorm eps other than timm's 1e-6 in the backbone, ``align_corners=True``.
+``--format dovit-official`` reads the official DoViT code's MMSegmentation 0.x checkpoints, whose
+backbone and head keys are MMSeg's: their aux heads are refused by name unless ``--skip-auxiliary``.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import save_checkpoint
+from .config import ModelConfig
+from .model import DoViTSegmenter
+
+FORMATS = ("mmseg", "dovit-official")
+TIMM_VIT_SIZES = {(192, 12): "tiny", (384, 12): "small", (768, 12): "base", (1024, 24): "large"}
+
+
+class ConversionError(ValueError):
+    """A checkpoint that this converter cannot turn into an equal DoViT model; the message says why."""
+
+
+# ------------------------------------------------------------------------------------------ reading
+def load_mmseg_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state_dict, meta) of an MMSeg checkpoint file, loaded with ``weights_only=True`` (nothing executed).
+
+    Accepts ``{'state_dict': ..., 'meta': ...}`` (MMEngine's layout) or a bare state dict; strips a DDP
+    ``module.`` prefix. Raises ConversionError for a missing file or a file that needs full unpickling.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"checkpoint file not found: {path}")
+    try:
+        document = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # the weights-only unpickler refuses any object that is not plain data
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConversionError(
+            f"{path} cannot be read with torch.load(weights_only=True) ({first}). It holds Python objects "
+            "besides tensors (e.g. MMEngine's message hub); re-save just the weights where you trust the file: "
+            "torch.save({'state_dict': ckpt['state_dict'], 'meta': {'cfg': ckpt['meta']['cfg'], "
+            "'dataset_meta': ckpt['meta'].get('dataset_meta')}}, 'weights.pth')") from error
+    if not isinstance(document, dict):
+        raise ConversionError(f"{path} holds a {type(document).__name__}, not a checkpoint dictionary")
+    meta = document.get("meta") if isinstance(document.get("meta"), dict) else {}
+    state = document["state_dict"] if isinstance(document.get("state_dict"), dict) else {
+        k: v for k, v in document.items() if k != "meta"}
+    others = sorted(str(k) for k, v in state.items() if not isinstance(v, torch.Tensor))
+    if others:
+        raise ConversionError(f"{path}: state_dict entries that are not tensors: {others[:5]}")
+    tensors = {k.removeprefix("module."): v for k, v in state.items()}
+    if not tensors:
+        raise ConversionError(f"{path} holds no tensors")
+    return tensors, meta
+
+
+def parse_mmengine_config(text: str) -> dict[str, Any]:
+    """The top-level assignments of an MMEngine ``pretty_text`` config, as plain data; never executes it.
+
+    Literals, lists, tuples, dicts and ``dict(key=literal, ...)`` calls are read; anything else (a
+    variable, an expression) becomes None, so a check that needs it treats it as unknown.
+    """
+    try:
+        tree = ast.parse(text)
+    except SyntaxError as error:
+        raise ConversionError(f"the checkpoint's saved config (meta['cfg']) is not readable: {error}") from error
+    config = {}
+    for statement in tree.body:
+        if isinstance(statement, ast.Assign) and len(statement.targets) == 1 and isinstance(statement.targets[0], ast.Name):
+            config[statement.targets[0].id] = _literal(statement.value)
+    return config
+
+
+def _literal(node: ast.AST) -> Any:
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
+        return -node.operand.value
+    if isinstance(node, (ast.List, ast.Tuple)):
+        values = [_literal(item) for item in node.elts]
+        return values if isinstance(node, ast.List) else tuple(values)
+    if isinstance(node, ast.Dict):
+        return {_literal(k): _literal(v) for k, v in zip(node.keys, node.values) if k is not None}
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
+        return {keyword.arg: _literal(keyword.value) for keyword in node.keywords if keyword.arg}
+    return None
+
+
+# ------------------------------------------------------------------------------------------ analysis
+@dataclass
+class MMSegArchitecture:
+    """What the tensors (and the saved config, where present) say about an MMSeg ViT segmenter."""
+
+    embed_dim: int
+    depth: int
+    patch_size: int
+    pos_grid: tuple[int, int]
+    num_classes: int
+    decoder: str  # "segmenter", "naive", "naive_up4" or "pup"
+    decoder_channels: int
+    notes: list[str] = field(default_factory=list)
+
+
+def _count_layers(keys: list[str], prefix: str) -> int:
+    indices = {int(m.group(1)) for k in keys if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))}
+    if indices and indices != set(range(len(indices))):
+        raise ConversionError(f"{prefix}N: layer numbers are not 0..{len(indices) - 1}: {sorted(indices)}")
+    return len(indices)
+
+
+def analyse(state: dict[str, torch.Tensor], cfg: dict[str, Any], img_size: tuple[int, int] | None) -> MMSegArchitecture:
+    """Read the architecture from the tensors; check the saved config (when present) against DoViT's forward."""
+    keys = list(state)
+    for needed in ("backbone.cls_token", "backbone.pos_embed", "backbone.patch_embed.projection.weight"):
+        if needed not in state:
+            raise ConversionError(f"not an MMSeg VisionTransformer checkpoint: no {needed!r} "
+                                  f"(first keys: {keys[:4]})")
+    embed_dim = int(state["backbone.cls_token"].shape[-1])
+    patch_size = int(state["backbone.patch_embed.projection.weight"].shape[-1])
+    depth = _count_layers(keys, "backbone.layers.")
+    if any(k.startswith("backbone.pre_ln") for k in keys):
+        raise ConversionError("the backbone has pre_norm=True (a LayerNorm before the blocks), which timm's ViT "
+                              "that DoViT drives does not have")
+    if any(k.startswith("backbone.patch_embed.norm") for k in keys):
+        raise ConversionError("the backbone has patch_norm=True (a LayerNorm in the patch embedding), which timm's "
+                              "ViT that DoViT drives does not have")
+    final_norm = "backbone.ln1.weight" in state
+    model_cfg = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
+    backbone_cfg = model_cfg.get("backbone") if isinstance(model_cfg.get("backbone"), dict) else {}
+    head_cfg = model_cfg.get("decode_head") if isinstance(model_cfg.get("decode_head"), dict) else {}
+    notes = [] if model_cfg else ["no saved config (meta['cfg']): assumed MMSeg's released ViT settings "
+                                  "(class token used, LayerNorm eps 1e-6, the head reads the last block)"]
+    _check_backbone_options(backbone_cfg, head_cfg, depth)
+
+    if "decode_head.cls_emb" in state:
+        decoder, num_classes = "segmenter", int(state["decode_head.cls_emb"].shape[1])
+        channels = int(state["decode_head.dec_proj.weight"].shape[0]) if "decode_head.dec_proj.weight" in state else 0
+        layers = _count_layers(keys, "decode_head.layers.")
+        if layers != 2:
+            raise ConversionError(f"the Segmenter head has {layers} layers; DoViT's segmenter decoder has 2 (the paper's)")
+        if not final_norm:
+            raise ConversionError("Segmenter head on a backbone with final_norm=False: the head would see the last block's "
+                                  "tokens unnormalised, while DoViT always applies the ViT's final LayerNorm")
+        heads = head_cfg.get("num_heads")
+        if heads is not None and heads * 64 != channels:
+            raise ConversionError(f"the Segmenter head has {heads} attention heads of {channels // heads} channels; "
+                                  "DoViT's segmenter decoder uses heads of 64 channels")
+        eps = (head_cfg.get("norm_cfg") or {}).get("eps", 1e-5)
+        if eps != 1e-5:
+            raise ConversionError(f"the Segmenter head's LayerNorm eps is {eps}; DoViT's segmenter decoder uses 1e-5")
+    elif "decode_head.up_convs.0.0.conv.weight" in state:
+        num_classes = int(state["decode_head.conv_seg.weight"].shape[0])
+        convs = _count_layers(keys, "decode_head.up_convs.")
+        kernel = int(state["decode_head.up_convs.0.0.conv.weight"].shape[-1])
+        channels = int(state["decode_head.up_convs.0.0.conv.weight"].shape[0])
+        up_scale = head_cfg.get("up_scale", 4)
+        if (convs, kernel) == (1, 1) and up_scale in (1, 4):
+            decoder = "naive" if up_scale == 1 else "naive_up4"
+        elif (convs, kernel) == (4, 3) and (head_cfg.get("up_scale") in (None, 2)):
+            decoder = "pup"
+        else:
+            raise ConversionError(f"SETRUPHead with {convs} conv(s) of {kernel}x{kernel}, up_scale {up_scale}: DoViT has "
+                                  "SETR-Naive (one 1x1 conv, up_scale 1 or 4) and SETR-PUP (four 3x3 convs, up_scale 2)")
+        if final_norm:
+            raise ConversionError("SETR head on a backbone with final_norm=True: two LayerNorms before the decoder, "
+                                  "where DoViT has one (the ViT's final norm)")
+        if any(k.startswith("decode_head.up_convs.") and k.endswith("conv.bias") for k in keys):
+            raise ConversionError("SETR head convs without a norm layer (they carry a bias): DoViT's have BatchNorm")
+        eps = (head_cfg.get("norm_layer") or {}).get("eps", 1e-6)
+        if eps != 1e-6:
+            raise ConversionError(f"the SETR head's input LayerNorm eps is {eps}; DoViT's ViT norm uses 1e-6")
+    else:
+        heads = sorted({k.split(".")[1] for k in keys if k.startswith("decode_head.")})
+        raise ConversionError("unknown decode head: DoViT converts SegmenterMaskTransformerHead and SETRUPHead "
+                              f"(decode_head parameters seen: {heads[:6]})")
+    if head_cfg.get("align_corners"):
+        raise ConversionError("the head uses align_corners=True; DoViT upsamples with align_corners=False")
+    pos_grid = _pos_grid(state["backbone.pos_embed"], patch_size, img_size or _pair(backbone_cfg.get("img_size")))
+    return MMSegArchitecture(embed_dim, depth, patch_size, pos_grid, num_classes, decoder, channels, notes)
+
+
+def _check_backbone_options(backbone_cfg: dict, head_cfg: dict, depth: int) -> None:
+    """Refuse saved-config options that change the backbone's forward away from timm's ViT."""
+    required = {"with_cls_token": True, "output_cls_token": False, "pre_norm": False, "patch_norm": False,
+                "out_origin": False, "qkv_bias": True, "num_fcs": 2}
+    for option, value in required.items():
+        if option in backbone_cfg and backbone_cfg[option] != value:
+            raise ConversionError(f"backbone {option}={backbone_cfg[option]!r}: DoViT computes {option}={value!r} "
+                                  "(timm's ViT with a class token)")
+    eps = (backbone_cfg.get("norm_cfg") or {}).get("eps", 1e-6 if "norm_cfg" not in backbone_cfg else 1e-5)
+    if eps != 1e-6:
+        raise ConversionError(f"backbone LayerNorm eps {eps}: timm's ViT (and MMSeg's released ViT configs) use 1e-6")
+    activation = (backbone_cfg.get("act_cfg") or {}).get("type", "GELU")
+    if activation != "GELU":
+        raise ConversionError(f"backbone activation {activation}: timm's ViT uses GELU")
+    out_indices = backbone_cfg.get("out_indices", -1)
+    out_indices = [out_indices] if isinstance(out_indices, int) else list(out_indices)
+    in_index = head_cfg.get("in_index", -1)
+    if isinstance(in_index, int) and -len(out_indices) <= in_index < len(out_indices):
+        read = out_indices[in_index]
+        if read not in (-1, depth - 1):
+            raise ConversionError(f"the decode head reads block {read + 1} of {depth}; DoViT's decoder reads the last")
+
+
+def _pair(value: Any) -> tuple[int, int] | None:
+    if isinstance(value, int):
+        return value, value
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return int(value[0]), int(value[1])
+    return None
+
+
+def _pos_grid(pos_embed: torch.Tensor, patch_size: int, img_size: tuple[int, int] | None) -> tuple[int, int]:
+    """The token grid the stored position embedding is laid out on (MMSeg: img_size // patch)."""
+    tokens = int(pos_embed.shape[1]) - 1  # one class-token position first
+    if img_size is not None and (img_size[0] // patch_size) * (img_size[1] // patch_size) == tokens:
+        return img_size[0] // patch_size, img_size[1] // patch_size
+    side = math.isqrt(tokens)
+    if side * side != tokens:
+        raise ConversionError(f"the position embedding has {tokens} patch positions, not a square grid; pass the "
+                              "training crop as --pos-size H W")
+    return side, side
+
+
+# ------------------------------------------------------------------------------------------ mapping
+_BLOCK_RULES = [  # MMSeg TransformerEncoderLayer -> timm Block (same tensors, other names)
+    (r"ln1\.", "norm1."), (r"ln2\.", "norm2."),
+    (r"attn\.attn\.in_proj_weight", "attn.qkv.weight"), (r"attn\.attn\.in_proj_bias", "attn.qkv.bias"),
+    (r"attn\.attn\.out_proj\.", "attn.proj."),
+    (r"ffn\.layers\.0\.0\.", "mlp.fc1."), (r"ffn\.layers\.1\.", "mlp.fc2."),
+]
+_RULES = [
+    (r"backbone\.cls_token", "vit.cls_token"), (r"backbone\.pos_embed", "vit.pos_embed"),
+    (r"backbone\.patch_embed\.projection\.", "vit.patch_embed.proj."),
+    (r"backbone\.ln1\.", "vit.norm."),
+    *[(r"backbone\.layers\.(\d+)\." + a, r"vit.blocks.\1." + b) for a, b in _BLOCK_RULES],
+    (r"decode_head\.cls_emb", "decoder.class_embedding"),
+    *[(r"decode_head\.layers\.(\d+)\." + a, r"decoder.blocks.\1." + b) for a, b in _BLOCK_RULES],
+    (r"decode_head\.dec_proj\.", "decoder.project."), (r"decode_head\.decoder_norm\.", "decoder.norm."),
+    (r"decode_head\.(patch_proj|classes_proj|mask_norm)\.", r"decoder.\1."),
+    (r"decode_head\.norm\.", "vit.norm."), (r"decode_head\.conv_seg\.", "decoder.classifier."),
+]
+_SETR_CONV_RULES = {  # up_convs.i.0 is MMCV's ConvModule: .conv and .bn
+    "naive": [(r"decode_head\.up_convs\.0\.0\.conv\.", "decoder.project.0."),
+              (r"decode_head\.up_convs\.0\.0\.bn\.", "decoder.project.1.")],
+    "pup": [(r"decode_head\.up_convs\.(\d+)\.0\.conv\.", r"decoder.stages.\1.0."),
+            (r"decode_head\.up_convs\.(\d+)\.0\.bn\.", r"decoder.stages.\1.1.")],
+}
+
+
+_MODULE_TENSORS = r"(?:weight|bias|running_mean|running_var|num_batches_tracked)"
+
+
+def dovit_name(key: str, decoder: str) -> str | None:
+    """The DoViT parameter an MMSeg key becomes, or None when it has no place.
+
+    A rule ending in '.' names a module (its weight, bias and norm statistics follow); others name a tensor.
+    """
+    for pattern, replacement in _RULES + _SETR_CONV_RULES.get(decoder.removesuffix("_up4"), []):
+        if re.fullmatch(pattern + (_MODULE_TENSORS if pattern.endswith(".") else ""), key):
+            return re.sub("^" + pattern, replacement, key)
+    return None
+
+
+def resize_pos_embed(pos_embed: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int],
+                     mode: str) -> torch.Tensor:
+    """MMSeg's ``VisionTransformer.resize_pos_embed``: (1, 1 + N, E) from old_grid to new_grid, class slot kept."""
+    if old_grid == new_grid:
+        return pos_embed
+    cls_slot, grid = pos_embed[:, :1], pos_embed[:, 1:]
+    grid = grid.reshape(1, *old_grid, -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=new_grid, mode=mode, align_corners=False)
+    return torch.cat([cls_slot, grid.flatten(2).transpose(1, 2)], dim=1)
+
+
+def timm_backbone_name(embed_dim: int, depth: int, patch_size: int) -> str:
+    """timm's ViT for a width, depth and patch (ViT-T/S/B/L); others must be named with --backbone."""
+    size = TIMM_VIT_SIZES.get((embed_dim, depth))
+    name = f"vit_{size}_patch{patch_size}_224" if size else None
+    if name is None or not timm.is_model(name):
+        raise ConversionError(f"no timm ViT known for width {embed_dim}, depth {depth}, patch {patch_size}: "
+                              "name one with --backbone")
+    return name
+
+
+def convert_mmseg(
+    state: dict[str, torch.Tensor], meta: dict[str, Any] | None = None, backbone: str | None = None,
+    input_size: tuple[int, int] | None = None, num_classes: int | None = None, skip_auxiliary: bool = False,
+    pos_size: tuple[int, int] | None = None,
+) -> tuple[DoViTSegmenter, list[str]]:
+    """Build the DoViT model equal to an MMSeg ViT segmenter; return it (eval mode) and notes for the user.
+
+    state: MMSeg parameter names -> tensors (``backbone.*``, ``decode_head.*``, ``auxiliary_head.*``).
+    meta: the checkpoint's meta (``cfg`` text, ``dataset_meta`` with classes and palette), optional.
+    input_size: (H, W) working size; default the saved config's crop, else the position embedding's grid.
+    Raises ConversionError for anything that cannot be placed or is not computed the same way.
+    """
+    meta = meta or {}
+    cfg = parse_mmengine_config(meta["cfg"]) if isinstance(meta.get("cfg"), str) else {}
+    model_cfg = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
+    backbone_cfg = model_cfg.get("backbone") if isinstance(model_cfg.get("backbone"), dict) else {}
+    auxiliary = sorted(k for k in state if k.startswith("auxiliary_head."))
+    if auxiliary and not skip_auxiliary:
+        raise ConversionError(f"{len(auxiliary)} auxiliary_head tensors (MMSeg's training-only heads, e.g. "
+                              f"{auxiliary[0]}) have no place in DoViT, whose aux heads sit at the decision layers: "
+                              "pass --skip-auxiliary to leave them out")
+    state = {k: v for k, v in state.items() if not k.startswith("auxiliary_head.")}
+    arch = analyse(state, cfg, pos_size)
+    notes = list(arch.notes) + ([f"left out {len(auxiliary)} auxiliary_head tensors (--skip-auxiliary)"] if auxiliary else [])
+    if num_classes is not None and num_classes != arch.num_classes:
+        raise ConversionError(f"--num-classes {num_classes}, but the checkpoint's head has {arch.num_classes} classes")
+    backbone = backbone or timm_backbone_name(arch.embed_dim, arch.depth, arch.patch_size)
+    heads = backbone_cfg.get("num_heads")
+    probe_heads = _timm_heads(backbone)
+    if heads is not None and heads != probe_heads:
+        raise ConversionError(f"the checkpoint's ViT has {heads} attention heads, {backbone} has {probe_heads}")
+    crop = _pair(cfg.get("crop_size")) or _pair(backbone_cfg.get("img_size"))
+    input_size = tuple(input_size) if input_size else crop or (arch.pos_grid[0] * arch.patch_size,
+                                                               arch.pos_grid[1] * arch.patch_size)
+    config = ModelConfig(backbone=backbone, num_classes=arch.num_classes, decoder=arch.decoder,
+                         decoder_channels=arch.decoder_channels, input_size=input_size,
+                         **_normalisation(model_cfg, cfg, arch.decoder, notes), **_class_metadata(meta, arch.num_classes))
+    model = DoViTSegmenter(config)
+    if model.patch_size != arch.patch_size or len(model.vit.blocks) != arch.depth or model.embed_dim != arch.embed_dim:
+        raise ConversionError(f"{backbone} has patch {model.patch_size}, {len(model.vit.blocks)} blocks, width "
+                              f"{model.embed_dim}; the checkpoint has {arch.patch_size}, {arch.depth}, {arch.embed_dim}")
+    mapped = _map_tensors(state, arch, model, backbone_cfg, cfg)
+    _load_exactly(model, mapped)
+    return model.eval(), notes
+
+
+def _timm_heads(backbone: str) -> int:
+    with torch.device("meta"):
+        vit = timm.create_model(backbone, pretrained=False, num_classes=0)
+    return int(vit.blocks[0].attn.num_heads)
+
+
+def _normalisation(model_cfg: dict, cfg: dict, decoder: str, notes: list[str]) -> dict[str, Any]:
+    """mean/std in [0, 1] units from the saved data preprocessor, else MMSeg's defaults for the head."""
+    pre = model_cfg.get("data_preprocessor") or cfg.get("data_preprocessor") or {}
+    mean, std = pre.get("mean"), pre.get("std")
+    if mean is None or std is None or len(mean) != 3 or len(std) != 3:
+        mean, std = ((127.5,) * 3, (127.5,) * 3) if decoder == "segmenter" else (
+            (123.675, 116.28, 103.53), (58.395, 57.12, 57.375))
+        notes.append(f"no saved normalisation: used MMSeg's {'Segmenter' if decoder == 'segmenter' else 'SETR'} "
+                     f"configs' mean {mean} and std {std} (0-255 units)")
+    if pre.get("bgr_to_rgb") is False:
+        raise ConversionError("the model was trained on BGR images (bgr_to_rgb=False); DoViT feeds RGB")
+    return dict(mean=tuple(v / 255.0 for v in mean), std=tuple(v / 255.0 for v in std))
+
+
+def _class_metadata(meta: dict, num_classes: int) -> dict[str, Any]:
+    dataset = meta.get("dataset_meta") if isinstance(meta.get("dataset_meta"), dict) else {}
+    names, palette = dataset.get("classes"), dataset.get("palette")
+    found = {}
+    if names is not None and len(names) == num_classes:
+        found["class_names"] = [str(name) for name in names]
+    if palette is not None and len(palette) == num_classes:
+        found["class_colors"] = [tuple(int(c) for c in rgb) for rgb in palette]
+    return found
+
+
+def _map_tensors(state: dict[str, torch.Tensor], arch: MMSegArchitecture, model: DoViTSegmenter,
+                 backbone_cfg: dict, cfg: dict) -> dict[str, torch.Tensor]:
+    """MMSeg tensors under DoViT names and shapes; refuses a key with no place or a shape that differs."""
+    mapped, unplaced = {}, []
+    for key, tensor in state.items():
+        name = dovit_name(key, arch.decoder)
+        if name is None:
+            unplaced.append(key)
+        elif name in mapped:
+            raise ConversionError(f"{key} and another tensor both map to {name}")
+        else:
+            mapped[name] = tensor
+    if unplaced:
+        raise ConversionError(f"{len(unplaced)} tensors have no place in a DoViT {arch.decoder} model: "
+                              f"{', '.join(unplaced[:6])}{' ...' if len(unplaced) > 6 else ''}")
+    grid = tuple(int(s) for s in model.vit.patch_embed.grid_size)
+    mode = backbone_cfg.get("interpolate_mode") or "bicubic"
+    mapped["vit.pos_embed"] = resize_pos_embed(mapped["vit.pos_embed"], arch.pos_grid, grid, mode)
+    projection_bias = "vit.patch_embed.proj.bias"
+    if projection_bias not in mapped and projection_bias in model.state_dict():
+        mapped[projection_bias] = torch.zeros(arch.embed_dim)  # MMSeg's default patch_bias=False: a zero bias
+    return mapped
+
+
+def _load_exactly(model: DoViTSegmenter, mapped: dict[str, torch.Tensor]) -> None:
+    """Load every mapped tensor; every model tensor but the aux heads must be covered, shapes must agree."""
+    target = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(target[k].shape)}" for k, v in mapped.items()
+             if k in target and v.shape != target[k].shape]
+    extra = sorted(set(mapped) - set(target))
+    missing = sorted(k for k in set(target) - set(mapped) if not k.startswith("aux_heads."))
+    if wrong or extra or missing:
+        parts = [f"shapes differ: {'; '.join(wrong[:4])}" if wrong else "",
+                 f"no such DoViT tensor: {', '.join(extra[:4])}" if extra else "",
+                 f"DoViT tensors the checkpoint does not fill: {', '.join(missing[:4])}" if missing else ""]
+        raise ConversionError("the checkpoint does not match the DoViT model: " + "; ".join(p for p in parts if p))
+    model.load_state_dict({k: v.to(target[k].dtype) for k, v in mapped.items()}, strict=False)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m dovit.convert",
+        description="Convert an MMSegmentation ViT segmenter checkpoint (Segmenter or SETR head) into a DoViT "
+        "checkpoint folder. Refuses anything it cannot place exactly; the DoViT aux heads start random.")
+    parser.add_argument("src", help="MMSegmentation .pth checkpoint (read with torch.load(weights_only=True))")
+    parser.add_argument("dst", help="output DoViT checkpoint folder (model.safetensors + config.json)")
+    parser.add_argument("--format", choices=FORMATS, default="mmseg",
+                        help="'mmseg': MMSegmentation 1.x; 'dovit-official': the official DoViT code (MMSeg 0.x keys)")
+    parser.add_argument("--backbone", default=None, help="timm ViT name (default: inferred from width and depth)")
+    parser.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                        help="working size (default: the saved config's crop, else the position embedding's grid)")
+    parser.add_argument("--num-classes", type=int, default=None, help="checked against the head's class count")
+    parser.add_argument("--pos-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                        help="image size the position embedding was trained at, when it is not square and the "
+                        "checkpoint has no saved config")
+    parser.add_argument("--skip-auxiliary", action="store_true",
+                        help="leave out MMSeg's auxiliary_head tensors (training-only heads DoViT has no place for)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        state, meta = load_mmseg_checkpoint(args.src)
+        model, notes = convert_mmseg(state, meta, backbone=args.backbone, input_size=args.input_size,
+                                     num_classes=args.num_classes, skip_auxiliary=args.skip_auxiliary,
+                                     pos_size=args.pos_size)
+        metadata = {"stage": "converted", "converted_from": str(Path(args.src).name), "format": args.format,
+                    "notes": notes}
+        save_checkpoint(model, args.dst, metadata=metadata)
+    except (ConversionError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    config = model.config
+    print(f"wrote {args.dst}: {config.backbone}, decoder {config.decoder} ({config.decoder_channels} channels), "
+          f"{config.num_classes} classes, input {config.input_size[0]}x{config.input_size[1]}")
+    for note in notes:
+        print(f"note: {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""dovit.convert against MMSegmentation's own modules: random-init MMSeg ViT + Segmenter / SETR heads, saved as
+checkpoints, converted, and compared logit for logit at xi = 1. The MMSeg tests skip when mmsegmentation is not
+installed (``.ci/run`` installs it from requirements-convert-test.txt)."""
+import importlib.machinery
+import importlib.util
+import sys
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import dovit
+from dovit import convert
+
+TOLERANCE = 1e-4
+SIZE = (64, 96)  # a 4 x 6 token grid at patch 16
+CLASSES = ("road", "sky", "car", "tree", "person")
+PALETTE = [[128, 64, 128], [70, 130, 180], [0, 0, 142], [107, 142, 35], [220, 20, 60]]
+
+
+# ------------------------------------------------------------------------------------------ no MMSeg needed
+def test_saved_config_is_read_as_data_never_executed(tmp_path):
+    marker = tmp_path / "ran"
+    text = (f"model = dict(backbone=dict(num_heads=3, img_size=(64, 96), norm_cfg=dict(type='LN', eps=1e-06)))\n"
+            f"evil = __import__('pathlib').Path({str(marker)!r}).touch()\ncrop_size = (512, 512)\n")
+    parsed = convert.parse_mmengine_config(text)
+    assert parsed["model"]["backbone"] == {"num_heads": 3, "img_size": (64, 96), "norm_cfg": {"type": "LN", "eps": 1e-6}}
+    assert parsed["evil"] is None and parsed["crop_size"] == (512, 512) and not marker.exists()
+
+
+@pytest.mark.parametrize("key,expected", [
+    ("backbone.layers.11.attn.attn.in_proj_weight", "vit.blocks.11.attn.qkv.weight"),
+    ("backbone.layers.0.ffn.layers.0.0.bias", "vit.blocks.0.mlp.fc1.bias"),
+    ("backbone.layers.3.ffn.layers.1.weight", "vit.blocks.3.mlp.fc2.weight"),
+    ("backbone.ln1.weight", "vit.norm.weight"),
+    ("decode_head.layers.1.ln2.bias", "decoder.blocks.1.norm2.bias"),
+    ("decode_head.cls_emb", "decoder.class_embedding"),
+    ("backbone.layers.0.attn.attn.extra", None),
+    ("decode_head.unknown.weight", None),
+])
+def test_key_mapping(key, expected):
+    assert convert.dovit_name(key, "segmenter") == expected
+
+
+def test_a_pickled_object_is_refused_not_unpickled(tmp_path):
+    path = tmp_path / "ckpt.pth"
+    torch.save({"state_dict": {"backbone.cls_token": torch.zeros(1, 1, 8)}, "meta": {"hook": _Marker()}}, path)
+    with pytest.raises(convert.ConversionError, match="weights_only=True"):
+        convert.load_mmseg_checkpoint(path)
+
+
+class _Marker:
+    pass
+
+
+def test_missing_file_exits_2(tmp_path, capsys):
+    assert convert.main([str(tmp_path / "none.pth"), str(tmp_path / "out")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ MMSeg
+def _stub_mmcv_ops() -> None:
+    """mmseg.models imports mmcv.ops, whose compiled extensions mmcv-lite lacks: members raise on use."""
+    if "mmcv.ops" in sys.modules or importlib.util.find_spec("mmcv._ext") is not None:
+        return
+    stub = types.ModuleType("mmcv.ops")
+    stub.__spec__ = importlib.machinery.ModuleSpec("mmcv.ops", None)
+
+    def missing(name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+
+        def unavailable(*args, **kwargs):
+            raise RuntimeError(f"mmcv.ops.{name} needs mmcv's compiled extensions (a test stub stands in)")
+        return type(name, (), {"__init__": unavailable, "__call__": unavailable})
+
+    stub.__getattr__ = missing
+    sys.modules["mmcv.ops"] = stub
+
+
+@pytest.fixture(scope="module")
+def mmseg():
+    pytest.importorskip("mmseg", reason="mmsegmentation not installed (pip install -r requirements-convert-test.txt)")
+    _stub_mmcv_ops()
+    from mmengine.config import Config
+    from mmseg.models.backbones import VisionTransformer
+    from mmseg.models.decode_heads import SegmenterMaskTransformerHead, SETRUPHead
+    return types.SimpleNamespace(Config=Config, VisionTransformer=VisionTransformer,
+                                 SegmenterMaskTransformerHead=SegmenterMaskTransformerHead, SETRUPHead=SETRUPHead)
+
+
+BACKBONE = dict(type="VisionTransformer", img_size=SIZE, patch_size=16, embed_dims=192, num_layers=12, num_heads=3,
+                norm_cfg=dict(type="LN", eps=1e-6), with_cls_token=True, interpolate_mode="bicubic")
+HEADS = {
+    "segmenter": dict(type="SegmenterMaskTransformerHead", in_channels=192, channels=192, num_classes=5, num_layers=2,
+                      num_heads=3, embed_dims=192, dropout_ratio=0.0),
+    "naive": dict(type="SETRUPHead", in_channels=192, channels=64, num_classes=5, num_convs=1, up_scale=4,
+                  kernel_size=1, norm_cfg=dict(type="BN"), dropout_ratio=0.0, align_corners=False),
+    "pup": dict(type="SETRUPHead", in_channels=192, channels=64, num_classes=5, num_convs=4, up_scale=2,
+                kernel_size=3, norm_cfg=dict(type="BN"), dropout_ratio=0.0, align_corners=False),
+}
+
+
+def _build(mmseg, kind: str, **backbone_options):
+    """A random MMSeg ViT-T + head, every parameter and BN statistic perturbed so that a swapped key shows."""
+    torch.manual_seed(0)
+    backbone_cfg = {**BACKBONE, "final_norm": kind == "segmenter", **backbone_options}
+    head_cfg = dict(HEADS[kind])
+    vit = mmseg.VisionTransformer(**{k: v for k, v in backbone_cfg.items() if k != "type"})
+    head_class = mmseg.SegmenterMaskTransformerHead if kind == "segmenter" else mmseg.SETRUPHead
+    head = head_class(**{k: v for k, v in head_cfg.items() if k != "type"})
+    vit.init_weights()
+    head.init_weights()
+    with torch.no_grad():
+        for name, tensor in [*vit.state_dict().items(), *head.state_dict().items()]:
+            if tensor.is_floating_point():
+                tensor.add_(0.05 * torch.randn_like(tensor))
+                if name.endswith("running_var"):
+                    tensor.abs_().add_(0.5)
+    cfg = mmseg.Config(dict(model=dict(type="EncoderDecoder", backbone=backbone_cfg, decode_head=head_cfg,
+                                       data_preprocessor=dict(type="SegDataPreProcessor", mean=[127.5] * 3,
+                                                              std=[127.5] * 3, bgr_to_rgb=True)),
+                            crop_size=SIZE))
+    vit.eval()  # MMSeg's VisionTransformer.train() returns None, so no chaining
+    head.eval()
+    return vit, head, cfg
+
+
+def _save(tmp_path, vit, head, cfg, extra=None) -> str:
+    state = {**{f"backbone.{k}": v for k, v in vit.state_dict().items()},
+             **{f"decode_head.{k}": v for k, v in head.state_dict().items()}, **(extra or {})}
+    path = tmp_path / "mmseg.pth"
+    torch.save({"state_dict": state, "meta": {"cfg": cfg.pretty_text,
+                                              "dataset_meta": {"classes": CLASSES, "palette": PALETTE}}}, path)
+    return str(path)
+
+
+def _mmseg_logits(vit, head, pixels):
+    """MMSeg's head output and the same upsampled to the input (EncoderDecoder's bilinear resize)."""
+    with torch.no_grad():
+        out = head(vit(pixels))
+    return out, F.interpolate(out, size=pixels.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def _convert(tmp_path, path, *flags) -> dovit.DoViTSegmenter:
+    assert convert.main([path, str(tmp_path / "dovit"), *flags]) == 0
+    return dovit.load_checkpoint(tmp_path / "dovit").eval()
+
+
+@pytest.mark.parametrize("size", [SIZE, (80, 112)])
+def test_segmenter_logits_equal_mmseg(mmseg, tmp_path, size):
+    """(80, 112) also checks the position embedding, resized as MMSeg resizes it at run time."""
+    vit, head, cfg = _build(mmseg, "segmenter")
+    flags = ["--input-size", *map(str, size)] if size != SIZE else []
+    model = _convert(tmp_path, _save(tmp_path, vit, head, cfg), *flags)
+    assert model.config.decoder == "segmenter" and model.config.backbone == "vit_tiny_patch16_224"
+    assert model.config.class_names == list(CLASSES) and model.config.class_colors[0] == (128, 64, 128)
+    assert model.config.mean == (0.5, 0.5, 0.5) and model.config.input_size == size
+    pixels = torch.randn(2, 3, *size)
+    _, expected = _mmseg_logits(vit, head, pixels)
+    with torch.no_grad():
+        logits = model(pixels, xi=1.0).logits
+    gap = float((logits - expected).abs().max())
+    print(f"segmenter {size}: max |dlogit| = {gap:.2e}")
+    assert gap <= TOLERANCE
+
+
+@pytest.mark.parametrize("kind,decoder", [("pup", "pup"), ("naive", "naive_up4")])
+def test_setr_logits_equal_mmseg(mmseg, tmp_path, kind, decoder):
+    """SETR-Naive: MMSeg upsamples x4 inside the head and again to the image; decoder 'naive_up4' does too."""
+    vit, head, cfg = _build(mmseg, kind)
+    model = _convert(tmp_path, _save(tmp_path, vit, head, cfg))
+    assert model.config.decoder == decoder and model.config.decoder_channels == 64
+    pixels = torch.randn(2, 3, *SIZE)
+    _, expected = _mmseg_logits(vit, head, pixels)
+    with torch.no_grad():
+        gap = float((model(pixels, xi=1.0).logits - expected).abs().max())
+    print(f"SETR {kind}: max |dlogit| = {gap:.2e}")
+    assert gap <= TOLERANCE
+
+
+def test_mmseg_auxiliary_heads_need_the_flag(mmseg, tmp_path, capsys):
+    vit, head, cfg = _build(mmseg, "naive")
+    extra = {f"auxiliary_head.0.{k}": v for k, v in head.state_dict().items()}
+    path = _save(tmp_path, vit, head, cfg, extra)
+    assert convert.main([path, str(tmp_path / "refused")]) == 2
+    assert "--skip-auxiliary" in capsys.readouterr().err and not (tmp_path / "refused").exists()
+    assert convert.main([path, str(tmp_path / "dovit"), "--skip-auxiliary"]) == 0
+    assert "auxiliary_head" in capsys.readouterr().out
+
+
+def test_an_unplaceable_key_is_refused(mmseg, tmp_path, capsys):
+    vit, head, cfg = _build(mmseg, "segmenter")
+    path = _save(tmp_path, vit, head, cfg, {"decode_head.extra_scale": torch.ones(1)})
+    assert convert.main([path, str(tmp_path / "out")]) == 2
+    assert "decode_head.extra_scale" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kind,options,message", [
+    ("segmenter", dict(final_norm=False), "final_norm=False"),
+    ("naive", dict(final_norm=True), "two LayerNorms"),
+    ("segmenter", dict(with_cls_token=False), "with_cls_token"),
+    ("segmenter", dict(norm_cfg=dict(type="LN")), "eps"),
+])
+def test_configurations_dovit_does_not_compute_are_refused(mmseg, tmp_path, capsys, kind, options, message):
+    vit, head, cfg = _build(mmseg, kind, **options)
+    assert convert.main([_save(tmp_path, vit, head, cfg), str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_num_classes_flag_is_checked(mmseg, tmp_path, capsys):
+    vit, head, cfg = _build(mmseg, "segmenter")
+    assert convert.main([_save(tmp_path, vit, head, cfg), str(tmp_path / "out"), "--num-classes", "7"]) == 2
+    assert "5 classes" in capsys.readouterr().err
