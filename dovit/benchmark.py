@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from .evaluate import synchronise
 from .flops import FLOPS_CONVENTION, forward_flops
 from .model import DoViTSegmenter, build_model
 
@@ -37,11 +38,6 @@ BATCH_SIZES = (1, 8)
 PACKINGS = {"planned": None, "one padded forward": float("inf"), "image by image": 0.0}
 
 
-def _synchronise(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def interleaved_times(variants: dict, warmup: int, rounds: int, device: torch.device) -> dict[str, list[float]]:
     """Milliseconds of each variant (name -> callable) in each of ``rounds`` rounds, the variants timed one
     after another within a round (A B C A B C ...), after ``warmup`` untimed rounds."""
@@ -49,10 +45,10 @@ def interleaved_times(variants: dict, warmup: int, rounds: int, device: torch.de
     times = {name: [] for name in variants}
     for round_index in range(warmup + rounds):
         for name, fn in variants.items():
-            _synchronise(device)
+            synchronise(device)
             start = time.perf_counter()
             fn()
-            _synchronise(device)
+            synchronise(device)
             if round_index >= warmup:
                 times[name].append((time.perf_counter() - start) * 1000.0)
     return times

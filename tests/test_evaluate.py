@@ -166,3 +166,21 @@ def test_cli_scores_only_the_chosen_drives(checkpoint, tmp_path, capsys):
     assert evaluate.main(["--checkpoint", str(checkpoint), "--data-root", str(tmp_path / "camvid"), "--split", "train",
                           "--sequences", "0016E5"]) == 2
     assert "0016E5" in capsys.readouterr().err
+
+
+@torch.no_grad()
+def test_throughput_runs_whole_batches_through_the_token_pass(checkpoint, monkeypatch):
+    """The throughput measurement forwards ``batch`` images at a time (one warm-up batch first), also when
+    the images keep different numbers of tokens, and reports images per second."""
+    model = dovit.load_checkpoint(checkpoint).eval()
+    monkeypatch.setattr(model, "pack_overhead_tokens", float("inf"))  # one padded forward per group
+    images = [torch.randn(1, 3, *INPUT_SIZE, generator=torch.Generator().manual_seed(i)) for i in range(6)]
+    seen = []
+    handle = model.vit.blocks[-1].register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    try:
+        throughput = evaluate._throughput(model, images, xi=0.5, batch=4)
+    finally:
+        handle.remove()
+    assert throughput > 0
+    assert seen == [4, 4, 2]  # warm-up batch, then 4 + 2 images
+    assert evaluate._throughput(model, images[:1] + [torch.randn(1, 3, 48, 48)], 0.5, 4) is None
