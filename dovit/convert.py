@@ -318,12 +318,14 @@ def convert_mmseg(
     """Build the DoViT model equal to an MMSeg ViT segmenter; return it (eval mode) and notes for the user.
 
     state: MMSeg parameter names -> tensors (``backbone.*``, ``decode_head.*``, ``auxiliary_head.*``).
-    meta: the checkpoint's meta (``cfg`` text, ``dataset_meta`` with classes and palette), optional.
+    meta: the checkpoint's meta, optional: the saved config text (``cfg`` in MMSeg 1.x, ``config`` in 0.x) and
+    class names and palette (``dataset_meta`` in 1.x, ``CLASSES`` / ``PALETTE`` in 0.x).
     input_size: (H, W) working size; default the saved config's crop, else the position embedding's grid.
     Raises ConversionError for anything that cannot be placed or is not computed the same way.
     """
     meta = meta or {}
-    cfg = parse_mmengine_config(meta["cfg"]) if isinstance(meta.get("cfg"), str) else {}
+    text = meta.get("cfg", meta.get("config"))
+    cfg = parse_mmengine_config(text) if isinstance(text, str) else {}
     model_cfg = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
     backbone_cfg = model_cfg.get("backbone") if isinstance(model_cfg.get("backbone"), dict) else {}
     auxiliary = sorted(k for k in state if k.startswith("auxiliary_head."))
@@ -363,22 +365,23 @@ def _timm_heads(backbone: str) -> int:
 
 
 def _normalisation(model_cfg: dict, cfg: dict, decoder: str, notes: list[str]) -> dict[str, Any]:
-    """mean/std in [0, 1] units from the saved data preprocessor, else MMSeg's defaults for the head."""
-    pre = model_cfg.get("data_preprocessor") or cfg.get("data_preprocessor") or {}
+    """mean/std in [0, 1] units from the saved data preprocessor (1.x) or img_norm_cfg (0.x), else MMSeg's
+    defaults for the head."""
+    pre = model_cfg.get("data_preprocessor") or cfg.get("data_preprocessor") or cfg.get("img_norm_cfg") or {}
     mean, std = pre.get("mean"), pre.get("std")
     if mean is None or std is None or len(mean) != 3 or len(std) != 3:
         mean, std = ((127.5,) * 3, (127.5,) * 3) if decoder == "segmenter" else (
             (123.675, 116.28, 103.53), (58.395, 57.12, 57.375))
         notes.append(f"no saved normalisation: used MMSeg's {'Segmenter' if decoder == 'segmenter' else 'SETR'} "
                      f"configs' mean {mean} and std {std} (0-255 units)")
-    if pre.get("bgr_to_rgb") is False:
+    if pre.get("bgr_to_rgb", pre.get("to_rgb")) is False:
         raise ConversionError("the model was trained on BGR images (bgr_to_rgb=False); DoViT feeds RGB")
     return dict(mean=tuple(v / 255.0 for v in mean), std=tuple(v / 255.0 for v in std))
 
 
 def _class_metadata(meta: dict, num_classes: int) -> dict[str, Any]:
     dataset = meta.get("dataset_meta") if isinstance(meta.get("dataset_meta"), dict) else {}
-    names, palette = dataset.get("classes"), dataset.get("palette")
+    names, palette = dataset.get("classes", meta.get("CLASSES")), dataset.get("palette", meta.get("PALETTE"))
     found = {}
     if names is not None and len(names) == num_classes:
         found["class_names"] = [str(name) for name in names]

@@ -127,12 +127,13 @@ def _build(mmseg, kind: str, **backbone_options):
     return vit, head, cfg
 
 
-def _save(tmp_path, vit, head, cfg, extra=None) -> str:
+def _save(tmp_path, vit, head, cfg, extra=None, meta=True) -> str:
+    """An MMSeg 1.x checkpoint (meta: the config text, classes, palette); meta=False: a bare state dict."""
     state = {**{f"backbone.{k}": v for k, v in vit.state_dict().items()},
              **{f"decode_head.{k}": v for k, v in head.state_dict().items()}, **(extra or {})}
     path = tmp_path / "mmseg.pth"
-    torch.save({"state_dict": state, "meta": {"cfg": cfg.pretty_text,
-                                              "dataset_meta": {"classes": CLASSES, "palette": PALETTE}}}, path)
+    saved_meta = {"cfg": cfg.pretty_text, "dataset_meta": {"classes": CLASSES, "palette": PALETTE}}
+    torch.save({"state_dict": state, "meta": saved_meta} if meta else state, path)
     return str(path)
 
 
@@ -178,6 +179,20 @@ def test_setr_logits_equal_mmseg(mmseg, tmp_path, kind, decoder):
         gap = float((model(pixels, xi=1.0).logits - expected).abs().max())
     print(f"SETR {kind}: max |dlogit| = {gap:.2e}")
     assert gap <= TOLERANCE
+
+
+def test_bare_state_dict_needs_the_position_grid_when_not_square(mmseg, tmp_path, capsys):
+    """No saved config: the 4 x 6 position grid cannot be read from 24 positions; --pos-size gives it."""
+    vit, head, cfg = _build(mmseg, "segmenter")
+    path = _save(tmp_path, vit, head, cfg, meta=False)
+    assert convert.main([path, str(tmp_path / "refused")]) == 2
+    assert "--pos-size" in capsys.readouterr().err
+    model = _convert(tmp_path, path, "--pos-size", *map(str, SIZE))
+    assert "no saved config" in capsys.readouterr().out and model.config.mean == (0.5, 0.5, 0.5)
+    pixels = torch.randn(1, 3, *SIZE)
+    _, expected = _mmseg_logits(vit, head, pixels)
+    with torch.no_grad():
+        assert float((model(pixels, xi=1.0).logits - expected).abs().max()) <= TOLERANCE
 
 
 def test_mmseg_auxiliary_heads_need_the_flag(mmseg, tmp_path, capsys):
