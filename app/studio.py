@@ -278,7 +278,7 @@ class Studio:
             progress((0, len(xis)), desc="ξ sweep")
             points, start = [], time.monotonic()
             for value in xis:
-                if time.monotonic() - start > self.limits.sweep_budget_s:
+                if points and time.monotonic() - start > self.limits.sweep_budget_s:
                     gr.Warning(f"The ξ sweep stopped after {self.limits.sweep_budget_s:.0f} s with {len(points)} "
                                f"of {len(xis)} values (a smaller working resolution sweeps faster).")
                     break
