@@ -95,3 +95,36 @@ def test_missing_shipped_checkpoint_names_the_way_out(tmp_path, monkeypatch):
     monkeypatch.setattr(dovit.predictor, "DEFAULT_CHECKPOINT", tmp_path / "checkpoints" / "camvid_dovit_vit_tiny")
     with pytest.raises(dovit.CheckpointError, match="--checkpoint PATH"):
         dovit.Predictor.from_checkpoint()
+
+
+@pytest.mark.parametrize("overhead", [float("inf"), None])
+def test_predict_batch_gives_every_image_its_predict_mask(predictor, monkeypatch, overhead):
+    """Frames of different sizes and contents, keeping different numbers of tokens, in batches of 3 (the last
+    one short): each Prediction equals predict(image, xi) for that image, in order."""
+    monkeypatch.setattr(predictor.model, "pack_overhead_tokens", overhead)
+    images = [_image(70, 100, seed=0), _image(64, 96, seed=1), np.full((50, 80, 3), 128, np.uint8),
+              _image(90, 120, seed=3), _image(70, 100, seed=4)]
+    batch = predictor.predict_batch(images, xi=0.35, batch_size=3)
+    kept = [p.trace.groups[-1].tokens for p in batch]
+    assert len(set(kept)) > 1, "need images with different kept counts"
+    for image, prediction in zip(images, batch):
+        alone = dovit.Predictor(predictor.model).predict(image, xi=0.35)
+        assert prediction.mask.shape == image.shape[:2]
+        assert np.array_equal(prediction.mask, alone.mask)
+        assert np.array_equal(prediction.dense_mask, alone.dense_mask)
+        assert [g.tokens for g in prediction.trace.groups] == [g.tokens for g in alone.trace.groups]
+        assert prediction.xi == 0.35 and prediction.latency_ms > 0 and prediction.dense_latency_ms > 0
+
+
+def test_predict_batch_without_dense_baseline_and_its_errors(predictor):
+    images = [_image(seed=5), _image(seed=6)]
+    batch = predictor.predict_batch(images, dense=False)
+    assert [p.xi for p in batch] == [predictor.default_xi] * 2
+    assert all(p.dense_mask is None and np.isnan(p.agreement_with_dense) for p in batch)
+    assert predictor.predict_batch([]) == []
+    with pytest.raises(ValueError, match="xi"):
+        predictor.predict_batch(images, xi=1.5)
+    with pytest.raises(ValueError, match="batch_size"):
+        predictor.predict_batch(images, batch_size=0)
+    with pytest.raises(ValueError, match="uint8"):
+        predictor.predict_batch([images[0].astype(np.float32)])
