@@ -5,6 +5,7 @@ from .convert import ConversionError, convert_mmseg
 from .flops import FLOPS_CONVENTION, count_flops
 from .model import DoViTSegmenter, SegmenterOutput, build_model
 from .predictor import Prediction, Predictor
+from .presets import PRESETS, build_preset
 from .trace import DecisionTrace, GroupTrace, Trace, build_trace
 
 __all__ = [
@@ -12,4 +13,5 @@ __all__ = [
     "Predictor", "Prediction", "Trace", "DecisionTrace", "GroupTrace", "build_trace",
     "save_checkpoint", "load_checkpoint", "read_config", "CheckpointError",
     "count_flops", "FLOPS_CONVENTION", "convert_mmseg", "ConversionError",
+    "build_preset", "PRESETS",
 ]
