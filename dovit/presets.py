@@ -14,18 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from .config import ModelConfig, default_decision_layers
+from .data.ade20k_classes import ADE20K_CLASSES
+from .data.datasets import CITYSCAPES_CLASSES, CITYSCAPES_COLORS
 from .model import DoViTSegmenter
 
 VIT_SIZES = {"t": ("tiny", 192, 12), "s": ("small", 384, 12), "b": ("base", 768, 12), "l": ("large", 1024, 24)}
-CITYSCAPES_CLASSES = ["road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-                      "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
-                      "motorcycle", "bicycle"]
-CITYSCAPES_COLORS = [(128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
-                     (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
-                     (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
-                     (0, 80, 100), (0, 0, 230), (119, 11, 32)]
 DATASETS: dict[str, dict[str, Any]] = {
-    "ade20k": dict(num_classes=150, input_size=(512, 512), default_xi=0.98),
+    "ade20k": dict(num_classes=150, input_size=(512, 512), default_xi=0.98, class_names=list(ADE20K_CLASSES)),
     "cityscapes": dict(num_classes=19, input_size=(768, 768), default_xi=0.985,
                        class_names=CITYSCAPES_CLASSES, class_colors=CITYSCAPES_COLORS),
 }
@@ -60,6 +55,6 @@ def build_preset(name: str, pretrained: str | Path | bool | None = None, **overr
     """
     fields = preset_config(name)
     if "num_classes" in overrides and "class_names" not in overrides:
-        fields.pop("class_names", None)
+        fields.pop("class_names")
         fields.pop("class_colors", None)
     return DoViTSegmenter(ModelConfig(**{**fields, **overrides}), pretrained=pretrained)
