@@ -117,6 +117,41 @@ def run_case(backbone: str, size: tuple[int, int], fractions=KEPT_FRACTIONS, bat
     return rows
 
 
+@torch.inference_mode()
+def stage_profile(backbone: str, size: tuple[int, int], fractions=(0.25,), warmup: int = 2, repeats: int = 10,
+                  device: str | torch.device = "cpu") -> dict[str, dict[str, float]]:
+    """Median ms per forward stage (the model's ``timings_ms``: embed, group_1, decision_k, group_k,
+    decoder) of a batch-1 random-init forward, dense and at each forced kept fraction, interleaved."""
+    device = torch.device(device)
+    torch.manual_seed(0)
+    model = build_model(backbone, num_classes=19, input_size=size).to(device).eval()
+    pixels = torch.randn(1, 3, *size, device=device)
+    grid = model.prefix(pixels).grid
+    variants = {"dense": dict(xi=1.0)}
+    for fraction in fractions:
+        masks = [m.to(device) for m in forced_masks(len(model.decision_layers), grid[0] * grid[1], fraction)]
+        variants[f"{fraction:.0%} kept"] = dict(xi=0.0, forced_keep=masks)
+    stages = {name: [] for name in variants}
+    for round_index in range(warmup + repeats):
+        for name, options in variants.items():
+            synchronise(device)
+            timings = model(pixels, **options).timings_ms
+            if round_index >= warmup:
+                stages[name].append(timings)
+    return {name: {stage: statistics.median(t[stage] for t in runs) for stage in runs[0]}
+            for name, runs in stages.items()}
+
+
+def format_profile(profile: dict[str, dict[str, float]]) -> str:
+    names = list(profile)
+    stages = list(dict.fromkeys(stage for timings in profile.values() for stage in timings))
+    lines = ["| stage | " + " | ".join(f"{name} ms" for name in names) + " |", "|---" * (len(names) + 1) + "|"]
+    for stage in stages + ["total"]:
+        values = [sum(profile[name].values()) if stage == "total" else profile[name].get(stage) for name in names]
+        lines.append(f"| {stage} | " + " | ".join("–" if v is None else f"{v:.1f}" for v in values) + " |")
+    return "\n".join(lines)
+
+
 def load_frames(data_root: str | Path, count: int, model: DoViTSegmenter, split: str = "val") -> torch.Tensor:
     """The first ``count`` frames of ``split`` as normalised (count, 3, H, W) at the model's input size."""
     from .data import EvalTransform, build_dataset
@@ -239,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="untimed warm-up rounds")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--quick", action="store_true", help="ViT-T case only among the random-init cases")
+    parser.add_argument("--profile", action="store_true",
+                        help="only the per-stage ms of ViT-T 360x480, batch 1, dense vs 25%% kept, and exit")
     parser.add_argument("--no-forced", action="store_true", help="skip the random-init forced-fraction cases")
     parser.add_argument("--checkpoint", default=None,
                         help="checkpoint for the real-frame case (default: the shipped CamVid DoViT student)")
@@ -248,6 +285,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.profile:
+        backbone, size = CASES[0]
+        print(f"Machine: {machine_description()}, device {args.device}\n{backbone} {size[0]}x{size[1]}, batch 1\n")
+        print(format_profile(stage_profile(backbone, size, warmup=args.warmup, repeats=args.repeats,
+                                           device=args.device)))
+        return 0
     rows = []
     if not args.no_forced:
         for backbone, size in CASES[:1] if args.quick else CASES:
