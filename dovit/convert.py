@@ -36,7 +36,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import save_checkpoint
+from .checkpoint import CheckpointError, save_checkpoint
 from .config import ModelConfig
 from .model import DoViTSegmenter
 
@@ -209,11 +209,11 @@ def analyse(state: dict[str, torch.Tensor], cfg: dict[str, Any], img_size: tuple
 def _check_backbone_options(backbone_cfg: dict, head_cfg: dict, depth: int) -> None:
     """Refuse saved-config options that change the backbone's forward away from timm's ViT."""
     required = {"with_cls_token": True, "output_cls_token": False, "pre_norm": False, "patch_norm": False,
-                "out_origin": False, "qkv_bias": True, "num_fcs": 2}
+                "out_origin": False, "qkv_bias": True, "num_fcs": 2, "patch_pad": "corner"}
     for option, value in required.items():
         if option in backbone_cfg and backbone_cfg[option] != value:
-            raise ConversionError(f"backbone {option}={backbone_cfg[option]!r}: DoViT computes {option}={value!r} "
-                                  "(timm's ViT with a class token)")
+            raise ConversionError(f"backbone {option}={backbone_cfg[option]!r}: DoViT's timm ViT computes what "
+                                  f"MMSeg's {option}={value!r} does")
     eps = (backbone_cfg.get("norm_cfg") or {}).get("eps", 1e-6 if "norm_cfg" not in backbone_cfg else 1e-5)
     if eps != 1e-6:
         raise ConversionError(f"backbone LayerNorm eps {eps}: timm's ViT (and MMSeg's released ViT configs) use 1e-6")
@@ -339,10 +339,6 @@ def convert_mmseg(
     if num_classes is not None and num_classes != arch.num_classes:
         raise ConversionError(f"--num-classes {num_classes}, but the checkpoint's head has {arch.num_classes} classes")
     backbone = backbone or timm_backbone_name(arch.embed_dim, arch.depth, arch.patch_size)
-    heads = backbone_cfg.get("num_heads")
-    probe_heads = _timm_heads(backbone)
-    if heads is not None and heads != probe_heads:
-        raise ConversionError(f"the checkpoint's ViT has {heads} attention heads, {backbone} has {probe_heads}")
     crop = _pair(cfg.get("crop_size")) or _pair(backbone_cfg.get("img_size"))
     input_size = tuple(input_size) if input_size else crop or (arch.pos_grid[0] * arch.patch_size,
                                                                arch.pos_grid[1] * arch.patch_size)
@@ -353,15 +349,12 @@ def convert_mmseg(
     if model.patch_size != arch.patch_size or len(model.vit.blocks) != arch.depth or model.embed_dim != arch.embed_dim:
         raise ConversionError(f"{backbone} has patch {model.patch_size}, {len(model.vit.blocks)} blocks, width "
                               f"{model.embed_dim}; the checkpoint has {arch.patch_size}, {arch.depth}, {arch.embed_dim}")
-    mapped = _map_tensors(state, arch, model, backbone_cfg, cfg)
+    heads, timm_heads = backbone_cfg.get("num_heads"), int(model.vit.blocks[0].attn.num_heads)
+    if heads is not None and heads != timm_heads:  # not in the tensors: only a saved config can tell
+        raise ConversionError(f"the checkpoint's ViT has {heads} attention heads, {backbone} has {timm_heads}")
+    mapped = _map_tensors(state, arch, model, backbone_cfg)
     _load_exactly(model, mapped)
     return model.eval(), notes
-
-
-def _timm_heads(backbone: str) -> int:
-    with torch.device("meta"):
-        vit = timm.create_model(backbone, pretrained=False, num_classes=0)
-    return int(vit.blocks[0].attn.num_heads)
 
 
 def _normalisation(model_cfg: dict, cfg: dict, decoder: str, notes: list[str]) -> dict[str, Any]:
@@ -391,7 +384,7 @@ def _class_metadata(meta: dict, num_classes: int) -> dict[str, Any]:
 
 
 def _map_tensors(state: dict[str, torch.Tensor], arch: MMSegArchitecture, model: DoViTSegmenter,
-                 backbone_cfg: dict, cfg: dict) -> dict[str, torch.Tensor]:
+                 backbone_cfg: dict) -> dict[str, torch.Tensor]:
     """MMSeg tensors under DoViT names and shapes; refuses a key with no place or a shape that differs."""
     mapped, unplaced = {}, []
     for key, tensor in state.items():
@@ -461,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         metadata = {"stage": "converted", "converted_from": str(Path(args.src).name), "format": args.format,
                     "notes": notes}
         save_checkpoint(model, args.dst, metadata=metadata)
-    except (ConversionError, ValueError, OSError) as error:
+    except (ConversionError, CheckpointError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     config = model.config

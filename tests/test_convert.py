@@ -224,7 +224,10 @@ def test_configurations_dovit_does_not_compute_are_refused(mmseg, tmp_path, caps
     assert message in capsys.readouterr().err
 
 
-def test_num_classes_flag_is_checked(mmseg, tmp_path, capsys):
+@pytest.mark.parametrize("flags,message", [(["--num-classes", "7"], "5 classes"),
+                                           (["--backbone", "vit_tiny_patch16"], "unknown backbone"),
+                                           (["--backbone", "vit_small_patch16_224"], "width 384")])
+def test_flags_are_checked_against_the_tensors(mmseg, tmp_path, capsys, flags, message):
     vit, head, cfg = _build(mmseg, "segmenter")
-    assert convert.main([_save(tmp_path, vit, head, cfg), str(tmp_path / "out"), "--num-classes", "7"]) == 2
-    assert "5 classes" in capsys.readouterr().err
+    assert convert.main([_save(tmp_path, vit, head, cfg), str(tmp_path / "out"), *flags]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "out").exists()
