@@ -136,6 +136,12 @@ class Studio:
             if request is not None:
                 self.admission.finish(request.session_hash or "", kind)
 
+    def forget_sweep(self, request: gr.Request | None) -> None:
+        """The session's sweep was cancelled (Stop, a new image or size): if it was still queued its
+        handler never runs, so its admission is freed here (a no-op when the sweep had started)."""
+        if request is not None:
+            self.admission.finish(request.session_hash or "", "sweep")
+
     # ------------------------------------------------------------------ shared pieces
     def view_names(self) -> list[str]:
         """The view outputs every refreshing handler returns, in order (one image per group/decision)."""
@@ -195,6 +201,7 @@ class Studio:
     def on_image(self, source: str | bytes | None, size_value: str, xi: float, opacity: float,
                  session: Session | None, request: gr.Request = None) -> list:
         """New upload / snapshot / example: decode, pick the working size, refresh every view."""
+        self.forget_sweep(request)
         with self.finished(request):
             if source is None:
                 choices = controls.working_size_choices(self.default_size, self.patch)
@@ -215,6 +222,7 @@ class Studio:
     def on_size(self, size_value: str, xi: float, opacity: float, session: Session | None,
                 request: gr.Request = None) -> list:
         """New working resolution: resize the image once, refresh every view."""
+        self.forget_sweep(request)
         with self.finished(request):
             if session is None:
                 return [session, *self.empty_views().flat()]
@@ -288,6 +296,10 @@ class Studio:
                 yield [gr.skip(), gr.skip()]  # a point where gradio can cancel the sweep
             session.sweep = points
             yield [sweep_figure(points, xi), session]
+
+    def on_stop_sweep(self, request: gr.Request = None) -> None:
+        """The Stop button: gradio cancels the sweep event; this frees its admission if it was queued."""
+        self.forget_sweep(request)
 
     def api_predict(self, image: str | bytes | None, xi: float | None,
                     request: gr.Request = None) -> tuple[np.ndarray, dict]:

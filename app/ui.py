@@ -220,7 +220,7 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
         sweep_event = sweep_button.click(studio.on_sweep, [xi_box, session], [sweep_plot, session],
                                          concurrency_id=SWEEP_QUEUE, concurrency_limit=1, api_visibility="private",
                                          validator=studio.admit("sweep"))
-        stop_sweep.click(None, cancels=[sweep_event])
+        stop_sweep.click(studio.on_stop_sweep, None, None, cancels=[sweep_event], api_visibility="private")
         image_in.change(studio.on_image, [image_in, size_dd, xi_box, opacity, session],
                         [session, notices, size_dd, *view_outputs], cancels=[sweep_event], **page_event)
         size_dd.input(studio.on_size, [size_dd, xi_box, opacity, session], [session, *view_outputs],

@@ -247,3 +247,16 @@ def test_a_sweep_stops_at_its_time_budget_with_the_points_it_has(tiny_model, mon
     monkeypatch.setattr(gr, "Warning", warnings.append)
     *_, (figure, session) = studio.on_sweep(0.9, session_for(studio), progress=lambda *a, **k: None)
     assert len(session.sweep) == 1 < len(controls.sweep_values()) and "stopped after" in warnings[0]
+
+
+def test_a_sweep_cancelled_while_queued_frees_its_slot(studio):
+    """Stop (or a new image) cancels a queued sweep whose handler then never runs: its slot is freed."""
+
+    class Request:
+        session_hash, client = "queued-tab", None
+
+    studio.admission.admit("queued-tab", "client", "sweep")
+    studio.on_stop_sweep(Request())
+    studio.admission.admit("queued-tab", "client", "sweep")  # a new sweep is admitted
+    studio.on_image(None, studio.default_size_value, 0.9, 0.5, None, request=Request())
+    assert studio.admission.pending("queued-tab") == 0
