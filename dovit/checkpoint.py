@@ -197,7 +197,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if broken:
         raise CheckpointError(f"{weights_path}: {len(broken)} tensors hold NaN or infinite values (e.g. {broken[:3]}); "
                               "the training diverged or the file is damaged")
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:  # names and shapes were checked; e.g. a dtype that cannot be copied
+        raise CheckpointError(f"{weights_path}: {_one_line(error)}") from error
     return model.eval()
 
 

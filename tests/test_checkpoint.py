@@ -215,8 +215,12 @@ import dovit
 warnings.simplefilter("ignore")
 folder = sys.argv[1]
 model = dovit.build_model("test_vit", 3, input_size=(32, 32), decoder_channels=8)
-dovit.save_checkpoint(model, folder, metadata={"step": 0})
-rng, kills, steps_seen = random.Random(0), 0, []
+start = time.perf_counter()
+for _ in range(3):
+    dovit.save_checkpoint(model, folder, metadata={"step": 0})
+save_seconds = (time.perf_counter() - start) / 3  # kill within ~3 saves, however loaded the machine is
+rng, steps_seen, mid_save = random.Random(0), [], 0
+siblings = [os.path.join(os.path.dirname(folder), "." + os.path.basename(folder) + s) for s in (".partial", ".previous")]
 for kill in range(int(sys.argv[2])):
     pid = os.fork()
     if pid == 0:  # the child saves in a loop until it is killed
@@ -227,12 +231,13 @@ for kill in range(int(sys.argv[2])):
                 dovit.save_checkpoint(model, folder, metadata={"step": step})
         finally:
             os._exit(1)
-    time.sleep(rng.uniform(0.0, 0.15))
+    time.sleep(rng.uniform(0.0, 3 * save_seconds))
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
+    mid_save += any(os.path.exists(s) for s in siblings)
     loaded = dovit.load_checkpoint(folder)  # raises if the kill left it unloadable
     steps_seen.append(loaded.checkpoint_metadata["step"])
-print(json.dumps({"kills": len(steps_seen), "steps": steps_seen}))
+print(json.dumps({"kills": len(steps_seen), "steps": steps_seen, "mid_save": mid_save}))
 """
 
 
@@ -244,7 +249,8 @@ def test_killing_saves_at_random_moments_never_leaves_an_unloadable_checkpoint(t
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["kills"] == 20
-    assert report["steps"] == sorted(report["steps"]) and report["steps"][-1] >= 5  # saves made progress
+    assert report["steps"] == sorted(report["steps"]) and report["steps"][-1] >= 3  # saves made progress
+    assert report["mid_save"] >= 3  # kills did land inside saves
 
 
 # ------------------------------------------------------------------------------ app.py: one line per problem
