@@ -1,7 +1,6 @@
 """DoViT: dynamic token-pass vision transformers for semantic segmentation (Liu et al., WACV 2024)."""
 from .checkpoint import CheckpointError, load_checkpoint, read_config, save_checkpoint
 from .config import ModelConfig
-from .convert import ConversionError, convert_mmseg
 from .flops import FLOPS_CONVENTION, count_flops
 from .model import DoViTSegmenter, SegmenterOutput, build_model
 from .predictor import Prediction, Predictor
@@ -12,6 +11,5 @@ __all__ = [
     "build_model", "DoViTSegmenter", "SegmenterOutput", "ModelConfig",
     "Predictor", "Prediction", "Trace", "DecisionTrace", "GroupTrace", "build_trace",
     "save_checkpoint", "load_checkpoint", "read_config", "CheckpointError",
-    "count_flops", "FLOPS_CONVENTION", "convert_mmseg", "ConversionError",
-    "build_preset", "PRESETS",
+    "count_flops", "FLOPS_CONVENTION", "build_preset", "PRESETS",
 ]
