@@ -1,6 +1,8 @@
 """Benchmark: resident memory of the app's server over many /predict calls, good, oversized and invalid.
 
-    python benchmarks/app_memory.py [--checkpoint PATH] [--calls 300] [--oversized 20] [--invalid 20] [IMAGE ...]
+    python -m benchmarks.app_memory [--checkpoint PATH] [--calls 300] [--oversized 20] [--invalid 20] [IMAGE ...]
+
+(from the checkout root).
 
 Starts ``python app.py`` (the real entry point) on 127.0.0.1 in its own process, makes 5 warm-up calls,
 then ``--calls`` requests in a fixed interleaving: good /predict calls through gradio_client with the
@@ -26,7 +28,6 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 CAMVID_VAL = ROOT.parent / "shared/data/camvid/val"
 DEFAULT_IMAGES = [CAMVID_VAL / "0016E5_07959.png", CAMVID_VAL / "0016E5_07961.png"]
 
