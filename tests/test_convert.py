@@ -181,6 +181,48 @@ def test_setr_logits_equal_mmseg(mmseg, tmp_path, kind, decoder):
     assert gap <= TOLERANCE
 
 
+@pytest.mark.parametrize("released,decoder", [
+    ("segmenter/segmenter_vit-t_mask_8xb1-160k_ade20k-512x512.py", "segmenter"),
+    ("setr/setr_vit-l_naive_8xb1-80k_cityscapes-768x768.py", "naive_up4"),
+])
+def test_a_released_mmseg_config_converts_and_matches_encode_decode(mmseg, tmp_path, released, decoder):
+    """MMSeg's own config file and EncoderDecoder.encode_decode (its inference path, final resize included), at
+    64 x 96 where MMSeg resizes the 512 / 768-px position embedding on the fly and the converter ahead of time.
+    SETR's ViT-L becomes a ViT-T (out_indices moved to match) to keep the test small."""
+    import os
+
+    import mmseg as package
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+
+    register_all_modules()
+    cfg = mmseg.Config.fromfile(os.path.join(os.path.dirname(package.__file__), ".mim", "configs", released))
+    cfg.model.pretrained = None
+    if decoder == "naive_up4":
+        cfg.model.backbone.update(embed_dims=192, num_layers=12, num_heads=3, out_indices=(2, 5, 8, 11), init_cfg=None)
+        cfg.model.decode_head.in_channels = 192
+        cfg.model.decode_head.norm_cfg = dict(type="BN", requires_grad=True)  # SyncBN needs a process group
+        cfg.model.auxiliary_head = None
+    torch.manual_seed(0)
+    segmentor = MODELS.build(cfg.model)
+    segmentor.init_weights()
+    with torch.no_grad():
+        for tensor in segmentor.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(0.05 * torch.randn_like(tensor))
+    segmentor.eval()
+    path = tmp_path / "released.pth"
+    torch.save({"state_dict": segmentor.state_dict(), "meta": {"cfg": cfg.pretty_text}}, path)
+    model = _convert(tmp_path, str(path), "--input-size", *map(str, SIZE))
+    assert model.config.decoder == decoder
+    pixels = torch.randn(1, 3, *SIZE)
+    with torch.no_grad():
+        expected = segmentor.encode_decode(pixels, [dict(img_shape=SIZE)])
+        gap = float((model(pixels, xi=1.0).logits - expected).abs().max())
+    print(f"released {decoder}: max |dlogit| = {gap:.2e}")
+    assert gap <= TOLERANCE
+
+
 def test_bare_state_dict_needs_the_position_grid_when_not_square(mmseg, tmp_path, capsys):
     """No saved config: the 4 x 6 position grid cannot be read from 24 positions; --pos-size gives it."""
     vit, head, cfg = _build(mmseg, "segmenter")
