@@ -211,3 +211,28 @@ def test_cli_errors_exit_2_with_one_line(checkpoint, tmp_path, capsys, argv, mes
     assert analyze.main(argv + ["--checkpoint", str(checkpoint), "--out", str(tmp_path / "r"), "--no-progress"]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert error[-1].startswith("error: ") and message in error[-1]
+
+
+# ------------------------------------------------------------------ figures (pure)
+def test_figures_from_summary_parts(labelled):
+    from dovit.report import figures, html
+
+    summary = labelled.summary()
+    sections = html.report_figures(summary)
+    assert [title for title, _ in sections][-1] == "ξ trade-off" and len(sections) == 6
+    halting = dict(sections)["Halting depth per class"]
+    present = [row for row in summary["halting_depth_per_class"] if row["tokens"]]
+    assert len(halting.data) == 4 and len(halting.data[0].y) == len(present)  # empty classes left out
+    unlabelled = figures.tradeoff_figure([{k: v for k, v in row.items() if k not in ("miou", "pa", "mpa")}
+                                          for row in summary["tradeoff"]], 0.5)
+    assert all("mIoU" not in (trace.name or "") for trace in unlabelled.data)
+
+
+def test_timeline_marks_the_current_frame():
+    from dovit.report.figures import timeline_figure
+    from dovit.video import FrameRecord
+
+    records = [FrameRecord(i, 1.0 + i, 3.0, [6, 3, 2, 1], 10.0 + i) for i in range(5)]
+    figure = timeline_figure(records, current=2)
+    assert [list(trace.y) for trace in figure.data[:2]] == [[1.0, 2.0, 3.0, 4.0, 5.0], [3.0] * 5]
+    assert figure.layout.shapes[0].x0 == 2

@@ -125,3 +125,25 @@ def tradeoff_figure(rows: list[dict], xi: float) -> go.Figure:
 
 def _depth_colors(count: int) -> list[str]:
     return [f"rgb({r},{g},{b})" for r, g, b in depth_palette(count).tolist()]
+
+
+def timeline_figure(records: list, current: int | None = None) -> go.Figure:
+    """Per-frame compute of a video: GFLOPs of each frame against the dense forward's, and the measured
+    latency (ms, right axis); ``current`` (a frame number) is marked with a vertical line.
+
+    records: ``dovit.video.FrameRecord`` objects (or dicts with the same fields), in frame order."""
+    rows = [r if isinstance(r, dict) else vars(r) for r in records]
+    frames = [r["frame"] for r in rows]
+    figure = make_subplots(specs=[[{"secondary_y": True}]])
+    figure.add_scatter(x=frames, y=[r["gflops"] for r in rows], mode="lines", name="DoViT GFLOPs",
+                       line_color=DOVIT_COLOR, secondary_y=False)
+    figure.add_scatter(x=frames, y=[r["dense_gflops"] for r in rows], mode="lines", name="dense GFLOPs",
+                       line=dict(color=DENSE_COLOR, dash="dash"), secondary_y=False)
+    figure.add_scatter(x=frames, y=[r["latency_ms"] for r in rows], mode="lines", name="latency (ms)",
+                       line=dict(color=AGREEMENT_COLOR, width=1), opacity=0.6, secondary_y=True)
+    if current is not None:
+        figure.add_vline(x=current, line_color="black", line_width=1)
+    figure.update_yaxes(title_text="GFLOPs", rangemode="tozero", secondary_y=False)
+    figure.update_yaxes(title_text="latency (ms)", rangemode="tozero", secondary_y=True)
+    figure.update_layout(title="Compute per frame", xaxis_title="frame", **LAYOUT)
+    return figure
