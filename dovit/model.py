@@ -319,11 +319,14 @@ class DoViTSegmenter(nn.Module):
 
 
 # What one more forward of a group costs, in tokens of that forward (token_pass.pack_by_kept_count).
-# CPU: measured on the 2-core project machine (ViT-T, 3 blocks: ~2 ms fixed, ~0.2 ms per token, under
-# load), so images whose counts differ by more than a few tokens run one by one: on a CPU, padding costs
-# what it computes and a bigger batch buys nothing. CUDA: not measured yet (no GPU in this project so far); a
-# GPU is idle on small forwards, so a large price keeps typical batches in one padded forward.
-PACK_OVERHEAD_TOKENS = {"cpu": 16.0, "cuda": 4096.0}
+# CPU: measured on the 2-core project machine (ViT-T, 3 blocks): ~2 ms fixed per forward and ~0.2 ms per
+# token, plus 5-10 % per-token gain from batching 8 sequences of 65-257 tokens, i.e. 20-40 tokens; on
+# real CamVid frames (kept counts within ~15 % of each other) one padded forward was as fast as or faster
+# than 3 sub-batches or image by image, while with counts spread over 10-90 % image by image was 1.6x
+# faster than one padded forward (docs/benchmarks.md). 64 pads the former and splits the latter.
+# CUDA: not measured yet (no GPU in this project so far); a GPU idles on small forwards, so a large
+# price keeps typical batches in one padded forward.
+PACK_OVERHEAD_TOKENS = {"cpu": 64.0, "cuda": 4096.0}
 
 
 # Networks above this many parameters are refused before they are built: ViT-g/14 (1.0 B), the largest
