@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import heapq
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,6 +25,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from .data import DATASETS, folders
@@ -261,8 +263,10 @@ def _sweep_point(model, xi: float, output, mask: np.ndarray, dense_mask: np.ndar
 # ------------------------------------------------------------------ the whole set
 @dataclass(order=True)
 class _Ranked:
+    """A thumbnail candidate; the larger (key, -index) wins, so ties go to the earlier frame in any order."""
+
     key: float
-    index: int
+    order: int  # -frame index
     name: str = field(compare=False)
     thumbnail: np.ndarray = field(compare=False, repr=False)
 
@@ -301,29 +305,49 @@ class ReportAccumulator:
             self.calibration = [a + b for a, b in zip(self.calibration, result.calibration)]
             self.stopped = [a + b for a, b in zip(self.stopped, result.stopped)]
         for point in result.sweep:
-            total = self.sweep.get(point.xi)
-            self.sweep[point.xi] = point if total is None else SweepPoint(
-                point.xi, total.flops + point.flops, total.dense_flops + point.dense_flops,
-                total.backbone_flops + point.backbone_flops, total.dense_backbone_flops + point.dense_backbone_flops,
-                total.agreeing_pixels + point.agreeing_pixels, total.pixels + point.pixels,
-                None if point.confusion is None else total.confusion + point.confusion)
-        self._rank(result, image)
-
-    def _rank(self, result: ImageAnalysis, image: np.ndarray) -> None:
-        if self.thumbnails <= 0:
-            return
-        record = result.record
-        thumb = None
+            self._add_point(point)
+        thumb = None  # drawn only for an image that makes one of the two lists
         for heap, key in ((self._cheapest, -record.gflops), (self._expensive, record.gflops)):
-            if len(heap) < self.thumbnails or key > heap[0].key:
+            if self._enters(heap, key, record.frame):
                 thumb = thumb if thumb is not None else thumbnail(image, result)
-                entry = _Ranked(key, record.frame, record.name, thumb)
-                (heapq.heappush if len(heap) < self.thumbnails else heapq.heapreplace)(heap, entry)
+                self._offer(heap, _Ranked(key, -record.frame, record.name, thumb))
+
+    def merge(self, other: "ReportAccumulator") -> None:
+        """Add the images of another accumulator of the same run (another shard): counts add up exactly,
+        records stay in frame order and the thumbnails are those a single run would keep."""
+        if (other.class_names, other.decision_layers, other.xi, other.xi_grid) != (
+                self.class_names, self.decision_layers, self.xi, self.xi_grid):
+            raise ValueError("cannot merge reports of different models, thresholds or grids")
+        self.records = sorted(self.records + other.records, key=lambda r: r.frame)
+        self.num_tokens = self.num_tokens or other.num_tokens
+        self.depth_counts = self.depth_counts + other.depth_counts
+        self.calibration = [a + b for a, b in zip(self.calibration, other.calibration)]
+        self.stopped = [a + b for a, b in zip(self.stopped, other.stopped)]
+        for point in other.sweep.values():
+            self._add_point(point)
+        for heap, entries in ((self._cheapest, other._cheapest), (self._expensive, other._expensive)):
+            for entry in entries:
+                self._offer(heap, entry)
+
+    def _add_point(self, point: SweepPoint) -> None:
+        total = self.sweep.get(point.xi)
+        self.sweep[point.xi] = point if total is None else SweepPoint(
+            point.xi, total.flops + point.flops, total.dense_flops + point.dense_flops,
+            total.backbone_flops + point.backbone_flops, total.dense_backbone_flops + point.dense_backbone_flops,
+            total.agreeing_pixels + point.agreeing_pixels, total.pixels + point.pixels,
+            None if point.confusion is None else total.confusion + point.confusion)
+
+    def _enters(self, heap: list[_Ranked], key: float, frame: int) -> bool:
+        return self.thumbnails > 0 and (len(heap) < self.thumbnails or (key, -frame) > (heap[0].key, heap[0].order))
+
+    def _offer(self, heap: list[_Ranked], entry: _Ranked) -> None:
+        if self._enters(heap, entry.key, -entry.order):
+            (heapq.heappush if len(heap) < self.thumbnails else heapq.heapreplace)(heap, entry)
 
     def ranked_thumbnails(self) -> dict[str, list[tuple[str, float, np.ndarray]]]:
         """{"cheapest": [...], "most_expensive": [...]}: (name, GFLOPs, thumbnail) cheapest / dearest first."""
-        cheapest = sorted(self._cheapest, key=lambda r: (-r.key, r.index))
-        dearest = sorted(self._expensive, key=lambda r: (-r.key, r.index))
+        cheapest = sorted(self._cheapest, reverse=True)
+        dearest = sorted(self._expensive, reverse=True)
         return {"cheapest": [(r.name, -r.key, r.thumbnail) for r in cheapest],
                 "most_expensive": [(r.name, r.key, r.thumbnail) for r in dearest]}
 
@@ -402,23 +426,30 @@ class Frame:
     name: str
     image: np.ndarray  # (H, W, 3) uint8 RGB
     label: np.ndarray | None  # (H, W) int64, ignore_index = void
+    index: int  # position in the whole input (frame number), also under sharding
 
 
-def labelled_frames(dataset, max_images: int | None = None) -> Iterator[Frame]:
-    """Frames of a ``dovit.data.SegmentationDataset`` (labels already mapped to train ids), one at a time."""
-    count = len(dataset) if max_images is None else min(max_images, len(dataset))
-    for index in range(count):
+def labelled_frames(dataset, max_images: int | None = None, rank: int = 0, world: int = 1) -> Iterator[Frame]:
+    """Frames of a ``dovit.data.SegmentationDataset`` (labels already mapped to train ids), one at a time;
+    with ``world`` > 1 only every world-th from ``rank`` (only those are read)."""
+    for index in range(rank, _count(len(dataset), max_images), world):
         image, label = dataset.load(index)
-        yield Frame(Path(dataset.pairs[index][0]).stem, image, label)
+        yield Frame(Path(dataset.pairs[index][0]).stem, image, label, index)
+
+
+def _count(available: int | None, max_images: int | None) -> int | None:
+    return available if max_images is None or available is None else min(available, max_images)
 
 
 def open_input(source: str | Path, labels: str | Path | None, dataset_name: str | None, class_names: list[str],
-               max_images: int | None = None, max_side: int | None = None) -> tuple[Iterator[Frame], int | None, str]:
-    """(frames, how many or None, a line saying what is read) for ``--input``/``--labels``/``--dataset``.
+               max_images: int | None = None, max_side: int | None = None, rank: int = 0,
+               world: int = 1) -> tuple[Iterator[Frame], int | None, str]:
+    """(frames, how many in all or None, a line saying what is read) for ``--input``/``--labels``/``--dataset``.
 
     dataset_name (camvid, cityscapes, ade20k): ``source`` is that layout's split folder and labels come
     from the layout, mapped to train ids. Otherwise with ``labels``: same-stem PNG labels (255 = void),
-    images without one left out. Otherwise: a video file or image folder without labels.
+    images without one left out. Otherwise: a video file or image folder without labels. rank / world:
+    this process's share (frames rank, rank + world, ...).
     """
     source = Path(source)
     if dataset_name and dataset_name != "folders":
@@ -432,32 +463,55 @@ def open_input(source: str | Path, labels: str | Path | None, dataset_name: str 
         if len(dataset.info.class_names) != len(class_names):
             raise ValueError(f"the checkpoint predicts {len(class_names)} classes, {dataset_name} has "
                              f"{dataset.info.num_classes}")
-        count = len(dataset) if max_images is None else min(max_images, len(dataset))
-        return labelled_frames(dataset, max_images), count, f"{dataset_name} {source} ({count} labelled images)"
-    if labels is not None:
+        what = f"{dataset_name} {source}"
+    elif labels is not None:
         if not source.is_dir():
             raise ValueError(f"--labels needs --input to be a folder of images, got {source}")
         dataset = folders(source, labels, class_names)
-        count = len(dataset) if max_images is None else min(max_images, len(dataset))
-        return labelled_frames(dataset, max_images), count, f"{source} with labels {labels} ({count} labelled images)"
-    frames = (Frame(name, image, None) for name, image in iter_named_frames(source, max_images, max_side))
-    total = count_frames(source)
-    total = total if max_images is None or total is None else min(total, max_images)
-    return frames, total, f"{source} (no labels)"
+        what = f"{source} with labels {labels}"
+    else:
+        frames = (Frame(name, image, None, index)
+                  for index, (name, image) in enumerate(iter_named_frames(source, max_images, max_side))
+                  if index % world == rank)
+        return frames, _count(count_frames(source), max_images), f"{source} (no labels)"
+    count = _count(len(dataset), max_images)
+    return labelled_frames(dataset, max_images, rank, world), count, f"{what} ({count} labelled images)"
 
 
 # ------------------------------------------------------------------ CLI
 def analyse(predictor: Predictor, frames: Iterable[Frame], xi: float, xi_grid: Iterable[float], has_labels: bool,
             total: int | None = None, thumbnails: int = 4, progress: bool = True) -> ReportAccumulator:
-    """Run ``analyse_image`` over ``frames`` with a progress bar; returns the filled accumulator."""
+    """Run ``analyse_image`` over ``frames`` with a progress bar; returns the filled accumulator.
+
+    A caller with its own progress or cancel button (the app) loops itself: ``accumulator.add(analyse_image(...),
+    frame.image)`` per frame, then ``accumulator.summary()``."""
     accumulator = ReportAccumulator(predictor.config.class_names, predictor.model.decision_layers, xi, xi_grid,
                                     has_labels, thumbnails)
-    for index, frame in enumerate(tqdm(frames, total=total, desc="analyse", disable=not progress, unit="img")):
-        accumulator.add(analyse_image(predictor, frame.image, frame.label, xi, accumulator.xi_grid, frame.name, index),
-                        frame.image)
-    if not accumulator.records:
-        raise ValueError("no frames to analyse")
+    for frame in tqdm(frames, total=total, desc="analyse", disable=not progress, unit="img"):
+        accumulator.add(analyse_image(predictor, frame.image, frame.label, xi, accumulator.xi_grid, frame.name,
+                                      frame.index), frame.image)
     return accumulator
+
+
+def gather(accumulator: ReportAccumulator, rank: int, world: int) -> ReportAccumulator | None:
+    """Under torchrun: every rank's accumulator merged on rank 0 (None on the others)."""
+    if world == 1:
+        return accumulator
+    shards = [None] * world if rank == 0 else None
+    dist.gather_object(accumulator, shards, dst=0)
+    if rank != 0:
+        return None
+    for shard in shards[1:]:
+        accumulator.merge(shard)
+    return accumulator
+
+
+def _process_group() -> tuple[int, int]:
+    """(rank, world size): under torchrun a gloo group (it only gathers the counts), else (0, 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -467,7 +521,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "expensive images), kept fraction per decision layer, halting depth per class; with labels, aux-head "
         "calibration per decision layer (reliability, ECE) and the error of the tokens each decision stopped; "
         f"mIoU and agreement with dense against GFLOPs over a xi grid. Writes report.html (self-contained), "
-        f"report.json and frames.csv. {FLOPS_CONVENTION}.",
+        f"report.json and frames.csv. Under `torchrun --nproc_per_node K` the frames are split over K processes and "
+        f"their counts merged exactly. {FLOPS_CONVENTION}.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--input", required=True, help="a folder of images (sorted by name) or a video file")
@@ -497,23 +552,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
+    rank, world = _process_group()
     try:
         xi_grid = [check_xi(v) for v in args.xi_grid]
         predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
         xi = predictor.default_xi if args.xi is None else check_xi(args.xi)
         frames, total, what = open_input(args.input, args.labels, args.dataset, predictor.config.class_names,
-                                         args.max_images, args.max_side)
+                                         args.max_images, args.max_side, rank, world)
         has_labels = args.labels is not None or args.dataset not in (None, "folders")
-        print(f"analysing {what} at xi {xi:g}, grid {' '.join(f'{v:g}' for v in sorted(set(xi_grid) | {1.0}))}",
-              file=sys.stderr)
-        accumulator = analyse(predictor, frames, xi, xi_grid, has_labels, total, args.thumbnails,
-                              progress=not args.no_progress)
+        if rank == 0:
+            print(f"analysing {what} at xi {xi:g}, grid {' '.join(f'{v:g}' for v in sorted(set(xi_grid) | {1.0}))}"
+                  + (f", {world} processes" if world > 1 else ""), file=sys.stderr)
+        shard_total = None if total is None else len(range(rank, total, world))
+        accumulator = gather(analyse(predictor, frames, xi, xi_grid, has_labels, shard_total, args.thumbnails,
+                                     progress=not args.no_progress and rank == 0), rank, world)
+        if accumulator is None:  # another rank writes the report
+            return 0
+        if not accumulator.records:
+            raise ValueError(f"no frames to analyse in {args.input}")
     except (ValueError, RuntimeError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
     summary = accumulator.summary()
     summary.update({"checkpoint": str(args.checkpoint or "shipped"), "input": str(args.input),
-                    "labels": args.labels, "dataset": args.dataset,
+                    "labels": args.labels, "dataset": args.dataset, "processes": world,
                     "seconds": time.perf_counter() - started, "threads": torch.get_num_threads()})
     out = Path(args.out)
     write_report(out, summary, accumulator.ranked_thumbnails())

@@ -24,7 +24,7 @@ def predictor(checkpoint) -> dovit.Predictor:
 
 def synthetic_frames(count: int = 4) -> list[analyze.Frame]:
     dataset = synthetic_dataset(count, (40, 56), seed=3)
-    return [analyze.Frame(f"s{i}", *dataset.load(i)) for i in range(count)]
+    return [analyze.Frame(f"s{i}", *dataset.load(i), i) for i in range(count)]
 
 
 @pytest.fixture(scope="module")
@@ -236,3 +236,52 @@ def test_timeline_marks_the_current_frame():
     figure = timeline_figure(records, current=2)
     assert [list(trace.y) for trace in figure.data[:2]] == [[1.0, 2.0, 3.0, 4.0, 5.0], [3.0] * 5]
     assert figure.layout.shapes[0].x0 == 2
+
+
+# ------------------------------------------------------------------ sharding
+def _without_timing(summary: dict) -> dict:
+    """A summary without what differs from run to run (measured latency, wall time)."""
+    summary = json.loads(json.dumps(summary))
+    for record in summary["per_image"]:
+        record.pop("latency_ms")
+    summary.pop("seconds", None)
+    return summary
+
+
+def test_shards_merge_into_the_single_run(predictor):
+    frames = synthetic_frames(5)
+    single = analyze.analyse(predictor, frames, 0.5, GRID, True, thumbnails=2, progress=False)
+    merged = analyze.analyse(predictor, frames[1::2], 0.5, GRID, True, thumbnails=2, progress=False)
+    merged.merge(analyze.analyse(predictor, frames[0::2], 0.5, GRID, True, thumbnails=2, progress=False))
+    expected, actual = _without_timing(single.summary()), _without_timing(merged.summary())
+    for entry in expected.pop("calibration") + actual.pop("calibration"):  # float sums in another order
+        entry["ece"] = None if entry["ece"] is None else round(entry["ece"], 12)
+        for row in entry["bins"]:
+            row["confidence"] = None if row["confidence"] is None else round(row["confidence"], 12)
+    assert actual == expected
+    assert [name for name, _, _ in merged.ranked_thumbnails()["cheapest"]] == expected["cheapest"]
+    with pytest.raises(ValueError, match="cannot merge"):
+        merged.merge(analyze.ReportAccumulator(predictor.config.class_names, (3, 6, 9), 0.9, GRID, True))
+
+
+def test_torchrun_two_processes_write_the_single_process_report(checkpoint, tmp_path):
+    import subprocess
+    import sys
+
+    from test_train import ROOT, run_env
+
+    root = fake_camvid(tmp_path / "camvid", count=3)
+    common = ["--input", str(root / "val"), "--dataset", "camvid", "--checkpoint", str(checkpoint),
+              "--xi-grid", "0", "--no-progress", "--threads", "1"]
+    assert analyze.main(common + ["--out", str(tmp_path / "one")]) == 0
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--standalone", "-m", "dovit.analyze", *common, "--out", str(tmp_path / "two")],
+                            cwd=ROOT, env=run_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    one, two = (json.loads((tmp_path / name / "report.json").read_text()) for name in ("one", "two"))
+    assert two["processes"] == 2 and one["processes"] == 1
+    one.pop("processes"), two.pop("processes")
+    assert _without_timing(two)["tradeoff"] == _without_timing(one)["tradeoff"]
+    assert [r["name"] for r in two["per_image"]] == ["f0", "f1", "f2"]
+    assert two["stopped_tokens"] == one["stopped_tokens"] and two["halting_depth_per_class"] == one[
+        "halting_depth_per_class"]
