@@ -4,8 +4,9 @@ while confident, and what each xi costs and buys.
 Per image (``analyse_image``) the xi-independent prefix runs once, then one forward per xi of the grid
 (xi = 1 is the dense model); everything kept is a count or a small per-image record, added up by
 ``ReportAccumulator`` (memory does not grow with the pixels of the set, and counts from several runs add
-up exactly). Statistics are pure functions of arrays (``calibration_counts``, ``halting_depth_counts``, ...);
-figures are in ``dovit.report.figures``, the HTML page in ``dovit.report.html``.
+up exactly: under torchrun each process takes every K-th frame and rank 0 merges). Statistics are pure
+functions of arrays (``calibration_counts``, ``halting_depth_counts``, ...); figures are in
+``dovit.report.figures``, the HTML page in ``dovit.report.html``.
 
 Token-level statistics use each token's *class*: the majority label of the pixels of its patch, void
 (``ignore_index``) pixels not voting and all-void tokens left out; without labels, the majority of the
