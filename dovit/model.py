@@ -319,14 +319,13 @@ class DoViTSegmenter(nn.Module):
 
 
 # What one more forward of a group costs, in tokens of that forward (token_pass.pack_by_kept_count).
-# CPU: measured on the 2-core project machine (ViT-T, 3 blocks): ~2 ms fixed per forward and ~0.2 ms per
-# token, plus 5-10 % per-token gain from batching 8 sequences of 65-257 tokens, i.e. 20-40 tokens; on
-# real CamVid frames (kept counts within ~15 % of each other) one padded forward was as fast as or faster
-# than 3 sub-batches or image by image, while with counts spread over 10-90 % image by image was 1.6x
-# faster than one padded forward (docs/benchmarks.md). 64 pads the former and splits the latter.
-# CUDA: not measured yet (no GPU in this project so far); a GPU idles on small forwards, so a large
-# price keeps typical batches in one padded forward.
-PACK_OVERHEAD_TOKENS = {"cpu": 64.0, "cuda": 4096.0}
+# CPU, measured on the 2-core project machine (docs/benchmarks.md, "Which packing wins on a CPU"): on
+# real CamVid frames (kept counts within 20 % of each other) one padded forward per group was 7-11 %
+# faster (medians of three interleaved runs) than 2-3 sub-batches or image by image; with counts spread
+# over 10-90 % image by image was 1.6x faster than one padded forward. 256 pads the former into one
+# forward and splits the latter into pairs. CUDA: not measured (no GPU in this project so far); a GPU
+# idles on small forwards, so a larger price keeps typical batches in one padded forward.
+PACK_OVERHEAD_TOKENS = {"cpu": 256.0, "cuda": 4096.0}
 
 
 # Networks above this many parameters are refused before they are built: ViT-g/14 (1.0 B), the largest
