@@ -156,7 +156,8 @@ def analyse(state: dict[str, torch.Tensor], cfg: dict[str, Any], img_size: tuple
     backbone_cfg = model_cfg.get("backbone") if isinstance(model_cfg.get("backbone"), dict) else {}
     head_cfg = model_cfg.get("decode_head") if isinstance(model_cfg.get("decode_head"), dict) else {}
     notes = [] if model_cfg else ["no saved config (meta['cfg']): assumed MMSeg's released ViT settings "
-                                  "(class token used, LayerNorm eps 1e-6, the head reads the last block)"]
+                                  "(class token used, LayerNorm eps 1e-6, attention heads of timm's ViT and of "
+                                  "64 channels in a Segmenter head, the head reads the last block)"]
     _check_backbone_options(backbone_cfg, head_cfg, depth)
 
     if "decode_head.cls_emb" in state:
@@ -170,12 +171,12 @@ def analyse(state: dict[str, torch.Tensor], cfg: dict[str, Any], img_size: tuple
                                   "tokens unnormalised, while DoViT always applies the ViT's final LayerNorm")
         heads = head_cfg.get("num_heads")
         if heads is not None and heads * 64 != channels:
-            raise ConversionError(f"the Segmenter head has {heads} attention heads of {channels // heads} channels; "
+            raise ConversionError(f"the Segmenter head has {heads} attention heads for {channels} channels; "
                                   "DoViT's segmenter decoder uses heads of 64 channels")
         eps = (head_cfg.get("norm_cfg") or {}).get("eps", 1e-5)
         if eps != 1e-5:
             raise ConversionError(f"the Segmenter head's LayerNorm eps is {eps}; DoViT's segmenter decoder uses 1e-5")
-    elif "decode_head.up_convs.0.0.conv.weight" in state:
+    elif "decode_head.up_convs.0.0.conv.weight" in state and "decode_head.conv_seg.weight" in state:
         num_classes = int(state["decode_head.conv_seg.weight"].shape[0])
         convs = _count_layers(keys, "decode_head.up_convs.")
         kernel = int(state["decode_head.up_convs.0.0.conv.weight"].shape[-1])
