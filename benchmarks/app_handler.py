@@ -83,7 +83,7 @@ def main() -> None:
         p90 = ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
         return f"| {name} | {statistics.median(values):.0f} | {p90:.0f} | {min(values):.0f} |"
 
-    size = session["working"].shape
+    size = session.working.shape
     load = os.getloadavg()
     config = predictor.config
     print(f"checkpoint: {args.checkpoint or 'shipped default'} ({config.backbone}, stem {config.stem})")

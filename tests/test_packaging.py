@@ -12,14 +12,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("dovit-studio", "dovit-train", "dovit-evaluate")
+SCRIPTS = ("dovit-studio", "dovit-train", "dovit-evaluate", "dovit-convert", "dovit-analyze")
 
 
 def test_pyproject_declares_the_packages_and_commands():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert project["tool"]["setuptools"]["packages"] == ["dovit", "dovit.data", "app"]
+    assert project["tool"]["setuptools"]["packages"] == ["dovit", "dovit.data", "dovit.report", "app"]
     assert project["project"]["scripts"] == {
         "dovit-studio": "app.cli:main", "dovit-train": "dovit.train:main", "dovit-evaluate": "dovit.evaluate:main",
+        "dovit-convert": "dovit.convert:main", "dovit-analyze": "dovit.analyze:main",
     }
     # Every package directory in the checkout is listed (a new subpackage must not be left out of installs).
     found = sorted(str(init.parent.relative_to(ROOT)).replace(os.sep, ".")
