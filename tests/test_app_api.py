@@ -40,8 +40,10 @@ def server(tiny_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client(server):
-    return Client(server, verbose=False)
+def client(server, tmp_path_factory):
+    # Downloads in a folder of its own: gradio_client names a file by its content, and a shared /tmp/gradio
+    # is written by every other client on the machine too.
+    return Client(server, verbose=False, download_files=tmp_path_factory.mktemp("downloads"))
 
 
 @pytest.fixture(scope="module")

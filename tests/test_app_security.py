@@ -302,7 +302,10 @@ def test_eight_concurrent_clients_get_identical_masks(served, tmp_path):
     masks = [None] * 8
 
     def call(index):
-        mask_path, _ = Client(served, verbose=False).predict(handle_file(image), 0.8, api_name="/predict")
+        # Each client downloads into its own folder: gradio_client names a download by its content, so
+        # eight identical masks in one shared folder would be written and read at the same time.
+        client = Client(served, verbose=False, download_files=tmp_path / f"client{index}")
+        mask_path, _ = client.predict(handle_file(image), 0.8, api_name="/predict")
         masks[index] = np.asarray(PIL.Image.open(mask_path))
 
     threads = [threading.Thread(target=call, args=(index,)) for index in range(8)]
