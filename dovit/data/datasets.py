@@ -5,6 +5,7 @@ for pixels that count in neither loss nor metrics.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -86,10 +87,7 @@ class SegmentationDataset(Dataset):
     @property
     def sequences(self) -> dict[str, int]:
         """Frames per recording (``sequence_of``), sorted by name."""
-        counts: dict[str, int] = {}
-        for image_path, _ in self.pairs:
-            counts[sequence_of(image_path)] = counts.get(sequence_of(image_path), 0) + 1
-        return dict(sorted(counts.items()))
+        return dict(sorted(Counter(sequence_of(image_path) for image_path, _ in self.pairs).items()))
 
     def select_sequences(self, include: list[str] | None = None,
                          exclude: list[str] | None = None) -> "SegmentationDataset":
