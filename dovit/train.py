@@ -12,6 +12,7 @@ import os
 import random
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,15 +26,23 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
 from .config import DECODERS, ModelConfig
 from .data import (DATASETS, IGNORE_INDEX, EvalTransform, TrainAugment, balanced_class_weights, build_dataset,
                    class_frequencies)
 from .evaluate import evaluate_model
 from .losses import dovit_loss
 from .model import DoViTSegmenter
+from .presets import PRESETS, preset_config
 
 STATE_NAME = "train_state.pt"
+DEFAULT_INPUT_SIZE = (360, 480)  # CamVid's frames
+DEFAULT_XI = 0.95
+PRESET_FIELDS = ("backbone", "decision_layers", "decoder", "decoder_channels", "mean", "std", "default_xi")
+
+
+class SetupError(ValueError):
+    """A flag, file or data-set choice that a run cannot start with; main() prints it as one line (exit 2)."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,8 +50,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m dovit.train",
         description="Train a DoViT segmenter. Stage 'dense' trains the teacher (no token pass, CE on the decoder "
         "and the aux heads); stage 'dovit' trains the student with token pass at --xi and the loss "
-        "CE + alpha*L_AH + beta*KL(student || dense teacher) (paper Eq. 9-12). Run under "
-        "`torchrun --nproc_per_node K` for DistributedDataParallel (gloo on CPU, NCCL on GPU).",
+        "CE + alpha*L_AH + beta*KL(student || dense teacher) (paper Eq. 9-12). --preset NAME starts from one "
+        "of the paper's models (SETR or Segmenter on ViT-T/S/B/L, ADE20K or Cityscapes settings); flags given "
+        "explicitly override its fields. Run under `torchrun --nproc_per_node K` for DistributedDataParallel "
+        "(gloo on CPU, NCCL on GPU). Bad flags, files or drives exit with code 2 and one line on stderr.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
@@ -60,23 +71,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="validate only on these recordings, and (unless --train-sequences is given) leave them out of "
         "training: e.g. --train-split train+val --val-split train+val --val-sequences 0006R0 scores streets "
         "the model never saw")
-    add("--backbone", default=None, help="timm ViT/DeiT name (default: ModelConfig's, vit_tiny_patch16_224)")
+    add("--preset", default=None, metavar="NAME",
+        help="build the model from a paper preset, {setr|segmenter}_vit_{t|s|b|l}_{ade20k|cityscapes} (e.g. "
+        "segmenter_vit_s_ade20k; list: dovit.PRESETS): its backbone (timm vit_*_patch16_384), decision layers "
+        "((3 6 9) for 12 blocks, (6 12 18) for 24), input size and crop (ADE20K 512 512, Cityscapes 768 768), "
+        "decoder (SETR-Naive 'naive_up4' or Segmenter's mask transformer), normalisation and default xi. "
+        "The data set's classes replace the preset's; --backbone, --decoder, --decoder-channels, "
+        "--decision-layers, --input-size, --crop-size and --xi override its fields. ImageNet init: "
+        "--pretrained hub (online) or --pretrained FILE (offline); without --pretrained it starts random")
+    add("--backbone", default=None,
+        help="timm ViT/DeiT name (default: the preset's, else ModelConfig's, vit_tiny_patch16_224)")
     add("--stem", choices=["conv", "patch"], default=None,
         help="patch embedding: 'patch' (timm's, ModelConfig's default) or 'conv' (early convolutions, better "
         "from scratch)")
     add("--decoder", choices=list(DECODERS), default=None,
         help="SETR-Naive (ModelConfig's default), SETR-PUP, or 'skip': SETR-Naive plus a skip from the conv "
         "stem's 1/4 features (sharper thin objects; needs --stem conv)")
-    add("--decoder-channels", type=int, default=None, help="decoder width (default: ModelConfig's, 256)")
-    add("--decision-layers", type=int, nargs="+", default=None, help="default: paper's (3 6 9 for 12 blocks)")
+    add("--decoder-channels", type=int, default=None,
+        help="decoder width (default: the preset's, else ModelConfig's, 256)")
+    add("--decision-layers", type=int, nargs="+", default=None,
+        help="blocks after which a decision runs (default: the preset's, else the paper's: 3 6 9 for 12 blocks)")
     add("--no-merge", action="store_true", help="turn off Eq. 8 token merging (ablation)")
-    add("--pretrained", default=None, help="backbone weights: a local timm weights file, or 'hub' (needs network)")
+    add("--pretrained", default=None, metavar="FILE|hub",
+        help="backbone ImageNet weights: a local timm weights file (.safetensors/.pth; must exist, never "
+        "downloaded), or 'hub' for timm's default weights of the backbone (needs a network); default: random")
     add("--init", default=None, help="initialise all weights from a DoViT checkpoint (e.g. the student from the teacher)")
     add("--init-weights", default=None,
         help="copy every weight whose name and shape match from a DoViT checkpoint into the model that the "
         "flags describe (e.g. a new decoder on a trained backbone); the rest keeps its random init")
     add("--teacher", default=None, help="dense teacher checkpoint for self-distillation (stage dovit)")
-    add("--xi", type=float, default=0.95, help="token-pass threshold during training (stage dovit)")
+    add("--xi", type=float, default=None,
+        help=f"token-pass threshold during training (stage dovit; default: the preset's, else {DEFAULT_XI})")
     add("--xi-range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
         help="stage dovit: draw each step's xi uniformly from [LO, HI] instead of fixing it at --xi, so one "
         "model serves the whole slider range (more compute then gives more accuracy); validation uses --xi")
@@ -87,7 +112,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--label-smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy terms (0 = off)")
     add("--alpha", type=float, default=1.0, help="weight of the aux-head loss L_AH (Eq. 12)")
     add("--beta", type=float, default=0.4, help="weight of the self-distillation loss L_SD (Eq. 12)")
-    add("--input-size", type=int, nargs=2, default=[360, 480], metavar=("H", "W"), help="model input size")
+    add("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+        help=f"model input size (default: the preset's, else {DEFAULT_INPUT_SIZE[0]} {DEFAULT_INPUT_SIZE[1]})")
     add("--crop-size", type=int, nargs=2, default=None, metavar=("H", "W"), help="training crop (default: input size)")
     add("--scale-range", type=float, nargs=2, default=[0.5, 2.0], metavar=("LO", "HI"), help="random scale")
     add("--jitter", type=float, default=0.3, help="photometric jitter strength (0 = off)")
@@ -127,7 +153,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--no-progress", action="store_true", help="no tqdm bar (the log file is still written)")
     add("--dump-rank-weights", action="store_true",
         help="every rank also writes its final weights to OUTPUT/rank{R}.safetensors (to check that DDP ranks agree)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.preset is not None and args.preset not in PRESETS:
+        parser.error(f"--preset: unknown preset {args.preset!r}; choose one of: {', '.join(PRESETS)}")
+    preset = preset_config(args.preset) if args.preset else {}
+    if args.input_size is None:
+        args.input_size = list(preset.get("input_size", DEFAULT_INPUT_SIZE))
+    if args.xi is None:
+        args.xi = preset.get("default_xi", DEFAULT_XI)
+    return args
 
 
 # ---------------------------------------------------------------------------------------- setup
@@ -142,17 +176,22 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, lr: float, min_lr:
 
 
 def model_config(args: argparse.Namespace, info) -> ModelConfig:
-    """The flags that describe the architecture, over ModelConfig's defaults (a flag left out keeps its default)."""
+    """The flags that describe the architecture, over the preset's fields (--preset), over ModelConfig's
+    defaults: a flag left out keeps the preset's value, else the default. The classes are the data set's."""
+    fields = {k: v for k, v in preset_config(args.preset).items() if k in PRESET_FIELDS} if args.preset else {}
     chosen = {"backbone": args.backbone, "decoder": args.decoder, "decoder_channels": args.decoder_channels,
               "stem": args.stem, "decision_layers": args.decision_layers}
+    fields.update({k: v for k, v in chosen.items() if v is not None})
     return ModelConfig(
         num_classes=info.num_classes, merge_stopped=not args.no_merge, input_size=tuple(args.input_size),
         class_names=info.class_names, class_colors=info.class_colors, drop_path_rate=args.drop_path,
-        ignore_index=IGNORE_INDEX, **{k: v for k, v in chosen.items() if v is not None},
+        ignore_index=IGNORE_INDEX, **fields,
     )
 
 
 def build_student(args: argparse.Namespace, info) -> DoViTSegmenter:
+    """The model to train: a whole DoViT checkpoint (--init), else the flags' (and preset's) architecture with
+    random or ImageNet (--pretrained) backbone weights."""
     if args.init:
         model = load_checkpoint(args.init)
         model.config.merge_stopped = not args.no_merge
@@ -319,23 +358,29 @@ def setup(args: argparse.Namespace) -> Run:
     if args.threads:
         torch.set_num_threads(args.threads)
     output = Path(args.output)
-    if rank == 0:
-        output.mkdir(parents=True, exist_ok=True)
     log = Logger(output, rank == 0)
 
-    train_set, val_set = build_datasets(args)
+    # Everything the flags name (drives, files, architecture) is built first; what cannot be is a SetupError.
+    with _setup_errors("--val-sequences / --train-sequences / --data-root"):
+        train_set, val_set = build_datasets(args)
     # The model is built with the same seed on every rank, so all ranks start identical.
     torch.manual_seed(args.seed)
-    model = build_student(args, train_set.info)
-    init_report = copy_matching_weights(model, load_checkpoint(args.init_weights)) if args.init_weights else None
+    with _setup_errors("--init" if args.init else "--pretrained" if args.pretrained else "the model flags"):
+        model = build_student(args, train_set.info)
+    with _setup_errors("--init-weights"):
+        init_report = copy_matching_weights(model, load_checkpoint(args.init_weights)) if args.init_weights else None
     if args.default_xi is not None or args.stage == "dovit":
         model.config.default_xi = args.default_xi if args.default_xi is not None else args.xi
     model.to(device)
     teacher = None
     if args.stage == "dovit" and args.teacher and args.beta > 0:
-        teacher = load_checkpoint(args.teacher).to(device).eval()
+        with _setup_errors("--teacher"):
+            teacher = load_checkpoint(args.teacher)
+        teacher = teacher.to(device).eval()
         for parameter in teacher.parameters():
             parameter.requires_grad_(False)
+    if rank == 0:
+        output.mkdir(parents=True, exist_ok=True)  # only once the flags proved usable
     set_transforms(train_set, val_set, args, model.config)
     _seed_everything(args.seed + rank)
 
@@ -360,6 +405,17 @@ def setup(args: argparse.Namespace) -> Run:
              "class_weights": None if run.class_weights is None else [round(w, 4) for w in run.class_weights.tolist()],
              "config": json.dumps(model.config.to_dict()), "args": json.dumps(vars(args))})
     return run
+
+
+@contextmanager
+def _setup_errors(what: str):
+    """Re-raise what the user's flags caused (a bad value, a missing file, an unreadable checkpoint) as a
+    SetupError naming the flag; main() prints it as one line. Bugs elsewhere keep their tracebacks."""
+    try:
+        yield
+    except (ValueError, OSError, CheckpointError) as error:  # OSError: missing files, no network for 'hub'
+        message = " ".join(str(error).split()) or type(error).__name__
+        raise SetupError(f"{what}: {message}") from error
 
 
 def _resume(run: Run) -> None:
@@ -576,7 +632,22 @@ def main(argv: list[str] | None = None) -> int:
         print("error: use --init (whole checkpoint, its config) or --init-weights (matching tensors), not both",
               file=sys.stderr)
         return 2
-    train(args)
+    if args.preset and args.init:
+        print("error: --preset describes a new model and --init loads a whole checkpoint (its own architecture): "
+              "use one", file=sys.stderr)
+        return 2
+    if args.pretrained not in (None, "hub") and not Path(args.pretrained).is_file():
+        print(f"error: --pretrained: no such file: {args.pretrained} (a local timm weights file, .safetensors or "
+              ".pth; --pretrained hub downloads timm's weights when online)", file=sys.stderr)
+        return 2
+    if args.preset and args.pretrained is None and not args.init_weights:
+        print(f"note: --preset {args.preset} starts from random backbone weights; pass --pretrained hub (online) "
+              "or --pretrained FILE for its ImageNet initialisation", file=sys.stderr)
+    try:
+        train(args)
+    except SetupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

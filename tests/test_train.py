@@ -309,11 +309,12 @@ def test_val_sequences_hold_their_drives_out_of_training(tmp_path):
     assert start["val_sequences"] == {"0006R0": 3}
     validation = next(r for r in read_log(tmp_path / "run") if r.get("event") == "val")
     assert len(validation["per_class_iou"]) == 11
-    # An unknown drive is named, with the drives that exist.
+    # An unknown drive is named, with the drives that exist: a ValueError from train(), one line from main().
+    bad = ["--stage", "dense", "--output", str(tmp_path / "bad"), "--steps", "1", "--data-root", str(tmp_path / "data"),
+           "--val-split", "train", "--val-sequences", "0005VD", *tiny]
     with pytest.raises(ValueError, match=r"0005VD.*0001TP \(4\)"):
-        train.main(["--stage", "dense", "--output", str(tmp_path / "bad"), "--steps", "1",
-                    "--data-root", str(tmp_path / "data"), "--val-split", "train", "--val-sequences", "0005VD",
-                    *tiny])
+        train.train(train.parse_args(bad))
+    assert train.main(bad) == 2
 
 
 def test_ema_weights_are_validated_and_saved(dense_run, tmp_path):
