@@ -1,6 +1,7 @@
-"""Convert MMSegmentation ViT checkpoints into DoViT checkpoint folders.
+"""Convert MMSegmentation ViT checkpoints and the official DoViT code's into DoViT checkpoint folders.
 
-    python -m dovit.convert SRC DST --format mmseg [--backbone TIMM_NAME] [--input-size H W] [--num-classes C]
+    python -m dovit.convert SRC DST --format mmseg|dovit-official [--backbone TIMM_NAME] [--input-size H W]
+                                   [--num-classes C] [--skip-auxiliary]
 
 Reads an MMSegmentation 1.x ``EncoderDecoder`` checkpoint (``VisionTransformer`` backbone with
 ``SegmenterMaskTransformerHead``, or ``SETRUPHead`` as SETR-Naive (one 1x1 conv) or SETR-PUP (four 3x3
@@ -18,8 +19,13 @@ Configurations DoViT does not compute are refused: a LayerNorm other than exactl
 block and the decoder (Segmenter needs ``final_norm=True``, SETR heads bring their own norm and need
 ``final_norm=False``), no class token, ``pre_norm``, ``patch_norm``, ``out_origin``, a head reading an
 earlier layer, LayerNorm eps other than timm's 1e-6 in the backbone, ``align_corners=True``.
-``--format dovit-official`` reads the official DoViT code's MMSegmentation 0.x checkpoints, whose
-backbone and head keys are MMSeg's: their aux heads are refused by name unless ``--skip-auxiliary``.
+
+``--format dovit-official`` reads checkpoints of the official DoViT code (github.com/FLHonker/DoViT-code,
+MMSegmentation 0.x; see ``convert_dovit_official``): its backbone's timm-style attention keys, its decision
+layers (the config's out_indices[:-1]) and exit_conf (as default_xi). Its aux heads (conv-BN-ReLU-conv) have
+no equal in DoViT's one-conv heads and are refused by name unless ``--skip-auxiliary``. The key layout was
+read from that repository's code; no real official checkpoint was at hand (none can be downloaded here), so
+the tests check synthetic checkpoints built with those names and shapes from MMSeg's own modules.
 """
 from __future__ import annotations
 
@@ -126,6 +132,16 @@ class MMSegArchitecture:
     decoder: str  # "segmenter", "naive", "naive_up4" or "pup"
     decoder_channels: int
     notes: list[str] = field(default_factory=list)
+
+
+def saved_config(meta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(config, its model dict, its backbone dict) from a checkpoint's meta: the config text is ``cfg`` in
+    MMSeg 1.x and ``config`` in 0.x; each part is {} when absent."""
+    text = meta.get("cfg", meta.get("config"))
+    cfg = parse_mmengine_config(text) if isinstance(text, str) else {}
+    model_cfg = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
+    backbone_cfg = model_cfg.get("backbone") if isinstance(model_cfg.get("backbone"), dict) else {}
+    return cfg, model_cfg, backbone_cfg
 
 
 def _count_layers(keys: list[str], prefix: str) -> int:
@@ -314,7 +330,7 @@ def timm_backbone_name(embed_dim: int, depth: int, patch_size: int) -> str:
 def convert_mmseg(
     state: dict[str, torch.Tensor], meta: dict[str, Any] | None = None, backbone: str | None = None,
     input_size: tuple[int, int] | None = None, num_classes: int | None = None, skip_auxiliary: bool = False,
-    pos_size: tuple[int, int] | None = None,
+    pos_size: tuple[int, int] | None = None, config_fields: dict[str, Any] | None = None,
 ) -> tuple[DoViTSegmenter, list[str]]:
     """Build the DoViT model equal to an MMSeg ViT segmenter; return it (eval mode) and notes for the user.
 
@@ -322,13 +338,11 @@ def convert_mmseg(
     meta: the checkpoint's meta, optional: the saved config text (``cfg`` in MMSeg 1.x, ``config`` in 0.x) and
     class names and palette (``dataset_meta`` in 1.x, ``CLASSES`` / ``PALETTE`` in 0.x).
     input_size: (H, W) working size; default the saved config's crop, else the position embedding's grid.
+    config_fields: ModelConfig fields the tensors do not decide (decision_layers, default_xi).
     Raises ConversionError for anything that cannot be placed or is not computed the same way.
     """
     meta = meta or {}
-    text = meta.get("cfg", meta.get("config"))
-    cfg = parse_mmengine_config(text) if isinstance(text, str) else {}
-    model_cfg = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
-    backbone_cfg = model_cfg.get("backbone") if isinstance(model_cfg.get("backbone"), dict) else {}
+    cfg, model_cfg, backbone_cfg = saved_config(meta)
     auxiliary = sorted(k for k in state if k.startswith("auxiliary_head."))
     if auxiliary and not skip_auxiliary:
         raise ConversionError(f"{len(auxiliary)} auxiliary_head tensors (MMSeg's training-only heads, e.g. "
@@ -345,7 +359,8 @@ def convert_mmseg(
                                                                arch.pos_grid[1] * arch.patch_size)
     config = ModelConfig(backbone=backbone, num_classes=arch.num_classes, decoder=arch.decoder,
                          decoder_channels=arch.decoder_channels, input_size=input_size,
-                         **_normalisation(model_cfg, cfg, arch.decoder, notes), **_class_metadata(meta, arch.num_classes))
+                         **_normalisation(model_cfg, cfg, arch.decoder, notes), **_class_metadata(meta, arch.num_classes),
+                         **(config_fields or {}))
     model = DoViTSegmenter(config)
     if model.patch_size != arch.patch_size or len(model.vit.blocks) != arch.depth or model.embed_dim != arch.embed_dim:
         raise ConversionError(f"{backbone} has patch {model.patch_size}, {len(model.vit.blocks)} blocks, width "
@@ -423,16 +438,118 @@ def _load_exactly(model: DoViTSegmenter, mapped: dict[str, torch.Tensor]) -> Non
     model.load_state_dict({k: v.to(target[k].dtype) for k, v in mapped.items()}, strict=False)
 
 
+# ------------------------------------------------------------------------------------------ official DoViT code
+# The official code (github.com/FLHonker/DoViT-code, MMSegmentation 0.x): its ``DoViT`` backbone
+# (mmseg/models/backbones/do_vit.py) is MMSeg's VisionTransformer with timm's attention (``attn.qkv``,
+# ``attn.proj``: tools/model_converters/mmseg2dovit.py renames MMSeg's ``attn.attn.in_proj_*`` /
+# ``attn.attn.out_proj`` to these) and holds the aux heads itself (``backbone.auxiliary_head.K``, built by
+# its ``DoEncoderDecoder``). ``DoViT.forward`` runs aux head K on the tokens entering layer out_indices[K],
+# i.e. after out_indices[K] blocks: decision layers = out_indices[:-1], (2, 5, 8) in its ViT-S/B configs and
+# (6, 12, 18) in its ViT-L ones. Its distillation runs save ``student.`` / ``teacher.`` / ``generation.``.
+OFFICIAL_DECISION_LAYERS = {12: (2, 5, 8), 24: (6, 12, 18)}  # the official configs' out_indices[:-1] by depth
+_OFFICIAL_ATTENTION = [(r"(backbone\.layers\.\d+\.attn\.)qkv\.(weight|bias)", r"\1attn.in_proj_\2"),
+                       (r"(backbone\.layers\.\d+\.attn\.)proj\.(weight|bias)", r"\1attn.out_proj.\2")]
+_DISTILLER_PARTS = ("teacher.", "generation.", "distill_losses.")
+
+
+def mmseg_name(official_key: str) -> str:
+    """The MMSeg name of an official DoViT key (timm-style attention back to MMSeg's); others are unchanged."""
+    for pattern, replacement in _OFFICIAL_ATTENTION:
+        if re.fullmatch(pattern, official_key):
+            return re.sub(pattern, replacement, official_key)
+    return official_key
+
+
+def convert_dovit_official(
+    state: dict[str, torch.Tensor], meta: dict[str, Any] | None = None, backbone: str | None = None,
+    input_size: tuple[int, int] | None = None, num_classes: int | None = None, skip_auxiliary: bool = False,
+    pos_size: tuple[int, int] | None = None,
+) -> tuple[DoViTSegmenter, list[str]]:
+    """Build the DoViT model equal, at xi = 1, to an official DoViT checkpoint; return it and notes.
+
+    The backbone and decode head convert exactly as MMSeg's (see ``convert_mmseg``); the decision layers come
+    from the saved config's out_indices (else the official configs' for the depth) and default_xi from its
+    exit_conf. The official aux heads (FCNHead or SETRUPHead: a 1x1 conv to 256 channels, BatchNorm, ReLU,
+    a 1x1 classifier) have no equal in DoViT's (LayerNorm + one 1x1 conv, the paper's H_l): refused by name
+    unless skip_auxiliary, then DoViT's start random (train them with ``dovit.train --stage dovit``).
+    Below xi = 1 the two token passes differ anyway: the official code also stops tokens whose confidence
+    rose by less than diff_conf, and merges (cls + mean of all stopped tokens) / 2 once over 10 % stopped.
+    """
+    meta, notes = meta or {}, []
+    if any(key.startswith("student.") for key in state):
+        left_out = [key for key in state if key.startswith(_DISTILLER_PARTS)]
+        state = {key.removeprefix("student."): value for key, value in state.items()
+                 if not key.startswith(_DISTILLER_PARTS)}
+        notes.append(f"a distillation checkpoint: converted its student, left out {len(left_out)} teacher / "
+                     "generation tensors")
+    auxiliary = sorted(key for key in state if key.startswith("backbone.auxiliary_head."))
+    heads = sorted({int(key.split(".")[2]) for key in auxiliary if key.split(".")[2].isdigit()})
+    if auxiliary and not skip_auxiliary:
+        shapes = {key: tuple(state[key].shape) for key in auxiliary if key.endswith("conv.weight")}
+        first = next(iter(shapes.items()), (auxiliary[0], tuple(state[auxiliary[0]].shape)))
+        raise ConversionError(
+            f"{len(heads)} official aux heads ({len(auxiliary)} tensors, e.g. {first[0]} {first[1]}: a 1x1 conv, "
+            "BatchNorm and ReLU before the classifier) have no equal in DoViT's aux heads (LayerNorm + one 1x1 "
+            "conv, the paper's H_l): pass --skip-auxiliary to leave them out, then train DoViT's with "
+            "`python -m dovit.train --stage dovit --init DST --teacher DST`")
+    state = {mmseg_name(key): value for key, value in state.items() if not key.startswith("backbone.auxiliary_head.")}
+    if auxiliary:
+        notes.append(f"left out the {len(heads)} official aux heads ({len(auxiliary)} tensors, --skip-auxiliary): "
+                     "DoViT's start random")
+    _, _, backbone_cfg = saved_config(meta)
+    depth = _count_layers(list(state), "backbone.layers.")
+    decisions = _official_decision_layers(backbone_cfg, depth, len(heads), notes)
+    fields: dict[str, Any] = {"decision_layers": decisions} if decisions else {}
+    exit_conf = backbone_cfg.get("exit_conf")
+    if isinstance(exit_conf, (list, tuple)) and exit_conf and len(set(exit_conf)) == 1:
+        exit_conf = exit_conf[0]
+    if isinstance(exit_conf, (int, float)) and not isinstance(exit_conf, bool) and 0.0 <= exit_conf <= 1.0:
+        fields["default_xi"] = float(exit_conf)
+    elif exit_conf is not None:
+        notes.append(f"exit_conf {exit_conf!r} is not one threshold in [0, 1]: default xi left at DoViT's")
+    diff_conf = backbone_cfg.get("diff_conf")
+    if isinstance(diff_conf, (int, float)) and diff_conf > 0:
+        notes.append(f"the official model also stopped tokens whose confidence rose by less than diff_conf "
+                     f"{diff_conf}; DoViT stops on the threshold xi alone (Eq. 4)")
+    model, more = convert_mmseg(state, meta, backbone=backbone, input_size=input_size, num_classes=num_classes,
+                                skip_auxiliary=skip_auxiliary, pos_size=pos_size, config_fields=fields)
+    return model, notes + more
+
+
+def _official_decision_layers(backbone_cfg: dict, depth: int, heads: int, notes: list[str]) -> tuple[int, ...] | None:
+    """out_indices[:-1] of the saved config, else the official configs' layers for the depth; checked against
+    the number of aux heads in the checkpoint (0 when there are none to check)."""
+    out_indices = backbone_cfg.get("out_indices")
+    if isinstance(out_indices, (list, tuple)) and len(out_indices) > 1 and all(isinstance(i, int) for i in out_indices):
+        decisions = tuple(out_indices[:-1])
+    else:
+        decisions = OFFICIAL_DECISION_LAYERS.get(depth)
+        notes.append(f"no out_indices in a saved config: decision layers {decisions or 'DoViT default'}, the "
+                     f"official configs' for {depth} blocks")
+    if heads and decisions is not None and heads != len(decisions):
+        raise ConversionError(f"the checkpoint has {heads} aux heads but its decision layers are {decisions}: "
+                              "cannot tell where each head sat")
+    return decisions
+
+
 # ------------------------------------------------------------------------------------------ CLI
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m dovit.convert",
-        description="Convert an MMSegmentation ViT segmenter checkpoint (Segmenter or SETR head) into a DoViT "
-        "checkpoint folder. Refuses anything it cannot place exactly; the DoViT aux heads start random.")
+        description="Convert an MMSegmentation ViT segmenter checkpoint (Segmenter or SETR head), or one of the "
+        "official DoViT code (github.com/FLHonker/DoViT-code, MMSeg 0.x), into a DoViT checkpoint folder. "
+        "Refuses anything it cannot place exactly (exit code 2); at xi = 1 the result computes the source's "
+        "logits. The DoViT aux heads start random: train them with `python -m dovit.train --stage dovit "
+        "--init DST --teacher DST`. The official format follows that repository's code (backbone/do_vit.py, "
+        "tools/model_converters/mmseg2dovit.py) and is tested on synthetic checkpoints with its key names and "
+        "shapes; it was not checked against a real official checkpoint (none can be downloaded here).")
     parser.add_argument("src", help="MMSegmentation .pth checkpoint (read with torch.load(weights_only=True))")
     parser.add_argument("dst", help="output DoViT checkpoint folder (model.safetensors + config.json)")
     parser.add_argument("--format", choices=FORMATS, default="mmseg",
-                        help="'mmseg': MMSegmentation 1.x; 'dovit-official': the official DoViT code (MMSeg 0.x keys)")
+                        help="'mmseg': MMSegmentation 1.x; 'dovit-official': "
+                        "the official DoViT code's DoEncoderDecoder / distiller checkpoints (timm-style attention "
+                        "keys, aux heads inside the backbone; decision layers from out_indices, default xi from "
+                        "exit_conf)")
     parser.add_argument("--backbone", default=None, help="timm ViT name (default: inferred from width and depth)")
     parser.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"),
                         help="working size (default: the saved config's crop, else the position embedding's grid)")
@@ -441,7 +558,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="image size the position embedding was trained at, when it is not square and the "
                         "checkpoint has no saved config")
     parser.add_argument("--skip-auxiliary", action="store_true",
-                        help="leave out MMSeg's auxiliary_head tensors (training-only heads DoViT has no place for)")
+                        help="leave out the auxiliary heads DoViT has no place for: MMSeg's training-only "
+                        "auxiliary_head, or the official DoViT aux heads (conv-BN-ReLU-conv, where DoViT's are one "
+                        "conv); DoViT's aux heads then start random")
     return parser.parse_args(argv)
 
 
@@ -449,9 +568,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         state, meta = load_mmseg_checkpoint(args.src)
-        model, notes = convert_mmseg(state, meta, backbone=args.backbone, input_size=args.input_size,
-                                     num_classes=args.num_classes, skip_auxiliary=args.skip_auxiliary,
-                                     pos_size=args.pos_size)
+        convert = convert_mmseg if args.format == "mmseg" else convert_dovit_official
+        model, notes = convert(state, meta, backbone=args.backbone, input_size=args.input_size,
+                               num_classes=args.num_classes, skip_auxiliary=args.skip_auxiliary,
+                               pos_size=args.pos_size)
         metadata = {"stage": "converted", "converted_from": str(Path(args.src).name), "format": args.format,
                     "notes": notes}
         save_checkpoint(model, args.dst, metadata=metadata)

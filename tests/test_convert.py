@@ -273,3 +273,97 @@ def test_flags_are_checked_against_the_tensors(mmseg, tmp_path, capsys, flags, m
     vit, head, cfg = _build(mmseg, "segmenter")
     assert convert.main([_save(tmp_path, vit, head, cfg), str(tmp_path / "out"), *flags]) == 2
     assert message in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------ official DoViT code
+# Key names and shapes as the official code (github.com/FLHonker/DoViT-code, MMSeg 0.x) saves them, read from its
+# mmseg/models/backbones/do_vit.py (timm-style attention, aux heads inside the backbone), segmentors/
+# do_encoder_decoder.py and local_configs/segmenter/segmenter_dovit-*.py (FCNHead aux heads, 256 channels).
+# No real official checkpoint can be downloaded here: these are built from MMSeg's own modules and renamed.
+OFFICIAL_AUX = dict(type="FCNHead", in_channels=192, channels=256, in_index=0, dropout_ratio=0, num_convs=1,
+                    kernel_size=1, concat_input=False, num_classes=5, norm_cfg=dict(type="BN"), align_corners=False)
+
+
+def test_official_attention_keys_are_renamed_to_mmseg_ones():
+    assert convert.mmseg_name("backbone.layers.7.attn.qkv.weight") == "backbone.layers.7.attn.attn.in_proj_weight"
+    assert convert.mmseg_name("backbone.layers.0.attn.proj.bias") == "backbone.layers.0.attn.attn.out_proj.bias"
+    # the Segmenter head keeps MMSeg's attention (its layers are mmseg.models.backbones.vit's)
+    assert convert.mmseg_name("decode_head.layers.1.attn.attn.in_proj_bias") == "decode_head.layers.1.attn.attn.in_proj_bias"
+
+
+def _official_checkpoint(mmseg, tmp_path, *, config=True, distiller=False, exit_conf=0.96):
+    """An official DoViT-S-style checkpoint at ViT-T size: DoViT backbone keys, 3 FCN aux heads, Segmenter head,
+    MMSeg 0.x meta (``config`` text, CLASSES, PALETTE). Returns (path, vit, head) for the reference forward."""
+    from mmseg.models.decode_heads import FCNHead
+
+    vit, head, _ = _build(mmseg, "segmenter", patch_bias=True)  # MMSeg 0.x's PatchEmbed has a bias
+    aux = {}
+    for k in range(3):
+        fcn = FCNHead(**{key: value for key, value in OFFICIAL_AUX.items() if key != "type"})
+        aux.update({f"backbone.auxiliary_head.{k}.{name}": tensor for name, tensor in fcn.state_dict().items()})
+    state = {**{f"backbone.{k}".replace("attn.attn.in_proj_", "attn.qkv.").replace("attn.attn.out_proj", "attn.proj"): v
+                for k, v in vit.state_dict().items()},
+             **aux, **{f"decode_head.{k}": v for k, v in head.state_dict().items()}}
+    assert "backbone.layers.0.attn.qkv.weight" in state and "backbone.auxiliary_head.2.conv_seg.weight" in state
+    if distiller:
+        state = {**{f"student.{k}": v for k, v in state.items()},
+                 **{f"teacher.{k}": v for k, v in state.items() if not k.startswith("backbone.auxiliary_head")},
+                 "generation.0.weight": torch.zeros(8, 8, 3, 3)}
+    backbone = {**BACKBONE, "type": "DoViT", "final_norm": True, "out_indices": (2, 5, 8, 11), "exit_conf": exit_conf,
+                "diff_conf": 0.02, "max_iters": 140000}
+    cfg = mmseg.Config(dict(model=dict(type="DoEncoderDecoder", backbone=backbone, decode_head=HEADS["segmenter"],
+                                       auxiliary_head=[OFFICIAL_AUX] * 3),
+                            img_norm_cfg=dict(mean=[127.5] * 3, std=[127.5] * 3, to_rgb=True), crop_size=SIZE))
+    meta = {"config": cfg.pretty_text, "CLASSES": CLASSES, "PALETTE": PALETTE} if config else {}
+    path = tmp_path / "official.pth"
+    torch.save({"state_dict": state, "meta": meta, "optimizer": {"state": {}, "param_groups": []}}, path)
+    return str(path), vit, head
+
+
+def test_official_aux_heads_are_refused_by_name_without_the_flag(mmseg, tmp_path, capsys):
+    path, _, _ = _official_checkpoint(mmseg, tmp_path)
+    assert convert.main([path, str(tmp_path / "out"), "--format", "dovit-official"]) == 2
+    error = capsys.readouterr().err
+    assert "backbone.auxiliary_head.0.convs.0.conv.weight (256, 192, 1, 1)" in error and "--skip-auxiliary" in error
+    assert not (tmp_path / "out").exists()
+    # read as MMSeg 1.x, the timm-style attention keys have no place either
+    assert convert.main([path, str(tmp_path / "out"), "--format", "mmseg", "--skip-auxiliary"]) == 2
+    assert "attn.qkv" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("distiller", [False, True])
+def test_official_checkpoint_logits_equal_mmseg_and_keep_its_decisions(mmseg, tmp_path, capsys, distiller):
+    path, vit, head = _official_checkpoint(mmseg, tmp_path, distiller=distiller)
+    model = _convert(tmp_path, path, "--format", "dovit-official", "--skip-auxiliary")
+    out = capsys.readouterr().out
+    assert "left out the 3 official aux heads" in out and "diff_conf 0.02" in out
+    assert ("converted its student" in out) == distiller
+    config = model.config
+    assert model.decision_layers == (2, 5, 8) and config.default_xi == 0.96  # out_indices[:-1], exit_conf
+    assert config.decoder == "segmenter" and config.mean == (0.5, 0.5, 0.5) and config.class_names == list(CLASSES)
+    assert dovit.read_config(tmp_path / "dovit")[1]["format"] == "dovit-official"
+    pixels = torch.randn(2, 3, *SIZE)
+    _, expected = _mmseg_logits(vit, head, pixels)
+    with torch.no_grad():
+        gap = float((model(pixels, xi=1.0).logits - expected).abs().max())
+        sparse = model(pixels, xi=0.5)  # DoViT's token pass runs on it (aux heads random until trained)
+    print(f"official (distiller={distiller}): max |dlogit| = {gap:.2e}")
+    assert gap <= TOLERANCE and sparse.logits.shape == expected.shape and len(sparse.keep_masks) == 3
+
+
+def test_official_checkpoint_without_config_takes_the_official_layers(mmseg, tmp_path, capsys):
+    path, _, _ = _official_checkpoint(mmseg, tmp_path, config=False)
+    model = _convert(tmp_path, path, "--format", "dovit-official", "--skip-auxiliary", "--pos-size", *map(str, SIZE))
+    assert model.decision_layers == (2, 5, 8)
+    assert "official configs' for 12 blocks" in capsys.readouterr().out
+
+
+def test_official_setr_with_two_layernorms_is_refused(mmseg, tmp_path, capsys):
+    """The official SETR-DoViT configs set final_norm=True, and SETRUPHead adds its own LayerNorm."""
+    vit, head, cfg = _build(mmseg, "naive", final_norm=True)
+    state = {f"backbone.{k}".replace("attn.attn.in_proj_", "attn.qkv."): v for k, v in vit.state_dict().items()}
+    state.update({f"decode_head.{k}": v for k, v in head.state_dict().items()})
+    path = tmp_path / "setr.pth"
+    torch.save({"state_dict": state, "meta": {"config": cfg.pretty_text}}, path)
+    assert convert.main([str(path), str(tmp_path / "out"), "--format", "dovit-official"]) == 2
+    assert "two LayerNorms" in capsys.readouterr().err
