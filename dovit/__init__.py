@@ -2,7 +2,8 @@
 from .checkpoint import CheckpointError, load_checkpoint, read_config, save_checkpoint
 from .config import ModelConfig
 from .flops import FLOPS_CONVENTION, count_flops
-from .model import DoViTSegmenter, SegmenterOutput, build_model
+from .model import DoViTSegmenter, KeepDecider, SegmenterOutput, build_model
+from .policies import POLICIES, PolicyResult, run_policies
 from .predictor import Prediction, Predictor
 from .presets import PRESETS, build_preset
 from .trace import DecisionTrace, GroupTrace, Trace, build_trace
@@ -12,4 +13,5 @@ __all__ = [
     "Predictor", "Prediction", "Trace", "DecisionTrace", "GroupTrace", "build_trace",
     "save_checkpoint", "load_checkpoint", "read_config", "CheckpointError",
     "count_flops", "FLOPS_CONVENTION", "build_preset", "PRESETS",
+    "POLICIES", "PolicyResult", "run_policies", "KeepDecider",
 ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import timm
 from timm.layers import resample_abs_pos_embed
@@ -26,6 +27,12 @@ from .decoders import build_decoder
 from .preprocess import upsample_logits
 from .stems import ConvStem
 from . import token_pass as tp
+
+
+# A keep decider replaces the threshold decision of Eq. 4-5 (stopping policies, the benchmark's fixed
+# fractions): (decision index 0..D-1, confidence q_l (B, N), aux_logits (B, C, h, w), previous keep M_{l-1}
+# (B, N) bool) -> keep mask (B, N) bool. ``forward_from`` ANDs it with M_{l-1}, so stopped tokens never return.
+KeepDecider = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -137,15 +144,15 @@ class DoViTSegmenter(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(
         self, pixels: torch.Tensor, xi: float = 1.0, equalise: bool = False, with_aux: bool | None = None,
-        forced_keep: list[torch.Tensor] | None = None,
+        forced_keep: list[torch.Tensor] | None = None, decide: KeepDecider | None = None,
     ) -> SegmenterOutput:
         """pixels (B, 3, H, W) normalised float; any H, W (padded to the patch size internally).
 
         xi: the token-pass threshold (1 = dense). equalise: the paper's equal kept counts for training
         batches. with_aux: run the aux heads even at xi = 1 (default: only when xi < 1 or training).
-        forced_keep: see ``forward_from``.
+        forced_keep, decide: see ``forward_from``.
         """
-        return self.forward_from(self.prefix(pixels), xi, equalise, with_aux, forced_keep)
+        return self.forward_from(self.prefix(pixels), xi, equalise, with_aux, forced_keep, decide)
 
     def prefix(self, pixels: torch.Tensor) -> TokenState:
         """Pad, embed (timm's pos-embed resampling) and run the always-dense first group B_1."""
@@ -199,17 +206,26 @@ class DoViTSegmenter(nn.Module):
 
     def forward_from(
         self, state: TokenState, xi: float, equalise: bool = False, with_aux: bool | None = None,
-        forced_keep: list[torch.Tensor] | None = None,
+        forced_keep: list[torch.Tensor] | None = None, decide: KeepDecider | None = None,
     ) -> SegmenterOutput:
         """Everything after B_1: decisions, sparse groups, reconstruction and decoder.
 
         forced_keep: optional D masks (B, N) that replace the threshold decisions (the aux heads still
         run and cost what they cost); used by the benchmark to fix the kept fraction.
+        decide: optional ``KeepDecider`` that replaces the threshold decisions (Eq. 4-5) the same way, given
+        each decision's confidence and aux logits (``dovit.policies``); gather, scatter, merge (Eq. 8) and
+        the decoder run as for xi. Not together with forced_keep, nor with with_aux=False.
         """
         xi = float(xi)
         if not 0.0 <= xi <= 1.0:
             raise ValueError(f"xi must lie in [0, 1], got {xi}")
-        run_aux = with_aux if with_aux is not None else (xi < 1.0 or self.training or forced_keep is not None)
+        if forced_keep is not None:
+            if decide is not None:
+                raise ValueError("pass forced_keep or decide, not both")
+            decide = lambda decision, confidence, logits, keep: forced_keep[decision]  # noqa: E731
+        elif decide is not None and with_aux is False:
+            raise ValueError("decide needs the aux heads: leave with_aux None or True")
+        run_aux = with_aux if with_aux is not None else (xi < 1.0 or self.training or decide is not None)
         timings = dict(state.timings_ms)
         p = self.num_prefix_tokens
         prefix_tokens, patches = state.tokens[:, :p], state.tokens[:, p:]
@@ -222,8 +238,8 @@ class DoViTSegmenter(nn.Module):
                 start = _now()
                 logits = self.aux_heads[decision](patches, state.grid)
                 confidence = tp.token_confidence(logits.flatten(2).transpose(1, 2))
-                if forced_keep is not None:
-                    new_keep = keep & forced_keep[decision]
+                if decide is not None:
+                    new_keep = keep & decide(decision, confidence, logits, keep)
                 else:
                     new_keep = tp.decide_keep(confidence, xi, keep)
                     if equalise and batch > 1:
