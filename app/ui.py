@@ -92,19 +92,32 @@ class StudioApp:
 
 
 def header_markdown(predictor: Predictor) -> str:
-    """Title, the checkpoint's architecture and short metadata, and one line on the method."""
+    """Title, the checkpoint's architecture (decoder kind included) and short metadata, where a converted
+    checkpoint came from (``converted_from`` / ``format``, written by dovit.convert and kept by dovit.train),
+    and one line on the method."""
     config = predictor.config
     model = predictor.model
     metadata = getattr(model, "checkpoint_metadata", {}) or {}  # set by dovit.load_checkpoint
+    source_keys = ("converted_from", "format")
     trained = ", ".join(  # short facts only (stage, step, mIoU...), not e.g. the training command
-        f"{k}: {v}" for k, v in metadata.items() if isinstance(v, (int, float, str)) and len(str(v)) <= 24
+        f"{k}: {v}" for k, v in metadata.items()
+        if k not in source_keys and isinstance(v, (int, float, str)) and len(str(v)) <= 24
     )
+    decoders = {"naive": "SETR-Naive", "naive_up4": "SETR-Naive (MMSeg's, ×4 before its classifier)",
+                "pup": "SETR-PUP", "skip": "skip (SETR-Naive + the conv stem's 1/4 features)"}
+    if config.decoder == "segmenter":
+        decoder = f"Segmenter mask transformer ({len(model.decoder.blocks)} layers)"
+    else:
+        decoder = decoders.get(config.decoder, config.decoder)
+    source, source_format = (str(metadata.get(k, "")).translate({ord("`"): None, ord("<"): None}) for k in source_keys)
+    converted = f"  \n<sub>converted from `{source}` ({source_format or 'mmseg'} format)</sub>" if source else ""
     return (
         "# DoViT Studio — dynamic token-pass ViT segmentation\n"
-        f"`{config.backbone}` · {config.num_classes} classes · decision layers after blocks "
-        f"{', '.join(map(str, model.decision_layers))} · default ξ = {config.default_xi} · input "
-        f"{config.input_size[0]}×{config.input_size[1]} · {model.patch_size}-px patches"
+        f"`{config.backbone}` · decoder {decoder} ({config.decoder_channels} ch) · {config.num_classes} classes · "
+        f"decision layers after blocks {', '.join(map(str, model.decision_layers))} · default ξ = "
+        f"{config.default_xi} · input {config.input_size[0]}×{config.input_size[1]} · {model.patch_size}-px patches"
         + (f"  \n<sub>checkpoint: {trained}</sub>" if trained else "")
+        + converted
         + "\n\nTokens whose aux-head confidence exceeds ξ **stop** and skip the remaining blocks; "
         "ξ = 1 is the dense model. Move ξ and watch what the network stops computing."
     )

@@ -38,6 +38,7 @@ from .presets import PRESETS, preset_config
 STATE_NAME = "train_state.pt"
 DEFAULT_INPUT_SIZE = (360, 480)  # CamVid's frames
 DEFAULT_XI = 0.95
+SOURCE_KEYS = ("converted_from", "format")  # written by dovit.convert
 PRESET_FIELDS = ("backbone", "decision_layers", "decoder", "decoder_channels", "mean", "std", "default_xi")
 
 
@@ -341,6 +342,7 @@ class Run:
     class_weights: torch.Tensor | None
     step: int = 0
     best: dict = field(default_factory=lambda: {"miou": -1.0, "step": -1})
+    source: dict = field(default_factory=dict)  # a converted --init checkpoint's origin, kept in every save
 
     @property
     def shipped(self) -> DoViTSegmenter:
@@ -393,7 +395,8 @@ def setup(args: argparse.Namespace) -> Run:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, *schedule))
     run = Run(args, rank, world, device, output, log, model,
               DistributedDataParallel(model) if world > 1 else model, teacher, weight_average(model, args.ema),
-              optimizer, scheduler, train_set, val_set, _class_weights(args.class_weight_power, train_set, device))
+              optimizer, scheduler, train_set, val_set, _class_weights(args.class_weight_power, train_set, device),
+              source={k: v for k, v in model.checkpoint_metadata.items() if k in SOURCE_KEYS} if args.init else {})
     _resume(run)
     if rank == 0:
         log({"event": "start", "stage": args.stage, "world_size": world, "step": run.step, "steps": args.steps,
@@ -589,13 +592,15 @@ def _validate(run: Run, xi: float) -> dict:
              "backbone_gflops": result["backbone_gflops"], "dense_backbone_gflops": result["dense_backbone_gflops"]})
     if result["miou"] > best["miou"]:
         best = {"miou": result["miou"], "step": step}
-        save_checkpoint(run.shipped, run.output / "best", metadata=_metadata(args, step, result))
+        save_checkpoint(run.shipped, run.output / "best", metadata=_metadata(args, step, result, run.source))
     return best
 
 
-def _metadata(args, step: int, val: dict | None = None) -> dict:
+def _metadata(args, step: int, val: dict | None = None, source: dict | None = None) -> dict:
+    """What a saved checkpoint records: stage, step, command and flags, validation, and (source) where a
+    converted --init checkpoint came from (``converted_from``, ``format``: the studio shows them)."""
     meta = {"stage": args.stage, "step": step, "command": "python -m dovit.train " + " ".join(sys.argv[1:]),
-            "args": {k: v for k, v in vars(args).items()}}
+            "args": {k: v for k, v in vars(args).items()}, **(source or {})}
     if val is not None:
         meta["val"] = {k: val[k] for k in ("xi", "miou", "pa", "mpa", "backbone_gflops", "dense_backbone_gflops")}
     return meta
@@ -609,7 +614,7 @@ def _save_state(run: Run) -> None:
     """
     model, optimizer, scheduler, step, best, output, args = (run.model, run.optimizer, run.scheduler, run.step,
                                                             run.best, run.output, run.args)
-    save_checkpoint(run.shipped, output / "last", metadata=_metadata(args, step))
+    save_checkpoint(run.shipped, output / "last", metadata=_metadata(args, step, source=run.source))
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "step": step, "best": best, "torch_rng": torch.get_rng_state()}
     if run.ema is not None:

@@ -1,0 +1,30 @@
+"""app.ui.header_markdown: a pure function of the Predictor; names the decoder kind and a converted source."""
+import torch
+
+import dovit
+from app.ui import header_markdown
+
+
+def _predictor(metadata=None, **options) -> dovit.Predictor:
+    torch.manual_seed(0)
+    config = dovit.ModelConfig(backbone="vit_tiny_patch16_224", num_classes=5, input_size=(64, 96), **options)
+    return dovit.Predictor(dovit.DoViTSegmenter(config, metadata=metadata).eval())
+
+
+def test_header_names_the_segmenter_decoder_and_the_converted_source():
+    header = header_markdown(_predictor({"stage": "converted", "converted_from": "segmenter_vit-t.pth",
+                                         "format": "dovit-official"}, decoder="segmenter", decoder_channels=64))
+    assert "decoder Segmenter mask transformer (2 layers) (64 ch)" in header
+    assert "converted from `segmenter_vit-t.pth` (dovit-official format)" in header
+    assert "stage: converted" in header and "converted_from:" not in header  # said once, in its own line
+
+
+def test_header_of_a_trained_checkpoint_has_no_source_line(tiny_model):
+    header = header_markdown(dovit.Predictor(tiny_model))
+    assert "decoder SETR-Naive (256 ch)" in header and "converted from" not in header
+    assert "decision layers after blocks 3, 6, 9" in header
+
+
+def test_a_source_name_cannot_break_out_of_its_code_span():
+    header = header_markdown(_predictor({"converted_from": "a`b<script>.pth"}, decoder="naive_up4"))
+    assert "converted from `ab" in header and "<script>" not in header and "SETR-Naive (MMSeg's" in header
