@@ -416,7 +416,8 @@ class PolicyRunner:
         elif policy == "random":
             notes.append(f"stops as many tokens per decision as confidence at xi = {choice.parameter:.4g}")
         if policy != "shallow" and abs(flops / budget_flops - 1.0) > BUDGET_TOLERANCE:
-            notes.append(f"misses the budget: {flops / budget_flops:.1%} of it (out of this policy's reach, or the search ran out of steps)")
+            notes.append(f"misses the budget: {flops / budget_flops:.1%} of it "
+                         "(out of this policy's reach, or the search ran out of steps)")
         return "; ".join(notes)
 
 

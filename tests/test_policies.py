@@ -95,9 +95,11 @@ def test_oracle_stops_only_tokens_the_aux_head_gets_right_above_one():
     confidence = torch.tensor([[0.9, 0.99, 0.2, 0.95]])
     aux_class, dense_class = torch.tensor([[1, 2, 1, 0]]), torch.tensor([[1, 1, 1, 0]])
     previous = torch.ones(1, 4, dtype=torch.bool)
-    assert policies.oracle_keep(confidence, aux_class, dense_class, previous, 1.5).tolist() == [[False, True, True, False]]
+    keep = policies.oracle_keep(confidence, aux_class, dense_class, previous, 1.5)
+    assert keep.tolist() == [[False, True, True, False]]
     # below 1 every right token stops and the wrong ones above the threshold too
-    assert policies.oracle_keep(confidence, aux_class, dense_class, previous, 0.98).tolist() == [[False, False, False, False]]
+    keep = policies.oracle_keep(confidence, aux_class, dense_class, previous, 0.98)
+    assert keep.tolist() == [[False, False, False, False]]
 
 
 def test_random_keep_stops_the_counts_and_is_seeded():

@@ -1,0 +1,271 @@
+"""python -m dovit.compare: stopping policies side by side at matched FLOPs on a labelled data set (issue 13).
+
+For every image, ``dovit.policies.PolicyRunner`` runs the xi-independent prefix and the dense forward once,
+then each policy at each budget (a fraction of the dense forward's FLOPs, ``Trace.dense_flops``); per
+policy and budget this adds up mIoU / PA / mPA (``dovit.metrics.ConfusionMatrix`` against the labels),
+pixel agreement with the dense model, the measured latency (median over images), the mean GFLOPs and
+its ratio to the mean budget. Output: a markdown table on stdout, and optionally JSON, the table as a
+file and a plotly chart (mIoU against GFLOPs per policy) as a self-contained HTML page.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from tqdm import tqdm
+
+from .analyze import Frame, labelled_frames
+from .checkpoint import CheckpointError
+from .data import DATASETS, build_dataset
+from .flops import FLOPS_CONVENTION
+from .metrics import ConfusionMatrix
+from .policies import BUDGET_TOLERANCE, DTOP_K, POLICIES, PolicyRunner, check_budget, check_policies
+from .predictor import Predictor, default_checkpoint
+
+BUDGET_DEFINITION = ("budget = a fraction of the dense forward's FLOPs (Trace.dense_flops: patch embedding, every "
+                     "block on every token, decoder; no aux heads); a policy's GFLOPs are its Trace.flops (what it "
+                     "ran, including the D aux heads and the Eq. 8 merges)")
+
+
+@dataclass
+class _Tally:
+    """What one policy at one budget (or the dense model) adds up over images."""
+
+    matrix: ConfusionMatrix
+    equal_pixels: int = 0
+    pixels: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    gflops: list[float] = field(default_factory=list)
+    budget_gflops: list[float] = field(default_factory=list)
+    parameters: list[float] = field(default_factory=list)
+    notes: dict[str, int] = field(default_factory=dict)
+
+    def add(self, mask: np.ndarray, label: np.ndarray, dense_mask: np.ndarray, latency_ms: float, gflops: float,
+            budget_gflops: float, parameter: float, note: str) -> None:
+        self.matrix.update(mask, label)
+        self.equal_pixels += int((mask == dense_mask).sum())
+        self.pixels += int(mask.size)
+        self.latencies_ms.append(latency_ms)
+        self.gflops.append(gflops)
+        self.budget_gflops.append(budget_gflops)
+        self.parameters.append(parameter)
+        if note:
+            self.notes[note] = self.notes.get(note, 0) + 1
+
+
+@dataclass
+class PolicyScore:
+    """One row of the comparison: a policy at a budget over the whole image set.
+
+    miou / pa / mpa / agreement: fractions in [0, 1]; latency_ms: median over images (prefix + this forward +
+    mask); gflops / budget_gflops: means over images; gflops_ratio = gflops / budget_gflops (the set's);
+    image_ratio_min / _max: the same ratio per image, lowest and highest; parameter_median: the median knob
+    (see ``dovit.policies.PolicyResult.parameter``); notes: each distinct note with its image count.
+    """
+
+    policy: str
+    budget: float
+    miou: float
+    pa: float
+    mpa: float
+    per_class_iou: list[float | None]
+    agreement: float
+    latency_ms: float
+    gflops: float
+    budget_gflops: float
+    gflops_ratio: float
+    image_ratio_min: float
+    image_ratio_max: float
+    parameter_median: float
+    images: int
+    notes: dict[str, int]
+
+    @property
+    def within_budget(self) -> bool:
+        """The set's mean GFLOPs within BUDGET_TOLERANCE (2 %) of the budget."""
+        return abs(self.gflops_ratio - 1.0) <= BUDGET_TOLERANCE
+
+
+def _score(policy: str, budget: float, tally: _Tally) -> PolicyScore:
+    ratios = np.asarray(tally.gflops) / np.asarray(tally.budget_gflops)
+    gflops, budget_gflops = float(np.mean(tally.gflops)), float(np.mean(tally.budget_gflops))
+    return PolicyScore(policy=policy, budget=budget, **tally.matrix.scores(),
+                       agreement=tally.equal_pixels / max(tally.pixels, 1),
+                       latency_ms=float(np.median(tally.latencies_ms)), gflops=gflops, budget_gflops=budget_gflops,
+                       gflops_ratio=gflops / budget_gflops, image_ratio_min=float(ratios.min()),
+                       image_ratio_max=float(ratios.max()), parameter_median=float(np.median(tally.parameters)),
+                       images=len(tally.gflops), notes=dict(tally.notes))
+
+
+def compare_policies(predictor: Predictor, frames: Iterable[Frame], budgets: Sequence[float],
+                     policies: Sequence[str] = POLICIES, seed: int = 0, dtop_k: int = DTOP_K,
+                     total: int | None = None, progress: bool = True) -> tuple[PolicyScore, list[PolicyScore]]:
+    """Run every policy at every budget on labelled ``frames``; (the dense model's row, one row per policy and
+    budget in policy order, budgets ascending). The dense row has budget 1 and gflops_ratio 1."""
+    budgets = sorted({check_budget(b) for b in budgets})
+    policies = check_policies(policies)
+    num_classes, ignore = predictor.config.num_classes, predictor.config.ignore_index
+    tallies = {(name, budget): _Tally(ConfusionMatrix(num_classes, ignore)) for name in policies for budget in budgets}
+    dense = _Tally(ConfusionMatrix(num_classes, ignore))
+    count = 0
+    for frame in tqdm(frames, total=total, desc="compare", unit="img", disable=not progress):
+        if frame.label is None:
+            raise ValueError(f"{frame.name}: no label; dovit.compare needs labelled images")
+        runner = PolicyRunner(predictor, frame.image, seed=seed, dtop_k=dtop_k)
+        dense_gflops = runner.dense_flops / 1e9
+        dense.add(runner.dense_mask, frame.label, runner.dense_mask, runner.dense_latency_ms, dense_gflops,
+                  dense_gflops, 1.0, "")
+        for budget in budgets:
+            for name in policies:
+                result = runner.run(name, budget)
+                tallies[name, budget].add(result.mask, frame.label, runner.dense_mask, result.latency_ms,
+                                          result.gflops, result.budget_gflops, result.parameter, result.note)
+        count += 1
+    if count == 0:
+        raise ValueError("no images to compare on")
+    rows = [_score(name, budget, tallies[name, budget]) for name in policies for budget in budgets]
+    return _score("dense", 1.0, dense), rows
+
+
+# ------------------------------------------------------------------ output
+def markdown_table(dense: PolicyScore, rows: Sequence[PolicyScore]) -> str:
+    """The comparison as a markdown table, dense first, then by budget and policy."""
+    lines = [
+        "| budget | policy | GFLOPs (of budget) | mIoU | Δ mIoU vs dense | agreement with dense | latency ms (median) "
+        "| parameter (median) |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| 1 | dense | {dense.gflops:.2f} | {100 * dense.miou:.2f} | 0 | 100.0% | {dense.latency_ms:.0f} | |",
+    ]
+    for row in sorted(rows, key=lambda r: (r.budget, POLICIES.index(r.policy))):
+        flag = "" if row.within_budget or row.policy == "shallow" else " (missed)"
+        lines.append(
+            f"| {row.budget:g} | {row.policy} | {row.gflops:.2f} ({100 * row.gflops_ratio:.1f}%{flag}) | "
+            f"{100 * row.miou:.2f} | {100 * (row.miou - dense.miou):+.2f} | {100 * row.agreement:.1f}% | "
+            f"{row.latency_ms:.0f} | {row.parameter_median:.4g} |"
+        )
+    return "\n".join(lines)
+
+
+def figure(dense: PolicyScore, rows: Sequence[PolicyScore], title: str = "") -> go.Figure:
+    """mIoU (%) against mean GFLOPs, one line per policy, the dense model as a star."""
+    fig = go.Figure()
+    for name in POLICIES:
+        points = sorted((r for r in rows if r.policy == name), key=lambda r: r.budget)
+        if points:
+            fig.add_trace(go.Scatter(
+                x=[r.gflops for r in points], y=[100 * r.miou for r in points], mode="lines+markers", name=name,
+                text=[f"budget {r.budget:g}, agreement {100 * r.agreement:.1f}%, {r.latency_ms:.0f} ms"
+                      for r in points],
+                hovertemplate="%{y:.2f} mIoU at %{x:.2f} GFLOPs<br>%{text}<extra>" + name + "</extra>"))
+    fig.add_trace(go.Scatter(x=[dense.gflops], y=[100 * dense.miou], mode="markers", name="dense",
+                             marker=dict(symbol="star", size=14, color="black")))
+    fig.update_layout(template="plotly_white", title=title or "Stopping policies at matched FLOPs",
+                      xaxis_title="GFLOPs per image (mean)", yaxis_title="mIoU (%)", height=480)
+    return fig
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m dovit.compare",
+        description="Compare token stopping policies (" + ", ".join(POLICIES) + ") of one DoViT checkpoint at "
+        "matched FLOPs on a labelled data set: per policy and budget, mIoU, agreement with the dense model, "
+        "measured latency (median) and mean GFLOPs with its ratio to the budget. Every policy but shallow is "
+        f"searched per image to within 2 % of the budget; shallow takes the nearest cut. {BUDGET_DEFINITION}. "
+        f"{FLOPS_CONVENTION}.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint directory (default: the shipped CamVid DoViT student)")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="camvid", help="data set layout")
+    parser.add_argument("--data-root", default="../shared/data/camvid", help="data set root folder")
+    parser.add_argument("--split", default="val", help="split to compare on ('+' joins splits: train+val)")
+    parser.add_argument("--sequences", nargs="+", default=None, metavar="SEQ",
+                        help="only these recordings (file-name prefix; CamVid drives 0001TP 0006R0 0016E5)")
+    parser.add_argument("--budgets", type=float, nargs="+", default=[0.4, 0.5, 0.6],
+                        help="FLOPs budgets, fractions in (0, 1] of the dense forward's GFLOPs")
+    parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES, metavar="POLICY",
+                        help="policies to run, from: " + " ".join(POLICIES))
+    parser.add_argument("--max-images", type=int, default=None, help="use only the first N images")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random policy")
+    parser.add_argument("--dtop-k", type=int, default=DTOP_K,
+                        help="tokens of each class the dtop policy keeps running for context")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--json", default=None, help="write the results to this JSON file")
+    parser.add_argument("--md", default=None, help="write the markdown table to this file")
+    parser.add_argument("--html", default=None, help="write the mIoU-against-GFLOPs chart to this HTML file "
+                        "(self-contained: plotly.js inlined)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        budgets = [check_budget(b) for b in args.budgets]
+        if args.max_images is not None and args.max_images < 1:
+            raise ValueError(f"--max-images must be at least 1, got {args.max_images}")
+        checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
+        predictor = Predictor.from_checkpoint(checkpoint, device=args.device)
+        dataset = build_dataset(args.dataset, args.data_root, args.split, sequences=args.sequences)
+        if dataset.info.num_classes != predictor.config.num_classes:
+            raise ValueError(f"the checkpoint predicts {predictor.config.num_classes} classes, {args.dataset} has "
+                             f"{dataset.info.num_classes}")
+    except (ValueError, CheckpointError, FileNotFoundError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    count = len(dataset) if args.max_images is None else min(args.max_images, len(dataset))
+    load_before = _load_average()
+    dense, rows = compare_policies(predictor, labelled_frames(dataset, args.max_images), budgets, args.policies,
+                                   args.seed, args.dtop_k, total=count)
+    what = (f"{args.dataset} {args.split}" + (f" (recordings {' '.join(args.sequences)})" if args.sequences else "")
+            + f", {count} images at {predictor.config.input_size[0]}x{predictor.config.input_size[1]}")
+    table = markdown_table(dense, rows)
+    print(f"{what}; {BUDGET_DEFINITION}; {FLOPS_CONVENTION}")
+    print(table)
+    missed = [f"{r.policy} at {r.budget:g}" for r in rows if r.policy != "shallow" and not r.within_budget]
+    if missed:
+        print(f"note: outside 2% of the budget: {', '.join(missed)}")
+    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+               "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": args.device,
+               "load_average_before": load_before, "load_average_after": _load_average()}
+    if args.json:
+        _write(args.json, json.dumps({
+            "checkpoint": str(checkpoint), "dataset": args.dataset, "split": args.split, "sequences": args.sequences,
+            "images": count, "input_size": list(predictor.config.input_size), "budgets": budgets,
+            "policies": list(args.policies), "seed": args.seed, "dtop_k": args.dtop_k,
+            "budget_definition": BUDGET_DEFINITION, "flops_convention": FLOPS_CONVENTION, "machine": machine,
+            "dense": asdict(dense), "results": [asdict(r) for r in rows]}, indent=2) + "\n")
+    if args.md:
+        _write(args.md, f"{what}.\n\n{table}\n")
+    if args.html:
+        Path(args.html).parent.mkdir(parents=True, exist_ok=True)
+        figure(dense, rows, f"Stopping policies at matched FLOPs: {what}").write_html(args.html, include_plotlyjs=True)
+    return 0
+
+
+def _write(path: str, text: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(text)
+
+
+def _load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (None where the OS has none): timings depend on them."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
