@@ -33,6 +33,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="a folder of images to offer as examples besides assets/; read at run time, never "
                         "copied into the repo (default: ../shared/data/camvid/val when it exists, the CamVid "
                         "scenes the shipped model was trained for; '' for assets/ only)")
+    parser.add_argument("--frames-root", metavar="DIR", action="append", default=[],
+                        help="a server folder whose image folders (it and two levels below) the Video and Data set "
+                        "tabs offer as frame sequences, e.g. ../shared/data/camvid; repeatable. Users pick them by "
+                        "name and never type a path (the example folders are always offered)")
     parser.add_argument("--share", action="store_true",
                         help="also open a public gradio.live link (needs internet; off by default)")
     parser.add_argument("--threads", type=int, default=None,
@@ -52,7 +56,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         predictor = Predictor.from_checkpoint(args.checkpoint)
         examples = default_examples_dir() if args.examples is None else (args.examples or None)
-        demo = build_demo(predictor, examples_dir=examples)
+        for root in args.frames_root:
+            if not Path(root).expanduser().is_dir():
+                raise FileNotFoundError(f"--frames-root {root}: not a folder")
+        demo = build_demo(predictor, examples_dir=examples,
+                          frame_roots=[Path(root).expanduser() for root in args.frames_root])
     except (CheckpointError, FileNotFoundError) as error:
         hint = "" if args.checkpoint else " (the shipped checkpoint; --checkpoint PATH serves another one)"
         raise SystemExit(f"{_program_name()}: {error}{hint}") from None

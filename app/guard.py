@@ -2,8 +2,11 @@
 
 - Every request body is capped (``ServingLimits.body_max_bytes``): a JSON body carrying an image as a
   data: URL can be no bigger than the base64 of the largest upload, so memory per request is bounded.
-- ``/gradio_api/upload`` keeps only images: each stored file's header must be PNG, JPEG, WebP or BMP
-  (``images.upload_problem``), or the whole upload is deleted and refused (415, with the reason).
+- ``/gradio_api/upload`` keeps only images and videos: each stored file's header must be PNG, JPEG, WebP
+  or BMP (``images.upload_problem``, at most ``MAX_UPLOAD_BYTES``), or a video container (``sniff_video``:
+  MP4/MOV, WebM/MKV, AVI) that OpenCV opens, within ``video_max_bytes``, ``video_upload_max_frames`` and
+  ``video_max_pixels`` (``video_problem``); otherwise the whole upload is deleted and refused (415 or
+  413, with the reason). An upload body may be ``upload_body_max_bytes``, other bodies ``body_max_bytes``.
   Each client address may upload ``upload_bytes_per_client`` per ``upload_window_s`` (429 beyond);
   uploads carry no gradio session, so the address is the finest key there is. After each upload the
   uploaded files are swept, oldest first, down to ``cache_max_bytes`` (gradio's ``delete_cache``
@@ -19,13 +22,91 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-from .images import MAX_UPLOAD_BYTES, upload_problem
+import cv2
+from starlette.concurrency import run_in_threadpool
+
+from .images import MAX_UPLOAD_BYTES, NOT_UPLOADED, upload_problem
 from .limits import ServingLimits
 
 
 DRAIN_MAX_BYTES = 256 * 2**20
 TOO_BIG = (f"too big for an image of at most {MAX_UPLOAD_BYTES / 2**20:.0f} MB (a file upload, or a base64 data: "
            "URL in the request).")
+
+
+VIDEO_KINDS = ("MP4/MOV", "WebM/MKV", "AVI")
+VIDEO_HEADER_BYTES = 12
+
+
+def sniff_video(header: bytes) -> str | None:
+    """The video container the first bytes of a file announce (one of ``VIDEO_KINDS``) or None: an ISO
+    media box 'ftyp' at offset 4 (MP4, MOV), the EBML magic 1A 45 DF A3 (WebM, MKV), or 'RIFF' with form
+    type 'AVI ' (a RIFF with 'WEBP' is an image)."""
+    if len(header) >= 8 and header[4:8] == b"ftyp":
+        return "MP4/MOV"
+    if header[:4] == b"\x1a\x45\xdf\xa3":
+        return "WebM/MKV"
+    if len(header) >= 12 and header[:4] == b"RIFF" and header[8:12] == b"AVI ":
+        return "AVI"
+    return None
+
+
+def is_video_upload(path: str | Path) -> bool:
+    """Whether the file's first bytes announce a video container (``sniff_video``); False if unreadable."""
+    try:
+        with open(path, "rb") as file:
+            return sniff_video(file.read(VIDEO_HEADER_BYTES)) is not None
+    except OSError:
+        return False
+
+
+def video_problem(path: str | Path, limits: ServingLimits) -> str | None:
+    """Why a stored upload is not a video we accept (the message for the user), or None: its header must be
+    a video container (``sniff_video``), its size within ``video_max_bytes``, and OpenCV must open it
+    with at most ``video_upload_max_frames`` frames (when the container says) of at most
+    ``video_max_pixels`` pixels. Reads the container's header, decodes no frame."""
+    try:
+        size = os.stat(path).st_size
+        with open(path, "rb") as file:
+            kind = sniff_video(file.read(VIDEO_HEADER_BYTES))
+    except OSError:
+        return NOT_UPLOADED
+    if kind is None:
+        return "The file is not a video we can read (MP4, MOV, WebM, MKV or AVI expected)."
+    if size > limits.video_max_bytes:
+        return (f"The video is {size / 2**20:.1f} MB, over the maximum file size for a video "
+                f"({limits.video_max_bytes / 2**20:.0f} MB).")
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            return f"The {kind} file could not be opened as a video (corrupt, or a codec OpenCV lacks)."
+        frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        pixels = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)) * int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    finally:
+        capture.release()
+    if frames > limits.video_upload_max_frames:
+        return f"The video has {frames} frames; the limit is {limits.video_upload_max_frames}."
+    if pixels > limits.video_max_pixels:
+        return f"The video's frames are {pixels / 1e6:.1f} MP; the limit is {limits.video_max_pixels / 1e6:.1f} MP."
+    return None
+
+
+def upload_refusal(path: str | Path, limits: ServingLimits) -> tuple[int, str] | None:
+    """(HTTP status, message for the user) refusing one stored upload, or None to keep it: a video by its
+    header (``video_problem``), else an image (``images.upload_problem``); 413 for a file over its cap
+    (an image over ``MAX_UPLOAD_BYTES`` is told both caps), 415 for anything else."""
+    size = _size(path)
+    if is_video_upload(path):
+        if size > limits.video_max_bytes:
+            return 413, (f"The video is {size / 2**20:.1f} MB, over the maximum file size for a video "
+                         f"({limits.video_max_bytes / 2**20:.0f} MB).")
+        problem = video_problem(path, limits)
+    elif size > MAX_UPLOAD_BYTES:
+        return 413, (f"The upload is {size / 2**20:.1f} MB, over the maximum file size for an image "
+                     f"({MAX_UPLOAD_BYTES / 2**20:.0f} MB; videos may be {limits.video_max_bytes / 2**20:.0f} MB).")
+    else:
+        problem = upload_problem(path)
+    return None if problem is None else (415, problem)
 
 
 class BodyTooLarge(Exception):
@@ -95,7 +176,8 @@ def _size(path: str) -> int:
 
 
 class RequestGuard:
-    """ASGI middleware: caps every body, keeps only image uploads, budgets uploads per client address."""
+    """ASGI middleware: caps every body, keeps only image and video uploads, budgets uploads per client
+    address."""
 
     def __init__(self, app, limits: ServingLimits, ledger: UploadLedger) -> None:
         self.app = app
@@ -106,11 +188,15 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        cap = self.limits.body_max_bytes
+        path = scope["path"].rstrip("/")
+        is_upload = scope["method"] == "POST" and path.endswith("/gradio_api/upload")
+        cap = self.limits.upload_body_max_bytes if is_upload else self.limits.body_max_bytes
         declared = _content_length(scope)
+        too_big = (f"too big for an upload (a video of at most {self.limits.video_max_bytes / 2**20:.0f} MB or an "
+                   f"image of at most {MAX_UPLOAD_BYTES / 2**20:.0f} MB)." if is_upload else TOO_BIG)
         if declared is not None and declared > cap:
             await _drain(receive, DRAIN_MAX_BYTES)
-            await _answer(send, 413, f"The request is {declared / 2**20:.1f} MB: {TOO_BIG}")
+            await _answer(send, 413, f"The request is {declared / 2**20:.1f} MB: {too_big}")
             return
         receive = _capped(receive, cap)
         started = False
@@ -120,9 +206,8 @@ class RequestGuard:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        path = scope["path"].rstrip("/")
         try:
-            if scope["method"] == "POST" and path.endswith("/gradio_api/upload"):
+            if is_upload:
                 await self._upload(scope, receive, tracking_send, declared or 0)
             elif scope["method"] == "POST" and (path.endswith("/queue/join") or "/gradio_api/call/" in path):
                 await self.app(scope, receive, _user_errors_only(tracking_send))
@@ -130,7 +215,7 @@ class RequestGuard:
                 await self.app(scope, receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await _answer(send, 413, f"The request is over {cap / 2**20:.1f} MB: {TOO_BIG}")
+                await _answer(send, 413, f"The request is over {cap / 2**20:.1f} MB: {too_big}")
 
     async def _upload(self, scope, receive, send, declared: int) -> None:
         limits = self.limits
@@ -153,11 +238,12 @@ class RequestGuard:
                 paths = [str(p) for p in json.loads(body)]
             except (ValueError, TypeError):
                 paths = []
-            problems = [problem for problem in map(upload_problem, paths) if problem]
-            if problems:
+            refusals = [refusal for refusal in await run_in_threadpool(
+                lambda: [upload_refusal(p, limits) for p in paths]) if refusal]
+            if refusals:
                 for path in paths:
                     delete_upload(path)
-                await _answer(send, 415, problems[0])
+                await _answer(send, *refusals[0])
                 return
             self.ledger.record(client, paths)
             self.ledger.sweep(limits.cache_max_bytes)

@@ -29,9 +29,17 @@ class ServingLimits:
     sweep_budget_s: a sweep stops with the points it has after this long (it yields to other calls).
     upload_bytes_per_client / upload_window_s: bytes one client address may upload per window.
     cache_max_bytes: the upload cache is swept, oldest first, down to this size after each upload.
-    body_max_bytes: any HTTP request body: the base64 of a MAX_UPLOAD_BYTES image and 4 KB of JSON
-    (or multipart headers) around it, so that a data: URL even a few KB over the cap is refused before
-    gradio reads it (gradio keeps each session's last input value in memory).
+    body_max_bytes: any HTTP request body but an upload: the base64 of a MAX_UPLOAD_BYTES image and 4 KB
+    of JSON around it, so that a data: URL even a few KB over the cap is refused before gradio reads it
+    (gradio keeps each session's last input value in memory).
+    video_max_bytes: an uploaded video file (MP4/MOV, WebM/MKV, AVI); an upload request may be this big
+    plus 64 KB of multipart headers (gradio streams uploads to disk, not into memory).
+    video_upload_max_frames / video_max_pixels: videos whose container declares more frames, or frames of
+    more pixels, are refused at upload.
+    video_max_frames / video_max_side: a video job analyses at most this many frames (the first ones),
+    shrunk to this longer side, with a notice; video_budget_s: and stops after this long.
+    videos_per_session / reports_per_session: video jobs / data-set reports queued or running per session.
+    report_max_images: images a data-set report in the app analyses at most.
     """
 
     queue_size: int = 64
@@ -44,6 +52,20 @@ class ServingLimits:
     upload_window_s: float = 60.0
     cache_max_bytes: int = 1024 * 2**20
     body_max_bytes: int = 4 * -(-MAX_UPLOAD_BYTES // 3) + 4096
+    video_max_bytes: int = 96 * 2**20  # one video and its headers fit one address's upload budget
+    video_upload_max_frames: int = 30_000
+    video_max_pixels: int = 3840 * 2160
+    video_max_frames: int = 3000
+    video_max_side: int = 640
+    video_budget_s: float = 900.0
+    videos_per_session: int = 1
+    reports_per_session: int = 1
+    report_max_images: int = 200
+
+    @property
+    def upload_body_max_bytes(self) -> int:
+        """The cap of an upload request's body: the largest file (a video, or an image) and its headers."""
+        return max(self.video_max_bytes, MAX_UPLOAD_BYTES) + 64 * 2**10
 
 
 class LimitError(RuntimeError):
@@ -99,7 +121,8 @@ class Admission:
         self._next = 0
 
     def admit(self, session: str, client: str, kind: str = "model") -> None:
-        """Admit one call of ``kind`` ('model' or 'sweep') for ``session`` from ``client``."""
+        """Admit one call of ``kind`` ('model', 'sweep', 'video' or 'report') for ``session`` from ``client``;
+        sweeps, videos and reports also have their own cap per session."""
         limits = self.limits
         with self._lock:
             self._expire()
@@ -107,9 +130,12 @@ class Admission:
             if sum(1 for s, _, _, _ in tickets if s == session) >= limits.pending_per_session:
                 raise LimitError(f"This session already has {limits.pending_per_session} requests waiting or "
                                  "running; try again when they have finished.")
-            if kind == "sweep" and sum(
-                    1 for s, _, k, _ in tickets if s == session and k == "sweep") >= limits.sweeps_per_session:
-                raise LimitError("A ξ sweep is already running for this page; wait for it or stop it.")
+            per_session = {"sweep": (limits.sweeps_per_session, "A ξ sweep"),
+                           "video": (limits.videos_per_session, "A video analysis"),
+                           "report": (limits.reports_per_session, "A data-set report")}
+            if kind in per_session and sum(
+                    1 for s, _, k, _ in tickets if s == session and k == kind) >= per_session[kind][0]:
+                raise LimitError(f"{per_session[kind][1]} is already running for this page; wait for it or stop it.")
             if sum(1 for _, c, _, _ in tickets if c == client) >= limits.pending_per_client:
                 raise LimitError(f"Your address already has {limits.pending_per_client} requests waiting or "
                                  "running; try again when they have finished.")

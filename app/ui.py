@@ -10,6 +10,7 @@ offered as an API.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from starlette.middleware import Middleware
 from dovit import Predictor
 
 from . import controls
+from . import dataset_tab, video_tab
 from .examples import find_examples
 from .guard import RequestGuard, UploadLedger
 from .images import MAX_UPLOAD_BYTES, ImageInputError, decode_data_url
@@ -150,8 +152,9 @@ def image_grid(labels: list[str], elem_prefix: str, per_row: int = 2) -> list[gr
 
 
 def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
-               limits: ServingLimits | None = None) -> StudioApp:
-    """The whole app for one ``dovit.Predictor``; ``examples_dir`` adds its images to the gallery."""
+               limits: ServingLimits | None = None, frame_roots: Sequence[str | Path] = ()) -> StudioApp:
+    """The whole app for one ``dovit.Predictor``; ``examples_dir`` adds its images to the gallery;
+    the Video and Data set tabs offer the image folders in the example folders and ``frame_roots``."""
     limits = limits or ServingLimits()
     examples = find_examples(examples_dir)
     example_dirs = sorted({str(p.parent) for p in examples})
@@ -221,6 +224,9 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
                 sweep_plot = gr.Plot(label="FLOPs and agreement with dense against ξ", elem_id="sweep-plot")
             with gr.Tab("What the views teach"):
                 gr.Markdown(help_markdown())
+            frame_folders = video_tab.frame_folders([*example_dirs, *frame_roots])
+            video_tab.build(studio, [get_upload_folder()], frame_folders)
+            dataset_tab.build(studio, frame_folders)
 
         view_outputs = ViewSlots(
             readouts=readouts, tokens_plot=tokens_plot, groups=token_images, confidences=heatmap_images,
@@ -278,7 +284,8 @@ def serve(app: StudioApp, host: str = "127.0.0.1", port: int = 7860, share: bool
     app.blocks.launch(
         server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
         show_error=False,  # gradio's own exception texts name server paths; user errors (gr.Error) still show
-        max_file_size=MAX_UPLOAD_BYTES, state_session_capacity=MAX_SESSIONS, css=CSS,
+        max_file_size=max(MAX_UPLOAD_BYTES, app.limits.video_max_bytes),  # images: 25 MB, checked by the guard
+        state_session_capacity=MAX_SESSIONS, css=CSS,
         allowed_paths=app.example_dirs, ssr_mode=False, mcp_server=False, quiet=True,
         footer_links=["api", "settings"], app_kwargs={"middleware": [guard]},
     )

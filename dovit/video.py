@@ -32,8 +32,12 @@ from .report.tokens import expand_tokens, token_index_map
 from .trace import Trace, build_trace
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv")
-OVERLAYS = ("mask", "halting", "disagreement", "none")
+OVERLAYS = ("mask", "tokens", "halting", "disagreement", "none")
 DEFAULT_FPS = 25.0  # when a container does not say (image folders, some WebM files)
+# The codec OpenCV writes for each container. This OpenCV (opencv-python wheels) has no H.264 encoder, so an
+# MP4 is MPEG-4 Part 2 ("mp4v"): players and editors open it, Chrome and Firefox do not; a browser plays
+# the WebM (VP8, about 15x slower to encode than mp4v, still faster than a ViT forward).
+FOURCC_BY_SUFFIX = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".webm": "VP80", ".avi": "MJPG"}
 
 
 def is_video_file(source: str | Path) -> bool:
@@ -145,32 +149,72 @@ def _cap_side(frame: np.ndarray, max_side: int | None) -> np.ndarray:
     return resize_image(frame, (max(1, round(frame.shape[0] * scale)), max(1, round(frame.shape[1] * scale))))
 
 
-def write_video(frames: Iterable[np.ndarray], path: str | Path, fps: float = DEFAULT_FPS) -> int:
-    """Encode (H, W, 3) uint8 RGB frames, all of the first frame's size, to an MP4 (OpenCV, ``mp4v``).
+class FrameWriter:
+    """Streams (H, W, 3) uint8 RGB frames, all of the first frame's size, into a video file whose codec
+    follows its suffix (``FOURCC_BY_SUFFIX``: .mp4 mp4v, .webm VP8, .avi MJPG). A context manager; the
+    file is complete once closed. Raises ValueError for a frame of another size, an unknown suffix or a
+    writer OpenCV cannot open."""
 
-    Streams: each frame is written as it arrives. Returns the number of frames written; raises ValueError
-    for no frames, a frame of another size, or a writer OpenCV cannot open.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer, size, count = None, None, 0
-    try:
+    def __init__(self, path: str | Path, fps: float = DEFAULT_FPS) -> None:
+        self.path, self.fps = Path(path), float(fps)
+        if self.path.suffix.lower() not in FOURCC_BY_SUFFIX:
+            raise ValueError(f"cannot write {self.path.name}: use one of {', '.join(FOURCC_BY_SUFFIX)}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.count = 0
+        self._writer: cv2.VideoWriter | None = None
+        self._size: tuple[int, int] | None = None
+
+    def write(self, frame: np.ndarray) -> None:
+        if self._writer is None:
+            self._size = frame.shape[:2]
+            fourcc = FOURCC_BY_SUFFIX[self.path.suffix.lower()]
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*fourcc), self.fps,
+                                           (self._size[1], self._size[0]))
+            if not self._writer.isOpened():
+                raise ValueError(f"OpenCV cannot write a {fourcc} video to {self.path}")
+        if frame.shape[:2] != self._size:
+            raise ValueError(f"frame {self.count} is {frame.shape[:2]}, the video is {self._size}: "
+                             "all frames need one size")
+        self._writer.write(cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2BGR))
+        self.count += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+    def __enter__(self) -> "FrameWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def write_video(frames: Iterable[np.ndarray], path: str | Path, fps: float = DEFAULT_FPS) -> int:
+    """Encode (H, W, 3) uint8 RGB frames, all of the first frame's size, to ``path`` (codec by suffix, see
+    ``FrameWriter``; an .mp4 is mp4v). Streams: each frame is written as it arrives. Returns the number
+    of frames written; raises ValueError for no frames, a frame of another size, or a writer OpenCV
+    cannot open."""
+    with FrameWriter(path, fps) as writer:
         for frame in frames:
-            if writer is None:
-                size = frame.shape[:2]
-                writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (size[1], size[0]))
-                if not writer.isOpened():
-                    raise ValueError(f"OpenCV cannot write an mp4v video to {path}")
-            if frame.shape[:2] != size:
-                raise ValueError(f"frame {count} is {frame.shape[:2]}, the video is {size}: all frames need one size")
-            writer.write(cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2BGR))
-            count += 1
-    finally:
-        if writer is not None:
-            writer.release()
-    if count == 0:
+            writer.write(frame)
+    if writer.count == 0:
         raise ValueError(f"no frames to write to {path}")
-    return count
+    return writer.count
+
+
+def read_frame(source: str | Path, index: int) -> np.ndarray:
+    """Frame ``index`` (0-based) of a video file as (H, W, 3) uint8 RGB, by seeking (only that frame and
+    the ones since the key frame before it are decoded). Raises IndexError past the end."""
+    capture = _open_video(_existing(source))
+    try:
+        capture.set(cv2.CAP_PROP_POS_FRAMES, int(index))
+        ok, frame = capture.read()
+    finally:
+        capture.release()
+    if not ok:
+        raise IndexError(f"{Path(source).name} has no frame {index}")
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
 
 @dataclass
@@ -220,6 +264,7 @@ def read_records_json(path: str | Path) -> list[FrameRecord]:
 
 # ------------------------------------------------------------------ overlays (pure)
 DISAGREE_RGB = (255, 0, 255)
+STOPPED_HERE_RGB = (255, 140, 0)  # orange, as the studio's token-pass view
 
 
 def class_palette(colors: list, num_classes: int) -> np.ndarray:
@@ -240,12 +285,15 @@ def overlay_frame(frame: np.ndarray, overlay: str, trace: Trace, working_size: t
                   dense_mask: np.ndarray | None = None, opacity: float = 0.5) -> np.ndarray:
     """Draw one overlay over (H, W, 3) uint8 RGB ``frame``; returns a new (H, W, 3) uint8 image.
 
-    overlay: "mask" (``palette`` colours of ``mask`` (H, W)), "halting" (the group after which each token
+    overlay: "mask" (``palette`` colours of ``mask`` (H, W)), "tokens" (the token pass per group, one
+    tile per group B_1..B_{D+1}, see ``token_pass_mosaic``), "halting" (the group after which each token
     stopped, ``trace.halting_depth``), "disagreement" (magenta where ``mask`` differs from ``dense_mask``,
     over a dimmed grey frame) or "none". working_size, patch: how the model cut the frame into tokens.
     """
     if overlay == "none":
         return frame.copy()
+    if overlay == "tokens":
+        return token_pass_mosaic(frame, trace, working_size, patch)
     if overlay == "mask":
         colours = palette[np.clip(mask, -1, len(palette) - 1)]  # -1 and ids past the palette: black
     elif overlay == "halting":
@@ -262,13 +310,45 @@ def overlay_frame(frame: np.ndarray, overlay: str, trace: Trace, working_size: t
     return cv2.addWeighted(np.ascontiguousarray(colours, np.uint8), opacity, frame, 1.0 - opacity, 0.0)
 
 
-def caption_frame(frame: np.ndarray, text: str) -> np.ndarray:
-    """Write ``text`` in the top-left corner of (H, W, 3) uint8 ``frame`` (in place; returns it)."""
+def token_pass_mosaic(frame: np.ndarray, trace: Trace, working_size: tuple[int, int], patch: int) -> np.ndarray:
+    """The token pass of every group in one (H, W, 3) uint8 picture: a grid of tiles (2 x 2 for four
+    groups), tile g the frame with the tokens group B_g runs on clear, those stopped earlier dark and
+    those the decision just before B_g stopped orange."""
+    height, width = frame.shape[:2]
+    groups = len(trace.groups)
+    columns = int(np.ceil(np.sqrt(groups)))
+    rows = int(np.ceil(groups / columns))
+    tile_size = (max(1, height // rows), max(1, width // columns))
+    tile = resize_image(frame, tile_size).astype(np.float32)
+    index = token_index_map(tile_size, working_size, trace.grid, patch)
+    mosaic = np.zeros_like(frame)
+    for group in range(groups):
+        if group == 0:  # B_1 always runs dense
+            kept, stopped_here = np.ones(trace.grid, bool), np.zeros(trace.grid, bool)
+        else:
+            decision = trace.decisions[group - 1]
+            kept, stopped_here = decision.keep_mask, decision.stopped_here
+        shade = np.where(expand_tokens(kept, index), 1.0, 0.3)[..., None]
+        picture = tile * shade
+        here = expand_tokens(stopped_here, index)
+        picture[here] = tile[here] * 0.45 + np.asarray(STOPPED_HERE_RGB, np.float32) * 0.55
+        picture = caption_frame(picture.astype(np.uint8), f"B{group + 1}", bottom=True)
+        top, left = (group // columns) * tile_size[0], (group % columns) * tile_size[1]
+        mosaic[top:top + tile_size[0], left:left + tile_size[1]] = picture
+    return mosaic
+
+
+def caption_frame(frame: np.ndarray, text: str, bottom: bool = False) -> np.ndarray:
+    """Write ``text`` in the top-left (``bottom``: bottom-left) corner of (H, W, 3) uint8 ``frame``, in place
+    when it is contiguous; returns it."""
+    frame = np.ascontiguousarray(frame)
     scale = max(0.35, frame.shape[1] / 1400)
     thickness = max(1, round(scale * 2))
     (width, height), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
-    cv2.rectangle(frame, (0, 0), (width + 8, height + base + 8), (0, 0, 0), -1)
-    cv2.putText(frame, text, (4, height + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    top = frame.shape[0] - height - base - 8 if bottom else 0
+    cv2.rectangle(frame, (0, top), (width + 8, top + height + base + 8), (0, 0, 0), -1)
+    cv2.putText(frame, text, (4, top + height + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness,
+                cv2.LINE_AA)
     return frame
 
 

@@ -103,7 +103,8 @@ def test_100_sequential_calls_grow_memory_by_less_than_200_mb(client, images):
 def test_uploads_over_the_cap_are_refused(client, tmp_path):
     big = tmp_path / "big.png"
     big.write_bytes(b"\x89PNG" + bytes(MAX_UPLOAD_BYTES))
-    with pytest.raises(Exception, match="maximum file size"):
+    # refused by the upload guard (413; gradio's own cap is the larger video cap) or by gradio_client
+    with pytest.raises(Exception, match="maximum file size|413"):
         client.predict(handle_file(big), 0.9, api_name="/predict")
 
 

@@ -141,6 +141,17 @@ def test_guard_caps_bodies_declared_or_streamed():
     assert status == 413
 
 
+def stored_upload_app(stored: dict[str, str]):
+    """A stub of gradio's upload route: the request body names the file it "stored" (``stored[body]``)."""
+    def upload_app(scope, receive, send):
+        async def app():
+            body = (await receive())["body"].decode()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": json.dumps([stored[body]]).encode()})
+        return app()
+    return upload_app
+
+
 def test_guard_keeps_only_image_uploads_and_budgets_each_address(tmp_path):
     image, text = tmp_path / "a" / "photo.png", tmp_path / "b" / "notes.png"
     image.parent.mkdir()
@@ -149,15 +160,7 @@ def test_guard_keeps_only_image_uploads_and_budgets_each_address(tmp_path):
 
     cv2.imwrite(str(image), np.zeros((20, 20, 3), np.uint8))
     text.write_text("not an image")
-    stored = {"photo": str(image), "notes": str(text)}
-
-    def upload_app(scope, receive, send):
-        async def app():
-            body = (await receive())["body"].decode()
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": json.dumps([stored[body]]).encode()})
-        return app()
-
+    upload_app = stored_upload_app({"photo": str(image), "notes": str(text)})
     limits = ServingLimits(upload_bytes_per_client=2000, upload_window_s=60)
     guard = RequestGuard(upload_app, limits, UploadLedger())
     status, body = run_asgi(guard, "POST", "/gradio_api/upload", b"notes")

@@ -1,0 +1,75 @@
+"""The Data set tab without a browser: dovit.analyze's report on an offered folder (with CamVid-layout labels)
+or on uploaded images, its cap with a notice, and its refusals."""
+from pathlib import Path
+
+import cv2
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+
+import dovit
+from app import dataset_tab, video_tab
+from app.limits import ServingLimits
+from app.studio import Studio
+from conftest import write_drives
+
+
+@pytest.fixture(scope="module")
+def camvid_model():
+    """The tiny ViT with CamVid's 11 classes, so that a CamVid-layout folder is read with its labels."""
+    torch.manual_seed(0)
+    return dovit.build_model("vit_tiny_patch16_224", num_classes=11, input_size=(64, 96)).eval()
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("camvid")
+    write_drives(root, {"0001TP": 3, "Seq05VD": 2})
+    return root
+
+
+def make_tab(model, root, tmp_path, limits=None, image_dirs=()):
+    studio = Studio(dovit.Predictor(model), image_dirs=list(image_dirs), limits=limits)
+    return dataset_tab.DatasetTab(studio, video_tab.frame_folders([root]), tmp_path / "reports")
+
+
+def run(tab, *args) -> list:
+    outputs = None
+    for outputs in tab.on_run(*args):
+        pass
+    return outputs
+
+
+def test_labelled_folder_gives_the_whole_report(camvid_model, root, tmp_path):
+    tab = make_tab(camvid_model, root, tmp_path)
+    label = next(name for name in tab.folders if name.startswith(f"{root.name}/train "))
+    assert dataset_tab.label_layout(root / "train", 11) == "camvid" and dataset_tab.label_layout(root / "train", 5) is None
+    headline, notices, gallery, files, *figures = run(tab, label, None, 0.9)
+    assert "mIoU" in headline and "5 images" in notices and "with its labels" in headline
+    assert all(figure is not None for figure in figures) and len(figures) == dataset_tab.FIGURE_SLOTS
+    assert {Path(p).name for p in files} == {"report.html", "report.json"}
+    assert "plotly" in Path(files[0]).read_text() and len(gallery) == 8  # 4 cheapest, 4 most expensive
+
+
+def test_uploaded_images_without_labels_and_the_cap(tiny_model, root, tmp_path):
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    paths = []
+    for index in range(3):
+        paths.append(str(uploads / f"u{index}.png"))
+        cv2.imwrite(paths[-1], np.random.default_rng(index).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    tab = make_tab(tiny_model, root, tmp_path, ServingLimits(report_max_images=2), [uploads])
+    headline, notices, gallery, files, *figures = run(tab, None, paths, 0.9)
+    assert "mIoU" not in headline and "first 2 of 3" in notices
+    assert sum(f is not None for f in figures) == 4 and figures[-2:] == [None, None]
+
+
+def test_refusals(tiny_model, root, tmp_path):
+    tab = make_tab(tiny_model, root, tmp_path)
+    with pytest.raises(gr.Error, match="Choose a folder"):
+        run(tab, "/etc", None, 0.9)
+    with pytest.raises(gr.Error, match="could not be found"):
+        run(tab, None, ["/etc/passwd"], 0.9)
+    with pytest.raises(gr.Error, match="xi must be"):
+        run(tab, next(iter(tab.folders)), None, 3.0)
