@@ -195,6 +195,9 @@ def build_student(args: argparse.Namespace, info) -> DoViTSegmenter:
     random or ImageNet (--pretrained) backbone weights."""
     if args.init:
         model = load_checkpoint(args.init)
+        if model.config.num_classes != info.num_classes:  # e.g. a converted ADE20K model on CamVid labels
+            raise ValueError(f"{args.init} predicts {model.config.num_classes} classes, the data set has "
+                             f"{info.num_classes}: train from a checkpoint of the data set's classes")
         model.config.merge_stopped = not args.no_merge
         return model
     pretrained = True if args.pretrained == "hub" else args.pretrained
@@ -378,6 +381,9 @@ def setup(args: argparse.Namespace) -> Run:
     if args.stage == "dovit" and args.teacher and args.beta > 0:
         with _setup_errors("--teacher"):
             teacher = load_checkpoint(args.teacher)
+            if teacher.config.num_classes != model.config.num_classes:
+                raise ValueError(f"{args.teacher} predicts {teacher.config.num_classes} classes, the student "
+                                 f"{model.config.num_classes}")
         teacher = teacher.to(device).eval()
         for parameter in teacher.parameters():
             parameter.requires_grad_(False)

@@ -6,6 +6,7 @@ import importlib.util
 import sys
 import types
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -102,11 +103,11 @@ HEADS = {
 }
 
 
-def _build(mmseg, kind: str, **backbone_options):
+def _build(mmseg, kind: str, num_classes: int = len(CLASSES), **backbone_options):
     """A random MMSeg ViT-T + head, every parameter and BN statistic perturbed so that a swapped key shows."""
     torch.manual_seed(0)
     backbone_cfg = {**BACKBONE, "final_norm": kind == "segmenter", **backbone_options}
-    head_cfg = dict(HEADS[kind])
+    head_cfg = dict(HEADS[kind], num_classes=num_classes)
     vit = mmseg.VisionTransformer(**{k: v for k, v in backbone_cfg.items() if k != "type"})
     head_class = mmseg.SegmenterMaskTransformerHead if kind == "segmenter" else mmseg.SETRUPHead
     head = head_class(**{k: v for k, v in head_cfg.items() if k != "type"})
@@ -367,3 +368,29 @@ def test_official_setr_with_two_layernorms_is_refused(mmseg, tmp_path, capsys):
     torch.save({"state_dict": state, "meta": {"config": cfg.pretty_text}}, path)
     assert convert.main([str(path), str(tmp_path / "out"), "--format", "dovit-official"]) == 2
     assert "two LayerNorms" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ the README's path
+def test_convert_then_train_the_aux_heads_then_open_in_the_predictor(mmseg, tmp_path, capsys):
+    """README "Models from MMSegmentation": convert, train the aux heads self-distilled from the converted dense
+    model (a few steps on synthetic data), load the result with Predictor.from_checkpoint."""
+    from dovit import train
+
+    vit, head, cfg = _build(mmseg, "segmenter", num_classes=3)  # the synthetic data set's 3 classes
+    converted = tmp_path / "converted"
+    assert convert.main([_save(tmp_path, vit, head, cfg), str(converted), "--format", "mmseg"]) == 0
+    run = ["--stage", "dovit", "--dataset", "synthetic", "--input-size", *map(str, SIZE), "--init", str(converted),
+           "--teacher", str(converted), "--steps", "2", "--batch-size", "2", "--warmup-steps", "1", "--eval-every",
+           "0", "--max-val-images", "2", "--workers", "0", "--threads", "1", "--no-progress"]
+    assert train.main([*run, "--output", str(tmp_path / "student")]) == 0
+    predictor = dovit.Predictor.from_checkpoint(tmp_path / "student" / "last")
+    assert predictor.config.decoder == "segmenter" and predictor.config.mean == (0.5, 0.5, 0.5)
+    assert predictor.model.checkpoint_metadata["converted_from"] == "mmseg.pth"  # the studio header shows it
+    predictor.set_image(np.random.default_rng(0).integers(0, 256, (70, 90, 3), dtype=np.uint8))
+    assert predictor.predict(xi=0.9).mask.shape == (70, 90)
+    # a converted model of other classes than the data set's is one line, exit 2
+    vit, head, cfg = _build(mmseg, "segmenter")
+    assert convert.main([_save(tmp_path, vit, head, cfg), str(tmp_path / "five"), "--format", "mmseg"]) == 0
+    capsys.readouterr()
+    assert train.main([*run, "--init", str(tmp_path / "five"), "--output", str(tmp_path / "refused")]) == 2
+    assert "predicts 5 classes, the data set has 3" in capsys.readouterr().err
