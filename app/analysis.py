@@ -15,12 +15,12 @@ from .charts import SweepPoint, tokens_flops_figure
 from .readouts import prediction_summary
 
 if TYPE_CHECKING:
-    from dovit import Predictor
+    from dovit import Prediction, Predictor
 
 
 @dataclass
 class Views:
-    """All views of one forward; images are (H, W, 3) uint8 RGB at the working size."""
+    """All views of one forward (``prediction``); images are (H, W, 3) uint8 RGB at the working size."""
 
     summary: dict
     group_overlays: list[tuple[np.ndarray, str]]
@@ -33,6 +33,7 @@ class Views:
     dense_color_mask: np.ndarray
     disagreement: np.ndarray
     tokens_figure: go.Figure
+    prediction: Prediction | None = None
 
 
 def to_working_size(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -62,6 +63,7 @@ def analyse(predictor: Predictor, working_image: np.ndarray, xi: float, opacity:
         dense_color_mask=views.colorize_mask(prediction.dense_mask, config.class_colors),
         disagreement=views.disagreement_map(prediction.mask, prediction.dense_mask, working_image),
         tokens_figure=tokens_flops_figure(trace),
+        prediction=prediction,
     )
 
 

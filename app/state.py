@@ -8,11 +8,14 @@ cannot drift apart.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
 from .charts import SweepPoint
+
+if TYPE_CHECKING:
+    from dovit import Prediction
 
 T = TypeVar("T")
 
@@ -25,6 +28,9 @@ class Session:
     size: working (height, width) the model sees; working: ``image`` resized to it, (H, W, 3) uint8.
     color_mask: (H, W, 3) uint8 of the last forward (for re-blending at another opacity), or None.
     sweep: the ξ sweep of this image and size, or None.
+    prediction: the forward behind the views on the page (its trace and masks at the working size), which
+    the token inspector reads, or None.
+    policies: the Policies tab's last run on this image and size (``app.policies_tab``), or None.
     """
 
     image: np.ndarray
@@ -32,6 +38,8 @@ class Session:
     working: np.ndarray
     color_mask: np.ndarray | None = None
     sweep: list[SweepPoint] | None = None
+    prediction: Prediction | None = None
+    policies: Any = None
 
 
 @dataclass

@@ -155,7 +155,7 @@ class Studio:
         start = time.perf_counter()
         with self.model_call():
             result: Views = analyse(self.predictor, session.working, xi, opacity)
-        session.color_mask = result.color_mask
+        session.color_mask, session.prediction = result.color_mask, result.prediction
         values = ViewSlots(
             readouts=readouts_markdown(result.summary),
             tokens_plot=result.tokens_figure,
@@ -230,7 +230,8 @@ class Studio:
                 size = controls.parse_size(size_value, self.default_size)
             except ValueError as error:
                 raise user_error(str(error)) from None
-            session.size, session.working, session.sweep = size, to_working_size(session.image, size), None
+            session.size, session.working = size, to_working_size(session.image, size)
+            session.sweep = session.prediction = session.policies = None
             return [session, *self.render(session, self.user_xi(xi), opacity).flat()]
 
     def on_drag(self, position: float, opacity: float, session: Session | None, request: gr.Request = None) -> list:

@@ -5,8 +5,10 @@ One Predictor serves every session, behind ``Studio.gate`` (it caches one image'
 between calls). Model events run in three queues of one slot each, so that none waits behind another's
 backlog: the page's events (``PAGE_QUEUE``), the /predict API (``PREDICT_QUEUE``) and ξ sweeps
 (``SWEEP_QUEUE``, cancellable, and yielding the model to the other two between steps). Each model event is
-admitted per session and client address before it is queued (``Studio.admit``), and only /predict is
-offered as an API.
+admitted per session and client address before it is queued (``Studio.admit``). The APIs offered are
+/predict, /inspect_token (in the /predict queue) and the Video tab's /analyze_video. The Policies tab runs
+like a sweep (``app.policies_tab``); the token inspector's side panel reads the session's last forward and
+never runs the model (``app.inspector_tab``).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from starlette.middleware import Middleware
 
 from dovit import Predictor
 
-from . import controls
+from . import controls, inspector_tab, policies_tab
 from . import dataset_tab, video_tab
 from .examples import find_examples
 from .guard import RequestGuard, UploadLedger
@@ -222,11 +224,14 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
                     sweep_button = gr.Button("Run ξ sweep on this image", elem_id="sweep-button", scale=3)
                     stop_sweep = gr.Button("Stop", elem_id="sweep-stop", scale=1)
                 sweep_plot = gr.Plot(label="FLOPs and agreement with dense against ξ", elem_id="sweep-plot")
+            policies = policies_tab.build()
             with gr.Tab("What the views teach"):
                 gr.Markdown(help_markdown())
             frame_folders = video_tab.frame_folders([*example_dirs, *frame_roots])
             video_tab.build(studio, [get_upload_folder()], frame_folders)
             dataset_tab.build(studio, frame_folders)
+        panel = inspector_tab.build_panel()
+        inspector = inspector_tab.TokenInspector(studio)
 
         view_outputs = ViewSlots(
             readouts=readouts, tokens_plot=tokens_plot, groups=token_images, confidences=heatmap_images,
@@ -240,10 +245,14 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
                                          concurrency_id=SWEEP_QUEUE, concurrency_limit=1, api_visibility="private",
                                          validator=studio.admit("sweep"))
         stop_sweep.click(studio.on_stop_sweep, None, None, cancels=[sweep_event], api_visibility="private")
+        policy_handlers = policies_tab.PolicyHandlers(studio)
+        policy_event = policies_tab.wire(policies, policy_handlers, session, SWEEP_QUEUE,
+                                         clear_on=[image_in.change, size_dd.input])
         image_in.change(studio.on_image, [image_in, size_dd, xi_box, opacity, session],
-                        [session, notices, size_dd, *view_outputs], cancels=[sweep_event], **page_event)
+                        [session, notices, size_dd, *view_outputs], cancels=[sweep_event, policy_event],
+                        **page_event)
         size_dd.input(studio.on_size, [size_dd, xi_box, opacity, session], [session, *view_outputs],
-                      cancels=[sweep_event], **page_event)
+                      cancels=[sweep_event, policy_event], **page_event)
         xi_slider.input(studio.on_drag, [xi_slider, opacity, session], [xi_box, session, *view_outputs],
                         trigger_mode="always_last", show_progress="hidden", **page_event)
         xi_slider.release(studio.on_release, [xi_slider, opacity, session], [xi_box, session, *view_outputs],
@@ -254,6 +263,10 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
         reset.click(studio.on_reset, [opacity, session], [xi_box, xi_slider, session, *view_outputs], **page_event)
         opacity.input(studio.on_opacity, [opacity, session], mask_overlay, show_progress="hidden",
                       api_visibility="private")
+        working_views = [*token_images, *heatmap_images, mask_overlay, raw_mask, halting, dense_mask, disagreement]
+        inspected = [(view, inspector_tab.working_content) for view in working_views]
+        inspected += zip(policies.masks + policies.stop_maps, policy_handlers.views())
+        inspector_tab.wire(panel, inspector, session, inspected, refresh_on=readouts.change)
 
         with gr.Row(visible=False):  # the /predict API's own components (not part of the page)
             api_image = upload_image(label="image")
@@ -270,6 +283,18 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
                           "summary['notices']) and a summary with gflops, dense_gflops, kept_tokens per group, "
                           "latency_ms, dense_latency_ms, xi. At most "
                           f"{limits.pending_per_session} calls per client session may wait or run at a time.")
+        with gr.Row(visible=False):  # the /inspect_token API's own components
+            token_image, token_xi = upload_image(label="image"), raw_number(value=config.default_xi, label="xi")
+            token_row, token_col = raw_number(value=0, label="row"), raw_number(value=0, label="col")
+            token_json, token_trigger = gr.JSON(label="token"), gr.Button("inspect_token")
+        token_trigger.click(inspector.api_inspect_token, inputs=[token_image, token_xi, token_row, token_col],
+                            outputs=token_json, api_name="inspect_token", concurrency_id=PREDICT_QUEUE,
+                            concurrency_limit=1, validator=studio.admit(),
+                            api_description="One token's story at token-pass threshold xi (None: checkpoint "
+                            "default), at the checkpoint's working size: row and col index its token grid. "
+                            "Returns JSON: confidences (q at each decision layer, in decision order), aux_heads "
+                            "(top3 classes per head), decoder top3 (at the token's centre pixel), halting_group, "
+                            "dense_class, dovit_class, grid. Admitted like /predict.")
     demo.queue(default_concurrency_limit=1, max_size=limits.queue_size)
     return StudioApp(blocks=demo, studio=studio, example_dirs=example_dirs, limits=limits)
 
@@ -286,6 +311,6 @@ def serve(app: StudioApp, host: str = "127.0.0.1", port: int = 7860, share: bool
         show_error=False,  # gradio's own exception texts name server paths; user errors (gr.Error) still show
         max_file_size=max(MAX_UPLOAD_BYTES, app.limits.video_max_bytes),  # images: 25 MB, checked by the guard
         state_session_capacity=MAX_SESSIONS, css=CSS,
-        allowed_paths=app.example_dirs, ssr_mode=False, mcp_server=False, quiet=True,
+        allowed_paths=app.example_dirs, ssr_mode=False, mcp_server=False, quiet=True, head=inspector_tab.KEYS_JS,
         footer_links=["api", "settings"], app_kwargs={"middleware": [guard]},
     )

@@ -2,17 +2,23 @@
 
 Built from the same ``SegmenterOutput`` that training and inference use; the app draws only this.
 Arrays are numpy, maps are h x w over the token grid. FLOPs follow ``dovit.flops.FLOPS_CONVENTION``.
+Per token it also keeps the TOP_K most probable classes of every aux head and of the decoder (the token
+inspector's numbers): the decoder's are read at the token's centre pixel (``token_centres``), so they
+cost h*w softmaxes, not one per pixel.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from torch import nn
 
 from .flops import FLOPS_CONVENTION, forward_flops
 from .model import SegmenterOutput
 from .token_pass import halting_depth
+
+TOP_K = 3  # classes kept per token for each aux head and the decoder
 
 
 @dataclass
@@ -24,6 +30,10 @@ class DecisionTrace:
     stopped_here: np.ndarray  # (h, w) bool: kept before, stopped by this decision
     keep_mask: np.ndarray  # (h, w) bool: M_l (True = keep)
     kept: int  # patch tokens still kept after this decision
+    # The aux head's TOP_K most probable classes per token, most probable first (None: not recorded).
+    # top_probabilities[..., 0] is ``confidence`` (Eq. 3).
+    top_classes: np.ndarray | None = None  # (h, w, k) int64 class ids
+    top_probabilities: np.ndarray | None = None  # (h, w, k) float32 softmax probabilities
 
 
 @dataclass
@@ -51,6 +61,10 @@ class Trace:
     decoder_flops: int
     timings_ms: dict[str, float] = field(default_factory=dict)  # wall time per stage
     flops_convention: str = FLOPS_CONVENTION
+    # The decoder's TOP_K classes per token: its softmax at the token's centre pixel (``token_centres``)
+    # of the input-size logits, most probable first (None: not recorded).
+    decoder_top_classes: np.ndarray | None = None  # (h, w, k) int64 class ids
+    decoder_top_probabilities: np.ndarray | None = None  # (h, w, k) float32
 
     @property
     def flops_saved(self) -> float:
@@ -76,6 +90,25 @@ class Trace:
         }
 
 
+def token_centres(grid: tuple[int, int], size: tuple[int, int], patch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centre pixel of every token of an image of ``size`` = (height, width) cut into ``patch``-pixel
+    tokens on a ``grid`` = (h, w): rows (h,) and columns (w,) int64. A token the bottom/right edge cuts
+    short (the model pads the image there) has the centre of its part inside the image."""
+    def centres(count: int, length: int) -> np.ndarray:
+        starts = np.arange(count) * patch
+        ends = np.minimum(starts + patch, length)
+        return np.minimum(starts + (ends - starts) // 2, length - 1).astype(np.int64)
+    return centres(grid[0], size[0]), centres(grid[1], size[1])
+
+
+def top_classes(logits: torch.Tensor, k: int = TOP_K) -> tuple[np.ndarray, np.ndarray]:
+    """(C, h, w) logits -> the k most probable classes (h, w, k) int64 and their softmax probabilities
+    (h, w, k) float32, most probable first (k is cut to C)."""
+    probabilities, classes = logits.float().softmax(dim=0).topk(min(k, logits.shape[0]), dim=0)
+    return (classes.permute(1, 2, 0).cpu().numpy().astype(np.int64),
+            probabilities.permute(1, 2, 0).cpu().numpy().astype(np.float32))
+
+
 def build_trace(model: nn.Module, output: SegmenterOutput, index: int = 0) -> Trace:
     """The Trace of image ``index`` of a batched forward ``output`` of ``model``."""
     h, w = output.grid
@@ -93,11 +126,19 @@ def build_trace(model: nn.Module, output: SegmenterOutput, index: int = 0) -> Tr
             stopped_here=as_map(stopped),
             keep_mask=as_map(keep),
             kept=int(keep[index].sum()),
+            top_classes=top[0],
+            top_probabilities=top[1],
         )
-        for layer, confidence, stopped, keep in zip(
-            model.decision_layers, output.confidence, output.stopped_now, output.keep_masks
+        for layer, confidence, stopped, keep, top in zip(
+            model.decision_layers, output.confidence, output.stopped_now, output.keep_masks,
+            (top_classes(aux[index].detach()) for aux in output.aux_logits),
         )
     ]
+    rows, cols = token_centres((h, w), tuple(output.logits.shape[-2:]), model.patch_size)
+    logits = output.logits[index].detach()
+    centre_logits = logits[:, torch.as_tensor(rows, device=logits.device)[:, None],
+                           torch.as_tensor(cols, device=logits.device)[None, :]]
+    decoder_classes, decoder_probabilities = top_classes(centre_logits)
     if output.keep_masks:
         depth = as_map(halting_depth(output.keep_masks))
     else:  # dense forward: no decision ran, every token went through every block
@@ -120,4 +161,6 @@ def build_trace(model: nn.Module, output: SegmenterOutput, index: int = 0) -> Tr
         aux_head_flops=flops["aux_heads"],
         decoder_flops=flops["decoder"],
         timings_ms=dict(output.timings_ms),
+        decoder_top_classes=decoder_classes,
+        decoder_top_probabilities=decoder_probabilities,
     )

@@ -166,11 +166,11 @@ def test_api_predict_returns_colour_mask_and_summary(studio, street_png):
     assert studio.api_predict(str(street_png), None)[1]["xi"] == studio.config.default_xi
 
 
-def test_build_demo_offers_only_predict_as_api(tiny_model, tmp_path):
+def test_build_demo_offers_only_predict_and_inspect_token_as_apis(tiny_model, tmp_path):
     cv2.imwrite(str(tmp_path / "example.png"), np.zeros((32, 32, 3), np.uint8))
     app = build_demo(Predictor(tiny_model), examples_dir=tmp_path)
     public = [fn.api_name for fn in app.blocks.fns.values() if fn.api_visibility != "private"]
-    assert public == ["predict"]
+    assert sorted(public) == ["analyze_video", "inspect_token", "predict"]
     assert str(tmp_path.resolve()) in app.example_dirs
     assert any(Path(d) == tmp_path.resolve() for d in app.studio.image_dirs)
 
