@@ -55,6 +55,16 @@ class _Marker:
     pass
 
 
+def test_help_documents_every_flag_and_what_the_official_format_rests_on(monkeypatch, capsys):
+    from test_train import assert_help_documents_every_flag
+
+    assert_help_documents_every_flag(convert, ["src.pth", "dst"], monkeypatch)
+    with pytest.raises(SystemExit):
+        convert.parse_args(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "FLHonker/DoViT-code" in help_text and "not checked against a real official checkpoint" in help_text
+
+
 def test_missing_file_exits_2(tmp_path, capsys):
     assert convert.main([str(tmp_path / "none.pth"), str(tmp_path / "out")]) == 2
     assert "not found" in capsys.readouterr().err
