@@ -171,6 +171,13 @@ def analyse_to_disk(studio: Studio, source: Path, xi: float, overlay: str, folde
     yield len(run.records), expected, run
 
 
+def scrubber_frame(position: float | None, frames: int) -> int:
+    """The frame (0-based) at ``position`` % of a run of ``frames`` frames. The scrubber is in % because
+    gradio 6 does not move a slider's range when an event changes its maximum."""
+    fraction = min(max(float(position or 0.0), 0.0), 100.0) / 100.0
+    return int(round(fraction * (frames - 1)))
+
+
 def api_records(records: Sequence[FrameRecord]) -> list[dict]:
     """The per-frame JSON list of /analyze_video: frame, gflops, dense_gflops, kept_tokens, latency_ms,
     name, xi per frame (``FrameRecord``'s fields)."""
@@ -230,10 +237,9 @@ class VideoTab:
     def outputs(self, run: VideoRun | None, message: str = "") -> list:
         """[player, timeline, scrubber, frame image, frame readout, downloads, notices, state]."""
         if run is None or not run.records:
-            return [None, None, gr.update(value=0, maximum=1), None, "", None, message, run]
-        last = len(run.records) - 1
+            return [None, None, 0, None, "", None, message, run]
         return [str(run.webm) if run.webm else None, timeline_figure(run.records, 0),
-                gr.update(value=0, maximum=max(last, 1), step=1), read_frame(run.mp4, 0), frame_markdown(run, 0),
+                0, read_frame(run.mp4, 0), frame_markdown(run, 0),
                 [str(p) for p in (run.mp4, run.webm, run.csv, run.json) if p is not None], run_summary(run), run]
 
     def job(self, source: Path, label: str, xi: float, overlay: str, previous: VideoRun | None,
@@ -305,17 +311,19 @@ class VideoTab:
             self.studio.admission.finish(request.session_hash or "", "video")
         return "Stopped."
 
-    def on_scrub(self, index: float, run: VideoRun | None) -> list:
-        """The scrubber moved: that frame of the annotated video, the timeline marked there, its numbers."""
+    def on_scrub(self, position: float, run: VideoRun | None) -> list:
+        """The scrubber moved to ``position`` (% of the run): that frame of the annotated video, the timeline
+        marked there, its numbers, and the player moved to its time."""
         if run is None or not run.records:
-            return [None, None, ""]
-        index = int(min(max(0, round(index or 0)), len(run.records) - 1))
+            return [None, None, "", gr.skip()]
+        index = scrubber_frame(position, len(run.records))
         try:
             frame = read_frame(run.mp4, index)
         except (FileNotFoundError, IndexError, ValueError):
             raise user_error("This run's video is gone from the server (runs are kept 30 minutes); "
                              "press Analyse again.") from None
-        return [frame, timeline_figure(run.records, index), frame_markdown(run, index)]
+        return [frame, timeline_figure(run.records, index), frame_markdown(run, index),
+                gr.update(playback_position=index / run.fps)]
 
     # ------------------------------------------------------------------ API
     def api_analyze_video(self, path: str | None, xi: float | None, request: gr.Request = None) -> tuple[str, list]:
@@ -373,7 +381,8 @@ def build(studio: Studio, upload_dirs: Sequence[str | Path], folders: dict[str, 
                 player = gr.Video(label="Annotated video (WebM)", interactive=False, elem_id="video-player",
                                   autoplay=False, loop=True, height=300)
                 timeline = gr.Plot(label="GFLOPs per frame against dense, with latency", elem_id="video-timeline")
-        scrubber = gr.Slider(0, 1, value=0, step=1, label="Frame (jump to it)", elem_id="video-scrubber")
+        scrubber = gr.Slider(0, 100, value=0, step=0.1, label="Position in the video (%): release to jump to its frame",
+                             elem_id="video-scrubber")
         with gr.Row():
             frame_view = gr.Image(label="Frame at the scrubber", format="jpeg", interactive=False,
                                   elem_id="video-frame")
@@ -396,9 +405,8 @@ def build(studio: Studio, upload_dirs: Sequence[str | Path], folders: dict[str, 
     for trigger in (xi.release, overlay.input, rerun.click):
         events.append(trigger(tab.on_rerun, [xi, overlay, state], outputs, **job))
     stop.click(tab.on_stop, None, notices, cancels=events, api_visibility="private")
-    scrubber.release(tab.on_scrub, [scrubber, state], [frame_view, timeline, frame_readout],
+    scrubber.release(tab.on_scrub, [scrubber, state], [frame_view, timeline, frame_readout, player],
                      api_visibility="private", show_progress="minimal")
-    scrubber.release(None, [scrubber], None, api_visibility="private", js=SEEK_PLAYER_JS)
 
     api_trigger.click(tab.api_analyze_video, [api_video, api_xi], [api_annotated, api_frames],
                       api_name="analyze_video", concurrency_id=VIDEO_QUEUE, concurrency_limit=1,
@@ -412,11 +420,3 @@ def build(studio: Studio, upload_dirs: Sequence[str | Path], folders: dict[str, 
                       "session at a time.")
     return tab
 
-
-# The scrubber also moves the player to its frame (frame / frames of the run x the video's duration).
-SEEK_PLAYER_JS = """(frame) => {
-    const video = document.querySelector('#video-player video');
-    const last = parseFloat(document.querySelector('#video-scrubber input[type=range]').max);
-    if (video && video.duration && last > 0) { video.pause(); video.currentTime = video.duration * frame / (last + 1); }
-    return [frame];
-}"""

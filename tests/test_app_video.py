@@ -102,12 +102,14 @@ def test_upload_handler_fills_player_timeline_scrubber_and_downloads(tab, upload
     outputs = last(tab.on_upload(str(uploads / "clip.mp4"), 0.5, "halting", None))
     player, timeline, scrubber, frame, readout, downloads, notices, run = outputs
     assert player.endswith(".webm") and Path(player).exists()
-    assert len(timeline.data) == 3 and scrubber["maximum"] == 7
+    assert len(timeline.data) == 3 and scrubber == 0
     assert frame.shape == (64, 96, 3) and "Frame 0" in readout
     assert {Path(p).name for p in downloads} == {"annotated.mp4", "annotated.webm", "frames.csv", "frames.json"}
     assert "uploaded video: 8 frames at ξ = 0.5" in notices
-    image, figure, text = tab.on_scrub(5, run)
+    image, figure, text, player_update = tab.on_scrub(5 / 7 * 100, run)
     assert "Frame 5" in text and figure.layout.shapes[0].x0 == 5
+    assert player_update["playback_position"] == pytest.approx(5 / run.fps)
+    assert [video_tab.scrubber_frame(p, 8) for p in (None, -3, 0, 50, 100, 400)] == [0, 0, 0, 4, 7, 7]
     assert np.abs(image.astype(int) - list(iter_frames(run.mp4))[5].astype(int)).mean() < 2
     rerun = last(tab.on_rerun(0.9, "mask", run))[-1]
     assert rerun.xi == 0.9 and rerun.folder != run.folder and not run.folder.exists()  # the old run's files go

@@ -1,0 +1,104 @@
+"""Real browser: in Debian Chromium (Playwright) the Video tab analyses an uploaded clip, its annotated WebM
+plays, the GFLOPs timeline renders, and the scrubber jumps to a frame; the Data set tab's report renders."""
+import os
+import socket
+
+import cv2
+import pytest
+
+from app_driver import CHROMIUM, launch_browser, open_app
+
+
+def _cannot_run(reason: str) -> None:
+    """Skip on a developer's machine; fail in CI (CI=true), which installs Playwright and Chromium."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI=true but {reason}", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:
+    _cannot_run("Playwright is not installed, so the real-browser test cannot run: pip install -r requirements.txt")
+if not CHROMIUM.exists():
+    _cannot_run(f"{CHROMIUM} is missing, so the real-browser test cannot run: install Debian's Chromium with "
+                "`sudo apt-get install chromium` (Playwright never downloads a browser here)")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """A 12-frame WebM (VP8) of a square moving over a gradient, and a folder of its frames as PNGs."""
+    from dovit.video import iter_frames, write_video
+    from test_video import synthetic_video
+
+    folder = tmp_path_factory.mktemp("clip")
+    source = synthetic_video(folder / "clip.mp4", count=12)
+    write_video(iter_frames(source), folder / "clip.webm", fps=10)
+    frames = folder / "frames" / "drive"
+    frames.mkdir(parents=True)
+    for index, frame in enumerate(iter_frames(source)):
+        cv2.imwrite(str(frames / f"{index:03d}.png"), frame[..., ::-1])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_model, clip, tmp_path_factory):
+    import dovit
+    from app.ui import build_demo, serve
+
+    checkpoint = dovit.save_checkpoint(tiny_model, tmp_path_factory.mktemp("checkpoint"))
+    demo = build_demo(dovit.Predictor.from_checkpoint(checkpoint), examples_dir="", frame_roots=[clip / "frames"])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    serve(demo, host="127.0.0.1", port=port, block=False)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+def test_video_tab_plays_and_its_timeline_renders(app_url, clip, tmp_path):
+    with sync_playwright() as playwright:
+        browser = launch_browser(playwright)
+        try:
+            requests = []
+            page = open_app(browser, app_url, on_request=requests.append)
+            page.get_by_role("tab", name="Video").click()
+            page.set_input_files("#video-input input[type=file]", str(clip / "clip.webm"))
+            page.wait_for_function("document.querySelector('#video-notices').innerText.includes('12 frames')")
+            page.wait_for_selector("#video-timeline .js-plotly-plot .scatterlayer .trace", state="attached")
+            assert page.locator("#video-timeline .scatterlayer .trace").count() == 3  # DoViT, dense, latency
+            assert page.evaluate("""async () => {
+                const video = document.querySelector('#video-player video');
+                video.muted = true;
+                await video.play();
+                await new Promise(resolve => setTimeout(resolve, 800));
+                const played = video.readyState >= 2 && video.videoWidth === 96 && video.currentTime > 0;
+                video.pause();
+                return played;
+            }"""), "the annotated WebM did not play"
+            position = page.locator("#video-scrubber input[type=number]")  # the scrubber's box: % of the video
+            position.fill("100")
+            position.blur()  # the slider's release event
+            page.wait_for_function("document.querySelector('#video-frame-readout').innerText.includes('Frame 11')")
+            page.wait_for_function("document.querySelector('#video-player video').currentTime > 1.0")  # 11 / 10 fps
+            page.screenshot(path=str(os.environ.get("DOVIT_VIDEO_SCREENSHOT", tmp_path / "video.png")), full_page=True)
+            outside = {url for url in requests if not url.startswith(("http://127.0.0.1", "data:", "blob:"))}
+            assert not outside, f"the page reached outside 127.0.0.1: {sorted(outside)[:5]}"
+        finally:
+            browser.close()
+
+
+def test_frame_folder_and_data_set_report(app_url):
+    with sync_playwright() as playwright:
+        browser = launch_browser(playwright)
+        try:
+            page = open_app(browser, app_url)
+            page.get_by_role("tab", name="Data set").click()
+            page.locator("#dataset-folder input").click()
+            page.get_by_role("option", name="frames/drive (12 frames)").click()
+            page.locator("#dataset-run").click()
+            page.wait_for_function("document.querySelector('#dataset-notices').innerText.includes('12 images')")
+            page.wait_for_selector("#dataset-figure-1 .js-plotly-plot")
+            assert "GFLOPs" in page.inner_text("#dataset-headline")
+        finally:
+            browser.close()
