@@ -148,3 +148,28 @@ def test_records_match_the_predictor(tmp_path, predictor):
 def test_unknown_overlay_is_refused(tmp_path, predictor):
     with pytest.raises(ValueError, match="unknown overlay"):
         next(video.analyze_video(predictor, synthetic_video(tmp_path / "clip.mp4", count=1), overlay="sparkles"))
+
+
+def test_frame_writer_codec_follows_the_suffix_and_read_frame_seeks(tmp_path):
+    frames = [np.full((*SIZE, 3), i * 20, np.uint8) for i in range(6)]
+    for name, magic in (("out.webm", b"\x1a\x45\xdf\xa3"), ("out.avi", b"RIFF"), ("out.mp4", None)):
+        assert video.write_video(iter(frames), tmp_path / name, fps=5) == 6
+        assert len(list(video.iter_frames(tmp_path / name))) == 6
+        assert magic is None or (tmp_path / name).read_bytes()[:4] == magic
+    assert abs(int(video.read_frame(tmp_path / "out.mp4", 4).mean()) - 80) <= 3
+    with pytest.raises(IndexError):
+        video.read_frame(tmp_path / "out.mp4", 6)
+    with pytest.raises(ValueError, match="use one of"):
+        video.FrameWriter(tmp_path / "out.gif")
+
+
+def test_token_pass_mosaic_has_a_tile_per_group(predictor, tmp_path):
+    frame = next(video.iter_frames(synthetic_video(tmp_path / "clip.mp4", count=1)))
+    trace = predictor.predict(frame, xi=0.0).trace  # every token stops at the first decision
+    mosaic = video.overlay_frame(frame, "tokens", trace, SIZE, 16)
+    assert mosaic.shape == frame.shape and len(trace.groups) == 4
+    first, second = mosaic[:26, :48].astype(float), mosaic[:26, 48:].astype(float)  # tiles B1 and B2 (tops)
+    orange = (second[..., 0] > 150) & (second[..., 2] < 100)
+    assert orange.mean() > 0.5 and not ((first[..., 0] > 150) & (first[..., 2] < 100)).mean() > 0.5
+    last = mosaic[32:, 48:].astype(float)  # B4: nothing left, everything dark
+    assert last.mean() < first.mean()
