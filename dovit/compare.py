@@ -28,7 +28,8 @@ from .checkpoint import CheckpointError
 from .data import DATASETS, build_dataset
 from .flops import FLOPS_CONVENTION
 from .metrics import ConfusionMatrix
-from .policies import BUDGET_TOLERANCE, DTOP_K, POLICIES, PolicyRunner, check_budget, check_policies
+from .policies import (BUDGET_TOLERANCE, DTOP_K, POLICIES, SEARCH_TOLERANCE, PolicyRunner, check_budget,
+                       check_policies, quantile_map, search_budget)
 from .predictor import Predictor, default_checkpoint
 
 BUDGET_DEFINITION = ("budget = a fraction of the dense forward's FLOPs (Trace.dense_flops: patch embedding, every "
@@ -107,33 +108,77 @@ def _score(policy: str, budget: float, tally: _Tally) -> PolicyScore:
 
 
 def compare_policies(predictor: Predictor, frames: Iterable[Frame], budgets: Sequence[float],
-                     policies: Sequence[str] = POLICIES, seed: int = 0, dtop_k: int = DTOP_K,
+                     policies: Sequence[str] = POLICIES, seed: int = 0, dtop_k: int = DTOP_K, match: str = "set",
                      total: int | None = None, progress: bool = True) -> tuple[PolicyScore, list[PolicyScore]]:
     """Run every policy at every budget on labelled ``frames``; (the dense model's row, one row per policy and
-    budget in policy order, budgets ascending). The dense row has budget 1 and gflops_ratio 1."""
+    budget in policy order, budgets ascending). The dense row has budget 1 and gflops_ratio 1.
+
+    match "set": each threshold policy (confidence, random, dtop, oracle) runs one knob value for the whole
+    set, searched so that the set's mean GFLOPs meet the budget: per-image costs follow image content, as a
+    deployed model's do (every image's xi-independent prefix is kept in memory meanwhile, a few MB each).
+    match "image": the knob is searched per image (``PolicyRunner.run``), so every image meets the budget
+    and only which tokens stop differs. topk and shallow cost the same on every image of one size: per image
+    in both modes.
+    """
     budgets = sorted({check_budget(b) for b in budgets})
     policies = check_policies(policies)
+    if match not in MATCH_MODES:
+        raise ValueError(f"match must be one of {', '.join(MATCH_MODES)}, got {match!r}")
     num_classes, ignore = predictor.config.num_classes, predictor.config.ignore_index
     tallies = {(name, budget): _Tally(ConfusionMatrix(num_classes, ignore)) for name in policies for budget in budgets}
     dense = _Tally(ConfusionMatrix(num_classes, ignore))
-    count = 0
-    for frame in tqdm(frames, total=total, desc="compare", unit="img", disable=not progress):
+    kept: list[tuple[PolicyRunner, np.ndarray]] = []
+    for frame in tqdm(frames, total=total, desc="prefix + dense" if match == "set" else "compare", unit="img",
+                      disable=not progress):
         if frame.label is None:
             raise ValueError(f"{frame.name}: no label; dovit.compare needs labelled images")
         runner = PolicyRunner(predictor, frame.image, seed=seed, dtop_k=dtop_k)
         dense_gflops = runner.dense_flops / 1e9
         dense.add(runner.dense_mask, frame.label, runner.dense_mask, runner.dense_latency_ms, dense_gflops,
                   dense_gflops, 1.0, "")
+        if match == "set":
+            kept.append((runner, frame.label))
+            continue
         for budget in budgets:
             for name in policies:
                 result = runner.run(name, budget)
                 tallies[name, budget].add(result.mask, frame.label, runner.dense_mask, result.latency_ms,
                                           result.gflops, result.budget_gflops, result.parameter, result.note)
-        count += 1
-    if count == 0:
+    if not dense.gflops:
         raise ValueError("no images to compare on")
+    if match == "set":
+        runners = [runner for runner, _ in kept]
+        for budget in budgets:
+            for name in policies:
+                parameter = set_parameter(runners, name, budget) if name in SET_MATCHED else None
+                for runner, label in tqdm(kept, desc=f"{name} at {budget:g}", unit="img", leave=False,
+                                          disable=not progress):
+                    result = runner.run(name, budget) if parameter is None else runner.run_at(name, parameter, budget)
+                    tallies[name, budget].add(result.mask, label, runner.dense_mask, result.latency_ms,
+                                              result.gflops, result.budget_gflops, result.parameter, result.note)
     rows = [_score(name, budget, tallies[name, budget]) for name in policies for budget in budgets]
     return _score("dense", 1.0, dense), rows
+
+
+MATCH_MODES = ("set", "image")
+SET_MATCHED = ("confidence", "random", "dtop", "oracle")  # the policies with a threshold: one value per set
+
+
+def set_parameter(runners: Sequence[PolicyRunner], policy: str, budget: float) -> float:
+    """One knob value (ξ, or τ for oracle; random: confidence's ξ) for all ``runners``' images whose mean
+    ``Trace.flops`` meets ``budget`` x the mean dense FLOPs (``policies.search_budget`` on the pooled
+    first-decision scores' quantiles; one forward per image and step)."""
+    policy = "confidence" if policy == "random" else policy
+    scores = torch.cat([runner.first_scores[policy][0] for runner in runners])
+    threshold_of = quantile_map(scores, runners[0].first_scores[policy][1])
+    dense = float(np.mean([runner.dense_flops for runner in runners]))
+    target = budget * dense
+    if abs(dense - target) <= SEARCH_TOLERANCE * target:  # budget 1: nothing stops
+        return threshold_of(1.0)
+    keep_all = float(np.mean([runner.keep_all_flops() for runner in runners]))
+    u, _ = search_budget(lambda u: float(np.mean([r.measured_flops(policy, threshold_of(u)) for r in runners])),
+                         target, SEARCH_TOLERANCE, ends=(None, keep_all))
+    return threshold_of(u)
 
 
 # ------------------------------------------------------------------ output
@@ -194,6 +239,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="FLOPs budgets, fractions in (0, 1] of the dense forward's GFLOPs")
     parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES, metavar="POLICY",
                         help="policies to run, from: " + " ".join(POLICIES))
+    parser.add_argument("--match", choices=MATCH_MODES, default="set",
+                        help="set: each threshold policy (confidence, random, dtop, oracle) runs one knob value for "
+                        "the whole set, chosen so that the mean GFLOPs meet the budget (costs follow content, as "
+                        "deployed); image: the knob is searched per image, so every image meets the budget")
     parser.add_argument("--max-images", type=int, default=None, help="use only the first N images")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random policy")
     parser.add_argument("--dtop-k", type=int, default=DTOP_K,
@@ -227,9 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     count = len(dataset) if args.max_images is None else min(args.max_images, len(dataset))
     load_before = _load_average()
     dense, rows = compare_policies(predictor, labelled_frames(dataset, args.max_images), budgets, args.policies,
-                                   args.seed, args.dtop_k, total=count)
+                                   args.seed, args.dtop_k, args.match, total=count)
     what = (f"{args.dataset} {args.split}" + (f" (recordings {' '.join(args.sequences)})" if args.sequences else "")
-            + f", {count} images at {predictor.config.input_size[0]}x{predictor.config.input_size[1]}")
+            + f", {count} images at {predictor.config.input_size[0]}x{predictor.config.input_size[1]}, "
+            f"budgets matched per {args.match}")
     table = markdown_table(dense, rows)
     print(f"{what}; {BUDGET_DEFINITION}; {FLOPS_CONVENTION}")
     print(table)
@@ -243,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         _write(args.json, json.dumps({
             "checkpoint": str(checkpoint), "dataset": args.dataset, "split": args.split, "sequences": args.sequences,
             "images": count, "input_size": list(predictor.config.input_size), "budgets": budgets,
-            "policies": list(args.policies), "seed": args.seed, "dtop_k": args.dtop_k,
+            "policies": list(args.policies), "seed": args.seed, "dtop_k": args.dtop_k, "match": args.match,
             "budget_definition": BUDGET_DEFINITION, "flops_convention": FLOPS_CONVENTION, "machine": machine,
             "dense": asdict(dense), "results": [asdict(r) for r in rows]}, indent=2) + "\n")
     if args.md:

@@ -293,9 +293,10 @@ class PolicyRunner:
         first_logits = self.model.aux_heads[0](self.state.tokens[:, self.model.num_prefix_tokens:], self.grid)
         first_confidence = tp.token_confidence(first_logits.flatten(2).transpose(1, 2))[0]
         first_priority = oracle_priority(first_confidence, _aux_class(first_logits)[0], self.dense_class[0])
-        self._threshold_of = {"confidence": quantile_map(first_confidence, 1.0),
-                              "dtop": quantile_map(first_confidence, 1.0),
-                              "oracle": quantile_map(first_priority, 2.0)}
+        # first_scores: per threshold policy, the first decision's scores (N,) and the threshold that stops none
+        self.first_scores = {"confidence": (first_confidence, 1.0), "dtop": (first_confidence, 1.0),
+                             "oracle": (first_priority, 2.0)}
+        self._threshold_of = {name: quantile_map(*scores) for name, scores in self.first_scores.items()}
         self._choices: dict[tuple[str, float], _Choice] = {}
         self._flops_seen: dict[tuple[str, float], float] = {}
 
@@ -308,7 +309,8 @@ class PolicyRunner:
         """``Trace.flops`` of a token-pass forward (all D aux heads run) with these kept counts per group."""
         return int(forward_flops(self.model, self.grid, list(group_tokens), self.num_decisions)["total"])
 
-    def _keep_all_flops(self) -> int:
+    def keep_all_flops(self) -> int:
+        """``Trace.flops`` of a token-pass forward that stops nothing (the dense work plus the aux heads)."""
         return self.flops_of_counts([self.num_tokens] * (self.num_decisions + 1))
 
     # ---------------------------------------------------------- running
@@ -323,7 +325,7 @@ class PolicyRunner:
         return self.model.forward_from(self.state, _trace_xi(policy, parameter),
                                        decide=self._decider(policy, parameter, stop_counts))
 
-    def _measured_flops(self, policy: str, parameter: float) -> float:
+    def measured_flops(self, policy: str, parameter: float) -> float:
         """FLOPs of a forward at ``parameter``, remembered (every budget's search starts at the same u = 0)."""
         key = (policy, float(parameter))
         if key not in self._flops_seen:
@@ -358,8 +360,8 @@ class PolicyRunner:
             ratio, flops = search_budget(flops_at, target, self.tolerance / 10, max_steps=60)
             return self._or_dense(policy, ratio, flops, target)
         threshold_of = self._threshold_of[policy]
-        u, flops = search_budget(lambda u: self._measured_flops(policy, threshold_of(u)), target, self.tolerance,
-                                 ends=(None, float(self._keep_all_flops())))
+        u, flops = search_budget(lambda u: self.measured_flops(policy, threshold_of(u)), target, self.tolerance,
+                                 ends=(None, float(self.keep_all_flops())))
         return self._or_dense(policy, threshold_of(u), flops, target)
 
     def _or_dense(self, policy: str, parameter: float, flops: float, target: float) -> _Choice:
@@ -367,13 +369,21 @@ class PolicyRunner:
             return _Choice(_KEEP_ALL[policy](self.num_decisions), dense=True)
         return _Choice(parameter, dense=False)
 
-    @torch.inference_mode()
     def run(self, policy: str, budget: float) -> PolicyResult:
         """``policy`` on this image at ``budget`` in (0, 1] of the dense FLOPs: search, then one timed forward."""
         budget = check_budget(budget)
-        if policy not in POLICIES:
-            raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
-        choice = self.choose(policy, budget)
+        check_policies([policy])
+        return self._run(policy, self.choose(policy, budget), budget, per_image=True)
+
+    def run_at(self, policy: str, parameter: float, budget: float) -> PolicyResult:
+        """``policy`` at a given knob value (chosen for a whole image set, see ``dovit.compare``); budget is
+        only recorded. A parameter that stops nothing (ξ = 1, r = 1, τ = 2, cut D + 1) runs the dense forward."""
+        check_policies([policy])
+        dense = float(parameter) >= _KEEP_ALL[policy](self.num_decisions)
+        return self._run(policy, _Choice(float(parameter), dense=dense), check_budget(budget), per_image=False)
+
+    @torch.inference_mode()
+    def _run(self, policy: str, choice: _Choice, budget: float, per_image: bool) -> PolicyResult:
         stop_counts = None
         if policy == "random" and not choice.dense:
             reference = self.forward("confidence", choice.parameter)
@@ -397,12 +407,12 @@ class PolicyRunner:
             latency_ms=latency_ms,
             agreement=float((mask == self.dense_mask).mean()),
             parameter=float(choice.parameter),
-            note=self._note(policy, choice, trace.flops, budget_flops),
+            note=self._note(policy, choice, trace.flops / budget_flops if per_image else None),
             kept_tokens=tuple(g.tokens for g in trace.groups),
             trace=trace,
         )
 
-    def _note(self, policy: str, choice: _Choice, flops: float, budget_flops: float) -> str:
+    def _note(self, policy: str, choice: _Choice, budget_ratio: float | None) -> str:
         notes = []
         if choice.dense:
             notes.append("nothing stops at this budget: the dense forward")
@@ -414,9 +424,9 @@ class PolicyRunner:
         elif policy == "dtop":
             notes.append(f"k = {self.dtop_k} per class kept for context; stopped tokens go to the decoder")
         elif policy == "random":
-            notes.append(f"stops as many tokens per decision as confidence at xi = {choice.parameter:.4g}")
-        if policy != "shallow" and abs(flops / budget_flops - 1.0) > BUDGET_TOLERANCE:
-            notes.append(f"misses the budget: {flops / budget_flops:.1%} of it "
+            notes.append("stops as many tokens per decision as confidence (at the xi in parameter)")
+        if policy != "shallow" and budget_ratio is not None and abs(budget_ratio - 1.0) > BUDGET_TOLERANCE:
+            notes.append(f"misses the budget: {budget_ratio:.1%} of it "
                          "(out of this policy's reach, or the search ran out of steps)")
         return "; ".join(notes)
 

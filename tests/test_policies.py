@@ -9,6 +9,7 @@ import dovit
 from dovit import policies
 from dovit.data.synthetic import synthetic_dataset
 from dovit.policies import POLICIES
+from dovit.preprocess import logits_to_mask
 
 INPUT_SIZE = (128, 192)  # an 8 x 12 grid: 96 tokens, so one token is < 1 % of the dense FLOPs
 
@@ -208,3 +209,13 @@ def test_api_errors(predictor, images):
             policies.run_policies(predictor, images[0], budget)
     with pytest.raises(ValueError, match="uint8"):
         policies.run_policies(predictor, images[0].astype(np.float32), 0.5)
+
+
+def test_run_at_a_given_knob_is_that_forward(runner):
+    with torch.inference_mode():
+        reference = runner.model.forward_from(runner.state, 0.6)
+    result = runner.run_at("confidence", 0.6, budget=0.5)
+    assert np.array_equal(result.mask, logits_to_mask(reference.logits, result.mask.shape)[0].numpy())
+    assert result.kept_tokens == tuple(reference.group_tokens[0].tolist()) and result.budget_gflops > 0
+    dense = runner.run_at("oracle", 2.0, budget=0.5)  # tau 2 stops nothing: the dense forward
+    assert np.array_equal(dense.mask, runner.dense_mask) and dense.gflops == dense.dense_gflops
