@@ -21,7 +21,6 @@ from .analysis import to_working_size
 from .state import Session
 from .studio import Studio, user_error
 
-INSPECT_QUEUE = "inspect"
 EMPTY_PANEL = "Click any token on any view (or type a row and column) to follow it through the network."
 # Arrow keys click the panel's arrow buttons, unless the focus is in a field, a slider, a tab or a plot.
 KEYS_JS = """<script>
@@ -50,7 +49,7 @@ class InspectorPanel:
     row: gr.Number
     col: gr.Number
     text: gr.Markdown
-    chart: gr.Plot
+    chart: gr.HTML
     marker: gr.Image
     moves: dict[str, gr.Button]
 
@@ -60,7 +59,7 @@ class InspectorPanel:
 
 def build_panel() -> InspectorPanel:
     """The inspector's side panel (right, closed until a token is picked). Call inside the gr.Blocks."""
-    with gr.Sidebar(label="Token inspector", open=False, position="right", width=460,
+    with gr.Sidebar(label="Token inspector", open=False, position="right", width=420,
                     elem_id="inspector") as sidebar:
         with gr.Row():
             row = gr.Number(label="row", precision=0, minimum=0, elem_id="inspect-row", min_width=80)
@@ -69,7 +68,7 @@ def build_panel() -> InspectorPanel:
             moves = {direction: gr.Button(symbol, size="sm", min_width=40, elem_id=f"inspect-{direction}")
                      for direction, symbol in (("left", "←"), ("up", "↑"), ("down", "↓"), ("right", "→"))}
         text = gr.Markdown(EMPTY_PANEL, elem_id="inspector-panel")
-        chart = gr.Plot(label="confidence q at each decision layer against ξ", elem_id="inspector-chart")
+        chart = gr.HTML(elem_id="inspector-chart")
         marker = gr.Image(label="where the token is", format="jpeg", interactive=False, height=180,
                           elem_id="inspector-marker", buttons=[])
     return InspectorPanel(sidebar, row, col, text, chart, marker, moves)
@@ -96,7 +95,7 @@ class TokenInspector:
         col = min(max(int(col), 0), grid[1] - 1)
         report = inspector.token_report(prediction, row, col, self.class_names, self.patch)
         return [row, col, inspector.panel_markdown(report, self.policy_lines(session, row, col)),
-                inspector.confidence_figure(report), inspector.token_marker(session.working, row, col, self.patch),
+                inspector.confidence_svg(report), inspector.token_marker(session.working, row, col, self.patch),
                 skip_open]
 
     def policy_lines(self, session: Session, row: int, col: int) -> list[str]:
@@ -173,10 +172,13 @@ class TokenInspector:
 def wire(panel: InspectorPanel, handlers: TokenInspector, session: gr.State,
          views: list[tuple[gr.Image, Callable[[Session], tuple[int, int] | None]]], refresh_on) -> None:
     """Every (view image, its content size) opens the panel on a click; the arrow buttons, the row/col
-    boxes and ``refresh_on`` (an event: a new forward on the page) keep it in sync. No model runs, so
-    these events are not admitted; each runs the latest of a burst (``always_last``) in its own queue."""
-    common = dict(concurrency_id=INSPECT_QUEUE, concurrency_limit=1, api_visibility="private",
-                  trigger_mode="always_last", show_progress="hidden")
+    boxes and ``refresh_on`` (an event: a new forward on the page) keep it in sync.
+
+    No model runs (a few ms of numpy and one JPEG per call), so these events are neither admitted nor
+    queued: a plain request each (``queue=False``) answers about 80 ms sooner than joining the queue and
+    reading its event stream (docs/benchmarks.md), and a burst of clicks or keys runs only its latest
+    (``always_last``)."""
+    common = dict(queue=False, api_visibility="private", trigger_mode="always_last", show_progress="hidden")
     outputs = panel.outputs()
     for image, content_size in views:
         image.select(handlers.on_select(content_size), [session], outputs, **common)

@@ -212,7 +212,8 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
                     raw_mask = gr.Image(label="Colour mask", format="png", interactive=False)
             with gr.Tab("Halting depth"):
                 halting_legend = gr.HTML()
-                halting = gr.Image(label="Group after which each token stopped", format="jpeg", interactive=False)
+                halting = gr.Image(label="Group after which each token stopped", format="jpeg", interactive=False,
+                                   elem_id="halting-map")
             with gr.Tab("Dense vs DoViT"):
                 with gr.Row():
                     dense_mask = gr.Image(label="Dense model's mask (ξ = 1)", format="png", interactive=False)

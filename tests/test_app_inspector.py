@@ -131,10 +131,11 @@ def test_panel_markdown_and_chart_tell_the_tokens_story(predictor, image):
     text = inspector.panel_markdown(report)
     assert "Token row 3, col 4" in text and "4×5 grid" in text and "pixels y 48–59, x 64–79" in text
     assert "stopped after group **B1** (after block 3)" in text and "(already stopped)" in text
-    figure = inspector.confidence_figure(report)
-    names = [trace.name for trace in figure.data]
-    assert "stops here" in names and "already stopped" in names
-    assert figure.layout.shapes[0].y0 == 0.0  # the ξ line
+    chart = inspector.confidence_svg(report)
+    assert chart.startswith("<svg") and chart.endswith("</svg>") and "ξ = 0" in chart
+    assert chart.count("<polygon") == 1 and "(stops here)" in chart and chart.count("(already stopped)") == 2
+    for head in report["aux_heads"]:
+        assert f"q = {head['confidence']:.4f}" in chart
     marked = inspector.token_marker(image, 3, 4, PATCH)
     assert marked.shape == image.shape and (marked != image).any() and (marked[:40, :60] == image[:40, :60]).all()
 
@@ -168,7 +169,7 @@ def test_a_click_opens_the_panel_on_the_token_without_running_the_model(studio, 
     monkeypatch.setattr(studio.predictor.model, "forward_from", None)  # any forward would fail now
     row, col, text, figure, marker, sidebar = handlers.on_select(working_content)(session, select(50, 20))
     assert (row, col) == (1, 3) and "Token row 1, col 3" in text and sidebar.open is True
-    assert figure.data and marker.shape == (64, 96, 3)
+    assert figure.startswith("<svg") and marker.shape == (64, 96, 3)
     report = inspector.token_report(session.prediction, 1, 3, handlers.class_names, PATCH)
     assert f"ξ = {report['xi']:.4g}" in text
     assert all(value == gr.skip() for value in handlers.on_select(working_content)(session, select(100, 5)))

@@ -20,12 +20,15 @@ PANEL_SHOWS_JS = """([row, col]) => {
 }"""
 
 
-def click_token(page, selector: str, row: int, col: int, patch: int = 16, scale: float = 1.0) -> None:
-    """Click the centre pixel of token (row, col) of the view image in ``selector`` (an image shown at
-    ``scale`` times the working size)."""
+def click_token(page, selector: str, row: int, col: int, patch: int = 16,
+                working_size: tuple[int, int] | None = None) -> None:
+    """Click the centre of token (row, col) of the view image in ``selector``, a view at the working size
+    (``working_size`` = (H, W): a last row/column cut short by the image's edge is clicked in its part)."""
+    height, width = working_size or (float("inf"), float("inf"))
+    y = (row * patch + min((row + 1) * patch, height)) / 2
+    x = (col * patch + min((col + 1) * patch, width)) / 2
     page.locator(f"{selector} img").scroll_into_view_if_needed()
-    x, y = page.evaluate(PIXEL_POSITION_JS, [selector, (col + 0.5) * patch * scale, (row + 0.5) * patch * scale])
-    page.mouse.click(x, y)
+    page.mouse.click(*page.evaluate(PIXEL_POSITION_JS, [selector, x, y]))
 
 
 def wait_for_token(page, row: int, col: int) -> None:
