@@ -32,11 +32,11 @@ MARKER_LOADED_JS = """previous => { const image = document.querySelector('#inspe
     return image && image.src !== previous && image.complete && image.naturalWidth > 0; }"""
 
 
-def row(label: str, waits: list[float]) -> str:
+def row(label: str, waits: list[float], digits: int = 0) -> str:
     ordered = sorted(waits)
     p10, p90 = ordered[int(0.1 * (len(ordered) - 1))], ordered[int(0.9 * (len(ordered) - 1))]
-    return (f"| {label} | {len(waits)} | {statistics.median(waits):.0f} | {p10:.0f} | {p90:.0f} | "
-            f"{ordered[0]:.0f} | {ordered[-1]:.0f} |")
+    values = (statistics.median(waits), p10, p90, ordered[0], ordered[-1])
+    return f"| {label} | {len(waits)} | " + " | ".join(f"{v:.{digits}f}" for v in values) + " |"
 
 
 def main() -> None:
@@ -139,7 +139,7 @@ def main() -> None:
         print(row(kind, waits))
     print(row("**all**", [w for waits in text_waits.values() for w in waits]))
     print(row("all, until the token marker image has loaded too", [w for ws in marker_waits.values() for w in ws]))
-    print(row("handler alone (TokenInspector.panel, in process)", handler_ms[10:]))
+    print(row("handler alone (TokenInspector.panel, in process)", handler_ms[10:], digits=2))
 
 
 if __name__ == "__main__":

@@ -126,7 +126,7 @@ def test_python_app_py_serves_a_checkpoint_on_127_0_0_1(tiny_model, tmp_path):
                 assert time.monotonic() < deadline, "app.py did not answer within 120 s"
                 time.sleep(0.5)
         api = Client(f"http://127.0.0.1:{port}/", verbose=False).view_api(print_info=False, return_format="dict")
-        assert "/predict" in api["named_endpoints"]
+        assert "/predict" in api["named_endpoints"] and "/inspect_token" in api["named_endpoints"]
     finally:
         server.terminate()
         server.wait(timeout=30)
