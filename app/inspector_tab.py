@@ -101,7 +101,7 @@ class TokenInspector:
     def policy_lines(self, session: Session, row: int, col: int) -> list[str]:
         """The Policies tab's stop depths of this token, when the tab has run on this image."""
         run = session.policies
-        if run is None or not getattr(run, "results", None):
+        if run is None or not run.results:
             return []
         depths = []
         for result in run.results:

@@ -17,6 +17,8 @@ from .charts import SweepPoint
 if TYPE_CHECKING:
     from dovit import Prediction
 
+    from .policy_views import PolicyRun
+
 T = TypeVar("T")
 
 
@@ -39,7 +41,7 @@ class Session:
     color_mask: np.ndarray | None = None
     sweep: list[SweepPoint] | None = None
     prediction: Prediction | None = None
-    policies: Any = None
+    policies: PolicyRun | None = None
 
 
 @dataclass
