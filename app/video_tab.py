@@ -7,8 +7,8 @@ the sub-folders of ``--frames-root``, offered by name in a dropdown; no path eve
 
 A job streams (``analyse_to_disk``): one frame is decoded, analysed and annotated while the job holds the
 model (``Studio.model_call(background=True)``, so the page and /predict go first between frames), then
-written to an MP4 (mp4v, the download) and, for the page, a WebM (VP8, what a browser plays: this
-OpenCV has no H.264 encoder); only the per-frame ``FrameRecord``s stay in memory. The scrubber decodes
+written to an MP4 (mp4v, the download) and, for the page, a smaller WebM (VP8, what a browser plays:
+this OpenCV has no H.264 encoder); only the per-frame ``FrameRecord``s stay in memory. The scrubber decodes
 the one frame it points at from the MP4. Jobs stop after ``ServingLimits.video_max_frames`` frames or
 ``video_budget_s`` seconds, frames are shrunk to ``video_max_side``, each with a notice.
 """
@@ -32,7 +32,7 @@ from dovit.video import (FrameRecord, FrameWriter, analyze_video, count_frames, 
                          read_frame, write_records_csv, write_records_json)
 
 from .guard import video_problem
-from .images import NOT_UPLOADED
+from .images import NOT_UPLOADED, fit_within
 from .limits import ServingLimits
 from .studio import Studio, user_error
 
@@ -40,6 +40,7 @@ VIDEO_QUEUE = "video"
 OVERLAY_CHOICES = [("Segmentation mask", "mask"), ("Token pass per group (B1…B4 tiles)", "tokens"),
                    ("Halting depth", "halting"), ("Dense vs DoViT disagreement (runs dense too)", "disagreement"),
                    ("None (frame only)", "none")]
+PLAYBACK_MAX_SIDE = 320  # the player's WebM: VP8 costs ~15x mp4v per pixel, and the player is 300 px high
 RUNS_KEPT = 16  # job folders kept on disk (each session's last run, for its scrubber and downloads)
 RUN_MAX_AGE_S = 1800.0  # and none older than gradio's cache sweep keeps outputs
 
@@ -135,7 +136,8 @@ def analyse_to_disk(studio: Studio, source: Path, xi: float, overlay: str, folde
     Yields (frames done, frames expected or None, None) after each frame and finally (done, expected,
     the ``VideoRun``). Each frame's decode, forward and overlay run holding the model as background work
     (``studio.model_call(background=True)``), so interactive calls go first between frames; encoding
-    runs without it. ``playback`` also writes the WebM a browser plays. Raises ValueError for a source
+    runs without it. ``playback`` also writes the WebM a browser plays, at most ``PLAYBACK_MAX_SIDE`` px a
+    side (the MP4 keeps the frames' size). Raises ValueError for a source
     that holds no decodable frame.
     """
     limits = limits or studio.limits
@@ -158,7 +160,7 @@ def analyse_to_disk(studio: Studio, source: Path, xi: float, overlay: str, folde
                 run.records.append(record)
                 mp4.write(annotated)
                 if webm is not None:
-                    webm.write(annotated)
+                    webm.write(fit_within(annotated, PLAYBACK_MAX_SIDE)[0])
                 if clock() - start > limits.video_budget_s:
                     notices.append(f"Stopped after {limits.video_budget_s:.0f} s with {len(run.records)} frames.")
                     yield len(run.records), expected, None
@@ -258,6 +260,9 @@ class VideoTab:
                     if run is None:
                         yield [gr.skip()] * 8  # a point where gradio can cancel the job
                 done = True
+            except FileNotFoundError:
+                raise user_error("The video is no longer on the server (uploads are kept 30 minutes); "
+                                 "upload it again.") from None
             except ValueError as error:
                 raise user_error(str(error)) from None
             finally:

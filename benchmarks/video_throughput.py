@@ -3,17 +3,19 @@
     python -m benchmarks.video_throughput [--checkpoint PATH] [--xi XI] [--frames 40] [--rounds 5] [--threads 1]
 
 (from the checkout root). The clip is CamVid val's first ``--frames`` frames written to a temporary MP4
-(mp4v, outside the repo), else a synthetic street clip. Each round runs, in turn (interleaved A/B, so
-that the machine's load hits every arm alike):
+(mp4v, outside the repo), else a synthetic street clip. Each round runs two passes over the clip, each
+interleaving frame by frame (A/B per frame, so that the machine's load hits both alike) the model's
+forward of a frame with the job's step for that frame:
 
-- model: the frames decoded up front, then per frame ``predictor.preprocess`` + the forward at ξ
-  (batch 1): the model's FPS;
-- export: ``dovit.video.analyze_video`` (decode, preprocess, forward, class mask, mask overlay, caption)
-  into an MP4 (``FrameWriter``, mp4v): what /analyze_video does per frame;
-- tab: the same plus the VP8 WebM the Video tab's player plays.
+- model: the frames decoded and preprocessed up front, then the forward at ξ per frame (batch 1), timed
+  as ``dovit.evaluate`` times its FPS: the model's FPS;
+- export: the app's video job without the player's file (``app.video_tab.analyse_to_disk``, what
+  /analyze_video runs): per frame decode, preprocess, forward, class mask, mask overlay and caption while
+  holding the model gate, then the MP4 (mp4v); the CSV/JSON at the end;
+- tab: the same plus the VP8 WebM the Video tab's player plays (at most 320 px a side).
 
-Prints per round the FPS of each arm and the 1-minute load average, then the median ratio of export and
-tab to model with its spread (min-max over rounds).
+Prints per round each pass's FPS against its paired model FPS and the 1-minute load average, then the
+median ratio of export and tab to model with its spread (min-max over rounds).
 """
 from __future__ import annotations
 
@@ -22,13 +24,16 @@ import os
 import statistics
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from app.studio import Studio
+from app.video_tab import analyse_to_disk
 from dovit import Predictor
-from dovit.video import FrameWriter, analyze_video, iter_frames, write_video
+from dovit.video import iter_frames, write_video
 
 ROOT = Path(__file__).resolve().parent.parent
 CAMVID_VAL = ROOT.parent / "shared/data/camvid/val"
@@ -49,26 +54,26 @@ def make_clip(folder: Path, frames: int) -> Path:
 
 
 @torch.inference_mode()
-def model_fps(predictor: Predictor, frames: list[np.ndarray], xi: float) -> float:
+def paired_fps(studio: Studio, pixels: list[torch.Tensor], clip: Path, xi: float, out: Path,
+               playback: bool) -> tuple[float, float]:
+    """(model FPS, job FPS), measured frame by frame in turn: the forward of frame i alone (batch 1, on
+    the preprocessed frame, timed like ``dovit.evaluate``'s FPS), then the job's step for frame i
+    (``app.video_tab.analyse_to_disk``: decode, preprocess, forward, class mask, overlay, encode), so that
+    both see the same moment's load. The job's last step (CSV/JSON) counts to the job."""
+    job = analyse_to_disk(studio, clip, xi, "mask", out / uuid.uuid4().hex, playback=playback)
+    model_s = job_s = 0.0
+    for tensor in pixels:
+        start = time.perf_counter()
+        studio.predictor.model(tensor, xi=xi)
+        model_s += time.perf_counter() - start
+        start = time.perf_counter()
+        next(job)
+        job_s += time.perf_counter() - start
     start = time.perf_counter()
-    for frame in frames:
-        predictor.model(predictor.preprocess(frame), xi=xi)
-    return len(frames) / (time.perf_counter() - start)
-
-
-def pipeline_fps(predictor: Predictor, clip: Path, xi: float, out: Path, playback: bool) -> float:
-    start = time.perf_counter()
-    count = 0
-    with FrameWriter(out / "annotated.mp4", 30) as mp4:
-        webm = FrameWriter(out / "annotated.webm", 30) if playback else None
-        for _, annotated in analyze_video(predictor, clip, xi=xi, overlay="mask"):
-            mp4.write(annotated)
-            if webm is not None:
-                webm.write(annotated)
-            count += 1
-        if webm is not None:
-            webm.close()
-    return count / (time.perf_counter() - start)
+    for _ in job:  # the records' files
+        pass
+    job_s += time.perf_counter() - start
+    return len(pixels) / model_s, len(pixels) / job_s
 
 
 def main() -> None:
@@ -81,26 +86,27 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     predictor = Predictor.from_checkpoint(args.checkpoint)
+    studio = Studio(predictor, image_dirs=[])
     xi = predictor.default_xi if args.xi is None else args.xi
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         clip = make_clip(folder, args.frames)
         frames = list(iter_frames(clip))
+        pixels = [predictor.preprocess(frame) for frame in frames]
         print(f"clip: {len(frames)} frames {frames[0].shape[1]}x{frames[0].shape[0]}, xi {xi:g}, "
               f"torch threads {args.threads}, working size {tuple(predictor.config.input_size)}")
-        model_fps(predictor, frames[:3], xi)  # warm-up
+        paired_fps(studio, pixels[:3], clip, xi, folder, playback=False)  # warm-up
         rows = []
         for round_index in range(args.rounds):
             load = os.getloadavg()[0]
-            model = model_fps(predictor, frames, xi)
-            export = pipeline_fps(predictor, clip, xi, folder, playback=False)
-            tab = pipeline_fps(predictor, clip, xi, folder, playback=True)
-            rows.append((model, export, tab))
-            print(f"round {round_index + 1}: model {model:.2f} FPS, export (mp4) {export:.2f} FPS "
-                  f"({export / model:.3f}), tab (mp4 + webm) {tab:.2f} FPS ({tab / model:.3f}); "
-                  f"load {load:.2f} -> {os.getloadavg()[0]:.2f}")
-    for name, column in (("export", 1), ("tab", 2)):
-        ratios = [row[column] / row[0] for row in rows]
+            model_a, export = paired_fps(studio, pixels, clip, xi, folder, playback=False)
+            model_b, tab = paired_fps(studio, pixels, clip, xi, folder, playback=True)
+            rows.append((model_a, export, model_b, tab))
+            print(f"round {round_index + 1}: export (mp4) {export:.2f} FPS vs model {model_a:.2f} FPS "
+                  f"({export / model_a:.3f}); tab (mp4 + webm) {tab:.2f} FPS vs model {model_b:.2f} FPS "
+                  f"({tab / model_b:.3f}); load {load:.2f} -> {os.getloadavg()[0]:.2f}")
+    for name, column in (("export", 1), ("tab", 3)):
+        ratios = [row[column] / row[column - 1] for row in rows]
         print(f"{name} / model: median {statistics.median(ratios):.3f}, spread {min(ratios):.3f}-{max(ratios):.3f} "
               f"over {len(ratios)} rounds")
 

@@ -32,11 +32,11 @@ from .data import DATASETS, folders
 from .flops import FLOPS_CONVENTION, forward_flops
 from .metrics import ConfusionMatrix
 from .predictor import Predictor, check_xi
-from .preprocess import logits_to_mask, resize_image
+from .preprocess import resize_image
 from .report.html import write_report
 from .report.tokens import token_index_map, token_majority, token_sums
 from .trace import Trace, build_trace
-from .video import FrameRecord, count_frames, iter_named_frames, overlay_frame, write_records_csv
+from .video import FrameRecord, class_mask, count_frames, iter_named_frames, overlay_frame, write_records_csv
 
 DEFAULT_XI_GRID = (0.8, 0.85, 0.9, 0.95, 0.98, 1.0)
 CALIBRATION_BINS = 10
@@ -204,14 +204,14 @@ def analyse_image(predictor: Predictor, image: np.ndarray, label: np.ndarray | N
     for value in sorted({*(check_xi(v) for v in xi_grid), 1.0}):  # 1.0: the dense reference
         start = time.perf_counter()
         outputs[value] = model.forward_from(state, value)
-        masks[value] = logits_to_mask(outputs[value].logits, size)[0].cpu().numpy()
+        masks[value] = class_mask(outputs[value].logits, size)
         run_ms[value] = (time.perf_counter() - start) * 1000.0
     if xi < 1.0 and xi in outputs:  # the aux heads ran already
         main, mask = outputs[xi], masks[xi]
     else:  # xi = 1 (aux heads off above) or off the grid
         start = time.perf_counter()
         main = model.forward_from(state, xi, with_aux=True)
-        mask = logits_to_mask(main.logits, size)[0].cpu().numpy()
+        mask = class_mask(main.logits, size)
         run_ms[xi] = (time.perf_counter() - start) * 1000.0
     latency_ms = prefix_ms + run_ms[xi]
     trace = build_trace(model, main)

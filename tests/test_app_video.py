@@ -113,6 +113,9 @@ def test_upload_handler_fills_player_timeline_scrubber_and_downloads(tab, upload
     assert np.abs(image.astype(int) - list(iter_frames(run.mp4))[5].astype(int)).mean() < 2
     rerun = last(tab.on_rerun(0.9, "mask", run))[-1]
     assert rerun.xi == 0.9 and rerun.folder != run.folder and not run.folder.exists()  # the old run's files go
+    gone = video_tab.VideoRun(**{**vars(rerun), "source": uploads / "swept_by_gradio.mp4"})
+    with pytest.raises(gr.Error, match="no longer on the server"):
+        last(tab.on_rerun(0.9, "mask", gone))
 
 
 def test_frame_folder_handler_reads_only_offered_folders(tab):

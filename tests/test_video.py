@@ -173,3 +173,12 @@ def test_token_pass_mosaic_has_a_tile_per_group(predictor, tmp_path):
     assert orange.mean() > 0.5 and not ((first[..., 0] > 150) & (first[..., 2] < 100)).mean() > 0.5
     last = mosaic[32:, 48:].astype(float)  # B4: nothing left, everything dark
     assert last.mean() < first.mean()
+
+
+def test_class_mask_equals_logits_to_mask():
+    from dovit.preprocess import logits_to_mask
+
+    logits = torch.randn(1, 5, 40, 30).permute(0, 1, 3, 2)  # strided, like a decoder's cropped output
+    logits[0, 2, :4] = logits[0, 3, :4] = 9.0  # ties go to the first maximal class in both
+    for size in ((30, 40), (61, 83)):
+        assert np.array_equal(video.class_mask(logits, size), logits_to_mask(logits, size)[0].numpy())
