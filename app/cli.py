@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    for root in args.frames_root:
+        if not Path(root).expanduser().is_dir():
+            raise SystemExit(f"{_program_name()}: --frames-root {root}: not a folder")
     from app.runtime import configure_torch  # heavy imports after parsing, so that --help is instant
     from app.examples import default_examples_dir
     from app.ui import build_demo, serve
@@ -56,9 +59,6 @@ def main(argv: list[str] | None = None) -> None:
     try:
         predictor = Predictor.from_checkpoint(args.checkpoint)
         examples = default_examples_dir() if args.examples is None else (args.examples or None)
-        for root in args.frames_root:
-            if not Path(root).expanduser().is_dir():
-                raise FileNotFoundError(f"--frames-root {root}: not a folder")
         demo = build_demo(predictor, examples_dir=examples,
                           frame_roots=[Path(root).expanduser() for root in args.frames_root])
     except (CheckpointError, FileNotFoundError) as error:

@@ -178,5 +178,5 @@ def test_build_demo_offers_only_predict_and_inspect_token_as_apis(tiny_model, tm
 def test_app_py_flags():
     result = subprocess.run([sys.executable, "app.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
-    for flag in ("--checkpoint", "--host", "--port", "--examples", "--share", "--threads"):
+    for flag in ("--checkpoint", "--host", "--port", "--examples", "--frames-root", "--share", "--threads"):
         assert flag in result.stdout
