@@ -130,7 +130,7 @@ class Admission:
             if sum(1 for s, _, _, _ in tickets if s == session) >= limits.pending_per_session:
                 raise LimitError(f"This session already has {limits.pending_per_session} requests waiting or "
                                  "running; try again when they have finished.")
-            per_session = {"sweep": (limits.sweeps_per_session, "A ξ sweep"),
+            per_session = {"sweep": (limits.sweeps_per_session, "A ξ sweep or policy run"),
                            "video": (limits.videos_per_session, "A video analysis"),
                            "report": (limits.reports_per_session, "A data-set report")}
             if kind in per_session and sum(

@@ -74,7 +74,6 @@ class PolicyHandlers:
 
     def __init__(self, studio: Studio) -> None:
         self.studio = studio
-        self.working_size = tuple(int(v) for v in studio.config.input_size)  # PolicyRunner's working size
 
     def user_budget(self, value: object) -> float:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -97,8 +96,8 @@ class PolicyHandlers:
             progress((0, steps), desc="policies: dense forward")
             start = time.monotonic()
             with studio.model_call(background=True):
-                runner = PolicyRunner(studio.predictor, session.working)
-            run = policy_views.PolicyRun(budget, [], runner.dense_latency_ms)
+                runner = PolicyRunner(studio.predictor, session.working, size=session.size)
+            run = policy_views.PolicyRun(budget, [], runner.dense_latency_ms, session.size)
             yield self._skips()
             for index, name in enumerate(POLICIES):
                 if run.results and time.monotonic() - start > studio.limits.sweep_budget_s:
@@ -124,7 +123,7 @@ class PolicyHandlers:
         values[1 + index] = gr.update(value=policy_views.mask_view(result, session.working, studio.config.class_colors),
                                       label=label)
         values[1 + len(POLICIES) + index] = gr.update(
-            value=policy_views.stop_map_view(result, session.working, self.working_size, studio.patch,
+            value=policy_views.stop_map_view(result, session.working, run.working_size, studio.patch,
                                              studio.num_groups),
             label=f"{result.name}: stop map · kept " + " → ".join(map(str, result.kept_tokens)))
         return values
@@ -147,7 +146,7 @@ class PolicyHandlers:
             return size
 
         def stop_map_size(session: Session) -> tuple[int, int] | None:
-            return self.working_size if session.policies else None
+            return session.policies.working_size if session.policies else None
         return [mask_size(index) for index in range(len(POLICIES))] + [stop_map_size] * len(POLICIES)
 
 

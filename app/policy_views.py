@@ -31,11 +31,13 @@ DESCRIPTIONS = {
 @dataclass
 class PolicyRun:
     """The Policies tab's last run on a session's image: the budget (fraction of dense GFLOPs), one result
-    per policy done (in POLICIES order; fewer when stopped early), and the dense forward's latency."""
+    per policy done (in POLICIES order; fewer when stopped early), the dense forward's latency, and the
+    working size (h, w) the forwards saw."""
 
     budget: float
     results: list[PolicyResult]
     dense_latency_ms: float
+    working_size: tuple[int, int] | None = None
 
 
 def mask_view(result: PolicyResult, image: np.ndarray, class_colors) -> np.ndarray:

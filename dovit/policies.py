@@ -268,12 +268,12 @@ class PolicyRunner:
 
     @torch.inference_mode()
     def __init__(self, predictor: Predictor, image: np.ndarray, seed: int = 0, dtop_k: int = DTOP_K,
-                 tolerance: float = SEARCH_TOLERANCE) -> None:
+                 tolerance: float = SEARCH_TOLERANCE, size: tuple[int, int] | None = None) -> None:
         image = validate_image(image)
         self.model, self.seed, self.dtop_k, self.tolerance = predictor.model, int(seed), int(dtop_k), tolerance
         self.image_size = image.shape[:2]
         start = time.perf_counter()
-        pixels = predictor.preprocess(image)
+        pixels = predictor.preprocess(image, size)  # size: the working (h, w), default the checkpoint's
         self.state = self.model.prefix(pixels)
         self.prefix_ms = (time.perf_counter() - start) * 1000.0
         start = time.perf_counter()

@@ -86,7 +86,7 @@ def test_run_shows_every_policy_as_it_finishes_and_keeps_the_run(studio, session
         mask, stop_map = values[1 + index], values[1 + n + index]
         assert mask["value"].shape == (64, 96, 3) and POLICIES[index] in mask["label"]
         assert "agree with dense" in mask["label"] and "GFLOPs" in mask["label"]
-        assert stop_map["value"].shape == (*studio.config.input_size, 3) and "kept" in stop_map["label"]
+        assert stop_map["value"].shape == (64, 96, 3) and "kept" in stop_map["label"]
         assert all(v == gr.skip() for i, v in enumerate(values[1:-1]) if i not in (index, n + index))
     assert outputs[-1][-1] is session and [r.name for r in session.policies.results] == list(POLICIES)
     for result in session.policies.results:
@@ -94,7 +94,17 @@ def test_run_shows_every_policy_as_it_finishes_and_keeps_the_run(studio, session
         if result.name != "shallow" and not result.note.count("misses the budget"):
             assert abs(result.gflops / result.budget_gflops - 1) <= 0.02
     sizes = [view(session) for view in handlers.views()]
-    assert sizes == [(64, 96)] * n + [tuple(studio.config.input_size)] * n
+    assert sizes == [(64, 96)] * (2 * n)
+
+
+def test_policies_run_at_the_sessions_working_size(studio):
+    session = studio.on_image(studio.street, "32x48", 0.5, 0.5, None)[0]
+    assert session.size == (32, 48) != tuple(studio.config.input_size)
+    handlers = PolicyHandlers(studio)
+    last = run_all(handlers, 0.5, session)[-2]
+    assert last[len(POLICIES)]["value"].shape[:2] == last[-2]["value"].shape[:2] == (32, 48)
+    assert all(r.halting_depth.shape == (32 // studio.patch, 48 // studio.patch) for r in session.policies.results)
+    assert [view(session) for view in handlers.views()] == [(32, 48)] * (2 * len(POLICIES))
 
 
 def test_the_inspector_names_each_policys_stop_group(studio, session):
