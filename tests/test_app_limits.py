@@ -79,7 +79,7 @@ def test_admission_caps_per_session_per_sweep_and_per_client():
     admission.admit("tab-c", "5.6.7.8")  # another address is not affected
     admission.finish("tab-a", "sweep")
     assert admission.pending("tab-a") == 1 and admission.pending() == 3
-    with pytest.raises(LimitError, match="sweep is already running"):
+    with pytest.raises(LimitError, match="ξ sweep or policy run is already running"):
         fresh = Admission(limits)
         fresh.admit("tab-d", "9.9.9.9", "sweep")
         fresh.admit("tab-d", "9.9.9.9", "sweep")
