@@ -255,8 +255,8 @@ class VideoTab:
             done = False
             try:
                 for count, expected, run in analyse_to_disk(self.studio, source, xi, overlay, folder, label):
-                    progress((count, expected or self.limits.video_max_frames), desc=f"{label}: frame {count}",
-                             unit="frames")
+                    # a webcam recording's WebM does not say how many frames it has: a bare count then
+                    progress((count, expected) if expected else None, desc=f"{label}: frame {count}", unit="frames")
                     if run is None:
                         yield [gr.skip()] * 8  # a point where gradio can cancel the job
                 done = True

@@ -1,5 +1,6 @@
 """Real browser: in Debian Chromium (Playwright) the Video tab analyses an uploaded clip, its annotated WebM
-plays, the GFLOPs timeline renders, and the scrubber jumps to a frame; the Data set tab's report renders."""
+plays, the GFLOPs timeline renders, and the scrubber jumps to a frame; a webcam recording is analysed; the
+Data set tab's report renders."""
 import os
 import socket
 
@@ -85,5 +86,25 @@ def test_frame_folder_and_data_set_report(app_url):
             page.wait_for_function("document.querySelector('#dataset-notices').innerText.includes('12 images')")
             page.wait_for_selector("#dataset-figure-1 .js-plotly-plot")
             assert "GFLOPs" in page.inner_text("#dataset-headline")
+        finally:
+            browser.close()
+
+
+def test_webcam_recording_is_analysed(app_url):
+    """gr.Video's webcam source records a WebM in the browser (Chromium's fake camera) and uploads it."""
+    with sync_playwright() as playwright:
+        browser = launch_browser(playwright, fake_camera=True)
+        try:
+            page = open_app(browser, app_url)
+            page.get_by_role("tab", name="Video").click()
+            page.locator("#video-input button[aria-label='Capture from camera']").click()
+            page.locator("#video-input").get_by_text("Click to Access Webcam").click()
+            page.wait_for_function("() => { const v = document.querySelector('#video-input video');"
+                                   " return v && v.readyState >= 2 && v.videoWidth > 0; }")
+            page.locator("#video-input button[aria-label='start recording']").click()
+            page.wait_for_timeout(2500)
+            page.locator("#video-input button[aria-label='start recording']").click()  # the same button stops
+            page.wait_for_function("document.querySelector('#video-notices').innerText.includes('frames at')")
+            assert "uploaded video" in page.inner_text("#video-notices")
         finally:
             browser.close()
