@@ -10,6 +10,7 @@ images and Stop cancels between them; the figures, thumbnails and files are the 
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -80,6 +81,7 @@ class DatasetTab:
             accumulator = ReportAccumulator(self.studio.config.class_names, predictor.model.decision_layers, xi,
                                             DEFAULT_XI_GRID, labelled)
             progress((0, total), desc=what, unit="images")
+            start = time.perf_counter()
             try:
                 for frame in frames:
                     with self.studio.model_call(background=True):
@@ -93,7 +95,8 @@ class DatasetTab:
             if not accumulator.records:
                 raise user_error("No images to analyse.")
             summary = accumulator.summary()
-            summary.update(input=what, checkpoint="served", labels="from the layout" if labelled else None)
+            summary.update(input=what, checkpoint="served", labels="from the layout" if labelled else None,
+                           seconds=time.perf_counter() - start)
             thumbnails = accumulator.ranked_thumbnails()
             json_path, html_path = write_report(new_run_folder(self.work_root), summary, thumbnails)
             figures = [figure for _, figure in report_figures(summary)]

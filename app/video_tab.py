@@ -69,18 +69,24 @@ class VideoRun:
 
 def frame_folders(roots: Sequence[str | Path], depth: int = 2) -> dict[str, Path]:
     """{label: folder} of every folder holding images at most ``depth`` levels below each root (the root
-    included), labelled by its path below the root's parent and its frame count, e.g. 'camvid/val (101)'."""
+    included), labelled by its path below the root's parent and its frame count, e.g. 'camvid/val (101
+    frames)'; label folders (``is_label_folder``) are left out."""
     found: dict[str, Path] = {}
     for root in (Path(r).resolve() for r in roots):
         if not root.is_dir():
             continue
         candidates = [root] + [p for level in range(1, depth + 1) for p in sorted(root.glob("/".join(["*"] * level)))]
         for folder in candidates:
-            if folder.is_dir() and not folder.is_symlink():
+            if folder.is_dir() and not folder.is_symlink() and not is_label_folder(folder):
                 count = len(image_files(folder))
                 if count:
                     found.setdefault(f"{folder.relative_to(root.parent)} ({count} frames)", folder)
     return found
+
+
+def is_label_folder(folder: Path) -> bool:
+    """A CamVid-layout label folder (``<split>annot`` beside ``<split>``): label maps, not frames."""
+    return folder.name.endswith("annot") and (folder.parent / folder.name.removesuffix("annot")).is_dir()
 
 
 def new_run_folder(work_root: Path) -> Path:

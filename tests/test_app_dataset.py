@@ -46,7 +46,8 @@ def test_labelled_folder_gives_the_whole_report(camvid_model, root, tmp_path):
     label = next(name for name in tab.folders if name.startswith(f"{root.name}/train "))
     assert dataset_tab.label_layout(root / "train", 11) == "camvid" and dataset_tab.label_layout(root / "train", 5) is None
     headline, notices, gallery, files, *figures = run(tab, label, None, 0.9)
-    assert "mIoU" in headline and "5 images" in notices and "with its labels" in headline
+    assert "mIoU" in headline and "5 images in" in notices and "with its labels" in headline
+    assert not any("trainannot" in name for name in tab.folders)
     assert all(figure is not None for figure in figures) and len(figures) == dataset_tab.FIGURE_SLOTS
     assert {Path(p).name for p in files} == {"report.html", "report.json"}
     assert "plotly" in Path(files[0]).read_text() and len(gallery) == 8  # 4 cheapest, 4 most expensive

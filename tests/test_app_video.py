@@ -147,9 +147,9 @@ def test_api_handler_returns_mp4_and_frame_list(tab, uploads):
 
 
 def test_frame_folders_lists_image_folders_below_the_roots(tmp_path):
-    for name in ("a", "b/c", "empty"):
+    for name in ("a", "b/c", "empty", "aannot"):
         (tmp_path / name).mkdir(parents=True)
-    for name in ("a", "b/c"):
+    for name in ("a", "b/c", "aannot"):  # aannot: the labels of split a, not frames
         cv2.imwrite(str(tmp_path / name / "x.png"), np.zeros((4, 4, 3), np.uint8))
     folders = video_tab.frame_folders([tmp_path])
     assert sorted(folders.values()) == [tmp_path / "a", tmp_path / "b/c"]
