@@ -121,7 +121,7 @@ def run_case(backbone: str, size: tuple[int, int], fractions=KEPT_FRACTIONS, bat
 def stage_profile(backbone: str, size: tuple[int, int], fractions=(0.25,), warmup: int = 2, repeats: int = 10,
                   device: str | torch.device = "cpu") -> dict[str, dict[str, float]]:
     """Median ms per forward stage (the model's ``timings_ms``: embed, group_1, decision_k, group_k,
-    decoder) of a batch-1 random-init forward, dense and at each forced kept fraction, interleaved."""
+    decoder, upsample) of a batch-1 random-init forward, dense and at each forced kept fraction, interleaved."""
     device = torch.device(device)
     torch.manual_seed(0)
     model = build_model(backbone, num_classes=19, input_size=size).to(device).eval()

@@ -103,7 +103,7 @@ def test_benchmark_scripts_import_the_packages_without_editing_sys_path(script):
 def test_stage_profile_names_every_stage_of_both_forwards():
     profile = benchmark.stage_profile("vit_tiny_patch16_224", (64, 96), fractions=(0.25,), warmup=0, repeats=2)
     assert list(profile) == ["dense", "25% kept"]
-    assert {"embed", "group_1", "group_4", "decoder"} <= set(profile["dense"])
+    assert {"embed", "group_1", "group_4", "decoder", "upsample"} <= set(profile["dense"])
     assert {"decision_1", "decision_3"} <= set(profile["25% kept"]) and "decision_1" not in profile["dense"]
     assert all(ms >= 0 for timings in profile.values() for ms in timings.values())
     table = benchmark.format_profile(profile)

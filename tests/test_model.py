@@ -165,13 +165,22 @@ def test_any_input_size_pads_and_crops(tiny_model):
 
 @torch.no_grad()
 def test_decoder_output_is_upsampled_to_the_padded_input_then_cropped(tiny_model):
-    """_decode = decoder, bilinear upsample to the padded size, crop (dovit.preprocess.upsample_logits)."""
+    """Decoder, bilinear upsample to the padded size, crop (dovit.preprocess.upsample_logits), as forward_from runs it."""
     state = tiny_model.prefix(_pixels(1, size=(50, 70)))
     patches = state.tokens[:, tiny_model.num_prefix_tokens :]
     feature_map = dovit.model.tokens_to_map(tiny_model.vit.norm(patches), state.grid)
     reference = torch.nn.functional.interpolate(tiny_model.decoder(feature_map), size=(64, 80), mode="bilinear",
                                                 align_corners=False)[..., :50, :70]
-    assert torch.equal(tiny_model._decode(patches, state), reference)
+    decoded = dovit.model.upsample_logits(tiny_model._decoder_logits(patches, state), (50, 70), tiny_model.patch_size)
+    assert torch.equal(decoded, reference)
+
+
+@torch.no_grad()
+def test_forward_times_the_upsample_apart_from_the_decoder(tiny_model):
+    """The upsample to the input size is a stage of its own in timings_ms (it does not shrink with kept tokens)."""
+    out = tiny_model.forward_from(tiny_model.prefix(_pixels(1, size=(50, 70))), xi=0.5)
+    assert out.logits.shape[-2:] == (50, 70)
+    assert {"decoder", "upsample", "decision_1"} <= set(out.timings_ms) and min(out.timings_ms.values()) >= 0
 
 
 @torch.no_grad()

@@ -88,6 +88,15 @@ def test_logits_to_mask_is_the_argmax(seed):
     torch.testing.assert_close(logits_to_mask(logits, (12, 18)), upsample_logits(logits, (12, 18)).argmax(1))
 
 
+def test_logits_to_mask_breaks_ties_and_nans_as_argmax_does():
+    """Ties (rounded logits make many) and NaNs give argmax's index, on contiguous and cropped (strided) logits."""
+    logits = torch.randn(2, 7, 40, 50, generator=torch.Generator().manual_seed(0)).round()
+    logits[0, 3, :5] = float("nan")
+    logits[1, :, 7] = 1.0  # a row of full ties
+    for view in (logits, logits[..., 3:37, 1:48], logits.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)):
+        assert torch.equal(logits_to_mask(view), view.argmax(dim=1))
+
+
 @pytest.mark.parametrize("image_size", [(50, 70), (36, 48), (130, 90)])
 def test_predictor_evaluation_and_app_produce_the_same_tensor(tiny_model, image_size):
     """Enlarging, same size and shrinking: one image gives one tensor on every path."""
