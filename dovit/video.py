@@ -27,7 +27,7 @@ import torch
 
 from .data.datasets import IMAGE_SUFFIXES, read_rgb
 from .predictor import Predictor, check_xi
-from .preprocess import resize_image, upsample_logits
+from .preprocess import logits_to_mask, resize_image
 from .report.tokens import expand_tokens, token_index_map
 from .trace import Trace, build_trace
 
@@ -354,11 +354,8 @@ def caption_frame(frame: np.ndarray, text: str, bottom: bool = False) -> np.ndar
 
 # ------------------------------------------------------------------ analysis
 def class_mask(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """(1, C, h, w) logits -> (height, width) int64 class ids at ``size``: ``preprocess.logits_to_mask``'s
-    result (the same bilinear upsample, then the first maximal class), with the argmax taken over a
-    contiguous class axis: over the decoder's strided output it took ~50 ms at 360 x 480 on a CPU, half a
-    ViT-T forward, and ~10 ms this way."""
-    return upsample_logits(logits, size).permute(0, 2, 3, 1).contiguous().argmax(-1)[0].cpu().numpy()
+    """(1, C, h, w) logits -> (height, width) int64 numpy class ids at ``size`` (``preprocess.logits_to_mask``)."""
+    return logits_to_mask(logits, size)[0].cpu().numpy()
 
 
 @torch.inference_mode()

@@ -175,10 +175,12 @@ def test_token_pass_mosaic_has_a_tile_per_group(predictor, tmp_path):
     assert last.mean() < first.mean()
 
 
-def test_class_mask_equals_logits_to_mask():
-    from dovit.preprocess import logits_to_mask
+def test_class_mask_is_the_first_maximal_class_of_the_upsampled_logits():
+    from dovit.preprocess import upsample_logits
 
     logits = torch.randn(1, 5, 40, 30).permute(0, 1, 3, 2)  # strided, like a decoder's cropped output
-    logits[0, 2, :4] = logits[0, 3, :4] = 9.0  # ties go to the first maximal class in both
+    logits[0, 2, :4] = logits[0, 3, :4] = 9.0  # ties go to the first maximal class, as numpy's argmax
     for size in ((30, 40), (61, 83)):
-        assert np.array_equal(video.class_mask(logits, size), logits_to_mask(logits, size)[0].numpy())
+        mask = video.class_mask(logits, size)
+        assert mask.shape == size and mask.dtype == np.int64
+        assert np.array_equal(mask, upsample_logits(logits, size)[0].numpy().argmax(0))
