@@ -2,6 +2,7 @@
 screenshot script). Never downloads a browser: Chromium must be at CHROMIUM."""
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -11,6 +12,17 @@ TIMEOUT_MS = 90_000
 
 
 FAKE_CAMERA_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+
+
+def serve_on_loopback(app) -> str:
+    """Serve a ``StudioApp`` (``app.ui.build_demo``) on a free 127.0.0.1 port without blocking; its URL."""
+    from app.ui import serve
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    serve(app, host="127.0.0.1", port=port, block=False)
+    return f"http://127.0.0.1:{port}/"
 
 
 def launch_browser(playwright, fake_camera: bool = False):

@@ -1,13 +1,12 @@
 """Real browser: Debian Chromium (Playwright) uploads an image, drags ξ, checks that the readouts change,
 and saves a screenshot (to $DOVIT_APP_SCREENSHOT when set, else to the test's tmp folder)."""
 import os
-import socket
 from pathlib import Path
 
 import cv2
 import pytest
 
-from app_driver import CHROMIUM, drag_xi, launch_browser, open_app, snapshot_webcam, upload, xi_box_value
+from app_driver import CHROMIUM, drag_xi, launch_browser, open_app, serve_on_loopback, snapshot_webcam, upload, xi_box_value
 
 
 def _cannot_run(reason: str) -> None:
@@ -32,15 +31,11 @@ CAMVID_IMAGE = Path(__file__).resolve().parents[3] / "shared/data/camvid/val/001
 @pytest.fixture(scope="module")
 def app_url(tiny_model, tmp_path_factory):
     import dovit
-    from app.ui import build_demo, serve
+    from app.ui import build_demo
 
     checkpoint = dovit.save_checkpoint(tiny_model, tmp_path_factory.mktemp("checkpoint"))
     demo = build_demo(dovit.Predictor.from_checkpoint(checkpoint))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    serve(demo, host="127.0.0.1", port=port, block=False)
-    yield f"http://127.0.0.1:{port}/"
+    yield serve_on_loopback(demo)
     demo.close()
 
 

@@ -2,12 +2,11 @@
 plays, the GFLOPs timeline renders, and the scrubber jumps to a frame; a webcam recording is analysed; the
 Data set tab's report renders."""
 import os
-import socket
 
 import cv2
 import pytest
 
-from app_driver import launch_browser, open_app
+from app_driver import launch_browser, open_app, serve_on_loopback
 from test_app_browser import sync_playwright  # skipped (failed in CI) like it without Playwright or Chromium
 
 
@@ -30,15 +29,11 @@ def clip(tmp_path_factory):
 @pytest.fixture(scope="module")
 def app_url(tiny_model, clip, tmp_path_factory):
     import dovit
-    from app.ui import build_demo, serve
+    from app.ui import build_demo
 
     checkpoint = dovit.save_checkpoint(tiny_model, tmp_path_factory.mktemp("checkpoint"))
     demo = build_demo(dovit.Predictor.from_checkpoint(checkpoint), examples_dir="", frame_roots=[clip / "frames"])
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    serve(demo, host="127.0.0.1", port=port, block=False)
-    yield f"http://127.0.0.1:{port}/"
+    yield serve_on_loopback(demo)
     demo.close()
 
 
