@@ -9,7 +9,6 @@ a new image or working size), stopping after ``ServingLimits.sweep_budget_s`` wi
 """
 from __future__ import annotations
 
-import numbers
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from dovit.policies import POLICIES, PolicyRunner, check_budget
 
 from . import policy_views
 from .state import Session
-from .studio import Studio, user_error
+from .studio import Studio, user_error, user_number
 
 INTRO = (
     "Every stopping policy on the current image at the same cost: a FLOPs budget as a fraction of the dense "
@@ -76,12 +75,7 @@ class PolicyHandlers:
         self.studio = studio
 
     def user_budget(self, value: object) -> float:
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise user_error(f"budget must be a fraction of the dense GFLOPs in (0, 1], got {value!r}")
-        try:
-            return check_budget(value)
-        except ValueError as error:
-            raise user_error(str(error)) from None
+        return user_number(value, check_budget, "budget must be a fraction of the dense GFLOPs in (0, 1]")
 
     def on_run_policies(self, budget: float, session: Session | None, request: gr.Request = None,
                progress=gr.Progress()) -> Iterator[list]:

@@ -15,7 +15,7 @@ import statistics
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -66,6 +66,17 @@ def user_error(message: str) -> gr.Error:
     """A gr.Error for whoever sent the request: shown to them, and one line (no traceback) in the log."""
     logger.warning("refused: %s", message)
     return gr.Error(message, print_exception=False)
+
+
+def user_number(value: object, check: Callable[[float], float], expected: str) -> float:
+    """A user or API value that must be a real number (not a bool or a string) that ``check`` accepts
+    (its ValueError's message is shown), or a gr.Error; ``expected`` says what was expected."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise user_error(f"{expected}, got {value!r}")
+    try:
+        return check(value)
+    except ValueError as error:
+        raise user_error(str(error)) from None
 
 
 def default_image_dirs() -> list[Path]:
@@ -183,12 +194,7 @@ class Studio:
 
     def user_xi(self, value: object) -> float:
         """ξ from a user or API value (a real number, not a bool or a string), or a gr.Error."""
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise user_error(f"xi must be a number in [0, 1], got {value!r}")
-        try:
-            return check_xi(value)
-        except ValueError as error:
-            raise user_error(str(error)) from None
+        return user_number(value, check_xi, "xi must be a number in [0, 1]")
 
     def user_image(self, source: str | bytes | None) -> DecodedImage:
         """The decoded upload, or a gr.Error saying what was wrong (not an image, empty, too small...)."""
