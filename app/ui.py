@@ -26,6 +26,7 @@ from . import controls, inspector_tab, policies_tab
 from . import dataset_tab, video_tab
 from .examples import find_examples
 from .guard import RequestGuard, UploadLedger
+from .image_cache import write_image_outputs_atomically
 from .images import MAX_UPLOAD_BYTES, ImageInputError, decode_data_url
 from .limits import ServingLimits
 from .runtime import limit_heap_growth
@@ -305,6 +306,7 @@ def serve(app: StudioApp, host: str = "127.0.0.1", port: int = 7860, share: bool
     """Launch ``app`` (from ``build_demo``) with the app's settings: upload cap, request guard (body cap,
     image-only uploads, per-client upload budget, cache size sweep), only user errors shown, no SSR."""
     limit_heap_growth()  # big request bodies go back to the OS when freed
+    write_image_outputs_atomically()  # identical outputs of concurrent calls share one cache file
     log_user_errors_to_stderr()
     guard = Middleware(RequestGuard, limits=app.limits, ledger=UploadLedger())
     app.blocks.launch(
