@@ -133,11 +133,11 @@ def merge_stopped_into_class_token(
     which is what makes xi = 1 reproduce the dense model exactly.
     class_token (B, 1, E), tokens (B, N, E), stopped_now (B, N) bool -> class_token (B, 1, E).
     """
-    weights = stopped_now.to(tokens.dtype)
-    count = weights.sum(dim=1, keepdim=True)  # (B, 1) = |S_l|
-    mean_stopped = torch.einsum("bn,bne->be", weights, tokens) / count.clamp(min=1.0)
-    merged = 0.5 * class_token + mean_stopped.unsqueeze(1)
-    return torch.where((count > 0).unsqueeze(-1), merged, class_token)
+    weights = stopped_now.to(tokens.dtype).unsqueeze(1)  # (B, 1, N)
+    count = weights.sum(dim=2, keepdim=True)  # (B, 1, 1) = |S_l|
+    mean_stopped = torch.bmm(weights, tokens) / count.clamp(min=1.0)  # (B, 1, E); bmm: einsum's overhead is not needed
+    merged = 0.5 * class_token + mean_stopped
+    return torch.where(count > 0, merged, class_token)
 
 
 def halting_depth(keep_masks: list[torch.Tensor]) -> torch.Tensor:

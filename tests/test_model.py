@@ -200,6 +200,22 @@ def test_resampled_position_embedding_is_cached_per_grid(tiny_model, monkeypatch
     assert torch.equal(tiny_model._position_embed(native), tiny_model.vit._pos_embed(native))
 
 
+def test_aux_head_is_its_1x1_conv_on_the_token_map():
+    # The head runs its Conv2d's weights as a linear layer on the tokens (faster on a CPU); checkpoints keep
+    # the conv's shapes, so the two must agree.
+    from dovit.model import AuxHead, tokens_to_map
+
+    torch.manual_seed(0)
+    head = AuxHead(embed_dim=32, num_classes=7).eval()
+    tokens = torch.randn(2, 6 * 5, 32)
+    with torch.no_grad():
+        logits = head(tokens, (6, 5))
+        expected = head.classifier(tokens_to_map(head.norm(tokens), (6, 5)))
+    assert logits.shape == (2, 7, 6, 5)
+    assert torch.allclose(logits, expected, atol=1e-5)
+    assert torch.equal(logits.flatten(2).transpose(1, 2).argmax(-1), expected.flatten(2).transpose(1, 2).argmax(-1))
+
+
 def test_merge_switch_changes_only_when_tokens_stop():
     torch.manual_seed(0)
     on = dovit.build_model("vit_tiny_patch16_224", 5, input_size=(64, 96)).eval()
