@@ -196,7 +196,9 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
             with gr.Column(scale=3):
                 readouts = gr.Markdown(studio.empty_views().readouts, elem_id="readouts")
                 tokens_plot = gr.Plot(label="Tokens and FLOPs per block (paper Fig. 6)", elem_id="tokens-plot")
-        with gr.Tabs():
+        # wrap, not gradio's default overflow menu: a tab that does not fit (narrow window, inspector open)
+        # goes to a second row instead of hiding behind a "…" button, so Video and Data set stay in view
+        with gr.Tabs(overflow_behavior="wrap", elem_id="view-tabs"):
             with gr.Tab("Token pass"):
                 gr.Markdown("Each group B_g of blocks runs only on the clear tokens. Shaded tokens stopped "
                             "earlier; **orange** tokens were stopped by the decision just before this group.")
