@@ -19,6 +19,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 DECODERS = ("naive", "pup", "skip", "segmenter", "naive_up4")
 STEMS = ("patch", "conv")
+# Aux head kinds. "linear": the paper's H_l (LayerNorm + one 1x1 conv E -> C). The official DoViT code's heads
+# (github.com/FLHonker/DoViT-code, MMSegmentation's heads, kept for converted checkpoints): "fcn" = FCNHead
+# (1x1 conv E -> aux_head_channels without bias, BatchNorm, ReLU, 1x1 classifier), "setr_up" = SETRUPHead with
+# one conv (a LayerNorm first, then the same; its x4 upsampling commutes with the classifier and is left out).
+AUX_HEADS = ("linear", "fcn", "setr_up")
 SEGMENTER_HEAD_DIM = 64  # the segmenter decoder's attention head width (Segmenter's, ViT's): heads = channels / 64
 
 # Caps on what a config may ask for. Far above any real use (ADE20K has 150 classes, LVIS 1203; Cityscapes
@@ -52,6 +57,8 @@ class ModelConfig:
     # SETR-Naive upsampling its logits x4 first, as MMSegmentation's SETRUPHead (converted checkpoints)
     decoder_channels: int = 256
     stem: str = "patch"  # "patch": timm's PatchEmbed; "conv": early-convolution stem (Xiao et al. 2021)
+    aux_head: str = "linear"  # one of AUX_HEADS: "linear" (the paper's), "fcn" / "setr_up" (the official code's)
+    aux_head_channels: int = 256  # hidden width of the "fcn" / "setr_up" heads (unused by "linear")
     merge_stopped: bool = True  # Eq. 8 token merging into the class token
     default_xi: float = 0.95
     input_size: tuple[int, int] = (360, 480)
@@ -76,6 +83,8 @@ class ModelConfig:
             self.decision_layers = _decision_layers(self.decision_layers)
         _choice("decoder", self.decoder, DECODERS)
         _choice("stem", self.stem, STEMS)
+        _choice("aux_head", self.aux_head, AUX_HEADS)
+        self.aux_head_channels = _integer("aux_head_channels", self.aux_head_channels, 1, MAX_DECODER_CHANNELS)
         if self.decoder == "skip" and self.stem != "conv":
             raise ValueError("decoder 'skip' reads the conv stem's 1/4-resolution features: use stem='conv'")
         self.decoder_channels = _integer("decoder_channels", self.decoder_channels, 1, MAX_DECODER_CHANNELS)

@@ -22,10 +22,13 @@ earlier layer, LayerNorm eps other than timm's 1e-6 in the backbone, ``align_cor
 
 ``--format dovit-official`` reads checkpoints of the official DoViT code (github.com/FLHonker/DoViT-code,
 MMSegmentation 0.x; see ``convert_dovit_official``): its backbone's timm-style attention keys, its decision
-layers (the config's out_indices[:-1]) and exit_conf (as default_xi). Its aux heads (conv-BN-ReLU-conv) have
-no equal in DoViT's one-conv heads and are refused by name unless ``--skip-auxiliary``. The key layout was
-read from that repository's code; no real official checkpoint was at hand (none can be downloaded here), so
-the tests check synthetic checkpoints built with those names and shapes from MMSeg's own modules.
+layers (the config's out_indices[:-1]) and exit_conf (as default_xi), and its aux heads: FCNHead /
+SETRUPHead (1x1 conv, BatchNorm, ReLU, 1x1 classifier; SETRUPHead with a LayerNorm first) become DoViT aux heads
+of the same structure (config aux_head "fcn" / "setr_up"), with the official logits at the token grid; an aux
+head of another structure is refused by name, and ``--skip-auxiliary`` leaves them out (DoViT's default heads
+then start random). The key layout was read from that repository's code; no real official checkpoint was at
+hand (none can be downloaded here), so the tests check synthetic checkpoints built with those names and shapes
+from MMSeg's own modules.
 """
 from __future__ import annotations
 
@@ -331,6 +334,7 @@ def convert_mmseg(
     state: dict[str, torch.Tensor], meta: dict[str, Any] | None = None, backbone: str | None = None,
     input_size: tuple[int, int] | None = None, num_classes: int | None = None, skip_auxiliary: bool = False,
     pos_size: tuple[int, int] | None = None, config_fields: dict[str, Any] | None = None,
+    aux_tensors: dict[str, torch.Tensor] | None = None,
 ) -> tuple[DoViTSegmenter, list[str]]:
     """Build the DoViT model equal to an MMSeg ViT segmenter; return it (eval mode) and notes for the user.
 
@@ -338,7 +342,9 @@ def convert_mmseg(
     meta: the checkpoint's meta, optional: the saved config text (``cfg`` in MMSeg 1.x, ``config`` in 0.x) and
     class names and palette (``dataset_meta`` in 1.x, ``CLASSES`` / ``PALETTE`` in 0.x).
     input_size: (H, W) working size; default the saved config's crop, else the position embedding's grid.
-    config_fields: ModelConfig fields the tensors do not decide (decision_layers, default_xi).
+    config_fields: ModelConfig fields the tensors do not decide (decision_layers, default_xi, aux_head).
+    aux_tensors: the aux heads' tensors under DoViT names (``aux_heads.K.*``); when given they must fill every
+    aux head tensor, else the aux heads start random.
     Raises ConversionError for anything that cannot be placed or is not computed the same way.
     """
     meta = meta or {}
@@ -369,7 +375,7 @@ def convert_mmseg(
     if heads is not None and heads != timm_heads:  # not in the tensors: only a saved config can tell
         raise ConversionError(f"the checkpoint's ViT has {heads} attention heads, {backbone} has {timm_heads}")
     mapped = _map_tensors(state, arch, model, backbone_cfg)
-    _load_exactly(model, mapped)
+    _load_exactly(model, {**mapped, **(aux_tensors or {})}, with_aux=bool(aux_tensors))
     return model.eval(), notes
 
 
@@ -423,13 +429,14 @@ def _map_tensors(state: dict[str, torch.Tensor], arch: MMSegArchitecture, model:
     return mapped
 
 
-def _load_exactly(model: DoViTSegmenter, mapped: dict[str, torch.Tensor]) -> None:
-    """Load every mapped tensor; every model tensor but the aux heads must be covered, shapes must agree."""
+def _load_exactly(model: DoViTSegmenter, mapped: dict[str, torch.Tensor], with_aux: bool = False) -> None:
+    """Load every mapped tensor; every model tensor (but the aux heads' unless with_aux) must be covered, shapes
+    must agree."""
     target = model.state_dict()
     wrong = [f"{k} {tuple(v.shape)} vs {tuple(target[k].shape)}" for k, v in mapped.items()
              if k in target and v.shape != target[k].shape]
     extra = sorted(set(mapped) - set(target))
-    missing = sorted(k for k in set(target) - set(mapped) if not k.startswith("aux_heads."))
+    missing = sorted(k for k in set(target) - set(mapped) if with_aux or not k.startswith("aux_heads."))
     if wrong or extra or missing:
         parts = [f"shapes differ: {'; '.join(wrong[:4])}" if wrong else "",
                  f"no such DoViT tensor: {', '.join(extra[:4])}" if extra else "",
@@ -465,15 +472,17 @@ def convert_dovit_official(
     input_size: tuple[int, int] | None = None, num_classes: int | None = None, skip_auxiliary: bool = False,
     pos_size: tuple[int, int] | None = None,
 ) -> tuple[DoViTSegmenter, list[str]]:
-    """Build the DoViT model equal, at xi = 1, to an official DoViT checkpoint; return it and notes.
+    """Build the DoViT model equal, at xi = 1, to an official DoViT checkpoint, aux heads included; return it
+    and notes.
 
     The backbone and decode head convert exactly as MMSeg's (see ``convert_mmseg``); the decision layers come
     from the saved config's out_indices (else the official configs' for the depth) and default_xi from its
-    exit_conf. The official aux heads (FCNHead or SETRUPHead: a 1x1 conv to 256 channels, BatchNorm, ReLU,
-    a 1x1 classifier) have no equal in DoViT's (LayerNorm + one 1x1 conv, the paper's H_l): refused by name
-    unless skip_auxiliary, then DoViT's start random (train them with ``dovit.train --stage dovit``).
-    Below xi = 1 the two token passes differ anyway: the official code also stops tokens whose confidence
-    rose by less than diff_conf, and merges (cls + mean of all stopped tokens) / 2 once over 10 % stopped.
+    exit_conf. The official aux heads become DoViT aux heads of the same structure (``official_aux_heads``:
+    FCNHead -> aux_head "fcn", SETRUPHead -> "setr_up"), so their logits at the token grid are the official
+    ones; a head of another structure is refused by name. skip_auxiliary leaves them out and DoViT's default
+    heads start random (train them with ``dovit.train --stage dovit``).
+    Below xi = 1 the two token passes differ anyway: the official code also stops tokens whose confidence is
+    under diff_conf, and merges (cls + mean of all stopped tokens) / 2 once over 10 % stopped.
     """
     meta, notes = meta or {}, []
     if any(key.startswith("student.") for key in state):
@@ -482,24 +491,20 @@ def convert_dovit_official(
                  if not key.startswith(_DISTILLER_PARTS)}
         notes.append(f"a distillation checkpoint: converted its student, left out {len(left_out)} teacher / "
                      "generation tensors")
-    auxiliary = sorted(key for key in state if key.startswith("backbone.auxiliary_head."))
+    auxiliary = {key: value for key, value in state.items() if key.startswith(_OFFICIAL_AUX_PREFIX)}
+    state = {mmseg_name(key): value for key, value in state.items() if key not in auxiliary}
     heads = sorted({int(key.split(".")[2]) for key in auxiliary if key.split(".")[2].isdigit()})
-    if auxiliary and not skip_auxiliary:
-        shapes = {key: tuple(state[key].shape) for key in auxiliary if key.endswith("conv.weight")}
-        first = next(iter(shapes.items()), (auxiliary[0], tuple(state[auxiliary[0]].shape)))
-        raise ConversionError(
-            f"{len(heads)} official aux heads ({len(auxiliary)} tensors, e.g. {first[0]} {first[1]}: a 1x1 conv, "
-            "BatchNorm and ReLU before the classifier) have no equal in DoViT's aux heads (LayerNorm + one 1x1 "
-            "conv, the paper's H_l): pass --skip-auxiliary to leave them out, then train DoViT's with "
-            "`python -m dovit.train --stage dovit --init DST --teacher DST`")
-    state = {mmseg_name(key): value for key, value in state.items() if not key.startswith("backbone.auxiliary_head.")}
-    if auxiliary:
-        notes.append(f"left out the {len(heads)} official aux heads ({len(auxiliary)} tensors, --skip-auxiliary): "
-                     "DoViT's start random")
-    _, _, backbone_cfg = saved_config(meta)
+    _, model_cfg, backbone_cfg = saved_config(meta)
     depth = _count_layers(list(state), "backbone.layers.")
     decisions = _official_decision_layers(backbone_cfg, depth, len(heads), notes)
     fields: dict[str, Any] = {"decision_layers": decisions} if decisions else {}
+    aux_tensors: dict[str, torch.Tensor] = {}
+    if auxiliary and skip_auxiliary:
+        notes.append(f"left out the {len(heads)} official aux heads ({len(auxiliary)} tensors, --skip-auxiliary): "
+                     "DoViT's start random")
+    elif auxiliary:
+        aux_fields, aux_tensors = official_aux_heads(auxiliary, model_cfg.get("auxiliary_head"), notes)
+        fields.update(aux_fields)
     exit_conf = backbone_cfg.get("exit_conf")
     if isinstance(exit_conf, (list, tuple)) and exit_conf and len(set(exit_conf)) == 1:
         exit_conf = exit_conf[0]
@@ -509,11 +514,114 @@ def convert_dovit_official(
         notes.append(f"exit_conf {exit_conf!r} is not one threshold in [0, 1]: default xi left at DoViT's")
     diff_conf = backbone_cfg.get("diff_conf")
     if isinstance(diff_conf, (int, float)) and diff_conf > 0:
-        notes.append(f"the official model also stopped tokens whose confidence rose by less than diff_conf "
-                     f"{diff_conf}; DoViT stops on the threshold xi alone (Eq. 4)")
+        notes.append(f"the official model also stopped tokens whose confidence was below diff_conf {diff_conf} (its "
+                     "'confidence rise' test compares with a score that is never updated from 0); DoViT stops on the "
+                     "threshold xi alone (Eq. 4)")
     model, more = convert_mmseg(state, meta, backbone=backbone, input_size=input_size, num_classes=num_classes,
-                                skip_auxiliary=skip_auxiliary, pos_size=pos_size, config_fields=fields)
+                                skip_auxiliary=skip_auxiliary, pos_size=pos_size, config_fields=fields,
+                                aux_tensors=aux_tensors)
     return model, notes + more
+
+
+# Official aux head layouts (MMSeg 0.x module names under backbone.auxiliary_head.K.) -> DoViT's (under
+# aux_heads.K.), by aux_head kind. MMCV's ConvModule with a norm has a conv without bias and a ``bn``.
+_BATCH_NORM = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+_OFFICIAL_AUX_PREFIX = "backbone.auxiliary_head."
+_OFFICIAL_AUX_LAYOUTS = {
+    "fcn": {"convs.0.conv.weight": "conv.weight", **{f"convs.0.bn.{t}": f"bn.{t}" for t in _BATCH_NORM},
+            "conv_seg.weight": "classifier.weight", "conv_seg.bias": "classifier.bias"},
+    "setr_up": {"norm.weight": "norm.weight", "norm.bias": "norm.bias", "up_convs.0.0.conv.weight": "conv.weight",
+                **{f"up_convs.0.0.bn.{t}": f"bn.{t}" for t in _BATCH_NORM},
+                "conv_seg.weight": "classifier.weight", "conv_seg.bias": "classifier.bias"},
+}
+_OFFICIAL_AUX_TYPES = {"fcn": "FCNHead", "setr_up": "SETRUPHead"}
+
+
+def official_aux_heads(auxiliary: dict[str, torch.Tensor], head_cfgs: Any,
+                       notes: list[str]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(ModelConfig fields, tensors under DoViT names) for the official aux heads ``backbone.auxiliary_head.K.*``.
+
+    Places FCNHead (num_convs=1, kernel_size=1, concat_input=False) as aux_head "fcn" and SETRUPHead
+    (num_convs=1, kernel_size=1) as "setr_up", both with a BatchNorm'd conv, every tensor (BatchNorm running
+    statistics included) by name; head_cfgs (the saved config's auxiliary_head list, or None) is checked for
+    what the tensors do not show (activation, norm eps). Any tensor or setting it cannot place exactly raises
+    ConversionError naming it: never a partial load.
+    """
+    by_head: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in auxiliary.items():
+        index, _, name = key.removeprefix(_OFFICIAL_AUX_PREFIX).partition(".")
+        if not index.isdigit():
+            raise ConversionError(f"{key}: not an official aux head tensor (backbone.auxiliary_head.K.*); pass "
+                                  "--skip-auxiliary to leave the aux heads out")
+        by_head.setdefault(index, {})[name] = tensor
+    if sorted(by_head, key=int) != [str(k) for k in range(len(by_head))]:
+        raise ConversionError(f"official aux heads numbered {sorted(by_head, key=int)}, not 0..{len(by_head) - 1}")
+    kinds, tensors, channels = set(), {}, set()
+    for index, names in sorted(by_head.items(), key=lambda item: int(item[0])):
+        kind = _official_aux_kind(index, names)
+        kinds.add(kind)
+        layout = _OFFICIAL_AUX_LAYOUTS[kind]
+        for name, tensor in names.items():
+            tensors[f"aux_heads.{index}.{layout[name]}"] = tensor
+        channels.add(int(names[next(n for n in layout if layout[n] == "conv.weight")].shape[0]))
+    if len(kinds) > 1 or len(channels) > 1:
+        raise ConversionError(f"the official aux heads differ in type or width ({sorted(kinds)}, {sorted(channels)} "
+                              "channels); DoViT's aux heads are all of one kind: pass --skip-auxiliary")
+    kind, width = kinds.pop(), channels.pop()
+    _check_official_aux_configs(head_cfgs, kind, len(by_head), notes)
+    notes.append(f"converted the {len(by_head)} official aux heads ({_OFFICIAL_AUX_TYPES[kind]}, {width} channels) "
+                 f"as aux_head {kind!r}")
+    if kind == "setr_up":
+        notes.append("the official SETRUPHead aux heads upsample their logits (up_scale) and average each token's "
+                     "confidence over its cell; DoViT takes Eq. 3 on the same logits at the token grid, so tokens "
+                     "near xi can decide differently")
+    return {"aux_head": kind, "aux_head_channels": width}, tensors
+
+
+def _official_aux_kind(index: str, names: dict[str, torch.Tensor]) -> str:
+    """The aux_head kind whose layout names exactly these tensors, with 1x1 convs; else ConversionError why."""
+    for kind, layout in _OFFICIAL_AUX_LAYOUTS.items():
+        if set(names) == set(layout):
+            kernels = {tuple(names[n].shape[-2:]) for n in layout if n.endswith(("conv.weight", "conv_seg.weight"))}
+            if kernels != {(1, 1)}:
+                raise ConversionError(f"official aux head {index} ({_OFFICIAL_AUX_TYPES[kind]}) has {sorted(kernels)} "
+                                      "convs; DoViT places kernel_size=1 heads only: pass --skip-auxiliary")
+            return kind
+    head = f"{_OFFICIAL_AUX_PREFIX}{index}."
+    reasons = [reason for test, reason in [
+        (any(n.startswith("conv_cat.") for n in names), "FCNHead concat_input=True (conv_cat)"),
+        (any(n.startswith(("convs.1.", "up_convs.1.")) for n in names),
+         "more than one conv (num_convs > 1; SETRUPHead's would upsample before a ReLU, not computable at the "
+         "token grid)"),
+        (any(n.endswith("conv.bias") for n in names) or not any(".bn." in n for n in names),
+         "convs without BatchNorm"),
+    ] if test]
+    unplaced = sorted(head + n for n in names if not any(n in layout for layout in _OFFICIAL_AUX_LAYOUTS.values()))
+    missing = sorted(set(_OFFICIAL_AUX_LAYOUTS["setr_up" if "norm.weight" in names else "fcn"]) - set(names))
+    detail = "; ".join(reasons + ([f"tensors with no place: {', '.join(unplaced[:4])}"] if unplaced else [])
+                       + ([f"lacks {', '.join(head + n for n in missing[:4])}"] if missing else []))
+    raise ConversionError(f"official aux head {index} is not one DoViT can place ({detail}): DoViT places FCNHead "
+                          "(num_convs=1, kernel_size=1, concat_input=False) and SETRUPHead (num_convs=1, kernel_size=1) "
+                          "heads with BatchNorm; pass --skip-auxiliary to leave them out and train DoViT's")
+
+
+def _check_official_aux_configs(head_cfgs: Any, kind: str, heads: int, notes: list[str]) -> None:
+    """Refuse saved aux head settings the tensors do not show and DoViT's head does not compute."""
+    if not isinstance(head_cfgs, (list, tuple)) or len(head_cfgs) != heads or not all(isinstance(c, dict) for c in head_cfgs):
+        notes.append("no saved config for the official aux heads: assumed its configs' ReLU and BatchNorm eps 1e-5"
+                     + (" and input LayerNorm eps 1e-6" if kind == "setr_up" else ""))
+        return
+    for index, head_cfg in enumerate(head_cfgs):
+        checks = [("type", head_cfg.get("type", _OFFICIAL_AUX_TYPES[kind]), _OFFICIAL_AUX_TYPES[kind]),
+                  ("act_cfg", (head_cfg.get("act_cfg") or {"type": "ReLU"}).get("type"), "ReLU"),
+                  ("norm_cfg eps", (head_cfg.get("norm_cfg") or {}).get("eps", 1e-5), 1e-5),
+                  ("input_transform", head_cfg.get("input_transform"), None)]
+        if kind == "setr_up":
+            checks.append(("norm_layer eps", (head_cfg.get("norm_layer") or {}).get("eps", 1e-6), 1e-6))
+        for option, value, expected in checks:
+            if value != expected:
+                raise ConversionError(f"official aux head {index}: {option} {value!r}, where DoViT's {kind!r} head "
+                                      f"computes {expected!r}; pass --skip-auxiliary to leave the aux heads out")
 
 
 def _official_decision_layers(backbone_cfg: dict, depth: int, heads: int, notes: list[str]) -> tuple[int, ...] | None:
@@ -539,8 +647,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Convert an MMSegmentation ViT segmenter checkpoint (Segmenter or SETR head), or one of the "
         "official DoViT code (github.com/FLHonker/DoViT-code, MMSeg 0.x), into a DoViT checkpoint folder. "
         "Refuses anything it cannot place exactly (exit code 2); at xi = 1 the result computes the source's "
-        "logits. The DoViT aux heads start random: train them with `python -m dovit.train --stage dovit "
-        "--init DST --teacher DST`. The official format follows that repository's code (backbone/do_vit.py, "
+        "logits. An official DoViT checkpoint's aux heads (FCNHead / SETRUPHead: 1x1 conv, BatchNorm, ReLU, 1x1 "
+        "classifier) are converted with it, giving its aux logits; otherwise the DoViT aux heads start random: "
+        "train them with `python -m dovit.train --stage dovit --init DST --teacher DST`. The official format follows that repository's code (backbone/do_vit.py, "
         "tools/model_converters/mmseg2dovit.py) and is tested on synthetic checkpoints with its key names and "
         "shapes; it was not checked against a real official checkpoint (none can be downloaded here).")
     parser.add_argument("src", help="MMSegmentation .pth checkpoint (read with torch.load(weights_only=True))")
@@ -548,8 +657,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--format", choices=FORMATS, default="mmseg",
                         help="'mmseg': MMSegmentation 1.x; 'dovit-official': "
                         "the official DoViT code's DoEncoderDecoder / distiller checkpoints (timm-style attention "
-                        "keys, aux heads inside the backbone; decision layers from out_indices, default xi from "
-                        "exit_conf)")
+                        "keys, aux heads inside the backbone and converted with it; decision layers from "
+                        "out_indices, default xi from exit_conf)")
     parser.add_argument("--backbone", default=None, help="timm ViT name (default: inferred from width and depth)")
     parser.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"),
                         help="working size (default: the saved config's crop, else the position embedding's grid)")
@@ -558,9 +667,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="image size the position embedding was trained at, when it is not square and the "
                         "checkpoint has no saved config")
     parser.add_argument("--skip-auxiliary", action="store_true",
-                        help="leave out the auxiliary heads DoViT has no place for: MMSeg's training-only "
-                        "auxiliary_head, or the official DoViT aux heads (conv-BN-ReLU-conv, where DoViT's are one "
-                        "conv); DoViT's aux heads then start random")
+                        help="leave out the auxiliary heads: MMSeg's training-only auxiliary_head (DoViT has no "
+                        "place for them), or the official DoViT aux heads (needed for one that is not FCNHead / "
+                        "SETRUPHead with one 1x1 conv + BatchNorm); DoViT's aux heads then start random")
     return parser.parse_args(argv)
 
 

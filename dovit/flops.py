@@ -33,7 +33,7 @@ class FlopFormula:
     """Analytic FLOPs of one model at one token grid (h, w), per part."""
 
     embed: int  # patch embedding / conv stem
-    aux_head: int  # one aux head over all N tokens (+ the Eq. 8 merge when enabled)
+    aux_head: int  # one aux head over all N tokens, its convs (+ the Eq. 8 merge when enabled)
     decoder: int
     embed_dim: int
     mlp_hidden: int
@@ -53,8 +53,7 @@ def flop_formula(model: nn.Module, grid: tuple[int, int]) -> FlopFormula:
     height, width = grid[0] * p, grid[1] * p
     num_tokens = grid[0] * grid[1]
     embed, _, _ = _sequential_conv_flops(model.vit.patch_embed, height, width)
-    num_classes = model.config.num_classes
-    aux = 2 * num_tokens * model.embed_dim * num_classes
+    aux = model.aux_heads[0].flops(num_tokens)  # every head has the same kind and size
     if model.config.merge_stopped:
         aux += 2 * num_tokens * model.embed_dim  # the weighted sum in Eq. 8
     decoder = model.decoder.flops(grid)

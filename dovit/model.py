@@ -71,7 +71,7 @@ class SegmenterOutput:
 
 
 class AuxHead(nn.Module):
-    """H_l: one 1x1 conv E -> C on the reconstructed token map (Eq. 2).
+    """H_l: one 1x1 conv E -> C on the reconstructed token map (Eq. 2); aux_head "linear", the paper's.
 
     A LayerNorm comes first because the residual stream's scale grows with depth (SETR's aux heads
     normalise too); it has no matmul, so it adds no FLOPs in our convention.
@@ -89,9 +89,57 @@ class AuxHead(nn.Module):
         for ViT-T's 690 tokens against 0.13 ms for the linear (docs/benchmarks.md, issue 11), and the
         (B, N, C) layout makes the softmax over classes of Eq. 3 run over contiguous memory.
         """
-        weight = self.classifier.weight.flatten(1)  # (C, E, 1, 1) -> (C, E)
-        logits = F.linear(self.norm(patch_tokens), weight, self.classifier.bias)
+        logits = _conv1x1_on_tokens(self.classifier, self.norm(patch_tokens))
         return tokens_to_map(logits, grid)
+
+    def flops(self, num_tokens: int) -> int:
+        """FLOPs (2 x MACs) of one forward over num_tokens tokens."""
+        return 2 * num_tokens * self.classifier.in_channels * self.classifier.out_channels
+
+
+class ConvAuxHead(nn.Module):
+    """The official DoViT code's aux heads (MMSegmentation's FCNHead / SETRUPHead as its configs set them):
+    [LayerNorm] -> 1x1 conv E -> channels (no bias) -> BatchNorm -> ReLU -> 1x1 classifier channels -> C.
+
+    aux_head "fcn" (its Segmenter configs: FCNHead, num_convs=1, kernel_size=1, concat_input=False) has no
+    LayerNorm: the head sees the raw residual stream. "setr_up" (its SETR configs: SETRUPHead, num_convs=1,
+    kernel_size=1) normalises the tokens first (LayerNorm, eps 1e-6) and upsamples x4 before its classifier;
+    a 1x1 classifier commutes with bilinear upsampling, so the logits here are SETRUPHead's before that
+    upsampling, at the token grid like every DoViT aux head (output contract of ``AuxHead``).
+    The convs run as linear layers on the tokens (as ``AuxHead``); the BatchNorm is a BatchNorm1d over the
+    B*N tokens, which has BatchNorm2d's statistics and state-dict entries (running stats in eval mode).
+    """
+
+    def __init__(self, embed_dim: int, num_classes: int, channels: int, input_norm: bool) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6) if input_norm else nn.Identity()
+        self.conv = nn.Conv2d(embed_dim, channels, 1, bias=False)
+        self.bn = nn.BatchNorm1d(channels)  # MMCV's ConvModule with norm_cfg BN/SyncBN: eps 1e-5
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, patch_tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """patch_tokens (B, N, E) -> logits (B, C, h, w), a channels-last view of (B, N, C)."""
+        hidden = _conv1x1_on_tokens(self.conv, self.norm(patch_tokens))
+        batch, num_tokens, channels = hidden.shape
+        hidden = F.relu(self.bn(hidden.reshape(batch * num_tokens, channels))).reshape(batch, num_tokens, channels)
+        return tokens_to_map(_conv1x1_on_tokens(self.classifier, hidden), grid)
+
+    def flops(self, num_tokens: int) -> int:
+        """FLOPs (2 x MACs) of one forward over num_tokens tokens: the two 1x1 convs."""
+        return 2 * num_tokens * (self.conv.in_channels * self.conv.out_channels
+                                 + self.classifier.in_channels * self.classifier.out_channels)
+
+
+def build_aux_head(config: ModelConfig, embed_dim: int) -> nn.Module:
+    """The aux head ``config.aux_head`` names, for embed_dim-wide tokens and config.num_classes classes."""
+    if config.aux_head == "linear":
+        return AuxHead(embed_dim, config.num_classes)
+    return ConvAuxHead(embed_dim, config.num_classes, config.aux_head_channels, input_norm=config.aux_head == "setr_up")
+
+
+def _conv1x1_on_tokens(conv: nn.Conv2d, tokens: torch.Tensor) -> torch.Tensor:
+    """A 1x1 Conv2d applied to (B, N, in) tokens as the equal linear layer: (B, N, out)."""
+    return F.linear(tokens, conv.weight.flatten(1), conv.bias)
 
 
 def tokens_to_map(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -406,7 +454,7 @@ def _attach_parts(config: ModelConfig, vit: nn.Module, patch_size: int) -> tuple
     if config.stem == "conv":
         vit.patch_embed = ConvStem(patch_size, vit.embed_dim, grid_size=vit.patch_embed.grid_size)
     embed_dim = int(vit.embed_dim)
-    aux_heads = nn.ModuleList(AuxHead(embed_dim, config.num_classes) for _ in layers)
+    aux_heads = nn.ModuleList(build_aux_head(config, embed_dim) for _ in layers)
     skip_channels = vit.patch_embed.skip_channels if config.stem == "conv" else 0
     decoder = build_decoder(config.decoder, embed_dim, config.num_classes, config.decoder_channels, skip_channels)
     return tuple(layers), aux_heads, decoder

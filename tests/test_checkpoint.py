@@ -31,6 +31,36 @@ def test_round_trip_is_bit_exact(tmp_path, tiny_model):
     assert dovit.load_checkpoint(tmp_path / "ck" / "model.safetensors").config == tiny_model.config
 
 
+def test_official_aux_heads_round_trip_with_their_batchnorm_statistics(tmp_path):
+    torch.manual_seed(0)
+    model = dovit.build_model("vit_tiny_patch16_224", 5, input_size=(64, 96), aux_head="setr_up", aux_head_channels=16)
+    with torch.no_grad():
+        model.aux_heads[2].bn.running_var.uniform_(0.5, 2.0)
+        model.aux_heads[2].bn.num_batches_tracked.fill_(77)
+    model.eval()
+    dovit.save_checkpoint(model, tmp_path / "ck")
+    loaded = dovit.load_checkpoint(tmp_path / "ck")
+    assert loaded.config == model.config and loaded.config.aux_head == "setr_up"
+    original, restored = model.state_dict(), loaded.state_dict()
+    assert original.keys() == restored.keys() and all(torch.equal(original[k], restored[k]) for k in original)
+    pixels = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.equal(model(pixels, xi=0.4).logits, loaded(pixels, xi=0.4).logits)
+
+
+def test_a_config_from_before_the_aux_head_field_loads_the_papers_heads(tmp_path, tiny_model):
+    dovit.save_checkpoint(tiny_model, tmp_path / "ck")
+    path = tmp_path / "ck" / "config.json"
+    document = json.loads(path.read_text())
+    assert document["model"].pop("aux_head") == "linear" and document["model"].pop("aux_head_channels") == 256
+    path.write_text(json.dumps(document))
+    loaded = dovit.load_checkpoint(tmp_path / "ck")
+    assert loaded.config == tiny_model.config
+    pixels = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.equal(tiny_model(pixels, xi=0.4).logits, loaded(pixels, xi=0.4).logits)
+
+
 class _Exploit:
     def __reduce__(self):
         return (print, ("pwned",))
@@ -88,6 +118,8 @@ BAD_CONFIGS = {
     "mean": (dict(mean=[0.5, 0.5]), "mean"),
     "std": (dict(std=[0.0, 0.0, 0.0]), "std"),
     "backbone": (dict(backbone="vit_tiny_patch16_2244"), "unknown backbone"),
+    "aux_head": (dict(aux_head="conv"), "aux_head"),
+    "aux_head_channels": (dict(aux_head="fcn", aux_head_channels=0), "aux_head_channels"),
 }
 
 

@@ -123,12 +123,7 @@ def _build(mmseg, kind: str, num_classes: int = len(CLASSES), **backbone_options
     head = head_class(**{k: v for k, v in head_cfg.items() if k != "type"})
     vit.init_weights()
     head.init_weights()
-    with torch.no_grad():
-        for name, tensor in [*vit.state_dict().items(), *head.state_dict().items()]:
-            if tensor.is_floating_point():
-                tensor.add_(0.05 * torch.randn_like(tensor))
-                if name.endswith("running_var"):
-                    tensor.abs_().add_(0.5)
+    perturb_(vit, head)
     cfg = mmseg.Config(dict(model=dict(type="EncoderDecoder", backbone=backbone_cfg, decode_head=head_cfg,
                                        data_preprocessor=dict(type="SegDataPreProcessor", mean=[127.5] * 3,
                                                               std=[127.5] * 3, bgr_to_rgb=True)),
@@ -136,6 +131,17 @@ def _build(mmseg, kind: str, num_classes: int = len(CLASSES), **backbone_options
     vit.eval()  # MMSeg's VisionTransformer.train() returns None, so no chaining
     head.eval()
     return vit, head, cfg
+
+
+@torch.no_grad()
+def perturb_(*modules, scale: float = 0.05) -> None:
+    """Add scale * N(0, 1) to every floating tensor of the modules' state dicts (running variances kept > 0.5)."""
+    for module in modules:
+        for name, tensor in module.state_dict().items():
+            if tensor.is_floating_point():
+                tensor.add_(scale * torch.randn_like(tensor))
+                if name.endswith("running_var"):
+                    tensor.abs_().add_(0.5)
 
 
 def _save(tmp_path, vit, head, cfg, extra=None, meta=True) -> str:
@@ -291,8 +297,15 @@ def test_flags_are_checked_against_the_tensors(mmseg, tmp_path, capsys, flags, m
 # mmseg/models/backbones/do_vit.py (timm-style attention, aux heads inside the backbone), segmentors/
 # do_encoder_decoder.py and local_configs/segmenter/segmenter_dovit-*.py (FCNHead aux heads, 256 channels).
 # No real official checkpoint can be downloaded here: these are built from MMSeg's own modules and renamed.
-OFFICIAL_AUX = dict(type="FCNHead", in_channels=192, channels=256, in_index=0, dropout_ratio=0, num_convs=1,
-                    kernel_size=1, concat_input=False, num_classes=5, norm_cfg=dict(type="BN"), align_corners=False)
+OFFICIAL_AUX = {  # the official configs' aux heads, at ViT-T width (norm_cfg BN: SyncBN needs a process group)
+    "segmenter": dict(type="FCNHead", in_channels=192, channels=256, in_index=0, dropout_ratio=0, num_convs=1,
+                      kernel_size=1, concat_input=False, num_classes=5, norm_cfg=dict(type="BN"),
+                      act_cfg=dict(type="ReLU"), align_corners=False),
+    "naive": dict(type="SETRUPHead", in_channels=192, channels=256, in_index=0, dropout_ratio=0, num_convs=1,
+                  up_scale=4, kernel_size=1, num_classes=5, norm_cfg=dict(type="BN"), act_cfg=dict(type="ReLU"),
+                  align_corners=False),
+}
+AUX_KINDS = {"segmenter": "fcn", "naive": "setr_up"}
 
 
 def test_official_attention_keys_are_renamed_to_mmseg_ones():
@@ -302,52 +315,151 @@ def test_official_attention_keys_are_renamed_to_mmseg_ones():
     assert convert.mmseg_name("decode_head.layers.1.attn.attn.in_proj_bias") == "decode_head.layers.1.attn.attn.in_proj_bias"
 
 
-def _official_checkpoint(mmseg, tmp_path, *, config=True, distiller=False, exit_conf=0.96):
-    """An official DoViT-S-style checkpoint at ViT-T size: DoViT backbone keys, 3 FCN aux heads, Segmenter head,
-    MMSeg 0.x meta (``config`` text, CLASSES, PALETTE). Returns (path, vit, head) for the reference forward."""
+def _official_aux_head(mmseg, kind: str, **options):
+    """One official aux head built by MMSeg's own FCNHead / SETRUPHead, every tensor and BN statistic perturbed."""
     from mmseg.models.decode_heads import FCNHead
 
-    vit, head, _ = _build(mmseg, "segmenter", patch_bias=True)  # MMSeg 0.x's PatchEmbed has a bias
-    aux = {}
-    for k in range(3):
-        fcn = FCNHead(**{key: value for key, value in OFFICIAL_AUX.items() if key != "type"})
-        aux.update({f"backbone.auxiliary_head.{k}.{name}": tensor for name, tensor in fcn.state_dict().items()})
+    head_cfg = {**OFFICIAL_AUX[kind], **options}
+    head_class = FCNHead if head_cfg["type"] == "FCNHead" else mmseg.SETRUPHead
+    head = head_class(**{key: value for key, value in head_cfg.items() if key != "type"})
+    head.init_weights()
+    perturb_(head, scale=0.1)
+    for name, tensor in head.state_dict().items():
+        if name.endswith("num_batches_tracked"):
+            tensor.fill_(1234)
+    return head.eval()
+
+
+def _official_checkpoint(mmseg, tmp_path, *, kind="segmenter", config=True, distiller=False, exit_conf=0.96,
+                         aux_options=None, extra=None):
+    """An official DoViT-S-style checkpoint at ViT-T size: DoViT backbone keys, 3 aux heads (FCNHead with the
+    Segmenter head, as its Segmenter configs; SETRUPHead with SETR-Naive, as its ADE20K SETR configs), MMSeg 0.x
+    meta (``config`` text, CLASSES, PALETTE). Returns (path, vit, head, aux_heads) for the reference forward."""
+    vit, head, _ = _build(mmseg, kind, patch_bias=True)  # MMSeg 0.x's PatchEmbed has a bias
+    aux_cfg = {**OFFICIAL_AUX[kind], **(aux_options or {})}
+    aux_heads = [_official_aux_head(mmseg, kind, **(aux_options or {})) for _ in range(3)]
+    aux = {f"backbone.auxiliary_head.{k}.{name}": tensor for k, module in enumerate(aux_heads)
+           for name, tensor in module.state_dict().items()}
     state = {**{f"backbone.{k}".replace("attn.attn.in_proj_", "attn.qkv.").replace("attn.attn.out_proj", "attn.proj"): v
                 for k, v in vit.state_dict().items()},
-             **aux, **{f"decode_head.{k}": v for k, v in head.state_dict().items()}}
+             **aux, **{f"decode_head.{k}": v for k, v in head.state_dict().items()}, **(extra or {})}
     assert "backbone.layers.0.attn.qkv.weight" in state and "backbone.auxiliary_head.2.conv_seg.weight" in state
     if distiller:
         state = {**{f"student.{k}": v for k, v in state.items()},
                  **{f"teacher.{k}": v for k, v in state.items() if not k.startswith("backbone.auxiliary_head")},
                  "generation.0.weight": torch.zeros(8, 8, 3, 3)}
-    backbone = {**BACKBONE, "type": "DoViT", "final_norm": True, "out_indices": (2, 5, 8, 11), "exit_conf": exit_conf,
-                "diff_conf": 0.02, "max_iters": 140000}
-    cfg = mmseg.Config(dict(model=dict(type="DoEncoderDecoder", backbone=backbone, decode_head=HEADS["segmenter"],
-                                       auxiliary_head=[OFFICIAL_AUX] * 3),
+    backbone = {**BACKBONE, "type": "DoViT", "final_norm": kind == "segmenter", "out_indices": (2, 5, 8, 11),
+                "exit_conf": exit_conf, "diff_conf": 0.02, "max_iters": 140000}
+    cfg = mmseg.Config(dict(model=dict(type="DoEncoderDecoder", backbone=backbone, decode_head=HEADS[kind],
+                                       auxiliary_head=[aux_cfg] * 3),
                             img_norm_cfg=dict(mean=[127.5] * 3, std=[127.5] * 3, to_rgb=True), crop_size=SIZE))
     meta = {"config": cfg.pretty_text, "CLASSES": CLASSES, "PALETTE": PALETTE} if config else {}
     path = tmp_path / "official.pth"
     torch.save({"state_dict": state, "meta": meta, "optimizer": {"state": {}, "param_groups": []}}, path)
-    return str(path), vit, head
+    return str(path), vit, head, aux_heads
 
 
-def test_official_aux_heads_are_refused_by_name_without_the_flag(mmseg, tmp_path, capsys):
-    path, _, _ = _official_checkpoint(mmseg, tmp_path)
+def _official_aux_logits(aux_head, token_map, like):
+    """(official, DoViT's at the official resolution): the official aux head on a (B, E, h, w) token map as
+    ``DoViT.forward`` runs it (``auxiliary_head[k].forward_test([x1], ...)`` = its forward), and ``like``, DoViT's
+    (B, C, h, w) logits, upsampled bilinearly to that output: SETRUPHead's x4 upsampling comes before its 1x1
+    classifier, and the two commute."""
+    with torch.no_grad():
+        official = aux_head([token_map])
+    return official, F.interpolate(like, size=official.shape[-2:], mode="bilinear", align_corners=False)
+
+
+@pytest.mark.parametrize("kind", ["segmenter", "naive"])
+def test_official_aux_heads_convert_and_give_the_official_logits(mmseg, tmp_path, capsys, kind):
+    from dovit.model import tokens_to_map
+
+    path, vit, _, aux_heads = _official_checkpoint(mmseg, tmp_path, kind=kind)
+    model = _convert(tmp_path, path, "--format", "dovit-official")
+    assert f"as aux_head '{AUX_KINDS[kind]}'" in capsys.readouterr().out
+    assert model.config.aux_head == AUX_KINDS[kind] and model.config.aux_head_channels == 256
+    assert int(model.aux_heads[1].bn.num_batches_tracked) == 1234  # BN statistics came along
+    grid, scale = (SIZE[0] // 16, SIZE[1] // 16), 4 if kind == "naive" else 1
+    # 1. each converted head against its official head on the same token map
+    token_map = 3.0 * torch.randn(2, 192, *grid)
+    for k, reference in enumerate(aux_heads):
+        with torch.no_grad():
+            logits = model.aux_heads[k](token_map.flatten(2).transpose(1, 2), grid)
+        official, ours = _official_aux_logits(reference, token_map, logits)
+        assert logits.shape == (2, 5, *grid) and official.shape == (2, 5, grid[0] * scale, grid[1] * scale)
+        gap = float((ours - official).abs().max())
+        print(f"official {kind} aux head {k}: max |dlogit| = {gap:.2e}")
+        assert gap <= TOLERANCE
+    # 2. in the forward, decision 0 sees the dense tokens after out_indices[0] = 2 blocks of MMSeg's ViT
+    pixels = torch.randn(2, 3, *SIZE)
+    vit.out_indices = [1]
+    with torch.no_grad():
+        first_map = vit(pixels)[0]
+        dense = model(pixels, xi=1.0, with_aux=True)
+    official, ours = _official_aux_logits(aux_heads[0], first_map, dense.aux_logits[0])
+    assert float((ours - official).abs().max()) <= TOLERANCE
+    if kind == "segmenter":  # FCNHead runs at the token grid: the official confidence is Eq. 3 on these logits
+        assert torch.allclose(dense.confidence[0], official.softmax(1).amax(1).flatten(1), atol=1e-5)
+    # 3. at a xi < 1 that stops some tokens and keeps others, every decision comes from the converted heads
+    xi = float(dense.confidence[0].quantile(0.5))
+    inputs = []
+    hooks = [h.register_forward_hook(lambda module, args, out: inputs.append(args[0])) for h in model.aux_heads]
+    with torch.no_grad():
+        sparse = model(pixels, xi=xi)
+    for hook in hooks:
+        hook.remove()
+    assert 0 < int(sparse.stopped_now[0].sum()) < sparse.keep_masks[0].numel() and len(inputs) == 3
+    keep = torch.ones_like(sparse.keep_masks[0])
+    for k, reference in enumerate(aux_heads):
+        official, ours = _official_aux_logits(reference, tokens_to_map(inputs[k], grid), sparse.aux_logits[k])
+        assert float((ours - official).abs().max()) <= TOLERANCE
+        assert torch.allclose(sparse.confidence[k], sparse.aux_logits[k].softmax(1).amax(1).flatten(1), atol=1e-6)
+        keep = keep & (sparse.confidence[k] <= xi)
+        assert torch.equal(sparse.keep_masks[k], keep)
+
+
+def test_official_aux_heads_round_trip_through_a_checkpoint(mmseg, tmp_path):
+    path, _, _, _ = _official_checkpoint(mmseg, tmp_path)
+    model = _convert(tmp_path, path, "--format", "dovit-official")
+    config, _ = dovit.read_config(tmp_path / "dovit")
+    assert config.aux_head == "fcn" and config.aux_head_channels == 256
+    assert "aux_heads.0.bn.running_var" in model.state_dict()
+
+
+@pytest.mark.parametrize("kind,options,extra,message", [
+    ("segmenter", dict(concat_input=True), None, "concat_input=True (conv_cat)"),
+    ("segmenter", dict(num_convs=2), None, "num_convs > 1"),
+    ("naive", dict(num_convs=2), None, "num_convs > 1"),
+    ("segmenter", dict(kernel_size=3), None, "kernel_size=1 heads only"),
+    ("segmenter", dict(norm_cfg=None), None, "without BatchNorm"),
+    ("segmenter", dict(act_cfg=dict(type="GELU")), None, "act_cfg 'GELU'"),
+    ("segmenter", dict(norm_cfg=dict(type="BN", eps=1e-3)), None, "norm_cfg eps 0.001"),
+    ("segmenter", None, {"backbone.auxiliary_head.1.extra_scale": torch.ones(1)},
+     "backbone.auxiliary_head.1.extra_scale"),
+])
+def test_official_aux_heads_dovit_cannot_place_are_refused_by_name(mmseg, tmp_path, capsys, kind, options, extra,
+                                                                     message):
+    path, _, _, _ = _official_checkpoint(mmseg, tmp_path, kind=kind, aux_options=options, extra=extra)
     assert convert.main([path, str(tmp_path / "out"), "--format", "dovit-official"]) == 2
     error = capsys.readouterr().err
-    assert "backbone.auxiliary_head.0.convs.0.conv.weight (256, 192, 1, 1)" in error and "--skip-auxiliary" in error
-    assert not (tmp_path / "out").exists()
-    # read as MMSeg 1.x, the timm-style attention keys have no place either
+    assert message in error and "--skip-auxiliary" in error and not (tmp_path / "out").exists()
+    # --skip-auxiliary leaves them out: DoViT's default heads, random
+    model = _convert(tmp_path, path, "--format", "dovit-official", "--skip-auxiliary")
+    assert model.config.aux_head == "linear" and "left out the 3 official aux heads" in capsys.readouterr().out
+
+
+def test_an_official_checkpoint_read_as_mmseg_is_refused(mmseg, tmp_path, capsys):
+    """Read as MMSeg 1.x, the timm-style attention keys have no place."""
+    path, _, _, _ = _official_checkpoint(mmseg, tmp_path)
     assert convert.main([path, str(tmp_path / "out"), "--format", "mmseg", "--skip-auxiliary"]) == 2
     assert "attn.qkv" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("distiller", [False, True])
 def test_official_checkpoint_logits_equal_mmseg_and_keep_its_decisions(mmseg, tmp_path, capsys, distiller):
-    path, vit, head = _official_checkpoint(mmseg, tmp_path, distiller=distiller)
-    model = _convert(tmp_path, path, "--format", "dovit-official", "--skip-auxiliary")
+    path, vit, head, _ = _official_checkpoint(mmseg, tmp_path, distiller=distiller)
+    model = _convert(tmp_path, path, "--format", "dovit-official")
     out = capsys.readouterr().out
-    assert "left out the 3 official aux heads" in out and "diff_conf 0.02" in out
+    assert "converted the 3 official aux heads (FCNHead, 256 channels)" in out and "diff_conf 0.02" in out
     assert ("converted its student" in out) == distiller
     config = model.config
     assert model.decision_layers == (2, 5, 8) and config.default_xi == 0.96  # out_indices[:-1], exit_conf
@@ -357,16 +469,18 @@ def test_official_checkpoint_logits_equal_mmseg_and_keep_its_decisions(mmseg, tm
     _, expected = _mmseg_logits(vit, head, pixels)
     with torch.no_grad():
         gap = float((model(pixels, xi=1.0).logits - expected).abs().max())
-        sparse = model(pixels, xi=0.5)  # DoViT's token pass runs on it (aux heads random until trained)
+        sparse = model(pixels, xi=0.5)  # DoViT's token pass runs on it, with the official aux heads
     print(f"official (distiller={distiller}): max |dlogit| = {gap:.2e}")
     assert gap <= TOLERANCE and sparse.logits.shape == expected.shape and len(sparse.keep_masks) == 3
+    assert config.aux_head == "fcn"
 
 
 def test_official_checkpoint_without_config_takes_the_official_layers(mmseg, tmp_path, capsys):
-    path, _, _ = _official_checkpoint(mmseg, tmp_path, config=False)
-    model = _convert(tmp_path, path, "--format", "dovit-official", "--skip-auxiliary", "--pos-size", *map(str, SIZE))
-    assert model.decision_layers == (2, 5, 8)
-    assert "official configs' for 12 blocks" in capsys.readouterr().out
+    path, _, _, _ = _official_checkpoint(mmseg, tmp_path, config=False)
+    model = _convert(tmp_path, path, "--format", "dovit-official", "--pos-size", *map(str, SIZE))
+    assert model.decision_layers == (2, 5, 8) and model.config.aux_head == "fcn"
+    out = capsys.readouterr().out
+    assert "official configs' for 12 blocks" in out and "no saved config for the official aux heads" in out
 
 
 def test_official_setr_with_two_layernorms_is_refused(mmseg, tmp_path, capsys):

@@ -13,7 +13,9 @@ def _relative_gap(counted: int, analytic: int) -> float:
 @pytest.mark.parametrize("options", [dict(), dict(stem="conv"), dict(decoder="pup", decoder_channels=32),
                                      dict(stem="conv", decoder="skip", decoder_channels=32), dict(merge_stopped=False),
                                      dict(decoder="segmenter", decoder_channels=64),
-                                     dict(decoder="naive_up4", decoder_channels=32)])
+                                     dict(decoder="naive_up4", decoder_channels=32),
+                                     dict(aux_head="fcn", aux_head_channels=64),
+                                     dict(aux_head="setr_up", aux_head_channels=32, merge_stopped=False)])
 @pytest.mark.parametrize("xi", [1.0, 0.5, 0.3, 0.0])
 def test_analytic_flops_agree_with_the_counter(options, xi):
     torch.manual_seed(0)

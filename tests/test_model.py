@@ -216,6 +216,63 @@ def test_aux_head_is_its_1x1_conv_on_the_token_map():
     assert torch.equal(logits.flatten(2).transpose(1, 2).argmax(-1), expected.flatten(2).transpose(1, 2).argmax(-1))
 
 
+@pytest.mark.parametrize("kind", ["fcn", "setr_up"])
+def test_conv_aux_head_is_conv_bn_relu_conv_on_the_token_map(kind):
+    """The official code's heads: [LayerNorm] -> 1x1 conv -> BatchNorm -> ReLU -> 1x1 classifier, run as linear
+    layers on the tokens with a BatchNorm1d over them; the same as the convs and a BatchNorm2d on the map, with
+    running statistics in eval mode and batch statistics (updated alike) in training."""
+    from torch import nn
+
+    from dovit.model import ConvAuxHead, tokens_to_map
+    from test_convert import perturb_
+
+    torch.manual_seed(0)
+    head = ConvAuxHead(embed_dim=32, num_classes=7, channels=16, input_norm=kind == "setr_up")
+    perturb_(head, scale=0.1)
+    bn = nn.BatchNorm2d(16)
+    bn.load_state_dict(head.bn.state_dict())
+
+    def reference(tokens):
+        x = tokens_to_map(head.norm(tokens), (6, 5))
+        return head.classifier(torch.relu(bn(head.conv(x))))
+
+    tokens = 2.0 * torch.randn(2, 6 * 5, 32)
+    assert isinstance(head.norm, nn.LayerNorm) == (kind == "setr_up")
+    with torch.no_grad():
+        for mode in (False, True):
+            head.train(mode)
+            bn.train(mode)
+            logits = head(tokens, (6, 5))
+            assert logits.shape == (2, 7, 6, 5)
+            assert torch.allclose(logits, reference(tokens), atol=1e-5)
+    assert torch.allclose(head.bn.running_var, bn.running_var) and int(head.bn.num_batches_tracked) == 1
+
+
+def test_aux_head_kind_is_a_checked_config_field_and_defaults_to_the_papers():
+    from dovit.model import AuxHead, ConvAuxHead
+
+    assert dovit.ModelConfig().aux_head == "linear"
+    assert all(isinstance(h, AuxHead) for h in dovit.build_model("vit_tiny_patch16_224", 3, input_size=(32, 32)).aux_heads)
+    model = dovit.build_model("vit_tiny_patch16_224", 3, input_size=(32, 32), aux_head="fcn", aux_head_channels=8)
+    assert all(isinstance(h, ConvAuxHead) and h.conv.out_channels == 8 for h in model.aux_heads)
+    with pytest.raises(ValueError, match="aux_head must be one of"):
+        dovit.ModelConfig(aux_head="mlp")
+    with pytest.raises(ValueError, match="aux_head_channels"):
+        dovit.ModelConfig(aux_head="fcn", aux_head_channels=0)
+
+
+@pytest.mark.parametrize("kind", ["fcn", "setr_up"])
+def test_token_pass_and_training_run_on_the_official_aux_heads(kind):
+    torch.manual_seed(0)
+    model = dovit.build_model("vit_tiny_patch16_224", 5, input_size=(64, 96), aux_head=kind, aux_head_channels=16)
+    out = model.train()(_pixels(), xi=0.6)
+    sum(logits.mean() for logits in out.aux_logits).backward()
+    assert model.aux_heads[0].conv.weight.grad is not None and len(out.keep_masks) == 3
+    with torch.no_grad():
+        model.eval()
+        assert (model(_pixels(), xi=1.0).logits - model(_pixels(), xi=1.0, with_aux=True).logits).abs().max() <= 1e-5
+
+
 def test_merge_switch_changes_only_when_tokens_stop():
     torch.manual_seed(0)
     on = dovit.build_model("vit_tiny_patch16_224", 5, input_size=(64, 96)).eval()
