@@ -38,6 +38,8 @@ from .presets import PRESETS, preset_config
 STATE_NAME = "train_state.pt"
 DEFAULT_INPUT_SIZE = (360, 480)  # CamVid's frames
 DEFAULT_XI = 0.95
+# --fit-minutes times steps FIT_SKIP_STEPS..FIT_MEASURE_STEPS of a run (the first compile kernels, fill loaders).
+FIT_SKIP_STEPS, FIT_MEASURE_STEPS = 10, 40
 SOURCE_KEYS = ("converted_from", "format")  # written by dovit.convert
 PRESET_FIELDS = ("backbone", "decision_layers", "decoder", "decoder_channels", "mean", "std", "default_xi")
 
@@ -139,6 +141,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--max-minutes", type=float, default=None,
         help="stop after this much training wall time (then validate and save as at the end); the schedule "
         "still follows --steps")
+    add("--fit-minutes", type=float, default=None,
+        help=f"fit the schedule to this much training wall time: over steps {FIT_SKIP_STEPS}-{FIT_MEASURE_STEPS} "
+        "(the first ones warm up kernels and loaders) the step rate is measured, and the run's length "
+        "(and its cosine/poly decay) is cut from --steps to the steps that fit, so the schedule completes instead "
+        "of being stopped half-way; for a GPU lent for minutes, where the step rate is not known beforehand")
     add("--default-xi", type=float, default=None, help="xi written into the checkpoint config (default: --xi)")
     add("--eval-every", type=int, default=500, help="validate (and keep best/) every N steps; 0 = at the end only")
     add("--save-every", type=int, default=250, help="write last/ and train_state.pt every N steps")
@@ -288,6 +295,42 @@ def _worker_init(worker_id: int) -> None:
     cv2.setNumThreads(1)
 
 
+class ScheduleFit:
+    """--fit-minutes: time steps FIT_SKIP_STEPS..FIT_MEASURE_STEPS after the start, then say how many steps
+    fit in the budget (counted from the start of the loop, so the untimed warm-up is paid for too)."""
+
+    def __init__(self, minutes: float, start_step: int) -> None:
+        self.budget_s, self.start_step = 60.0 * minutes, start_step
+        self.loop_start = time.perf_counter()
+        self.timer_start: float | None = None
+        self.rate = 0.0  # steps per second, once measured
+
+    def observe(self, step: int) -> bool:
+        """Call after each step; True once the rate is measured (then call ``total_steps``)."""
+        done = step - self.start_step
+        if done == FIT_SKIP_STEPS:
+            self.timer_start = time.perf_counter()
+        if done < FIT_MEASURE_STEPS or self.timer_start is None:
+            return False
+        self.rate = (done - FIT_SKIP_STEPS) / max(time.perf_counter() - self.timer_start, 1e-9)
+        self.step = step
+        return True
+
+    def total_steps(self, requested: int) -> int:
+        """The schedule's length: the steps that fit in what is left of the budget, at most ``requested``."""
+        left_s = self.budget_s - (time.perf_counter() - self.loop_start)
+        return max(self.step, min(requested, self.step + int(self.rate * max(left_s, 0.0))))
+
+
+def _agreed(value: int, world: int, device: torch.device) -> int:
+    """Rank 0's value on every rank (so DDP ranks stop at the same step)."""
+    if world == 1:
+        return value
+    tensor = torch.tensor([value], device=device, dtype=torch.int64)
+    dist.broadcast(tensor, src=0)
+    return int(tensor.item())
+
+
 def _past_deadline(deadline: float, world: int, device: torch.device) -> bool:
     """True once rank 0's clock passes the deadline; all ranks agree, so none waits on a collective alone."""
     late = torch.tensor([float(time.perf_counter() > deadline)], device=device)
@@ -346,6 +389,8 @@ class Run:
     step: int = 0
     best: dict = field(default_factory=lambda: {"miou": -1.0, "step": -1})
     source: dict = field(default_factory=dict)  # a converted --init checkpoint's origin, kept in every save
+    schedule_steps: list = field(default_factory=list)  # [total steps]: read by the LR lambda, cut by --fit-minutes
+    fitted: bool = False  # --fit-minutes has set schedule_steps (kept across --resume)
 
     @property
     def shipped(self) -> DoViTSegmenter:
@@ -397,12 +442,14 @@ def setup(args: argparse.Namespace) -> Run:
         (no_decay if parameter.ndim <= 1 or "pos_embed" in name or "cls_token" in name else decay).append(parameter)
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
-    schedule = (args.warmup_steps, args.steps, args.lr, args.min_lr, args.schedule)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, *schedule))
+    schedule_steps = [args.steps]  # the schedule's length: --steps, or fewer once --fit-minutes has measured
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
+        step, args.warmup_steps, schedule_steps[0], args.lr, args.min_lr, args.schedule))
     run = Run(args, rank, world, device, output, log, model,
               DistributedDataParallel(model) if world > 1 else model, teacher, weight_average(model, args.ema),
               optimizer, scheduler, train_set, val_set, _class_weights(args.class_weight_power, train_set, device),
-              source={k: v for k, v in model.checkpoint_metadata.items() if k in SOURCE_KEYS} if args.init else {})
+              source={k: v for k, v in model.checkpoint_metadata.items() if k in SOURCE_KEYS} if args.init else {},
+              schedule_steps=schedule_steps)
     _resume(run)
     if rank == 0:
         log({"event": "start", "stage": args.stage, "world_size": world, "step": run.step, "steps": args.steps,
@@ -458,6 +505,8 @@ def _resume(run: Run) -> None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if "schedule_steps" in state:  # a --fit-minutes run keeps its fitted length
+            run.schedule_steps[0], run.fitted = int(state["schedule_steps"]), True
         if run.ema is not None and "ema" in state:
             run.ema.load_state_dict(state["ema"])
         step, best = int(state["step"]), dict(state["best"])
@@ -513,7 +562,8 @@ def train(args: argparse.Namespace) -> dict:
     run.model.train()
     window_start, window_images, window_wait = time.perf_counter(), 0, 0.0
     deadline = None if args.max_minutes is None else time.perf_counter() + 60.0 * args.max_minutes
-    final_step = args.steps
+    final_step = run.schedule_steps[0]
+    fit = None if args.fit_minutes is None or run.fitted else ScheduleFit(args.fit_minutes, run.step)
     while run.step < final_step:
         if sampler is not None:
             sampler.set_epoch(epoch)
@@ -526,6 +576,13 @@ def train(args: argparse.Namespace) -> dict:
             step_xi = _draw_xi(xi_draw, xi, args.stage, args.dense_fraction, args.xi_range)
             parts, out = train_step(run, pixels, labels, step_xi)
             step = run.step
+            if fit is not None and fit.observe(step):
+                fitted = _agreed(fit.total_steps(args.steps), world, device)
+                log({"event": "fit", "step": step, "steps_per_s": fit.rate, "steps": fitted,
+                     "requested_steps": args.steps, "fit_minutes": args.fit_minutes})
+                run.schedule_steps[0], run.fitted, final_step, fit = fitted, True, fitted, None
+                bar.total = fitted
+                bar.refresh()
             if deadline is not None and final_step > step and _past_deadline(deadline, world, device):
                 final_step = step  # --max-minutes: this step is the last one (validated and saved below)
                 log({"event": "time_limit", "step": step, "max_minutes": args.max_minutes})
@@ -623,6 +680,8 @@ def _save_state(run: Run) -> None:
     save_checkpoint(run.shipped, output / "last", metadata=_metadata(args, step, source=run.source))
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "step": step, "best": best, "torch_rng": torch.get_rng_state()}
+    if run.fitted:
+        state["schedule_steps"] = run.schedule_steps[0]
     if run.ema is not None:
         state["ema"] = run.ema.state_dict()
     atomic_write(output / STATE_NAME, lambda handle: torch.save(state, handle))
