@@ -6,6 +6,9 @@ Two kinds of case:
   FLOPs turn into less time;
 - the shipped student (or ``--checkpoint``) on real frames (``--data-root``, skipped when absent) at its
   default xi: every image keeps its own tokens, so a batch runs the packed, padded token pass.
+``--backbone NAME --input-size H W`` (repeatable) replaces the default random-init cases, ``--fractions`` the
+kept fractions; ``--dtype bfloat16|float16`` runs every timed forward under ``torch.autocast`` (weights stay
+float32; float16 on cuda only). The FLOPs, counted analytically from the kept tokens, do not depend on the dtype.
 
 Timing: the variants of a case are interleaved (A B A B ...), each round timing every variant once, and
 ratios are taken within a round, so a change of machine load between rounds cancels out. Reported: the
@@ -16,6 +19,8 @@ included).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import os
 import platform
@@ -33,6 +38,8 @@ from .model import DoViTSegmenter, build_model
 CASES = (("vit_tiny_patch16_224", (360, 480)), ("vit_small_patch16_224", (512, 1024)))
 KEPT_FRACTIONS = (0.75, 0.5, 0.25)
 BATCH_SIZES = (1, 8)
+# --dtype: float32 runs as is; the others run the forwards under torch.autocast (CPU autocast has no float16).
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Packing plans compared on real frames (see DoViTSegmenter.pack_overhead_tokens): the device's default,
 # the whole batch in one padded forward, and image by image.
 PACKINGS = {"planned": None, "one padded forward": float("inf"), "image by image": 0.0}
@@ -52,6 +59,22 @@ def interleaved_times(variants: dict, warmup: int, rounds: int, device: torch.de
             if round_index >= warmup:
                 times[name].append((time.perf_counter() - start) * 1000.0)
     return times
+
+
+def autocast(device: str | torch.device, dtype: str = "float32"):
+    """The context the timed forwards run in: ``torch.autocast`` on the device's type at ``dtype`` (a DTYPES
+    name), matrix products and convolutions in that precision, weights kept float32; none for float32."""
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=DTYPES[dtype])
+
+
+def release_memory(device: str | torch.device) -> None:
+    """Return the memory of a finished case (its model, inputs and outputs unreferenced) before the next one:
+    on cuda the caching allocator keeps it otherwise, and ViT-B at batch 32 after ViT-T could run out."""
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def ratio_summary(numerator: list[float], denominator: list[float]) -> dict:
@@ -81,47 +104,58 @@ def _mean_flops(model: DoViTSegmenter, output) -> float:
 
 @torch.inference_mode()
 def run_case(backbone: str, size: tuple[int, int], fractions=KEPT_FRACTIONS, batch_sizes=BATCH_SIZES,
-             warmup: int = 2, repeats: int = 10, device: str | torch.device = "cpu") -> list[dict]:
+             warmup: int = 2, repeats: int = 10, device: str | torch.device = "cpu",
+             dtype: str = "float32") -> list[dict]:
     """Random-init ``backbone`` at ``size``: one row per (batch size, kept fraction), dense and token-pass
-    forwards interleaved. Times are per batch; img/s = batch / median time."""
+    forwards interleaved, under ``autocast(device, dtype)``. Times are per batch; img/s = batch / median time."""
     device = torch.device(device)
     torch.manual_seed(0)
     model = build_model(backbone, num_classes=19, input_size=size).to(device).eval()
     rows = []
-    for batch in batch_sizes:
-        pixels = torch.randn(batch, 3, *size, device=device)
-        grid = model.prefix(pixels[:1]).grid
-        num_tokens = grid[0] * grid[1]
-        dense_flops = forward_flops(model, grid, [num_tokens] * len(model.group_bounds), 0)["total"]
-        masks = {fraction: [m.to(device) for m in forced_masks(len(model.decision_layers), num_tokens, fraction,
-                                                               batch=batch)]
-                 for fraction in fractions}
-        variants = {"dense": lambda: model(pixels, xi=1.0)}
-        for fraction, mask in masks.items():
-            variants[fraction] = lambda mask=mask: model(pixels, xi=0.0, forced_keep=mask)
-        times = interleaved_times(variants, warmup, repeats, device)
-        dense_ms = statistics.median(times["dense"])
-        for fraction in fractions:
-            dynamic_flops = _mean_flops(model, model(pixels, xi=0.0, forced_keep=masks[fraction]))
-            speedup = ratio_summary(times["dense"], times[fraction])
-            dynamic_ms = statistics.median(times[fraction])
-            ideal = dense_flops / dynamic_flops
-            rows.append({
-                "case": "forced", "backbone": backbone, "input": f"{size[0]}x{size[1]}", "batch": batch,
-                "kept_fraction": fraction, "dense_gflops": dense_flops / 1e9, "dynamic_gflops": dynamic_flops / 1e9,
-                "dense_ms": dense_ms, "dynamic_ms": dynamic_ms,
-                "dense_img_s": 1000.0 * batch / dense_ms, "dynamic_img_s": 1000.0 * batch / dynamic_ms,
-                "speedup": speedup["median"], "speedup_min": speedup["min"], "speedup_max": speedup["max"],
-                "ideal_speedup": ideal, "efficiency": speedup["median"] / ideal,
-            })
+    with autocast(device, dtype):
+        for batch in batch_sizes:
+            rows += _case_rows(model, backbone, size, batch, fractions, warmup, repeats, device, dtype)
+    return rows
+
+
+def _case_rows(model: DoViTSegmenter, backbone: str, size: tuple[int, int], batch: int, fractions, warmup: int,
+               repeats: int, device: torch.device, dtype: str) -> list[dict]:
+    """run_case's rows of one batch size (its inputs and outputs freed on return)."""
+    pixels = torch.randn(batch, 3, *size, device=device)
+    grid = model.prefix(pixels[:1]).grid
+    num_tokens = grid[0] * grid[1]
+    dense_flops = forward_flops(model, grid, [num_tokens] * len(model.group_bounds), 0)["total"]
+    masks = {fraction: [m.to(device) for m in forced_masks(len(model.decision_layers), num_tokens, fraction,
+                                                           batch=batch)]
+             for fraction in fractions}
+    variants = {"dense": lambda: model(pixels, xi=1.0)}
+    for fraction, mask in masks.items():
+        variants[fraction] = lambda mask=mask: model(pixels, xi=0.0, forced_keep=mask)
+    times = interleaved_times(variants, warmup, repeats, device)
+    dense_ms = statistics.median(times["dense"])
+    rows = []
+    for fraction in fractions:
+        dynamic_flops = _mean_flops(model, model(pixels, xi=0.0, forced_keep=masks[fraction]))
+        speedup = ratio_summary(times["dense"], times[fraction])
+        dynamic_ms = statistics.median(times[fraction])
+        ideal = dense_flops / dynamic_flops
+        rows.append({
+            "case": "forced", "backbone": backbone, "input": f"{size[0]}x{size[1]}", "batch": batch, "dtype": dtype,
+            "kept_fraction": fraction, "dense_gflops": dense_flops / 1e9, "dynamic_gflops": dynamic_flops / 1e9,
+            "dense_ms": dense_ms, "dynamic_ms": dynamic_ms,
+            "dense_img_s": 1000.0 * batch / dense_ms, "dynamic_img_s": 1000.0 * batch / dynamic_ms,
+            "speedup": speedup["median"], "speedup_min": speedup["min"], "speedup_max": speedup["max"],
+            "ideal_speedup": ideal, "efficiency": speedup["median"] / ideal,
+        })
     return rows
 
 
 @torch.inference_mode()
 def stage_profile(backbone: str, size: tuple[int, int], fractions=(0.25,), warmup: int = 2, repeats: int = 10,
-                  device: str | torch.device = "cpu") -> dict[str, dict[str, float]]:
+                  device: str | torch.device = "cpu", dtype: str = "float32") -> dict[str, dict[str, float]]:
     """Median ms per forward stage (the model's ``timings_ms``: embed, group_1, decision_k, group_k,
-    decoder, upsample) of a batch-1 random-init forward, dense and at each forced kept fraction, interleaved."""
+    decoder, upsample) of a batch-1 random-init forward, dense and at each forced kept fraction, interleaved,
+    under ``autocast(device, dtype)``."""
     device = torch.device(device)
     torch.manual_seed(0)
     model = build_model(backbone, num_classes=19, input_size=size).to(device).eval()
@@ -132,12 +166,13 @@ def stage_profile(backbone: str, size: tuple[int, int], fractions=(0.25,), warmu
         masks = [m.to(device) for m in forced_masks(len(model.decision_layers), grid[0] * grid[1], fraction)]
         variants[f"{fraction:.0%} kept"] = dict(xi=0.0, forced_keep=masks)
     stages = {name: [] for name in variants}
-    for round_index in range(warmup + repeats):
-        for name, options in variants.items():
-            synchronise(device)
-            timings = model(pixels, **options).timings_ms
-            if round_index >= warmup:
-                stages[name].append(timings)
+    with autocast(device, dtype):
+        for round_index in range(warmup + repeats):
+            for name, options in variants.items():
+                synchronise(device)
+                timings = model(pixels, **options).timings_ms
+                if round_index >= warmup:
+                    stages[name].append(timings)
     return {name: {stage: statistics.median(t[stage] for t in runs) for stage in runs[0]}
             for name, runs in stages.items()}
 
@@ -166,10 +201,12 @@ def load_frames(data_root: str | Path, count: int, model: DoViTSegmenter, split:
 @torch.inference_mode()
 def run_checkpoint_case(model: DoViTSegmenter, frames: torch.Tensor, batch: int, xi: float | None = None,
                         warmup: int = 1, repeats: int = 10, device: str | torch.device = "cpu",
-                        packings: dict | None = None) -> dict:
+                        packings: dict | None = None, dtype: str = "float32") -> dict:
     """A trained model on real frames (B, 3, H, W), B a multiple of ``batch``: each round runs all frames
     dense and at ``xi`` (default: the model's default xi), at batch 1 and at ``batch``, and the batched
-    token pass with each packing plan (``PACKINGS``). Returns img/s per variant and the per-round ratios."""
+    token pass with each packing plan (``PACKINGS``), under ``autocast(device, dtype)`` (the kept tokens, and
+    so the FLOPs, are those of the forwards in that precision). Returns img/s per variant and the per-round
+    ratios."""
     device = torch.device(device)
     model = model.to(device).eval()
     frames = frames.to(device)
@@ -189,8 +226,9 @@ def run_checkpoint_case(model: DoViTSegmenter, frames: torch.Tensor, batch: int,
     variants = {"dense_b1": lambda: run(1, 1.0), "dovit_b1": lambda: run(1, xi), f"dense_b{batch}": lambda: run(batch, 1.0)}
     for name, overhead in packings.items():
         variants[f"dovit_b{batch} {name}"] = lambda overhead=overhead: run(batch, xi, overhead)
-    times = interleaved_times(variants, warmup, repeats, device)
-    outputs = [model(chunk, xi=xi) for chunk in chunks[1]]
+    with autocast(device, dtype):
+        times = interleaved_times(variants, warmup, repeats, device)
+        outputs = [model(chunk, xi=xi) for chunk in chunks[1]]
     dense_flops = forward_flops(model, outputs[0].grid, [outputs[0].grid[0] * outputs[0].grid[1]] * len(model.group_bounds),
                                 0)["total"]
     dynamic_flops = statistics.mean(_mean_flops(model, output) for output in outputs)
@@ -207,7 +245,8 @@ def run_checkpoint_case(model: DoViTSegmenter, frames: torch.Tensor, batch: int,
                                                                            times[f"dovit_b{batch} {name}"])
     return {
         "case": "checkpoint", "images": len(frames), "input": "x".join(str(v) for v in frames.shape[-2:]),
-        "batch": batch, "xi": xi, "dense_gflops": dense_flops / 1e9, "dynamic_gflops": dynamic_flops / 1e9,
+        "batch": batch, "dtype": dtype, "xi": xi,
+        "dense_gflops": dense_flops / 1e9, "dynamic_gflops": dynamic_flops / 1e9,
         "ideal_speedup": ideal,
         "kept_fraction_last_group": statistics.mean(
             float(o.group_tokens[0, -1]) / (o.grid[0] * o.grid[1]) for o in outputs),
@@ -218,7 +257,8 @@ def run_checkpoint_case(model: DoViTSegmenter, frames: torch.Tensor, batch: int,
     }
 
 
-def machine_description() -> str:
+def machine_description(device: str | torch.device = "cpu") -> str:
+    """CPU, cores, torch and its threads, Python, the load average, and the card's name on cuda."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -228,7 +268,8 @@ def machine_description() -> str:
     except OSError:
         pass
     load = " ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    return (f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} "
+    card = f", GPU {torch.cuda.get_device_name(device)}" if torch.device(device).type == "cuda" else ""
+    return (f"{cpu}, {os.cpu_count()} logical cores{card}, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), Python {platform.python_version()}, load average {load}")
 
 
@@ -246,7 +287,8 @@ def format_table(rows: list[dict]) -> str:
 
 def format_checkpoint(result: dict) -> str:
     batch = result["batch"]
-    lines = [f"{result['images']} frames at {result['input']}, ξ = {result['xi']:g}, batch {batch}: "
+    lines = [f"{result['images']} frames at {result['input']}, ξ = {result['xi']:g}, batch {batch}, "
+             f"{result['dtype']}: "
              f"{result['dynamic_gflops']:.2f} / {result['dense_gflops']:.2f} GFLOPs per image "
              f"(ideal {result['ideal_speedup']:.2f}x), {result['kept_fraction_last_group']:.0%} of tokens kept to the end",
              "", "| variant | img/s |", "|---|---|"]
@@ -258,68 +300,147 @@ def format_checkpoint(result: dict) -> str:
     return "\n".join(lines)
 
 
+def random_init_cases(backbones: list[str] | None, input_sizes: list[list[int]] | None,
+                      quick: bool = False) -> list[tuple[str, tuple[int, int]]]:
+    """(backbone, (H, W)) of the random-init cases: ``CASES`` (only the first when ``quick``) when no backbone
+    is named; else each backbone with its own input size (the i-th size for the i-th backbone), one size for
+    all, or, with none, the model's default size. Each is built on the meta device (nothing allocated), so a
+    name or size the model builder refuses raises its ValueError before any case runs."""
+    if not backbones:
+        if input_sizes:
+            raise ValueError("--input-size sets the size of a --backbone case: name the backbone too")
+        return list(CASES[:1] if quick else CASES)
+    if quick:
+        raise ValueError("--quick picks the ViT-T case among the default cases; "
+                         "with --backbone, name only the cases to run")
+    sizes = input_sizes or [None]
+    if len(sizes) not in (1, len(backbones)):
+        raise ValueError(f"{len(backbones)} --backbone but {len(sizes)} --input-size: give one size for all "
+                         "or one per backbone, in the same order")
+    cases = []
+    for backbone, size in zip(backbones, sizes * len(backbones) if len(sizes) == 1 else sizes):
+        options = {} if size is None else {"input_size": tuple(size)}
+        with torch.device("meta"):
+            model = build_model(backbone, num_classes=19, **options)
+        cases.append((backbone, tuple(model.config.input_size)))
+    return cases
+
+
+def _check_device(device: str, dtype: str) -> None:
+    """ValueError for a device torch cannot parse, cuda without a card, or float16 on cpu."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as error:
+        raise ValueError(f"--device {device!r}: {error}") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: torch {torch.__version__} sees no CUDA device here")
+    if dtype == "float16" and kind == "cpu":
+        raise ValueError("--dtype float16 needs --device cuda: CPU autocast runs bfloat16, not float16 "
+                         "(use --dtype bfloat16 on cpu)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m dovit.benchmark",
         description="Time dense vs token-pass forwards per batch size, interleaved (A B A B ...), median of "
-        "per-round ratios: random-init ViT-T at 360x480 and ViT-S at 512x1024 with 75/50/25%% of tokens kept "
-        "after the first decision, and a trained checkpoint on real CamVid frames at its default xi. Reports "
-        f"img/s, speedup, ideal speedup (dense/dynamic FLOPs) and efficiency. {FLOPS_CONVENTION}.",
+        "per-round ratios: random-init ViT-T at 360x480 and ViT-S at 512x1024 (or the --backbone cases) with "
+        "75/50/25%% (or --fractions) of tokens kept after the first decision, and a trained checkpoint on real "
+        "CamVid frames at its default xi. Reports img/s, speedup, ideal speedup (dense/dynamic FLOPs) and "
+        f"efficiency. {FLOPS_CONVENTION}.",
+        epilog="GPU example (issue 11's target): --device cuda --dtype bfloat16 --backbone vit_base_patch16_224 "
+        "--input-size 512 1024 --batch 1 32 --fractions 0.5 0.25 --frames 32 --json OUT.json",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--batch", type=int, nargs="+", default=list(BATCH_SIZES), help="batch sizes")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
+                        help="precision of the timed forwards: float32 as is, the others under torch.autocast "
+                        "(weights stay float32); float16 on cuda only")
+    parser.add_argument("--backbone", action="append", metavar="NAME",
+                        help="a timm ViT/DeiT name for a random-init case, instead of the default cases; repeat "
+                        "for several cases (default: ViT-T 360x480 and ViT-S 512x1024)")
+    parser.add_argument("--input-size", action="append", type=int, nargs=2, metavar=("H", "W"),
+                        help="input size of the --backbone cases: once for all, or once per --backbone in the same "
+                        "order (default: the model's default size)")
+    parser.add_argument("--fractions", type=float, nargs="+", default=list(KEPT_FRACTIONS),
+                        help="kept fractions after the first decision, each in (0, 1]")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("--repeats", type=int, default=10, help="timed rounds (medians reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed warm-up rounds")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--quick", action="store_true", help="ViT-T case only among the random-init cases")
+    parser.add_argument("--quick", action="store_true", help="ViT-T case only among the default random-init cases")
     parser.add_argument("--profile", action="store_true",
-                        help="only the per-stage ms of ViT-T 360x480, batch 1, dense vs 25%% kept, and exit")
+                        help="only the per-stage ms of the first random-init case (default ViT-T 360x480), batch 1, "
+                        "dense vs 25%% kept, and exit")
     parser.add_argument("--no-forced", action="store_true", help="skip the random-init forced-fraction cases")
+    parser.add_argument("--no-frames", action="store_true", help="skip the real-frame case")
     parser.add_argument("--checkpoint", default=None,
                         help="checkpoint for the real-frame case (default: the shipped CamVid DoViT student)")
     parser.add_argument("--data-root", default="../shared/data/camvid",
                         help="CamVid root for the real-frame case (skipped when missing)")
     parser.add_argument("--frames", type=int, default=16, help="real frames per round (a multiple of each batch)")
     args = parser.parse_args(argv)
+    run_frames = not args.no_frames and Path(args.data_root).is_dir()
+    try:  # every refusal here, before any case runs: a GPU session must not lose minutes to a typo
+        _check_device(args.device, args.dtype)
+        if min(args.batch) < 1 or args.repeats < 1 or args.warmup < 0:
+            raise ValueError("--batch sizes and --repeats must be at least 1, --warmup at least 0")
+        if not all(0.0 < fraction <= 1.0 for fraction in args.fractions):
+            raise ValueError(f"--fractions must each be in (0, 1], got {args.fractions}")
+        uneven = [batch for batch in args.batch if batch > 1 and args.frames % batch]
+        if run_frames and uneven:
+            raise ValueError(f"--frames {args.frames} is not a multiple of batch size {uneven[0]} (the real-frame "
+                             "case runs whole batches): raise --frames, or skip that case with --no-frames")
+        cases = random_init_cases(args.backbone, args.input_size, args.quick)
+    except ValueError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     if args.threads:
         torch.set_num_threads(args.threads)
+    header = f"device {args.device}, dtype {args.dtype}"
     if args.profile:
-        backbone, size = CASES[0]
-        print(f"Machine: {machine_description()}, device {args.device}\n{backbone} {size[0]}x{size[1]}, batch 1\n")
+        backbone, size = cases[0]
+        print(f"Machine: {machine_description(args.device)}, {header}\n{backbone} {size[0]}x{size[1]}, batch 1\n")
         print(format_profile(stage_profile(backbone, size, warmup=args.warmup, repeats=args.repeats,
-                                           device=args.device)))
+                                           device=args.device, dtype=args.dtype)))
         return 0
     rows = []
     if not args.no_forced:
-        for backbone, size in CASES[:1] if args.quick else CASES:
-            rows += run_case(backbone, size, batch_sizes=args.batch, warmup=args.warmup, repeats=args.repeats,
-                             device=args.device)
+        for backbone, size in cases:
+            rows += run_case(backbone, size, fractions=args.fractions, batch_sizes=args.batch, warmup=args.warmup,
+                             repeats=args.repeats, device=args.device, dtype=args.dtype)
+            release_memory(args.device)
     checkpoint_results = []
-    if Path(args.data_root).is_dir():
-        from .checkpoint import load_checkpoint
-        from .predictor import default_checkpoint
-
-        model = load_checkpoint(args.checkpoint or default_checkpoint())
-        frames = load_frames(args.data_root, args.frames, model)
-        for batch in (b for b in args.batch if b > 1):
-            checkpoint_results.append(run_checkpoint_case(model, frames, batch, warmup=1, repeats=args.repeats,
-                                                          device=args.device))
-    machine = machine_description()
-    print(f"Machine: {machine}, device {args.device}\n{FLOPS_CONVENTION}\n")
+    if run_frames:
+        checkpoint_results = _real_frame_results(args)
+        release_memory(args.device)
+    machine = machine_description(args.device)
+    print(f"Machine: {machine}, {header}\n{FLOPS_CONVENTION}\n")
     if rows:
         print(format_table(rows))
     for result in checkpoint_results:
         print("\n" + format_checkpoint(result))
     if not checkpoint_results:
-        print(f"\n(real-frame case skipped: no data at {args.data_root} or no batch size > 1)")
+        reason = ("--no-frames" if args.no_frames else "no batch size > 1" if run_frames
+                  else f"no data at {args.data_root}")
+        print(f"\n(real-frame case skipped: {reason})")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"machine": machine, "device": args.device,
+        Path(args.json).write_text(json.dumps({"machine": machine, "device": args.device, "dtype": args.dtype,
                                                "flops_convention": FLOPS_CONVENTION, "cases": rows,
                                                "checkpoint_cases": checkpoint_results}, indent=2) + "\n")
     return 0
+
+
+def _real_frame_results(args: argparse.Namespace) -> list[dict]:
+    """The checkpoint case at each batch size > 1 (its model and frames freed on return)."""
+    from .checkpoint import load_checkpoint
+    from .predictor import default_checkpoint
+
+    model = load_checkpoint(args.checkpoint or default_checkpoint())
+    frames = load_frames(args.data_root, args.frames, model)
+    return [run_checkpoint_case(model, frames, batch, warmup=1, repeats=args.repeats, device=args.device,
+                                dtype=args.dtype)
+            for batch in args.batch if batch > 1]
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 import ast
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -68,16 +69,116 @@ def test_checkpoint_case_compares_batch_sizes_and_packings(tiny_model):
     assert "ξ = 0.3, batch 2" in benchmark.format_checkpoint(result)
 
 
+def test_checkpoint_case_under_bfloat16_records_the_dtype(tiny_model):
+    frames = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    result = benchmark.run_checkpoint_case(tiny_model, frames, batch=2, xi=0.3, warmup=0, repeats=1,
+                                           packings={"planned": None}, dtype="bfloat16")
+    assert result["dtype"] == "bfloat16" and set(result["img_s"]) == {"dense_b1", "dovit_b1", "dense_b2",
+                                                                      "dovit_b2 planned"}
+    assert all(math.isfinite(value) and value > 0 for value in result["img_s"].values())
+    assert 0 < result["dynamic_gflops"] <= result["dense_gflops"]
+    assert "ξ = 0.3, batch 2, bfloat16:" in benchmark.format_checkpoint(result)
+
+
 def test_cli_writes_json_and_skips_missing_frames(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(benchmark, "CASES", (("vit_tiny_patch16_224", (32, 48)),))
     out = tmp_path / "bench.json"
     assert benchmark.main(["--batch", "1", "2", "--repeats", "1", "--warmup", "0", "--data-root",
                            str(tmp_path / "none"), "--json", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "real-frame case skipped" in printed and "load average" in printed
+    assert f"(real-frame case skipped: no data at {tmp_path / 'none'})" in printed and "load average" in printed
     saved = json.loads(out.read_text())
-    assert saved["device"] == "cpu" and saved["checkpoint_cases"] == []
+    assert saved["device"] == "cpu" and saved["dtype"] == "float32" and saved["checkpoint_cases"] == []
     assert sorted({row["batch"] for row in saved["cases"]}) == [1, 2]
+    assert {row["dtype"] for row in saved["cases"]} == {"float32"}
+
+
+def test_autocast_runs_matrix_products_in_the_dtype_and_float32_as_is():
+    layer = torch.nn.Linear(4, 4)
+    with benchmark.autocast("cpu", "bfloat16"):
+        assert layer(torch.ones(1, 4)).dtype == torch.bfloat16
+    with benchmark.autocast("cpu", "float32"):
+        assert layer(torch.ones(1, 4)).dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+
+
+def test_bfloat16_case_times_its_forwards_under_autocast_with_the_float32_flops(monkeypatch):
+    timed_under = []
+    interleaved = benchmark.interleaved_times
+
+    def spy(variants, warmup, rounds, device):
+        timed_under.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return interleaved(variants, warmup, rounds, device)
+
+    monkeypatch.setattr(benchmark, "interleaved_times", spy)
+    options = dict(fractions=(0.5,), batch_sizes=(2,), warmup=0, repeats=2)
+    bf16 = benchmark.run_case("vit_tiny_patch16_224", (32, 48), dtype="bfloat16", **options)
+    fp32 = benchmark.run_case("vit_tiny_patch16_224", (32, 48), **options)
+    assert timed_under == [torch.bfloat16, None]
+    assert [(r["dtype"], r["batch"], r["kept_fraction"]) for r in bf16] == [("bfloat16", 2, 0.5)]
+    assert fp32[0]["dtype"] == "float32"
+    row = bf16[0]
+    for key in ("dense_gflops", "dynamic_gflops", "ideal_speedup"):  # analytic: the dtype does not change them
+        assert row[key] == pytest.approx(fp32[0][key])
+    for key in ("dense_img_s", "dynamic_img_s", "speedup", "efficiency"):
+        assert math.isfinite(row[key]) and row[key] > 0
+    assert row["dynamic_gflops"] < row["dense_gflops"]
+
+
+def test_cli_backbone_input_size_fractions_and_dtype_choose_the_cases(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert benchmark.main(["--backbone", "vit_tiny_patch16_224", "--input-size", "32", "48", "--fractions", "0.5",
+                           "0.25", "--dtype", "bfloat16", "--batch", "1", "2", "--repeats", "1", "--warmup", "0",
+                           "--no-frames", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "device cpu, dtype bfloat16" in printed and "(real-frame case skipped: --no-frames)" in printed
+    assert "| vit_tiny_patch16_224 | 32x48 | 2 | 25% |" in printed and "GPU" not in printed
+    saved = json.loads(out.read_text())
+    assert saved["dtype"] == "bfloat16" and saved["checkpoint_cases"] == []
+    assert [(r["backbone"], r["input"], r["batch"], r["kept_fraction"], r["dtype"]) for r in saved["cases"]] == [
+        ("vit_tiny_patch16_224", "32x48", batch, fraction, "bfloat16") for batch in (1, 2) for fraction in (0.5, 0.25)]
+    assert all(math.isfinite(r["dynamic_img_s"]) and r["dynamic_img_s"] > 0 for r in saved["cases"])
+
+
+def test_random_init_cases_pair_backbones_with_sizes():
+    tiny, small = "vit_tiny_patch16_224", "vit_small_patch16_224"
+    assert benchmark.random_init_cases(None, None) == list(benchmark.CASES)
+    assert benchmark.random_init_cases(None, None, quick=True) == list(benchmark.CASES[:1])
+    assert benchmark.random_init_cases([tiny, small], [[64, 96]]) == [(tiny, (64, 96)), (small, (64, 96))]
+    assert benchmark.random_init_cases([tiny, small], [[64, 96], [32, 48]]) == [(tiny, (64, 96)), (small, (32, 48))]
+    assert benchmark.random_init_cases([tiny], None) == [(tiny, (360, 480))]  # the model's default size
+    with pytest.raises(ValueError, match="one size for all or one per backbone"):
+        benchmark.random_init_cases([tiny, small, tiny], [[64, 96], [32, 48]])
+    with pytest.raises(ValueError, match="name the backbone too"):
+        benchmark.random_init_cases(None, [[64, 96]])
+    with pytest.raises(ValueError, match="--quick"):
+        benchmark.random_init_cases([tiny], None, quick=True)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--backbone", "vit_tiny_patch16_244"], "unknown backbone 'vit_tiny_patch16_244' (did you mean vit_tiny_patch16_224"),
+    (["--backbone", "resnet50"], "resnet50: not a plain timm ViT/DeiT"),
+    (["--dtype", "float16"], "--dtype float16 needs --device cuda"),
+    (["--fractions", "0.5", "1.5"], "--fractions must each be in (0, 1]"),
+    (["--batch", "0"], "--batch sizes and --repeats must be at least 1"),
+])
+def test_cli_refuses_bad_arguments_in_one_line_before_any_case_runs(arguments, message, monkeypatch, capsys):
+    monkeypatch.setattr(benchmark, "run_case", lambda *a, **k: pytest.fail("a case ran"))
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(arguments + ["--no-frames"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("python -m dovit.benchmark: error: ") and message in error
+    assert error.count("\n") == 1
+
+
+def test_cli_refuses_cuda_without_a_card_and_uneven_frames(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(["--device", "cuda", "--no-frames"])
+    assert exit_info.value.code == 2 and "sees no CUDA device" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # the real-frame case would run (its root exists)
+        benchmark.main(["--batch", "1", "8", "--frames", "12", "--data-root", str(tmp_path)])
+    assert exit_info.value.code == 2 and "--frames 12 is not a multiple of batch size 8" in capsys.readouterr().err
 
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
