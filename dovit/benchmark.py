@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m dovit.benchmark",
         description="Time dense vs token-pass forwards per batch size, interleaved (A B A B ...), median of "
         "per-round ratios: random-init ViT-T at 360x480 and ViT-S at 512x1024 (or the --backbone cases) with "
-        "75/50/25%% (or --fractions) of tokens kept after the first decision, and a trained checkpoint on real "
+        "75/50/25% (or --fractions) of tokens kept after the first decision, and a trained checkpoint on real "
         "CamVid frames at its default xi. Reports img/s, speedup, ideal speedup (dense/dynamic FLOPs) and "
         f"efficiency. {FLOPS_CONVENTION}.",
         epilog="GPU example (issue 11's target): --device cuda --dtype bfloat16 --backbone vit_base_patch16_224 "
@@ -358,10 +358,10 @@ def main(argv: list[str] | None = None) -> int:
                         "(weights stay float32); float16 on cuda only")
     parser.add_argument("--backbone", action="append", metavar="NAME",
                         help="a timm ViT/DeiT name for a random-init case, instead of the default cases; repeat "
-                        "for several cases (default: ViT-T 360x480 and ViT-S 512x1024)")
+                        "for several cases; without it: ViT-T 360x480 and ViT-S 512x1024")
     parser.add_argument("--input-size", action="append", type=int, nargs=2, metavar=("H", "W"),
                         help="input size of the --backbone cases: once for all, or once per --backbone in the same "
-                        "order (default: the model's default size)")
+                        "order; without it: the model's default size")
     parser.add_argument("--fractions", type=float, nargs="+", default=list(KEPT_FRACTIONS),
                         help="kept fractions after the first decision, each in (0, 1]")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
