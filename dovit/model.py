@@ -2,7 +2,8 @@
 
 Modifications relative to timm's VisionTransformer.forward_features:
 - blocks run in D+1 groups split at ``decision_layers``; after each group an auxiliary head
-  (LayerNorm + one 1x1 conv, E -> C) scores every token (Eq. 2-3);
+  (LayerNorm + one 1x1 conv, E -> C; or a converted official checkpoint's conv-BN-ReLU-conv head, see
+  ``ModelConfig.aux_head``) scores every token (Eq. 2-3);
 - tokens whose confidence exceeds xi stop (Eq. 4-5): the kept tokens are gathered into a compact
   sequence and only they run through the next group's real timm blocks (Eq. 6-7); stopped tokens are
   carried unchanged and scattered back (token reconstruction) before every aux head and the decoder;
