@@ -50,6 +50,21 @@ train() {  # name, flags...: one background training run, its console output in 
   python3 -m dovit.train --output "$RUNS/$name" "$@" >"$RUNS/$name.out" 2>&1 &
 }
 
+# ---- preflight (~30 s): one tiny run through every code path the phases use (init, recipe, Segmenter,
+# student, evaluate), so a broken environment (torch/timm versions there) costs seconds, not the lease
+PRE="--data-root $DATA --stem conv --input-size 64 96 --batch-size 2 --steps 2 --warmup-steps 1 --eval-every 0 \
+  --max-val-images 2 --workers 0 --threads 2 --no-progress $RECIPE --train-split train+val --val-split val"
+if ! { python3 -m dovit.train --stage dense --output "$RUNS/pre_t" $PRE --decoder segmenter --decoder-channels 64 \
+         --init-weights "$INIT_TEACHER" \
+    && python3 -m dovit.train --stage dovit --output "$RUNS/pre_s" --init "$RUNS/pre_t/last" --teacher "$RUNS/pre_t/last" \
+         --xi 0.9 --xi-range 0.8 1.0 --dense-fraction 0.5 --fit-minutes 0.05 $PRE \
+    && python3 -m dovit.evaluate --checkpoint "$RUNS/pre_s/last" --data-root "$DATA" --device "$DEVICE" \
+         --max-images 2 --xi 0.9 1 --throughput-images 2; } >"$RUNS/preflight.out" 2>&1; then
+  cat "$RUNS/preflight.out"; say "preflight failed: nothing trained"; exit 3
+fi
+rm -rf "$RUNS/pre_t" "$RUNS/pre_s"
+say "preflight ok"
+
 # ---- phase 1: teachers
 train fold_recipe $TEACHER $FOLD $RECIPE --decoder skip --decoder-channels 64 $COMMON
 train fold_base $TEACHER $FOLD --decoder skip --decoder-channels 64 $COMMON
