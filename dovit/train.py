@@ -303,7 +303,7 @@ class ScheduleFit:
         self.budget_s, self.start_step = 60.0 * minutes, start_step
         self.loop_start = time.perf_counter()
         self.timer_start: float | None = None
-        self.rate = 0.0  # steps per second, once measured
+        self.rate, self.step = 0.0, start_step  # steps per second and the step they were measured at
 
     def observe(self, step: int) -> bool:
         """Call after each step; True once the rate is measured (then call ``total_steps``)."""
@@ -333,10 +333,7 @@ def _agreed(value: int, world: int, device: torch.device) -> int:
 
 def _past_deadline(deadline: float, world: int, device: torch.device) -> bool:
     """True once rank 0's clock passes the deadline; all ranks agree, so none waits on a collective alone."""
-    late = torch.tensor([float(time.perf_counter() > deadline)], device=device)
-    if world > 1:
-        dist.broadcast(late, src=0)
-    return bool(late.item())
+    return bool(_agreed(int(time.perf_counter() > deadline), world, device))
 
 
 def _seed_everything(seed: int) -> None:
