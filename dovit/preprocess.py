@@ -69,9 +69,81 @@ def upsample_logits(logits: torch.Tensor, size: tuple[int, int], patch_size: int
 def logits_to_mask(logits: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
     """(B, C, h, w) logits -> (B, height, width) int64 class ids: the argmax over classes, after a bilinear
     upsample of the logits to ``size`` = (height, width) when given (labels and the input image are
-    usually larger than the working size). Ties give the first maximal class, as ``argmax`` does."""
-    if size is not None:
-        logits = upsample_logits(logits, size)
+    usually larger than the working size). Ties give the first maximal class, as ``argmax`` does.
+
+    With finite logits the mask at another size comes from :func:`resample_labels`, which skips the
+    upsample where it cannot change the class.
+    """
+    if size is not None and tuple(int(v) for v in size) != tuple(logits.shape[-2:]):
+        if bool(torch.isfinite(logits).all()):
+            return resample_labels(logits.detach(), size)
+        logits = upsample_logits(logits, size)  # NaN/inf: argmax's own rules over the upsampled values
     # max(dim).indices gives argmax's indices (first maximal class, NaN as maximal) and measured 6x faster on
     # the project's CPU for (1, C, 360, 480) logits (docs/benchmarks.md, issue 11).
     return logits.max(dim=1).indices
+
+
+# resample_labels works in label space only when the output has at least this many times the source's
+# pixels and at most this fraction of source 2 x 2 blocks mix classes; otherwise the plain upsample is
+# cheaper. Measured on the 2-core CPU (docs/benchmarks.md, issue 11): CamVid frames have 2-3 % mixed blocks
+# at 360 x 480; at 720 x 960 output the label path broke even with the upsample near 6 % mixed blocks.
+LABEL_SPACE_MIN_SCALE = 2.0
+LABEL_SPACE_MAX_MIXED = 0.05
+
+
+def resample_labels(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The class mask of ``F.interpolate(logits, size, mode="bilinear", align_corners=False)`` without
+    materialising the upsampled logits: (B, C, h, w) finite logits -> (B, height, width) int64.
+
+    Each output pixel's bilinear logits are a convex combination of the logits of (at most) a 2 x 2 block of
+    source cells. If all four cells have the same first maximal class c, then c stays first maximal in any
+    convex combination (each margin l_c - l_k is >= 0, or > 0 for k < c, at every cell, so also in the
+    mixture): the pixel takes c without interpolating. Only pixels whose block mixes classes are
+    interpolated (with the taps and weights of torch's kernel) and take the argmax there. The mask equals
+    the upsample-then-argmax one except where float rounding flips a near-tie. Where that would not be
+    cheaper (see ``LABEL_SPACE_MIN_SCALE``, ``LABEL_SPACE_MAX_MIXED``) it is the upsample-then-argmax.
+    """
+    height, width = (int(v) for v in size)
+    batch, classes, h, w = logits.shape
+    labels = logits.max(dim=1).indices  # (B, h, w) first maximal class per source cell
+    uniform = uniform_blocks(labels)
+    if height * width < LABEL_SPACE_MIN_SCALE * h * w or 1.0 - uniform.float().mean().item() > LABEL_SPACE_MAX_MIXED:
+        return upsample_logits(logits, size).max(dim=1).indices
+    row0, row1, row_weight = _linear_taps(h, height, logits.device)
+    col0, col1, col_weight = _linear_taps(w, width, logits.device)
+    # One small-integer gather carries both the class and the uniform flag (int64 gathers move 4x the bytes).
+    code = (labels * 2 + uniform).to(torch.int16 if classes < 2**14 else torch.int64)
+    picked = code.index_select(1, row0).gather(2, col0.expand(batch, height, width))  # each pixel's block
+    mask = (picked >> 1).to(torch.int64)
+    b, y, x = (picked & 1).logical_not_().nonzero(as_tuple=True)
+    if b.numel():
+        # one contiguous row of C logits per cell: gathering rows of the strided view was 6x slower
+        cells = logits.permute(0, 2, 3, 1).contiguous().view(batch * h * w, classes)
+        source_rows = torch.stack([row0[y], row0[y], row1[y], row1[y]]) + (b * h).unsqueeze(0)
+        index = source_rows * w + torch.stack([col0[x], col1[x], col0[x], col1[x]])
+        corners = cells.index_select(0, index.flatten()).view(4, -1, classes)  # one call: 7x faster than four
+        wy, wx = row_weight[y].unsqueeze(1), col_weight[x].unsqueeze(1)
+        top = corners[0] * (1 - wx) + corners[1] * wx
+        bottom = corners[2] * (1 - wx) + corners[3] * wx
+        mask[b, y, x] = (top * (1 - wy) + bottom * wy).max(dim=1).indices
+    return mask
+
+
+def uniform_blocks(labels: torch.Tensor) -> torch.Tensor:
+    """(B, h, w) class ids -> (B, h, w) bool: cells (i, j), (i, j+1), (i+1, j), (i+1, j+1) share one class
+    (the last row and column compare with themselves: edges replicated, as bilinear taps clamp)."""
+    uniform = labels == torch.cat([labels[..., 1:], labels[..., -1:]], dim=2)
+    uniform &= torch.cat([uniform[:, 1:], uniform[:, -1:]], dim=1)
+    uniform &= labels == torch.cat([labels[:, 1:], labels[:, -1:]], dim=1)
+    return uniform
+
+
+def _linear_taps(source: int, target: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bilinear (align_corners=False) taps along one axis, as torch computes them: for each of ``target``
+    output positions, the two source indices (int64) and the weight (float32) of the second."""
+    scale = torch.tensor(source, dtype=torch.float32) / target  # one float32 division, as torch's kernel
+    position = ((torch.arange(target, dtype=torch.float32) + 0.5) * scale - 0.5).clamp(min=0.0)
+    first = position.to(torch.int64).clamp(max=source - 1)
+    second = (first + 1).clamp(max=source - 1)
+    weight = (position - first.to(torch.float32)).clamp(0.0, 1.0)
+    return first.to(device), second.to(device), weight.to(device)

@@ -4,9 +4,12 @@ import json
 import math
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
+import dovit
 from dovit import benchmark
 
 
@@ -209,3 +212,21 @@ def test_stage_profile_names_every_stage_of_both_forwards():
     assert all(ms >= 0 for timings in profile.values() for ms in timings.values())
     table = benchmark.format_profile(profile)
     assert "| decision_1 | – |" in table and table.splitlines()[-1].startswith("| total |")
+
+
+def test_mask_resample_benchmark_compares_both_mask_paths_on_frames(tiny_model, tmp_path, capsys):
+    """benchmarks.mask_resample on two frames: both mask paths timed in pairs, masks compared pixel by pixel."""
+    from benchmarks import mask_resample
+
+    checkpoint = dovit.save_checkpoint(tiny_model, tmp_path / "checkpoint")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index in range(2):
+        cv2.imwrite(str(frames / f"f{index}.png"), np.random.default_rng(index).integers(0, 256, (64, 96, 3), np.uint8))
+    mask_resample.main(["--checkpoint", str(checkpoint), "--data-root", str(frames), "--frames", "2", "--rounds", "1",
+                        "--sizes", "128x192", "40x50"])
+    out = capsys.readouterr().out
+    assert "2 frames of" in out and "mixed 2x2 blocks per frame" in out
+    assert "mask 128x192: upsample" in out and "2 pairs); pixels that differ: 0 of 49152" in out
+    assert "mask 40x50: upsample" in out and "pixels that differ: 0 of 4000" in out
+    assert "Predictor.predict on a 128x192 image (xi part)" in out

@@ -11,8 +11,9 @@ import dovit
 from app.analysis import to_working_size
 from app.images import fit_within
 from dovit.data import EvalTransform
-from dovit.preprocess import (logits_to_mask, normalise, preprocess_image, resize_image, resize_interpolation,
-                              upsample_logits)
+from dovit import preprocess
+from dovit.preprocess import (logits_to_mask, normalise, preprocess_image, resample_labels, resize_image,
+                              resize_interpolation, upsample_logits)
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -126,3 +127,69 @@ def test_predictor_mask_is_the_argmax_of_the_upsampled_logits(tiny_model):
     with torch.inference_mode():
         logits = tiny_model(predictor.preprocess(image, (36, 48)), xi=1.0).logits
     np.testing.assert_array_equal(prediction.mask, logits_to_mask(logits, (50, 70))[0].numpy())
+
+
+def _smooth_logits(seed: int, batch: int, classes: int, height: int, width: int, cell: int = 6,
+                   noise: float = 0.05) -> torch.Tensor:
+    """Logits with regions of one class (about ``cell`` pixels across) and boundaries between them."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(batch, classes, max(2, height // cell), max(2, width // cell), generator=generator) * 4
+    jitter = torch.randn(batch, classes, height, width, generator=generator) * noise
+    return torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear") + jitter
+
+
+def _near_ties(logits: torch.Tensor, tolerance: float = 1e-5) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H, W) bool: the top two classes are within ``tolerance``."""
+    top2 = logits.topk(2, dim=1).values
+    return (top2[:, 0] - top2[:, 1]) <= tolerance
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 2), st.integers(2, 12), st.integers(2, 40), st.integers(2, 40),
+       st.floats(0.3, 5.0), st.floats(0.3, 5.0))
+def test_label_space_mask_equals_upsample_then_argmax(seed, batch, classes, height, width, scale_y, scale_x):
+    """The convexity argument of resample_labels, on any scale (up or down, non-integer), any batch: the mask
+    equals the bilinear-upsample-then-argmax one wherever the reference is not a near-tie (float rounding)."""
+    logits = _smooth_logits(seed, batch, classes, height, width)
+    size = (max(1, round(height * scale_y)), max(1, round(width * scale_x)))
+    reference_logits = upsample_logits(logits, size)
+    with pytest.MonkeyPatch.context() as patch:  # always take the label path
+        patch.setattr(preprocess, "LABEL_SPACE_MIN_SCALE", 0.0)
+        patch.setattr(preprocess, "LABEL_SPACE_MAX_MIXED", 1.0)
+        mask = resample_labels(logits, size)
+    assert mask.dtype == torch.int64 and mask.shape == (batch, *size)
+    differ = mask != reference_logits.argmax(dim=1)
+    assert not bool((differ & ~_near_ties(reference_logits)).any())
+
+
+def test_label_space_mask_interpolates_only_mixed_blocks_and_matches_on_ties(monkeypatch):
+    """Rounded logits tie everywhere: ties still break as argmax's (first maximal class), and a large upsample
+    of segmenter-like logits takes the label path (the full upsample is never called) with masks equal."""
+    logits = _smooth_logits(3, 2, 5, 90, 120, cell=30, noise=0.001)  # 4 % mixed 2 x 2 blocks (CamVid frames: 2-3 %)
+    calls = []
+    monkeypatch.setattr(preprocess, "upsample_logits", lambda *args: calls.append(args) or upsample_logits(*args))
+    mask = logits_to_mask(logits, (270, 360))
+    assert calls == []  # 9x the pixels and few mixed blocks: label space
+    reference = upsample_logits(logits, (270, 360))
+    assert int((mask != reference.argmax(dim=1)).sum()) == 0
+    rounded = logits.round()  # many exact ties between classes
+    monkeypatch.setattr(preprocess, "LABEL_SPACE_MAX_MIXED", 1.0)
+    reference = upsample_logits(rounded, (270, 360))
+    differ = logits_to_mask(rounded, (270, 360)) != reference.argmax(dim=1)
+    assert not bool((differ & ~_near_ties(reference)).any())
+
+
+def test_label_space_falls_back_to_the_upsample_where_it_does_not_pay(monkeypatch):
+    """A small change of size, many mixed blocks, and NaN/inf logits take the plain upsample (same mask)."""
+    calls = []
+    monkeypatch.setattr(preprocess, "upsample_logits", lambda *args: calls.append(args) or upsample_logits(*args))
+    smooth = _smooth_logits(4, 1, 5, 40, 50, cell=20)
+    noisy = torch.randn(1, 5, 40, 50, generator=torch.Generator().manual_seed(5))
+    broken = smooth.clone()
+    broken[0, 2, 10:12, 5:9] = float("nan")
+    broken[0, 1, 30, 30] = float("inf")
+    for logits, size in ((smooth, (50, 60)), (noisy, (160, 200)), (broken, (160, 200))):
+        calls.clear()
+        mask = logits_to_mask(logits, size)
+        assert len(calls) == 1
+        assert torch.equal(mask, upsample_logits(logits, size).argmax(dim=1))
