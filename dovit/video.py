@@ -15,6 +15,7 @@ length of the video.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -361,38 +362,44 @@ def class_mask(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
 @torch.inference_mode()
 def analyze_video(predictor: Predictor, source: str | Path, xi: float | None = None, overlay: str = "mask",
                   max_frames: int | None = None, max_side: int | None = None, opacity: float = 0.5,
-                  caption: bool = True) -> Iterator[tuple[FrameRecord, np.ndarray]]:
-    """Run DoViT over a video file or an image folder, one frame at a time.
+                  caption: bool = True, batch_size: int = 1) -> Iterator[tuple[FrameRecord, np.ndarray]]:
+    """Run DoViT over a video file or an image folder, ``batch_size`` frames per forward.
 
     Yields (record, annotated frame (H, W, 3) uint8 RGB) per frame. xi: the threshold (None: the
     checkpoint's default). overlay: one of ``OVERLAYS``; "disagreement" also runs the dense forward of
     every frame (its time is not in ``latency_ms``). latency_ms: preprocessing and the forward, plus the
-    class mask for the overlays that draw it ("mask", "disagreement"). Frames are processed at the predictor's working size;
-    the annotated frame keeps the decoded frame's size (after ``max_side``). One forward per frame, no
-    cache: unlike ``Predictor.predict`` the dense baseline is not computed unless the overlay needs it.
+    class mask for the overlays that draw it ("mask", "disagreement"); with batch_size > 1, the batch's time
+    divided by its frames. Frames are processed at the predictor's working size;
+    the annotated frame keeps the decoded frame's size (after ``max_side``). No cache: unlike
+    ``Predictor.predict`` the dense baseline is not computed unless the overlay needs it. batch_size > 1
+    runs the batched token pass (every frame keeps its own tokens, as in ``Predictor.predict_batch``):
+    more frames per second, at the price of holding that many decoded frames.
     """
     xi = predictor.default_xi if xi is None else check_xi(xi)
     if overlay not in OVERLAYS:
         raise ValueError(f"unknown overlay {overlay!r}; choose from {OVERLAYS}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     model, config = predictor.model, predictor.config
     palette = class_palette(config.class_colors, config.num_classes)
-    for index, (name, frame) in enumerate(iter_named_frames(source, max_frames, max_side)):
+    frames = enumerate(iter_named_frames(source, max_frames, max_side))
+    while chunk := list(itertools.islice(frames, batch_size)):
         start = time.perf_counter()
-        pixels = predictor.preprocess(frame)
+        pixels = torch.cat([predictor.preprocess(frame) for _, (_, frame) in chunk])
         output = model(pixels, xi=xi)
-        mask = None
+        masks = [None] * len(chunk)
         if overlay in ("mask", "disagreement"):  # the argmax over classes costs a fifth of a forward on a CPU
-            mask = class_mask(output.logits, frame.shape[:2])
-        latency_ms = (time.perf_counter() - start) * 1000.0
-        trace = build_trace(model, output)
-        dense_mask = None
-        if overlay == "disagreement":
-            dense_mask = class_mask(model(pixels, xi=1.0).logits, frame.shape[:2])
-        record = FrameRecord(frame=index, gflops=trace.flops / 1e9, dense_gflops=trace.dense_flops / 1e9,
-                             kept_tokens=[g.tokens for g in trace.groups], latency_ms=latency_ms, name=name, xi=xi)
-        annotated = overlay_frame(frame, overlay, trace, tuple(pixels.shape[-2:]), model.patch_size, mask, palette,
-                                  dense_mask, opacity)
-        if caption:
-            caption_frame(annotated, f"#{index} xi {xi:g}  {record.gflops:.2f}/{record.dense_gflops:.2f} GFLOPs  "
-                                     f"{latency_ms:.0f} ms")
-        yield record, annotated
+            masks = [class_mask(output.logits[i : i + 1], frame.shape[:2]) for i, (_, (_, frame)) in enumerate(chunk)]
+        latency_ms = (time.perf_counter() - start) * 1000.0 / len(chunk)
+        dense_logits = model(pixels, xi=1.0).logits if overlay == "disagreement" else None
+        for i, (index, (name, frame)) in enumerate(chunk):
+            trace = build_trace(model, output, i)
+            dense_mask = None if dense_logits is None else class_mask(dense_logits[i : i + 1], frame.shape[:2])
+            record = FrameRecord(frame=index, gflops=trace.flops / 1e9, dense_gflops=trace.dense_flops / 1e9,
+                                 kept_tokens=[g.tokens for g in trace.groups], latency_ms=latency_ms, name=name, xi=xi)
+            annotated = overlay_frame(frame, overlay, trace, tuple(pixels.shape[-2:]), model.patch_size, masks[i],
+                                      palette, dense_mask, opacity)
+            if caption:
+                caption_frame(annotated, f"#{index} xi {xi:g}  {record.gflops:.2f}/{record.dense_gflops:.2f} GFLOPs  "
+                                         f"{latency_ms:.0f} ms")
+            yield record, annotated

@@ -145,6 +145,22 @@ def test_records_match_the_predictor(tmp_path, predictor):
             trace.dense_flops / 1e9)
 
 
+@pytest.mark.parametrize("overlay", ["mask", "disagreement", "halting"])
+def test_batched_frames_match_frame_by_frame(tmp_path, predictor, overlay):
+    """batch_size 5 over 12 frames (batches of 5, 5, 2): the same frames in order, each with its own kept tokens
+    and FLOPs and the same drawing as one frame per forward (float reassociation aside)."""
+    source = synthetic_video(tmp_path / "clip.mp4", count=12)
+    single = list(video.analyze_video(predictor, source, xi=0.5, overlay=overlay, caption=False))
+    batched = list(video.analyze_video(predictor, source, xi=0.5, overlay=overlay, caption=False, batch_size=5))
+    assert [record.frame for record, _ in batched] == list(range(12))
+    for (one, one_frame), (many, many_frame) in zip(single, batched):
+        assert many.kept_tokens == one.kept_tokens and many.name == one.name
+        assert many.gflops == pytest.approx(one.gflops) and many.latency_ms > 0
+        assert np.mean(np.any(many_frame != one_frame, axis=2)) <= 1e-3
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        next(video.analyze_video(predictor, source, batch_size=0))
+
+
 def test_unknown_overlay_is_refused(tmp_path, predictor):
     with pytest.raises(ValueError, match="unknown overlay"):
         next(video.analyze_video(predictor, synthetic_video(tmp_path / "clip.mp4", count=1), overlay="sparkles"))
