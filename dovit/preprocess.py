@@ -85,8 +85,9 @@ def logits_to_mask(logits: torch.Tensor, size: tuple[int, int] | None = None) ->
 
 # resample_labels works in label space only when the output has at least this many times the source's
 # pixels and at most this fraction of source 2 x 2 blocks mix classes; otherwise the plain upsample is
-# cheaper. Measured on the 2-core CPU (docs/benchmarks.md, issue 11): CamVid frames have 2-3 % mixed blocks
-# at 360 x 480; at 720 x 960 output the label path broke even with the upsample near 6 % mixed blocks.
+# cheaper. Measured on the 2-core CPU (docs/benchmarks.md, issue 11): CamVid frames have 2.5-3.4 % mixed
+# blocks at 360 x 480 (label space 1.26x faster at 720 x 960, 3.1x at 1080 x 1440); logits with 32 % mixed
+# blocks were 1.3-3x slower in label space than the upsample at those sizes.
 LABEL_SPACE_MIN_SCALE = 2.0
 LABEL_SPACE_MAX_MIXED = 0.05
 
