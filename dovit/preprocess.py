@@ -106,9 +106,11 @@ def resample_labels(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     """
     height, width = (int(v) for v in size)
     batch, classes, h, w = logits.shape
+    if height * width < LABEL_SPACE_MIN_SCALE * h * w:  # decided before any work at the source size
+        return upsample_logits(logits, size).max(dim=1).indices
     labels = logits.max(dim=1).indices  # (B, h, w) first maximal class per source cell
     uniform = uniform_blocks(labels)
-    if height * width < LABEL_SPACE_MIN_SCALE * h * w or 1.0 - uniform.float().mean().item() > LABEL_SPACE_MAX_MIXED:
+    if 1.0 - uniform.float().mean().item() > LABEL_SPACE_MAX_MIXED:
         return upsample_logits(logits, size).max(dim=1).indices
     row0, row1, row_weight = _linear_taps(h, height, logits.device)
     col0, col1, col_weight = _linear_taps(w, width, logits.device)
