@@ -12,6 +12,10 @@ PIXEL_POSITION_JS = """([selector, x, y]) => {
     const top = box.top + (box.height - image.naturalHeight * scale) / 2;
     return [left + x * scale, top + y * scale];
 }"""
+IMAGE_LOADED_JS = """(selector) => {
+    const image = document.querySelector(selector + ' img');
+    return Boolean(image && image.complete && image.naturalWidth > 0 && image.getBoundingClientRect().width > 0);
+}"""
 PANEL_SHOWS_JS = """([row, col]) => {
     const panel = document.querySelector('#inspector-panel');
     return panel && panel.innerText.includes(`Token row ${row}, col ${col}`)
@@ -28,6 +32,8 @@ def click_token(page, selector: str, row: int, col: int, patch: int = 16,
     y = (row * patch + min((row + 1) * patch, height)) / 2
     x = (col * patch + min((col + 1) * patch, width)) / 2
     page.locator(f"{selector} img").scroll_into_view_if_needed()
+    # A view image that is still loading has naturalWidth 0, and the position would be NaN (seen once in CI).
+    page.wait_for_function(IMAGE_LOADED_JS, arg=selector)
     page.mouse.click(*page.evaluate(PIXEL_POSITION_JS, [selector, x, y]))
 
 
