@@ -26,13 +26,13 @@ import time
 from pathlib import Path
 from unittest import mock
 
-import cv2
-import numpy as np
 import torch
 
 import dovit.predictor
 from dovit import Predictor
-from dovit.preprocess import logits_to_mask, uniform_blocks, upsample_logits
+from dovit.data.datasets import read_rgb
+from dovit.preprocess import logits_to_mask, resize_image, uniform_blocks, upsample_logits
+from dovit.video import image_files
 
 ROOT = Path(__file__).resolve().parent.parent
 CAMVID_VAL = ROOT.parent / "shared/data/camvid/val"
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the shipped student)")
-    parser.add_argument("--data-root", type=Path, default=CAMVID_VAL, help="folder of frames (PNG/JPEG)")
+    parser.add_argument("--data-root", type=Path, default=CAMVID_VAL, help="folder of frames (any image type)")
     parser.add_argument("--frames", type=int, default=16, help="frames (the first, in name order)")
     parser.add_argument("--sizes", type=_size, nargs="+", default=[(720, 960), (1080, 1440), (2160, 2880)],
                         help="output mask sizes HEIGHTxWIDTH")
@@ -85,20 +85,20 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.frames < 1 or args.rounds < 1:
         parser.error("--frames and --rounds must be at least 1")
-    files = sorted(p for p in args.data_root.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[: args.frames]
+    files = image_files(args.data_root)[: args.frames] if args.data_root.is_dir() else []
     if not files:
         parser.error(f"no frames in {args.data_root}")
     if args.threads:
         torch.set_num_threads(args.threads)
     predictor = Predictor.from_checkpoint(args.checkpoint)
-    images = [cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB) for path in files]
+    images = [read_rgb(path) for path in files]
     with torch.inference_mode():
         logits = [predictor.model(predictor.preprocess(image), xi=predictor.default_xi).logits for image in images]
     print(f"{os.cpu_count()} logical cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    mixed = [mixed_fraction(frame_logits) for frame_logits in logits]
     print(f"{len(files)} frames of {args.data_root}, logits {tuple(logits[0].shape)} at xi {predictor.default_xi:g}; "
-          f"mixed 2x2 blocks per frame: median {statistics.median(map(mixed_fraction, logits)):.3f}, "
-          f"max {max(map(mixed_fraction, logits)):.3f}")
+          f"mixed 2x2 blocks per frame: median {statistics.median(mixed):.3f}, max {max(mixed):.3f}")
     with torch.inference_mode():
         for size in args.sizes:
             old, new, differ = [], [], 0
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     old, new = [], []
     for _ in range(args.rounds):
         for image in images:
-            predictor.set_image(cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR))
+            predictor.set_image(resize_image(image, size))  # enlarging: INTER_LINEAR
             with mock.patch.object(dovit.predictor, "logits_to_mask", upsample_then_argmax):
                 old.append(_timed(predictor.predict)[0])
             new.append(_timed(predictor.predict)[0])
