@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
 from .config import DECODERS, ModelConfig
+from .data.augment import AUGMENT_PRESETS
 from .data import (DATASETS, IGNORE_INDEX, EvalTransform, TrainAugment, balanced_class_weights, build_dataset,
                    class_frequencies)
 from .evaluate import evaluate_model
@@ -121,7 +122,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--scale-range", type=float, nargs=2, default=[0.5, 2.0], metavar=("LO", "HI"), help="random scale")
     add("--jitter", type=float, default=0.3, help="photometric jitter strength (0 = off)")
     add("--camera-aug", type=float, default=0.0,
-        help="chance of each camera effect per image: gamma (dusk, sun), blur, sensor noise, JPEG (0 = off)")
+        help="--augment standard: chance of each camera effect per image: gamma (dusk, sun), blur, sensor noise, "
+        "JPEG (0 = off)")
+    add("--augment", choices=AUGMENT_PRESETS, default="standard",
+        help="augmentation preset (albumentations): 'standard' = scale, crop, flip, colour jitter (+ --camera-aug); "
+        "'robust' adds colour temperature, channel gains, HSV, grayscale, gamma, blur, noise, JPEG, fog, shadow, "
+        "sun flare and wide-aspect crops, for photos from other cities and cameras (dovit.data.augment)")
     add("--ema", type=float, default=0.0,
         help="keep an exponential moving average of the weights with this decay (e.g. 0.999; 0 = off); "
         "validation, best/ and last/ then hold the averaged weights")
@@ -241,7 +247,7 @@ def set_transforms(train_set, val_set, args: argparse.Namespace, config: ModelCo
     """Training augmentation and the evaluation resize, normalised as the model expects."""
     crop = tuple(args.crop_size or args.input_size)
     train_set.transform = TrainAugment(crop, config.mean, config.std, tuple(args.scale_range), args.jitter,
-                                       args.camera_aug)
+                                       args.camera_aug, preset=getattr(args, "augment", "standard"))
     if val_set is not None:
         val_set.transform = EvalTransform(tuple(args.input_size), config.mean, config.std)
 
