@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import plotly.graph_objects as go
 
+from dovit.familiarity import ConfidenceRange
 from dovit.preprocess import resize_image
 
 from . import views
@@ -52,7 +53,7 @@ def analyse(predictor: Predictor, working_image: np.ndarray, xi: float, opacity:
     color_mask = views.colorize_mask(prediction.mask, config.class_colors)
     num_groups = len(trace.groups)
     return Views(
-        summary=prediction_summary(prediction),
+        summary=prediction_summary(prediction, ConfidenceRange.from_metadata(predictor.model.checkpoint_metadata)),
         group_overlays=views.group_overlays(working_image, trace, patch),
         heatmaps=views.decision_heatmaps(working_image, trace, patch),
         color_mask=color_mask,

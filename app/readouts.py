@@ -3,16 +3,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from dovit.familiarity import ConfidenceRange, familiarity_note
+
 if TYPE_CHECKING:
     from dovit import Prediction
 
 
-def prediction_summary(prediction: Prediction) -> dict:
+def prediction_summary(prediction: Prediction, reference: ConfidenceRange | None = None) -> dict:
     """``dovit.Prediction`` -> dict of floats/ints/lists (GFLOPs, latency in ms, FPS, kept tokens per group).
 
     Keys: xi, gflops, dense_gflops, flops_saved_percent, kept_tokens (patch tokens per group B_1..B_{D+1}),
     num_tokens, latency_ms, dense_latency_ms, fps, dense_fps, speedup, agreement_with_dense_percent,
-    working_size [H, W], grid [h, w], flops_convention.
+    working_size [H, W], grid [h, w], flops_convention, dense_confidence (the final head's mean top-class
+    probability at xi = 1), familiarity_note (a line when that is below the checkpoint's training range
+    ``reference``, else None).
     """
     trace = prediction.trace
     latency, dense_latency = float(prediction.latency_ms), float(prediction.dense_latency_ms)
@@ -32,6 +36,8 @@ def prediction_summary(prediction: Prediction) -> dict:
         "working_size": [int(v) for v in prediction.working_size],
         "grid": [int(v) for v in trace.grid],
         "flops_convention": trace.flops_convention,
+        "dense_confidence": float(prediction.dense_confidence),
+        "familiarity_note": familiarity_note(float(prediction.dense_confidence), reference),
     }
 
 
@@ -53,7 +59,8 @@ def readouts_markdown(summary: dict) -> str:
         f"| FPS | **{summary['fps']:.1f}** | {summary['dense_fps']:.1f} | |\n"
         f"| agreement with dense | **{summary['agreement_with_dense_percent']:.1f}%** of pixels | | |\n\n"
         f"Kept tokens per group: {kept}\n\n"
-        f"<sub>{summary['flops_convention']}. Latency: wall time of the whole forward on this machine, one "
+        + (f"**⚠ {summary['familiarity_note']}**\n\n" if summary.get("familiarity_note") else "")
+        + f"<sub>{summary['flops_convention']}. Latency: wall time of the whole forward on this machine, one "
         f"run each (the ξ-independent prefix and the dense forward are timed once per image, this ξ now), "
         f"so expect noise when the machine is busy.</sub>"
     )

@@ -24,6 +24,7 @@ import numpy as np
 from gradio.utils import get_upload_folder
 
 from dovit import Predictor
+from dovit.familiarity import ConfidenceRange
 from dovit.predictor import check_xi
 
 from . import controls, views
@@ -316,7 +317,7 @@ class Studio:
             decoded = self.user_image(image)
             with self.model_call():
                 prediction = self.predictor.predict(decoded.rgb, xi=xi, size=self.default_size)
-            summary = prediction_summary(prediction)
+            summary = prediction_summary(prediction, ConfidenceRange.from_metadata(self.predictor.model.checkpoint_metadata))
             summary["notices"] = decoded.notices
             return views.colorize_mask(prediction.mask, self.config.class_colors), summary
 

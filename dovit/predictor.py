@@ -48,6 +48,7 @@ class Prediction:
     dense_latency_ms: float
     dense_mask: np.ndarray | None
     working_size: tuple[int, int]
+    dense_confidence: float = float("nan")  # the final head's mean top-class probability at xi = 1 (nan: not run)
 
     @property
     def agreement_with_dense(self) -> float:
@@ -65,6 +66,7 @@ class _ImageCache:
     prefix_ms: float
     dense_mask: np.ndarray
     dense_ms: float
+    dense_confidence: float
 
 
 class Predictor:
@@ -119,6 +121,7 @@ class Predictor:
         dense = self.model.forward_from(state, 1.0, with_aux=False)
         dense_mask = self._to_mask(dense.logits, image.shape[:2])
         dense_ms = (time.perf_counter() - start) * 1000.0  # timed like predict(): forward + mask
+        dense_confidence = mean_confidence(dense.logits)[0]
         self._cache = _ImageCache(
             original_size=image.shape[:2],
             working_size=working,
@@ -126,6 +129,7 @@ class Predictor:
             prefix_ms=prefix_ms,
             dense_mask=dense_mask,
             dense_ms=dense_ms,
+            dense_confidence=dense_confidence,
         )
         self._cache_key = key
 
@@ -155,6 +159,7 @@ class Predictor:
             dense_latency_ms=cache.prefix_ms + cache.dense_ms,
             dense_mask=cache.dense_mask,
             working_size=cache.working_size,
+            dense_confidence=cache.dense_confidence,
         )
 
     @torch.inference_mode()
@@ -187,16 +192,17 @@ class Predictor:
             output = self.model.forward_from(state, xi, with_aux=True)
             masks = [self._to_mask(output.logits[i : i + 1], image.shape[:2]) for i, image in enumerate(chunk)]
             run_ms = (time.perf_counter() - start) * 1000.0
-            dense_masks, dense_ms = [None] * len(chunk), float("nan")
+            dense_masks, dense_ms, confidences = [None] * len(chunk), float("nan"), [float("nan")] * len(chunk)
             if dense:
                 start = time.perf_counter()
                 logits = self.model.forward_from(state, 1.0, with_aux=False).logits
                 dense_masks = [self._to_mask(logits[i : i + 1], image.shape[:2]) for i, image in enumerate(chunk)]
                 dense_ms = (time.perf_counter() - start) * 1000.0
+                confidences = mean_confidence(logits)
             predictions += [
                 Prediction(mask=masks[i], trace=build_trace(self.model, output, i), xi=xi,
                            latency_ms=(prefix_ms + run_ms) / len(chunk), dense_latency_ms=(prefix_ms + dense_ms) / len(chunk),
-                           dense_mask=dense_masks[i], working_size=working)
+                           dense_mask=dense_masks[i], working_size=working, dense_confidence=confidences[i])
                 for i in range(len(chunk))
             ]
         return predictions
@@ -205,6 +211,11 @@ class Predictor:
     def _to_mask(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
         """(1, C, h, w) logits -> (H, W) int64 numpy class ids at ``size`` (the input image's)."""
         return logits_to_mask(logits, size)[0].cpu().numpy()
+
+
+def mean_confidence(logits: torch.Tensor) -> list[float]:
+    """(B, C, H, W) logits -> per image, the mean over pixels of the top class's softmax probability."""
+    return torch.softmax(logits.float(), dim=1).amax(dim=1).mean(dim=(1, 2)).tolist()
 
 
 def check_xi(xi: float) -> float:
