@@ -43,8 +43,14 @@ def installed(tmp_path_factory):
     for package in ("dovit", "app"):
         shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     env = base / "venv"
-    venv.create(env, system_site_packages=True, with_pip=False)
+    venv.create(env, system_site_packages=False, with_pip=False)
     python = env / "bin" / "python"
+    # The throw-away venv sees the packages of the interpreter running the tests (pip, setuptools, torch...),
+    # wherever that is: a venv's own site-packages, or the base install's. (system_site_packages would give it
+    # the *base* interpreter's, which inside a venv are not the ones the suite runs with.)
+    inner = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    Path(inner, "outer.pth").write_text("\n".join(p for p in sys.path if p.endswith("-packages")) + "\n")
     result = subprocess.run(
         [str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
          "--disable-pip-version-check", str(source)],
