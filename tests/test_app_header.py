@@ -28,3 +28,12 @@ def test_header_of_a_trained_checkpoint_has_no_source_line(tiny_model):
 def test_a_source_name_cannot_break_out_of_its_code_span():
     header = header_markdown(_predictor({"converted_from": "a`b<script>.pth"}, decoder="naive_up4"))
     assert "converted from `ab" in header and "<script>" not in header and "SETR-Naive (MMSeg's" in header
+
+
+def test_header_says_a_calibrated_model_came_from_a_dense_one_without_labels():
+    calibration = {"source": "checkpoints/camvid_dense_vit_tiny", "images": "my_photos", "image_count": 305,
+                   "train": "aux", "default_xi": 0.93, "target_agreement": 0.97, "curve": [{"xi": 1.0}]}
+    header = header_markdown(_predictor({"stage": "calibrated", "calibration": calibration}))
+    assert ("calibrated without labels from `checkpoints/camvid_dense_vit_tiny` on 305 images of `my_photos` "
+            "(trained: aux); default ξ 0.93") in header
+    assert "stage: calibrated" in header and "curve" not in header
