@@ -23,9 +23,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "what it costs in accuracy, for any image and any threshold ξ.",
         epilog=f"Example: {_program_name()} --examples ~/my_street_photos",
     )
-    parser.add_argument("--checkpoint", metavar="PATH", default=None,
-                        help="DoViT checkpoint directory (model.safetensors + config.json); "
-                        "default: the shipped checkpoints/camvid_dovit_vit_tiny")
+    parser.add_argument("--checkpoint", metavar="PATH", action="append", default=[],
+                        help="DoViT checkpoint directory (model.safetensors + config.json); repeatable: the first "
+                        "is the default model, and the page's model picker offers each of them besides every "
+                        "checkpoint under checkpoints/; default: the shipped checkpoints/camvid_dovit_vit_tiny")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to serve on (default: 127.0.0.1, private to this machine)")
     parser.add_argument("--port", type=int, default=7860, help="port to serve on (default: 7860)")
@@ -53,16 +54,20 @@ def main(argv: list[str] | None = None) -> None:
     from app.runtime import configure_torch  # heavy imports after parsing, so that --help is instant
     from app.examples import default_examples_dir
     from app.ui import build_demo, serve
+    from app.models import ModelShelf
     from dovit import CheckpointError, Predictor
+    from dovit.predictor import default_checkpoint
 
     threads = configure_torch(args.threads)
+    first = args.checkpoint[0] if args.checkpoint else None
     try:
-        predictor = Predictor.from_checkpoint(args.checkpoint)
+        predictor = Predictor.from_checkpoint(first)
+        models = ModelShelf.build(predictor, first or default_checkpoint(), args.checkpoint[1:])
         examples = default_examples_dir() if args.examples is None else (args.examples or None)
-        demo = build_demo(predictor, examples_dir=examples,
+        demo = build_demo(predictor, examples_dir=examples, models=models,
                           frame_roots=[Path(root).expanduser() for root in args.frames_root])
     except (CheckpointError, FileNotFoundError) as error:
-        hint = "" if args.checkpoint else " (the shipped checkpoint; --checkpoint PATH serves another one)"
+        hint = "" if first else " (the shipped checkpoint; --checkpoint PATH serves another one)"
         raise SystemExit(f"{_program_name()}: {error}{hint}") from None
     print(f"DoViT Studio on http://{args.host}:{args.port} (torch threads: {threads})", flush=True)
     serve(demo, host=args.host, port=args.port, share=args.share)

@@ -93,7 +93,8 @@ class TokenInspector:
         grid = prediction.trace.grid
         row = min(max(int(row), 0), grid[0] - 1)
         col = min(max(int(col), 0), grid[1] - 1)
-        report = inspector.token_report(prediction, row, col, self.class_names, self.patch)
+        report = inspector.token_report(prediction, row, col, self.studio.predictor_for(session).config.class_names,
+                                        self.patch)
         return [row, col, inspector.panel_markdown(report, self.policy_lines(session, row, col)),
                 inspector.confidence_svg(report), inspector.token_marker(session.working, row, col, self.patch),
                 skip_open]

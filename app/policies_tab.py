@@ -90,7 +90,7 @@ class PolicyHandlers:
             progress((0, steps), desc="policies: dense forward")
             start = time.monotonic()
             with studio.model_call(background=True):
-                runner = PolicyRunner(studio.predictor, session.working, size=session.size)
+                runner = PolicyRunner(studio.predictor_for(session), session.working, size=session.size)
             run = policy_views.PolicyRun(budget, [], runner.dense_latency_ms, session.size)
             yield self._skips()
             for index, name in enumerate(POLICIES):
@@ -114,7 +114,8 @@ class PolicyHandlers:
         values = self._skips()
         values[0] = policy_views.table_markdown(run)
         label = policy_views.caption(result)
-        values[1 + index] = gr.update(value=policy_views.mask_view(result, session.working, studio.config.class_colors),
+        values[1 + index] = gr.update(value=policy_views.mask_view(result, session.working,
+                                                                 studio.predictor_for(session).config.class_colors),
                                       label=label)
         values[1 + len(POLICIES) + index] = gr.update(
             value=policy_views.stop_map_view(result, session.working, run.working_size, studio.patch,

@@ -33,6 +33,7 @@ class Session:
     prediction: the forward behind the views on the page (its trace and masks at the working size), which
     the token inspector reads, or None.
     policies: the Policies tab's last run on this image and size (``app.policies_tab``), or None.
+    model: the label of the model this tab picked (``app.models.ModelShelf``), None for the default.
     """
 
     image: np.ndarray
@@ -42,6 +43,7 @@ class Session:
     sweep: list[SweepPoint] | None = None
     prediction: Prediction | None = None
     policies: PolicyRun | None = None
+    model: str | None = None
 
 
 @dataclass

@@ -32,7 +32,9 @@ from .analysis import Views, analyse, run_sweep, to_working_size
 from .charts import sweep_figure
 from .examples import ASSETS_DIR, default_examples_dir
 from .images import DecodedImage, ImageInputError, load_image_file
+from .header import header_markdown
 from .limits import Admission, LimitError, ModelGate, ServingLimits
+from .models import ModelShelf
 from .readouts import agreement_markdown, prediction_summary, readouts_markdown
 from .runtime import trim_heap
 from .state import Session, ViewSlots
@@ -92,8 +94,9 @@ class Studio:
     """
 
     def __init__(self, predictor: Predictor, image_dirs: Sequence[str | Path] | None = None,
-                 limits: ServingLimits | None = None) -> None:
-        self.predictor = predictor
+                 limits: ServingLimits | None = None, models: ModelShelf | None = None) -> None:
+        self.predictor = predictor  # the default model: the APIs, Video and Data set tabs use it
+        self.models = models or ModelShelf.build(predictor, None, root=None)
         self.config = predictor.config
         self.patch = int(predictor.model.patch_size)
         self.default_size = tuple(int(v) for v in self.config.input_size)
@@ -162,11 +165,19 @@ class Studio:
     def empty_views(self, message: str = "Upload an image, take a webcam snapshot or pick an example.") -> ViewSlots:
         return ViewSlots.filled(None, self.num_groups, readouts=message, legend="", halting_legend="", agreement="")
 
+    def predictor_for(self, session: Session | None) -> Predictor:
+        """The model the session picked (the default before any pick)."""
+        try:
+            return self.models.get(session.model if session is not None else None)
+        except (ValueError, OSError) as error:
+            raise user_error(str(error)) from None
+
     def render(self, session: Session, xi: float, opacity: float) -> ViewSlots:
         """Run the forward at ξ and draw every view (the slider-to-all-views handler's work)."""
         start = time.perf_counter()
+        predictor = self.predictor_for(session)
         with self.model_call():
-            result: Views = analyse(self.predictor, session.working, xi, opacity)
+            result: Views = analyse(predictor, session.working, xi, opacity)
         session.color_mask, session.prediction = result.color_mask, result.prediction
         values = ViewSlots(
             readouts=readouts_markdown(result.summary),
@@ -206,8 +217,9 @@ class Studio:
 
     # ------------------------------------------------------------------ handlers
     def on_image(self, source: str | bytes | None, size_value: str, xi: float, opacity: float,
-                 session: Session | None, request: gr.Request = None) -> list:
-        """New upload / snapshot / example: decode, pick the working size, refresh every view."""
+                 session: Session | None, model: str | None = None, request: gr.Request = None) -> list:
+        """New upload / snapshot / example: decode, pick the working size, refresh every view (with the
+        picked ``model``, a ``ModelShelf`` label; None keeps the session's)."""
         self.forget_sweep(request)
         with self.finished(request):
             if source is None:
@@ -221,7 +233,8 @@ class Studio:
             if size_value not in [value for _, value in choices]:
                 size_value = self.default_size_value
             size = controls.parse_size(size_value, self.default_size)
-            session = Session(image=decoded.rgb, size=size, working=to_working_size(decoded.rgb, size))
+            model = model if model is not None else (session.model if session is not None else None)
+            session = Session(image=decoded.rgb, size=size, working=to_working_size(decoded.rgb, size), model=model)
             notices = " · ".join([f"Image {width}×{height} px"] + decoded.notices)
             return [session, notices, gr.update(choices=choices, value=size_value),
                     *self.render(session, self.user_xi(xi), opacity).flat()]
@@ -269,8 +282,26 @@ class Studio:
 
     def on_reset(self, opacity: float, session: Session | None, request: gr.Request = None) -> list:
         with self.finished(request):
-            xi = self.config.default_xi
+            xi = self.predictor_for(session).config.default_xi
             return [xi, *self.on_xi_box(xi, opacity, session)]
+
+    def on_model(self, label: str, opacity: float, session: Session | None, request: gr.Request = None) -> list:
+        """A model picked for this session: header, ξ at its default, and every view with it.
+        Returns [header, ξ box, slider position, reset button, session, *views]."""
+        self.forget_sweep(request)
+        with self.finished(request):
+            try:
+                predictor = self.models.get(label)
+            except (ValueError, OSError) as error:
+                raise user_error(str(error)) from None
+            xi = float(predictor.config.default_xi)
+            head = [header_markdown(predictor), xi, controls.position_from_xi(xi),
+                    gr.update(value=f"Reset ξ to {xi:g}")]
+            if session is None:
+                return [*head, None, *self.empty_views().flat()]
+            session.model = label
+            session.sweep = session.prediction = session.policies = None
+            return [*head, session, *self.render(session, xi, opacity).flat()]
 
     def on_opacity(self, opacity: float, session: Session | None) -> np.ndarray | None:
         """Re-blend the last mask over the image: no forward needed."""
@@ -299,7 +330,7 @@ class Studio:
                                f"of {len(xis)} values (a smaller working resolution sweeps faster).")
                     break
                 with self.model_call(background=True):
-                    points += run_sweep(self.predictor, session.working, [value])
+                    points += run_sweep(self.predictor_for(session), session.working, [value])
                 progress((len(points), len(xis)), desc="ξ sweep")
                 yield [gr.skip(), gr.skip()]  # a point where gradio can cancel the sweep
             session.sweep = points

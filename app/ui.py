@@ -25,10 +25,12 @@ from dovit import Predictor
 from . import controls, inspector_tab, policies_tab
 from . import dataset_tab, video_tab
 from .examples import find_examples
+from .header import header_markdown
 from .guard import RequestGuard, UploadLedger
 from .image_cache import write_image_outputs_atomically
 from .images import MAX_UPLOAD_BYTES, ImageInputError, decode_data_url
 from .limits import ServingLimits
+from .models import ModelShelf
 from .runtime import limit_heap_growth
 from .state import ViewSlots
 from .studio import Studio, log_user_errors_to_stderr, user_error
@@ -96,45 +98,6 @@ class StudioApp:
         self.blocks.close()
 
 
-def header_markdown(predictor: Predictor) -> str:
-    """Title, the checkpoint's architecture (decoder kind included) and short metadata, where a converted
-    checkpoint came from (``converted_from`` / ``format``, written by dovit.convert and kept by dovit.train),
-    and one line on the method."""
-    config = predictor.config
-    model = predictor.model
-    metadata = getattr(model, "checkpoint_metadata", {}) or {}  # set by dovit.load_checkpoint
-    source_keys = ("converted_from", "format")
-    trained = ", ".join(  # short facts only (stage, step, mIoU...), not e.g. the training command
-        f"{k}: {v}" for k, v in metadata.items()
-        if k not in source_keys and isinstance(v, (int, float, str)) and len(str(v)) <= 24
-    )
-    decoders = {"naive": "SETR-Naive", "naive_up4": "SETR-Naive (MMSeg's, ×4 before its classifier)",
-                "pup": "SETR-PUP", "skip": "skip (SETR-Naive + the conv stem's 1/4 features)"}
-    if config.decoder == "segmenter":
-        decoder = f"Segmenter mask transformer ({len(model.decoder.blocks)} layers)"
-    else:
-        decoder = decoders.get(config.decoder, config.decoder)
-    source, source_format = (str(metadata.get(k, "")).translate({ord("`"): None, ord("<"): None}) for k in source_keys)
-    converted = f"  \n<sub>converted from `{source}` ({source_format or 'mmseg'} format)</sub>" if source else ""
-    calibration = metadata.get("calibration")
-    if isinstance(calibration, dict):  # written by dovit.calibrate: label-free aux heads on a dense model
-        clean = {k: str(calibration.get(k, "?")).translate({ord("`"): None, ord("<"): None})
-                 for k in ("source", "images", "image_count", "train", "default_xi", "target_agreement")}
-        converted += (f"  \n<sub>calibrated without labels from `{clean['source']}` on {clean['image_count']} "
-                      f"images of `{clean['images']}` (trained: {clean['train']}); default ξ {clean['default_xi']} "
-                      f"keeps {clean['target_agreement']} of the dense model's pixels</sub>")
-    return (
-        "# DoViT Studio — dynamic token-pass ViT segmentation\n"
-        f"`{config.backbone}` · decoder {decoder} ({config.decoder_channels} ch) · {config.num_classes} classes · "
-        f"decision layers after blocks {', '.join(map(str, model.decision_layers))} · default ξ = "
-        f"{config.default_xi} · input {config.input_size[0]}×{config.input_size[1]} · {model.patch_size}-px patches"
-        + (f"  \n<sub>checkpoint: {trained}</sub>" if trained else "")
-        + converted
-        + "\n\nTokens whose aux-head confidence exceeds ξ **stop** and skip the remaining blocks; "
-        "ξ = 1 is the dense model. Move ξ and watch what the network stops computing."
-    )
-
-
 def help_markdown() -> str:
     """The "What each view teaches" part of app/README_APP.md (the README's own copy of it)."""
     text = HELP_PATH.read_text() if HELP_PATH.exists() else ""
@@ -162,22 +125,27 @@ def image_grid(labels: list[str], elem_prefix: str, per_row: int = 2) -> list[gr
 
 
 def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
-               limits: ServingLimits | None = None, frame_roots: Sequence[str | Path] = ()) -> StudioApp:
-    """The whole app for one ``dovit.Predictor``; ``examples_dir`` adds its images to the gallery;
-    the Video and Data set tabs offer the image folders in the example folders and ``frame_roots``."""
+               limits: ServingLimits | None = None, frame_roots: Sequence[str | Path] = (),
+               models: ModelShelf | None = None) -> StudioApp:
+    """The whole app for one ``dovit.Predictor`` (the default model; ``models`` adds a per-session model
+    picker); ``examples_dir`` adds its images to the gallery; the Video and Data set tabs offer the image
+    folders in the example folders and ``frame_roots``."""
     limits = limits or ServingLimits()
     examples = find_examples(examples_dir)
     example_dirs = sorted({str(p.parent) for p in examples})
-    studio = Studio(predictor, image_dirs=[get_upload_folder(), *example_dirs], limits=limits)
+    studio = Studio(predictor, image_dirs=[get_upload_folder(), *example_dirs], limits=limits, models=models)
     studio.warm_up()
     config = predictor.config
     default_position = controls.position_from_xi(config.default_xi)
     with gr.Blocks(title="DoViT Studio", analytics_enabled=False,
                    delete_cache=(CACHE_SWEEP_EVERY_S, CACHE_MAX_AGE_S)) as demo:
         session = gr.State(None, time_to_live=SESSION_TTL_S)  # holds images: free them after an idle hour
-        gr.Markdown(header_markdown(predictor))
+        header = gr.Markdown(header_markdown(predictor), elem_id="header")
         with gr.Row():
             with gr.Column(scale=2, min_width=320):
+                model_dd = gr.Dropdown(studio.models.labels, value=studio.models.default_label, elem_id="model",
+                                       label="Model (checkpoints/ and each --checkpoint; switched for this tab only)",
+                                       visible=len(studio.models.labels) > 1)
                 image_in = upload_image(
                     label="Input image (PNG, JPEG, WebP, BMP)", sources=["upload", "webcam", "clipboard"],
                     elem_id="input-image", height=320,
@@ -258,8 +226,11 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
         stop_sweep.click(studio.on_stop_sweep, None, None, cancels=[sweep_event], api_visibility="private")
         policy_handlers = policies_tab.PolicyHandlers(studio)
         policy_event = policies_tab.wire(policies, policy_handlers, session, SWEEP_QUEUE,
-                                         clear_on=[image_in.change, size_dd.input])
-        image_in.change(studio.on_image, [image_in, size_dd, xi_box, opacity, session],
+                                         clear_on=[image_in.change, size_dd.input, model_dd.input])
+        model_dd.input(studio.on_model, [model_dd, opacity, session],
+                       [header, xi_box, xi_slider, reset, session, *view_outputs],
+                       cancels=[sweep_event, policy_event], **page_event)
+        image_in.change(studio.on_image, [image_in, size_dd, xi_box, opacity, session, model_dd],
                         [session, notices, size_dd, *view_outputs], cancels=[sweep_event, policy_event],
                         **page_event)
         size_dd.input(studio.on_size, [size_dd, xi_box, opacity, session], [session, *view_outputs],

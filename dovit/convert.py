@@ -365,7 +365,7 @@ def convert_mmseg(
                                                                arch.pos_grid[1] * arch.patch_size)
     config = ModelConfig(backbone=backbone, num_classes=arch.num_classes, decoder=arch.decoder,
                          decoder_channels=arch.decoder_channels, input_size=input_size,
-                         **_normalisation(model_cfg, cfg, arch.decoder, notes), **_class_metadata(meta, arch.num_classes),
+                         **_normalisation(model_cfg, cfg, arch.decoder, notes), **_class_metadata(meta, arch.num_classes, cfg),
                          **(config_fields or {}))
     model = DoViTSegmenter(config)
     if model.patch_size != arch.patch_size or len(model.vit.blocks) != arch.depth or model.embed_dim != arch.embed_dim:
@@ -394,9 +394,30 @@ def _normalisation(model_cfg: dict, cfg: dict, decoder: str, notes: list[str]) -
     return dict(mean=tuple(v / 255.0 for v in mean), std=tuple(v / 255.0 for v in std))
 
 
-def _class_metadata(meta: dict, num_classes: int) -> dict[str, Any]:
+def _dataset_type(cfg: dict) -> str:
+    """The data set class a saved MMSeg config names (1.x ``dataset_type`` / dataloader, 0.x ``data.train``)."""
+    loader = cfg.get("train_dataloader") if isinstance(cfg.get("train_dataloader"), dict) else {}
+    data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
+    for candidate in (cfg.get("dataset_type"), (loader.get("dataset") or {}).get("type"),
+                      (data.get("train") or {}).get("type") if isinstance(data.get("train"), dict) else None):
+        if isinstance(candidate, str):
+            return candidate
+    return ""
+
+
+def _class_metadata(meta: dict, num_classes: int, cfg: dict | None = None) -> dict[str, Any]:
+    """Class names and colours saved with the checkpoint; else, when its config names Cityscapes (19 classes)
+    or ADE20K (150), that data set's names (and Cityscapes' standard palette)."""
+    from .data.ade20k_classes import ADE20K_CLASSES
+    from .data.datasets import CITYSCAPES_CLASSES, CITYSCAPES_COLORS
+
     dataset = meta.get("dataset_meta") if isinstance(meta.get("dataset_meta"), dict) else {}
     names, palette = dataset.get("classes", meta.get("CLASSES")), dataset.get("palette", meta.get("PALETTE"))
+    kind = _dataset_type(cfg or {}).lower()
+    if names is None and "cityscapes" in kind and num_classes == len(CITYSCAPES_CLASSES):
+        names, palette = CITYSCAPES_CLASSES, palette if palette is not None else CITYSCAPES_COLORS
+    elif names is None and "ade20k" in kind and num_classes == 150:
+        names = list(ADE20K_CLASSES)
     found = {}
     if names is not None and len(names) == num_classes:
         found["class_names"] = [str(name) for name in names]

@@ -196,9 +196,10 @@ class _Tally:
 
 def run_robustness(predictor: Predictor, dataset, xi_values: list[float], shifts: list[str] | None = None,
                    severities=SEVERITIES, max_images: int | None = None, seed: int = 0,
-                   progress: bool = True) -> list[RobustnessResult]:
+                   progress: bool = True, frame_step: int = 1) -> list[RobustnessResult]:
     """Score ``predictor`` on ``dataset`` (items: (H, W, 3) uint8 image, (H, W) labels) clean and under each
-    shift at each severity, at every xi; one RobustnessResult per xi, in the order given."""
+    shift at each severity, at every xi; one RobustnessResult per xi, in the order given. Frames: every
+    ``frame_step``-th (neighbouring video frames look alike), at most ``max_images`` of them."""
     xi_values = [check_xi(xi) for xi in xi_values]
     names = list(shifts) if shifts else list(SHIFTS)
     for name in names:
@@ -207,14 +208,17 @@ def run_robustness(predictor: Predictor, dataset, xi_values: list[float], shifts
     for severity in severities:
         if severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
-    count = len(dataset) if max_images is None else min(max_images, len(dataset))
+    if frame_step < 1:
+        raise ValueError(f"frame_step must be at least 1, got {frame_step}")
+    indices = list(range(0, len(dataset), frame_step))[:max_images]
+    count = len(indices)
     if count < 1:
         raise ValueError("no images to score")
     config = predictor.config
     conditions = [(None, 0)] + [(name, s) for name in names for s in severities]
     tallies = {c: _Tally(config.num_classes, config.ignore_index, xi_values) for c in conditions}
     bar = tqdm(total=count * len(conditions), desc="robustness", disable=not progress, dynamic_ncols=True)
-    for index in range(count):
+    for index in indices:
         image, label = dataset[index]
         for name, severity in conditions:
             shifted = image if name is None else apply_shift(image, name, severity, seed, index)
@@ -273,6 +277,7 @@ class RobustnessConfig:
     xi: list[float] | None
     shifts: list[str] | None
     severities: list[int]
+    frame_step: int
     seed: int
     threads: int | None
     json: str | None
@@ -306,6 +311,8 @@ def parse_args(argv: list[str] | None = None) -> RobustnessConfig:
         help=f"shifts to apply (default: all {len(SHIFTS)}: {', '.join(SHIFTS)})")
     add("--severities", type=int, nargs="+", default=list(SEVERITIES), choices=list(SEVERITIES),
         help="severities to apply")
+    add("--frame-step", type=int, default=5,
+        help="score every K-th frame (neighbouring video frames look alike), at most --max-images of them")
     add("--seed", type=int, default=0, help="seed of the random parts of the shifts (noise, snow, gains)")
     add("--threads", type=int, default=None, help="torch CPU threads")
     add("--json", default=None, help="write the results to this JSON file")
@@ -314,7 +321,7 @@ def parse_args(argv: list[str] | None = None) -> RobustnessConfig:
     if args.max_images is not None and args.max_images < 0:
         parser.error(f"--max-images must be 0 (all) or more, got {args.max_images}")
     return RobustnessConfig(args.checkpoint, args.dataset, args.data_root, args.split, args.sequences,
-                            args.max_images or None, args.xi, args.shifts, sorted(set(args.severities)), args.seed,
+                            args.max_images or None, args.xi, args.shifts, sorted(set(args.severities)), args.frame_step, args.seed,
                             args.threads, args.json, not args.no_progress)
 
 
@@ -340,11 +347,11 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"the checkpoint predicts {predictor.config.num_classes} classes, {config.dataset} has "
                              f"{dataset.info.num_classes}")
         results = run_robustness(predictor, dataset, xi_values, config.shifts, config.severities, config.max_images,
-                                 config.seed, config.progress)
+                                 config.seed, config.progress, config.frame_step)
     except (ValueError, OSError, CheckpointError) as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
-    frames = min(config.max_images or len(dataset), len(dataset))
+    frames = len(list(range(0, len(dataset), config.frame_step))[:config.max_images])
     where = f"{config.dataset} {config.split}" + (f" ({' '.join(config.sequences)})" if config.sequences else "")
     print(f"{where}, {frames} frames, {len(results[0].scores)} shifted conditions; mIoU in %; {FLOPS_CONVENTION}")
     print(markdown_table(results))
@@ -355,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(config.json).parent.mkdir(parents=True, exist_ok=True)
         Path(config.json).write_text(json.dumps({
             "checkpoint": str(config.checkpoint or "shipped student"), "dataset": config.dataset,
-            "split": config.split, "sequences": config.sequences, "frames": frames, "seed": config.seed,
+            "split": config.split, "sequences": config.sequences, "frames": frames, "frame_step": config.frame_step, "seed": config.seed,
             "severities": config.severities, "held_out_shifts": list(HELD_OUT_SHIFTS),
             "results": [r.to_dict() for r in results]}, indent=2) + "\n")
     return 0

@@ -518,3 +518,15 @@ def test_convert_then_train_the_aux_heads_then_open_in_the_predictor(mmseg, tmp_
     capsys.readouterr()
     assert train.main([*run, "--init", str(tmp_path / "five"), "--output", str(tmp_path / "refused")]) == 2
     assert "predicts 5 classes, the data set has 3" in capsys.readouterr().err
+
+
+def test_class_names_and_palette_of_a_data_set_the_config_names():
+    from dovit.data.datasets import CITYSCAPES_CLASSES, CITYSCAPES_COLORS
+
+    city = convert._class_metadata({}, 19, {"dataset_type": "CityscapesDataset"})
+    assert city["class_names"] == list(CITYSCAPES_CLASSES) and city["class_colors"] == list(CITYSCAPES_COLORS)
+    ade = convert._class_metadata({}, 150, {"data": {"train": {"type": "ADE20KDataset"}}})
+    assert ade["class_names"][:3] == ["wall", "building", "sky"] and "class_colors" not in ade
+    assert convert._class_metadata({}, 19, {"train_dataloader": {"dataset": {"type": "ADE20KDataset"}}}) == {}
+    saved = convert._class_metadata({"CLASSES": ["a", "b"]}, 2, {"dataset_type": "CityscapesDataset"})
+    assert saved == {"class_names": ["a", "b"]}  # names saved with the checkpoint win

@@ -109,7 +109,7 @@ def test_cli_prints_tables_and_writes_json(checkpoint, tmp_path, capsys):
     root = fake_camvid(tmp_path / "camvid")
     out = tmp_path / "r.json"
     code = robustness.main(["--checkpoint", str(checkpoint), "--data-root", str(root), "--max-images", "2",
-                            "--shifts", "fog", "white_balance", "--severities", "2", "--xi", "0.5", "1",
+                            "--shifts", "fog", "white_balance", "--severities", "2", "--xi", "0.5", "1", "--frame-step", "1",
                             "--json", str(out), "--no-progress"])
     assert code == 0
     printed = capsys.readouterr().out
@@ -125,3 +125,15 @@ def test_cli_refuses_with_one_line(checkpoint, tmp_path, capsys):
                             "--no-progress"]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 2 and all(line.startswith("error: ") for line in errors)
+
+
+def test_frame_step_scores_every_kth_frame(checkpoint):
+    predictor = Predictor.from_checkpoint(checkpoint)
+    raw = synthetic_dataset(5, (40, 56), seed=3)
+    seen = []
+    original = raw.__getitem__
+    raw.__class__ = type("Counting", (raw.__class__,), {"__getitem__": lambda self, i: seen.append(i) or original(i)})
+    robustness.run_robustness(predictor, raw, [1.0], ["tint"], (1,), max_images=2, frame_step=2, progress=False)
+    assert seen == [0, 2]
+    with pytest.raises(ValueError, match="frame_step"):
+        robustness.run_robustness(predictor, raw, [1.0], ["tint"], (1,), frame_step=0, progress=False)

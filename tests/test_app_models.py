@@ -1,0 +1,92 @@
+"""app.models: the checkpoints the studio offers, loaded on first use, and the per-session model picker."""
+from pathlib import Path
+
+import cv2
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+
+import dovit
+from app.models import ModelShelf, find_checkpoints
+from app.studio import Studio
+from dovit import Predictor
+
+INPUT_SIZE = (64, 96)
+
+
+def checkpoint(folder: Path, default_xi: float, classes: int = 5, decision_layers=(3, 6, 9), names=None) -> Path:
+    torch.manual_seed(int(default_xi * 100))
+    model = dovit.build_model("vit_tiny_patch16_224", num_classes=classes, input_size=INPUT_SIZE, decoder_channels=16,
+                              default_xi=default_xi, decision_layers=decision_layers)
+    if names:
+        model.config.class_names = names
+    return dovit.save_checkpoint(model, folder, metadata={"stage": "dovit"})
+
+
+@pytest.fixture(scope="module")
+def shelf_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("checkpoints")
+    checkpoint(root / "a", 0.9)
+    checkpoint(root / "b", 0.8, classes=3, names=["road", "sky", "car"])
+    checkpoint(root / "wide", 0.7, decision_layers=(4, 8))
+    (root / "notes").mkdir()
+    return root
+
+
+@pytest.fixture(scope="module")
+def studio(shelf_root, tmp_path_factory):
+    uploads = tmp_path_factory.mktemp("uploads")
+    default = Predictor.from_checkpoint(shelf_root / "a")
+    return Studio(default, image_dirs=[uploads], models=ModelShelf.build(default, shelf_root / "a", root=shelf_root)), uploads
+
+
+def test_find_checkpoints_lists_checkpoint_folders_only(shelf_root, tmp_path):
+    assert [p.name for p in find_checkpoints(shelf_root)] == ["a", "b", "wide"]
+    assert find_checkpoints(tmp_path / "missing") == []
+
+
+def test_shelf_labels_order_repeats_and_lazy_loading(shelf_root, tmp_path):
+    other = checkpoint(tmp_path / "elsewhere" / "b", 0.5)
+    default = Predictor.from_checkpoint(shelf_root / "a")
+    shelf = ModelShelf.build(default, shelf_root / "a", [other, shelf_root / "a"], root=shelf_root)
+    assert shelf.labels == ["a", "elsewhere/b", f"{shelf_root.name}/b", "wide"]
+    assert shelf.get(None) is default and shelf.get("a") is default
+    assert "elsewhere/b" not in shelf._loaded  # loaded on first use only
+    assert shelf.get("elsewhere/b").default_xi == 0.5 and shelf.get("elsewhere/b") is shelf.get("elsewhere/b")
+    with pytest.raises(ValueError, match="unknown model 'nope'"):
+        shelf.get("nope")
+    with pytest.raises(ValueError, match="has 2 decision layers .* this page shows 3 .* --checkpoint"):
+        shelf.get("wide")
+
+
+def test_a_shelf_without_a_default_path_offers_the_default_model(tiny_model):
+    shelf = ModelShelf.build(Predictor(tiny_model), None, root=None)
+    assert shelf.labels == ["default model"] and shelf.get("default model").model is tiny_model
+
+
+def test_switching_the_model_is_per_session(studio):
+    studio, uploads = studio
+    image = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    path = uploads / "street.png"
+    cv2.imwrite(str(path), image)
+    first = studio.on_image(str(path), studio.default_size_value, 0.9, 0.5, None)[0]
+    second = studio.on_image(str(path), studio.default_size_value, 0.9, 0.5, None)[0]
+    header, xi, position, reset, session, *views = studio.on_model("b", 0.5, first)
+    assert session is first and first.model == "b" and second.model is None
+    assert xi == 0.8 and reset["value"] == "Reset ξ to 0.8" and "default ξ = 0.8" in header
+    assert studio.predictor_for(first).config.num_classes == 3 and studio.predictor_for(second).config.num_classes == 5
+    assert first.prediction.trace.decisions and set(np.unique(first.prediction.mask)) <= {0, 1, 2}
+    legend = dict(zip(studio.view_names(), views))["legend"]
+    assert "road" in legend  # class names come from the picked checkpoint
+    again = studio.on_image(str(path), studio.default_size_value, 0.9, 0.5, first)[0]
+    assert again.model == "b"  # a new image keeps the tab's model
+    assert studio.on_image(str(path), studio.default_size_value, 0.9, 0.5, again, "a")[0].model == "a"
+
+
+def test_picking_an_unusable_model_says_how_to_open_it(studio):
+    studio, _ = studio
+    with pytest.raises(gr.Error, match="open it on its own"):
+        studio.on_model("wide", 0.5, None)
+    header, xi, *_ = studio.on_model("a", 0.5, None)  # no image yet: header and ξ only
+    assert xi == 0.9 and "default ξ = 0.9" in header
