@@ -315,6 +315,8 @@ def calibrate(config: CalibrateConfig) -> CalibrationResult:
         "source_metadata": {k: v for k, v in model.checkpoint_metadata.items() if k in ("stage", "val", "converted_from",
                                                                                       "format", "step")},
         METADATA_KEY: reference.to_dict(),
+        # a converted source's origin stays where the studio header and dovit.train look for it
+        **{k: v for k, v in model.checkpoint_metadata.items() if k in ("converted_from", "format")},
     }
     save_checkpoint(model, config.output, metadata=metadata)
     state_path(config.output).unlink(missing_ok=True)

@@ -530,3 +530,30 @@ def test_class_names_and_palette_of_a_data_set_the_config_names():
     assert convert._class_metadata({}, 19, {"train_dataloader": {"dataset": {"type": "ADE20KDataset"}}}) == {}
     saved = convert._class_metadata({"CLASSES": ["a", "b"]}, 2, {"dataset_type": "CityscapesDataset"})
     assert saved == {"class_names": ["a", "b"]}  # names saved with the checkpoint win
+
+
+def test_convert_then_calibrate_without_labels_then_open_in_the_predictor(mmseg, tmp_path):
+    """README "Bring your own segmenter": an MMSeg checkpoint converted, its aux heads calibrated on unlabelled
+    images (dovit.calibrate), xi = 1 still the converted model's logits, loaded by the Predictor."""
+    import cv2
+
+    from dovit import calibrate
+
+    vit, head, cfg = _build(mmseg, "segmenter")
+    converted = tmp_path / "converted"
+    assert convert.main([_save(tmp_path, vit, head, cfg), str(converted), "--format", "mmseg"]) == 0
+    images = tmp_path / "photos"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(4):
+        cv2.imwrite(str(images / f"{index}.jpg"), rng.integers(0, 256, (70, 90, 3), dtype=np.uint8))
+    assert calibrate.main([str(converted), str(tmp_path / "calibrated"), "--images", str(images), "--minutes", "0.02",
+                           "--batch-size", "2", "--threads", "1", "--no-progress"]) == 0
+    source, calibrated = dovit.load_checkpoint(converted), dovit.load_checkpoint(tmp_path / "calibrated")
+    pixels = torch.randn(1, 3, *SIZE)
+    with torch.inference_mode():
+        assert torch.equal(source(pixels, xi=1.0).logits, calibrated(pixels, xi=1.0).logits)
+    assert calibrated.checkpoint_metadata["converted_from"] == "mmseg.pth"  # the header names the source
+    assert calibrated.config.class_names == list(CLASSES)
+    predictor = dovit.Predictor.from_checkpoint(tmp_path / "calibrated")
+    assert predictor.predict(rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)).mask.shape == (70, 90)
