@@ -37,7 +37,7 @@ from .predictor import Predictor
 from .preprocess import normalise, resize_image
 
 TRAINABLE = ("aux", "aux+decoder", "aux+decoder+norms")
-XI_GRID = (1.0, 0.99, 0.98, 0.97, 0.96, 0.95, 0.94, 0.93, 0.92, 0.9, 0.88, 0.85, 0.8, 0.75, 0.7)
+XI_GRID = (1.0, 0.999, 0.998, 0.995, 0.99, 0.98, 0.97, 0.96, 0.95, 0.94, 0.93, 0.92, 0.9, 0.88, 0.85, 0.8, 0.75, 0.7)
 MIN_IMAGE_SIDE = 32  # two 16-pixel patches
 HOLD_OUT_EVERY = 8  # one image in eight picks xi and is never trained on
 
