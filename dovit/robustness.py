@@ -135,6 +135,7 @@ class ShiftScore:
     severity: int
     miou: float
     flops_saved: float  # fraction of the dense forward's FLOPs not spent, mean over frames
+    class_accuracy: list[float | None] = field(default_factory=list)  # per class: its pixels predicted as it
 
 
 @dataclass
@@ -147,6 +148,7 @@ class RobustnessResult:
     gflops: float  # mean per clean frame, everything computed
     dense_gflops: float
     scores: list[ShiftScore] = field(default_factory=list)
+    clean_class_accuracy: list[float | None] = field(default_factory=list)
 
     @property
     def mean_shifted_miou(self) -> float:
@@ -193,6 +195,12 @@ class _Tally:
     def miou(self, xi: float) -> float:
         return float(self.matrices[xi].scores()["miou"])
 
+    def class_accuracy(self, xi: float) -> list[float | None]:
+        """Per class, the share of its labelled pixels predicted as it (None: no such pixels)."""
+        matrix = self.matrices[xi].matrix
+        totals = matrix.sum(axis=1)
+        return [float(matrix[c, c] / totals[c]) if totals[c] else None for c in range(len(totals))]
+
 
 def run_robustness(predictor: Predictor, dataset, xi_values: list[float], shifts: list[str] | None = None,
                    severities=SEVERITIES, max_images: int | None = None, seed: int = 0,
@@ -231,11 +239,11 @@ def run_robustness(predictor: Predictor, dataset, xi_values: list[float], shifts
 def _result(xi: float, tallies: dict, conditions) -> RobustnessResult:
     clean = tallies[(None, 0)]
     scores = [ShiftScore(name, SHIFTS[name].family, severity, tallies[(name, severity)].miou(xi),
-                         float(np.mean(tallies[(name, severity)].saved[xi])))
+                         float(np.mean(tallies[(name, severity)].saved[xi])), tallies[(name, severity)].class_accuracy(xi))
               for name, severity in conditions if name is not None]
     return RobustnessResult(xi=xi, clean_miou=clean.miou(xi), clean_flops_saved=float(np.mean(clean.saved[xi])),
                             gflops=float(np.mean(clean.gflops[xi])), dense_gflops=float(np.mean(clean.dense_gflops[xi])),
-                            scores=scores)
+                            scores=scores, clean_class_accuracy=clean.class_accuracy(xi))
 
 
 def markdown_table(results: list[RobustnessResult]) -> str:

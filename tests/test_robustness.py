@@ -137,3 +137,19 @@ def test_frame_step_scores_every_kth_frame(checkpoint):
     assert seen == [0, 2]
     with pytest.raises(ValueError, match="frame_step"):
         robustness.run_robustness(predictor, raw, [1.0], ["tint"], (1,), frame_step=0, progress=False)
+
+
+def test_class_accuracy_counts_each_class_pixels_predicted_as_it(checkpoint):
+    predictor = Predictor.from_checkpoint(checkpoint)
+    raw = synthetic_dataset(2, (40, 56), seed=3)
+    result = robustness.run_robustness(predictor, raw, [1.0], ["tint"], (2,), progress=False)[0]
+    masks = [p.mask for p in predictor.predict_batch([raw[i][0] for i in range(2)], xi=1.0, dense=False)]
+    labels = [raw[i][1] for i in range(2)]
+    for c, accuracy in enumerate(result.clean_class_accuracy):
+        total = sum(int((label == c).sum()) for label in labels)
+        if total == 0:
+            assert accuracy is None
+        else:
+            hits = sum(int(((label == c) & (mask == c)).sum()) for label, mask in zip(labels, masks))
+            assert accuracy == pytest.approx(hits / total)
+    assert len(result.scores[0].class_accuracy) == 11
