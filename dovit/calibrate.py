@@ -389,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {point.xi:g} | {100 * point.agreement:.2f}% | {100 * point.flops_saved:.1f}%{mark} |")
     print(f"default xi {result.default_xi:g} (agreement target {100 * config.target_agreement:.1f}%, "
           f"measured on {result.held_out_images} held-back images)")
+    if result.default_xi == 1.0:
+        print("note: no xi below 1 reached the agreement target, so the default runs the dense model; calibrate "
+              "longer (--minutes), on more images, with --train aux+decoder, or lower --target-agreement")
     return 0
 
 
