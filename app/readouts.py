@@ -32,13 +32,28 @@ def prediction_summary(prediction: Prediction, reference: ConfidenceRange | None
         "fps": 1000.0 / latency if latency > 0 else None,
         "dense_fps": 1000.0 / dense_latency if dense_latency > 0 else None,
         "speedup": dense_latency / latency if latency > 0 else None,
+        "ideal_speedup": trace.dense_flops / trace.flops if trace.flops > 0 else None,
         "agreement_with_dense_percent": 100.0 * prediction.agreement_with_dense,
         "working_size": [int(v) for v in prediction.working_size],
         "grid": [int(v) for v in trace.grid],
         "flops_convention": trace.flops_convention,
         "dense_confidence": float(prediction.dense_confidence),
         "familiarity_note": familiarity_note(float(prediction.dense_confidence), reference),
-    }
+    } | _efficiency(dense_latency / latency if latency > 0 else None, trace.dense_flops / max(trace.flops, 1))
+
+
+LOW_EFFICIENCY = 0.7
+
+
+def _efficiency(speedup: float | None, ideal: float) -> dict:
+    """efficiency = measured speed-up / ideal (FLOPs) speed-up; below LOW_EFFICIENCY, a line on why."""
+    efficiency = speedup / ideal if speedup is not None and ideal > 0 else None
+    note = None
+    if efficiency is not None and efficiency < LOW_EFFICIENCY and ideal > 1.05:
+        note = ("The measured speed-up is below the FLOPs ratio: fixed costs (the patch stem, the always-dense first "
+                "group, the decoder, the mask) do not shrink with the tokens, and small token counts run at a lower "
+                "FLOP rate on this hardware; one run each, so a busy machine adds noise.")
+    return {"efficiency": efficiency, "efficiency_note": note}
 
 
 def readouts_markdown(summary: dict) -> str:
@@ -56,14 +71,21 @@ def readouts_markdown(summary: dict) -> str:
         f"{'saved' if saved >= 0 else 'extra'} **{abs(saved):.1f}%** |\n"
         f"| latency | **{summary['latency_ms']:.1f} ms** | {summary['dense_latency_ms']:.1f} ms | "
         f"speedup **{summary['speedup']:.2f}×** |\n"
+        f"| ideal speed-up (dense FLOPs / these FLOPs) | {_number(summary['ideal_speedup'])}× | | efficiency "
+        f"**{_number(summary['efficiency'])}** (measured / ideal) |\n"
         f"| FPS | **{summary['fps']:.1f}** | {summary['dense_fps']:.1f} | |\n"
         f"| agreement with dense | **{summary['agreement_with_dense_percent']:.1f}%** of pixels | | |\n\n"
         f"Kept tokens per group: {kept}\n\n"
+        + (f"{summary['efficiency_note']}\n\n" if summary.get("efficiency_note") else "")
         + (f"**⚠ {summary['familiarity_note']}**\n\n" if summary.get("familiarity_note") else "")
         + f"<sub>{summary['flops_convention']}. Latency: wall time of the whole forward on this machine, one "
         f"run each (the ξ-independent prefix and the dense forward are timed once per image, this ξ now), "
         f"so expect noise when the machine is busy.</sub>"
     )
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
 
 
 def agreement_markdown(summary: dict) -> str:

@@ -64,3 +64,19 @@ def test_prediction_summary_numbers_are_consistent(tiny_model):
     assert summary["fps"] == pytest.approx(1000 / summary["latency_ms"])
     text = readouts_markdown(summary)
     assert "GFLOPs" in text and "speedup" in text and f"B1: {summary['num_tokens']}" in text
+
+
+def test_speed_panel_gives_the_ideal_speedup_and_the_efficiency(tiny_model):
+    from app.readouts import LOW_EFFICIENCY, _efficiency
+
+    image = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    prediction = Predictor(tiny_model).predict(image, xi=0.0)
+    summary = prediction_summary(prediction)
+    assert summary["ideal_speedup"] == pytest.approx(prediction.trace.dense_flops / prediction.trace.flops)
+    assert summary["efficiency"] == pytest.approx(summary["speedup"] / summary["ideal_speedup"])
+    assert "ideal speed-up" in readouts_markdown(summary) and "efficiency" in readouts_markdown(summary)
+    slow = _efficiency(1.2, 2.0)  # 0.6 of ideal: the panel says what eats the difference
+    assert slow["efficiency"] == pytest.approx(0.6) and "fixed costs" in slow["efficiency_note"]
+    assert _efficiency(1.9, 2.0)["efficiency_note"] is None and LOW_EFFICIENCY == 0.7
+    assert _efficiency(0.5, 1.0)["efficiency_note"] is None  # xi = 1: nothing to save, nothing to explain
+    assert _efficiency(None, 2.0) == {"efficiency": None, "efficiency_note": None}
