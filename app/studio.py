@@ -353,6 +353,16 @@ class Studio:
             return views.colorize_mask(prediction.mask, self.config.class_colors), summary
 
 
+    def api_trace(self, image: str | bytes | None, xi: float | None, request: gr.Request = None) -> dict:
+        """(image file, ξ) -> the token pass as JSON (``dovit.Trace.to_json``) at the default working size."""
+        with self.finished(request):
+            xi = self.config.default_xi if xi is None else self.user_xi(xi)
+            decoded = self.user_image(image)
+            with self.model_call():
+                prediction = self.predictor.predict(decoded.rgb, xi=xi, size=self.default_size)
+            return {**prediction.trace.to_json(), "notices": decoded.notices}
+
+
 def _client(request: gr.Request) -> str:
     client = getattr(request, "client", None)
     return getattr(client, "host", None) or "unknown"

@@ -265,6 +265,16 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
                           "summary['notices']) and a summary with gflops, dense_gflops, kept_tokens per group, "
                           "latency_ms, dense_latency_ms, xi. At most "
                           f"{limits.pending_per_session} calls per client session may wait or run at a time.")
+        with gr.Row(visible=False):  # the /trace API's own components
+            trace_image, trace_xi = upload_image(label="image"), raw_number(value=config.default_xi, label="xi")
+            trace_json, trace_trigger = gr.JSON(label="trace"), gr.Button("trace")
+        trace_trigger.click(studio.api_trace, inputs=[trace_image, trace_xi], outputs=trace_json, api_name="trace",
+                            concurrency_id=PREDICT_QUEUE, concurrency_limit=1, validator=studio.admit(),
+                            api_description="The token pass of an image at threshold xi (None: checkpoint default), "
+                            "at the checkpoint's working size, as JSON: grid [rows, cols], decision_layers, "
+                            "confidence (decisions x rows x cols, the aux heads' q_l), halting_group (rows x cols: "
+                            "the group after which each token stopped; the number of groups when it ran every "
+                            "block), kept_tokens per group, gflops, dense_gflops. Admitted like /predict.")
         with gr.Row(visible=False):  # the /inspect_token API's own components
             token_image, token_xi = upload_image(label="image"), raw_number(value=config.default_xi, label="xi")
             token_row, token_col = raw_number(value=0, label="row"), raw_number(value=0, label="col")

@@ -75,6 +75,22 @@ class Trace:
     def backbone_flops_saved(self) -> float:
         return 1.0 - self.backbone_flops / self.dense_backbone_flops
 
+    def to_json(self) -> dict:
+        """The token pass as plain JSON: grid [rows, cols], decision_layers, confidence (decisions x rows x cols,
+        the aux heads' q_l of Eq. 3), halting_group (rows x cols: the group after which each token stopped;
+        the number of groups when it ran every block), kept_tokens per group, gflops, dense_gflops, xi."""
+        return {
+            "xi": float(self.xi),
+            "grid": [int(v) for v in self.grid],
+            "decision_layers": [int(d.layer) for d in self.decisions],
+            "confidence": [np.round(d.confidence.astype(np.float64), 5).tolist() for d in self.decisions],
+            "halting_group": self.halting_depth.astype(int).tolist(),
+            "kept_tokens": [int(g.tokens) for g in self.groups],
+            "gflops": self.flops / 1e9,
+            "dense_gflops": self.dense_flops / 1e9,
+            "flops_convention": self.flops_convention,
+        }
+
     def summary(self) -> dict:
         """A JSON-friendly summary (no maps)."""
         return {

@@ -166,11 +166,29 @@ def test_api_predict_returns_colour_mask_and_summary(studio, street_png):
     assert studio.api_predict(str(street_png), None)[1]["xi"] == studio.config.default_xi
 
 
-def test_build_demo_offers_only_predict_and_inspect_token_as_apis(tiny_model, tmp_path):
+def test_api_trace_gives_the_token_pass_as_json(studio, street_png):
+    import json
+
+    trace = studio.api_trace(str(street_png), 0.3)
+    rows, cols = trace["grid"]
+    prediction = studio.predictor.predict(cv2.cvtColor(cv2.imread(str(street_png)), cv2.COLOR_BGR2RGB), xi=0.3,
+                                          size=studio.default_size)
+    assert trace["decision_layers"] == [3, 6, 9] and len(trace["confidence"]) == 3
+    assert all(np.asarray(c).shape == (rows, cols) for c in trace["confidence"])
+    assert np.array_equal(trace["halting_group"], prediction.trace.halting_depth)
+    groups = len(trace["kept_tokens"])
+    assert set(np.unique(trace["halting_group"])) <= set(range(1, groups + 1))
+    ran_all = (np.asarray(trace["halting_group"]) == groups).sum()
+    assert ran_all == trace["kept_tokens"][-1]  # tokens that ran every block are the last group's
+    assert trace["gflops"] < trace["dense_gflops"] and trace["xi"] == 0.3
+    json.dumps(trace)
+
+
+def test_build_demo_offers_only_predict_trace_inspect_token_and_video_as_apis(tiny_model, tmp_path):
     cv2.imwrite(str(tmp_path / "example.png"), np.zeros((32, 32, 3), np.uint8))
     app = build_demo(Predictor(tiny_model), examples_dir=tmp_path)
     public = [fn.api_name for fn in app.blocks.fns.values() if fn.api_visibility != "private"]
-    assert sorted(public) == ["analyze_video", "inspect_token", "predict"]
+    assert sorted(public) == ["analyze_video", "inspect_token", "predict", "trace"]
     assert str(tmp_path.resolve()) in app.example_dirs
     assert any(Path(d) == tmp_path.resolve() for d in app.studio.image_dirs)
 
