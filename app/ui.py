@@ -45,9 +45,39 @@ CSS = """
 .xi-ticks { position: relative; height: 1.4em; margin: -0.4em 0.6em 0.6em 0.6em; font-size: 0.75em; color: #666; }
 .xi-ticks span { position: absolute; transform: translateX(-50%); white-space: nowrap; }
 .dovit-legend { display: flex; flex-wrap: wrap; gap: 4px 14px; font-size: 0.9em; }
+/* WCAG AA contrast for gradio's own faint texts: the upload widget's "- or -" and the footer links */
+.or, footer .show-api, footer .settings, footer .built-with { color: var(--body-text-color) !important; opacity: 1 !important; }
 .legend-swatch { display: inline-block; width: 14px; height: 14px; margin-right: 4px; vertical-align: middle;
                  border: 1px solid rgba(0, 0, 0, 0.3); }
 """
+
+
+# Names for what gradio renders without one (axe-core, WCAG 2 A/AA): the example gallery's buttons get the
+# example's name, the "Empty value" placeholders (a div with aria-label, which ARIA does not allow on a plain
+# div) become images, and a view's clickable image takes the view's caption as its name and alt text.
+# Re-applied as gradio re-renders.
+A11Y_JS = """<script>
+(() => {
+  const name = () => {
+    document.querySelectorAll('button.gallery-item:not([aria-label])').forEach((button, index) => {
+      const img = button.querySelector('img');
+      const file = img && img.getAttribute('src') ? decodeURIComponent(img.getAttribute('src').split('/').pop()) : '';
+      button.setAttribute('aria-label', `Example ${index + 1}${file ? ': ' + file : ''}`);
+    });
+    document.querySelectorAll('div.empty[aria-label]:not([role])').forEach(div => div.setAttribute('role', 'img'));
+    // a view shown as a clickable image (token inspector): the button and its image take the view's caption
+    document.querySelectorAll('.image-container button').forEach(button => {
+      const label = button.closest('.block')?.querySelector('[data-testid="block-label"]');
+      const text = (label ? label.innerText.trim() : '') || 'view';
+      if (button.getAttribute('aria-label') !== text) button.setAttribute('aria-label', text);
+      const img = button.querySelector('img');
+      if (img && img.alt !== text) img.alt = text;
+    });
+  };
+  new MutationObserver(name).observe(document.documentElement, {childList: true, subtree: true});
+  document.addEventListener('DOMContentLoaded', name);
+})();
+</script>"""
 
 
 def upload_image(**kwargs) -> gr.Image:
@@ -304,6 +334,6 @@ def serve(app: StudioApp, host: str = "127.0.0.1", port: int = 7860, share: bool
         show_error=False,  # gradio's own exception texts name server paths; user errors (gr.Error) still show
         max_file_size=max(MAX_UPLOAD_BYTES, app.limits.video_max_bytes),  # images: 25 MB, checked by the guard
         state_session_capacity=MAX_SESSIONS, css=CSS,
-        allowed_paths=app.example_dirs, ssr_mode=False, mcp_server=False, quiet=True, head=inspector_tab.KEYS_JS,
+        allowed_paths=app.example_dirs, ssr_mode=False, mcp_server=False, quiet=True, head=inspector_tab.KEYS_JS + A11Y_JS,
         footer_links=["api", "settings"], app_kwargs={"middleware": [guard]},
     )
