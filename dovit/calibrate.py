@@ -57,6 +57,7 @@ class CalibrateConfig:
     target_agreement: float = 0.97
     batch_size: int = 4
     lr: float = 1e-3
+    finetune_lr_scale: float = 0.1  # the decoder's and norms' learning rate, as a share of lr
     xi_range: tuple[float, float] = (0.8, 1.0)
     max_images: int | None = None
     seed: int = 0
@@ -207,7 +208,11 @@ def train_heads(model: DoViTSegmenter, images: list[np.ndarray], config: Calibra
     teacher = None
     if config.train != "aux":
         teacher = copy.deepcopy(model).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=0.01)
+    heads = {id(p) for p in model.aux_heads.parameters()}
+    # The new aux heads learn from scratch; the decoder and norms were trained already, so they move slowly.
+    groups = [{"params": [p for p in trainable if id(p) in heads], "scale": 1.0},
+              {"params": [p for p in trainable if id(p) not in heads], "scale": config.finetune_lr_scale}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, weight_decay=0.01)
     step, elapsed = _resume(model, optimizer, config)
     batches = _Batches(images, config, model.config.mean, model.config.std)
     xi_draw = np.random.default_rng([config.seed, 7])
@@ -221,7 +226,7 @@ def train_heads(model: DoViTSegmenter, images: list[np.ndarray], config: Calibra
     while elapsed < 60.0 * config.minutes:
         start = time.perf_counter()
         for group in optimizer.param_groups:
-            group["lr"] = _learning_rate(config, elapsed)
+            group["lr"] = _learning_rate(config, elapsed) * group.get("scale", 1.0)
         xi = 1.0 if xi_draw.random() < 0.25 else float(xi_draw.uniform(*config.xi_range))
         loss = _loss(model, teacher, batches(step), xi)
         optimizer.zero_grad(set_to_none=True)
@@ -310,6 +315,7 @@ def calibrate(config: CalibrateConfig) -> CalibrationResult:
         "calibration": {"source": str(config.source), "images": str(config.images), "image_count": len(paths),
                         "held_out_images": len(held), "minutes": config.minutes, "seconds_trained": seconds,
                         "train": config.train, "decision_layers": list(model.decision_layers),
+                        "lr": config.lr, "finetune_lr_scale": config.finetune_lr_scale,
                         "target_agreement": config.target_agreement, "default_xi": model.config.default_xi,
                         "curve": [asdict(point) for point in curve]},
         "source_metadata": {k: v for k, v in model.checkpoint_metadata.items() if k in ("stage", "val", "converted_from",
@@ -349,6 +355,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[CalibrateConfig, int | No
         help="least pixel agreement with the dense masks for the default xi")
     add("--batch-size", type=int, default=4, help="images per step")
     add("--lr", type=float, default=1e-3, help="peak learning rate (AdamW, warm-up then cosine over --minutes)")
+    add("--finetune-lr-scale", type=float, default=0.1,
+        help="the decoder's and norms' learning rate as a share of --lr (they are trained already; the aux heads "
+        "are new)")
     add("--xi-range", type=float, nargs=2, default=[0.8, 1.0], metavar=("LO", "HI"),
         help="with the decoder training: the token pass's xi drawn per step from [LO, HI] (1 on a quarter of steps)")
     add("--max-images", type=int, default=None, help="use the first N images (sorted by path)")
@@ -364,8 +373,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[CalibrateConfig, int | No
         parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
     config = CalibrateConfig(args.source, args.output, args.images, args.minutes, args.train,
                              tuple(args.decision_layers) if args.decision_layers else None, args.target_agreement,
-                             args.batch_size, args.lr, (low, high), args.max_images, args.seed, args.resume,
-                             not args.no_progress)
+                             args.batch_size, args.lr, args.finetune_lr_scale, (low, high), args.max_images,
+                             args.seed, args.resume, not args.no_progress)
     return config, args.threads
 
 
