@@ -52,7 +52,7 @@ class CalibrateConfig:
     output: str
     images: str
     minutes: float = 15.0
-    train: str = "aux"
+    train: str = "aux+decoder"
     decision_layers: tuple[int, ...] | None = None
     target_agreement: float = 0.97
     batch_size: int = 4
@@ -339,7 +339,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[CalibrateConfig, int | No
         "from unlabelled images only: the aux heads (and, if asked, the decoder and norms) learn the dense model's "
         "own predictions, then a default xi is picked on one image in eight held back from training: the largest "
         "FLOPs cut whose masks agree with the dense model's on --target-agreement of the pixels. With --train aux "
-        "(the default) xi = 1 is exactly the dense model. Fits --minutes of training, saves its state every 30 s "
+        "xi = 1 is exactly the dense model. Fits --minutes of training, saves its state every 30 s "
         "for --resume, and refuses (exit 2, one line) what it cannot use.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
@@ -347,8 +347,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[CalibrateConfig, int | No
     add("output", help="folder for the calibrated checkpoint (its state for --resume sits beside it)")
     add("--images", required=True, help="folder of unlabelled images (searched recursively), at least 2")
     add("--minutes", type=float, default=15.0, help="training wall time (choosing xi takes about 1-2 more minutes)")
-    add("--train", choices=TRAINABLE, default="aux", help="what trains: aux heads only (xi = 1 stays the dense "
-        "model), plus the decoder, plus the backbone's LayerNorms")
+    add("--train", choices=TRAINABLE, default="aux+decoder",
+        help="what trains: aux heads only (xi = 1 stays exactly the dense model, but the dense decoder misreads "
+        "tokens that stopped early), plus the decoder (measured best: docs/results/calibrate), plus the backbone's "
+        "LayerNorms")
     add("--decision-layers", type=int, nargs="+", default=None,
         help="blocks after which a decision runs (default: the checkpoint's; new ones get new aux heads)")
     add("--target-agreement", type=float, default=0.97,
@@ -400,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
           f"measured on {result.held_out_images} held-back images)")
     if result.default_xi == 1.0:
         print("note: no xi below 1 reached the agreement target, so the default runs the dense model; calibrate "
-              "longer (--minutes), on more images, with --train aux+decoder, or lower --target-agreement")
+              "longer (--minutes), on more images, or lower --target-agreement")
     return 0
 
 

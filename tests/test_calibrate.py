@@ -41,7 +41,7 @@ def config(dense, images, output, **overrides) -> CalibrateConfig:
 
 
 def test_aux_only_keeps_the_dense_model_and_records_provenance(dense, images, tmp_path):
-    result = calibrate.calibrate(config(dense, images, tmp_path / "out"))
+    result = calibrate.calibrate(config(dense, images, tmp_path / "out", train="aux"))
     assert result.steps >= 1 and result.train_images == 8 and result.held_out_images == 1
     source, calibrated = dovit.load_checkpoint(dense), dovit.load_checkpoint(result.output)
     for name, tensor in source.state_dict().items():
@@ -70,7 +70,7 @@ def test_decoder_mode_trains_the_decoder_too(dense, images, tmp_path):
 
 
 def test_new_decision_layers_get_new_heads(dense, images, tmp_path):
-    result = calibrate.calibrate(config(dense, images, tmp_path / "out", decision_layers=(4, 8)))
+    result = calibrate.calibrate(config(dense, images, tmp_path / "out", train="aux", decision_layers=(4, 8)))
     assert dovit.load_checkpoint(result.output).decision_layers == (4, 8)
 
 
@@ -85,12 +85,12 @@ def test_resume_continues_from_the_saved_state(dense, images, tmp_path, monkeypa
     output = tmp_path / "out"
     model = calibrate.prepare_model(dense, None)
     optimizer = torch.optim.AdamW(calibrate.set_trainable(model, "aux"))
-    calibrate._save_state(model, optimizer, config(dense, images, output), step=5, elapsed=0.5)
+    calibrate._save_state(model, optimizer, config(dense, images, output, train="aux"), step=5, elapsed=0.5)
     steps = []
     monkeypatch.setattr(calibrate, "_save_state", lambda *a, **k: None)
     original = calibrate._resume
     monkeypatch.setattr(calibrate, "_resume", lambda *a: steps.append(original(*a)) or steps[-1])
-    result = calibrate.calibrate(config(dense, images, output, resume=True))
+    result = calibrate.calibrate(config(dense, images, output, resume=True, train="aux"))
     assert steps == [(5, 0.5)] and result.steps > 5
     with pytest.raises(CalibrationError, match="does not exist"):
         calibrate.calibrate(config(dense, images, tmp_path / "other", resume=True))
@@ -100,7 +100,7 @@ def test_resume_refuses_another_runs_state(dense, images, tmp_path):
     output = tmp_path / "out"
     model = calibrate.prepare_model(dense, None)
     optimizer = torch.optim.AdamW(calibrate.set_trainable(model, "aux"))
-    calibrate._save_state(model, optimizer, config(dense, images, output), step=1, elapsed=0.1)
+    calibrate._save_state(model, optimizer, config(dense, images, output, train="aux"), step=1, elapsed=0.1)
     with pytest.raises(CalibrationError, match="with --train aux, not"):
         calibrate.calibrate(config(dense, images, output, resume=True, train="aux+decoder"))
 

@@ -548,7 +548,7 @@ def test_convert_then_calibrate_without_labels_then_open_in_the_predictor(mmseg,
     for index in range(4):
         cv2.imwrite(str(images / f"{index}.jpg"), rng.integers(0, 256, (70, 90, 3), dtype=np.uint8))
     assert calibrate.main([str(converted), str(tmp_path / "calibrated"), "--images", str(images), "--minutes", "0.02",
-                           "--batch-size", "2", "--threads", "1", "--no-progress"]) == 0
+                           "--train", "aux", "--batch-size", "2", "--threads", "1", "--no-progress"]) == 0
     source, calibrated = dovit.load_checkpoint(converted), dovit.load_checkpoint(tmp_path / "calibrated")
     pixels = torch.randn(1, 3, *SIZE)
     with torch.inference_mode():
