@@ -20,7 +20,7 @@ def evaluate_table(paths: list[str]) -> str:
     for path in paths:
         data = json.loads(Path(path).read_text())
         for r in data["results"]:
-            lines.append(f"| {Path(data['checkpoint']).name} | {r['xi']:g} | {100 * r['miou']:.2f} | "
+            lines.append(f"| {Path(path).stem} | {r['xi']:g} | {100 * r['miou']:.2f} | "
                          f"{r['gflops']:.2f} ({r['dense_gflops']:.2f}) | {100 * (1 - r['gflops'] / r['dense_gflops']):.1f}% | "
                          f"{100 * (1 - r['backbone_gflops'] / r['dense_backbone_gflops']):.1f}% |")
     return "\n".join(lines)
