@@ -66,7 +66,10 @@ A11Y_JS = """<script>
     });
     document.querySelectorAll('div.empty[aria-label]:not([role])').forEach(div => div.setAttribute('role', 'img'));
     // a view shown as a clickable image (token inspector): the button and its image take the view's caption
+    // (only buttons gradio left unnamed, and those named here before: never the upload's own source buttons)
     document.querySelectorAll('.image-container button').forEach(button => {
+      if (button.hasAttribute('aria-label') && !button.dataset.dovitNamed) return;
+      button.dataset.dovitNamed = '1';
       const label = button.closest('.block')?.querySelector('[data-testid="block-label"]');
       const text = (label ? label.innerText.trim() : '') || 'view';
       if (button.getAttribute('aria-label') !== text) button.setAttribute('aria-label', text);
