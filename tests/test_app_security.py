@@ -240,7 +240,8 @@ def test_predict_is_not_starved_behind_sweeps(served, fn_index):
     path = upload(served, "sweep.png", png_bytes(seed=5)).json()[0]
     sessions = [uuid.uuid4().hex for _ in range(5)]
     for session in sessions:  # each tab loads the image at the largest working size, as a user would
-        outcome = run_event(served, fn_index["on_image"], [file_payload(path), "128x192", 0.9, 0.5, None], session)
+        outcome = run_event(served, fn_index["on_image"], [file_payload(path), "128x192", 0.9, 0.5, None, None],
+                            session)
         assert outcome.error is None, outcome.error
     start = time.perf_counter()
     assert run_event(served, fn_index["on_sweep"], [0.9, None], sessions[0]).error is None
@@ -261,7 +262,7 @@ def test_predict_is_not_starved_behind_sweeps(served, fn_index):
 def test_ui_events_are_not_offered_as_api(served):
     """UI-internal events (the example loader, the handlers of the page) were callable as API."""
     info = httpx.get(f"{served}gradio_api/info", params={"all_endpoints": "true"}, timeout=30).json()
-    assert set(info["named_endpoints"]) == {"/predict", "/inspect_token", "/analyze_video"}
+    assert set(info["named_endpoints"]) == {"/predict", "/trace", "/inspect_token", "/analyze_video"}
     client = Client(served, verbose=False)
     with pytest.raises(Exception):
         client.predict(handle_file(str(Path(__file__).parent.parent / "assets" / "synthetic_street.png")),
