@@ -20,6 +20,8 @@ def prediction_summary(prediction: Prediction, reference: ConfidenceRange | None
     """
     trace = prediction.trace
     latency, dense_latency = float(prediction.latency_ms), float(prediction.dense_latency_ms)
+    speedup = dense_latency / latency if latency > 0 else None
+    ideal = trace.dense_flops / trace.flops if trace.flops > 0 else None
     return {
         "xi": float(prediction.xi),
         "gflops": trace.flops / 1e9,
@@ -31,25 +33,25 @@ def prediction_summary(prediction: Prediction, reference: ConfidenceRange | None
         "dense_latency_ms": dense_latency,
         "fps": 1000.0 / latency if latency > 0 else None,
         "dense_fps": 1000.0 / dense_latency if dense_latency > 0 else None,
-        "speedup": dense_latency / latency if latency > 0 else None,
-        "ideal_speedup": trace.dense_flops / trace.flops if trace.flops > 0 else None,
+        "speedup": speedup,
+        "ideal_speedup": ideal,
         "agreement_with_dense_percent": 100.0 * prediction.agreement_with_dense,
         "working_size": [int(v) for v in prediction.working_size],
         "grid": [int(v) for v in trace.grid],
         "flops_convention": trace.flops_convention,
         "dense_confidence": float(prediction.dense_confidence),
         "familiarity_note": familiarity_note(float(prediction.dense_confidence), reference),
-    } | _efficiency(dense_latency / latency if latency > 0 else None, trace.dense_flops / max(trace.flops, 1))
+    } | _efficiency(speedup, ideal)
 
 
 LOW_EFFICIENCY = 0.7
 
 
-def _efficiency(speedup: float | None, ideal: float) -> dict:
+def _efficiency(speedup: float | None, ideal: float | None) -> dict:
     """efficiency = measured speed-up / ideal (FLOPs) speed-up; below LOW_EFFICIENCY, a line on why."""
-    efficiency = speedup / ideal if speedup is not None and ideal > 0 else None
+    efficiency = speedup / ideal if speedup is not None and ideal else None
     note = None
-    if efficiency is not None and efficiency < LOW_EFFICIENCY and ideal > 1.05:
+    if efficiency is not None and efficiency < LOW_EFFICIENCY and ideal is not None and ideal > 1.05:
         note = ("The measured speed-up is below the FLOPs ratio: fixed costs (the patch stem, the always-dense first "
                 "group, the decoder, the mask) do not shrink with the tokens, and small token counts run at a lower "
                 "FLOP rate on this hardware; one run each, so a busy machine adds noise.")

@@ -167,8 +167,12 @@ class Studio:
 
     def predictor_for(self, session: Session | None) -> Predictor:
         """The model the session picked (the default before any pick)."""
+        return self.model_named(session.model if session is not None else None)
+
+    def model_named(self, label: str | None) -> Predictor:
+        """The Predictor of a model picker label (None: the default), or a gr.Error saying why not."""
         try:
-            return self.models.get(session.model if session is not None else None)
+            return self.models.get(label)
         except (ValueError, OSError) as error:
             raise user_error(str(error)) from None
 
@@ -290,10 +294,7 @@ class Studio:
         Returns [header, ξ box, slider position, reset button, session, *views]."""
         self.forget_sweep(request)
         with self.finished(request):
-            try:
-                predictor = self.models.get(label)
-            except (ValueError, OSError) as error:
-                raise user_error(str(error)) from None
+            predictor = self.model_named(label)
             xi = float(predictor.config.default_xi)
             head = [header_markdown(predictor), xi, controls.position_from_xi(xi),
                     gr.update(value=f"Reset ξ to {xi:g}")]

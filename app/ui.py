@@ -77,7 +77,9 @@ A11Y_JS = """<script>
       if (img && img.alt !== text) img.alt = text;
     });
   };
-  new MutationObserver(name).observe(document.documentElement, {childList: true, subtree: true});
+  let queued = false;  // one pass per frame, however many nodes a re-render changes
+  const schedule = () => { if (!queued) { queued = true; requestAnimationFrame(() => { queued = false; name(); }); } };
+  new MutationObserver(schedule).observe(document.documentElement, {childList: true, subtree: true});
   document.addEventListener('DOMContentLoaded', name);
 })();
 </script>"""

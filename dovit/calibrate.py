@@ -302,8 +302,8 @@ def calibrate(config: CalibrateConfig) -> CalibrationResult:
     train = [p for p in paths if p not in held]
     train_images = [load_rgb(p, size) for p in train]
     held_images = [load_rgb(p, size) for p in held]
-    dense_masks = [p.mask for p in Predictor(prepare_model(config.source, None)).predict_batch(
-        held_images, xi=1.0, dense=False)]
+    # Before training the model is the dense source at xi = 1 (aux heads, new or not, decide nothing there).
+    dense_masks = [p.mask for p in Predictor(model).predict_batch(held_images, xi=1.0, dense=False)]
     steps, seconds = train_heads(model, train_images, config)
     curve = agreement_curve(model, dense_masks, held_images, progress=config.progress)
     model.config.default_xi = pick_xi(curve, config.target_agreement)

@@ -247,7 +247,7 @@ def set_transforms(train_set, val_set, args: argparse.Namespace, config: ModelCo
     """Training augmentation and the evaluation resize, normalised as the model expects."""
     crop = tuple(args.crop_size or args.input_size)
     train_set.transform = TrainAugment(crop, config.mean, config.std, tuple(args.scale_range), args.jitter,
-                                       args.camera_aug, preset=getattr(args, "augment", "standard"))
+                                       args.camera_aug, preset=args.augment)
     if val_set is not None:
         val_set.transform = EvalTransform(tuple(args.input_size), config.mean, config.std)
 

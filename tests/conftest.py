@@ -30,3 +30,16 @@ def write_drives(root: Path, drives: dict[str, int], size=(48, 64)) -> None:
             image = np.repeat(label[..., None] * 20, 3, axis=2).astype(np.uint8)
             cv2.imwrite(str(root / "train" / f"{drive}_{frame:03d}.png"), image)
             cv2.imwrite(str(root / "trainannot" / f"{drive}_{frame:03d}.png"), label)
+
+
+@pytest.fixture(scope="module")
+def tiny_app_url(tiny_model, tmp_path_factory):
+    """The studio on a random-init ViT-T checkpoint (assets/ examples only), served on loopback (browser tests)."""
+    import dovit
+    from app.ui import build_demo
+    from app_driver import serve_on_loopback
+
+    checkpoint = dovit.save_checkpoint(tiny_model, tmp_path_factory.mktemp("checkpoint"))
+    demo = build_demo(dovit.Predictor.from_checkpoint(checkpoint), examples_dir=None)
+    yield serve_on_loopback(demo)
+    demo.close()

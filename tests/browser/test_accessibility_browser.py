@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from app_driver import launch_browser, open_app, serve_on_loopback, upload
+from app_driver import launch_browser, open_app, upload
 from test_app_browser import sync_playwright  # skipped (failed in CI) like it without Playwright or Chromium
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,17 +23,6 @@ def axe_source() -> str:
     return AXE.read_text()
 
 
-@pytest.fixture(scope="module")
-def app_url(tiny_model, tmp_path_factory):
-    import dovit
-    from app.ui import build_demo
-
-    checkpoint = dovit.save_checkpoint(tiny_model, tmp_path_factory.mktemp("checkpoint"))
-    demo = build_demo(dovit.Predictor.from_checkpoint(checkpoint), examples_dir=None)
-    yield serve_on_loopback(demo)
-    demo.close()
-
-
 def serious_violations(page, axe_source: str) -> list[str]:
     page.add_script_tag(content=axe_source)
     page.wait_for_timeout(300)  # the naming script runs on DOM changes
@@ -42,11 +31,11 @@ def serious_violations(page, axe_source: str) -> list[str]:
             for v in result["violations"] if v["impact"] in ("critical", "serious")]
 
 
-def test_no_critical_or_serious_violation(app_url, axe_source):
+def test_no_critical_or_serious_violation(tiny_app_url, axe_source):
     with sync_playwright() as playwright:
         browser = launch_browser(playwright)
         try:
-            page = open_app(browser, app_url)
+            page = open_app(browser, tiny_app_url)
             assert serious_violations(page, axe_source) == []
             upload(page, ASSET)
             assert serious_violations(page, axe_source) == []

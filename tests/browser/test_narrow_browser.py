@@ -1,23 +1,10 @@
 """Real browser: on a 390 px wide phone screen the studio is one column and never scrolls sideways."""
 from pathlib import Path
 
-import pytest
-
-from app_driver import launch_browser, open_app, serve_on_loopback, upload
+from app_driver import launch_browser, open_app, upload
 from test_app_browser import sync_playwright  # skipped (failed in CI) like it without Playwright or Chromium
 
 ASSET = Path(__file__).resolve().parents[2] / "assets" / "synthetic_street.png"
-
-
-@pytest.fixture(scope="module")
-def app_url(tiny_model, tmp_path_factory):
-    import dovit
-    from app.ui import build_demo
-
-    checkpoint = dovit.save_checkpoint(tiny_model, tmp_path_factory.mktemp("checkpoint"))
-    demo = build_demo(dovit.Predictor.from_checkpoint(checkpoint), examples_dir=None)
-    yield serve_on_loopback(demo)
-    demo.close()
 
 
 def scrolls_sideways(page) -> bool:
@@ -25,11 +12,11 @@ def scrolls_sideways(page) -> bool:
                          " return d.scrollWidth > d.clientWidth || document.body.scrollWidth > d.clientWidth; }")
 
 
-def test_one_column_without_sideways_scroll_at_390_px(app_url):
+def test_one_column_without_sideways_scroll_at_390_px(tiny_app_url):
     with sync_playwright() as playwright:
         browser = launch_browser(playwright)
         try:
-            page = open_app(browser, app_url, width=390, height=844)
+            page = open_app(browser, tiny_app_url, width=390, height=844)
             assert not scrolls_sideways(page)
             upload(page, ASSET)
             assert not scrolls_sideways(page)
