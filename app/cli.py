@@ -27,6 +27,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="DoViT checkpoint directory (model.safetensors + config.json); repeatable: the first "
                         "is the default model, and the page's model picker offers each of them besides every "
                         "checkpoint under checkpoints/; default: the shipped checkpoints/camvid_dovit_vit_tiny")
+    parser.add_argument("--export", metavar="DIR", action="append", default=[],
+                        help="an ONNX export of one of the models (python -m dovit.export CKPT DIR), used when the "
+                        "page's runtime is ONNX Runtime; repeatable. Without one, a model is exported on first use "
+                        "into ~/.cache/dovit/exports (DOVIT_EXPORT_CACHE)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to serve on (default: 127.0.0.1, private to this machine)")
     parser.add_argument("--port", type=int, default=7860, help="port to serve on (default: 7860)")
@@ -51,6 +55,9 @@ def main(argv: list[str] | None = None) -> None:
     for root in args.frames_root:
         if not Path(root).expanduser().is_dir():
             raise SystemExit(f"{_program_name()}: --frames-root {root}: not a folder")
+    for export in args.export:
+        if not (Path(export) / "config.json").is_file():
+            raise SystemExit(f"{_program_name()}: --export {export}: not an export folder (python -m dovit.export)")
     from app.runtime import configure_torch  # heavy imports after parsing, so that --help is instant
     from app.examples import default_examples_dir
     from app.ui import build_demo, serve
@@ -62,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     first = args.checkpoint[0] if args.checkpoint else None
     try:
         predictor = Predictor.from_checkpoint(first)
-        models = ModelShelf.build(predictor, first or default_checkpoint(), args.checkpoint[1:])
+        models = ModelShelf.build(predictor, first or default_checkpoint(), args.checkpoint[1:], exports=args.export)
         examples = default_examples_dir() if args.examples is None else (args.examples or None)
         demo = build_demo(predictor, examples_dir=examples, models=models,
                           frame_roots=[Path(root).expanduser() for root in args.frames_root])

@@ -1,5 +1,7 @@
 """The models the studio offers: the checkpoints under ``checkpoints/`` and each ``--checkpoint``, loaded on
-first use and switched per browser session (``Session.model``). No gradio here.
+first use and switched per browser session (``Session.model``), each on PyTorch or, when onnxruntime is
+installed, on ONNX Runtime (``Session.runtime``: the checkpoint's export at the session's working size, from
+``--export`` or exported on first use into EXPORT_CACHE). No gradio here.
 
 A page is laid out for one number of token groups (its view slots), so a model is offered only when it has
 the default model's number of decision layers and patch size; any other is refused when picked, with the
@@ -7,14 +9,23 @@ command that opens it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from dovit import Predictor
-from dovit.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from dovit import OrtPredictor, Predictor
+from dovit.checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
 
 CHECKPOINTS_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+EXPORT_CACHE = Path(os.environ.get("DOVIT_EXPORT_CACHE", Path.home() / ".cache" / "dovit" / "exports"))
+RUNTIMES = {"PyTorch": "pytorch", "ONNX Runtime": "onnxruntime"}  # picker label -> Session.runtime
+
+
+def onnxruntime_installed() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
 
 
 def find_checkpoints(root: str | Path) -> list[Path]:
@@ -32,15 +43,19 @@ class ModelShelf:
     default: Predictor
     default_label: str
     paths: dict[str, Path]
+    exports: Sequence[str | Path] = ()  # export folders (python -m dovit.export), matched to checkpoints by source
+    export_cache: Path = field(default_factory=lambda: EXPORT_CACHE)
 
     def __post_init__(self) -> None:
         self._loaded: dict[str, Predictor] = {self.default_label: self.default}
+        self._on_ort: dict[tuple[str, tuple[int, int]], OrtPredictor] = {}
 
     @classmethod
     def build(cls, default: Predictor, default_path: str | Path | None, extra: Sequence[str | Path] = (),
-              root: str | Path | None = CHECKPOINTS_DIR) -> "ModelShelf":
+              root: str | Path | None = CHECKPOINTS_DIR, exports: Sequence[str | Path] = ()) -> "ModelShelf":
         """The default model, each of ``extra`` and every checkpoint under ``root``; labels are folder names
-        (with their parent's name when two folders share one), in that order, without repeats."""
+        (with their parent's name when two folders share one), in that order, without repeats. ``exports``:
+        ONNX export folders the ONNX Runtime choice uses for their source checkpoints."""
         paths: list[Path] = [Path(default_path).resolve()] if default_path else []
         for path in [*extra, *(find_checkpoints(root) if root else [])]:
             resolved = Path(path).resolve()
@@ -52,14 +67,19 @@ class ModelShelf:
         shelf = dict(zip(labels, paths))
         if not default_path:
             shelf = {default_label: Path(""), **shelf}
-        return cls(default, default_label, shelf)
+        return cls(default, default_label, shelf, exports)
 
     @property
     def labels(self) -> list[str]:
         return list(self.paths)
 
-    def get(self, label: str | None) -> Predictor:
-        """The Predictor of ``label`` (None: the default); ValueError for an unknown or unusable one."""
+    def get(self, label: str | None, runtime: str = "pytorch", size: tuple[int, int] | None = None) -> Predictor:
+        """The Predictor of ``label`` (None: the default) on ``runtime`` ("pytorch" or "onnxruntime", the latter
+        at working ``size``, default the model's input size); ValueError for an unknown or unusable one."""
+        if runtime == "onnxruntime":
+            return self._on_onnxruntime(label or self.default_label, size)
+        if runtime != "pytorch":
+            raise ValueError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES.values())}")
         if label is None or label == self.default_label:
             return self.default
         if label not in self.paths:
@@ -77,3 +97,38 @@ class ModelShelf:
                 f"{label} has {groups} decision layers and {predictor.model.patch_size}-px patches; this page shows "
                 f"{default_groups} and {self.default.model.patch_size}-px: open it on its own with "
                 f"python app.py --checkpoint {self.paths[label]}")
+
+    def _on_onnxruntime(self, label: str, size: tuple[int, int] | None) -> OrtPredictor:
+        """The model's ONNX export at ``size`` on onnxruntime: a matching --export folder, else one exported on
+        first use (about half a minute for ViT-T on 2 cores) into the export cache, reused after."""
+        if not onnxruntime_installed():
+            raise ValueError("ONNX Runtime is not installed: pip install onnxruntime onnx onnxscript")
+        predictor = self.get(label)
+        size = tuple(int(v) for v in (size or predictor.config.input_size))
+        if (label, size) not in self._on_ort:
+            path = self.paths.get(label)
+            if path is None or path == Path("") or not path.is_dir():
+                raise ValueError(f"{label} has no checkpoint folder to export; serve it with --checkpoint PATH")
+            self._on_ort[(label, size)] = OrtPredictor.from_export(self._export_folder(path, size),
+                                                                   threads=_torch_threads())
+        return self._on_ort[(label, size)]
+
+    def _export_folder(self, checkpoint: Path, size: tuple[int, int]) -> Path:
+        from dovit.onnx_export import ExportConfig, export_onnx
+
+        for folder in self.exports:
+            info = read_config(folder)[1].get("export", {})
+            if Path(info.get("source", "")).resolve() == checkpoint and tuple(info.get("size", ())) == size:
+                return Path(folder)
+        weights = checkpoint / WEIGHTS_NAME
+        stamp = f"{checkpoint}:{weights.stat().st_mtime_ns}:{size}"  # a retrained checkpoint gets a new export
+        folder = self.export_cache / f"{checkpoint.name}-{size[0]}x{size[1]}-{hashlib.sha1(stamp.encode()).hexdigest()[:10]}"
+        if not (folder / CONFIG_NAME).is_file():
+            export_onnx(ExportConfig(str(checkpoint), str(folder), size=size, check=False), progress=False)
+        return folder
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()  # the same threads as the PyTorch forwards, so that latencies compare

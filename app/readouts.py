@@ -14,8 +14,8 @@ def prediction_summary(prediction: Prediction, reference: ConfidenceRange | None
 
     Keys: xi, gflops, dense_gflops, flops_saved_percent, kept_tokens (patch tokens per group B_1..B_{D+1}),
     num_tokens, latency_ms, dense_latency_ms, fps, dense_fps, speedup, agreement_with_dense_percent,
-    working_size [H, W], grid [h, w], flops_convention, dense_confidence (the final head's mean top-class
-    probability at xi = 1), familiarity_note (a line when that is below the checkpoint's training range
+    working_size [H, W], grid [h, w], flops_convention, runtime (what ran the forwards and measured the
+    latencies), dense_confidence (the final head's mean top-class probability at xi = 1), familiarity_note (a line when that is below the checkpoint's training range
     ``reference``, else None).
     """
     trace = prediction.trace
@@ -41,6 +41,7 @@ def prediction_summary(prediction: Prediction, reference: ConfidenceRange | None
         "flops_convention": trace.flops_convention,
         "dense_confidence": float(prediction.dense_confidence),
         "familiarity_note": familiarity_note(float(prediction.dense_confidence), reference),
+        "runtime": prediction.runtime,
     } | _efficiency(speedup, ideal)
 
 
@@ -71,7 +72,7 @@ def readouts_markdown(summary: dict) -> str:
         f"| | DoViT (this ξ) | dense (ξ = 1) | |\n|---|---|---|---|\n"
         f"| GFLOPs | **{summary['gflops']:.2f}** | {summary['dense_gflops']:.2f} | "
         f"{'saved' if saved >= 0 else 'extra'} **{abs(saved):.1f}%** |\n"
-        f"| latency | **{summary['latency_ms']:.1f} ms** | {summary['dense_latency_ms']:.1f} ms | "
+        f"| latency, {summary.get('runtime') or 'PyTorch'} | **{summary['latency_ms']:.1f} ms** | {summary['dense_latency_ms']:.1f} ms | "
         f"speedup **{summary['speedup']:.2f}×** |\n"
         f"| ideal speed-up (dense FLOPs / these FLOPs) | {_number(summary['ideal_speedup'])}× | | efficiency "
         f"**{_number(summary['efficiency'])}** (measured / ideal) |\n"

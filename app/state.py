@@ -34,6 +34,7 @@ class Session:
     the token inspector reads, or None.
     policies: the Policies tab's last run on this image and size (``app.policies_tab``), or None.
     model: the label of the model this tab picked (``app.models.ModelShelf``), None for the default.
+    runtime: what runs it, "pytorch" or "onnxruntime" (``app.models.RUNTIMES``).
     """
 
     image: np.ndarray
@@ -44,6 +45,7 @@ class Session:
     prediction: Prediction | None = None
     policies: PolicyRun | None = None
     model: str | None = None
+    runtime: str = "pytorch"
 
 
 @dataclass

@@ -23,7 +23,7 @@ import gradio as gr
 import numpy as np
 from gradio.utils import get_upload_folder
 
-from dovit import Predictor
+from dovit import CheckpointError, Predictor
 from dovit.familiarity import ConfidenceRange
 from dovit.predictor import check_xi
 
@@ -34,7 +34,7 @@ from .examples import ASSETS_DIR, default_examples_dir
 from .images import DecodedImage, ImageInputError, load_image_file
 from .header import header_markdown
 from .limits import Admission, LimitError, ModelGate, ServingLimits
-from .models import ModelShelf
+from .models import RUNTIMES, ModelShelf
 from .readouts import agreement_markdown, prediction_summary, readouts_markdown
 from .runtime import trim_heap
 from .state import Session, ViewSlots
@@ -166,14 +166,16 @@ class Studio:
         return ViewSlots.filled(None, self.num_groups, readouts=message, legend="", halting_legend="", agreement="")
 
     def predictor_for(self, session: Session | None) -> Predictor:
-        """The model the session picked (the default before any pick)."""
-        return self.model_named(session.model if session is not None else None)
+        """The model and runtime the session picked (the default model on PyTorch before any pick)."""
+        if session is None:
+            return self.model_named(None)
+        return self.model_named(session.model, session.runtime, session.size)
 
-    def model_named(self, label: str | None) -> Predictor:
-        """The Predictor of a model picker label (None: the default), or a gr.Error saying why not."""
+    def model_named(self, label: str | None, runtime: str = "pytorch", size: tuple[int, int] | None = None) -> Predictor:
+        """The Predictor of a model picker label (None: the default) on ``runtime``, or a gr.Error saying why not."""
         try:
-            return self.models.get(label)
-        except (ValueError, OSError) as error:
+            return self.models.get(label, runtime, size)
+        except (ValueError, OSError, CheckpointError) as error:
             raise user_error(str(error)) from None
 
     def render(self, session: Session, xi: float, opacity: float) -> ViewSlots:
@@ -221,9 +223,11 @@ class Studio:
 
     # ------------------------------------------------------------------ handlers
     def on_image(self, source: str | bytes | None, size_value: str, xi: float, opacity: float,
-                 session: Session | None, model: str | None = None, request: gr.Request = None) -> list:
+                 session: Session | None, model: str | None = None, runtime_label: str | None = None,
+                 request: gr.Request = None) -> list:
         """New upload / snapshot / example: decode, pick the working size, refresh every view (with the
-        picked ``model``, a ``ModelShelf`` label; None keeps the session's)."""
+        picked ``model``, a ``ModelShelf`` label, on ``runtime_label``, a ``RUNTIMES`` label; None keeps the
+        session's)."""
         self.forget_sweep(request)
         with self.finished(request):
             if source is None:
@@ -238,7 +242,9 @@ class Studio:
                 size_value = self.default_size_value
             size = controls.parse_size(size_value, self.default_size)
             model = model if model is not None else (session.model if session is not None else None)
-            session = Session(image=decoded.rgb, size=size, working=to_working_size(decoded.rgb, size), model=model)
+            runtime = RUNTIMES.get(runtime_label) or (session.runtime if session is not None else "pytorch")
+            session = Session(image=decoded.rgb, size=size, working=to_working_size(decoded.rgb, size), model=model,
+                              runtime=runtime)
             notices = " · ".join([f"Image {width}×{height} px"] + decoded.notices)
             return [session, notices, gr.update(choices=choices, value=size_value),
                     *self.render(session, self.user_xi(xi), opacity).flat()]
@@ -303,6 +309,21 @@ class Studio:
             session.model = label
             session.sweep = session.prediction = session.policies = None
             return [*head, session, *self.render(session, xi, opacity).flat()]
+
+    def on_runtime(self, runtime_label: str, xi: float, opacity: float, session: Session | None,
+                   request: gr.Request = None) -> list:
+        """PyTorch or ONNX Runtime picked for this session (the first ONNX use of a model exports it):
+        every view again at this ξ. Returns [session, *views]."""
+        self.forget_sweep(request)
+        with self.finished(request):
+            runtime = RUNTIMES.get(runtime_label)
+            if runtime is None:
+                raise user_error(f"unknown runtime {runtime_label!r}; choose one of: {', '.join(RUNTIMES)}")
+            if session is None:
+                return [None, *self.empty_views().flat()]
+            session.runtime = runtime
+            session.sweep = session.prediction = session.policies = None
+            return [session, *self.render(session, self.user_xi(xi), opacity).flat()]
 
     def on_opacity(self, opacity: float, session: Session | None) -> np.ndarray | None:
         """Re-blend the last mask over the image: no forward needed."""

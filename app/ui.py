@@ -30,7 +30,7 @@ from .guard import RequestGuard, UploadLedger
 from .image_cache import write_image_outputs_atomically
 from .images import MAX_UPLOAD_BYTES, ImageInputError, decode_data_url
 from .limits import ServingLimits
-from .models import ModelShelf
+from .models import RUNTIMES, ModelShelf, onnxruntime_installed
 from .runtime import limit_heap_growth
 from .state import ViewSlots
 from .studio import Studio, log_user_errors_to_stderr, user_error
@@ -181,6 +181,9 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
                 model_dd = gr.Dropdown(studio.models.labels, value=studio.models.default_label, elem_id="model",
                                        label="Model (checkpoints/ and each --checkpoint; switched for this tab only)",
                                        visible=len(studio.models.labels) > 1)
+                runtime_radio = gr.Radio(list(RUNTIMES), value="PyTorch", elem_id="runtime",
+                                         label="Runtime (ONNX Runtime: the model's ONNX export, made on first use)",
+                                         visible=onnxruntime_installed())
                 image_in = upload_image(
                     label="Input image (PNG, JPEG, WebP, BMP)", sources=["upload", "webcam", "clipboard"],
                     elem_id="input-image", height=320,
@@ -261,11 +264,14 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
         stop_sweep.click(studio.on_stop_sweep, None, None, cancels=[sweep_event], api_visibility="private")
         policy_handlers = policies_tab.PolicyHandlers(studio)
         policy_event = policies_tab.wire(policies, policy_handlers, session, SWEEP_QUEUE,
-                                         clear_on=[image_in.change, size_dd.input, model_dd.input])
+                                         clear_on=[image_in.change, size_dd.input, model_dd.input,
+                                                   runtime_radio.input])
         model_dd.input(studio.on_model, [model_dd, opacity, session],
                        [header, xi_box, xi_slider, reset, session, *view_outputs],
                        cancels=[sweep_event, policy_event], **page_event)
-        image_in.change(studio.on_image, [image_in, size_dd, xi_box, opacity, session, model_dd],
+        runtime_radio.input(studio.on_runtime, [runtime_radio, xi_box, opacity, session], [session, *view_outputs],
+                            cancels=[sweep_event, policy_event], **page_event)
+        image_in.change(studio.on_image, [image_in, size_dd, xi_box, opacity, session, model_dd, runtime_radio],
                         [session, notices, size_dd, *view_outputs], cancels=[sweep_event, policy_event],
                         **page_event)
         size_dd.input(studio.on_size, [size_dd, xi_box, opacity, session], [session, *view_outputs],

@@ -3,6 +3,7 @@ from .checkpoint import CheckpointError, load_checkpoint, read_config, save_chec
 from .config import ModelConfig
 from .flops import FLOPS_CONVENTION, count_flops
 from .model import DoViTSegmenter, KeepDecider, SegmenterOutput, build_model
+from .ort_runtime import OrtPredictor, OrtSegmenter
 from .policies import POLICIES, PolicyResult, run_policies
 from .predictor import Prediction, Predictor
 from .presets import PRESETS, build_preset
@@ -13,5 +14,5 @@ __all__ = [
     "Predictor", "Prediction", "Trace", "DecisionTrace", "GroupTrace", "build_trace",
     "save_checkpoint", "load_checkpoint", "read_config", "CheckpointError",
     "count_flops", "FLOPS_CONVENTION", "build_preset", "PRESETS",
-    "POLICIES", "PolicyResult", "run_policies", "KeepDecider",
+    "POLICIES", "PolicyResult", "run_policies", "KeepDecider", "OrtPredictor", "OrtSegmenter",
 ]

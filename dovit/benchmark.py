@@ -379,7 +379,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", default="../shared/data/camvid",
                         help="CamVid root for the real-frame case (skipped when missing)")
     parser.add_argument("--frames", type=int, default=16, help="real frames per round (a multiple of each batch)")
+    parser.add_argument("--runtime", choices=("pytorch", "onnxruntime"), default="pytorch",
+                        help="onnxruntime: only time ORT dense, ORT DoViT and PyTorch (dense, DoViT) interleaved, "
+                        "batch 1, on --frames real frames of the checkpoint at its default xi and with the last of "
+                        "--fractions kept (ORT's efficiency = its dense time / its DoViT time over the FLOPs ratio)")
+    parser.add_argument("--export", default=None,
+                        help="with --runtime onnxruntime: the checkpoint's export folder (python -m dovit.export); "
+                        "default: export it into a temporary folder first")
     args = parser.parse_args(argv)
+    if args.runtime == "onnxruntime":
+        return _runtime_comparison(args)
     run_frames = not args.no_frames and Path(args.data_root).is_dir()
     try:  # every refusal here, before any case runs: a GPU session must not lose minutes to a typo
         _check_device(args.device, args.dtype)
@@ -428,6 +437,45 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps({"machine": machine, "device": args.device, "dtype": args.dtype,
                                                "flops_convention": FLOPS_CONVENTION, "cases": rows,
                                                "checkpoint_cases": checkpoint_results}, indent=2) + "\n")
+    return 0
+
+
+def _runtime_comparison(args: argparse.Namespace) -> int:
+    """--runtime onnxruntime: PyTorch and ONNX Runtime on real frames, printed (and written to --json)."""
+    import dataclasses
+    import tempfile
+
+    from .checkpoint import load_checkpoint
+    from .onnx_export import ExportConfig, ExportError, export_onnx
+    from .ort_runtime import OrtSegmenter, compare_runtimes, format_runtime_cases
+    from .predictor import default_checkpoint
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    checkpoint = args.checkpoint or str(default_checkpoint())
+    with tempfile.TemporaryDirectory() as scratch:
+        export = args.export
+        if export is None:
+            try:
+                export = str(export_onnx(ExportConfig(checkpoint, f"{scratch}/export", check=False), progress=False).output)
+            except ExportError as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 2
+        model = load_checkpoint(checkpoint)
+        ort_model = OrtSegmenter(export, threads=args.threads)
+        frames = load_frames(args.data_root, args.frames, model)
+        cases = compare_runtimes(model, ort_model, frames, float(model.config.default_xi), args.fractions[-1],
+                                 args.warmup, args.repeats)
+    machine = machine_description()
+    print(f"Machine: {machine}; {ort_model.runtime}\n{checkpoint}, {args.frames} frames at "
+          f"{frames.shape[-2]}x{frames.shape[-1]}, batch 1, {args.repeats} interleaved rounds\n")
+    print(format_runtime_cases(cases))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"machine": machine, "runtime": ort_model.runtime, "checkpoint": checkpoint,
+                                               "cases": [dict(dataclasses.asdict(c), ort_efficiency=c.ort_efficiency,
+                                                              pytorch_efficiency=c.pytorch_efficiency) for c in cases]},
+                                              indent=2) + "\n")
     return 0
 
 

@@ -289,10 +289,10 @@ class DoViTSegmenter(nn.Module):
         keep = torch.ones(batch, num_tokens, dtype=torch.bool, device=patches.device)
         group_tokens = [torch.full((batch,), num_tokens, device=patches.device)]
         aux_logits, confidences, keep_masks, stopped = [], [], [], []
-        for decision, (first, last) in enumerate(self.group_bounds[1:]):
+        for decision in range(len(self.group_bounds) - 1):
             if run_aux:
                 start = _now()
-                logits = self.aux_heads[decision](patches, state.grid)
+                logits = self._aux_logits(decision, patches, state.grid)
                 confidence = tp.token_confidence(logits.flatten(2).transpose(1, 2))
                 if decide is not None:
                     new_keep = keep & decide(decision, confidence, logits, keep)
@@ -311,7 +311,7 @@ class DoViTSegmenter(nn.Module):
                 stopped.append(stopped_now)
                 timings[f"decision_{decision + 1}"] = _now() - start
             start = _now()
-            prefix_tokens, patches = self._run_group(self.vit.blocks[first:last], prefix_tokens, patches, keep)
+            prefix_tokens, patches = self._run_group(decision + 1, prefix_tokens, patches, keep)
             group_tokens.append(keep.sum(dim=1))
             timings[f"group_{decision + 2}"] = _now() - start
         start = _now()
@@ -333,10 +333,15 @@ class DoViTSegmenter(nn.Module):
             timings_ms=timings,
         )
 
+    def _aux_logits(self, decision: int, patches: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """H_l of decision ``decision`` (0-based) on all patch tokens (B, N, E) -> logits (B, C, h, w) (Eq. 2)."""
+        return self.aux_heads[decision](patches, grid)
+
     def _run_group(
-        self, blocks: nn.Module, prefix_tokens: torch.Tensor, patches: torch.Tensor, keep: torch.Tensor
+        self, group: int, prefix_tokens: torch.Tensor, patches: torch.Tensor, keep: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the kept tokens (plus prefix tokens) through real timm blocks; carry stopped ones unchanged.
+        """Run the kept tokens (plus prefix tokens) through the real timm blocks of group ``group`` (0-based,
+        ``group_bounds[group]``; 0 is the dense B_1); carry stopped ones unchanged.
 
         prefix_tokens (B, P, E), patches (B, N, E), keep (B, N) bool -> updated (prefix_tokens, patches).
         When kept counts differ (inference), ``token_pass.pack_by_kept_count`` splits the batch into
@@ -345,6 +350,8 @@ class DoViTSegmenter(nn.Module):
         sub-batch runs as one padded, masked forward (``_run_padded``). Every image gets its batch-1
         result (up to float reassociation) whatever its batch mates keep.
         """
+        first, last = self.group_bounds[group]
+        blocks = self.vit.blocks[first:last]
         if bool(keep.all()) or keep.shape[0] == 1:
             return self._run_padded(blocks, prefix_tokens, patches, keep)
         groups = tp.pack_by_kept_count(keep.sum(dim=1).tolist(), prefix_tokens.shape[1], self.embed_dim,

@@ -290,7 +290,7 @@ class PolicyRunner:
         majority = token_majority(working_mask, token_index, self.num_tokens, self.model.config.num_classes)
         self.dense_class = torch.from_numpy(majority).to(pixels.device).unsqueeze(0)  # (1, N)
         # The first decision's scores depend on the prefix only: they map a search variable to thresholds.
-        first_logits = self.model.aux_heads[0](self.state.tokens[:, self.model.num_prefix_tokens:], self.grid)
+        first_logits = self.model._aux_logits(0, self.state.tokens[:, self.model.num_prefix_tokens:], self.grid)
         first_confidence = tp.token_confidence(first_logits.flatten(2).transpose(1, 2))[0]
         first_priority = oracle_priority(first_confidence, _aux_class(first_logits)[0], self.dense_class[0])
         # first_scores: per threshold policy, the first decision's scores (N,) and the threshold that stops none

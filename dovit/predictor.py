@@ -49,6 +49,7 @@ class Prediction:
     dense_mask: np.ndarray | None
     working_size: tuple[int, int]
     dense_confidence: float = float("nan")  # the final head's mean top-class probability at xi = 1 (nan: not run)
+    runtime: str = ""  # what ran the forwards and so measured the latencies, e.g. "PyTorch 2.14.1 (cpu)"
 
     @property
     def agreement_with_dense(self) -> float:
@@ -91,6 +92,11 @@ class Predictor:
     def from_checkpoint(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> "Predictor":
         """Load a checkpoint directory (default: the shipped CamVid DoViT student, see ``default_checkpoint``)."""
         return cls(load_checkpoint(path or default_checkpoint(), map_location="cpu"), device=device)
+
+    @property
+    def runtime(self) -> str:
+        """What runs the forwards (and so measures the latencies), e.g. "PyTorch 2.14.1 (cpu)"."""
+        return f"PyTorch {torch.__version__.split('+')[0]} ({self.device.type})"
 
     @property
     def default_xi(self) -> float:
@@ -160,6 +166,7 @@ class Predictor:
             dense_mask=cache.dense_mask,
             working_size=cache.working_size,
             dense_confidence=cache.dense_confidence,
+            runtime=self.runtime,
         )
 
     @torch.inference_mode()
@@ -202,7 +209,8 @@ class Predictor:
             predictions += [
                 Prediction(mask=masks[i], trace=build_trace(self.model, output, i), xi=xi,
                            latency_ms=(prefix_ms + run_ms) / len(chunk), dense_latency_ms=(prefix_ms + dense_ms) / len(chunk),
-                           dense_mask=dense_masks[i], working_size=working, dense_confidence=confidences[i])
+                           dense_mask=dense_masks[i], working_size=working, dense_confidence=confidences[i],
+                           runtime=self.runtime)
                 for i in range(len(chunk))
             ]
         return predictions

@@ -1,4 +1,5 @@
 import os
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -7,6 +8,8 @@ import pytest
 import torch
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# the studio's ONNX exports (app.models.EXPORT_CACHE) go to a scratch folder, not the user's cache
+os.environ.setdefault("DOVIT_EXPORT_CACHE", tempfile.mkdtemp(prefix="dovit-export-cache-"))
 torch.set_num_threads(1)
 
 

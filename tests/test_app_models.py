@@ -90,3 +90,51 @@ def test_picking_an_unusable_model_says_how_to_open_it(studio):
         studio.on_model("wide", 0.5, None)
     header, xi, *_ = studio.on_model("a", 0.5, None)  # no image yet: header and ξ only
     assert xi == 0.9 and "default ξ = 0.9" in header
+
+
+def test_onnx_runtime_exports_on_first_use_per_size_and_reuses_it(shelf_root, tmp_path):
+    pytest.importorskip("onnxruntime")
+    default = Predictor.from_checkpoint(shelf_root / "a")
+    shelf = ModelShelf.build(default, shelf_root / "a", root=shelf_root)
+    shelf.export_cache = tmp_path / "cache"
+    image = np.random.default_rng(1).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    on_ort = shelf.get("b", "onnxruntime")
+    assert isinstance(on_ort, dovit.OrtPredictor) and on_ort.runtime.startswith("ONNX Runtime")
+    assert shelf.get("b", "onnxruntime", INPUT_SIZE) is on_ort  # exported once, then reused
+    want, got = shelf.get("b").predict(image, xi=0.5), on_ort.predict(image, xi=0.5)
+    assert (want.mask == got.mask).mean() >= 0.999 and got.runtime != want.runtime
+    assert [path.name.split("-")[1] for path in shelf.export_cache.iterdir()] == ["64x96"]
+    shelf.get("b", "onnxruntime", (32, 48))  # another working size: its own export
+    assert len(list(shelf.export_cache.iterdir())) == 2
+    with pytest.raises(ValueError, match="unknown runtime"):
+        shelf.get("b", "tensorrt")
+
+
+def test_a_given_export_is_used_for_its_checkpoint(shelf_root, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from dovit.onnx_export import ExportConfig, export_onnx
+
+    export = export_onnx(ExportConfig(str(shelf_root / "a"), str(tmp_path / "a-onnx"), check=False), progress=False)
+    default = Predictor.from_checkpoint(shelf_root / "a")
+    shelf = ModelShelf.build(default, shelf_root / "a", root=shelf_root, exports=[export.output])
+    shelf.export_cache = tmp_path / "cache"
+    assert shelf.get("a", "onnxruntime").model.export_dir == export.output
+    assert not shelf.export_cache.exists()
+
+
+def test_the_runtime_choice_is_per_session_and_the_readout_names_it(studio):
+    pytest.importorskip("onnxruntime")
+    studio, uploads = studio
+    path = uploads / "street.png"
+    cv2.imwrite(str(path), np.random.default_rng(2).integers(0, 255, (64, 96, 3), dtype=np.uint8))
+    session = studio.on_image(str(path), studio.default_size_value, 0.9, 0.5, None, "a", "ONNX Runtime")[0]
+    other = studio.on_image(str(path), studio.default_size_value, 0.9, 0.5, None, "a")[0]
+    assert session.runtime == "onnxruntime" and other.runtime == "pytorch"
+    assert session.prediction.runtime.startswith("ONNX Runtime")
+    session, *views = studio.on_runtime("PyTorch", 0.9, 0.5, session)
+    readouts = dict(zip(studio.view_names(), views))["readouts"]
+    assert session.runtime == "pytorch" and "| latency, PyTorch" in readouts
+    session, *views = studio.on_runtime("ONNX Runtime", 0.9, 0.5, session)
+    assert "| latency, ONNX Runtime" in dict(zip(studio.view_names(), views))["readouts"]
+    with pytest.raises(gr.Error, match="unknown runtime"):
+        studio.on_runtime("TensorRT", 0.9, 0.5, session)
