@@ -219,9 +219,10 @@ def train_heads(model: DoViTSegmenter, images: list[np.ndarray], config: Calibra
     bar = tqdm(total=round(60 * config.minutes), initial=min(round(elapsed), round(60 * config.minutes)),
                desc=f"calibrate ({config.train})", disable=not config.progress, dynamic_ncols=True,
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]")
+    # Everything stays in eval mode: the backbone runs without drop-path, and the decoder's BatchNorm keeps
+    # the dense model's statistics (updated from batches of four crops, they moved even xi = 1 off the dense
+    # masks: 96.8 % agreement after 283 steps).
     model.eval()
-    for part in [model.aux_heads] + ([model.decoder] if teacher is not None else []):
-        part.train()  # BatchNorm in the trained parts; the frozen backbone stays in eval (no drop-path)
     last_save = time.perf_counter()
     while elapsed < 60.0 * config.minutes:
         start = time.perf_counter()
