@@ -118,7 +118,7 @@ def build(studio: Studio, folders: dict[str, Path], work_root: str | Path | None
     """The Data set tab (call inside ``gr.Tabs``); returns the handlers."""
     tab = DatasetTab(studio, folders, work_root)
     limits = studio.limits
-    with gr.Tab("Data set", id="dataset-tab"):
+    with gr.Tab("Data set", id="dataset"):
         gr.Markdown(
             "The report of `python -m dovit.analyze` on a folder: GFLOPs per image, kept fraction per decision "
             "layer, halting depth per class and, with labels (a CamVid split with its `annot` folder), aux-head "

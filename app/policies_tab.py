@@ -46,7 +46,7 @@ class PoliciesTab:
 
 def build(per_row: int = 3) -> PoliciesTab:
     """The tab; call inside the page's ``gr.Tabs``."""
-    with gr.Tab("Policies"):
+    with gr.Tab("Policies", id="policies"):
         gr.Markdown(INTRO)
         with gr.Accordion("The six policies", open=False):
             gr.Markdown(policy_views.rules_markdown())

@@ -35,6 +35,7 @@ class Session:
     policies: the Policies tab's last run on this image and size (``app.policies_tab``), or None.
     model: the label of the model this tab picked (``app.models.ModelShelf``), None for the default.
     runtime: what runs it, "pytorch" or "onnxruntime" (``app.models.RUNTIMES``).
+    example: the example gallery's index of the image, None for an upload (``app.links``).
     """
 
     image: np.ndarray
@@ -46,6 +47,7 @@ class Session:
     policies: PolicyRun | None = None
     model: str | None = None
     runtime: str = "pytorch"
+    example: int | None = None
 
 
 @dataclass

@@ -94,8 +94,10 @@ class Studio:
     """
 
     def __init__(self, predictor: Predictor, image_dirs: Sequence[str | Path] | None = None,
-                 limits: ServingLimits | None = None, models: ModelShelf | None = None) -> None:
+                 limits: ServingLimits | None = None, models: ModelShelf | None = None,
+                 examples: Sequence[Path] = ()) -> None:
         self.predictor = predictor  # the default model: the APIs, Video and Data set tabs use it
+        self.examples = [Path(p) for p in examples]  # the gallery's, in order (deep links name them by index)
         self.models = models or ModelShelf.build(predictor, None, root=None)
         self.config = predictor.config
         self.patch = int(predictor.model.patch_size)
@@ -244,10 +246,18 @@ class Studio:
             model = model if model is not None else (session.model if session is not None else None)
             runtime = RUNTIMES.get(runtime_label) or (session.runtime if session is not None else "pytorch")
             session = Session(image=decoded.rgb, size=size, working=to_working_size(decoded.rgb, size), model=model,
-                              runtime=runtime)
+                              runtime=runtime, example=self.example_index(source))
             notices = " · ".join([f"Image {width}×{height} px"] + decoded.notices)
             return [session, notices, gr.update(choices=choices, value=size_value),
                     *self.render(session, self.user_xi(xi), opacity).flat()]
+
+    def example_index(self, source: str | bytes | None) -> int | None:
+        """The gallery index of an example the user clicked (gradio hands over a cached copy of it, so by
+        file name and size), None for an upload."""
+        if not isinstance(source, str) or not Path(source).is_file():
+            return None
+        name, size = Path(source).name, Path(source).stat().st_size
+        return next((i for i, p in enumerate(self.examples) if p.name == name and p.stat().st_size == size), None)
 
     def on_size(self, size_value: str, xi: float, opacity: float, session: Session | None,
                 request: gr.Request = None) -> list:

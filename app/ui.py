@@ -22,7 +22,7 @@ from starlette.middleware import Middleware
 
 from dovit import Predictor
 
-from . import controls, inspector_tab, policies_tab
+from . import controls, inspector_tab, policies_tab, sharing
 from . import dataset_tab, video_tab
 from .examples import find_examples
 from .header import header_markdown
@@ -30,6 +30,7 @@ from .guard import RequestGuard, UploadLedger
 from .image_cache import write_image_outputs_atomically
 from .images import MAX_UPLOAD_BYTES, ImageInputError, decode_data_url
 from .limits import ServingLimits
+from .links import UPLOAD_NOTE
 from .models import RUNTIMES, ModelShelf, onnxruntime_installed
 from .runtime import limit_heap_growth
 from .state import ViewSlots
@@ -168,7 +169,8 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
     limits = limits or ServingLimits()
     examples = find_examples(examples_dir)
     example_dirs = sorted({str(p.parent) for p in examples})
-    studio = Studio(predictor, image_dirs=[get_upload_folder(), *example_dirs], limits=limits, models=models)
+    studio = Studio(predictor, image_dirs=[get_upload_folder(), *example_dirs], limits=limits, models=models,
+                    examples=examples)
     studio.warm_up()
     config = predictor.config
     default_position = controls.position_from_xi(config.default_xi)
@@ -203,6 +205,11 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
                     xi_box = gr.Number(value=config.default_xi, label="ξ (type a value, Enter)", minimum=0.0,
                                        maximum=1.0, step=0.0001, elem_id="xi-number", scale=2)
                     reset = gr.Button(f"Reset ξ to {config.default_xi:g}", elem_id="xi-reset", scale=1)
+                with gr.Row():
+                    copy_link = gr.Button("Copy link", elem_id="copy-link", scale=1)
+                    link_box = gr.Textbox(label="Link to this view (example, ξ, size, tab, token)", interactive=False,
+                                          elem_id="page-link", scale=3, buttons=["copy"])
+                link_note = gr.Markdown(UPLOAD_NOTE, elem_id="link-note")
                 if examples:
                     gr.Examples([[str(p)] for p in examples], inputs=[image_in], label="Examples",
                                 examples_per_page=8, api_visibility="private")
@@ -211,38 +218,38 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
                 tokens_plot = gr.Plot(label="Tokens and FLOPs per block (paper Fig. 6)", elem_id="tokens-plot")
         # wrap, not gradio's default overflow menu: a tab that does not fit (narrow window, inspector open)
         # goes to a second row instead of hiding behind a "…" button, so Video and Data set stay in view
-        with gr.Tabs(overflow_behavior="wrap", elem_id="view-tabs"):
-            with gr.Tab("Token pass"):
+        with gr.Tabs(overflow_behavior="wrap", elem_id="view-tabs") as view_tabs:
+            with gr.Tab("Token pass", id="token-pass"):
                 gr.Markdown("Each group B_g of blocks runs only on the clear tokens. Shaded tokens stopped "
                             "earlier; **orange** tokens were stopped by the decision just before this group.")
                 token_images = image_grid([f"B{g}" for g in range(1, studio.num_groups + 1)], "token-group")
-            with gr.Tab("Confidence"):
+            with gr.Tab("Confidence", id="confidence"):
                 gr.Markdown("Aux-head confidence q_l = max_c softmax (Eq. 3) per decision layer. Inside the "
                             "white contour q_l > ξ: those tokens stop there (if still running).")
                 heatmap_images = image_grid([f"decision {d}" for d in range(1, studio.num_groups)], "confidence")
-            with gr.Tab("Segmentation"):
+            with gr.Tab("Segmentation", id="segmentation"):
                 opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Mask opacity", elem_id="opacity")
                 legend = gr.HTML(elem_id="legend")
                 with gr.Row():
                     mask_overlay = gr.Image(label="Mask over the image", format="jpeg", interactive=False)
                     raw_mask = gr.Image(label="Colour mask", format="png", interactive=False)
-            with gr.Tab("Halting depth"):
+            with gr.Tab("Halting depth", id="halting-depth"):
                 halting_legend = gr.HTML()
                 halting = gr.Image(label="Group after which each token stopped", format="jpeg", interactive=False,
                                    elem_id="halting-map")
-            with gr.Tab("Dense vs DoViT"):
+            with gr.Tab("Dense vs DoViT", id="dense-vs-dovit"):
                 with gr.Row():
                     dense_mask = gr.Image(label="Dense model's mask (ξ = 1)", format="png", interactive=False)
                     disagreement = gr.Image(label="Pixels where DoViT differs from dense (magenta)",
                                             format="jpeg", interactive=False)
                 agreement = gr.Markdown(elem_id="agreement")
-            with gr.Tab("ξ sweep"):
+            with gr.Tab("ξ sweep", id="xi-sweep"):
                 with gr.Row():
                     sweep_button = gr.Button("Run ξ sweep on this image", elem_id="sweep-button", scale=3)
                     stop_sweep = gr.Button("Stop", elem_id="sweep-stop", scale=1)
                 sweep_plot = gr.Plot(label="FLOPs and agreement with dense against ξ", elem_id="sweep-plot")
             policies = policies_tab.build()
-            with gr.Tab("What the views teach"):
+            with gr.Tab("What the views teach", id="help"):
                 gr.Markdown(help_markdown())
             frame_folders = video_tab.frame_folders([*example_dirs, *frame_roots])
             video_tab.build(studio, [get_upload_folder()], frame_folders)
@@ -290,6 +297,9 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
         inspected = [(view, inspector_tab.working_content) for view in working_views]
         inspected += zip(policies.masks + policies.stop_maps, policy_handlers.views())
         inspector_tab.wire(panel, inspector, session, inspected, refresh_on=readouts.change)
+        sharing.wire(demo, sharing.LinkHandlers(studio), view_tabs, copy_link, link_box, link_note,
+                     dict(image=image_in, size=size_dd, xi_box=xi_box, xi_slider=xi_slider, row=panel.row,
+                          col=panel.col, notices=notices, session=session))
 
         with gr.Row(visible=False):  # the /predict API's own components (not part of the page)
             api_image = upload_image(label="image")

@@ -368,7 +368,7 @@ def build(studio: Studio, upload_dirs: Sequence[str | Path], folders: dict[str, 
     folders: the frame folders offered (``frame_folders`` of the operator's folders)."""
     tab = VideoTab(studio, upload_dirs, folders, work_root)
     limits, default_xi = studio.limits, studio.config.default_xi
-    with gr.Tab("Video", id="video-tab"):
+    with gr.Tab("Video", id="video"):
         gr.Markdown(f"Play a video with DoViT's compute per frame. Upload a video (MP4, MOV, WebM, MKV, AVI; at "
                     f"most {limits.video_max_bytes / 2**20:.0f} MB), record a clip with the webcam, or pick a "
                     f"folder of frames. At most {limits.video_max_frames} frames, shrunk to "

@@ -144,4 +144,4 @@ def test_build_demo_has_a_policies_tab_wired_in_the_sweep_queue(tiny_model):
     run = app.blocks.fns[ids["on_run_policies"]]
     assert run.concurrency_id == "sweep" and run.validator is not None and run.api_visibility == "private"
     cancellers = [fn for fn in app.blocks.fns.values() if fn.is_cancel_function and run._id in fn.cancels]
-    assert len(cancellers) == 4  # Stop, a new image, a new working size, a new model
+    assert len(cancellers) == 5  # Stop, a new image, a new working size, a new model, a new runtime

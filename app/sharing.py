@@ -1,0 +1,86 @@
+"""The page's deep links (``app.links``) in gradio: restore a link's state when the page loads, follow the
+open tab, and the "Copy link" button. No model runs here: a linked example is put in the image input, and its
+usual change event renders it with the linked ξ and size.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import gradio as gr
+
+from . import controls
+from .links import TABS, UPLOAD_NOTE, PageLink, link_query, parse_link
+from .state import Session
+from .studio import Studio
+
+LABEL_TO_TAB = {label: slug for slug, label in TABS.items()}
+# The js of the Copy link button: the page's own address replaces the last input (the server cannot know
+# under which host name the user reached it), and the link goes to the clipboard when the browser allows.
+PAGE_URL_JS = "(...args) => [...args.slice(0, -1), window.location.origin + window.location.pathname]"
+CLIPBOARD_JS = "(link) => { if (navigator.clipboard && link) navigator.clipboard.writeText(link).catch(() => {}); }"
+
+
+@dataclass
+class LinkHandlers:
+    studio: Studio
+
+    def on_load(self, request: gr.Request) -> list:
+        """The linked state: [image, size, ξ box, ξ slider, tabs, open tab, inspector row, col, notices]."""
+        link, notices = parse_link(dict(request.query_params) if request is not None else {},
+                                   len(self.studio.examples))
+        image = size = gr.update()
+        if link.example is not None:
+            path = self.studio.examples[link.example]
+            image = gr.update(value=str(path))
+            if link.size is not None:
+                size, notice = self._size(link, path)
+                notices += [notice] if notice else []
+        elif link.size is not None:
+            notices.append("Link: a working size needs an example image; ignored.")
+        xi = link.xi if link.xi is not None else gr.update()
+        slider = controls.position_from_xi(link.xi) if link.xi is not None else gr.update()
+        tab = gr.update(selected=link.tab) if link.tab else gr.update()
+        row, col = link.token if link.token else (gr.update(), gr.update())
+        return [image, size, xi, slider, tab, link.tab or "token-pass", row, col, " · ".join(notices)]
+
+    def _size(self, link: PageLink, path) -> tuple:
+        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        shape = image.shape[:2] if image is not None else None
+        choices = [value for _, value in controls.working_size_choices(self.studio.default_size, self.studio.patch,
+                                                                      shape)]
+        value = f"{link.size[0]}x{link.size[1]}"
+        if value not in choices:
+            return gr.update(), f"Link: working size {value} is not offered for this example; ignored."
+        return gr.update(choices=controls.working_size_choices(self.studio.default_size, self.studio.patch, shape),
+                         value=value), None
+
+    @staticmethod
+    def on_tab(event: gr.SelectData) -> str:
+        return LABEL_TO_TAB.get(event.value, "token-pass")
+
+    def on_copy(self, xi: float, size_value: str, tab: str, row, col, session: Session | None, page_url: str) -> list:
+        """[the link, the note beside it] for what the page shows now."""
+        example = session.example if session is not None else None
+        token = (int(row), int(col)) if row not in (None, "") and col not in (None, "") else None
+        size = controls.parse_size(size_value, self.studio.default_size) if size_value else None
+        link = PageLink(example=example, xi=self.studio.user_xi(xi), tab=tab if tab in TABS else None,
+                        size=size if size != self.studio.default_size else None, token=token)
+        note = "Link copied." if session is None or example is not None else f"Link copied. {UPLOAD_NOTE}"
+        return [f"{page_url or ''}{link_query(link)}", note]
+
+
+def wire(blocks: gr.Blocks, handlers: LinkHandlers, tabs: gr.Tabs, copy_button: gr.Button, link_box: gr.Textbox,
+         link_note: gr.Markdown, page: dict) -> gr.State:
+    """Wire the load, tab and copy events; ``page``: the components a link sets (image, size, xi_box, xi_slider,
+    row, col, notices) and reads (session). Returns the open tab's state."""
+    open_tab = gr.State("token-pass")
+    common = dict(queue=False, api_visibility="private", show_progress="hidden")
+    blocks.load(handlers.on_load, None, [page["image"], page["size"], page["xi_box"], page["xi_slider"], tabs,
+                                         open_tab, page["row"], page["col"], page["notices"]], **common)
+    tabs.select(handlers.on_tab, None, open_tab, **common)
+    page_url = gr.Textbox(visible=False)
+    copy_button.click(handlers.on_copy, [page["xi_box"], page["size"], open_tab, page["row"], page["col"],
+                                         page["session"], page_url], [link_box, link_note], js=PAGE_URL_JS,
+                      **common).then(None, link_box, None, js=CLIPBOARD_JS, **common)
+    return open_tab
