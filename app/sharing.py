@@ -1,18 +1,24 @@
-"""The page's deep links (``app.links``) in gradio: restore a link's state when the page loads, follow the
-open tab, and the "Copy link" button. No model runs here: a linked example is put in the image input, and its
-usual change event renders it with the linked ξ and size.
+"""Sharing what the page shows, in gradio: deep links (``app.links``: restore a link's state when the page loads,
+follow the open tab, the "Copy link" button; no model runs, a linked example goes into the image input and its
+usual change event renders it with the linked ξ and size) and exports (``app.bundle``: the "Export ZIP" button
+and the /export API).
 """
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import gradio as gr
 
 from . import controls
+from .analysis import analyse, to_working_size
+from .bundle import build_zip
+from .charts import sweep_figure
 from .links import TABS, UPLOAD_NOTE, PageLink, link_query, parse_link
 from .state import Session
-from .studio import Studio
+from .studio import Studio, user_error
 
 LABEL_TO_TAB = {label: slug for slug, label in TABS.items()}
 # The js of the Copy link button: the page's own address replaces the last input (the server cannot know
@@ -84,3 +90,38 @@ def wire(blocks: gr.Blocks, handlers: LinkHandlers, tabs: gr.Tabs, copy_button: 
                                          page["session"], page_url], [link_box, link_note], js=PAGE_URL_JS,
                       **common).then(None, link_box, None, js=CLIPBOARD_JS, **common)
     return open_tab
+
+
+@dataclass
+class ExportHandlers:
+    """The page's "Export ZIP" button and the /export API: every view of one forward in one ZIP (app.bundle)."""
+
+    studio: Studio
+
+    def on_export(self, xi: float, opacity: float, session: Session | None, request: gr.Request = None) -> str:
+        """The page's current image at ξ, with the session's model, runtime and ξ sweep."""
+        with self.studio.finished(request):
+            if session is None:
+                raise user_error("Upload an image first: the export holds the views of the current image.")
+            charts = {"xi_sweep": sweep_figure(session.sweep, self.studio.user_xi(xi))} if session.sweep else {}
+            label = f"{session.model or self.studio.models.default_label} on {session.runtime}"
+            return self._write(self.studio.predictor_for(session), session.working, self.studio.user_xi(xi), opacity,
+                               label, charts)
+
+    def api_export(self, image: str | bytes | None, xi: float | None, request: gr.Request = None) -> str:
+        """(image file, ξ) -> the ZIP's path, at the default model's working size (ξ None = its default)."""
+        with self.studio.finished(request):
+            predictor = self.studio.predictor
+            xi = predictor.config.default_xi if xi is None else self.studio.user_xi(xi)
+            working = to_working_size(self.studio.user_image(image).rgb, self.studio.default_size)
+            return self._write(predictor, working, xi, 0.5, self.studio.models.default_label, {})
+
+    def _write(self, predictor, working, xi: float, opacity: float, label: str, charts: dict) -> str:
+        with self.studio.model_call():
+            views = analyse(predictor, working, xi, opacity)
+        data = build_zip(views, working, list(predictor.config.class_names), f"{label} ({predictor.config.backbone})",
+                         charts)
+        folder = Path(tempfile.mkdtemp(prefix="dovit-export-"))
+        path = folder / f"dovit_xi{xi:g}_{working.shape[0]}x{working.shape[1]}.zip"
+        path.write_bytes(data)
+        return str(path)

@@ -6,7 +6,8 @@ between calls). Model events run in three queues of one slot each, so that none 
 backlog: the page's events (``PAGE_QUEUE``), the /predict API (``PREDICT_QUEUE``) and ξ sweeps
 (``SWEEP_QUEUE``, cancellable, and yielding the model to the other two between steps). Each model event is
 admitted per session and client address before it is queued (``Studio.admit``). The APIs offered are
-/predict, /inspect_token (in the /predict queue) and the Video tab's /analyze_video. The Policies tab runs
+/predict, /trace, /export, /inspect_token (in the /predict queue) and the Video tab's
+/analyze_video. The Policies tab runs
 like a sweep (``app.policies_tab``); the token inspector's side panel reads the session's last forward and
 never runs the model (``app.inspector_tab``).
 """
@@ -216,6 +217,10 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
             with gr.Column(scale=3):
                 readouts = gr.Markdown(studio.empty_views().readouts, elem_id="readouts")
                 tokens_plot = gr.Plot(label="Tokens and FLOPs per block (paper Fig. 6)", elem_id="tokens-plot")
+                with gr.Row():
+                    export_button = gr.Button("Export ZIP: every view (PNG), charts (PNG, HTML), token trace "
+                                              "(JSON, CSV)", elem_id="export-zip", scale=2)
+                    export_file = gr.File(label="Export", elem_id="export-file", interactive=False, scale=1)
         # wrap, not gradio's default overflow menu: a tab that does not fit (narrow window, inspector open)
         # goes to a second row instead of hiding behind a "…" button, so Video and Data set stay in view
         with gr.Tabs(overflow_behavior="wrap", elem_id="view-tabs") as view_tabs:
@@ -316,6 +321,18 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
                           "summary['notices']) and a summary with gflops, dense_gflops, kept_tokens per group, "
                           "latency_ms, dense_latency_ms, xi. At most "
                           f"{limits.pending_per_session} calls per client session may wait or run at a time.")
+        exports = sharing.ExportHandlers(studio)
+        export_button.click(exports.on_export, [xi_box, opacity, session], export_file, **page_event)
+        with gr.Row(visible=False):  # the /export API's own components
+            export_image, export_xi = upload_image(label="image"), raw_number(value=config.default_xi, label="xi")
+            export_zip, export_trigger = gr.File(label="zip"), gr.Button("export")
+        export_trigger.click(exports.api_export, inputs=[export_image, export_xi], outputs=export_zip,
+                             api_name="export", concurrency_id=PREDICT_QUEUE, concurrency_limit=1,
+                             validator=studio.admit(),
+                             api_description="Every view of an image at threshold xi (None: checkpoint default), "
+                             "at the checkpoint's working size, as one ZIP: the views as PNG, the charts as PNG "
+                             "and interactive HTML, the per-token trace as JSON and CSV, and a README (model, xi, "
+                             "working size, GFLOPs, latency). Admitted like /predict.")
         with gr.Row(visible=False):  # the /trace API's own components
             trace_image, trace_xi = upload_image(label="image"), raw_number(value=config.default_xi, label="xi")
             trace_json, trace_trigger = gr.JSON(label="trace"), gr.Button("trace")

@@ -67,6 +67,19 @@ def test_predict_returns_mask_and_summary(client, images):
     assert summary["dense_gflops"] > 0 and summary["latency_ms"] > 0
 
 
+def test_export_and_trace_apis(client, images):
+    import json
+    import zipfile
+
+    path = client.predict(handle_file(images / "street.png"), 0.5, api_name="/export")
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        assert "README.md" in names and "trace/tokens.csv" in names and "charts/tokens_and_flops.html" in names
+        assert json.loads(archive.read("trace/trace.json"))["xi"] == 0.5
+    trace = client.predict(handle_file(images / "street.png"), 0.5, api_name="/trace")
+    assert trace["xi"] == 0.5 and len(trace["kept_tokens"]) == 4
+
+
 @pytest.mark.parametrize("xi", [1.5, -0.1, "nan"])
 def test_xi_out_of_range_or_nan_is_a_clear_error(client, images, xi):
     with pytest.raises(Exception, match="xi must be a number in"):

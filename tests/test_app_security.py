@@ -262,7 +262,7 @@ def test_predict_is_not_starved_behind_sweeps(served, fn_index):
 def test_ui_events_are_not_offered_as_api(served):
     """UI-internal events (the example loader, the handlers of the page) were callable as API."""
     info = httpx.get(f"{served}gradio_api/info", params={"all_endpoints": "true"}, timeout=30).json()
-    assert set(info["named_endpoints"]) == {"/predict", "/trace", "/inspect_token", "/analyze_video"}
+    assert set(info["named_endpoints"]) == {"/predict", "/trace", "/export", "/inspect_token", "/analyze_video"}
     client = Client(served, verbose=False)
     with pytest.raises(Exception):
         client.predict(handle_file(str(Path(__file__).parent.parent / "assets" / "synthetic_street.png")),

@@ -67,3 +67,21 @@ def test_copy_link_names_the_clicked_example_and_warns_for_uploads(setup, tmp_pa
     link, note = handlers.on_copy(0.9, "64x96", "token-pass", None, None, session, "http://h/")
     assert link == "http://h/?xi=0.9&tab=token-pass" and UPLOAD_NOTE in note
     assert handlers.on_tab(SimpleNamespace(value="Dense vs DoViT")) == "dense-vs-dovit"
+
+
+def test_export_button_and_api_write_a_zip_of_the_current_view(setup):
+    import zipfile
+
+    from app.sharing import ExportHandlers
+
+    studio, _, examples = setup
+    exports = ExportHandlers(studio)
+    with pytest.raises(gr.Error, match="Upload an image first"):
+        exports.on_export(0.9, 0.5, None)
+    session = studio.on_image(str(examples[0]), "64x96", 0.9, 0.5, None)[0]
+    path = exports.on_export(0.4, 0.5, session)
+    assert path.endswith("dovit_xi0.4_64x96.zip")
+    with zipfile.ZipFile(path) as archive:
+        assert "trace/tokens.csv" in archive.namelist() and "ξ = 0.4" in archive.read("README.md").decode()
+    with zipfile.ZipFile(exports.api_export(str(examples[1]), None)) as archive:
+        assert f"ξ = {studio.config.default_xi:g}" in archive.read("README.md").decode()

@@ -205,7 +205,7 @@ def test_guard_keeps_video_uploads_and_deletes_renamed_text(uploads, tmp_path):
 def test_analyze_video_api_through_gradio_client(server, uploads, tmp_path):
     client = Client(server, verbose=False, download_files=tmp_path)
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/predict", "/analyze_video"} <= set(api) <= {"/predict", "/trace", "/inspect_token", "/analyze_video"}
+    assert {"/predict", "/analyze_video"} <= set(api) <= {"/predict", "/trace", "/export", "/inspect_token", "/analyze_video"}
     mp4, frames = client.predict(handle_file(uploads / "clip.mp4"), 0.5, api_name="/analyze_video")
     assert Path(mp4).suffix == ".mp4" and count_frames(mp4) == 8
     assert next(iter_frames(mp4)).shape == (64, 96, 3)
