@@ -36,6 +36,7 @@ class Session:
     model: the label of the model this tab picked (``app.models.ModelShelf``), None for the default.
     runtime: what runs it, "pytorch" or "onnxruntime" (``app.models.RUNTIMES``).
     example: the example gallery's index of the image, None for an upload (``app.links``).
+    palette: the masks' class colours, a ``views.PALETTES`` name.
     """
 
     image: np.ndarray
@@ -48,6 +49,7 @@ class Session:
     model: str | None = None
     runtime: str = "pytorch"
     example: int | None = None
+    palette: str = "dataset"
 
 
 @dataclass

@@ -185,7 +185,7 @@ class Studio:
         start = time.perf_counter()
         predictor = self.predictor_for(session)
         with self.model_call():
-            result: Views = analyse(predictor, session.working, xi, opacity)
+            result: Views = analyse(predictor, session.working, xi, opacity, session.palette)
         session.color_mask, session.prediction = result.color_mask, result.prediction
         values = ViewSlots(
             readouts=readouts_markdown(result.summary),
@@ -226,10 +226,10 @@ class Studio:
     # ------------------------------------------------------------------ handlers
     def on_image(self, source: str | bytes | None, size_value: str, xi: float, opacity: float,
                  session: Session | None, model: str | None = None, runtime_label: str | None = None,
-                 request: gr.Request = None) -> list:
+                 palette: str | None = None, request: gr.Request = None) -> list:
         """New upload / snapshot / example: decode, pick the working size, refresh every view (with the
-        picked ``model``, a ``ModelShelf`` label, on ``runtime_label``, a ``RUNTIMES`` label; None keeps the
-        session's)."""
+        picked ``model``, a ``ModelShelf`` label, on ``runtime_label``, a ``RUNTIMES`` label, masks in ``palette``;
+        None keeps the session's)."""
         self.forget_sweep(request)
         with self.finished(request):
             if source is None:
@@ -246,7 +246,9 @@ class Studio:
             model = model if model is not None else (session.model if session is not None else None)
             runtime = RUNTIMES.get(runtime_label) or (session.runtime if session is not None else "pytorch")
             session = Session(image=decoded.rgb, size=size, working=to_working_size(decoded.rgb, size), model=model,
-                              runtime=runtime, example=self.example_index(source))
+                              runtime=runtime, example=self.example_index(source),
+                              palette=palette if palette in views.PALETTES else
+                              (session.palette if session is not None else "dataset"))
             notices = " · ".join([f"Image {width}×{height} px"] + decoded.notices)
             return [session, notices, gr.update(choices=choices, value=size_value),
                     *self.render(session, self.user_xi(xi), opacity).flat()]
@@ -333,6 +335,17 @@ class Studio:
                 return [None, *self.empty_views().flat()]
             session.runtime = runtime
             session.sweep = session.prediction = session.policies = None
+            return [session, *self.render(session, self.user_xi(xi), opacity).flat()]
+
+    def on_palette(self, palette: str, xi: float, opacity: float, session: Session | None,
+                   request: gr.Request = None) -> list:
+        """The masks' colours (the checkpoint's or colour-blind safe) for this session. Returns [session, *views]."""
+        with self.finished(request):
+            if palette not in views.PALETTES:
+                raise user_error(f"unknown palette {palette!r}; choose one of: {', '.join(views.PALETTES)}")
+            if session is None:
+                return [None, *self.empty_views().flat()]
+            session.palette = palette
             return [session, *self.render(session, self.user_xi(xi), opacity).flat()]
 
     def on_opacity(self, opacity: float, session: Session | None) -> np.ndarray | None:

@@ -23,7 +23,7 @@ from starlette.middleware import Middleware
 
 from dovit import Predictor
 
-from . import controls, inspector_tab, policies_tab, sharing
+from . import controls, inspector_tab, policies_tab, sharing, views
 from . import dataset_tab, video_tab
 from .examples import find_examples
 from .header import header_markdown
@@ -84,6 +84,18 @@ A11Y_JS = """<script>
   new MutationObserver(schedule).observe(document.documentElement, {childList: true, subtree: true});
   document.addEventListener('DOMContentLoaded', name);
 })();
+</script>"""
+# Keyboard control of ξ: the slider's arrows, PageUp/PageDown, Home and End move it (the browser's own range input,
+# which sends gradio's input event, so the ξ box follows); gradio's release event, which redraws the views, fires
+# on pointerup only, so the key's release sends one.
+XI_KEYBOARD_JS = """<script>
+document.addEventListener('keyup', (event) => {
+  const keys = ['ArrowLeft', 'ArrowRight', 'ArrowUp', 'ArrowDown', 'PageUp', 'PageDown', 'Home', 'End'];
+  const target = event.target;
+  if (!keys.includes(event.key) || !(target instanceof HTMLInputElement) || target.type !== 'range'
+      || !target.closest('#xi-slider')) return;
+  target.dispatchEvent(new PointerEvent('pointerup', {bubbles: true}));
+});
 </script>"""
 
 
@@ -226,14 +238,18 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
         with gr.Tabs(overflow_behavior="wrap", elem_id="view-tabs") as view_tabs:
             with gr.Tab("Token pass", id="token-pass"):
                 gr.Markdown("Each group B_g of blocks runs only on the clear tokens. Shaded tokens stopped "
-                            "earlier; **orange** tokens were stopped by the decision just before this group.")
+                            "earlier (hatched \\\\); **orange** tokens (hatched /) were stopped by the decision just before "
+                            "this group.")
                 token_images = image_grid([f"B{g}" for g in range(1, studio.num_groups + 1)], "token-group")
             with gr.Tab("Confidence", id="confidence"):
                 gr.Markdown("Aux-head confidence q_l = max_c softmax (Eq. 3) per decision layer. Inside the "
                             "white contour q_l > ξ: those tokens stop there (if still running).")
                 heatmap_images = image_grid([f"decision {d}" for d in range(1, studio.num_groups)], "confidence")
             with gr.Tab("Segmentation", id="segmentation"):
-                opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Mask opacity", elem_id="opacity")
+                with gr.Row():
+                    opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Mask opacity", elem_id="opacity")
+                    palette = gr.Radio(list(views.PALETTES), value="dataset", elem_id="palette",
+                                       label="Mask colours (the data set's, or colour-blind safe)")
                 legend = gr.HTML(elem_id="legend")
                 with gr.Row():
                     mask_overlay = gr.Image(label="Mask over the image", format="jpeg", interactive=False)
@@ -283,7 +299,8 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
                        cancels=[sweep_event, policy_event], **page_event)
         runtime_radio.input(studio.on_runtime, [runtime_radio, xi_box, opacity, session], [session, *view_outputs],
                             cancels=[sweep_event, policy_event], **page_event)
-        image_in.change(studio.on_image, [image_in, size_dd, xi_box, opacity, session, model_dd, runtime_radio],
+        palette.input(studio.on_palette, [palette, xi_box, opacity, session], [session, *view_outputs], **page_event)
+        image_in.change(studio.on_image, [image_in, size_dd, xi_box, opacity, session, model_dd, runtime_radio, palette],
                         [session, notices, size_dd, *view_outputs], cancels=[sweep_event, policy_event],
                         **page_event)
         size_dd.input(studio.on_size, [size_dd, xi_box, opacity, session], [session, *view_outputs],
@@ -372,6 +389,6 @@ def serve(app: StudioApp, host: str = "127.0.0.1", port: int = 7860, share: bool
         show_error=False,  # gradio's own exception texts name server paths; user errors (gr.Error) still show
         max_file_size=max(MAX_UPLOAD_BYTES, app.limits.video_max_bytes),  # images: 25 MB, checked by the guard
         state_session_capacity=MAX_SESSIONS, css=CSS,
-        allowed_paths=app.example_dirs, ssr_mode=False, mcp_server=False, quiet=True, head=inspector_tab.KEYS_JS + A11Y_JS,
+        allowed_paths=app.example_dirs, ssr_mode=False, mcp_server=False, quiet=True, head=inspector_tab.KEYS_JS + A11Y_JS + XI_KEYBOARD_JS,
         footer_links=["api", "settings"], app_kwargs={"middleware": [guard]},
     )

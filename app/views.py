@@ -27,6 +27,30 @@ GRID_COLOR = np.array([255, 255, 255], np.float32)
 STOPPED_HERE_COLOR = np.array([255, 140, 0], np.float32)  # orange: stopped by this decision
 DISAGREE_COLOR = np.array([255, 0, 255], np.uint8)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
+# Class colours that stay apart under the common colour-vision deficiencies: Paul Tol's "muted" scheme (9
+# colours and pale grey), then Okabe and Ito's (without black) for classes 11-17; more classes cycle.
+COLOR_BLIND_SAFE = [(204, 102, 119), (51, 34, 136), (221, 204, 119), (17, 119, 51), (136, 204, 238), (136, 34, 85),
+                    (68, 170, 153), (153, 153, 51), (170, 68, 153), (221, 221, 221),
+                    (230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178), (213, 94, 0),
+                    (204, 121, 167)]
+PALETTES = ("dataset", "colour-blind safe")
+
+
+def class_palette(dataset_colors, scheme: str = "dataset") -> np.ndarray:
+    """(C, 3) uint8 RGB class colours: the checkpoint's own (``dataset``) or ``COLOR_BLIND_SAFE``."""
+    colors = np.asarray(dataset_colors, np.uint8).reshape(-1, 3)
+    if scheme == "dataset":
+        return colors
+    if scheme != "colour-blind safe":
+        raise ValueError(f"palette must be one of {', '.join(PALETTES)}, got {scheme!r}")
+    safe = np.asarray(COLOR_BLIND_SAFE, np.uint8)
+    return safe[np.arange(len(colors)) % len(safe)]
+
+
+def hatch(size: tuple[int, int], direction: int = 1, spacing: int = 6) -> np.ndarray:
+    """(H, W) bool diagonal lines, one pixel wide every ``spacing`` pixels; direction 1 = '\\', -1 = '/'."""
+    rows, cols = np.indices(size)
+    return (cols + direction * rows) % spacing == 0
 
 
 def upsample_tokens(token_map: np.ndarray, patch: int, size: tuple[int, int]) -> np.ndarray:
@@ -49,15 +73,18 @@ def token_overlay(
     """The tokens one group runs on, over the image.
 
     image (H, W, 3) uint8; kept (h, w) bool = tokens this group processes (clear); stopped_here (h, w)
-    bool = tokens the decision before this group stopped (orange); other tokens stopped earlier (dark).
+    bool = tokens the decision before this group stopped (orange, '/' hatching); other tokens stopped
+    earlier (dark, '\\' hatching). The hatching tells them apart without colour or shade.
     """
     size = image.shape[:2]
     out = image.astype(np.float32)
     kept_px = upsample_tokens(kept, patch, size)
     out[~kept_px] = out[~kept_px] * 0.3 + 20  # shaded: these tokens skip the group
+    out[~kept_px & hatch(size, 1)] = 150
     if stopped_here is not None:
         here_px = upsample_tokens(stopped_here, patch, size)
         out[here_px] = image[here_px] * 0.45 + STOPPED_HERE_COLOR * 0.55
+        out[here_px & hatch(size, -1)] = 255
     return draw_patch_grid(out.astype(np.uint8), patch)
 
 

@@ -198,3 +198,19 @@ def test_app_py_flags():
     assert result.returncode == 0
     for flag in ("--checkpoint", "--host", "--port", "--examples", "--frames-root", "--share", "--threads"):
         assert flag in result.stdout
+
+
+def test_colour_blind_palette_redraws_masks_and_legend_for_this_session(studio, street_png):
+    from app.views import COLOR_BLIND_SAFE
+
+    session = studio.on_image(str(street_png), studio.default_size_value, 0.9, 0.5, None)[0]
+    dataset_mask = session.color_mask.copy()
+    session, *values = studio.on_palette("colour-blind safe", 0.9, 0.5, session)
+    named = dict(zip(studio.view_names(), values))
+    assert session.palette == "colour-blind safe" and not (session.color_mask == dataset_mask).all()
+    used = {tuple(c) for c in session.color_mask.reshape(-1, 3)}
+    assert used <= set(COLOR_BLIND_SAFE) and "rgb(204, 102, 119)" in named["legend"]  # class 0's swatch
+    again = studio.on_image(str(street_png), studio.default_size_value, 0.9, 0.5, session)[0]
+    assert again.palette == "colour-blind safe"  # a new image keeps the tab's colours
+    with pytest.raises(gr.Error, match="unknown palette"):
+        studio.on_palette("rainbow", 0.9, 0.5, session)

@@ -128,3 +128,29 @@ def test_views_of_a_dense_forward_stop_nothing(tiny_model):
     disagreement = views.disagreement_map(prediction.mask, prediction.dense_mask, image)
     assert not (disagreement == views.DISAGREE_COLOR).all(axis=2).any()
     assert (prediction.trace.halting_depth == len(prediction.trace.groups)).all()
+
+
+def test_colour_blind_palette_keeps_the_class_count_and_refuses_unknown_schemes():
+    from app.views import COLOR_BLIND_SAFE, class_palette
+
+    dataset = np.arange(33, dtype=np.uint8).reshape(11, 3)
+    assert (class_palette(dataset) == dataset).all()
+    safe = class_palette(dataset, "colour-blind safe")
+    assert safe.shape == (11, 3) and len({tuple(c) for c in safe}) == 11
+    assert tuple(safe[0]) == COLOR_BLIND_SAFE[0]
+    with pytest.raises(ValueError, match="palette must be one of"):
+        class_palette(dataset, "rainbow")
+
+
+def test_stopped_tokens_are_hatched_so_shade_is_not_the_only_cue():
+    from app.views import hatch, token_overlay
+
+    image = np.full((32, 48, 3), 128, np.uint8)
+    kept = np.array([[True, False, True], [True, True, False]])
+    here = np.array([[False, False, False], [False, False, True]])  # stopped by the decision before this group
+    out = token_overlay(image, kept, here, 16).astype(int)
+    earlier = out[1:16, 17:32]  # token (0, 1): stopped before, not here
+    lines = hatch((32, 48), 1)[1:16, 17:32]
+    assert earlier[lines].mean() > earlier[~lines].mean() + 50  # bright '\' lines on the dark shade
+    here_token, here_lines = out[17:32, 33:48], hatch((32, 48), -1)[17:32, 33:48]
+    assert (here_token[here_lines] == 255).all() and here_token[~here_lines].mean() < 250  # '/' lines on orange
