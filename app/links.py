@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 TABS = {
     "token-pass": "Token pass", "confidence": "Confidence", "segmentation": "Segmentation",
     "halting-depth": "Halting depth", "dense-vs-dovit": "Dense vs DoViT", "xi-sweep": "ξ sweep",
-    "policies": "Policies", "help": "What the views teach", "video": "Video", "dataset": "Data set",
+    "policies": "Policies", "compare": "Compare", "help": "What the views teach", "video": "Video", "dataset": "Data set",
 }
 UPLOAD_NOTE = "Uploaded images cannot travel in a link: the link reopens the settings, not your image."
 

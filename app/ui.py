@@ -23,7 +23,7 @@ from starlette.middleware import Middleware
 
 from dovit import Predictor
 
-from . import controls, inspector_tab, policies_tab, sharing, views
+from . import compare_tab, controls, inspector_tab, policies_tab, sharing, views
 from . import dataset_tab, video_tab
 from .examples import find_examples
 from .header import header_markdown
@@ -270,6 +270,7 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
                     stop_sweep = gr.Button("Stop", elem_id="sweep-stop", scale=1)
                 sweep_plot = gr.Plot(label="FLOPs and agreement with dense against ξ", elem_id="sweep-plot")
             policies = policies_tab.build()
+            comparison = compare_tab.build(studio.models.labels, config.default_xi)
             with gr.Tab("What the views teach", id="help"):
                 gr.Markdown(help_markdown())
             frame_folders = video_tab.frame_folders([*example_dirs, *frame_roots])
@@ -290,6 +291,7 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
                                          concurrency_id=SWEEP_QUEUE, concurrency_limit=1, api_visibility="private",
                                          validator=studio.admit("sweep"))
         stop_sweep.click(studio.on_stop_sweep, None, None, cancels=[sweep_event], api_visibility="private")
+        compare_tab.wire(comparison, compare_tab.CompareHandlers(studio), opacity, session, page_event)
         policy_handlers = policies_tab.PolicyHandlers(studio)
         policy_event = policies_tab.wire(policies, policy_handlers, session, SWEEP_QUEUE,
                                          clear_on=[image_in.change, size_dd.input, model_dd.input,
