@@ -8,7 +8,9 @@ Modifications relative to timm's VisionTransformer.forward_features:
   sequence and only they run through the next group's real timm blocks (Eq. 6-7); stopped tokens are
   carried unchanged and scattered back (token reconstruction) before every aux head and the decoder;
 - stopped tokens are merged into the class token (Eq. 8; see ``token_pass.merge_stopped_into_class_token``).
-Training, inference and the app's trace all use ``forward`` = ``prefix`` + ``forward_from``.
+Training, inference and the app's trace all use ``forward`` = ``prefix`` + ``forward_from``. The four stages
+``forward_from`` calls (``prefix``, ``_aux_logits``, ``_run_group``, ``_decoder_logits``) are where another
+runtime substitutes its own (``dovit.ort_runtime.OrtSegmenter`` runs ONNX graphs there).
 """
 from __future__ import annotations
 
@@ -272,9 +274,7 @@ class DoViTSegmenter(nn.Module):
         each decision's confidence and aux logits (``dovit.policies``); gather, scatter, merge (Eq. 8) and
         the decoder run as for xi. Not together with forced_keep, nor with with_aux=False.
         """
-        xi = float(xi)
-        if not 0.0 <= xi <= 1.0:
-            raise ValueError(f"xi must lie in [0, 1], got {xi}")
+        xi = tp.check_xi(xi)
         if forced_keep is not None:
             if decide is not None:
                 raise ValueError("pass forced_keep or decide, not both")

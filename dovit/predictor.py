@@ -12,6 +12,7 @@ import torch
 from .checkpoint import CheckpointError, load_checkpoint
 from .model import DoViTSegmenter, TokenState
 from .preprocess import logits_to_mask, preprocess_image
+from .token_pass import check_xi  # noqa: F401  (re-exported: callers validate xi with the Predictor's rule)
 from .trace import Trace, build_trace
 
 # The shipped checkpoints sit in the repository's checkpoints/ folder, beside the package: found from a
@@ -224,17 +225,6 @@ class Predictor:
 def mean_confidence(logits: torch.Tensor) -> list[float]:
     """(B, C, H, W) logits -> per image, the mean over pixels of the top class's softmax probability."""
     return torch.softmax(logits.float(), dim=1).amax(dim=1).mean(dim=(1, 2)).tolist()
-
-
-def check_xi(xi: float) -> float:
-    """xi as a float in [0, 1], or a ValueError that says what was wrong."""
-    try:
-        value = float(xi)
-    except (TypeError, ValueError):
-        raise ValueError(f"xi must be a number in [0, 1], got {xi!r}") from None
-    if not np.isfinite(value) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"xi must be a number in [0, 1], got {xi!r}")
-    return value
 
 
 def validate_image(image: np.ndarray) -> np.ndarray:

@@ -5,7 +5,21 @@ Masks are boolean, True = keep (the paper's 1), False = stop (the paper's 0).
 """
 from __future__ import annotations
 
+import math
+
 import torch
+
+
+def check_xi(xi: float) -> float:
+    """The token-pass threshold xi of Eq. 4 as a float in [0, 1], or a ValueError that says what was wrong (the
+    one check every entry point uses: model, Predictor, command lines, the app)."""
+    try:
+        value = float(xi)
+    except (TypeError, ValueError):
+        raise ValueError(f"xi must be a number in [0, 1], got {xi!r}") from None
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"xi must be a number in [0, 1], got {xi!r}")
+    return value
 
 
 def token_confidence(aux_logits: torch.Tensor) -> torch.Tensor:
@@ -34,17 +48,6 @@ def equalise_keep(confidence: torch.Tensor, keep_mask: torch.Tensor, previous_ke
     equal_mask = torch.zeros_like(keep_mask)
     equal_mask.scatter_(1, least_confident, True)
     return equal_mask
-
-
-def kept_indices(keep_mask: torch.Tensor) -> torch.Tensor:
-    """The index map I of the gather G: positions of kept tokens in ascending order.
-
-    keep_mask (B, N) with the same count K in every row -> indices (B, K) int64.
-    """
-    indices, valid = padded_kept_indices(keep_mask)
-    if not bool(valid.all()):
-        raise ValueError("kept_indices needs the same kept count in every row; use padded_kept_indices")
-    return indices
 
 
 def padded_kept_indices(keep_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

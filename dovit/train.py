@@ -34,6 +34,7 @@ from .data import (DATASETS, IGNORE_INDEX, EvalTransform, TrainAugment, balanced
 from .evaluate import evaluate_model
 from .losses import dovit_loss
 from .model import DoViTSegmenter
+from .token_pass import check_xi
 from .presets import PRESETS, preset_config
 
 STATE_NAME = "train_state.pt"
@@ -692,9 +693,12 @@ def _save_state(run: Run) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.stage == "dovit" and not 0.0 <= args.xi <= 1.0:
-        print(f"error: --xi must lie in [0, 1], got {args.xi}", file=sys.stderr)
-        return 2
+    if args.stage == "dovit":
+        try:
+            check_xi(args.xi)
+        except ValueError as error:
+            print(f"error: --{error}", file=sys.stderr)
+            return 2
     if args.xi_range and not 0.0 <= args.xi_range[0] <= args.xi_range[1] <= 1.0:
         print(f"error: --xi-range needs 0 <= LO <= HI <= 1, got {args.xi_range}", file=sys.stderr)
         return 2

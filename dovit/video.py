@@ -41,12 +41,6 @@ DEFAULT_FPS = 25.0  # when a container does not say (image folders, some WebM fi
 FOURCC_BY_SUFFIX = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".webm": "VP80", ".avi": "MJPG"}
 
 
-def is_video_file(source: str | Path) -> bool:
-    """True for a file with a video suffix (``VIDEO_SUFFIXES``)."""
-    path = Path(source)
-    return path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES
-
-
 def image_files(folder: str | Path) -> list[Path]:
     """The images (``IMAGE_SUFFIXES``) directly in ``folder``, sorted by name."""
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -256,11 +250,6 @@ def write_records_csv(records: Iterable[FrameRecord], path: str | Path) -> Path:
             writer.writerow([r["frame"], r["name"], r["xi"], f"{r['gflops']:.6f}", f"{r['dense_gflops']:.6f}", *kept,
                              f"{r['latency_ms']:.3f}"])
     return path
-
-
-def read_records_json(path: str | Path) -> list[FrameRecord]:
-    """The records that ``write_records_json`` wrote."""
-    return [FrameRecord(**row) for row in json.loads(Path(path).read_text())]
 
 
 # ------------------------------------------------------------------ overlays (pure)

@@ -1,5 +1,4 @@
 """dovit.calibrate: label-free aux heads from a dense checkpoint; xi = 1 stays the dense model; resume; refusals."""
-import json
 
 import cv2
 import numpy as np

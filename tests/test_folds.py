@@ -1,7 +1,6 @@
 """python -m dovit.folds: every drive held out once, never trained on, scored with the final weights."""
 import json
 
-import pytest
 
 from conftest import write_drives
 from dovit import folds

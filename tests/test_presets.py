@@ -2,7 +2,6 @@
 import pytest
 import torch
 
-import dovit
 from dovit.presets import PRESETS, build_preset, preset_config
 
 

@@ -99,7 +99,7 @@ def test_help_documents_every_flag(monkeypatch):
 
 def test_xi_outside_unit_interval_is_rejected(tmp_path, capsys):
     assert train.main(["--stage", "dovit", "--output", str(tmp_path), "--xi", "1.5", *TINY]) == 2
-    assert "--xi must lie in [0, 1]" in capsys.readouterr().err
+    assert "--xi must be a number in [0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "log.jsonl").exists()
 
 
