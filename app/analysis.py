@@ -10,8 +10,8 @@ import plotly.graph_objects as go
 
 from dovit.familiarity import ConfidenceRange
 from dovit.preprocess import resize_image
+from dovit import drawing
 
-from . import views
 from .charts import SweepPoint, tokens_flops_figure
 from .readouts import prediction_summary
 
@@ -45,26 +45,26 @@ def to_working_size(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def analyse(predictor: Predictor, working_image: np.ndarray, xi: float, opacity: float = 0.5,
             palette: str = "dataset") -> Views:
     """Run ``predictor`` at ``xi`` on ``working_image`` (H, W, 3) uint8 already at the working size,
-    and draw every view from the resulting trace, masks in ``palette`` (``views.PALETTES``). Repeated calls
+    and draw every view from the resulting trace, masks in ``palette`` (``drawing.PALETTES``). Repeated calls
     on the same image only re-run the ξ-dependent part of the forward (``Predictor.set_image`` caches the rest)."""
     size = working_image.shape[:2]
     predictor.set_image(working_image, size)
     prediction = predictor.predict(xi=xi)
     trace, patch, config = prediction.trace, predictor.model.patch_size, predictor.config
-    colors = views.class_palette(config.class_colors, palette)
-    color_mask = views.colorize_mask(prediction.mask, colors)
+    colors = drawing.class_palette(config.class_colors, palette)
+    color_mask = drawing.colorize_mask(prediction.mask, colors)
     num_groups = len(trace.groups)
     return Views(
         summary=prediction_summary(prediction, ConfidenceRange.from_metadata(predictor.model.checkpoint_metadata)),
-        group_overlays=views.group_overlays(working_image, trace, patch),
-        heatmaps=views.decision_heatmaps(working_image, trace, patch),
+        group_overlays=drawing.group_overlays(working_image, trace, patch),
+        heatmaps=drawing.decision_heatmaps(working_image, trace, patch),
         color_mask=color_mask,
-        mask_overlay=views.blend(working_image, color_mask, opacity),
-        legend=views.legend_html(config.class_names, colors.tolist(), prediction.mask),
-        halting=views.halting_map(trace.halting_depth, num_groups, working_image, patch),
-        halting_legend=views.depth_legend_html(num_groups),
-        dense_color_mask=views.colorize_mask(prediction.dense_mask, colors),
-        disagreement=views.disagreement_map(prediction.mask, prediction.dense_mask, working_image),
+        mask_overlay=drawing.blend(working_image, color_mask, opacity),
+        legend=drawing.legend_html(config.class_names, colors.tolist(), prediction.mask),
+        halting=drawing.halting_map(trace.halting_depth, num_groups, working_image, patch),
+        halting_legend=drawing.depth_legend_html(num_groups),
+        dense_color_mask=drawing.colorize_mask(prediction.dense_mask, colors),
+        disagreement=drawing.disagreement_map(prediction.mask, prediction.dense_mask, working_image),
         tokens_figure=tokens_flops_figure(trace),
         prediction=prediction,
     )

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import policy_views, views
+from dovit import drawing
+
+from . import policy_views
 
 if TYPE_CHECKING:
     from dovit.policies import PolicyResult
@@ -44,7 +46,7 @@ def side_from_views(label: str, result: Views) -> Side:
 def side_from_policy(label: str, result: PolicyResult, working: np.ndarray, patch: int, num_groups: int,
                      colors) -> Side:
     return Side(label, policy_views.mask_view(result, working, colors),
-                views.halting_map(result.halting_depth, num_groups, working, patch),
+                drawing.halting_map(result.halting_depth, num_groups, working, patch),
                 result.gflops, result.dense_gflops, result.latency_ms, result.agreement, tuple(result.kept_tokens))
 
 

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import gradio as gr
 
 from dovit.policies import POLICIES, PolicyRunner, check_budget
+from dovit import drawing
 
-from . import compare, views
+from . import compare
 from .analysis import analyse
 from .state import Session
 from .studio import Studio, user_error
@@ -105,7 +106,7 @@ class CompareHandlers:
         except ValueError as error:
             raise user_error(str(error)) from None
         predictor = studio.predictor_for(session)
-        colors = views.class_palette(predictor.config.class_colors, session.palette)
+        colors = drawing.class_palette(predictor.config.class_colors, session.palette)
         with studio.model_call():
             runner = PolicyRunner(predictor, session.working, size=session.size)
             results = [runner.run(name, budget) for name in (policy_a, policy_b)]

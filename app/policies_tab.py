@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import gradio as gr
 
 from dovit.policies import POLICIES, PolicyRunner, check_budget
+from dovit import drawing
 
-from . import policy_views, views
+from . import policy_views
 from .state import Session
 from .studio import Studio, user_error, user_number
 
@@ -114,7 +115,7 @@ class PolicyHandlers:
         values = self._skips()
         values[0] = policy_views.table_markdown(run)
         label = policy_views.caption(result)
-        colors = views.class_palette(studio.predictor_for(session).config.class_colors, session.palette)
+        colors = drawing.class_palette(studio.predictor_for(session).config.class_colors, session.palette)
         values[1 + index] = gr.update(value=policy_views.mask_view(result, session.working, colors), label=label)
         values[1 + len(POLICIES) + index] = gr.update(
             value=policy_views.stop_map_view(result, session.working, run.working_size, studio.patch,

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dovit.policies import POLICIES
+from dovit import drawing
 
-from . import views
 from .analysis import to_working_size
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def mask_view(result: PolicyResult, image: np.ndarray, class_colors) -> np.ndarr
     """The policy's mask (any resolution) in class colours over ``image`` (H, W, 3) uint8, at the mask's size."""
     if image.shape[:2] != result.mask.shape:
         image = to_working_size(image, result.mask.shape)
-    return views.blend(image, views.colorize_mask(result.mask, class_colors), MASK_OPACITY)
+    return drawing.blend(image, drawing.colorize_mask(result.mask, class_colors), MASK_OPACITY)
 
 
 def stop_map_view(result: PolicyResult, image: np.ndarray, working_size: tuple[int, int], patch: int,
@@ -53,7 +53,7 @@ def stop_map_view(result: PolicyResult, image: np.ndarray, working_size: tuple[i
     policy's forward saw, one token = ``patch`` pixels), like the Halting depth tab."""
     if image.shape[:2] != tuple(working_size):
         image = to_working_size(image, tuple(working_size))
-    return views.halting_map(result.halting_depth, num_groups, image, patch)
+    return drawing.halting_map(result.halting_depth, num_groups, image, patch)
 
 
 def rules_markdown() -> str:

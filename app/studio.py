@@ -1,6 +1,6 @@
 """The app's event handlers, bound to one Predictor: plain values in, plain values / gr.update out.
 
-They call the pure modules (analysis, views, charts, readouts, images, controls) and turn bad input into
+They call the pure modules (analysis, charts, readouts, images, controls; ``dovit.drawing`` draws) and turn bad input into
 ``gr.Error`` messages for the user, logged as one line each. Layout and wiring are in ``app.ui``.
 
 Sharing: the Predictor is behind ``ModelGate`` (interactive calls before sweep steps) and every model
@@ -26,8 +26,9 @@ from gradio.utils import get_upload_folder
 from dovit import CheckpointError, Predictor
 from dovit.familiarity import ConfidenceRange
 from dovit.predictor import check_xi
+from dovit import drawing
 
-from . import controls, views
+from . import controls
 from .analysis import Views, analyse, run_sweep, to_working_size
 from .charts import sweep_figure
 from .examples import ASSETS_DIR, default_examples_dir
@@ -247,7 +248,7 @@ class Studio:
             runtime = RUNTIMES.get(runtime_label) or (session.runtime if session is not None else "pytorch")
             session = Session(image=decoded.rgb, size=size, working=to_working_size(decoded.rgb, size), model=model,
                               runtime=runtime, example=self.example_index(source),
-                              palette=palette if palette in views.PALETTES else
+                              palette=palette if palette in drawing.PALETTES else
                               (session.palette if session is not None else "dataset"))
             notices = " · ".join([f"Image {width}×{height} px"] + decoded.notices)
             return [session, notices, gr.update(choices=choices, value=size_value),
@@ -341,8 +342,8 @@ class Studio:
                    request: gr.Request = None) -> list:
         """The masks' colours (the checkpoint's or colour-blind safe) for this session. Returns [session, *views]."""
         with self.finished(request):
-            if palette not in views.PALETTES:
-                raise user_error(f"unknown palette {palette!r}; choose one of: {', '.join(views.PALETTES)}")
+            if palette not in drawing.PALETTES:
+                raise user_error(f"unknown palette {palette!r}; choose one of: {', '.join(drawing.PALETTES)}")
             if session is None:
                 return [None, *self.empty_views().flat()]
             session.palette = palette
@@ -352,7 +353,7 @@ class Studio:
         """Re-blend the last mask over the image: no forward needed."""
         if session is None or session.color_mask is None:
             return None
-        return views.blend(session.working, session.color_mask, opacity)
+        return drawing.blend(session.working, session.color_mask, opacity)
 
     def on_sweep(self, xi: float, session: Session | None, request: gr.Request = None,
                  progress=gr.Progress()) -> Iterator[list]:
@@ -395,7 +396,7 @@ class Studio:
                 prediction = self.predictor.predict(decoded.rgb, xi=xi, size=self.default_size)
             summary = prediction_summary(prediction, ConfidenceRange.from_metadata(self.predictor.model.checkpoint_metadata))
             summary["notices"] = decoded.notices
-            return views.colorize_mask(prediction.mask, self.config.class_colors), summary
+            return drawing.colorize_mask(prediction.mask, self.config.class_colors), summary
 
 
     def api_trace(self, image: str | bytes | None, xi: float | None, request: gr.Request = None) -> dict:

@@ -22,8 +22,9 @@ from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 
 from dovit import Predictor
+from dovit import drawing
 
-from . import compare_tab, controls, inspector_tab, policies_tab, sharing, views
+from . import compare_tab, controls, inspector_tab, policies_tab, sharing
 from . import dataset_tab, video_tab
 from .examples import find_examples
 from .header import header_markdown
@@ -248,7 +249,7 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
             with gr.Tab("Segmentation", id="segmentation"):
                 with gr.Row():
                     opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Mask opacity", elem_id="opacity")
-                    palette = gr.Radio(list(views.PALETTES), value="dataset", elem_id="palette",
+                    palette = gr.Radio(list(drawing.PALETTES), value="dataset", elem_id="palette",
                                        label="Mask colours (the data set's, or colour-blind safe)")
                 legend = gr.HTML(elem_id="legend")
                 with gr.Row():

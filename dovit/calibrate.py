@@ -179,15 +179,18 @@ class _Batches:
 
 
 def _loss(model: DoViTSegmenter, teacher: DoViTSegmenter | None, pixels: torch.Tensor, xi: float) -> torch.Tensor:
-    """aux: Eq. 10 with the dense argmax as labels, from one dense forward. Otherwise Eq. 12 with the
-    frozen dense model's argmax as labels and its logits as the distillation target (Eq. 11)."""
+    """aux: Eq. 10 with the dense argmax as labels, from one dense forward. Otherwise Eq. 10 for the aux heads
+    and, for the decoder, only the distillation from the frozen dense model's logits (Eq. 11): where the
+    decoder still equals the dense one (xi = 1) that term and its gradient are zero, whereas the cross-entropy
+    to the dense argmax (Eq. 9) kept pulling it towards harder answers and moved xi = 1 off the dense masks."""
     if teacher is None:
         output = model(pixels, xi=1.0, with_aux=True)
         return dovit_loss(output, output.logits.detach().argmax(1), model.patch_size, beta=0.0)["aux"]
     with torch.no_grad():
         dense_logits = teacher(pixels, xi=1.0).logits
     output = model(pixels, xi=xi, equalise=True)
-    return dovit_loss(output, dense_logits.argmax(1), model.patch_size, beta=1.0, teacher_logits=dense_logits)["loss"]
+    parts = dovit_loss(output, dense_logits.argmax(1), model.patch_size, beta=1.0, teacher_logits=dense_logits)
+    return parts["aux"] + parts["sd"]
 
 
 def _learning_rate(config: CalibrateConfig, elapsed_s: float) -> float:

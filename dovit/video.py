@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 import torch
 
+from . import drawing
 from .data.datasets import IMAGE_SUFFIXES, read_rgb
 from .predictor import Predictor, check_xi
 from .preprocess import logits_to_mask, resize_image
@@ -253,29 +254,12 @@ def write_records_csv(records: Iterable[FrameRecord], path: str | Path) -> Path:
 
 
 # ------------------------------------------------------------------ overlays (pure)
-DISAGREE_RGB = (255, 0, 255)
-STOPPED_HERE_RGB = (255, 140, 0)  # orange, as the studio's token-pass view
-
-
-def class_palette(colors: list, num_classes: int) -> np.ndarray:
-    """(num_classes + 1, 3) uint8: the checkpoint's class colours, then black for ids outside them."""
-    palette = np.zeros((num_classes + 1, 3), np.uint8)
-    palette[: len(colors)] = np.asarray(colors, np.uint8).reshape(-1, 3)[:num_classes]
-    return palette
-
-
-def depth_palette(num_groups: int) -> np.ndarray:
-    """(num_groups, 3) uint8 RGB, dark purple (stopped after B_1) to yellow (ran every block)."""
-    ramp = np.linspace(30, 240, num_groups).round().astype(np.uint8)[:, None]
-    return cv2.applyColorMap(ramp, cv2.COLORMAP_PLASMA)[:, 0, ::-1].copy()
-
-
 def overlay_frame(frame: np.ndarray, overlay: str, trace: Trace, working_size: tuple[int, int], patch: int,
-                  mask: np.ndarray | None = None, palette: np.ndarray | None = None,
+                  mask: np.ndarray | None = None, colors=None,
                   dense_mask: np.ndarray | None = None, opacity: float = 0.5) -> np.ndarray:
     """Draw one overlay over (H, W, 3) uint8 RGB ``frame``; returns a new (H, W, 3) uint8 image.
 
-    overlay: "mask" (``palette`` colours of ``mask`` (H, W)), "tokens" (the token pass per group, one
+    overlay: "mask" (``mask`` (H, W) in the class ``colors``), "tokens" (the token pass per group, one
     tile per group B_1..B_{D+1}, see ``token_pass_mosaic``), "halting" (the group after which each token
     stopped, ``trace.halting_depth``), "disagreement" (magenta where ``mask`` differs from ``dense_mask``,
     over a dimmed grey frame) or "none". working_size, patch: how the model cut the frame into tokens.
@@ -285,15 +269,15 @@ def overlay_frame(frame: np.ndarray, overlay: str, trace: Trace, working_size: t
     if overlay == "tokens":
         return token_pass_mosaic(frame, trace, working_size, patch)
     if overlay == "mask":
-        colours = palette[np.clip(mask, -1, len(palette) - 1)]  # -1 and ids past the palette: black
+        colours = drawing.colorize_mask(mask, colors)
     elif overlay == "halting":
         index = token_index_map(frame.shape[:2], working_size, trace.grid, patch)
-        colours = expand_tokens(depth_palette(len(trace.groups))[trace.halting_depth - 1], index)
+        colours = expand_tokens(drawing.depth_colors(len(trace.groups))[trace.halting_depth - 1], index)
     elif overlay == "disagreement":
         if dense_mask is None:
             raise ValueError("the disagreement overlay needs the dense mask")
         grey = cv2.cvtColor(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB) // 2
-        grey[mask != dense_mask] = DISAGREE_RGB
+        grey[mask != dense_mask] = drawing.DISAGREE_COLOR
         return grey
     else:
         raise ValueError(f"unknown overlay {overlay!r}; choose from {OVERLAYS}")
@@ -302,14 +286,14 @@ def overlay_frame(frame: np.ndarray, overlay: str, trace: Trace, working_size: t
 
 def token_pass_mosaic(frame: np.ndarray, trace: Trace, working_size: tuple[int, int], patch: int) -> np.ndarray:
     """The token pass of every group in one (H, W, 3) uint8 picture: a grid of tiles (2 x 2 for four
-    groups), tile g the frame with the tokens group B_g runs on clear, those stopped earlier dark and
-    those the decision just before B_g stopped orange."""
+    groups), tile g the frame with the tokens group B_g runs on clear, as the studio draws them
+    (``drawing.mark_token_pass``)."""
     height, width = frame.shape[:2]
     groups = len(trace.groups)
     columns = int(np.ceil(np.sqrt(groups)))
     rows = int(np.ceil(groups / columns))
     tile_size = (max(1, height // rows), max(1, width // columns))
-    tile = resize_image(frame, tile_size).astype(np.float32)
+    tile = resize_image(frame, tile_size)
     index = token_index_map(tile_size, working_size, trace.grid, patch)
     mosaic = np.zeros_like(frame)
     for group in range(groups):
@@ -318,11 +302,8 @@ def token_pass_mosaic(frame: np.ndarray, trace: Trace, working_size: tuple[int, 
         else:
             decision = trace.decisions[group - 1]
             kept, stopped_here = decision.keep_mask, decision.stopped_here
-        shade = np.where(expand_tokens(kept, index), 1.0, 0.3)[..., None]
-        picture = tile * shade
-        here = expand_tokens(stopped_here, index)
-        picture[here] = tile[here] * 0.45 + np.asarray(STOPPED_HERE_RGB, np.float32) * 0.55
-        picture = caption_frame(picture.astype(np.uint8), f"B{group + 1}", bottom=True)
+        picture = drawing.mark_token_pass(tile, expand_tokens(kept, index), expand_tokens(stopped_here, index))
+        picture = caption_frame(picture, f"B{group + 1}", bottom=True)
         top, left = (group // columns) * tile_size[0], (group % columns) * tile_size[1]
         mosaic[top:top + tile_size[0], left:left + tile_size[1]] = picture
     return mosaic
@@ -370,7 +351,7 @@ def analyze_video(predictor: Predictor, source: str | Path, xi: float | None = N
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     model, config = predictor.model, predictor.config
-    palette = class_palette(config.class_colors, config.num_classes)
+    colors = config.class_colors
     frames = enumerate(iter_named_frames(source, max_frames, max_side))
     while chunk := list(itertools.islice(frames, batch_size)):
         start = time.perf_counter()
@@ -387,7 +368,7 @@ def analyze_video(predictor: Predictor, source: str | Path, xi: float | None = N
             record = FrameRecord(frame=index, gflops=trace.flops / 1e9, dense_gflops=trace.dense_flops / 1e9,
                                  kept_tokens=[g.tokens for g in trace.groups], latency_ms=latency_ms, name=name, xi=xi)
             annotated = overlay_frame(frame, overlay, trace, tuple(pixels.shape[-2:]), model.patch_size, masks[i],
-                                      palette, dense_mask, opacity)
+                                      colors, dense_mask, opacity)
             if caption:
                 caption_frame(annotated, f"#{index} xi {xi:g}  {record.gflops:.2f}/{record.dense_gflops:.2f} GFLOPs  "
                                          f"{latency_ms:.0f} ms")

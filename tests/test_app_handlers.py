@@ -201,7 +201,7 @@ def test_app_py_flags():
 
 
 def test_colour_blind_palette_redraws_masks_and_legend_for_this_session(studio, street_png):
-    from app.views import COLOR_BLIND_SAFE
+    from dovit.drawing import COLOR_BLIND_SAFE
 
     session = studio.on_image(str(street_png), studio.default_size_value, 0.9, 0.5, None)[0]
     dataset_mask = session.color_mask.copy()

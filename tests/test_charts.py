@@ -3,7 +3,7 @@ import pytest
 
 from app.charts import SweepPoint, _interpolate, sweep_figure, tokens_flops_figure
 from app.controls import position_from_xi
-from test_views import make_trace  # not tests.test_views: an installed "tests" package can shadow ours
+from test_drawing import make_trace  # not tests.test_drawing: an installed "tests" package can shadow ours
 
 
 def test_tokens_flops_figure_has_one_bar_per_block_with_group_tokens():

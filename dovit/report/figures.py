@@ -6,7 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..video import depth_palette
+from ..drawing import depth_colors
 
 DOVIT_COLOR = "#d62728"
 DENSE_COLOR = "#7f7f7f"
@@ -124,7 +124,7 @@ def tradeoff_figure(rows: list[dict], xi: float) -> go.Figure:
 
 
 def _depth_colors(count: int) -> list[str]:
-    return [f"rgb({r},{g},{b})" for r, g, b in depth_palette(count).tolist()]
+    return [f"rgb({r},{g},{b})" for r, g, b in depth_colors(count).tolist()]
 
 
 def timeline_figure(records: list, current: int | None = None) -> go.Figure:

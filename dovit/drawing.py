@@ -1,4 +1,5 @@
-"""Pure drawing functions: one forward's ``Trace`` and masks -> (H, W, 3) uint8 RGB images or HTML.
+"""Pure drawing functions: one forward's ``Trace`` and masks -> (H, W, 3) uint8 RGB images or HTML. The
+studio's views, the video overlays and the report's figures take their colours and token-pass marks here.
 
 Every image is drawn at the working resolution (H, W), the size the model saw, so that one token is
 exactly one ``patch`` x ``patch`` square (the grid is padded at the bottom/right like the model pads).
@@ -13,7 +14,7 @@ import cv2
 import numpy as np
 
 if TYPE_CHECKING:
-    from dovit import Trace
+    from .trace import Trace
 
 
 def _lut(colormap: int) -> np.ndarray:
@@ -77,15 +78,21 @@ def token_overlay(
     earlier (dark, '\\' hatching). The hatching tells them apart without colour or shade.
     """
     size = image.shape[:2]
+    here_px = None if stopped_here is None else upsample_tokens(stopped_here, patch, size)
+    return draw_patch_grid(mark_token_pass(image, upsample_tokens(kept, patch, size), here_px), patch)
+
+
+def mark_token_pass(image: np.ndarray, kept_px: np.ndarray, here_px: np.ndarray | None) -> np.ndarray:
+    """(H, W, 3) uint8 with the pixels of tokens that skip a group shaded and hatched '\\', and those the
+    decision just before it stopped (``here_px``) orange and hatched '/'; kept_px, here_px (H, W) bool."""
+    size = image.shape[:2]
     out = image.astype(np.float32)
-    kept_px = upsample_tokens(kept, patch, size)
     out[~kept_px] = out[~kept_px] * 0.3 + 20  # shaded: these tokens skip the group
     out[~kept_px & hatch(size, 1)] = 150
-    if stopped_here is not None:
-        here_px = upsample_tokens(stopped_here, patch, size)
+    if here_px is not None:
         out[here_px] = image[here_px] * 0.45 + STOPPED_HERE_COLOR * 0.55
         out[here_px & hatch(size, -1)] = 255
-    return draw_patch_grid(out.astype(np.uint8), patch)
+    return out.astype(np.uint8)
 
 
 def group_overlays(image: np.ndarray, trace: Trace, patch: int) -> list[tuple[np.ndarray, str]]:

@@ -1,8 +1,8 @@
-"""app.views: pure drawing functions on small arrays and on a real tiny model's trace."""
+"""dovit.drawing: pure drawing functions on small arrays and on a real tiny model's trace."""
 import numpy as np
 import pytest
 
-from app import views
+from dovit import drawing
 from dovit import DecisionTrace, GroupTrace, Predictor, Trace
 
 PATCH = 4
@@ -35,7 +35,7 @@ def image():
 
 def test_upsample_tokens_fills_patches_and_crops():
     tokens = np.array([[1, 2, 3], [4, 5, 6]])
-    pixels = views.upsample_tokens(tokens, PATCH, (7, 11))
+    pixels = drawing.upsample_tokens(tokens, PATCH, (7, 11))
     assert pixels.shape == (7, 11)
     assert (pixels[:4, :4] == 1).all() and (pixels[4:, 8:] == 6).all()
 
@@ -44,7 +44,7 @@ def test_token_overlay_keeps_kept_tokens_clear_and_shades_stopped(image):
     kept = np.array([[True, False, True], [True, True, True]])
     here = np.array([[False, False, False], [False, False, True]])
     kept_now = kept & ~here
-    out = views.token_overlay(image, kept_now, here, PATCH)
+    out = drawing.token_overlay(image, kept_now, here, PATCH)
     assert out.shape == image.shape and out.dtype == np.uint8
     inside = (slice(1, 4), slice(1, 4))  # token (0, 0) away from grid lines: untouched
     np.testing.assert_array_equal(out[inside], image[inside])
@@ -55,7 +55,7 @@ def test_token_overlay_keeps_kept_tokens_clear_and_shades_stopped(image):
 
 def test_group_overlays_one_per_group_with_counts(image):
     trace = make_trace()
-    overlays = views.group_overlays(image, trace, PATCH)
+    overlays = drawing.group_overlays(image, trace, PATCH)
     assert len(overlays) == len(trace.groups)
     assert "6/6 kept (100%)" in overlays[0][1]
     assert f"{trace.groups[1].tokens}/6" in overlays[1][1] and "2 stopped here" in overlays[1][1]
@@ -65,38 +65,38 @@ def test_group_overlays_one_per_group_with_counts(image):
 def test_confidence_heatmap_has_colour_bar_and_contour(image):
     confidence = np.array([[0.9, 0.1, 0.1], [0.1, 0.1, 0.1]], np.float32)
     large = np.repeat(np.repeat(image, 4, 0), 4, 1)  # 28 x 44: patch 16 -> grid 2 x 3
-    out = views.confidence_heatmap(confidence, 0.5, large, 16)
+    out = drawing.confidence_heatmap(confidence, 0.5, large, 16)
     assert out.shape == (28, 44 + 64, 3)
     white = (out[:, :44] == 255).all(axis=2)
     assert white[:, :18].any() and not white[:, 20:44].any()  # contour only around the confident token
-    none_above = views.confidence_heatmap(confidence, 1.0, large, 16)
+    none_above = drawing.confidence_heatmap(confidence, 1.0, large, 16)
     assert not (none_above[:, :44] == 255).all(axis=2).any()
 
 
 def test_decision_heatmaps_one_per_decision(image):
     trace = make_trace()
-    maps = views.decision_heatmaps(image, trace, PATCH)
+    maps = drawing.decision_heatmaps(image, trace, PATCH)
     assert len(maps) == 2 and "after block 1" in maps[0][1] and "2/6 above ξ" in maps[0][1]
 
 
 def test_colorize_mask_uses_palette_and_blacks_out_unknown_ids():
     mask = np.array([[0, 1], [2, 7]])
     colours = [(10, 20, 30), (40, 50, 60), (70, 80, 90)]
-    out = views.colorize_mask(mask, colours)
+    out = drawing.colorize_mask(mask, colours)
     assert out.dtype == np.uint8 and out.shape == (2, 2, 3)
     assert tuple(out[0, 1]) == (40, 50, 60) and tuple(out[1, 1]) == (0, 0, 0)
 
 
 def test_blend_endpoints(image):
     overlay = np.full_like(image, 255)
-    np.testing.assert_array_equal(views.blend(image, overlay, 0.0), image)
-    np.testing.assert_array_equal(views.blend(image, overlay, 1.0), overlay)
+    np.testing.assert_array_equal(drawing.blend(image, overlay, 0.0), image)
+    np.testing.assert_array_equal(drawing.blend(image, overlay, 1.0), overlay)
 
 
 def test_halting_map_colours_follow_depth(image):
     trace = make_trace()
-    out = views.halting_map(trace.halting_depth, 3, image, PATCH, opacity=1.0)
-    colours = views.depth_colors(3)
+    out = drawing.halting_map(trace.halting_depth, 3, image, PATCH, opacity=1.0)
+    colours = drawing.depth_colors(3)
     assert len({tuple(c) for c in colours}) == 3
     np.testing.assert_array_equal(out[1:4, 1:4].reshape(-1, 3)[0], colours[0])  # token (0, 0) stopped after B_1
 
@@ -105,15 +105,15 @@ def test_disagreement_map_marks_exactly_the_differing_pixels(image):
     mask = np.zeros(image.shape[:2], np.int64)
     dense = mask.copy()
     dense[2, 3] = 1
-    out = views.disagreement_map(mask, dense, image)
-    magenta = (out == views.DISAGREE_COLOR).all(axis=2)
+    out = drawing.disagreement_map(mask, dense, image)
+    magenta = (out == drawing.DISAGREE_COLOR).all(axis=2)
     assert magenta.sum() == 1 and magenta[2, 3]
 
 
 def test_legend_lists_every_class_escaped_with_shares():
-    html = views.legend_html(["road", "<b>car</b>"], [(1, 2, 3), (4, 5, 6)], np.array([[0, 0, 0, 1]]))
+    html = drawing.legend_html(["road", "<b>car</b>"], [(1, 2, 3), (4, 5, 6)], np.array([[0, 0, 0, 1]]))
     assert "road 75.0%" in html and "&lt;b&gt;car&lt;/b&gt; 25.0%" in html and "rgb(4, 5, 6)" in html
-    assert "stopped after B1" in views.depth_legend_html(3) and "ran all blocks" in views.depth_legend_html(3)
+    assert "stopped after B1" in drawing.depth_legend_html(3) and "ran all blocks" in drawing.depth_legend_html(3)
 
 
 def test_views_of_a_dense_forward_stop_nothing(tiny_model):
@@ -122,16 +122,16 @@ def test_views_of_a_dense_forward_stop_nothing(tiny_model):
     image = np.random.default_rng(1).integers(0, 255, (64, 96, 3), dtype=np.uint8)
     prediction = predictor.predict(image, xi=1.0)
     patch = tiny_model.patch_size
-    for overlay, caption in views.group_overlays(image, prediction.trace, patch):
+    for overlay, caption in drawing.group_overlays(image, prediction.trace, patch):
         assert "(100%)" in caption
         np.testing.assert_array_equal(overlay[1:patch, 1:patch], image[1:patch, 1:patch])
-    disagreement = views.disagreement_map(prediction.mask, prediction.dense_mask, image)
-    assert not (disagreement == views.DISAGREE_COLOR).all(axis=2).any()
+    disagreement = drawing.disagreement_map(prediction.mask, prediction.dense_mask, image)
+    assert not (disagreement == drawing.DISAGREE_COLOR).all(axis=2).any()
     assert (prediction.trace.halting_depth == len(prediction.trace.groups)).all()
 
 
 def test_colour_blind_palette_keeps_the_class_count_and_refuses_unknown_schemes():
-    from app.views import COLOR_BLIND_SAFE, class_palette
+    from dovit.drawing import COLOR_BLIND_SAFE, class_palette
 
     dataset = np.arange(33, dtype=np.uint8).reshape(11, 3)
     assert (class_palette(dataset) == dataset).all()
@@ -143,7 +143,7 @@ def test_colour_blind_palette_keeps_the_class_count_and_refuses_unknown_schemes(
 
 
 def test_stopped_tokens_are_hatched_so_shade_is_not_the_only_cue():
-    from app.views import hatch, token_overlay
+    from dovit.drawing import hatch, token_overlay
 
     image = np.full((32, 48, 3), 128, np.uint8)
     kept = np.array([[True, False, True], [True, True, False]])
