@@ -32,11 +32,11 @@ from .data import DATASETS, folders
 from .flops import FLOPS_CONVENTION, forward_flops
 from .metrics import ConfusionMatrix
 from .predictor import Predictor, check_xi
-from .preprocess import resize_image
+from .preprocess import class_mask, resize_image
 from .report.html import write_report
 from .report.tokens import token_index_map, token_majority, token_sums
 from .trace import Trace, build_trace
-from .video import FrameRecord, class_mask, count_frames, iter_named_frames, overlay_frame, write_records_csv
+from .video import FrameRecord, count_frames, iter_named_frames, overlay_frame, write_records_csv
 
 DEFAULT_XI_GRID = (0.8, 0.85, 0.9, 0.95, 0.98, 1.0)
 CALIBRATION_BINS = 10

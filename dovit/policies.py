@@ -43,7 +43,7 @@ from . import token_pass as tp
 from .flops import forward_flops
 from .model import KeepDecider, SegmenterOutput
 from .predictor import Predictor, validate_image
-from .preprocess import logits_to_mask
+from .preprocess import class_mask
 from .report.tokens import token_index_map, token_majority
 from .trace import Trace, build_trace
 
@@ -278,14 +278,14 @@ class PolicyRunner:
         self.prefix_ms = (time.perf_counter() - start) * 1000.0
         start = time.perf_counter()
         dense = self.model.forward_from(self.state, 1.0, with_aux=False)
-        self.dense_mask = logits_to_mask(dense.logits, self.image_size)[0].cpu().numpy()
+        self.dense_mask = class_mask(dense.logits, self.image_size)
         self.dense_latency_ms = self.prefix_ms + (time.perf_counter() - start) * 1000.0
         self.dense_trace = build_trace(self.model, dense)
         self.grid = dense.grid
         self.num_tokens = self.grid[0] * self.grid[1]
         self.num_decisions = len(self.model.decision_layers)
         working = tuple(int(v) for v in pixels.shape[-2:])
-        working_mask = logits_to_mask(dense.logits)[0].cpu().numpy()
+        working_mask = class_mask(dense.logits)
         token_index = token_index_map(working, working, self.grid, self.model.patch_size)
         majority = token_majority(working_mask, token_index, self.num_tokens, self.model.config.num_classes)
         self.dense_class = torch.from_numpy(majority).to(pixels.device).unsqueeze(0)  # (1, N)
@@ -393,7 +393,7 @@ class PolicyRunner:
             output = self.model.forward_from(self.state, 1.0, with_aux=False)
         else:
             output = self.forward(policy, choice.parameter, stop_counts)
-        mask = logits_to_mask(output.logits, self.image_size)[0].cpu().numpy()
+        mask = class_mask(output.logits, self.image_size)
         latency_ms = self.prefix_ms + (time.perf_counter() - start) * 1000.0
         trace = build_trace(self.model, output)
         budget_flops = budget * self.dense_flops

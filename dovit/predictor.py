@@ -11,7 +11,7 @@ import torch
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .model import DoViTSegmenter, TokenState
-from .preprocess import logits_to_mask, preprocess_image
+from .preprocess import class_mask, preprocess_image
 from .token_pass import check_xi  # noqa: F401  (re-exported: callers validate xi with the Predictor's rule)
 from .trace import Trace, build_trace
 
@@ -126,7 +126,7 @@ class Predictor:
         prefix_ms = (time.perf_counter() - start) * 1000.0
         start = time.perf_counter()
         dense = self.model.forward_from(state, 1.0, with_aux=False)
-        dense_mask = self._to_mask(dense.logits, image.shape[:2])
+        dense_mask = class_mask(dense.logits, image.shape[:2])
         dense_ms = (time.perf_counter() - start) * 1000.0  # timed like predict(): forward + mask
         dense_confidence = mean_confidence(dense.logits)[0]
         self._cache = _ImageCache(
@@ -156,7 +156,7 @@ class Predictor:
         cache = self._cache
         start = time.perf_counter()
         output = self.model.forward_from(cache.state, xi, with_aux=True)
-        mask = self._to_mask(output.logits, cache.original_size)
+        mask = class_mask(output.logits, cache.original_size)
         run_ms = (time.perf_counter() - start) * 1000.0
         return Prediction(
             mask=mask,
@@ -198,13 +198,13 @@ class Predictor:
             prefix_ms = (time.perf_counter() - start) * 1000.0
             start = time.perf_counter()
             output = self.model.forward_from(state, xi, with_aux=True)
-            masks = [self._to_mask(output.logits[i : i + 1], image.shape[:2]) for i, image in enumerate(chunk)]
+            masks = [class_mask(output.logits[i : i + 1], image.shape[:2]) for i, image in enumerate(chunk)]
             run_ms = (time.perf_counter() - start) * 1000.0
             dense_masks, dense_ms, confidences = [None] * len(chunk), float("nan"), [float("nan")] * len(chunk)
             if dense:
                 start = time.perf_counter()
                 logits = self.model.forward_from(state, 1.0, with_aux=False).logits
-                dense_masks = [self._to_mask(logits[i : i + 1], image.shape[:2]) for i, image in enumerate(chunk)]
+                dense_masks = [class_mask(logits[i : i + 1], image.shape[:2]) for i, image in enumerate(chunk)]
                 dense_ms = (time.perf_counter() - start) * 1000.0
                 confidences = mean_confidence(logits)
             predictions += [
@@ -215,11 +215,6 @@ class Predictor:
                 for i in range(len(chunk))
             ]
         return predictions
-
-    @staticmethod
-    def _to_mask(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-        """(1, C, h, w) logits -> (H, W) int64 numpy class ids at ``size`` (the input image's)."""
-        return logits_to_mask(logits, size)[0].cpu().numpy()
 
 
 def mean_confidence(logits: torch.Tensor) -> list[float]:

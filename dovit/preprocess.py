@@ -150,3 +150,9 @@ def _linear_taps(source: int, target: int, device: torch.device) -> tuple[torch.
     second = (first + 1).clamp(max=source - 1)
     weight = (position - first.to(torch.float32)).clamp(0.0, 1.0)
     return first.to(device), second.to(device), weight.to(device)
+
+
+def class_mask(logits: torch.Tensor, size: tuple[int, int] | None = None) -> np.ndarray:
+    """One image's (1, C, h, w) logits -> its (height, width) int64 numpy class ids at ``size``
+    (:func:`logits_to_mask`; None keeps the logits' size)."""
+    return logits_to_mask(logits, size)[0].cpu().numpy()

@@ -29,7 +29,7 @@ import torch
 from . import drawing
 from .data.datasets import IMAGE_SUFFIXES, read_rgb
 from .predictor import Predictor, check_xi
-from .preprocess import logits_to_mask, resize_image
+from .preprocess import class_mask, resize_image
 from .report.tokens import expand_tokens, token_index_map
 from .trace import Trace, build_trace
 
@@ -324,11 +324,6 @@ def caption_frame(frame: np.ndarray, text: str, bottom: bool = False) -> np.ndar
 
 
 # ------------------------------------------------------------------ analysis
-def class_mask(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """(1, C, h, w) logits -> (height, width) int64 numpy class ids at ``size`` (``preprocess.logits_to_mask``)."""
-    return logits_to_mask(logits, size)[0].cpu().numpy()
-
-
 @torch.inference_mode()
 def analyze_video(predictor: Predictor, source: str | Path, xi: float | None = None, overlay: str = "mask",
                   max_frames: int | None = None, max_side: int | None = None, opacity: float = 0.5,
