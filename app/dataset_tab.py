@@ -20,8 +20,8 @@ from dovit.analyze import DEFAULT_XI_GRID, Frame, ReportAccumulator, analyse_ima
 from dovit.report.html import headline_table, report_figures, write_report
 from dovit.video import count_frames
 
+from .limits import new_run_folder
 from .studio import Studio, user_error
-from .video_tab import new_run_folder
 
 REPORT_QUEUE = "report"
 FIGURE_SLOTS = 6  # report_figures gives 4 without labels, 6 with

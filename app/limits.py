@@ -8,11 +8,14 @@
 """
 from __future__ import annotations
 
+import shutil
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from .images import MAX_UPLOAD_BYTES
 
@@ -159,3 +162,20 @@ class Admission:
         oldest = self._clock() - self.limits.pending_ttl_s
         for ticket in [t for t, (_, _, _, admitted) in self._tickets.items() if admitted < oldest]:
             del self._tickets[ticket]
+
+
+RUNS_KEPT = 16  # job folders (video, data-set report, export) kept on disk (each session's last run, for its scrubber and downloads)
+RUN_MAX_AGE_S = 1800.0  # and none older than gradio's cache sweep keeps outputs
+
+
+def new_run_folder(work_root: Path) -> Path:
+    """A fresh job folder under ``work_root``; the oldest folders beyond ``RUNS_KEPT`` and those older than
+    ``RUN_MAX_AGE_S`` are deleted first, so that jobs do not fill the disk."""
+    work_root.mkdir(parents=True, exist_ok=True)
+    runs = sorted((p for p in work_root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    now = time.time()
+    for old in [p for p in runs if now - p.stat().st_mtime > RUN_MAX_AGE_S] + runs[:max(0, len(runs) - RUNS_KEPT + 1)]:
+        shutil.rmtree(old, ignore_errors=True)
+    folder = work_root / uuid.uuid4().hex
+    folder.mkdir()
+    return folder

@@ -16,6 +16,7 @@ from . import controls
 from .analysis import analyse, to_working_size
 from .bundle import build_zip
 from .charts import sweep_figure
+from .limits import new_run_folder
 from .links import TABS, UPLOAD_NOTE, PageLink, link_query, parse_link
 from .state import Session
 from .studio import Studio, user_error
@@ -24,6 +25,7 @@ LABEL_TO_TAB = {label: slug for slug, label in TABS.items()}
 # The js of the Copy link button: the page's own address replaces the last input (the server cannot know
 # under which host name the user reached it), and the link goes to the clipboard when the browser allows.
 PAGE_URL_JS = "(...args) => [...args.slice(0, -1), window.location.origin + window.location.pathname]"
+EXPORT_ROOT = Path(tempfile.gettempdir()) / "dovit-export"  # ZIPs, pruned like the video jobs (new_run_folder)
 CLIPBOARD_JS = "(link) => { if (navigator.clipboard && link) navigator.clipboard.writeText(link).catch(() => {}); }"
 
 
@@ -121,7 +123,6 @@ class ExportHandlers:
             views = analyse(predictor, working, xi, opacity)
         data = build_zip(views, working, list(predictor.config.class_names), f"{label} ({predictor.config.backbone})",
                          charts)
-        folder = Path(tempfile.mkdtemp(prefix="dovit-export-"))
-        path = folder / f"dovit_xi{xi:g}_{working.shape[0]}x{working.shape[1]}.zip"
+        path = new_run_folder(EXPORT_ROOT) / f"dovit_xi{xi:g}_{working.shape[0]}x{working.shape[1]}.zip"
         path.write_bytes(data)
         return str(path)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -33,7 +32,7 @@ from dovit.video import (FrameRecord, FrameWriter, analyze_video, count_frames, 
 
 from .guard import video_problem
 from .images import NOT_UPLOADED, fit_within
-from .limits import ServingLimits
+from .limits import RUN_MAX_AGE_S, ServingLimits, new_run_folder
 from .studio import Studio, user_error
 
 VIDEO_QUEUE = "video"
@@ -41,8 +40,6 @@ OVERLAY_CHOICES = [("Segmentation mask", "mask"), ("Token pass per group (B1…B
                    ("Halting depth", "halting"), ("Dense vs DoViT disagreement (runs dense too)", "disagreement"),
                    ("None (frame only)", "none")]
 PLAYBACK_MAX_SIDE = 320  # the player's WebM: VP8 costs ~15x mp4v per pixel, and the player is 300 px high
-RUNS_KEPT = 16  # job folders kept on disk (each session's last run, for its scrubber and downloads)
-RUN_MAX_AGE_S = 1800.0  # and none older than gradio's cache sweep keeps outputs
 
 
 @dataclass
@@ -87,19 +84,6 @@ def frame_folders(roots: Sequence[str | Path], depth: int = 2) -> dict[str, Path
 def is_label_folder(folder: Path) -> bool:
     """A CamVid-layout label folder (``<split>annot`` beside ``<split>``): label maps, not frames."""
     return folder.name.endswith("annot") and (folder.parent / folder.name.removesuffix("annot")).is_dir()
-
-
-def new_run_folder(work_root: Path) -> Path:
-    """A fresh job folder under ``work_root``; the oldest folders beyond ``RUNS_KEPT`` and those older than
-    ``RUN_MAX_AGE_S`` are deleted first, so that jobs do not fill the disk."""
-    work_root.mkdir(parents=True, exist_ok=True)
-    runs = sorted((p for p in work_root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
-    now = time.time()
-    for old in [p for p in runs if now - p.stat().st_mtime > RUN_MAX_AGE_S] + runs[:max(0, len(runs) - RUNS_KEPT + 1)]:
-        shutil.rmtree(old, ignore_errors=True)
-    folder = work_root / uuid.uuid4().hex
-    folder.mkdir()
-    return folder
 
 
 def checked_video(path: str | Path | None, upload_dirs: Sequence[str | Path], limits: ServingLimits) -> Path:
