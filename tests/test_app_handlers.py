@@ -188,7 +188,7 @@ def test_build_demo_offers_only_predict_trace_inspect_token_and_video_as_apis(ti
     cv2.imwrite(str(tmp_path / "example.png"), np.zeros((32, 32, 3), np.uint8))
     app = build_demo(Predictor(tiny_model), examples_dir=tmp_path)
     public = [fn.api_name for fn in app.blocks.fns.values() if fn.api_visibility != "private"]
-    assert sorted(public) == ["analyze_video", "inspect_token", "predict", "trace"]
+    assert sorted(public) == ["analyze_video", "export", "inspect_token", "predict", "trace"]
     assert str(tmp_path.resolve()) in app.example_dirs
     assert any(Path(d) == tmp_path.resolve() for d in app.studio.image_dirs)
 
@@ -196,8 +196,11 @@ def test_build_demo_offers_only_predict_trace_inspect_token_and_video_as_apis(ti
 def test_app_py_flags():
     result = subprocess.run([sys.executable, "app.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
-    for flag in ("--checkpoint", "--host", "--port", "--examples", "--frames-root", "--share", "--threads"):
+    for flag in ("--checkpoint", "--export", "--host", "--port", "--examples", "--frames-root", "--share", "--threads"):
         assert flag in result.stdout
+    refused = subprocess.run([sys.executable, "app.py", "--export", str(ROOT / "assets")], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "not an export folder" in refused.stderr
 
 
 def test_colour_blind_palette_redraws_masks_and_legend_for_this_session(studio, street_png):
