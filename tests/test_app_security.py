@@ -240,8 +240,8 @@ def test_predict_is_not_starved_behind_sweeps(served, fn_index):
     path = upload(served, "sweep.png", png_bytes(seed=5)).json()[0]
     sessions = [uuid.uuid4().hex for _ in range(5)]
     for session in sessions:  # each tab loads the image at the largest working size, as a user would
-        outcome = run_event(served, fn_index["on_image"], [file_payload(path), "128x192", 0.9, 0.5, None, None],
-                            session)
+        inputs = [file_payload(path), "128x192", 0.9, 0.5, None, None, "PyTorch", "dataset"]  # ..., model, runtime, colours
+        outcome = run_event(served, fn_index["on_image"], inputs, session)
         assert outcome.error is None, outcome.error
     start = time.perf_counter()
     assert run_event(served, fn_index["on_sweep"], [0.9, None], sessions[0]).error is None

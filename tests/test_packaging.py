@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ("dovit-studio", "dovit-train", "dovit-evaluate", "dovit-convert", "dovit-analyze", "dovit-compare",
-           "dovit-robustness", "dovit-familiarity", "dovit-calibrate")
+           "dovit-robustness", "dovit-familiarity", "dovit-calibrate", "dovit-export")
 
 
 def test_pyproject_declares_the_packages_and_commands():
@@ -24,6 +24,7 @@ def test_pyproject_declares_the_packages_and_commands():
         "dovit-convert": "dovit.convert:main", "dovit-analyze": "dovit.analyze:main",
         "dovit-compare": "dovit.compare:main", "dovit-robustness": "dovit.robustness:main",
         "dovit-familiarity": "dovit.familiarity:main", "dovit-calibrate": "dovit.calibrate:main",
+        "dovit-export": "dovit.export:main",
     }
     # Every package directory in the checkout is listed (a new subpackage must not be left out of installs).
     found = sorted(str(init.parent.relative_to(ROOT)).replace(os.sep, ".")
