@@ -55,13 +55,11 @@ class LinkHandlers:
     def _size(self, link: PageLink, path) -> tuple:
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         shape = image.shape[:2] if image is not None else None
-        choices = [value for _, value in controls.working_size_choices(self.studio.default_size, self.studio.patch,
-                                                                      shape)]
+        choices = controls.working_size_choices(self.studio.default_size, self.studio.patch, shape)
         value = f"{link.size[0]}x{link.size[1]}"
-        if value not in choices:
+        if value not in [offered for _, offered in choices]:
             return gr.update(), f"Link: working size {value} is not offered for this example; ignored."
-        return gr.update(choices=controls.working_size_choices(self.studio.default_size, self.studio.patch, shape),
-                         value=value), None
+        return gr.update(choices=choices, value=value), None
 
     @staticmethod
     def on_tab(event: gr.SelectData) -> str:

@@ -6,6 +6,7 @@ import socket
 from pathlib import Path
 
 CHROMIUM = Path("/usr/bin/chromium")
+STREET = Path(__file__).resolve().parents[2] / "assets" / "synthetic_street.png"  # the project's own example
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 TIMEOUT_MS = 90_000

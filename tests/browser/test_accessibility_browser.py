@@ -5,12 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from app_driver import launch_browser, open_app, upload
+from app_driver import STREET, launch_browser, open_app, upload
 from test_app_browser import sync_playwright  # skipped (failed in CI) like it without Playwright or Chromium
 
 ROOT = Path(__file__).resolve().parents[2]
 AXE = Path(os.environ.get("AXE_CORE_JS", ROOT / "node_modules" / "axe-core" / "axe.min.js"))
-ASSET = ROOT / "assets" / "synthetic_street.png"
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +36,7 @@ def test_no_critical_or_serious_violation(tiny_app_url, axe_source):
         try:
             page = open_app(browser, tiny_app_url)
             assert serious_violations(page, axe_source) == []
-            upload(page, ASSET)
+            upload(page, STREET)
             assert serious_violations(page, axe_source) == []
         finally:
             browser.close()

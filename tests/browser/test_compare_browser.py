@@ -1,10 +1,6 @@
 """Real browser: the Compare tab shows two ξ side by side under an image slider, with their costs."""
-from pathlib import Path
-
-from app_driver import launch_browser, open_app, upload
+from app_driver import STREET, launch_browser, open_app, upload
 from test_app_browser import sync_playwright  # skipped (failed in CI) like it without Playwright or Chromium
-
-ASSET = Path(__file__).resolve().parents[2] / "assets" / "synthetic_street.png"
 
 
 def test_compare_two_xi_under_an_image_slider(tiny_app_url):
@@ -12,7 +8,7 @@ def test_compare_two_xi_under_an_image_slider(tiny_app_url):
         browser = launch_browser(playwright)
         try:
             page = open_app(browser, tiny_app_url)
-            upload(page, ASSET)
+            upload(page, STREET)
             page.get_by_role("tab", name="Compare").click()
             page.click("#compare-run")
             page.wait_for_function("document.querySelector('#compare-table').innerText.includes('ξ = 1')")

@@ -1,10 +1,6 @@
 """Real browser: ξ is keyboard-operable (arrows, Home, End on the focused slider) and the views follow."""
-from pathlib import Path
-
-from app_driver import launch_browser, open_app, upload
+from app_driver import STREET, launch_browser, open_app, upload
 from test_app_browser import sync_playwright  # skipped (failed in CI) like it without Playwright or Chromium
-
-ASSET = Path(__file__).resolve().parents[2] / "assets" / "synthetic_street.png"
 
 
 def test_arrows_home_and_end_move_xi_and_the_readouts_follow(tiny_app_url):
@@ -12,7 +8,7 @@ def test_arrows_home_and_end_move_xi_and_the_readouts_follow(tiny_app_url):
         browser = launch_browser(playwright)
         try:
             page = open_app(browser, tiny_app_url)
-            upload(page, ASSET)
+            upload(page, STREET)
             slider = page.locator("#xi-slider input[type=range]")
             slider.focus()
             for key, xi in (("End", "1"), ("Home", "0"), ("ArrowRight", "0.003")):

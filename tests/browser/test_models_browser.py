@@ -1,13 +1,11 @@
 """Real browser: the model picker switches the tab's model (header, ξ, legend) and leaves another tab's alone."""
-from pathlib import Path
 
 import pytest
 import torch
 
-from app_driver import launch_browser, open_app, serve_on_loopback, upload
+from app_driver import STREET, launch_browser, open_app, serve_on_loopback, upload
 from test_app_browser import sync_playwright  # skipped (failed in CI) like it without Playwright or Chromium
 
-ASSET = Path(__file__).resolve().parents[2] / "assets" / "synthetic_street.png"
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +32,7 @@ def test_picking_a_model_switches_this_tab_only(app_url):
         browser = launch_browser(playwright)
         try:
             page, other = open_app(browser, app_url), open_app(browser, app_url)
-            upload(page, ASSET)
+            upload(page, STREET)
             page.locator("#model input").click()
             page.get_by_role("option", name="second").click()
             page.wait_for_function("document.querySelector('#header').innerText.includes('default ξ = 0.8')")
@@ -42,7 +40,7 @@ def test_picking_a_model_switches_this_tab_only(app_url):
             page.locator("#view-tabs").get_by_role("tab", name="Segmentation", exact=True).click()
             page.wait_for_function("document.querySelector('#legend').innerText.includes('lane')")
             assert "default ξ = 0.9" in other.inner_text("#header")
-            upload(other, ASSET)
+            upload(other, STREET)
             other.locator("#view-tabs").get_by_role("tab", name="Segmentation", exact=True).click()
             other.wait_for_function("document.querySelector('#legend').innerText.includes('road')")
         finally:

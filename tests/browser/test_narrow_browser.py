@@ -1,10 +1,6 @@
 """Real browser: on a 390 px wide phone screen the studio is one column and never scrolls sideways."""
-from pathlib import Path
-
-from app_driver import launch_browser, open_app, upload
+from app_driver import STREET, launch_browser, open_app, upload
 from test_app_browser import sync_playwright  # skipped (failed in CI) like it without Playwright or Chromium
-
-ASSET = Path(__file__).resolve().parents[2] / "assets" / "synthetic_street.png"
 
 
 def scrolls_sideways(page) -> bool:
@@ -18,7 +14,7 @@ def test_one_column_without_sideways_scroll_at_390_px(tiny_app_url):
         try:
             page = open_app(browser, tiny_app_url, width=390, height=844)
             assert not scrolls_sideways(page)
-            upload(page, ASSET)
+            upload(page, STREET)
             assert not scrolls_sideways(page)
             image, readouts = page.locator("#input-image").bounding_box(), page.locator("#readouts").bounding_box()
             assert readouts["y"] >= image["y"] + image["height"]  # stacked, not side by side
