@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import plotly.graph_objects as go
 
+from dovit import drawing
 from dovit.familiarity import ConfidenceRange
 from dovit.preprocess import resize_image
-from dovit import drawing
 
 from .charts import SweepPoint, tokens_flops_figure
 from .readouts import prediction_summary

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from dovit.policies import POLICIES, PolicyRunner, check_budget
 from dovit import drawing
+from dovit.policies import POLICIES, PolicyRunner, check_budget
 
 from . import compare
 from .analysis import analyse

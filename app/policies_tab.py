@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from dovit.policies import POLICIES, PolicyRunner, check_budget
 from dovit import drawing
+from dovit.policies import POLICIES, PolicyRunner, check_budget
 
 from . import policy_views
 from .state import Session

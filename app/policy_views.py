@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dovit.policies import POLICIES
 from dovit import drawing
+from dovit.policies import POLICIES
 
 from .analysis import to_working_size
 

@@ -23,10 +23,9 @@ import gradio as gr
 import numpy as np
 from gradio.utils import get_upload_folder
 
-from dovit import CheckpointError, Predictor
+from dovit import CheckpointError, Predictor, drawing
 from dovit.familiarity import ConfidenceRange
 from dovit.predictor import check_xi
-from dovit import drawing
 
 from . import controls
 from .analysis import Views, analyse, run_sweep, to_working_size

@@ -6,10 +6,9 @@ between calls). Model events run in three queues of one slot each, so that none 
 backlog: the page's events (``PAGE_QUEUE``), the /predict API (``PREDICT_QUEUE``) and ξ sweeps
 (``SWEEP_QUEUE``, cancellable, and yielding the model to the other two between steps). Each model event is
 admitted per session and client address before it is queued (``Studio.admit``). The APIs offered are
-/predict, /trace, /export, /inspect_token (in the /predict queue) and the Video tab's
-/analyze_video. The Policies tab runs
-like a sweep (``app.policies_tab``); the token inspector's side panel reads the session's last forward and
-never runs the model (``app.inspector_tab``).
+/predict, /trace, /export, /inspect_token (in the /predict queue) and the Video tab's /analyze_video. The
+Policies tab runs like a sweep (``app.policies_tab``); the token inspector's side panel reads the session's last
+forward and never runs the model (``app.inspector_tab``). Deep links and exports: ``app.sharing``.
 """
 from __future__ import annotations
 
@@ -21,8 +20,7 @@ import gradio as gr
 from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 
-from dovit import Predictor
-from dovit import drawing
+from dovit import Predictor, drawing
 
 from . import compare_tab, controls, inspector_tab, policies_tab, sharing
 from . import dataset_tab, video_tab
