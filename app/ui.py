@@ -324,57 +324,44 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
                      dict(image=image_in, size=size_dd, xi_box=xi_box, xi_slider=xi_slider, row=panel.row,
                           col=panel.col, notices=notices, session=session))
 
-        with gr.Row(visible=False):  # the /predict API's own components (not part of the page)
-            api_image = upload_image(label="image")
-            api_xi = raw_number(value=config.default_xi, label="xi")
-            api_mask = gr.Image(format="png", label="colour mask")
-            api_summary = gr.JSON(label="summary")
-            api_trigger = gr.Button("predict")  # never shown: only gradio_client / HTTP calls reach it
-        api_trigger.click(studio.api_predict, inputs=[api_image, api_xi], outputs=[api_mask, api_summary],
-                          api_name="predict", concurrency_id=PREDICT_QUEUE, concurrency_limit=1,
-                          validator=studio.admit(),
-                          api_description="Segment an image at token-pass threshold xi in [0, 1] "
-                          "(None: checkpoint default), at the checkpoint's working size. Returns the colour "
-                          "mask at the image's resolution (images over 2048 px are downscaled first, see "
-                          "summary['notices']) and a summary with gflops, dense_gflops, kept_tokens per group, "
-                          "latency_ms, dense_latency_ms, xi. At most "
-                          f"{limits.pending_per_session} calls per client session may wait or run at a time.")
         exports = sharing.ExportHandlers(studio)
         export_button.click(exports.on_export, [xi_box, opacity, session], export_file, **page_event)
-        with gr.Row(visible=False):  # the /export API's own components
-            export_image, export_xi = upload_image(label="image"), raw_number(value=config.default_xi, label="xi")
-            export_zip, export_trigger = gr.File(label="zip"), gr.Button("export")
-        export_trigger.click(exports.api_export, inputs=[export_image, export_xi], outputs=export_zip,
-                             api_name="export", concurrency_id=PREDICT_QUEUE, concurrency_limit=1,
-                             validator=studio.admit(),
-                             api_description="Every view of an image at threshold xi (None: checkpoint default), "
-                             "at the checkpoint's working size, as one ZIP: the views as PNG, the charts as PNG "
-                             "and interactive HTML, the per-token trace as JSON and CSV, and a README (model, xi, "
-                             "working size, GFLOPs, latency). Admitted like /predict.")
-        with gr.Row(visible=False):  # the /trace API's own components
-            trace_image, trace_xi = upload_image(label="image"), raw_number(value=config.default_xi, label="xi")
-            trace_json, trace_trigger = gr.JSON(label="trace"), gr.Button("trace")
-        trace_trigger.click(studio.api_trace, inputs=[trace_image, trace_xi], outputs=trace_json, api_name="trace",
-                            concurrency_id=PREDICT_QUEUE, concurrency_limit=1, validator=studio.admit(),
-                            api_description="The token pass of an image at threshold xi (None: checkpoint default), "
-                            "at the checkpoint's working size, as JSON: grid [rows, cols], decision_layers, "
-                            "confidence (decisions x rows x cols, the aux heads' q_l), halting_group (rows x cols: "
-                            "the group after which each token stopped; the number of groups when it ran every "
-                            "block), kept_tokens per group, gflops, dense_gflops. Admitted like /predict.")
-        with gr.Row(visible=False):  # the /inspect_token API's own components
-            token_image, token_xi = upload_image(label="image"), raw_number(value=config.default_xi, label="xi")
-            token_row, token_col = raw_number(value=0, label="row"), raw_number(value=0, label="col")
-            token_json, token_trigger = gr.JSON(label="token"), gr.Button("inspect_token")
-        token_trigger.click(inspector.api_inspect_token, inputs=[token_image, token_xi, token_row, token_col],
-                            outputs=token_json, api_name="inspect_token", concurrency_id=PREDICT_QUEUE,
-                            concurrency_limit=1, validator=studio.admit(),
-                            api_description="One token's story at token-pass threshold xi (None: checkpoint "
-                            "default), at the checkpoint's working size: row and col index its token grid. "
-                            "Returns JSON: confidences (q at each decision layer, in decision order), aux_heads "
-                            "(top3 classes per head), decoder top3 (at the token's centre pixel), halting_group, "
-                            "dense_class, dovit_class, grid. Admitted like /predict.")
+        image_and_xi = lambda: [upload_image(label="image"), raw_number(value=config.default_xi, label="xi")]  # noqa: E731
+        api_endpoint("predict", studio.api_predict, image_and_xi,
+                     lambda: [gr.Image(format="png", label="colour mask"), gr.JSON(label="summary")], studio,
+                     "Segment an image at token-pass threshold xi in [0, 1] (None: checkpoint default), at the "
+                     "checkpoint's working size. Returns the colour mask at the image's resolution (images over 2048 px "
+                     "are downscaled first, see summary['notices']) and a summary with gflops, dense_gflops, kept_tokens "
+                     f"per group, latency_ms, dense_latency_ms, xi. At most {limits.pending_per_session} calls per "
+                     "client session may wait or run at a time.")
+        api_endpoint("export", exports.api_export, image_and_xi, lambda: gr.File(label="zip"), studio,
+                     "Every view of an image at threshold xi (None: checkpoint default), at the checkpoint's working "
+                     "size, as one ZIP: the views as PNG, the charts as PNG and interactive HTML, the per-token trace "
+                     "as JSON and CSV, and a README (model, xi, working size, GFLOPs, latency). Admitted like /predict.")
+        api_endpoint("trace", studio.api_trace, image_and_xi, lambda: gr.JSON(label="trace"), studio,
+                     "The token pass of an image at threshold xi (None: checkpoint default), at the checkpoint's "
+                     "working size, as JSON: grid [rows, cols], decision_layers, confidence (decisions x rows x cols, "
+                     "the aux heads' q_l), halting_group (rows x cols: the group after which each token stopped; the "
+                     "number of groups when it ran every block), kept_tokens per group, gflops, dense_gflops. "
+                     "Admitted like /predict.")
+        api_endpoint("inspect_token", inspector.api_inspect_token,
+                     lambda: [*image_and_xi(), raw_number(value=0, label="row"), raw_number(value=0, label="col")],
+                     lambda: gr.JSON(label="token"), studio,
+                     "One token's story at token-pass threshold xi (None: checkpoint default), at the checkpoint's "
+                     "working size: row and col index its token grid. Returns JSON: confidences (q at each decision "
+                     "layer, in decision order), aux_heads (top3 classes per head), decoder top3 (at the token's "
+                     "centre pixel), halting_group, dense_class, dovit_class, grid. Admitted like /predict.")
     demo.queue(default_concurrency_limit=1, max_size=limits.queue_size)
     return StudioApp(blocks=demo, studio=studio, example_dirs=example_dirs, limits=limits)
+
+
+def api_endpoint(name: str, fn, make_inputs, make_outputs, studio: Studio, description: str) -> None:
+    """An API-only endpoint ``/name``: its own components in a hidden row (not part of the page) and a button that
+    only gradio_client and HTTP calls reach, in the /predict queue, admitted like the page's events."""
+    with gr.Row(visible=False):
+        inputs, outputs, trigger = make_inputs(), make_outputs(), gr.Button(name)
+    trigger.click(fn, inputs=inputs, outputs=outputs, api_name=name, concurrency_id=PREDICT_QUEUE, concurrency_limit=1,
+                  validator=studio.admit(), api_description=description)
 
 
 def serve(app: StudioApp, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
@@ -390,6 +377,7 @@ def serve(app: StudioApp, host: str = "127.0.0.1", port: int = 7860, share: bool
         show_error=False,  # gradio's own exception texts name server paths; user errors (gr.Error) still show
         max_file_size=max(MAX_UPLOAD_BYTES, app.limits.video_max_bytes),  # images: 25 MB, checked by the guard
         state_session_capacity=MAX_SESSIONS, css=CSS,
-        allowed_paths=app.example_dirs, ssr_mode=False, mcp_server=False, quiet=True, head=inspector_tab.KEYS_JS + A11Y_JS + XI_KEYBOARD_JS,
+        allowed_paths=app.example_dirs, ssr_mode=False, mcp_server=False, quiet=True,
+        head=inspector_tab.KEYS_JS + A11Y_JS + XI_KEYBOARD_JS,
         footer_links=["api", "settings"], app_kwargs={"middleware": [guard]},
     )
