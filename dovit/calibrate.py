@@ -10,8 +10,9 @@ too, the dense logits are the distillation target (Eq. 11). What trains is chose
 - ``aux+decoder``: also the decoder (which then learns to read tokens that stopped early).
 - ``aux+decoder+norms``: also every LayerNorm of the backbone.
 
-A default xi is then picked on held-back images (one in eight) alone: the smallest xi (the largest FLOPs
-cut) whose masks agree with the dense model's on at least ``target_agreement`` of the pixels. The
+A default xi is then picked on held-back images alone, the last eighth in name order (so the frames of a
+video that pick xi are not the neighbours of frames it trained on, which would flatter the agreement): the
+smallest xi (the largest FLOPs cut) whose masks agree with the dense model's on at least ``target_agreement`` of the pixels. The
 checkpoint records where it came from (source, images, minutes, what trained, the agreement curve).
 """
 from __future__ import annotations
@@ -39,7 +40,7 @@ from .preprocess import normalise, resize_image
 TRAINABLE = ("aux", "aux+decoder", "aux+decoder+norms")
 XI_GRID = (1.0, 0.999, 0.998, 0.995, 0.99, 0.98, 0.97, 0.96, 0.95, 0.94, 0.93, 0.92, 0.9, 0.88, 0.85, 0.8, 0.75, 0.7)
 MIN_IMAGE_SIDE = 32  # two 16-pixel patches
-HOLD_OUT_EVERY = 8  # one image in eight picks xi and is never trained on
+HOLD_OUT_SHARE = 8  # the last eighth of the images (in name order) picks xi and is never trained on
 
 
 class CalibrationError(ValueError):
@@ -302,8 +303,8 @@ def calibrate(config: CalibrateConfig) -> CalibrationResult:
     if not model.decision_layers:
         raise CalibrationError(f"{config.source} has no decision layers, so no token can stop")
     size = tuple(model.config.input_size)
-    held = [p for i, p in enumerate(paths) if i % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1] or paths[-1:]
-    train = [p for p in paths if p not in held]
+    held_count = max(1, len(paths) // HOLD_OUT_SHARE)
+    train, held = paths[:-held_count], paths[-held_count:]
     train_images = [load_rgb(p, size) for p in train]
     held_images = [load_rgb(p, size) for p in held]
     # Before training the model is the dense source at xi = 1 (aux heads, new or not, decide nothing there).
@@ -341,8 +342,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[CalibrateConfig, int | No
         prog="python -m dovit.calibrate",
         description="Turn a dense checkpoint (trained here or imported with dovit.convert) into a DoViT checkpoint "
         "from unlabelled images only: the aux heads (and, if asked, the decoder and norms) learn the dense model's "
-        "own predictions, then a default xi is picked on one image in eight held back from training: the largest "
-        "FLOPs cut whose masks agree with the dense model's on --target-agreement of the pixels. With --train aux "
+        "own predictions, then a default xi is picked on the last eighth of the images (in name order), held "
+        "back from training: the largest FLOPs cut whose masks agree with the dense model's on --target-agreement of the pixels. With --train aux "
         "xi = 1 is exactly the dense model. Fits --minutes of training, saves its state every 30 s "
         "for --resume, and refuses (exit 2, one line) what it cannot use.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -407,8 +407,8 @@ def _dataset_type(cfg: dict) -> str:
 
 def _class_metadata(meta: dict, num_classes: int, cfg: dict | None = None) -> dict[str, Any]:
     """Class names and colours saved with the checkpoint; else, when its config names Cityscapes (19 classes)
-    or ADE20K (150), that data set's names (and Cityscapes' standard palette)."""
-    from .data.ade20k_classes import ADE20K_CLASSES
+    or ADE20K (150), that data set's names and standard palette."""
+    from .data.ade20k_classes import ADE20K_CLASSES, ADE20K_COLORS
     from .data.datasets import CITYSCAPES_CLASSES, CITYSCAPES_COLORS
 
     dataset = meta.get("dataset_meta") if isinstance(meta.get("dataset_meta"), dict) else {}
@@ -417,7 +417,7 @@ def _class_metadata(meta: dict, num_classes: int, cfg: dict | None = None) -> di
     if names is None and "cityscapes" in kind and num_classes == len(CITYSCAPES_CLASSES):
         names, palette = CITYSCAPES_CLASSES, palette if palette is not None else CITYSCAPES_COLORS
     elif names is None and "ade20k" in kind and num_classes == 150:
-        names = list(ADE20K_CLASSES)
+        names, palette = list(ADE20K_CLASSES), palette if palette is not None else ADE20K_COLORS
     found = {}
     if names is not None and len(names) == num_classes:
         found["class_names"] = [str(name) for name in names]

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from .config import ModelConfig, default_decision_layers
-from .data.ade20k_classes import ADE20K_CLASSES
+from .data.ade20k_classes import ADE20K_CLASSES, ADE20K_COLORS
 from .data.datasets import CITYSCAPES_CLASSES, CITYSCAPES_COLORS
 from .model import DoViTSegmenter
 
 VIT_SIZES = {"t": ("tiny", 192, 12), "s": ("small", 384, 12), "b": ("base", 768, 12), "l": ("large", 1024, 24)}
 DATASETS: dict[str, dict[str, Any]] = {
-    "ade20k": dict(num_classes=150, input_size=(512, 512), default_xi=0.98, class_names=list(ADE20K_CLASSES)),
+    "ade20k": dict(num_classes=150, input_size=(512, 512), default_xi=0.98, class_names=list(ADE20K_CLASSES),
+                   class_colors=ADE20K_COLORS),
     "cityscapes": dict(num_classes=19, input_size=(768, 768), default_xi=0.985,
                        class_names=CITYSCAPES_CLASSES, class_colors=CITYSCAPES_COLORS),
 }

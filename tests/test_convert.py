@@ -526,7 +526,8 @@ def test_class_names_and_palette_of_a_data_set_the_config_names():
     city = convert._class_metadata({}, 19, {"dataset_type": "CityscapesDataset"})
     assert city["class_names"] == list(CITYSCAPES_CLASSES) and city["class_colors"] == list(CITYSCAPES_COLORS)
     ade = convert._class_metadata({}, 150, {"data": {"train": {"type": "ADE20KDataset"}}})
-    assert ade["class_names"][:3] == ["wall", "building", "sky"] and "class_colors" not in ade
+    assert ade["class_names"][:3] == ["wall", "building", "sky"]
+    assert len(ade["class_colors"]) == 150 and ade["class_colors"][2] == (6, 230, 230)  # sky, as MMSeg draws it
     assert convert._class_metadata({}, 19, {"train_dataloader": {"dataset": {"type": "ADE20KDataset"}}}) == {}
     saved = convert._class_metadata({"CLASSES": ["a", "b"]}, 2, {"dataset_type": "CityscapesDataset"})
     assert saved == {"class_names": ["a", "b"]}  # names saved with the checkpoint win

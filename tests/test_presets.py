@@ -15,6 +15,7 @@ def test_every_preset_builds_on_the_meta_device(name):
     assert config.input_size == ((512, 512) if name.endswith("ade20k") else (768, 768))
     assert config.num_classes == (150 if name.endswith("ade20k") else 19)
     assert config.class_names[0] == ("wall" if name.endswith("ade20k") else "road")
+    assert config.class_colors[0] == ((120, 120, 120) if name.endswith("ade20k") else (128, 64, 128))
     assert config.decoder == ("segmenter" if name.startswith("segmenter") else "naive_up4")
     if config.decoder == "segmenter":
         assert config.decoder_channels == model.embed_dim and config.mean == (0.5, 0.5, 0.5)
