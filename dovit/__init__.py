@@ -5,13 +5,13 @@ from .flops import FLOPS_CONVENTION, count_flops
 from .model import DoViTSegmenter, KeepDecider, SegmenterOutput, build_model
 from .ort_runtime import OrtPredictor, OrtSegmenter
 from .policies import POLICIES, PolicyResult, run_policies
-from .predictor import Prediction, Predictor
+from .predictor import Prediction, Predictor, PreparedImage
 from .presets import PRESETS, build_preset
 from .trace import DecisionTrace, GroupTrace, Trace, build_trace
 
 __all__ = [
     "build_model", "DoViTSegmenter", "SegmenterOutput", "ModelConfig",
-    "Predictor", "Prediction", "Trace", "DecisionTrace", "GroupTrace", "build_trace",
+    "Predictor", "Prediction", "PreparedImage", "Trace", "DecisionTrace", "GroupTrace", "build_trace",
     "save_checkpoint", "load_checkpoint", "read_config", "CheckpointError",
     "count_flops", "FLOPS_CONVENTION", "build_preset", "PRESETS",
     "POLICIES", "PolicyResult", "run_policies", "KeepDecider", "OrtPredictor", "OrtSegmenter",

@@ -188,29 +188,27 @@ def analyse_image(predictor: Predictor, image: np.ndarray, label: np.ndarray | N
                   bins: int = CALIBRATION_BINS) -> ImageAnalysis:
     """Analyse one (H, W, 3) uint8 RGB image, with its (H, W) int label map (``ignore_index`` = void) or None.
 
-    The prefix (embedding, B_1) runs once; then a forward per xi of ``xi_grid`` plus 1.0 (the dense
-    reference for agreement) and xi (with the aux heads: the report's decisions). Masks are compared at
-    the image's resolution, as ``dovit.evaluate`` compares them to labels.
+    The image is prepared once (``Predictor.prepare``: embedding, B_1 and the dense reference for agreement);
+    then a forward per xi of ``xi_grid``, and xi's with the aux heads (the report's decisions). Masks are
+    compared at the image's resolution, as ``dovit.evaluate`` compares them to labels.
     """
     model, config = predictor.model, predictor.config
     if label is not None and label.shape != image.shape[:2]:
         raise ValueError(f"{name or 'image'}: image {image.shape[:2]} and label {label.shape} differ in size")
     size = image.shape[:2]
-    start = time.perf_counter()
-    pixels = predictor.preprocess(image)
-    state = model.prefix(pixels)
-    prefix_ms = (time.perf_counter() - start) * 1000.0
-    masks, outputs, run_ms = {}, {}, {}
-    for value in sorted({*(check_xi(v) for v in xi_grid), 1.0}):  # 1.0: the dense reference
+    prepared = predictor.prepare(image)
+    prefix_ms = prepared.prefix_ms
+    outputs, masks, run_ms = {1.0: prepared.dense}, {1.0: prepared.dense_mask}, {1.0: prepared.dense_ms}
+    for value in sorted({check_xi(v) for v in xi_grid} - {1.0}):
         start = time.perf_counter()
-        outputs[value] = model.forward_from(state, value)
+        outputs[value] = predictor.run(prepared, value)
         masks[value] = class_mask(outputs[value].logits, size)
         run_ms[value] = (time.perf_counter() - start) * 1000.0
     if xi < 1.0 and xi in outputs:  # the aux heads ran already
         main, mask = outputs[xi], masks[xi]
     else:  # xi = 1 (aux heads off above) or off the grid
         start = time.perf_counter()
-        main = model.forward_from(state, xi, with_aux=True)
+        main = predictor.run(prepared, xi, with_aux=True)
         mask = class_mask(main.logits, size)
         run_ms[xi] = (time.perf_counter() - start) * 1000.0
     latency_ms = prefix_ms + run_ms[xi]
@@ -219,10 +217,10 @@ def analyse_image(predictor: Predictor, image: np.ndarray, label: np.ndarray | N
                          kept_tokens=[g.tokens for g in trace.groups], latency_ms=latency_ms, name=name, xi=xi)
     dense_mask = masks[1.0]
     sweep = [_sweep_point(model, value, output, masks[value], dense_mask, label, config)
-             for value, output in outputs.items()]
+             for value, output in sorted(outputs.items())]
 
     num_tokens, num_classes = trace.num_tokens, config.num_classes
-    token_index = token_index_map(size, tuple(pixels.shape[-2:]), trace.grid, model.patch_size)
+    token_index = token_index_map(size, prepared.working_size, trace.grid, model.patch_size)
     token_class = token_majority(mask if label is None else label, token_index, num_tokens, num_classes)
     depth = trace.halting_depth.reshape(-1)
     depth_counts = halting_depth_counts(depth, token_class, num_classes, len(trace.groups))
@@ -244,7 +242,7 @@ def analyse_image(predictor: Predictor, image: np.ndarray, label: np.ndarray | N
             reached = decision.keep_mask.reshape(-1)
         stopped.append(stopped_counts(depth == len(trace.groups), token_class, None, pixel_count, pixel_wrong,
                                       num_classes))
-    return ImageAnalysis(record, trace, tuple(int(v) for v in pixels.shape[-2:]), model.patch_size, depth_counts,
+    return ImageAnalysis(record, trace, prepared.working_size, model.patch_size, depth_counts,
                          calibration, stopped, sweep)
 
 

@@ -23,7 +23,7 @@ import torch
 
 from .checkpoint import CheckpointError, read_config
 from .model import DoViTSegmenter, TokenState
-from .predictor import Predictor
+from .predictor import PreparedImage, Predictor
 
 
 class OrtSegmenter(DoViTSegmenter):
@@ -130,12 +130,12 @@ class OrtPredictor(Predictor):
     def from_export(cls, export_dir: str | Path, threads: int | None = None) -> "OrtPredictor":
         return cls(OrtSegmenter(export_dir, threads=threads))
 
-    def set_image(self, image: np.ndarray, size: tuple[int, int] | None = None) -> None:
+    def prepare(self, image: np.ndarray, size: tuple[int, int] | None = None) -> PreparedImage:
         working = tuple(int(v) for v in (size or self.config.input_size))
         if working != self.model.export_size:
             raise ValueError(f"this export runs at working size {self.model.export_size}, not {working}: "
                              f"export again with --size {working[0]} {working[1]}")
-        super().set_image(image, size)
+        return super().prepare(image, size)
 
 
 # ---------------------------------------------------------------------------------------- timing

@@ -42,7 +42,7 @@ import torch
 from . import token_pass as tp
 from .flops import forward_flops
 from .model import KeepDecider, SegmenterOutput
-from .predictor import Predictor, validate_image
+from .predictor import Predictor
 from .preprocess import class_mask
 from .report.tokens import token_index_map, token_majority
 from .trace import Trace, build_trace
@@ -262,35 +262,34 @@ class PolicyRunner:
     >>> runner = PolicyRunner(predictor, image)       # image: (H, W, 3) uint8 RGB
     >>> results = [runner.run(name, 0.5) for name in POLICIES]
 
-    The prefix (preprocessing, embedding, B_1) runs once and its measured time is added to every policy's
-    latency, as ``Predictor.predict`` does; the predictor's own image cache is neither used nor changed.
+    The image is prepared once (``Predictor.prepare``: preprocessing, embedding, B_1, the dense answer) and
+    every policy's forward starts from it through ``Predictor.run`` with the policy's keep decider; the
+    prefix's measured time is added to every policy's latency, as ``Predictor.predict`` does. The
+    predictor's own ``set_image`` cache is neither used nor changed.
     """
 
     @torch.inference_mode()
     def __init__(self, predictor: Predictor, image: np.ndarray, seed: int = 0, dtop_k: int = DTOP_K,
                  tolerance: float = SEARCH_TOLERANCE, size: tuple[int, int] | None = None) -> None:
-        image = validate_image(image)
-        self.model, self.seed, self.dtop_k, self.tolerance = predictor.model, int(seed), int(dtop_k), tolerance
-        self.image_size = image.shape[:2]
-        start = time.perf_counter()
-        pixels = predictor.preprocess(image, size)  # size: the working (h, w), default the checkpoint's
-        self.state = self.model.prefix(pixels)
-        self.prefix_ms = (time.perf_counter() - start) * 1000.0
-        start = time.perf_counter()
-        dense = self.model.forward_from(self.state, 1.0, with_aux=False)
-        self.dense_mask = class_mask(dense.logits, self.image_size)
-        self.dense_latency_ms = self.prefix_ms + (time.perf_counter() - start) * 1000.0
+        self.predictor, self.model = predictor, predictor.model
+        self.seed, self.dtop_k, self.tolerance = int(seed), int(dtop_k), tolerance
+        self.image = predictor.prepare(image, size)  # size: the working (h, w), default the checkpoint's
+        self.image_size = self.image.original_size
+        self.prefix_ms = self.image.prefix_ms
+        dense = self.image.dense
+        self.dense_mask = self.image.dense_mask
+        self.dense_latency_ms = self.image.dense_latency_ms
         self.dense_trace = build_trace(self.model, dense)
         self.grid = dense.grid
         self.num_tokens = self.grid[0] * self.grid[1]
         self.num_decisions = len(self.model.decision_layers)
-        working = tuple(int(v) for v in pixels.shape[-2:])
         working_mask = class_mask(dense.logits)
-        token_index = token_index_map(working, working, self.grid, self.model.patch_size)
+        token_index = token_index_map(self.image.working_size, self.image.working_size, self.grid, self.model.patch_size)
         majority = token_majority(working_mask, token_index, self.num_tokens, self.model.config.num_classes)
-        self.dense_class = torch.from_numpy(majority).to(pixels.device).unsqueeze(0)  # (1, N)
+        self.dense_class = torch.from_numpy(majority).to(dense.logits.device).unsqueeze(0)  # (1, N)
         # The first decision's scores depend on the prefix only: they map a search variable to thresholds.
-        first_logits = self.model._aux_logits(0, self.state.tokens[:, self.model.num_prefix_tokens:], self.grid)
+        # At xi = 0 every token stops there, so this forward costs the first aux head and the decoder.
+        first_logits = predictor.run(self.image, 0.0).aux_logits[0]
         first_confidence = tp.token_confidence(first_logits.flatten(2).transpose(1, 2))[0]
         first_priority = oracle_priority(first_confidence, _aux_class(first_logits)[0], self.dense_class[0])
         # first_scores: per threshold policy, the first decision's scores (N,) and the threshold that stops none
@@ -322,8 +321,8 @@ class PolicyRunner:
     def forward(self, policy: str, parameter: float, stop_counts: list[torch.Tensor] | None = None
                 ) -> SegmenterOutput:
         """One token-pass forward of ``policy`` at ``parameter`` from the cached prefix."""
-        return self.model.forward_from(self.state, _trace_xi(policy, parameter),
-                                       decide=self._decider(policy, parameter, stop_counts))
+        return self.predictor.run(self.image, _trace_xi(policy, parameter),
+                                  decide=self._decider(policy, parameter, stop_counts))
 
     def measured_flops(self, policy: str, parameter: float) -> float:
         """FLOPs of a forward at ``parameter``, remembered (every budget's search starts at the same u = 0)."""
@@ -390,7 +389,7 @@ class PolicyRunner:
             stop_counts = [stopped.sum(dim=1) for stopped in reference.stopped_now]
         start = time.perf_counter()
         if choice.dense:
-            output = self.model.forward_from(self.state, 1.0, with_aux=False)
+            output = self.predictor.run(self.image, 1.0, with_aux=False)
         else:
             output = self.forward(policy, choice.parameter, stop_counts)
         mask = class_mask(output.logits, self.image_size)

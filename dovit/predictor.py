@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .model import DoViTSegmenter, TokenState
+from .model import DoViTSegmenter, KeepDecider, SegmenterOutput, TokenState
 from .preprocess import class_mask, preprocess_image
 from .token_pass import check_xi  # noqa: F401  (re-exported: callers validate xi with the Predictor's rule)
 from .trace import Trace, build_trace
@@ -61,14 +61,24 @@ class Prediction:
 
 
 @dataclass
-class _ImageCache:
+class PreparedImage:
+    """Everything about one image that does not depend on xi (``Predictor.prepare``): its sizes, the
+    token state after the always-dense group B_1, the dense forward (xi = 1, no aux heads) and its mask
+    at the image's resolution, and their measured times. Every xi of this image starts from ``state``."""
+
     original_size: tuple[int, int]
     working_size: tuple[int, int]
     state: TokenState
     prefix_ms: float
+    dense: SegmenterOutput
     dense_mask: np.ndarray
     dense_ms: float
     dense_confidence: float
+
+    @property
+    def dense_latency_ms(self) -> float:
+        """Measured wall time of the whole dense forward: the prefix plus the rest at xi = 1, with its mask."""
+        return self.prefix_ms + self.dense_ms
 
 
 class Predictor:
@@ -86,7 +96,7 @@ class Predictor:
         self.model = model.to(device).eval()
         self.config = model.config
         self.device = torch.device(device)
-        self._cache: _ImageCache | None = None
+        self._cache: PreparedImage | None = None
         self._cache_key: tuple | None = None
 
     @classmethod
@@ -111,34 +121,43 @@ class Predictor:
 
     @torch.inference_mode()
     def set_image(self, image: np.ndarray, size: tuple[int, int] | None = None) -> None:
-        """Compute and cache everything that does not depend on xi: preprocessing, embedding, group B_1,
-        and the dense baseline (its mask and its measured latency). size: working (height, width)."""
+        """Compute and cache everything that does not depend on xi (``prepare``) for ``predict``; the same
+        image at the same working size (height, width) is not prepared again."""
+        image = validate_image(image)
+        working = tuple(int(v) for v in (size or self.config.input_size))
+        key = (image.shape, working, hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest())
+        if key == self._cache_key and self._cache is not None:
+            return
+        self._cache = self.prepare(image, working)
+        self._cache_key = key
+
+    @torch.inference_mode()
+    def prepare(self, image: np.ndarray, size: tuple[int, int] | None = None) -> PreparedImage:
+        """Preprocess, embed and run group B_1 once, then the dense baseline (its mask and measured latency).
+        size: the working (height, width), default the checkpoint's. Start any forward from it with ``run``;
+        it does not touch the ``set_image`` cache (analysis and policies hold their own)."""
         image = validate_image(image)
         working = tuple(int(v) for v in (size or self.config.input_size))
         if min(working) < self.model.patch_size:
             raise ValueError(f"working size {working} is smaller than one {self.model.patch_size}-pixel patch")
-        key = (image.shape, working, hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest())
-        if key == self._cache_key and self._cache is not None:
-            return
         start = time.perf_counter()
-        pixels = self.preprocess(image, working)
-        state = self.model.prefix(pixels)
+        state = self.model.prefix(self.preprocess(image, working))
         prefix_ms = (time.perf_counter() - start) * 1000.0
         start = time.perf_counter()
         dense = self.model.forward_from(state, 1.0, with_aux=False)
         dense_mask = class_mask(dense.logits, image.shape[:2])
         dense_ms = (time.perf_counter() - start) * 1000.0  # timed like predict(): forward + mask
-        dense_confidence = mean_confidence(dense.logits)[0]
-        self._cache = _ImageCache(
-            original_size=image.shape[:2],
-            working_size=working,
-            state=state,
-            prefix_ms=prefix_ms,
-            dense_mask=dense_mask,
-            dense_ms=dense_ms,
-            dense_confidence=dense_confidence,
-        )
-        self._cache_key = key
+        return PreparedImage(original_size=image.shape[:2], working_size=working, state=state, prefix_ms=prefix_ms,
+                             dense=dense, dense_mask=dense_mask, dense_ms=dense_ms,
+                             dense_confidence=mean_confidence(dense.logits)[0])
+
+    @torch.inference_mode()
+    def run(self, prepared: PreparedImage, xi: float, with_aux: bool | None = None,
+            decide: KeepDecider | None = None) -> SegmenterOutput:
+        """One token-pass forward of a prepared image from its cached state: threshold ``xi`` (Eq. 4-5), or a
+        stopping policy's ``decide`` in place of the threshold (``dovit.policies``). with_aux None runs the aux
+        heads when something can stop (xi < 1 or decide given); True always (the trace's confidence maps)."""
+        return self.model.forward_from(prepared.state, xi, with_aux=with_aux, decide=decide)
 
     @torch.inference_mode()
     def predict(self, image: np.ndarray | None = None, xi: float | None = None,
@@ -155,7 +174,7 @@ class Predictor:
             raise RuntimeError("call set_image(image) or pass an image to predict() first")
         cache = self._cache
         start = time.perf_counter()
-        output = self.model.forward_from(cache.state, xi, with_aux=True)
+        output = self.run(cache, xi, with_aux=True)
         mask = class_mask(output.logits, cache.original_size)
         run_ms = (time.perf_counter() - start) * 1000.0
         return Prediction(
@@ -163,7 +182,7 @@ class Predictor:
             trace=build_trace(self.model, output),
             xi=xi,
             latency_ms=cache.prefix_ms + run_ms,
-            dense_latency_ms=cache.prefix_ms + cache.dense_ms,
+            dense_latency_ms=cache.dense_latency_ms,
             dense_mask=cache.dense_mask,
             working_size=cache.working_size,
             dense_confidence=cache.dense_confidence,

@@ -37,7 +37,7 @@ def run_recorded(runner, decider) -> list:
     it saw at each decision."""
     seen = []
     with torch.inference_mode():
-        runner.model.forward_from(runner.state, 0.0, decide=recording(decider, seen))
+        runner.predictor.run(runner.image, 0.0, decide=recording(decider, seen))
     return seen
 
 
@@ -213,7 +213,7 @@ def test_api_errors(predictor, images):
 
 def test_run_at_a_given_knob_is_that_forward(runner):
     with torch.inference_mode():
-        reference = runner.model.forward_from(runner.state, 0.6)
+        reference = runner.predictor.run(runner.image, 0.6)
     result = runner.run_at("confidence", 0.6, budget=0.5)
     assert np.array_equal(result.mask, logits_to_mask(reference.logits, result.mask.shape)[0].numpy())
     assert result.kept_tokens == tuple(reference.group_tokens[0].tolist()) and result.budget_gflops > 0

@@ -52,6 +52,28 @@ def test_predictor_matches_a_fresh_full_forward(predictor):
     assert [g.tokens for g in cached.trace.groups] == [g.tokens for g in fresh.trace.groups]
 
 
+def test_prepare_and_run_are_predicts_forward_and_leave_its_cache_alone(predictor, monkeypatch):
+    """analysis and policies start from Predictor.prepare / run: the same forward as predict, its own state."""
+    image, other = _image(), _image(seed=2)
+    predictor.set_image(image)
+    prepared = predictor.prepare(other, size=(48, 64))
+    assert prepared.working_size == (48, 64) and prepared.original_size == (70, 100)
+    assert prepared.dense_latency_ms == prepared.prefix_ms + prepared.dense_ms
+    cached = predictor.predict(xi=0.4)  # still set_image's image
+    assert np.array_equal(cached.mask, dovit.Predictor(predictor.model).predict(image, xi=0.4).mask)
+    calls = []
+    original = predictor.model.prefix
+    monkeypatch.setattr(predictor.model, "prefix", lambda *a, **k: calls.append(1) or original(*a, **k))
+    output = predictor.run(prepared, 0.4)
+    assert calls == []  # run starts from the prepared state
+    assert np.array_equal(dovit.preprocess.class_mask(output.logits, (70, 100)),
+                          predictor.predict(other, xi=0.4, size=(48, 64)).mask)
+    assert np.array_equal(prepared.dense_mask, predictor.predict(other, xi=1.0, size=(48, 64)).mask)
+    stopped_all = predictor.run(prepared, 1.0, decide=lambda decision, confidence, logits, keep: keep & False)
+    assert stopped_all.group_tokens[0].tolist()[1:] == [0, 0, 0]  # a keep decider replaces Eq. 4-5
+    assert len(predictor.run(prepared, 1.0, with_aux=False).aux_logits) == 0
+
+
 @pytest.mark.parametrize("bad", [float("nan"), -0.1, 1.01, "high", None])
 def test_bad_xi_is_a_clear_error(bad):
     if bad is None:
