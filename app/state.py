@@ -79,6 +79,11 @@ class ViewSlots(Generic[T]):
             values.extend(value) if isinstance(value, list) else values.append(value)
         return values
 
+    def working_images(self) -> list[T]:
+        """The image views drawn over the working-size token grid (a click on one picks a token)."""
+        return [*self.groups, *self.confidences, self.mask_overlay, self.color_mask, self.halting, self.dense_mask,
+                self.disagreement]
+
     def names(self) -> list[str]:
         """Slot names in output order: 'group_1'... and 'confidence_1'... for the listed slots."""
         names: list[str] = []

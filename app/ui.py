@@ -172,6 +172,42 @@ def image_grid(labels: list[str], elem_prefix: str, per_row: int = 2) -> list[gr
     return images
 
 
+@dataclass
+class PageControls:
+    """The left column (model, image, size, ξ, link) and the readouts above the tabs."""
+
+    header: gr.Markdown
+    model: gr.Dropdown
+    runtime: gr.Radio
+    image: gr.Image
+    notices: gr.Markdown
+    size: gr.Dropdown
+    xi_slider: gr.Slider
+    xi_box: gr.Number
+    reset: gr.Button
+    copy_link: gr.Button
+    link_box: gr.Textbox
+    link_note: gr.Markdown
+    readouts: gr.Markdown
+    tokens_plot: gr.Plot
+    export_button: gr.Button
+    export_file: gr.File
+
+
+@dataclass
+class PageViews:
+    """The view tabs: the image views, the sweep, and the Policies and Compare tabs' components."""
+
+    tabs: gr.Tabs
+    slots: ViewSlots  # every image view, in Studio's output order
+    opacity: gr.Slider
+    palette: gr.Radio
+    sweep_button: gr.Button
+    stop_sweep: gr.Button
+    policies: policies_tab.PoliciesTab
+    comparison: compare_tab.CompareTab
+
+
 def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
                limits: ServingLimits | None = None, frame_roots: Sequence[str | Path] = (),
                models: ModelShelf | None = None) -> StudioApp:
@@ -184,175 +220,188 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
     studio = Studio(predictor, image_dirs=[get_upload_folder(), *example_dirs], limits=limits, models=models,
                     examples=examples)
     studio.warm_up()
-    config = predictor.config
-    default_position = controls.position_from_xi(config.default_xi)
     with gr.Blocks(title="DoViT Studio", analytics_enabled=False,
                    delete_cache=(CACHE_SWEEP_EVERY_S, CACHE_MAX_AGE_S)) as demo:
         session = gr.State(None, time_to_live=SESSION_TTL_S)  # holds images: free them after an idle hour
-        header = gr.Markdown(header_markdown(predictor), elem_id="header")
-        with gr.Row():
-            with gr.Column(scale=2, min_width=320):
-                model_dd = gr.Dropdown(studio.models.labels, value=studio.models.default_label, elem_id="model",
-                                       label="Model (checkpoints/ and each --checkpoint; switched for this tab only)",
-                                       visible=len(studio.models.labels) > 1)
-                runtime_radio = gr.Radio(list(RUNTIMES), value="PyTorch", elem_id="runtime",
-                                         label="Runtime (ONNX Runtime: the model's ONNX export, made on first use)",
-                                         visible=onnxruntime_installed())
-                image_in = upload_image(
-                    label="Input image (PNG, JPEG, WebP, BMP)", sources=["upload", "webcam", "clipboard"],
-                    elem_id="input-image", height=320,
-                )
-                notices = gr.Markdown(elem_id="notices")
-                size_dd = gr.Dropdown(
-                    controls.working_size_choices(studio.default_size, studio.patch),
-                    value=studio.default_size_value, label="Working resolution (height × width) the model sees",
-                    elem_id="working-size",
-                )
-                xi_slider = gr.Slider(
-                    0.0, 1.0, value=default_position, step=controls.SLIDER_STEP, elem_id="xi-slider",
-                    label="ξ — token-pass threshold (finer steps near 1)", buttons=[],
-                )
-                gr.HTML(xi_ticks_html())
-                with gr.Row():
-                    xi_box = gr.Number(value=config.default_xi, label="ξ (type a value, Enter)", minimum=0.0,
-                                       maximum=1.0, step=0.0001, elem_id="xi-number", scale=2)
-                    reset = gr.Button(f"Reset ξ to {config.default_xi:g}", elem_id="xi-reset", scale=1)
-                with gr.Row():
-                    copy_link = gr.Button("Copy link", elem_id="copy-link", scale=1)
-                    link_box = gr.Textbox(label="Link to this view (example, ξ, size, tab, token)", interactive=False,
-                                          elem_id="page-link", scale=3, buttons=["copy"])
-                link_note = gr.Markdown(UPLOAD_NOTE, elem_id="link-note")
-                if examples:
-                    gr.Examples([[str(p)] for p in examples], inputs=[image_in], label="Examples",
-                                examples_per_page=8, api_visibility="private")
-            with gr.Column(scale=3):
-                readouts = gr.Markdown(studio.empty_views().readouts, elem_id="readouts")
-                tokens_plot = gr.Plot(label="Tokens and FLOPs per block (paper Fig. 6)", elem_id="tokens-plot")
-                with gr.Row():
-                    export_button = gr.Button("Export ZIP: every view (PNG), charts (PNG, HTML), token trace "
-                                              "(JSON, CSV)", elem_id="export-zip", scale=2)
-                    export_file = gr.File(label="Export", elem_id="export-file", interactive=False, scale=1)
-        # wrap, not gradio's default overflow menu: a tab that does not fit (narrow window, inspector open)
-        # goes to a second row instead of hiding behind a "…" button, so Video and Data set stay in view
-        with gr.Tabs(overflow_behavior="wrap", elem_id="view-tabs") as view_tabs:
-            with gr.Tab("Token pass", id="token-pass"):
-                gr.Markdown("Each group B_g of blocks runs only on the clear tokens. Shaded tokens stopped "
-                            "earlier (hatched \\\\); **orange** tokens (hatched /) were stopped by the decision just before "
-                            "this group.")
-                token_images = image_grid([f"B{g}" for g in range(1, studio.num_groups + 1)], "token-group")
-            with gr.Tab("Confidence", id="confidence"):
-                gr.Markdown("Aux-head confidence q_l = max_c softmax (Eq. 3) per decision layer. Inside the "
-                            "white contour q_l > ξ: those tokens stop there (if still running).")
-                heatmap_images = image_grid([f"decision {d}" for d in range(1, studio.num_groups)], "confidence")
-            with gr.Tab("Segmentation", id="segmentation"):
-                with gr.Row():
-                    opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Mask opacity", elem_id="opacity")
-                    palette = gr.Radio(list(drawing.PALETTES), value="dataset", elem_id="palette",
-                                       label="Mask colours (the data set's, or colour-blind safe)")
-                legend = gr.HTML(elem_id="legend")
-                with gr.Row():
-                    mask_overlay = gr.Image(label="Mask over the image", format="jpeg", interactive=False)
-                    raw_mask = gr.Image(label="Colour mask", format="png", interactive=False)
-            with gr.Tab("Halting depth", id="halting-depth"):
-                halting_legend = gr.HTML()
-                halting = gr.Image(label="Group after which each token stopped", format="jpeg", interactive=False,
-                                   elem_id="halting-map")
-            with gr.Tab("Dense vs DoViT", id="dense-vs-dovit"):
-                with gr.Row():
-                    dense_mask = gr.Image(label="Dense model's mask (ξ = 1)", format="png", interactive=False)
-                    disagreement = gr.Image(label="Pixels where DoViT differs from dense (magenta)",
-                                            format="jpeg", interactive=False)
-                agreement = gr.Markdown(elem_id="agreement")
-            with gr.Tab("ξ sweep", id="xi-sweep"):
-                with gr.Row():
-                    sweep_button = gr.Button("Run ξ sweep on this image", elem_id="sweep-button", scale=3)
-                    stop_sweep = gr.Button("Stop", elem_id="sweep-stop", scale=1)
-                sweep_plot = gr.Plot(label="FLOPs and agreement with dense against ξ", elem_id="sweep-plot")
-            policies = policies_tab.build()
-            comparison = compare_tab.build(studio.models.labels, config.default_xi)
-            with gr.Tab("What the views teach", id="help"):
-                gr.Markdown(help_markdown())
-            frame_folders = video_tab.frame_folders([*example_dirs, *frame_roots])
-            video_tab.build(studio, [get_upload_folder()], frame_folders)
-            dataset_tab.build(studio, frame_folders)
+        page = build_controls(studio, examples)
+        views = build_views(studio, page, frame_folders=video_tab.frame_folders([*example_dirs, *frame_roots]))
         panel = inspector_tab.build_panel()
         inspector = inspector_tab.TokenInspector(studio)
-
-        view_outputs = ViewSlots(
-            readouts=readouts, tokens_plot=tokens_plot, groups=token_images, confidences=heatmap_images,
-            mask_overlay=mask_overlay, legend=legend, color_mask=raw_mask, halting=halting,
-            halting_legend=halting_legend, dense_mask=dense_mask, disagreement=disagreement, agreement=agreement,
-            sweep_plot=sweep_plot,
-        ).flat()
-        page_event = dict(concurrency_id=PAGE_QUEUE, concurrency_limit=1, api_visibility="private",
-                          validator=studio.admit())
-        sweep_event = sweep_button.click(studio.on_sweep, [xi_box, session], [sweep_plot, session],
-                                         concurrency_id=SWEEP_QUEUE, concurrency_limit=1, api_visibility="private",
-                                         validator=studio.admit("sweep"))
-        stop_sweep.click(studio.on_stop_sweep, None, None, cancels=[sweep_event], api_visibility="private")
-        compare_tab.wire(comparison, compare_tab.CompareHandlers(studio), opacity, session, page_event)
-        policy_handlers = policies_tab.PolicyHandlers(studio)
-        policy_event = policies_tab.wire(policies, policy_handlers, session, SWEEP_QUEUE,
-                                         clear_on=[image_in.change, size_dd.input, model_dd.input,
-                                                   runtime_radio.input])
-        model_dd.input(studio.on_model, [model_dd, opacity, session],
-                       [header, xi_box, xi_slider, reset, session, *view_outputs],
-                       cancels=[sweep_event, policy_event], **page_event)
-        runtime_radio.input(studio.on_runtime, [runtime_radio, xi_box, opacity, session], [session, *view_outputs],
-                            cancels=[sweep_event, policy_event], **page_event)
-        palette.input(studio.on_palette, [palette, xi_box, opacity, session], [session, *view_outputs], **page_event)
-        image_in.change(studio.on_image, [image_in, size_dd, xi_box, opacity, session, model_dd, runtime_radio, palette],
-                        [session, notices, size_dd, *view_outputs], cancels=[sweep_event, policy_event],
-                        **page_event)
-        size_dd.input(studio.on_size, [size_dd, xi_box, opacity, session], [session, *view_outputs],
-                      cancels=[sweep_event, policy_event], **page_event)
-        xi_slider.input(studio.on_drag, [xi_slider, opacity, session], [xi_box, session, *view_outputs],
-                        trigger_mode="always_last", show_progress="hidden", **page_event)
-        xi_slider.release(studio.on_release, [xi_slider, opacity, session], [xi_box, session, *view_outputs],
-                          show_progress="minimal", **page_event)
-        for event in (xi_box.submit, xi_box.blur):
-            event(studio.on_xi_box, [xi_box, opacity, session], [xi_slider, session, *view_outputs],
-                  show_progress="minimal", **page_event)
-        reset.click(studio.on_reset, [opacity, session], [xi_box, xi_slider, session, *view_outputs], **page_event)
-        opacity.input(studio.on_opacity, [opacity, session], mask_overlay, show_progress="hidden",
-                      api_visibility="private")
-        working_views = [*token_images, *heatmap_images, mask_overlay, raw_mask, halting, dense_mask, disagreement]
-        inspected = [(view, inspector_tab.working_content) for view in working_views]
-        inspected += zip(policies.masks + policies.stop_maps, policy_handlers.views())
-        inspector_tab.wire(panel, inspector, session, inspected, refresh_on=readouts.change)
-        sharing.wire(demo, sharing.LinkHandlers(studio), view_tabs, copy_link, link_box, link_note,
-                     dict(image=image_in, size=size_dd, xi_box=xi_box, xi_slider=xi_slider, row=panel.row,
-                          col=panel.col, notices=notices, session=session))
-
         exports = sharing.ExportHandlers(studio)
-        export_button.click(exports.on_export, [xi_box, opacity, session], export_file, **page_event)
-        image_and_xi = lambda: [upload_image(label="image"), raw_number(value=config.default_xi, label="xi")]  # noqa: E731
-        api_endpoint("predict", studio.api_predict, image_and_xi,
-                     lambda: [gr.Image(format="png", label="colour mask"), gr.JSON(label="summary")], studio,
-                     "Segment an image at token-pass threshold xi in [0, 1] (None: checkpoint default), at the "
-                     "checkpoint's working size. Returns the colour mask at the image's resolution (images over 2048 px "
-                     "are downscaled first, see summary['notices']) and a summary with gflops, dense_gflops, kept_tokens "
-                     f"per group, latency_ms, dense_latency_ms, xi. At most {limits.pending_per_session} calls per "
-                     "client session may wait or run at a time.")
-        api_endpoint("export", exports.api_export, image_and_xi, lambda: gr.File(label="zip"), studio,
-                     "Every view of an image at threshold xi (None: checkpoint default), at the checkpoint's working "
-                     "size, as one ZIP: the views as PNG, the charts as PNG and interactive HTML, the per-token trace "
-                     "as JSON and CSV, and a README (model, xi, working size, GFLOPs, latency). Admitted like /predict.")
-        api_endpoint("trace", studio.api_trace, image_and_xi, lambda: gr.JSON(label="trace"), studio,
-                     "The token pass of an image at threshold xi (None: checkpoint default), at the checkpoint's "
-                     "working size, as JSON: grid [rows, cols], decision_layers, confidence (decisions x rows x cols, "
-                     "the aux heads' q_l), halting_group (rows x cols: the group after which each token stopped; the "
-                     "number of groups when it ran every block), kept_tokens per group, gflops, dense_gflops. "
-                     "Admitted like /predict.")
-        api_endpoint("inspect_token", inspector.api_inspect_token,
-                     lambda: [*image_and_xi(), raw_number(value=0, label="row"), raw_number(value=0, label="col")],
-                     lambda: gr.JSON(label="token"), studio,
-                     "One token's story at token-pass threshold xi (None: checkpoint default), at the checkpoint's "
-                     "working size: row and col index its token grid. Returns JSON: confidences (q at each decision "
-                     "layer, in decision order), aux_heads (top3 classes per head), decoder top3 (at the token's "
-                     "centre pixel), halting_group, dense_class, dovit_class, grid. Admitted like /predict.")
+        wire_page(demo, studio, session, page, views, panel, inspector, exports)
+        add_api_endpoints(studio, inspector, exports, limits)
     demo.queue(default_concurrency_limit=1, max_size=limits.queue_size)
     return StudioApp(blocks=demo, studio=studio, example_dirs=example_dirs, limits=limits)
+
+
+def build_controls(studio: Studio, examples: list[Path]) -> PageControls:
+    """The header, the left column of inputs and the readouts column beside it."""
+    config = studio.predictor.config
+    header = gr.Markdown(header_markdown(studio.predictor), elem_id="header")
+    with gr.Row():
+        with gr.Column(scale=2, min_width=320):
+            model = gr.Dropdown(studio.models.labels, value=studio.models.default_label, elem_id="model",
+                                label="Model (checkpoints/ and each --checkpoint; switched for this tab only)",
+                                visible=len(studio.models.labels) > 1)
+            runtime = gr.Radio(list(RUNTIMES), value="PyTorch", elem_id="runtime",
+                               label="Runtime (ONNX Runtime: the model's ONNX export, made on first use)",
+                               visible=onnxruntime_installed())
+            image = upload_image(label="Input image (PNG, JPEG, WebP, BMP)", sources=["upload", "webcam", "clipboard"],
+                                 elem_id="input-image", height=320)
+            notices = gr.Markdown(elem_id="notices")
+            size = gr.Dropdown(controls.working_size_choices(studio.default_size, studio.patch),
+                               value=studio.default_size_value, label="Working resolution (height × width) the model sees",
+                               elem_id="working-size")
+            xi_slider = gr.Slider(0.0, 1.0, value=controls.position_from_xi(config.default_xi), step=controls.SLIDER_STEP,
+                                  elem_id="xi-slider", label="ξ — token-pass threshold (finer steps near 1)", buttons=[])
+            gr.HTML(xi_ticks_html())
+            with gr.Row():
+                xi_box = gr.Number(value=config.default_xi, label="ξ (type a value, Enter)", minimum=0.0,
+                                   maximum=1.0, step=0.0001, elem_id="xi-number", scale=2)
+                reset = gr.Button(f"Reset ξ to {config.default_xi:g}", elem_id="xi-reset", scale=1)
+            with gr.Row():
+                copy_link = gr.Button("Copy link", elem_id="copy-link", scale=1)
+                link_box = gr.Textbox(label="Link to this view (example, ξ, size, tab, token)", interactive=False,
+                                      elem_id="page-link", scale=3, buttons=["copy"])
+            link_note = gr.Markdown(UPLOAD_NOTE, elem_id="link-note")
+            if examples:
+                gr.Examples([[str(p)] for p in examples], inputs=[image], label="Examples",
+                            examples_per_page=8, api_visibility="private")
+        with gr.Column(scale=3):
+            readouts = gr.Markdown(studio.empty_views().readouts, elem_id="readouts")
+            tokens_plot = gr.Plot(label="Tokens and FLOPs per block (paper Fig. 6)", elem_id="tokens-plot")
+            with gr.Row():
+                export_button = gr.Button("Export ZIP: every view (PNG), charts (PNG, HTML), token trace "
+                                          "(JSON, CSV)", elem_id="export-zip", scale=2)
+                export_file = gr.File(label="Export", elem_id="export-file", interactive=False, scale=1)
+    return PageControls(header, model, runtime, image, notices, size, xi_slider, xi_box, reset, copy_link, link_box,
+                        link_note, readouts, tokens_plot, export_button, export_file)
+
+
+def build_views(studio: Studio, page: PageControls, frame_folders: list[str]) -> PageViews:
+    """The view tabs, then the Policies, Compare, help, Video and Data set tabs."""
+    # wrap, not gradio's default overflow menu: a tab that does not fit (narrow window, inspector open)
+    # goes to a second row instead of hiding behind a "…" button, so Video and Data set stay in view
+    with gr.Tabs(overflow_behavior="wrap", elem_id="view-tabs") as tabs:
+        with gr.Tab("Token pass", id="token-pass"):
+            gr.Markdown("Each group B_g of blocks runs only on the clear tokens. Shaded tokens stopped "
+                        "earlier (hatched \\\\); **orange** tokens (hatched /) were stopped by the decision just before "
+                        "this group.")
+            token_images = image_grid([f"B{g}" for g in range(1, studio.num_groups + 1)], "token-group")
+        with gr.Tab("Confidence", id="confidence"):
+            gr.Markdown("Aux-head confidence q_l = max_c softmax (Eq. 3) per decision layer. Inside the "
+                        "white contour q_l > ξ: those tokens stop there (if still running).")
+            heatmap_images = image_grid([f"decision {d}" for d in range(1, studio.num_groups)], "confidence")
+        with gr.Tab("Segmentation", id="segmentation"):
+            with gr.Row():
+                opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Mask opacity", elem_id="opacity")
+                palette = gr.Radio(list(drawing.PALETTES), value="dataset", elem_id="palette",
+                                   label="Mask colours (the data set's, or colour-blind safe)")
+            legend = gr.HTML(elem_id="legend")
+            with gr.Row():
+                mask_overlay = gr.Image(label="Mask over the image", format="jpeg", interactive=False)
+                raw_mask = gr.Image(label="Colour mask", format="png", interactive=False)
+        with gr.Tab("Halting depth", id="halting-depth"):
+            halting_legend = gr.HTML()
+            halting = gr.Image(label="Group after which each token stopped", format="jpeg", interactive=False,
+                               elem_id="halting-map")
+        with gr.Tab("Dense vs DoViT", id="dense-vs-dovit"):
+            with gr.Row():
+                dense_mask = gr.Image(label="Dense model's mask (ξ = 1)", format="png", interactive=False)
+                disagreement = gr.Image(label="Pixels where DoViT differs from dense (magenta)",
+                                        format="jpeg", interactive=False)
+            agreement = gr.Markdown(elem_id="agreement")
+        with gr.Tab("ξ sweep", id="xi-sweep"):
+            with gr.Row():
+                sweep_button = gr.Button("Run ξ sweep on this image", elem_id="sweep-button", scale=3)
+                stop_sweep = gr.Button("Stop", elem_id="sweep-stop", scale=1)
+            sweep_plot = gr.Plot(label="FLOPs and agreement with dense against ξ", elem_id="sweep-plot")
+        policies = policies_tab.build()
+        comparison = compare_tab.build(studio.models.labels, studio.predictor.config.default_xi)
+        with gr.Tab("What the views teach", id="help"):
+            gr.Markdown(help_markdown())
+        video_tab.build(studio, [get_upload_folder()], frame_folders)
+        dataset_tab.build(studio, frame_folders)
+    slots = ViewSlots(
+        readouts=page.readouts, tokens_plot=page.tokens_plot, groups=token_images, confidences=heatmap_images,
+        mask_overlay=mask_overlay, legend=legend, color_mask=raw_mask, halting=halting,
+        halting_legend=halting_legend, dense_mask=dense_mask, disagreement=disagreement, agreement=agreement,
+        sweep_plot=sweep_plot)
+    return PageViews(tabs, slots, opacity, palette, sweep_button, stop_sweep, policies, comparison)
+
+
+def wire_page(demo: gr.Blocks, studio: Studio, session: gr.State, page: PageControls, views: PageViews,
+              panel: inspector_tab.InspectorPanel, inspector: inspector_tab.TokenInspector,
+              exports: sharing.ExportHandlers) -> None:
+    """The page's events: model, runtime, image, size, ξ, opacity, sweep, the tabs, inspector, links, export."""
+    view_outputs, opacity, session_views = views.slots.flat(), views.opacity, [session, *views.slots.flat()]
+    page_event = dict(concurrency_id=PAGE_QUEUE, concurrency_limit=1, api_visibility="private",
+                      validator=studio.admit())
+    sweep_event = views.sweep_button.click(studio.on_sweep, [page.xi_box, session], [views.slots.sweep_plot, session],
+                                           concurrency_id=SWEEP_QUEUE, concurrency_limit=1, api_visibility="private",
+                                           validator=studio.admit("sweep"))
+    views.stop_sweep.click(studio.on_stop_sweep, None, None, cancels=[sweep_event], api_visibility="private")
+    compare_tab.wire(views.comparison, compare_tab.CompareHandlers(studio), opacity, session, page_event)
+    policy_handlers = policies_tab.PolicyHandlers(studio)
+    policy_event = policies_tab.wire(views.policies, policy_handlers, session, SWEEP_QUEUE,
+                                     clear_on=[page.image.change, page.size.input, page.model.input, page.runtime.input])
+    restart = dict(cancels=[sweep_event, policy_event], **page_event)
+    page.model.input(studio.on_model, [page.model, opacity, session],
+                     [page.header, page.xi_box, page.xi_slider, page.reset, *session_views], **restart)
+    page.runtime.input(studio.on_runtime, [page.runtime, page.xi_box, opacity, session], session_views, **restart)
+    views.palette.input(studio.on_palette, [views.palette, page.xi_box, opacity, session], session_views, **page_event)
+    page.image.change(studio.on_image, [page.image, page.size, page.xi_box, opacity, session, page.model, page.runtime,
+                                        views.palette],
+                      [session, page.notices, page.size, *view_outputs], **restart)
+    page.size.input(studio.on_size, [page.size, page.xi_box, opacity, session], session_views, **restart)
+    page.xi_slider.input(studio.on_drag, [page.xi_slider, opacity, session], [page.xi_box, *session_views],
+                         trigger_mode="always_last", show_progress="hidden", **page_event)
+    page.xi_slider.release(studio.on_release, [page.xi_slider, opacity, session], [page.xi_box, *session_views],
+                           show_progress="minimal", **page_event)
+    for event in (page.xi_box.submit, page.xi_box.blur):
+        event(studio.on_xi_box, [page.xi_box, opacity, session], [page.xi_slider, *session_views],
+              show_progress="minimal", **page_event)
+    page.reset.click(studio.on_reset, [opacity, session], [page.xi_box, page.xi_slider, *session_views], **page_event)
+    opacity.input(studio.on_opacity, [opacity, session], views.slots.mask_overlay, show_progress="hidden",
+                  api_visibility="private")
+    inspected = [(view, inspector_tab.working_content) for view in views.slots.working_images()]
+    inspected += zip(views.policies.masks + views.policies.stop_maps, policy_handlers.views())
+    inspector_tab.wire(panel, inspector, session, inspected, refresh_on=page.readouts.change)
+    sharing.wire(demo, sharing.LinkHandlers(studio), views.tabs, page.copy_link, page.link_box, page.link_note,
+                 dict(image=page.image, size=page.size, xi_box=page.xi_box, xi_slider=page.xi_slider, row=panel.row,
+                      col=panel.col, notices=page.notices, session=session))
+    page.export_button.click(exports.on_export, [page.xi_box, opacity, session], page.export_file, **page_event)
+
+
+def add_api_endpoints(studio: Studio, inspector: inspector_tab.TokenInspector, exports: sharing.ExportHandlers,
+                      limits: ServingLimits) -> None:
+    """/predict, /export, /trace and /inspect_token: API-only endpoints in the /predict queue."""
+    default_xi = studio.predictor.config.default_xi
+    image_and_xi = lambda: [upload_image(label="image"), raw_number(value=default_xi, label="xi")]  # noqa: E731
+    api_endpoint("predict", studio.api_predict, image_and_xi,
+                 lambda: [gr.Image(format="png", label="colour mask"), gr.JSON(label="summary")], studio,
+                 "Segment an image at token-pass threshold xi in [0, 1] (None: checkpoint default), at the "
+                 "checkpoint's working size. Returns the colour mask at the image's resolution (images over 2048 px "
+                 "are downscaled first, see summary['notices']) and a summary with gflops, dense_gflops, kept_tokens "
+                 f"per group, latency_ms, dense_latency_ms, xi. At most {limits.pending_per_session} calls per "
+                 "client session may wait or run at a time.")
+    api_endpoint("export", exports.api_export, image_and_xi, lambda: gr.File(label="zip"), studio,
+                 "Every view of an image at threshold xi (None: checkpoint default), at the checkpoint's working "
+                 "size, as one ZIP: the views as PNG, the charts as PNG and interactive HTML, the per-token trace "
+                 "as JSON and CSV, and a README (model, xi, working size, GFLOPs, latency). Admitted like /predict.")
+    api_endpoint("trace", studio.api_trace, image_and_xi, lambda: gr.JSON(label="trace"), studio,
+                 "The token pass of an image at threshold xi (None: checkpoint default), at the checkpoint's "
+                 "working size, as JSON: grid [rows, cols], decision_layers, confidence (decisions x rows x cols, "
+                 "the aux heads' q_l), halting_group (rows x cols: the group after which each token stopped; the "
+                 "number of groups when it ran every block), kept_tokens per group, gflops, dense_gflops. "
+                 "Admitted like /predict.")
+    api_endpoint("inspect_token", inspector.api_inspect_token,
+                 lambda: [*image_and_xi(), raw_number(value=0, label="row"), raw_number(value=0, label="col")],
+                 lambda: gr.JSON(label="token"), studio,
+                 "One token's story at token-pass threshold xi (None: checkpoint default), at the checkpoint's "
+                 "working size: row and col index its token grid. Returns JSON: confidences (q at each decision "
+                 "layer, in decision order), aux_heads (top3 classes per head), decoder top3 (at the token's "
+                 "centre pixel), halting_group, dense_class, dovit_class, grid. Admitted like /predict.")
 
 
 def api_endpoint(name: str, fn, make_inputs, make_outputs, studio: Studio, description: str) -> None:
