@@ -339,7 +339,7 @@ def _check_device(device: str, dtype: str) -> None:
                          "(use --dtype bfloat16 on cpu)")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dovit.benchmark",
         description="Time dense vs token-pass forwards per batch size, interleaved (A B A B ...), median of "
@@ -386,20 +386,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--export", default=None,
                         help="with --runtime onnxruntime: the checkpoint's export folder (python -m dovit.export); "
                         "default: export it into a temporary folder first")
+    return parser
+
+
+def _check_args(args: argparse.Namespace, run_frames: bool) -> None:
+    """Every refusal before any case runs (a GPU session must not lose minutes to a typo); ValueError."""
+    _check_device(args.device, args.dtype)
+    if min(args.batch) < 1 or args.repeats < 1 or args.warmup < 0:
+        raise ValueError("--batch sizes and --repeats must be at least 1, --warmup at least 0")
+    if not all(0.0 < fraction <= 1.0 for fraction in args.fractions):
+        raise ValueError(f"--fractions must each be in (0, 1], got {args.fractions}")
+    uneven = [batch for batch in args.batch if batch > 1 and args.frames % batch]
+    if run_frames and uneven:
+        raise ValueError(f"--frames {args.frames} is not a multiple of batch size {uneven[0]} (the real-frame "
+                         "case runs whole batches): raise --frames, or skip that case with --no-frames")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.runtime == "onnxruntime":
         return _runtime_comparison(args)
     run_frames = not args.no_frames and Path(args.data_root).is_dir()
-    try:  # every refusal here, before any case runs: a GPU session must not lose minutes to a typo
-        _check_device(args.device, args.dtype)
-        if min(args.batch) < 1 or args.repeats < 1 or args.warmup < 0:
-            raise ValueError("--batch sizes and --repeats must be at least 1, --warmup at least 0")
-        if not all(0.0 < fraction <= 1.0 for fraction in args.fractions):
-            raise ValueError(f"--fractions must each be in (0, 1], got {args.fractions}")
-        uneven = [batch for batch in args.batch if batch > 1 and args.frames % batch]
-        if run_frames and uneven:
-            raise ValueError(f"--frames {args.frames} is not a multiple of batch size {uneven[0]} (the real-frame "
-                             "case runs whole batches): raise --frames, or skip that case with --no-frames")
+    try:
+        _check_args(args, run_frames)
         cases = random_init_cases(args.backbone, args.input_size, args.quick)
     except ValueError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
@@ -422,6 +432,12 @@ def main(argv: list[str] | None = None) -> int:
     if run_frames:
         checkpoint_results = _real_frame_results(args)
         release_memory(args.device)
+    _report(args, header, rows, checkpoint_results, run_frames)
+    return 0
+
+
+def _report(args: argparse.Namespace, header: str, rows: list, checkpoint_results: list, run_frames: bool) -> None:
+    """Print the tables (and why the real-frame case was skipped); write --json."""
     machine = machine_description(args.device)
     print(f"Machine: {machine}, {header}\n{FLOPS_CONVENTION}\n")
     if rows:
@@ -437,7 +453,6 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps({"machine": machine, "device": args.device, "dtype": args.dtype,
                                                "flops_convention": FLOPS_CONVENTION, "cases": rows,
                                                "checkpoint_cases": checkpoint_results}, indent=2) + "\n")
-    return 0
 
 
 def _runtime_comparison(args: argparse.Namespace) -> int:

@@ -64,6 +64,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add = parser.add_argument
     add("--stage", choices=["dense", "dovit"], required=True, help="what to train")
     add("--output", required=True, help="run folder: checkpoints (last/, best/), train_state.pt, log.jsonl")
+    _data_flags(parser)
+    _model_flags(parser)
+    _objective_flags(parser)
+    _input_flags(parser)
+    _optimisation_flags(parser)
+    _run_flags(parser)
+    args = parser.parse_args(argv)
+    if args.preset is not None and args.preset not in PRESETS:
+        parser.error(f"--preset: unknown preset {args.preset!r}; choose one of: {', '.join(PRESETS)}")
+    preset = preset_config(args.preset) if args.preset else {}
+    if args.input_size is None:
+        args.input_size = list(preset.get("input_size", DEFAULT_INPUT_SIZE))
+    if args.xi is None:
+        args.xi = preset.get("default_xi", DEFAULT_XI)
+    return args
+
+
+def _data_flags(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument_group("the data set").add_argument
     add("--dataset", choices=sorted(DATASETS) + ["synthetic"], default="camvid",
         help="data set layout ('synthetic': random shapes, for tests)")
     add("--data-root", default="../shared/data/camvid", help="data set root folder")
@@ -76,6 +95,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="validate only on these recordings, and (unless --train-sequences is given) leave them out of "
         "training: e.g. --train-split train+val --val-split train+val --val-sequences 0006R0 scores streets "
         "the model never saw")
+
+
+def _model_flags(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument_group("the model").add_argument
     add("--preset", default=None, metavar="NAME",
         help="build the model from a paper preset, {setr|segmenter}_vit_{t|s|b|l}_{ade20k|cityscapes} (e.g. "
         "segmenter_vit_s_ade20k; list: dovit.PRESETS): its backbone (timm vit_*_patch16_384), decision layers "
@@ -104,6 +127,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--init-weights", default=None,
         help="copy every weight whose name and shape match from a DoViT checkpoint into the model that the "
         "flags describe (e.g. a new decoder on a trained backbone); the rest keeps its random init")
+
+
+def _objective_flags(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument_group("what trains it (paper Eq. 9-12)").add_argument
     add("--teacher", default=None, help="dense teacher checkpoint for self-distillation (stage dovit)")
     add("--xi", type=float, default=None,
         help=f"token-pass threshold during training (stage dovit; default: the preset's, else {DEFAULT_XI})")
@@ -117,6 +144,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--label-smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy terms (0 = off)")
     add("--alpha", type=float, default=1.0, help="weight of the aux-head loss L_AH (Eq. 12)")
     add("--beta", type=float, default=0.4, help="weight of the self-distillation loss L_SD (Eq. 12)")
+
+
+def _input_flags(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument_group("input size and augmentation").add_argument
     add("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"),
         help=f"model input size (default: the preset's, else {DEFAULT_INPUT_SIZE[0]} {DEFAULT_INPUT_SIZE[1]})")
     add("--crop-size", type=int, nargs=2, default=None, metavar=("H", "W"), help="training crop (default: input size)")
@@ -129,6 +160,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="augmentation preset (albumentations): 'standard' = scale, crop, flip, colour jitter (+ --camera-aug); "
         "'robust' adds colour temperature, channel gains, HSV, grayscale, gamma, blur, noise, JPEG, fog, shadow, "
         "sun flare and wide-aspect crops, for photos from other cities and cameras (dovit.data.augment)")
+
+
+def _optimisation_flags(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument_group("optimisation and schedule").add_argument
     add("--ema", type=float, default=0.0,
         help="keep an exponential moving average of the weights with this decay (e.g. 0.999; 0 = off); "
         "validation, best/ and last/ then hold the averaged weights")
@@ -153,6 +188,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(the first ones warm up kernels and loaders) the step rate is measured, and the run's length "
         "(and its cosine/poly decay) is cut from --steps to the steps that fit, so the schedule completes instead "
         "of being stopped half-way; for a GPU lent for minutes, where the step rate is not known beforehand")
+
+
+def _run_flags(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument_group("checkpoints, validation and the process").add_argument
     add("--default-xi", type=float, default=None, help="xi written into the checkpoint config (default: --xi)")
     add("--eval-every", type=int, default=500, help="validate (and keep best/) every N steps; 0 = at the end only")
     add("--save-every", type=int, default=250, help="write last/ and train_state.pt every N steps")
@@ -168,15 +207,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--no-progress", action="store_true", help="no tqdm bar (the log file is still written)")
     add("--dump-rank-weights", action="store_true",
         help="every rank also writes its final weights to OUTPUT/rank{R}.safetensors (to check that DDP ranks agree)")
-    args = parser.parse_args(argv)
-    if args.preset is not None and args.preset not in PRESETS:
-        parser.error(f"--preset: unknown preset {args.preset!r}; choose one of: {', '.join(PRESETS)}")
-    preset = preset_config(args.preset) if args.preset else {}
-    if args.input_size is None:
-        args.input_size = list(preset.get("input_size", DEFAULT_INPUT_SIZE))
-    if args.xi is None:
-        args.xi = preset.get("default_xi", DEFAULT_XI)
-    return args
 
 
 # ---------------------------------------------------------------------------------------- setup
