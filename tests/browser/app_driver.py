@@ -2,7 +2,9 @@
 screenshot script). Never downloads a browser: Chromium must be at CHROMIUM."""
 from __future__ import annotations
 
+import os
 import socket
+from contextlib import contextmanager
 from pathlib import Path
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -13,6 +15,39 @@ TIMEOUT_MS = 90_000
 
 
 FAKE_CAMERA_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+
+
+def require_browser() -> None:
+    """Call at a browser test module's top: without Playwright or Chromium, skip it on a developer's
+    machine, saying how to get what is missing; fail in CI (CI=true), which installs both (.ci/run), so
+    that no real-browser test drops out of CI unnoticed."""
+    import pytest
+
+    def cannot_run(reason: str) -> None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI=true but {reason}", pytrace=False)
+        pytest.skip(reason, allow_module_level=True)
+
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        cannot_run("Playwright is not installed, so the real-browser test cannot run: pip install -r requirements.txt")
+    if not CHROMIUM.exists():
+        cannot_run(f"{CHROMIUM} is missing, so the real-browser test cannot run: install Debian's Chromium with "
+                   "`sudo apt-get install chromium` (Playwright never downloads a browser here)")
+
+
+@contextmanager
+def chromium(fake_camera: bool = False):
+    """Debian's Chromium through Playwright for one test, closed however the test ends."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = launch_browser(playwright, fake_camera)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def serve_on_loopback(app) -> str:

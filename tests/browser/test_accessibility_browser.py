@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from app_driver import STREET, launch_browser, open_app, upload
-from test_app_browser import sync_playwright  # skipped (failed in CI) like it without Playwright or Chromium
+from app_driver import STREET, chromium, open_app, require_browser, upload
+
+require_browser()
 
 ROOT = Path(__file__).resolve().parents[2]
 AXE = Path(os.environ.get("AXE_CORE_JS", ROOT / "node_modules" / "axe-core" / "axe.min.js"))
@@ -31,12 +32,8 @@ def serious_violations(page, axe_source: str) -> list[str]:
 
 
 def test_no_critical_or_serious_violation(tiny_app_url, axe_source):
-    with sync_playwright() as playwright:
-        browser = launch_browser(playwright)
-        try:
-            page = open_app(browser, tiny_app_url)
-            assert serious_violations(page, axe_source) == []
-            upload(page, STREET)
-            assert serious_violations(page, axe_source) == []
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = open_app(browser, tiny_app_url)
+        assert serious_violations(page, axe_source) == []
+        upload(page, STREET)
+        assert serious_violations(page, axe_source) == []

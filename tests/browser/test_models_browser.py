@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from app_driver import STREET, launch_browser, open_app, serve_on_loopback, upload
-from test_app_browser import sync_playwright  # skipped (failed in CI) like it without Playwright or Chromium
+from app_driver import STREET, chromium, open_app, require_browser, serve_on_loopback, upload
+
+require_browser()
 
 
 
@@ -28,20 +29,16 @@ def app_url(tmp_path_factory):
 
 
 def test_picking_a_model_switches_this_tab_only(app_url):
-    with sync_playwright() as playwright:
-        browser = launch_browser(playwright)
-        try:
-            page, other = open_app(browser, app_url), open_app(browser, app_url)
-            upload(page, STREET)
-            page.locator("#model input").click()
-            page.get_by_role("option", name="second").click()
-            page.wait_for_function("document.querySelector('#header').innerText.includes('default ξ = 0.8')")
-            page.wait_for_function("document.querySelector('#xi-number input').value === '0.8'")
-            page.locator("#view-tabs").get_by_role("tab", name="Segmentation", exact=True).click()
-            page.wait_for_function("document.querySelector('#legend').innerText.includes('lane')")
-            assert "default ξ = 0.9" in other.inner_text("#header")
-            upload(other, STREET)
-            other.locator("#view-tabs").get_by_role("tab", name="Segmentation", exact=True).click()
-            other.wait_for_function("document.querySelector('#legend').innerText.includes('road')")
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page, other = open_app(browser, app_url), open_app(browser, app_url)
+        upload(page, STREET)
+        page.locator("#model input").click()
+        page.get_by_role("option", name="second").click()
+        page.wait_for_function("document.querySelector('#header').innerText.includes('default ξ = 0.8')")
+        page.wait_for_function("document.querySelector('#xi-number input').value === '0.8'")
+        page.locator("#view-tabs").get_by_role("tab", name="Segmentation", exact=True).click()
+        page.wait_for_function("document.querySelector('#legend').innerText.includes('lane')")
+        assert "default ξ = 0.9" in other.inner_text("#header")
+        upload(other, STREET)
+        other.locator("#view-tabs").get_by_role("tab", name="Segmentation", exact=True).click()
+        other.wait_for_function("document.querySelector('#legend').innerText.includes('road')")

@@ -3,8 +3,9 @@
 Data set open their panels."""
 import pytest
 
-from app_driver import launch_browser, open_app, serve_on_loopback
-from test_app_browser import sync_playwright  # skipped (failed in CI) like it without Playwright or Chromium
+from app_driver import chromium, open_app, require_browser, serve_on_loopback
+
+require_browser()
 
 TAB_LABELS = ("Token pass", "Confidence", "Segmentation", "Halting depth", "Dense vs DoViT", "ξ sweep",
               "Policies", "What the views teach", "Video", "Data set")
@@ -43,28 +44,24 @@ def tab_rows(page) -> int:
 
 
 def test_every_view_tab_is_visible_and_video_and_data_set_open(app_url):
-    with sync_playwright() as playwright:
-        browser = launch_browser(playwright)
-        try:
-            for width in (1280, 1920):
-                page = open_app(browser, app_url, width=width, height=800)
-                assert tab_rows(page) == 1, f"at {width} px the tabs should fit on one row"
-                page.locator("#view-tabs").get_by_role("tab", name="Video", exact=True).click()
-                page.locator("#video-input").wait_for(state="visible", timeout=CHECK_MS)
-                page.locator("#view-tabs").get_by_role("tab", name="Data set", exact=True).click()
-                page.locator("#dataset-folder").wait_for(state="visible", timeout=CHECK_MS)
-                assert not page.locator("#video-input").is_visible()
-                if width == 1280:  # the token inspector (420 px, right) leaves the tabs ~800 px: they wrap
-                    tablist = page.locator("#view-tabs [role=tablist]")
-                    closed_width = tablist.evaluate("list => list.clientWidth")
-                    page.get_by_role("button", name="Toggle Sidebar").click()
-                    page.wait_for_function("w => document.querySelector('#view-tabs [role=tablist]').clientWidth < w",
-                                           arg=closed_width - 200)
-                    page.wait_for_timeout(300)  # gradio re-lays the tabs out on the next animation frame
-                    assert tab_rows(page) >= 2
-                page.close()
-            page = open_app(browser, app_url, width=800, height=800)
-            assert tab_rows(page) >= 2
+    with chromium() as browser:
+        for width in (1280, 1920):
+            page = open_app(browser, app_url, width=width, height=800)
+            assert tab_rows(page) == 1, f"at {width} px the tabs should fit on one row"
+            page.locator("#view-tabs").get_by_role("tab", name="Video", exact=True).click()
+            page.locator("#video-input").wait_for(state="visible", timeout=CHECK_MS)
+            page.locator("#view-tabs").get_by_role("tab", name="Data set", exact=True).click()
+            page.locator("#dataset-folder").wait_for(state="visible", timeout=CHECK_MS)
+            assert not page.locator("#video-input").is_visible()
+            if width == 1280:  # the token inspector (420 px, right) leaves the tabs ~800 px: they wrap
+                tablist = page.locator("#view-tabs [role=tablist]")
+                closed_width = tablist.evaluate("list => list.clientWidth")
+                page.get_by_role("button", name="Toggle Sidebar").click()
+                page.wait_for_function("w => document.querySelector('#view-tabs [role=tablist]').clientWidth < w",
+                                       arg=closed_width - 200)
+                page.wait_for_timeout(300)  # gradio re-lays the tabs out on the next animation frame
+                assert tab_rows(page) >= 2
             page.close()
-        finally:
-            browser.close()
+        page = open_app(browser, app_url, width=800, height=800)
+        assert tab_rows(page) >= 2
+        page.close()
