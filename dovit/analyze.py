@@ -254,7 +254,7 @@ def _sweep_point(model, xi: float, output, mask: np.ndarray, dense_mask: np.ndar
         matrix = ConfusionMatrix(config.num_classes, config.ignore_index)
         matrix.update(mask, label)
         confusion = matrix.matrix
-    return SweepPoint(xi, flops["total"], flops["dense_total"], flops["backbone"], flops["dense_backbone"],
+    return SweepPoint(xi, flops.total, flops.dense_total, flops.backbone, flops.dense_backbone,
                       int((mask == dense_mask).sum()), int(mask.size), confusion)
 
 

@@ -97,7 +97,7 @@ def forced_masks(num_decisions: int, num_tokens: int, fraction: float, seed: int
 def _mean_flops(model: DoViTSegmenter, output) -> float:
     """Mean analytic FLOPs per image of one forward's output."""
     return statistics.mean(
-        forward_flops(model, output.grid, tokens.tolist(), len(output.aux_logits))["total"]
+        forward_flops(model, output.grid, tokens.tolist(), len(output.aux_logits)).total
         for tokens in output.group_tokens
     )
 
@@ -124,7 +124,7 @@ def _case_rows(model: DoViTSegmenter, backbone: str, size: tuple[int, int], batc
     pixels = torch.randn(batch, 3, *size, device=device)
     grid = model.prefix(pixels[:1]).grid
     num_tokens = grid[0] * grid[1]
-    dense_flops = forward_flops(model, grid, [num_tokens] * len(model.group_bounds), 0)["total"]
+    dense_flops = forward_flops(model, grid, [num_tokens] * len(model.group_bounds), 0).total
     masks = {fraction: [m.to(device) for m in forced_masks(len(model.decision_layers), num_tokens, fraction,
                                                            batch=batch)]
              for fraction in fractions}
@@ -230,7 +230,7 @@ def run_checkpoint_case(model: DoViTSegmenter, frames: torch.Tensor, batch: int,
         times = interleaved_times(variants, warmup, repeats, device)
         outputs = [model(chunk, xi=xi) for chunk in chunks[1]]
     dense_flops = forward_flops(model, outputs[0].grid, [outputs[0].grid[0] * outputs[0].grid[1]] * len(model.group_bounds),
-                                0)["total"]
+                                0).total
     dynamic_flops = statistics.mean(_mean_flops(model, output) for output in outputs)
     ideal = dense_flops / dynamic_flops
     planned = f"dovit_b{batch} {next(iter(packings))}"

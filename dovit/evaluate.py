@@ -55,7 +55,7 @@ def evaluate_model(model: DoViTSegmenter, dataset, xi_values: list[float], max_i
             group_tokens = output.group_tokens[0].tolist()
             flops = forward_flops(model, output.grid, group_tokens, len(output.aux_logits))
             for key in totals:
-                totals[key] += flops[key]
+                totals[key] += getattr(flops, key)
             fraction = np.array(group_tokens, dtype=np.float64) / (output.grid[0] * output.grid[1])
             kept = fraction if kept is None else kept + fraction
         scores = matrix.scores()

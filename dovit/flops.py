@@ -68,12 +68,22 @@ def flop_formula(model: nn.Module, grid: tuple[int, int]) -> FlopFormula:
     )
 
 
-def forward_flops(model: nn.Module, grid: tuple[int, int], group_tokens: list[int], num_aux_heads: int) -> dict:
-    """Analytic FLOPs of one image's forward given the kept patch tokens per group.
+@dataclass
+class ForwardFlops:
+    """Analytic FLOPs of one image's forward: per group, the backbone (embedding + blocks), the aux heads,
+    the decoder and their total; and the dense forward's (all N tokens in every block, no aux heads)."""
 
-    Returns per-group FLOPs, backbone FLOPs (embedding + blocks), aux-head and decoder FLOPs, the total,
-    and the same for the dense forward (all N tokens in every block, no aux heads).
-    """
+    groups: list[int]
+    backbone: int
+    aux_heads: int
+    decoder: int
+    total: int
+    dense_backbone: int
+    dense_total: int
+
+
+def forward_flops(model: nn.Module, grid: tuple[int, int], group_tokens: list[int], num_aux_heads: int) -> ForwardFlops:
+    """Analytic FLOPs of one image's forward given the kept patch tokens per group."""
     formula = flop_formula(model, grid)
     num_tokens = grid[0] * grid[1]
     groups = [
@@ -82,15 +92,9 @@ def forward_flops(model: nn.Module, grid: tuple[int, int], group_tokens: list[in
     backbone = formula.embed + sum(groups)
     dense_backbone = formula.embed + formula.block(num_tokens) * len(model.vit.blocks)
     aux = formula.aux_head * num_aux_heads
-    return {
-        "groups": groups,
-        "backbone": backbone,
-        "aux_heads": aux,
-        "decoder": formula.decoder,
-        "total": backbone + aux + formula.decoder,
-        "dense_backbone": dense_backbone,
-        "dense_total": dense_backbone + formula.decoder,
-    }
+    return ForwardFlops(groups=groups, backbone=backbone, aux_heads=aux, decoder=formula.decoder,
+                        total=backbone + aux + formula.decoder, dense_backbone=dense_backbone,
+                        dense_total=dense_backbone + formula.decoder)
 
 
 # torch 2.14 registers no formula for the CPU flash-attention kernel, so FlopCounterMode would count

@@ -181,7 +181,7 @@ def compare_runtimes(model: DoViTSegmenter, ort_model: OrtSegmenter, frames: tor
         for name, kwargs in settings.items():
             outputs = [ort_model(f[None], **kwargs) for f in frames]
             flops = [forward_flops(model, o.grid, o.group_tokens[0].tolist(), len(o.aux_logits)) for o in outputs]
-            ideal = statistics.mean(f["dense_total"] for f in flops) / statistics.mean(f["total"] for f in flops)
+            ideal = statistics.mean(f.dense_total for f in flops) / statistics.mean(f.total for f in flops)
             kept = statistics.mean(float(o.group_tokens[0, -1]) / num_tokens for o in outputs)
             cases.append(RuntimeCase(
                 name, kept, ideal,

@@ -306,7 +306,7 @@ class PolicyRunner:
 
     def flops_of_counts(self, group_tokens: Sequence[int]) -> int:
         """``Trace.flops`` of a token-pass forward (all D aux heads run) with these kept counts per group."""
-        return int(forward_flops(self.model, self.grid, list(group_tokens), self.num_decisions)["total"])
+        return int(forward_flops(self.model, self.grid, list(group_tokens), self.num_decisions).total)
 
     def keep_all_flops(self) -> int:
         """``Trace.flops`` of a token-pass forward that stops nothing (the dense work plus the aux heads)."""

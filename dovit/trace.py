@@ -161,7 +161,7 @@ def build_trace(model: nn.Module, output: SegmenterOutput, index: int = 0) -> Tr
         depth = np.full((h, w), len(model.decision_layers) + 1, dtype=np.int64)
     groups = [
         GroupTrace(blocks=(first + 1, last), tokens=tokens, flops=group_flops)
-        for (first, last), tokens, group_flops in zip(model.group_bounds, group_tokens, flops["groups"])
+        for (first, last), tokens, group_flops in zip(model.group_bounds, group_tokens, flops.groups)
     ]
     return Trace(
         xi=output.xi,
@@ -170,12 +170,12 @@ def build_trace(model: nn.Module, output: SegmenterOutput, index: int = 0) -> Tr
         decisions=decisions,
         groups=groups,
         halting_depth=depth,
-        flops=flops["total"],
-        dense_flops=flops["dense_total"],
-        backbone_flops=flops["backbone"],
-        dense_backbone_flops=flops["dense_backbone"],
-        aux_head_flops=flops["aux_heads"],
-        decoder_flops=flops["decoder"],
+        flops=flops.total,
+        dense_flops=flops.dense_total,
+        backbone_flops=flops.backbone,
+        dense_backbone_flops=flops.dense_backbone,
+        aux_head_flops=flops.aux_heads,
+        decoder_flops=flops.decoder,
         timings_ms=dict(output.timings_ms),
         decoder_top_classes=decoder_classes,
         decoder_top_probabilities=decoder_probabilities,

@@ -24,12 +24,12 @@ def test_analytic_flops_agree_with_the_counter(options, xi):
     with torch.no_grad():
         counted, out = count_flops(model, pixels, xi=xi)
     analytic = forward_flops(model, out.grid, out.group_tokens[0].tolist(), len(out.aux_logits))
-    assert _relative_gap(counted, analytic["total"]) <= 0.01
+    assert _relative_gap(counted, analytic.total) <= 0.01
     all_kept = bool(out.group_tokens[0].eq(6 * 8).all())
-    assert (analytic["backbone"] == analytic["dense_backbone"]) == all_kept
-    assert analytic["backbone"] <= analytic["dense_backbone"]
+    assert (analytic.backbone == analytic.dense_backbone) == all_kept
+    assert analytic.backbone <= analytic.dense_backbone
     if xi == 1.0:
-        assert analytic["total"] == analytic["dense_total"]
+        assert analytic.total == analytic.dense_total
 
 
 def test_cpu_attention_is_counted():
