@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +20,43 @@ from .model import DoViTSegmenter
 from .preprocess import logits_to_mask
 
 
+@dataclass
+class XiEvaluation:
+    """A checkpoint's scores and costs at one xi over a data set (``evaluate_model``); fractions in [0, 1]."""
+
+    xi: float
+    miou: float
+    pa: float
+    mpa: float
+    per_class_iou: list[float | None]  # None: a class in neither labels nor predictions
+    gflops: float  # mean per image, as Trace.flops
+    dense_gflops: float
+    backbone_gflops: float
+    dense_backbone_gflops: float
+    kept_fraction_per_group: list[float]
+    throughput_img_s: float | None  # None when the images' sizes differ (or throughput_images is 0)
+    throughput_batch: int
+    fps: float
+    latency_ms: float
+    params_m: float
+    images: int
+
+    @property
+    def backbone_flops_saved(self) -> float:
+        return 1.0 - self.backbone_gflops / self.dense_backbone_gflops
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 @torch.inference_mode()
 def evaluate_model(model: DoViTSegmenter, dataset, xi_values: list[float], max_images: int | None = None,
                    progress: bool = True, device: str | torch.device = "cpu", throughput_batch: int = 8,
-                   throughput_images: int = 32) -> list[dict]:
+                   throughput_images: int = 32) -> list[XiEvaluation]:
     """Evaluate ``model`` on ``dataset`` (items: normalised (3, h, w) tensor, (H, W) labels) at each xi.
 
-    Returns one dict per xi: miou, pa, mpa, per_class_iou, gflops / dense_gflops (mean per image),
-    backbone_gflops / dense_backbone_gflops, kept_fraction per group, params, and measured speed:
+    Returns an ``XiEvaluation`` per xi: miou, pa, mpa, per_class_iou, gflops / dense_gflops (mean per
+    image), backbone_gflops / dense_backbone_gflops, kept_fraction per group, params, and measured speed:
     ``fps`` / ``latency_ms`` from batch-1 forwards over every image, ``throughput_img_s`` from forwards
     of ``throughput_batch`` images at a time over the first ``throughput_images`` (None when their
     sizes differ). In inference each image keeps its own tokens; a batch runs the model's batched token
@@ -60,21 +90,20 @@ def evaluate_model(model: DoViTSegmenter, dataset, xi_values: list[float], max_i
             kept = fraction if kept is None else kept + fraction
         scores = matrix.scores()
         fps = count / seconds
-        results.append({
-            "xi": float(xi),
-            **scores,
-            "gflops": totals["total"] / count / 1e9,
-            "dense_gflops": totals["dense_total"] / count / 1e9,
-            "backbone_gflops": totals["backbone"] / count / 1e9,
-            "dense_backbone_gflops": totals["dense_backbone"] / count / 1e9,
-            "kept_fraction_per_group": (kept / count).tolist(),
-            "throughput_img_s": _throughput(model, batch_pool, xi, throughput_batch),
-            "throughput_batch": throughput_batch,
-            "fps": fps,
-            "latency_ms": 1000.0 / fps,
-            "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-            "images": count,
-        })
+        results.append(XiEvaluation(
+            xi=float(xi), **scores,
+            gflops=totals["total"] / count / 1e9,
+            dense_gflops=totals["dense_total"] / count / 1e9,
+            backbone_gflops=totals["backbone"] / count / 1e9,
+            dense_backbone_gflops=totals["dense_backbone"] / count / 1e9,
+            kept_fraction_per_group=(kept / count).tolist(),
+            throughput_img_s=_throughput(model, batch_pool, xi, throughput_batch),
+            throughput_batch=throughput_batch,
+            fps=fps,
+            latency_ms=1000.0 / fps,
+            params_m=sum(p.numel() for p in model.parameters()) / 1e6,
+            images=count,
+        ))
     return results
 
 
@@ -103,17 +132,17 @@ def synchronise(device: str | torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def markdown_table(results: list[dict]) -> str:
+def markdown_table(results: list[XiEvaluation]) -> str:
     lines = [
         "| ξ | mIoU | PA | mPA | GFLOPs | dense GFLOPs | backbone GFLOPs saved | latency ms | FPS | throughput img/s |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        saved = 1.0 - r["backbone_gflops"] / r["dense_backbone_gflops"]
+        throughput = "n/a" if r.throughput_img_s is None else format(r.throughput_img_s, ".2f")
         lines.append(
-            f"| {r['xi']:g} | {100 * r['miou']:.2f} | {100 * r['pa']:.2f} | {100 * r['mpa']:.2f} | "
-            f"{r['gflops']:.2f} | {r['dense_gflops']:.2f} | {100 * saved:.1f}% | {r['latency_ms']:.1f} | "
-            f"{r['fps']:.2f} | {'n/a' if r['throughput_img_s'] is None else format(r['throughput_img_s'], '.2f')} |"
+            f"| {r.xi:g} | {100 * r.miou:.2f} | {100 * r.pa:.2f} | {100 * r.mpa:.2f} | {r.gflops:.2f} | "
+            f"{r.dense_gflops:.2f} | {100 * r.backbone_flops_saved:.1f}% | {r.latency_ms:.1f} | {r.fps:.2f} | "
+            f"{throughput} |"
         )
     return "\n".join(lines)
 
@@ -178,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     results = evaluate_model(model, dataset, xi_values, args.max_images, device=args.device,
                              throughput_batch=args.throughput_batch, throughput_images=args.throughput_images)
     print(f"{args.dataset} {args.split}" + (f" (recordings {' '.join(args.sequences)})" if args.sequences else "")
-          + f", {results[0]['images']} images at {size[0]}x{size[1]}, "
-          f"{results[0]['params_m']:.2f} M params; {FLOPS_CONVENTION}")
+          + f", {results[0].images} images at {size[0]}x{size[1]}, "
+          f"{results[0].params_m:.2f} M params; {FLOPS_CONVENTION}")
     print(markdown_table(results))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -187,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                                                "dataset": args.dataset, "split": args.split,
                                                "sequences": args.sequences,
                                                "input_size": list(size), "flops_convention": FLOPS_CONVENTION,
-                                               "results": results}, indent=2) + "\n")
+                                               "results": [r.to_dict() for r in results]}, indent=2) + "\n")
     return 0
 
 

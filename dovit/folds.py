@@ -105,7 +105,7 @@ def run_fold(args: argparse.Namespace, drive: str) -> FoldResult:
         test = build_dataset("camvid", args.data_root, args.split,
                              EvalTransform(config.input_size, config.mean, config.std), sequences=[drive])
         results = evaluate_model(model, test, xi_values, device=args.device, throughput_images=0)
-        scores[name] = {f"{r['xi']:g}": r for r in results}
+        scores[name] = {f"{r.xi:g}": r.to_dict() for r in results}
     trained_on = build_dataset("camvid", args.data_root, args.split, exclude_sequences=[drive])
     return FoldResult(drive, len(trained_on), len(test), scores["teacher"], scores["student"])
 

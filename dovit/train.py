@@ -684,22 +684,23 @@ def _validate(run: Run, xi: float) -> dict:
     args, step, best = run.args, run.step, run.best
     result = evaluate_model(run.shipped, run.val_set, [xi], args.max_val_images, progress=False,
                             device=run.device, throughput_images=0)[0]
-    run.log({"event": "val", "step": step, "xi": xi, "miou": result["miou"], "pa": result["pa"],
-             "mpa": result["mpa"], "per_class_iou": result["per_class_iou"],
-             "backbone_gflops": result["backbone_gflops"], "dense_backbone_gflops": result["dense_backbone_gflops"]})
-    if result["miou"] > best["miou"]:
-        best = {"miou": result["miou"], "step": step}
+    run.log({"event": "val", "step": step, "xi": xi, "miou": result.miou, "pa": result.pa, "mpa": result.mpa,
+             "per_class_iou": result.per_class_iou, "backbone_gflops": result.backbone_gflops,
+             "dense_backbone_gflops": result.dense_backbone_gflops})
+    if result.miou > best["miou"]:
+        best = {"miou": result.miou, "step": step}
         save_checkpoint(run.shipped, run.output / "best", metadata=_metadata(args, step, result, run.source))
     return best
 
 
-def _metadata(args, step: int, val: dict | None = None, source: dict | None = None) -> dict:
+def _metadata(args, step: int, val: XiEvaluation | None = None, source: dict | None = None) -> dict:
     """What a saved checkpoint records: stage, step, command and flags, validation, and (source) where a
     converted --init checkpoint came from (``converted_from``, ``format``: the studio shows them)."""
     meta = {"stage": args.stage, "step": step, "command": "python -m dovit.train " + " ".join(sys.argv[1:]),
             "args": {k: v for k, v in vars(args).items()}, **(source or {})}
     if val is not None:
-        meta["val"] = {k: val[k] for k in ("xi", "miou", "pa", "mpa", "backbone_gflops", "dense_backbone_gflops")}
+        meta["val"] = {k: getattr(val, k) for k in ("xi", "miou", "pa", "mpa", "backbone_gflops",
+                                                   "dense_backbone_gflops")}
     return meta
 
 

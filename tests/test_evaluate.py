@@ -49,48 +49,48 @@ def test_help_documents_every_flag(monkeypatch):
 
 
 def test_one_row_per_xi_in_order(results):
-    assert [r["xi"] for r in results] == [0.0, 0.5, 1.0]
+    assert [r.xi for r in results] == [0.0, 0.5, 1.0]
     for r in results:
-        assert r["images"] == 4
+        assert r.images == 4
         for key in ("miou", "pa", "mpa"):
-            assert 0.0 <= r[key] <= 1.0
-        assert len(r["per_class_iou"]) == 11
-        assert r["params_m"] > 0 and r["latency_ms"] > 0 and r["throughput_img_s"] > 0
-        assert r["fps"] == pytest.approx(1000.0 / r["latency_ms"])
-        assert r["throughput_batch"] == 8
+            assert 0.0 <= getattr(r, key) <= 1.0
+        assert len(r.per_class_iou) == 11
+        assert r.params_m > 0 and r.latency_ms > 0 and r.throughput_img_s > 0
+        assert r.fps == pytest.approx(1000.0 / r.latency_ms)
+        assert r.throughput_batch == 8
 
 
 def test_flops_never_exceed_the_dense_forward(results):
-    dense = results[0]["dense_gflops"]
+    dense = results[0].dense_gflops
     for r in results:
-        assert r["dense_gflops"] == pytest.approx(dense)  # the dense cost does not depend on xi
-        assert r["backbone_gflops"] <= r["dense_backbone_gflops"]
-        fractions = r["kept_fraction_per_group"]
+        assert r.dense_gflops == pytest.approx(dense)  # the dense cost does not depend on xi
+        assert r.backbone_gflops <= r.dense_backbone_gflops
+        fractions = r.kept_fraction_per_group
         assert fractions[0] == 1.0  # B_1 always runs dense
         assert all(later <= earlier for earlier, later in zip(fractions, fractions[1:]))  # stopped never return
 
 
 def test_xi_one_is_the_dense_forward(results):
     dense = results[-1]
-    assert dense["gflops"] == dense["dense_gflops"]
-    assert dense["backbone_gflops"] == dense["dense_backbone_gflops"]
-    assert dense["kept_fraction_per_group"] == [1.0] * 4
+    assert dense.gflops == dense.dense_gflops
+    assert dense.backbone_gflops == dense.dense_backbone_gflops
+    assert dense.kept_fraction_per_group == [1.0] * 4
 
 
 def test_xi_zero_stops_every_token_at_the_first_decision(results):
     # Every confidence exceeds 0, so all tokens stop after B_1: the cheapest forward, aux heads included.
     cheapest = results[0]
-    assert cheapest["kept_fraction_per_group"] == [1.0, 0.0, 0.0, 0.0]
-    assert cheapest["gflops"] < cheapest["dense_gflops"]
+    assert cheapest.kept_fraction_per_group == [1.0, 0.0, 0.0, 0.0]
+    assert cheapest.gflops < cheapest.dense_gflops
     # No forward can cost less: only the class token runs through blocks 4-12.
-    assert all(cheapest["backbone_gflops"] <= r["backbone_gflops"] for r in results)
+    assert all(cheapest.backbone_gflops <= r.backbone_gflops for r in results)
 
 
 def test_max_images_limits_the_evaluation(checkpoint):
     model = dovit.load_checkpoint(checkpoint)
     dataset = synthetic_dataset(5, INPUT_SIZE, transform=EvalTransform(None, model.config.mean, model.config.std))
     (row,) = evaluate.evaluate_model(model, dataset, [1.0], max_images=2, progress=False)
-    assert row["images"] == 2
+    assert row.images == 2
 
 
 def test_cli_writes_json_and_prints_a_markdown_table(checkpoint, tmp_path, capsys):

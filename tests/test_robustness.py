@@ -77,9 +77,9 @@ def test_clean_score_is_evaluates_and_results_are_reproducible(checkpoint):
                                     transform=EvalTransform(INPUT_SIZE, model.config.mean, model.config.std))
     reference = evaluate.evaluate_model(model, transformed, [0.0, 1.0], progress=False, throughput_images=0)
     for result, expected in zip(results, reference):
-        assert result.clean_miou == pytest.approx(expected["miou"])
+        assert result.clean_miou == pytest.approx(expected.miou)
         # The Predictor's trace always counts the aux heads (it runs them for the confidence maps).
-        assert result.gflops == pytest.approx(expected["gflops"], rel=1e-2)
+        assert result.gflops == pytest.approx(expected.gflops, rel=1e-2)
         assert [(s.shift, s.severity) for s in result.scores] == [(n, s) for n in shifts for s in (1, 5)]
         assert all(0.0 <= s.miou <= 1.0 for s in result.scores)
         assert result.mean_shifted_miou == pytest.approx(np.mean([s.miou for s in result.scores]))
