@@ -31,7 +31,7 @@ from .config import DECODERS, ModelConfig
 from .data.augment import AUGMENT_PRESETS
 from .data import (DATASETS, IGNORE_INDEX, EvalTransform, TrainAugment, balanced_class_weights, build_dataset,
                    class_frequencies)
-from .evaluate import evaluate_model
+from .evaluate import XiEvaluation, evaluate_model
 from .losses import dovit_loss
 from .model import DoViTSegmenter
 from .token_pass import check_xi
