@@ -129,3 +129,24 @@ def test_compare_runtimes_times_both_runtimes_interleaved(exported):
     assert forced.ideal_speedup > 1.1  # the skip decoder is a large share of this tiny model
     assert all(ms > 0 for ms in forced.ms.values()) and forced.ort_efficiency > 0
     assert forced.ort_over_pytorch["min"] <= forced.ort_over_pytorch["median"] <= forced.ort_over_pytorch["max"]
+
+
+def test_torch_runs_one_thread_between_the_graphs_and_gets_its_threads_back(exported, monkeypatch):
+    """PyTorch's glue between the ORT graphs runs on one thread (its spinning workers would take onnxruntime's
+    cores); the caller's thread count is back afterwards, also when the forward fails."""
+    checkpoint, result = exported
+    ort_model = OrtSegmenter(result.output, threads=1)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = []
+        original = ort_model._run
+        monkeypatch.setattr(ort_model, "_run", lambda *a: seen.append(torch.get_num_threads()) or original(*a))
+        with torch.inference_mode():
+            ort_model(torch.randn(1, 3, 64, 96), xi=0.5)
+        assert seen and set(seen) == {1} and torch.get_num_threads() == 2
+        with pytest.raises(ValueError, match="this export runs at"):
+            ort_model(torch.randn(1, 3, 32, 32), xi=0.5)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
