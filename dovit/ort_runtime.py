@@ -189,7 +189,7 @@ def compare_runtimes(model: DoViTSegmenter, ort_model: OrtSegmenter, frames: tor
                      fraction: float = 0.25, warmup: int = 2, repeats: int = 10) -> list[RuntimeCase]:
     """PyTorch and ORT, dense and DoViT, batch 1 over ``frames`` (N, 3, H, W), interleaved (A B C D A B C D ...):
     at ``xi`` (each frame its own tokens) and with ``fraction`` of random tokens kept from the first decision."""
-    from .benchmark import forced_masks, interleaved_times, ratio_summary
+    from .timing import forced_masks, interleaved_times, ratio_summary
     from .flops import forward_flops
 
     num_tokens = ort_model.export_grid[0] * ort_model.export_grid[1]
