@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from . import train
+from . import train, training
 from .checkpoint import load_checkpoint, read_config
 from .data import EvalTransform, build_dataset
 from .evaluate import evaluate_model
@@ -80,10 +80,14 @@ def _train(run: Path, argv: list[str]) -> None:
     if _finished(run, argv):
         print(f"reusing finished run {run}")
         return
-    resume = ["--resume"] if (run / train.STATE_NAME).exists() else []
+    resume = ["--resume"] if (run / training.STATE_NAME).exists() else []
     print("python -m dovit.train " + shlex.join(argv + resume), flush=True)
-    if train.main(argv + resume) != 0:
-        raise SystemExit(f"training failed: {run}")
+    config = train.parse_args(argv + resume)  # the fold's flags, as a user would type them, into a TrainConfig
+    try:
+        training.check_config(config)
+        training.train(config)
+    except training.SetupError as error:
+        raise SystemExit(f"training failed: {run}: {error}") from None
 
 
 def run_fold(args: argparse.Namespace, drive: str) -> FoldResult:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import dovit
-from dovit import train
+from dovit import train, training
 from dovit.data import IGNORE_INDEX, EvalTransform
 from dovit.data.synthetic import synthetic_dataset
 from conftest import write_drives
@@ -131,7 +131,7 @@ def test_dense_run_writes_loadable_last_and_best_checkpoints(dense_run):
     # Only one validation ran (at the end), so best and last hold the same weights.
     last_weights, best_weights = load_file(dense_run / "last" / "model.safetensors"), load_file(dense_run / "best" / "model.safetensors")
     assert all(torch.equal(last_weights[k], best_weights[k]) for k in last_weights)
-    state = torch.load(dense_run / train.STATE_NAME, map_location="cpu", weights_only=True)
+    state = torch.load(dense_run / training.STATE_NAME, map_location="cpu", weights_only=True)
     assert state["step"] == DENSE_STEPS
 
 
@@ -169,14 +169,14 @@ def test_resume_continues_from_the_saved_step(dense_run, tmp_path):
     args = train.parse_args(argv)
     for r in step_records(records):
         assert r["lr"] == pytest.approx(
-            args.lr * train.lr_factor(r["step"], args.warmup_steps, args.steps, args.lr, args.min_lr, args.schedule))
+            args.lr * training.lr_factor(r["step"], args.warmup_steps, args.steps, args.lr, args.min_lr, args.schedule))
     assert dovit.read_config(output / "last")[1]["step"] == more
     before, after = load_file(dense_run / "last" / "model.safetensors"), load_file(output / "last" / "model.safetensors")
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
 def test_learning_rate_schedule_warms_up_then_decays_to_the_floor():
-    factors = [train.lr_factor(step, 10, 100, 1e-3, 1e-5, "cosine") for step in range(101)]
+    factors = [training.lr_factor(step, 10, 100, 1e-3, 1e-5, "cosine") for step in range(101)]
     assert factors[9] == pytest.approx(1.0) and factors[0] == pytest.approx(0.1)
     assert all(a <= b for a, b in zip(factors[:10], factors[1:10]))  # warm-up rises
     assert all(a >= b for a, b in zip(factors[10:], factors[11:]))  # then never rises
@@ -211,7 +211,7 @@ def test_torchrun_two_ranks_agree_and_only_rank_zero_writes(tmp_path):
     assert all(torch.equal(checkpoint[k], rank0[k]) for k in rank0)
     written = sorted(p.name for p in tmp_path.iterdir())
     assert written == ["best", "last", "log.jsonl", "rank0.safetensors", "rank1.safetensors", "train.log",
-                       train.STATE_NAME]
+                       training.STATE_NAME]
 
 
 # ------------------------------------------------------------------------------ class weights, AMP, time limit
@@ -219,11 +219,11 @@ def test_class_weights_come_from_the_training_labels():
     labels = [np.array([[0, 0, 0, 1]]), np.array([[0, 0, 1, 255]])]
     fake = type("Fake", (), {"info": SimpleNamespace(num_classes=2), "__len__": lambda self: 2,
                              "load_label": lambda self, i: labels[i]})()
-    weights = train._class_weights(1.0, fake, torch.device("cpu"))
+    weights = training._class_weights(1.0, fake, torch.device("cpu"))
     frequencies = torch.tensor([5 / 7, 2 / 7], dtype=torch.float64)
     expected = frequencies.mean() / frequencies  # numpy's median of two values is their mean
     assert torch.allclose(weights.double(), expected, rtol=1e-6)
-    assert train._class_weights(0.0, fake, torch.device("cpu")) is None
+    assert training._class_weights(0.0, fake, torch.device("cpu")) is None
 
 
 def test_max_minutes_ends_the_run_early_with_a_validated_checkpoint(tmp_path):
@@ -313,7 +313,7 @@ def test_val_sequences_hold_their_drives_out_of_training(tmp_path):
     bad = ["--stage", "dense", "--output", str(tmp_path / "bad"), "--steps", "1", "--data-root", str(tmp_path / "data"),
            "--val-split", "train", "--val-sequences", "0005VD", *tiny]
     with pytest.raises(ValueError, match=r"0005VD.*0001TP \(4\)"):
-        train.train(train.parse_args(bad))
+        training.train(train.parse_args(bad))
     assert train.main(bad) == 2
 
 
@@ -321,7 +321,7 @@ def test_ema_weights_are_validated_and_saved(dense_run, tmp_path):
     steps = 12
     assert train.main(["--stage", "dense", "--output", str(tmp_path), "--steps", str(steps), "--ema", "0.9",
                        "--init", str(dense_run / "last"), *TINY]) == 0
-    state = torch.load(tmp_path / train.STATE_NAME, map_location="cpu", weights_only=True)
+    state = torch.load(tmp_path / training.STATE_NAME, map_location="cpu", weights_only=True)
     saved = load_file(tmp_path / "last" / "model.safetensors")
     averaged = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
     assert int(state["ema"]["n_averaged"]) == steps

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from dovit import train
+from dovit import train, training
 
 from test_train_resume import SMALL, events
 
@@ -24,20 +24,20 @@ class FakeClock:
 
 def test_schedule_fit_counts_the_budget_from_the_loop_start(monkeypatch):
     clock = FakeClock()
-    monkeypatch.setattr(train.time, "perf_counter", clock)
-    fit = train.ScheduleFit(minutes=1.0, start_step=0)
+    monkeypatch.setattr(training.time, "perf_counter", clock)
+    fit = training.ScheduleFit(minutes=1.0, start_step=0)
     clock.now += 5.0  # warm-up steps: slow, untimed, but paid from the budget
-    for step in range(1, train.FIT_MEASURE_STEPS + 1):
-        if step > train.FIT_SKIP_STEPS:
+    for step in range(1, training.FIT_MEASURE_STEPS + 1):
+        if step > training.FIT_SKIP_STEPS:
             clock.now += 0.5  # two steps per second once warm
         measured = fit.observe(step)
-        assert measured == (step == train.FIT_MEASURE_STEPS)
+        assert measured == (step == training.FIT_MEASURE_STEPS)
     assert fit.rate == pytest.approx(2.0)
     # 60 s budget - 5 s warm-up - 15 s measured = 40 s left at 2 steps/s: 80 more steps after step 40.
-    assert fit.total_steps(requested=10_000) == train.FIT_MEASURE_STEPS + 80
+    assert fit.total_steps(requested=10_000) == training.FIT_MEASURE_STEPS + 80
     assert fit.total_steps(requested=50) == 50  # never longer than --steps
     clock.now += 1000.0
-    assert fit.total_steps(requested=10_000) == train.FIT_MEASURE_STEPS  # over budget: stop now
+    assert fit.total_steps(requested=10_000) == training.FIT_MEASURE_STEPS  # over budget: stop now
 
 
 def test_a_fitted_run_ends_early_with_its_schedule_complete(tmp_path):
@@ -46,9 +46,9 @@ def test_a_fitted_run_ends_early_with_its_schedule_complete(tmp_path):
             "--lr", "1e-3", "--save-every", "100000"]
     assert train.main(argv) == 0
     fit = [e for e in events(output) if e["event"] == "fit"]
-    assert len(fit) == 1 and fit[0]["step"] == train.FIT_MEASURE_STEPS and fit[0]["steps_per_s"] > 0
+    assert len(fit) == 1 and fit[0]["step"] == training.FIT_MEASURE_STEPS and fit[0]["steps_per_s"] > 0
     fitted = fit[0]["steps"]
-    assert train.FIT_MEASURE_STEPS <= fitted < 1_000_000
+    assert training.FIT_MEASURE_STEPS <= fitted < 1_000_000
     done = [e for e in events(output) if e["event"] == "done"][0]
     assert done["step"] == fitted
     rows = step_rows(output)

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 import dovit
-from dovit import train
+from dovit import train, training
 from conftest import write_drives
 
 # Synthetic data, 48 x 64 inputs (a 3 x 4 token grid), a few steps: fast on two shared CPU cores.
@@ -19,13 +19,13 @@ INFO = SimpleNamespace(num_classes=3, class_names=["a", "b", "c"], class_colors=
 
 
 def config_of(*flags: str) -> dovit.ModelConfig:
-    return train.model_config(train.parse_args(["--stage", "dense", "--output", "unused", *flags]), INFO)
+    return training.model_config(train.parse_args(["--stage", "dense", "--output", "unused", *flags]), INFO)
 
 
 def test_a_preset_sets_the_architecture_sizes_and_xi():
     args = train.parse_args(["--stage", "dovit", "--output", "unused", "--preset", "segmenter_vit_s_cityscapes"])
     assert args.input_size == [768, 768] and args.xi == 0.985  # Cityscapes crop, the paper's best xi
-    config = train.model_config(args, INFO)
+    config = training.model_config(args, INFO)
     assert (config.backbone, config.decoder, config.decoder_channels) == ("vit_small_patch16_384", "segmenter", 384)
     assert config.decision_layers == (3, 6, 9) and config.input_size == (768, 768)
     assert config.mean == (0.5, 0.5, 0.5) and config.default_xi == 0.985
@@ -43,8 +43,8 @@ def test_explicit_flags_override_the_preset():
 
 def test_without_a_preset_the_defaults_are_unchanged():
     args = train.parse_args(["--stage", "dovit", "--output", "unused"])
-    assert args.input_size == list(train.DEFAULT_INPUT_SIZE) and args.xi == train.DEFAULT_XI
-    config = train.model_config(args, INFO)
+    assert args.input_size == list(training.DEFAULT_INPUT_SIZE) and args.xi == training.DEFAULT_XI
+    config = training.model_config(args, INFO)
     assert config.backbone == dovit.ModelConfig.backbone and config.decoder == dovit.ModelConfig.decoder
 
 
@@ -64,7 +64,7 @@ def test_a_local_pretrained_file_initialises_the_preset_backbone(tmp_path):
     save_file(weights, str(path))
     args = train.parse_args(["--stage", "dense", "--output", "unused", "--preset", "segmenter_vit_t_ade20k",
                              "--input-size", "32", "48", "--pretrained", str(path)])
-    model = train.build_student(args, INFO)
+    model = training.build_student(args, INFO)
     key = "blocks.5.mlp.fc1.weight"
     assert torch.equal(model.vit.state_dict()[key], weights[key])
 
@@ -108,4 +108,4 @@ def test_an_unknown_drive_is_one_line_from_main_and_a_value_error_from_train(tmp
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "0005VD" in error[0] and "0001TP (2)" in error[0], error
     with pytest.raises(ValueError, match=r"0005VD.*0001TP \(2\)"):  # the library function still raises
-        train.train(train.parse_args(argv))
+        training.train(train.parse_args(argv))

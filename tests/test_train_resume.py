@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import dovit
-from dovit import train
+from dovit import train, training
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,7 @@ def test_resume_without_a_saved_state_refuses_with_exit_code_2(tmp_path, capsys)
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: --resume:") and "\n" not in error
-    assert str(tmp_path / train.STATE_NAME) in error and "--allow-fresh" in error
+    assert str(tmp_path / training.STATE_NAME) in error and "--allow-fresh" in error
     assert not (tmp_path / "last").exists()
 
 
@@ -45,7 +45,7 @@ def test_resume_says_what_it_resumes_from(tmp_path, capsys):
     assert train.main([*SMALL, "--output", str(tmp_path), "--steps", "2"]) == 0
     capsys.readouterr()
     assert train.main([*SMALL, "--output", str(tmp_path), "--steps", "3", "--resume"]) == 0
-    assert f"continuing from {tmp_path / train.STATE_NAME} at step 2 of 3" in capsys.readouterr().out
+    assert f"continuing from {tmp_path / training.STATE_NAME} at step 2 of 3" in capsys.readouterr().out
     assert [e["event"] for e in events(tmp_path)][-4:] == ["resume", "start", "val", "done"]
 
 
@@ -54,7 +54,7 @@ def test_an_unusable_state_is_refused_not_ignored(damage, tmp_path, capsys):
     assert train.main([*SMALL, "--output", str(tmp_path), "--steps", "1"]) == 0
     argv = [*SMALL, "--output", str(tmp_path), "--steps", "2", "--resume", "--allow-fresh"]
     if damage == "truncated":
-        state = tmp_path / train.STATE_NAME
+        state = tmp_path / training.STATE_NAME
         state.write_bytes(state.read_bytes()[:2000])
     else:
         argv += ["--decoder-channels", "16"]  # the saved state holds an 8-channel decoder
@@ -62,7 +62,7 @@ def test_an_unusable_state_is_refused_not_ignored(damage, tmp_path, capsys):
         train.main(argv)
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip()
-    assert error.startswith(f"error: --resume: cannot resume from {tmp_path / train.STATE_NAME}") and "\n" not in error
+    assert error.startswith(f"error: --resume: cannot resume from {tmp_path / training.STATE_NAME}") and "\n" not in error
 
 
 def test_saving_state_is_atomic_and_fsynced(tmp_path, monkeypatch):
@@ -70,8 +70,8 @@ def test_saving_state_is_atomic_and_fsynced(tmp_path, monkeypatch):
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
     assert train.main([*SMALL, "--output", str(tmp_path), "--steps", "1"]) == 0
-    assert str(tmp_path / (train.STATE_NAME + ".tmp")) in synced and str(tmp_path) in synced
-    assert not (tmp_path / (train.STATE_NAME + ".tmp")).exists()
+    assert str(tmp_path / (training.STATE_NAME + ".tmp")) in synced and str(tmp_path) in synced
+    assert not (tmp_path / (training.STATE_NAME + ".tmp")).exists()
 
 
 # The driver forks children that train with --save-every 1 (so that most of their time is spent saving) and
@@ -83,7 +83,7 @@ import contextlib, json, math, os, random, signal, sys, time, warnings
 import torch
 torch.set_num_threads(1)
 import dovit
-from dovit import train
+from dovit import train, training
 warnings.simplefilter("ignore")
 
 output, kills_wanted, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
@@ -108,7 +108,7 @@ def run_child(extra):
 
 
 def check_disk():
-    state_path = os.path.join(output, train.STATE_NAME)
+    state_path = os.path.join(output, training.STATE_NAME)
     step = None
     if os.path.exists(state_path):
         step = torch.load(state_path, map_location="cpu", weights_only=True)["step"]
@@ -141,7 +141,7 @@ while report["kills"] < kills_wanted:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         report["kills"] += 1
-        leftovers = [".last.partial", ".last.previous", train.STATE_NAME + ".tmp"]
+        leftovers = [".last.partial", ".last.previous", training.STATE_NAME + ".tmp"]
         report["mid_save"] += any(os.path.exists(os.path.join(output, name)) for name in leftovers)
     text = open(output + ".child.txt").read()
     if code == 2:
