@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 
 from dovit import drawing
 from dovit.familiarity import ConfidenceRange
-from dovit.preprocess import resize_image
+from dovit.core.preprocess import resize_image
 
 from .charts import SweepPoint, tokens_flops_figure
 from .readouts import prediction_summary

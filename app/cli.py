@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     from app.ui import build_demo, serve
     from app.models import ModelShelf
     from dovit import CheckpointError, Predictor
-    from dovit.predictor import default_checkpoint
+    from dovit.core.predictor import default_checkpoint
 
     threads = configure_torch(args.threads)
     first = args.checkpoint[0] if args.checkpoint else None

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import PIL.Image
 
-from dovit.preprocess import resize_image
+from dovit.core.preprocess import resize_image
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "BMP")  # MPO: the JPEG variant phone cameras write
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024

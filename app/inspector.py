@@ -3,7 +3,7 @@
 the token marked on the image. No gradio here; everything is read from one forward's ``dovit.Prediction`` (its
 ``Trace``), so inspecting a token never runs the model.
 
-Token-level classes are read at the token's centre pixel (``dovit.trace.token_centres``): the decoder's
+Token-level classes are read at the token's centre pixel (``dovit.core.trace.token_centres``): the decoder's
 top-3 is its softmax there (recorded in the trace), and the DoViT and dense classes are the two masks'
 classes there, so the DoViT class is always the decoder's top-1.
 """
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from dovit.trace import token_centres
+from dovit.core.trace import token_centres
 
 from .charts import FLOPS_COLOR, TOKENS_COLOR
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from dovit import OrtPredictor, Predictor
-from dovit.checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
+from dovit.core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
 
 CHECKPOINTS_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 EXPORT_CACHE = Path(os.environ.get("DOVIT_EXPORT_CACHE", Path.home() / ".cache" / "dovit" / "exports"))

@@ -25,7 +25,7 @@ from gradio.utils import get_upload_folder
 
 from dovit import CheckpointError, Predictor, drawing
 from dovit.familiarity import ConfidenceRange
-from dovit.predictor import check_xi
+from dovit.core.predictor import check_xi
 
 from . import controls
 from .analysis import Views, analyse, run_sweep, to_working_size

@@ -8,8 +8,8 @@ working size and default ξ; its logits are then turned into a mask at each ``--
 interleaved frame by frame (A B A B ..., so that the machine's load hits both alike):
 
 - upsample: ``F.interpolate`` of the logits to the size (bilinear, align_corners=False), then the argmax
-  over classes (what ``dovit.preprocess.logits_to_mask`` did before);
-- labels: ``logits_to_mask`` now (``dovit.preprocess.resample_labels``: interpolates only pixels whose 2 x 2
+  over classes (what ``dovit.core.preprocess.logits_to_mask`` did before);
+- labels: ``logits_to_mask`` now (``dovit.core.preprocess.resample_labels``: interpolates only pixels whose 2 x 2
   source block mixes classes, or falls back to the upsample where that does not pay).
 
 Then ``Predictor.predict`` on each frame enlarged to the first size (a photo larger than the working size),
@@ -28,11 +28,11 @@ from unittest import mock
 
 import torch
 
-import dovit.predictor
-import dovit.preprocess
+import dovit.core.predictor
+import dovit.core.preprocess
 from dovit import Predictor
 from dovit.data.datasets import read_rgb
-from dovit.preprocess import logits_to_mask, resize_image, uniform_blocks, upsample_logits
+from dovit.core.preprocess import logits_to_mask, resize_image, uniform_blocks, upsample_logits
 from dovit.video import image_files
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(args.rounds):
         for image in images:
             predictor.set_image(resize_image(image, size))  # enlarging: INTER_LINEAR
-            with mock.patch.object(dovit.preprocess, "logits_to_mask", upsample_then_argmax):  # class_mask calls it
+            with mock.patch.object(dovit.core.preprocess, "logits_to_mask", upsample_then_argmax):  # class_mask calls it
                 old.append(_timed(predictor.predict)[0])
             new.append(_timed(predictor.predict)[0])
     print(_summary(f"Predictor.predict on a {size[0]}x{size[1]} image (xi part)", old, new))

@@ -1,13 +1,13 @@
 """DoViT: dynamic token-pass vision transformers for semantic segmentation (Liu et al., WACV 2024)."""
-from .checkpoint import CheckpointError, load_checkpoint, read_config, save_checkpoint
-from .config import ModelConfig
-from .flops import FLOPS_CONVENTION, count_flops
-from .model import DoViTSegmenter, KeepDecider, SegmenterOutput, build_model
+from .core.checkpoint import CheckpointError, load_checkpoint, read_config, save_checkpoint
+from .core.config import ModelConfig
+from .core.flops import FLOPS_CONVENTION, count_flops
+from .core.model import DoViTSegmenter, KeepDecider, SegmenterOutput, build_model
 from .ort_runtime import OrtPredictor, OrtSegmenter
 from .policies import POLICIES, PolicyResult, run_policies
-from .predictor import Prediction, Predictor, PreparedImage
+from .core.predictor import Prediction, Predictor, PreparedImage
 from .presets import PRESETS, build_preset
-from .trace import DecisionTrace, GroupTrace, Trace, build_trace
+from .core.trace import DecisionTrace, GroupTrace, Trace, build_trace
 
 __all__ = [
     "build_model", "DoViTSegmenter", "SegmenterOutput", "ModelConfig",

@@ -10,7 +10,7 @@ functions of arrays (``calibration_counts``, ``halting_depth_counts``, ...); fig
 
 Token-level statistics use each token's *class*: the majority label of the pixels of its patch, void
 (``ignore_index``) pixels not voting and all-void tokens left out; without labels, the majority of the
-final predicted mask. FLOPs follow ``dovit.flops.FLOPS_CONVENTION`` and are those of ``dovit.evaluate``.
+final predicted mask. FLOPs follow ``dovit.core.flops.FLOPS_CONVENTION`` and are those of ``dovit.evaluate``.
 """
 from __future__ import annotations
 
@@ -29,13 +29,13 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from .data import DATASETS, folders
-from .flops import FLOPS_CONVENTION, forward_flops
+from .core.flops import FLOPS_CONVENTION, forward_flops
 from .metrics import ConfusionMatrix
-from .predictor import Predictor, check_xi
-from .preprocess import class_mask, resize_image
+from .core.predictor import Predictor, check_xi
+from .core.preprocess import class_mask, resize_image
 from .report.html import write_report
 from .report.tokens import token_index_map, token_majority, token_sums
-from .trace import Trace, build_trace
+from .core.trace import Trace, build_trace
 from .video import FrameRecord, count_frames, iter_named_frames, overlay_frame, write_records_csv
 
 DEFAULT_XI_GRID = (0.8, 0.85, 0.9, 0.95, 0.98, 1.0)

@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 from .evaluate import synchronise
-from .flops import FLOPS_CONVENTION, forward_flops
-from .model import DoViTSegmenter, build_model
+from .core.flops import FLOPS_CONVENTION, forward_flops
+from .core.model import DoViTSegmenter, build_model
 from .timing import (DTYPES, autocast, forced_masks, interleaved_times, machine_description, ratio_summary,
                      release_memory)
 
@@ -390,10 +390,10 @@ def _runtime_comparison(args: argparse.Namespace) -> int:
     import dataclasses
     import tempfile
 
-    from .checkpoint import load_checkpoint
+    from .core.checkpoint import load_checkpoint
     from .onnx_export import ExportConfig, ExportError, export_onnx
     from .ort_runtime import OrtSegmenter, compare_runtimes, format_runtime_cases
-    from .predictor import default_checkpoint
+    from .core.predictor import default_checkpoint
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -426,8 +426,8 @@ def _runtime_comparison(args: argparse.Namespace) -> int:
 
 def _real_frame_results(args: argparse.Namespace) -> list[dict]:
     """The checkpoint case at each batch size > 1 (its model and frames freed on return)."""
-    from .checkpoint import load_checkpoint
-    from .predictor import default_checkpoint
+    from .core.checkpoint import load_checkpoint
+    from .core.predictor import default_checkpoint
 
     model = load_checkpoint(args.checkpoint or default_checkpoint())
     frames = load_frames(args.data_root, args.frames, model)

@@ -29,13 +29,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
+from .core.checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
 from .data.datasets import IMAGE_SUFFIXES
 from .familiarity import METADATA_KEY, measure_range
 from .losses import dovit_loss
-from .model import DoViTSegmenter
-from .predictor import Predictor
-from .preprocess import normalise, resize_image
+from .core.model import DoViTSegmenter
+from .core.predictor import Predictor
+from .core.preprocess import normalise, resize_image
 
 TRAINABLE = ("aux", "aux+decoder", "aux+decoder+norms")
 XI_GRID = (1.0, 0.999, 0.998, 0.995, 0.99, 0.98, 0.97, 0.96, 0.95, 0.94, 0.93, 0.92, 0.9, 0.88, 0.85, 0.8, 0.75, 0.7)

@@ -24,13 +24,13 @@ import torch
 from tqdm import tqdm
 
 from .analyze import Frame, labelled_frames
-from .checkpoint import CheckpointError
+from .core.checkpoint import CheckpointError
 from .data import DATASETS, build_dataset
-from .flops import FLOPS_CONVENTION
+from .core.flops import FLOPS_CONVENTION
 from .metrics import ConfusionMatrix
 from .policies import (BUDGET_TOLERANCE, DTOP_K, POLICIES, SEARCH_TOLERANCE, PolicyRunner, check_budget,
                        check_policies, quantile_map, search_budget)
-from .predictor import Predictor, default_checkpoint
+from .core.predictor import Predictor, default_checkpoint
 
 BUDGET_DEFINITION = ("budget = a fraction of the dense forward's FLOPs (Trace.dense_flops: patch embedding, every "
                      "block on every token, decoder; no aux heads); a policy's GFLOPs are its Trace.flops (what it "

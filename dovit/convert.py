@@ -45,9 +45,9 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import CheckpointError, save_checkpoint
-from .config import ModelConfig
-from .model import DoViTSegmenter
+from .core.checkpoint import CheckpointError, save_checkpoint
+from .core.config import ModelConfig
+from .core.model import DoViTSegmenter
 
 FORMATS = ("mmseg", "dovit-official")
 TIMM_VIT_SIZES = {(192, 12): "tiny", (384, 12): "small", (768, 12): "base", (1024, 24): "large"}

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 if TYPE_CHECKING:
-    from .trace import Trace
+    from .core.trace import Trace
 
 
 def _lut(colormap: int) -> np.ndarray:

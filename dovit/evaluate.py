@@ -12,12 +12,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checkpoint import load_checkpoint
+from .core.checkpoint import load_checkpoint
 from .data import DATASETS, EvalTransform, build_dataset
-from .flops import FLOPS_CONVENTION, forward_flops
+from .core.flops import FLOPS_CONVENTION, forward_flops
 from .metrics import ConfusionMatrix
-from .model import DoViTSegmenter
-from .preprocess import logits_to_mask
+from .core.model import DoViTSegmenter
+from .core.preprocess import logits_to_mask
 
 
 @dataclass
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from .predictor import check_xi, default_checkpoint
+    from .core.predictor import check_xi, default_checkpoint
 
     try:
         xi_values = [check_xi(v) for v in args.xi] if args.xi else None

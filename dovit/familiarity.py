@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from tqdm import tqdm
 
-from .predictor import Predictor
+from .core.predictor import Predictor
 
 METADATA_KEY = "confidence_range"
 LOW_PERCENTILE, HIGH_PERCENTILE = 5, 95
@@ -99,7 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from .core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
     from .data import build_dataset
 
     args = parse_args(argv)

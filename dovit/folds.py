@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from . import train, training
-from .checkpoint import load_checkpoint, read_config
+from .core.checkpoint import load_checkpoint, read_config
 from .data import EvalTransform, build_dataset
 from .evaluate import evaluate_model
 

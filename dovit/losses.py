@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import IGNORE_INDEX
-from .preprocess import upsample_logits
+from .core.preprocess import upsample_logits
 
 
 def self_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:

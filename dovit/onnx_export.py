@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import CONFIG_NAME, CheckpointError, atomic_write, load_checkpoint
-from .model import DoViTSegmenter, TokenState
+from .core.checkpoint import CONFIG_NAME, CheckpointError, atomic_write, load_checkpoint
+from .core.model import DoViTSegmenter, TokenState
 
 OPSET = 18  # the first opset whose Resize has antialias (timm's position-embedding resampling)
 EXPORT_FORMAT = 1

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, read_config
-from .model import DoViTSegmenter, SegmenterOutput, TokenState
-from .predictor import PreparedImage, Predictor
+from .core.checkpoint import CheckpointError, read_config
+from .core.model import DoViTSegmenter, SegmenterOutput, TokenState
+from .core.predictor import PreparedImage, Predictor
 
 
 class OrtSegmenter(DoViTSegmenter):
@@ -190,7 +190,7 @@ def compare_runtimes(model: DoViTSegmenter, ort_model: OrtSegmenter, frames: tor
     """PyTorch and ORT, dense and DoViT, batch 1 over ``frames`` (N, 3, H, W), interleaved (A B C D A B C D ...):
     at ``xi`` (each frame its own tokens) and with ``fraction`` of random tokens kept from the first decision."""
     from .timing import forced_masks, interleaved_times, ratio_summary
-    from .flops import forward_flops
+    from .core.flops import forward_flops
 
     num_tokens = ort_model.export_grid[0] * ort_model.export_grid[1]
     forced = forced_masks(len(model.decision_layers), num_tokens, fraction)

@@ -1,6 +1,6 @@
 """Stopping policies: which tokens stop at each decision layer, compared at matched FLOPs (issue 13).
 
-Every policy is a ``KeepDecider`` (see ``dovit.model``): a function of (decision, confidence q_l (B, N),
+Every policy is a ``KeepDecider`` (see ``dovit.core.model``): a function of (decision, confidence q_l (B, N),
 aux logits (B, C, h, w), previous keep M_{l-1} (B, N)) -> keep mask, that ``DoViTSegmenter.forward_from``
 calls in place of the threshold of Eq. 4-5. Gather, scatter, the merge of Eq. 8, the aux heads and the
 decoder are DoViT's own, so every policy's FLOPs (``Trace.flops``) and wall time are measured on the
@@ -23,10 +23,10 @@ same path. The keep rules themselves are the pure ``*_keep`` functions below.
 
 Budget: a fraction of the dense forward's FLOPs ``Trace.dense_flops`` (patch embedding, every block on
 every token, decoder; no aux heads). A policy costs its ``Trace.flops`` (what it ran, including the D aux
-heads and the Eq. 8 merges). Convention: ``dovit.flops.FLOPS_CONVENTION``. Each policy has one knob (ξ, r,
+heads and the Eq. 8 merges). Convention: ``dovit.core.flops.FLOPS_CONVENTION``. Each policy has one knob (ξ, r,
 a priority threshold, a cut) searched per image so that its FLOPs land within ``SEARCH_TOLERANCE`` of the
 budget: FLOPs depend only on the kept counts, so ``topk`` and ``shallow`` are searched analytically
-(``dovit.flops.forward_flops``) and run once; the others run ``forward_from`` from the image's cached
+(``dovit.core.flops.forward_flops``) and run once; the others run ``forward_from`` from the image's cached
 xi-independent prefix (``TokenState``) per step of a regula falsi on the kept fraction at the first
 decision. A budget the policy cannot reach (below its cheapest setting) is reported in ``note``.
 """
@@ -39,13 +39,13 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from . import token_pass as tp
-from .flops import forward_flops
-from .model import KeepDecider, SegmenterOutput
-from .predictor import Predictor
-from .preprocess import class_mask
+from .core import token_pass as tp
+from .core.flops import forward_flops
+from .core.model import KeepDecider, SegmenterOutput
+from .core.predictor import Predictor
+from .core.preprocess import class_mask
 from .report.tokens import token_index_map, token_majority
-from .trace import Trace, build_trace
+from .core.trace import Trace, build_trace
 
 POLICIES: tuple[str, ...] = ("confidence", "random", "topk", "dtop", "oracle", "shallow")
 DTOP_K = 5  # DToP keeps the k = 5 most confident tokens of each class running

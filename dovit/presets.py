@@ -13,10 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .config import ModelConfig, default_decision_layers
+from .core.config import ModelConfig, default_decision_layers
 from .data.ade20k_classes import ADE20K_CLASSES, ADE20K_COLORS
 from .data.datasets import CITYSCAPES_CLASSES, CITYSCAPES_COLORS
-from .model import DoViTSegmenter
+from .core.model import DoViTSegmenter
 
 VIT_SIZES = {"t": ("tiny", 192, 12), "s": ("small", 384, 12), "b": ("base", 768, 12), "l": ("large", 1024, 24)}
 DATASETS: dict[str, dict[str, Any]] = {

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from .data.augment import HELD_OUT_SHIFTS
 from .metrics import ConfusionMatrix
-from .predictor import Predictor, check_xi
+from .core.predictor import Predictor, check_xi
 
 SEVERITIES = (1, 2, 3, 4, 5)
 
@@ -340,9 +340,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from .checkpoint import CheckpointError
+    from .core.checkpoint import CheckpointError
     from .data import build_dataset
-    from .flops import FLOPS_CONVENTION
+    from .core.flops import FLOPS_CONVENTION
 
     config = parse_args(argv)
     if config.threads:

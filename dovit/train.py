@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import DECODERS
+from .core.config import DECODERS
 from .data import DATASETS
 from .data.augment import AUGMENT_PRESETS
 from .presets import PRESETS, preset_config

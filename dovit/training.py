@@ -28,14 +28,14 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
-from .config import ModelConfig
+from .core.checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
+from .core.config import ModelConfig
 from .data import (IGNORE_INDEX, EvalTransform, TrainAugment, balanced_class_weights, build_dataset,
                    class_frequencies)
 from .evaluate import XiEvaluation, evaluate_model
 from .losses import dovit_loss
-from .model import DoViTSegmenter
-from .token_pass import check_xi
+from .core.model import DoViTSegmenter
+from .core.token_pass import check_xi
 from .presets import preset_config
 
 STATE_NAME = "train_state.pt"

@@ -28,10 +28,10 @@ import torch
 
 from . import drawing
 from .data.datasets import IMAGE_SUFFIXES, read_rgb
-from .predictor import Predictor, check_xi
-from .preprocess import class_mask, resize_image
+from .core.predictor import Predictor, check_xi
+from .core.preprocess import class_mask, resize_image
 from .report.tokens import expand_tokens, token_index_map
-from .trace import Trace, build_trace
+from .core.trace import Trace, build_trace
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv")
 OVERLAYS = ("mask", "tokens", "halting", "disagreement", "none")
@@ -216,7 +216,7 @@ def read_frame(source: str | Path, index: int) -> np.ndarray:
 @dataclass
 class FrameRecord:
     """One analysed frame. gflops / dense_gflops: this forward's and the dense forward's cost
-    (``dovit.flops.FLOPS_CONVENTION``); kept_tokens: patch tokens run through each group B_1..B_{D+1};
+    (``dovit.core.flops.FLOPS_CONVENTION``); kept_tokens: patch tokens run through each group B_1..B_{D+1};
     latency_ms: measured wall time of preprocessing and the forward (and the mask, when drawn) here."""
 
     frame: int

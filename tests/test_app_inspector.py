@@ -11,7 +11,7 @@ from app import inspector
 from app.inspector_tab import EMPTY_PANEL, TokenInspector, working_content
 from app.studio import Studio
 from dovit import Predictor
-from dovit.trace import token_centres
+from dovit.core.trace import token_centres
 from test_app_api import client, server  # noqa: F401 (the served tiny checkpoint and its client)
 
 PATCH = 16

@@ -189,7 +189,7 @@ def test_a_save_that_dies_while_writing_leaves_the_old_checkpoint_intact(tmp_pat
             handle.write(b"\x00" * 1000)
         raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(dovit.checkpoint, "save_file", dies_half_way)
+    monkeypatch.setattr(dovit.core.checkpoint, "save_file", dies_half_way)
     with pytest.raises(KeyboardInterrupt):
         dovit.save_checkpoint(tiny_model, folder, metadata={"step": 2})
     assert _metadata_step(folder) == 1 and dovit.load_checkpoint(folder) is not None
@@ -208,7 +208,7 @@ def test_a_save_killed_between_its_renames_loads_the_previous_copy(tmp_path, tin
         if str(target).endswith(".previous"):
             raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(dovit.checkpoint.os, "replace", dies_after_moving_the_old_folder_aside)
+    monkeypatch.setattr(dovit.core.checkpoint.os, "replace", dies_after_moving_the_old_folder_aside)
     with pytest.raises(KeyboardInterrupt):
         dovit.save_checkpoint(tiny_model, folder, metadata={"step": 2})
     monkeypatch.undo()

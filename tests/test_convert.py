@@ -371,7 +371,7 @@ def _official_aux_logits(aux_head, token_map, like):
 
 @pytest.mark.parametrize("kind", ["segmenter", "naive"])
 def test_official_aux_heads_convert_and_give_the_official_logits(mmseg, tmp_path, capsys, kind):
-    from dovit.model import tokens_to_map
+    from dovit.core.model import tokens_to_map
 
     path, vit, _, aux_heads = _official_checkpoint(mmseg, tmp_path, kind=kind)
     model = _convert(tmp_path, path, "--format", "dovit-official")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dovit.config import IMAGENET_MEAN, IMAGENET_STD
+from dovit.core.config import IMAGENET_MEAN, IMAGENET_STD
 from dovit.data import (IGNORE_INDEX, EvalTransform, TrainAugment, ade20k, balanced_class_weights, build_dataset, camvid,
                         cityscapes, class_frequencies, folders, sequence_of)
 from dovit.data.datasets import read_label

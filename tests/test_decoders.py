@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 import dovit
 from dovit import train
-from dovit.decoders import SegmenterMaskTransformer, build_decoder
+from dovit.core.decoders import SegmenterMaskTransformer, build_decoder
 
 
 @pytest.fixture(scope="module")

@@ -140,7 +140,7 @@ def test_missing_data_and_wrong_class_count_exit_2(checkpoint, tmp_path, capsys)
 
 
 def test_missing_shipped_checkpoint_exits_2_naming_the_flag(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(dovit.predictor, "DEFAULT_CHECKPOINT", tmp_path / "camvid_dovit_vit_tiny")
+    monkeypatch.setattr(dovit.core.predictor, "DEFAULT_CHECKPOINT", tmp_path / "camvid_dovit_vit_tiny")
     assert evaluate.main(["--data-root", str(tmp_path)]) == 2
     assert "--checkpoint PATH" in capsys.readouterr().err
 

@@ -9,7 +9,7 @@ import dovit
 from app.readouts import prediction_summary, readouts_markdown
 from dovit import familiarity
 from dovit.familiarity import ConfidenceRange, familiarity_note
-from dovit.predictor import Predictor, mean_confidence
+from dovit.core.predictor import Predictor, mean_confidence
 from test_evaluate import fake_camvid
 from test_train import assert_help_documents_every_flag
 

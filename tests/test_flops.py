@@ -3,7 +3,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import dovit
-from dovit.flops import count_flops, forward_flops
+from dovit.core.flops import count_flops, forward_flops
 
 
 def _relative_gap(counted: int, analytic: int) -> float:
@@ -46,7 +46,7 @@ def test_cpu_attention_is_counted():
 
 
 def test_token_pass_flops_scale_with_kept_tokens(tiny_model):
-    formula = dovit.flops.flop_formula(tiny_model, (4, 6))
+    formula = dovit.core.flops.flop_formula(tiny_model, (4, 6))
     assert formula.block(0) > 0
     assert formula.block(24) > formula.block(12) > formula.block(0)
     # Attention is quadratic: doubling the sequence more than doubles the attention term.
@@ -55,7 +55,7 @@ def test_token_pass_flops_scale_with_kept_tokens(tiny_model):
 
 @pytest.mark.parametrize("grid,classes,channels", [((3, 4), 2, 64), ((5, 7), 19, 128)])
 def test_segmenter_decoder_flops_agree_with_the_counter(grid, classes, channels):
-    decoder = dovit.decoders.build_decoder("segmenter", 48, classes, channels).eval()
+    decoder = dovit.core.decoders.build_decoder("segmenter", 48, classes, channels).eval()
     with torch.no_grad():
         counted, _ = count_flops(decoder, torch.randn(1, 48, *grid))
     assert _relative_gap(counted, decoder.flops(grid)) <= 0.01

@@ -4,7 +4,7 @@ import json
 
 from conftest import write_drives
 from dovit import folds
-from dovit.checkpoint import read_config
+from dovit.core.checkpoint import read_config
 
 TINY = ("--input-size 48 64 --stem patch --decoder-channels 32 --batch-size 2 --warmup-steps 1 --drop-path 0 "
         "--scale-range 0.75 1.25 --workers 0 --threads 1 --no-progress --save-every 1000")

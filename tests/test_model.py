@@ -165,13 +165,13 @@ def test_any_input_size_pads_and_crops(tiny_model):
 
 @torch.no_grad()
 def test_decoder_output_is_upsampled_to_the_padded_input_then_cropped(tiny_model):
-    """Decoder, bilinear upsample to the padded size, crop (dovit.preprocess.upsample_logits), as forward_from runs it."""
+    """Decoder, bilinear upsample to the padded size, crop (dovit.core.preprocess.upsample_logits), as forward_from runs it."""
     state = tiny_model.prefix(_pixels(1, size=(50, 70)))
     patches = state.tokens[:, tiny_model.num_prefix_tokens :]
-    feature_map = dovit.model.tokens_to_map(tiny_model.vit.norm(patches), state.grid)
+    feature_map = dovit.core.model.tokens_to_map(tiny_model.vit.norm(patches), state.grid)
     reference = torch.nn.functional.interpolate(tiny_model.decoder(feature_map), size=(64, 80), mode="bilinear",
                                                 align_corners=False)[..., :50, :70]
-    decoded = dovit.model.upsample_logits(tiny_model._decoder_logits(patches, state), (50, 70), tiny_model.patch_size)
+    decoded = dovit.core.model.upsample_logits(tiny_model._decoder_logits(patches, state), (50, 70), tiny_model.patch_size)
     assert torch.equal(decoded, reference)
 
 
@@ -187,8 +187,8 @@ def test_forward_times_the_upsample_apart_from_the_decoder(tiny_model):
 def test_resampled_position_embedding_is_cached_per_grid(tiny_model, monkeypatch):
     """Off the native grid timm resamples the table every forward; we resample once per grid, same tokens."""
     calls = []
-    resample = dovit.model.resample_abs_pos_embed
-    monkeypatch.setattr(dovit.model, "resample_abs_pos_embed", lambda *a, **k: calls.append(1) or resample(*a, **k))
+    resample = dovit.core.model.resample_abs_pos_embed
+    monkeypatch.setattr(dovit.core.model, "resample_abs_pos_embed", lambda *a, **k: calls.append(1) or resample(*a, **k))
     for size, grid in (((80, 112), (5, 7)), ((96, 96), (6, 6))):
         x = tiny_model.vit.patch_embed(_pixels(2, size=size))
         assert tuple(x.shape[1:3]) == grid
@@ -203,7 +203,7 @@ def test_resampled_position_embedding_is_cached_per_grid(tiny_model, monkeypatch
 def test_aux_head_is_its_1x1_conv_on_the_token_map():
     # The head runs its Conv2d's weights as a linear layer on the tokens (faster on a CPU); checkpoints keep
     # the conv's shapes, so the two must agree.
-    from dovit.model import AuxHead, tokens_to_map
+    from dovit.core.model import AuxHead, tokens_to_map
 
     torch.manual_seed(0)
     head = AuxHead(embed_dim=32, num_classes=7).eval()
@@ -223,7 +223,7 @@ def test_conv_aux_head_is_conv_bn_relu_conv_on_the_token_map(kind):
     running statistics in eval mode and batch statistics (updated alike) in training."""
     from torch import nn
 
-    from dovit.model import ConvAuxHead, tokens_to_map
+    from dovit.core.model import ConvAuxHead, tokens_to_map
     from test_convert import perturb_
 
     torch.manual_seed(0)
@@ -249,7 +249,7 @@ def test_conv_aux_head_is_conv_bn_relu_conv_on_the_token_map(kind):
 
 
 def test_aux_head_kind_is_a_checked_config_field_and_defaults_to_the_papers():
-    from dovit.model import AuxHead, ConvAuxHead
+    from dovit.core.model import AuxHead, ConvAuxHead
 
     assert dovit.ModelConfig().aux_head == "linear"
     assert all(isinstance(h, AuxHead) for h in dovit.build_model("vit_tiny_patch16_224", 3, input_size=(32, 32)).aux_heads)
@@ -286,7 +286,7 @@ def test_merge_switch_changes_only_when_tokens_stop():
 def test_default_decision_layers_follow_the_paper():
     assert dovit.build_model("vit_tiny_patch16_224", 3, input_size=(32, 32)).decision_layers == (3, 6, 9)
     large = dovit.ModelConfig(backbone="vit_large_patch16_224")
-    assert dovit.config.default_decision_layers(24) == (6, 12, 18) and large.decision_layers is None
+    assert dovit.core.config.default_decision_layers(24) == (6, 12, 18) and large.decision_layers is None
 
 
 @pytest.mark.parametrize("options", [dict(decoder="pup", decoder_channels=16), dict(stem="conv"),
@@ -358,7 +358,7 @@ def test_a_cnn_backbone_is_refused_with_a_sentence():
 
 
 def test_the_size_cap_counts_the_decoder_and_heads(monkeypatch):
-    monkeypatch.setattr(dovit.model, "MAX_PARAMETERS", 6_000_000)  # ViT-Tiny's backbone alone is 5.5 M
+    monkeypatch.setattr(dovit.core.model, "MAX_PARAMETERS", 6_000_000)  # ViT-Tiny's backbone alone is 5.5 M
     dovit.build_model("vit_tiny_patch16_224", 3, input_size=(64, 64), decoder_channels=16)
     with pytest.raises(ValueError, match="parameters, over the"):
         dovit.build_model("vit_tiny_patch16_224", 3, input_size=(64, 64), decoder="pup", decoder_channels=1024)
@@ -376,7 +376,7 @@ def test_a_missing_pretrained_file_is_an_error_not_a_download(backbone_builds, m
 
 def test_state_is_set_by_constructors_not_attached_afterwards():
     """The conv stem gets its grid and the model its checkpoint metadata as constructor arguments."""
-    from dovit.stems import ConvStem
+    from dovit.core.stems import ConvStem
 
     assert ConvStem(16, 64, grid_size=(2, 3)).grid_size == (2, 3)
     config = dovit.ModelConfig(num_classes=3, input_size=(64, 96), stem="conv")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import dovit
-from dovit.checkpoint import CheckpointError
+from dovit.core.checkpoint import CheckpointError
 from dovit.onnx_export import ExportConfig, ExportError, export_onnx
 from dovit.ort_runtime import OrtPredictor, OrtSegmenter, compare_runtimes
 

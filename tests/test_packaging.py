@@ -18,7 +18,10 @@ SCRIPTS = ("dovit-studio", "dovit-train", "dovit-evaluate", "dovit-convert", "do
 
 def test_pyproject_declares_the_packages_and_commands():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert project["tool"]["setuptools"]["packages"] == ["dovit", "dovit.data", "dovit.report", "app"]
+    found = sorted(".".join(init.parent.relative_to(ROOT).parts) for folder in ("dovit", "app")
+                   for init in (ROOT / folder).rglob("__init__.py"))
+    assert sorted(project["tool"]["setuptools"]["packages"]) == found  # a new subpackage must be declared
+    assert "dovit.core" in found
     assert project["project"]["scripts"] == {
         "dovit-studio": "app.cli:main", "dovit-train": "dovit.train:main", "dovit-evaluate": "dovit.evaluate:main",
         "dovit-convert": "dovit.convert:main", "dovit-analyze": "dovit.analyze:main",
@@ -68,7 +71,7 @@ def _run(env: Path, *command: str) -> subprocess.CompletedProcess:
 
 
 INSTALLED_CHECK = """
-import dovit, dovit.data, dovit.preprocess, app.cli
+import dovit, dovit.data, dovit.core.preprocess, app.cli
 print(dovit.__file__)
 try:
     dovit.Predictor.from_checkpoint()

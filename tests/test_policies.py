@@ -9,7 +9,7 @@ import dovit
 from dovit import policies
 from dovit.data.synthetic import synthetic_dataset
 from dovit.policies import POLICIES
-from dovit.preprocess import logits_to_mask
+from dovit.core.preprocess import logits_to_mask
 
 INPUT_SIZE = (128, 192)  # an 8 x 12 grid: 96 tokens, so one token is < 1 % of the dense FLOPs
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import dovit
-from dovit.predictor import check_xi
+from dovit.core.predictor import check_xi
 
 
 @pytest.fixture()
@@ -66,7 +66,7 @@ def test_prepare_and_run_are_predicts_forward_and_leave_its_cache_alone(predicto
     monkeypatch.setattr(predictor.model, "prefix", lambda *a, **k: calls.append(1) or original(*a, **k))
     output = predictor.run(prepared, 0.4)
     assert calls == []  # run starts from the prepared state
-    assert np.array_equal(dovit.preprocess.class_mask(output.logits, (70, 100)),
+    assert np.array_equal(dovit.core.preprocess.class_mask(output.logits, (70, 100)),
                           predictor.predict(other, xi=0.4, size=(48, 64)).mask)
     assert np.array_equal(prepared.dense_mask, predictor.predict(other, xi=1.0, size=(48, 64)).mask)
     stopped_all = predictor.run(prepared, 1.0, decide=lambda decision, confidence, logits, keep: keep & False)
@@ -109,12 +109,12 @@ def test_from_checkpoint_default_xi(tmp_path, tiny_model):
 
 
 def test_default_checkpoint_is_the_shipped_one_in_a_checkout():
-    assert dovit.predictor.default_checkpoint().name == "camvid_dovit_vit_tiny"
+    assert dovit.core.predictor.default_checkpoint().name == "camvid_dovit_vit_tiny"
 
 
 def test_missing_shipped_checkpoint_names_the_way_out(tmp_path, monkeypatch):
     """After `pip install .` the package has no checkpoints/ beside it: say how to pass one."""
-    monkeypatch.setattr(dovit.predictor, "DEFAULT_CHECKPOINT", tmp_path / "checkpoints" / "camvid_dovit_vit_tiny")
+    monkeypatch.setattr(dovit.core.predictor, "DEFAULT_CHECKPOINT", tmp_path / "checkpoints" / "camvid_dovit_vit_tiny")
     with pytest.raises(dovit.CheckpointError, match="--checkpoint PATH"):
         dovit.Predictor.from_checkpoint()
 

@@ -1,4 +1,4 @@
-"""dovit.preprocess: the one resize / normalise / upsample / logits-to-mask path, and that the Predictor,
+"""dovit.core.preprocess: the one resize / normalise / upsample / logits-to-mask path, and that the Predictor,
 evaluation and the app all take it."""
 import cv2
 import numpy as np
@@ -11,8 +11,8 @@ import dovit
 from app.analysis import to_working_size
 from app.images import fit_within
 from dovit.data import EvalTransform
-from dovit import preprocess
-from dovit.preprocess import (logits_to_mask, normalise, preprocess_image, resample_labels, resize_image,
+from dovit.core import preprocess
+from dovit.core.preprocess import (logits_to_mask, normalise, preprocess_image, resample_labels, resize_image,
                               resize_interpolation, upsample_logits)
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

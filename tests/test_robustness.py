@@ -10,7 +10,7 @@ from dovit import evaluate, robustness
 from dovit.data import EvalTransform
 from dovit.data.augment import HELD_OUT_SHIFTS
 from dovit.data.synthetic import synthetic_dataset
-from dovit.predictor import Predictor
+from dovit.core.predictor import Predictor
 from test_evaluate import fake_camvid
 from test_train import assert_help_documents_every_flag
 

@@ -2,7 +2,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dovit import token_pass as tp
+from dovit.core import token_pass as tp
 
 
 @settings(max_examples=60, deadline=None)

@@ -10,7 +10,7 @@ import torch
 
 import dovit
 from dovit import video
-from dovit.preprocess import class_mask
+from dovit.core.preprocess import class_mask
 from dovit.report.tokens import expand_tokens, token_index_map, token_majority
 
 SIZE = (64, 96)  # height, width: a 4 x 6 token grid at patch 16
@@ -194,7 +194,7 @@ def test_token_pass_mosaic_has_a_tile_per_group(predictor, tmp_path):
 
 
 def test_class_mask_is_the_first_maximal_class_of_the_upsampled_logits():
-    from dovit.preprocess import upsample_logits
+    from dovit.core.preprocess import upsample_logits
 
     logits = torch.randn(1, 5, 40, 30).permute(0, 1, 3, 2)  # strided, like a decoder's cropped output
     logits[0, 2, :4] = logits[0, 3, :4] = 9.0  # ties go to the first maximal class, as numpy's argmax

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
-from ..config import default_palette
+from ..core.config import default_palette
 
 IGNORE_INDEX = 255
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..preprocess import normalise, resize_image
+from ..core.preprocess import normalise, resize_image
 from .augment import build_augment
 from .datasets import IGNORE_INDEX
 
@@ -41,7 +41,7 @@ class TrainAugment:
 
 
 class EvalTransform:
-    """Resize the image to the working size as the Predictor does (``dovit.preprocess.resize_image``; None
+    """Resize the image to the working size as the Predictor does (``dovit.core.preprocess.resize_image``; None
     keeps it as it is); labels stay at full resolution for honest metrics."""
 
     def __init__(self, size: tuple[int, int] | None, mean, std) -> None:

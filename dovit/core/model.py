@@ -54,7 +54,7 @@ class TokenState:
 
 @dataclass
 class SegmenterOutput:
-    """What one forward returns; ``dovit.trace.build_trace`` turns one image of it into a Trace.
+    """What one forward returns; ``dovit.core.trace.build_trace`` turns one image of it into a Trace.
 
     logits (B, C, H, W) at input resolution; per decision l (lists of length D, empty when no aux head
     ran): aux_logits (B, C, h, w), confidence (B, N), keep_masks (B, N) cumulative M_l,

@@ -17,7 +17,7 @@ from .trace import Trace, build_trace
 
 # The shipped checkpoints sit in the repository's checkpoints/ folder, beside the package: found from a
 # checkout (also under `pip install -e .`), not from a `pip install .` copy in site-packages.
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "camvid_dovit_vit_tiny"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "camvid_dovit_vit_tiny"
 
 
 def default_checkpoint() -> Path:
@@ -115,7 +115,7 @@ class Predictor:
 
     def preprocess(self, image: np.ndarray, size: tuple[int, int] | None = None) -> torch.Tensor:
         """(H, W, 3) uint8 RGB -> normalised (1, 3, h, w) float tensor at the working size (h, w)
-        (default: the checkpoint's input size), via ``dovit.preprocess.preprocess_image``."""
+        (default: the checkpoint's input size), via ``dovit.core.preprocess.preprocess_image``."""
         size = size or self.config.input_size
         return preprocess_image(validate_image(image), size, self.config.mean, self.config.std, self.device)[None]
 

@@ -1,7 +1,7 @@
 """The trace of one image's forward: what each decision did, what each group cost, and when.
 
 Built from the same ``SegmenterOutput`` that training and inference use; the app draws only this.
-Arrays are numpy, maps are h x w over the token grid. FLOPs follow ``dovit.flops.FLOPS_CONVENTION``.
+Arrays are numpy, maps are h x w over the token grid. FLOPs follow ``dovit.core.flops.FLOPS_CONVENTION``.
 Per token it also keeps the TOP_K most probable classes of every aux head and of the decoder (the token
 inspector's numbers): the decoder's are read at the token's centre pixel (``token_centres``), so they
 cost h*w softmaxes, not one per pixel.
