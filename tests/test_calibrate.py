@@ -1,4 +1,4 @@
-"""dovit.calibrate: label-free aux heads from a dense checkpoint; xi = 1 stays the dense model; resume; refusals."""
+"""dovit.calibrate and dovit.calibration: label-free aux heads; xi = 1 stays the dense model; resume; refusals."""
 
 import cv2
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import dovit
-from dovit import calibrate
-from dovit.calibrate import CalibrateConfig, CalibrationError, XiPoint
+from dovit import calibrate, calibration
+from dovit.calibration import CalibrateConfig, CalibrationError, XiPoint
 from dovit.familiarity import ConfidenceRange
 from test_train import assert_help_documents_every_flag
 
@@ -40,7 +40,7 @@ def config(dense, images, output, **overrides) -> CalibrateConfig:
 
 
 def test_aux_only_keeps_the_dense_model_and_records_provenance(dense, images, tmp_path):
-    result = calibrate.calibrate(config(dense, images, tmp_path / "out", train="aux"))
+    result = calibration.calibrate(config(dense, images, tmp_path / "out", train="aux"))
     assert result.steps >= 1 and result.train_images == 8 and result.held_out_images == 1
     source, calibrated = dovit.load_checkpoint(dense), dovit.load_checkpoint(result.output)
     for name, tensor in source.state_dict().items():
@@ -55,87 +55,87 @@ def test_aux_only_keeps_the_dense_model_and_records_provenance(dense, images, tm
     assert meta["stage"] == "calibrated" and meta["calibration"]["train"] == "aux"
     assert meta["calibration"]["source"] == str(dense) and meta["calibration"]["image_count"] == 9
     assert calibrated.config.default_xi == meta["calibration"]["default_xi"]
-    assert [p["xi"] for p in meta["calibration"]["curve"]] == list(calibrate.XI_GRID)
+    assert [p["xi"] for p in meta["calibration"]["curve"]] == list(calibration.XI_GRID)
     assert meta["calibration"]["curve"][0]["agreement"] == 1.0  # xi = 1 against the dense masks
     assert ConfidenceRange.from_metadata(meta) is not None
-    assert not calibrate.state_path(result.output).exists()
+    assert not calibration.state_path(result.output).exists()
 
 
 def test_decoder_mode_trains_the_decoder_too(dense, images, tmp_path):
-    result = calibrate.calibrate(config(dense, images, tmp_path / "out", train="aux+decoder"))
+    result = calibration.calibrate(config(dense, images, tmp_path / "out", train="aux+decoder"))
     source, calibrated = dovit.load_checkpoint(dense), dovit.load_checkpoint(result.output)
     changed = {n.split(".")[0] for n, t in source.state_dict().items() if not torch.equal(t, calibrated.state_dict()[n])}
     assert changed <= {"aux_heads", "decoder"} and "decoder" in changed
 
 
 def test_new_decision_layers_get_new_heads(dense, images, tmp_path):
-    result = calibrate.calibrate(config(dense, images, tmp_path / "out", train="aux", decision_layers=(4, 8)))
+    result = calibration.calibrate(config(dense, images, tmp_path / "out", train="aux", decision_layers=(4, 8)))
     assert dovit.load_checkpoint(result.output).decision_layers == (4, 8)
 
 
 def test_pick_xi_takes_the_biggest_saving_that_meets_the_target():
     curve = [XiPoint(1.0, 1.0, 0.0), XiPoint(0.95, 0.98, 0.4), XiPoint(0.9, 0.96, 0.5), XiPoint(0.8, 0.97, 0.45)]
-    assert calibrate.pick_xi(curve, 0.97) == 0.8
-    assert calibrate.pick_xi(curve, 0.99) == 1.0
-    assert calibrate.pick_xi([XiPoint(1.0, 0.9, 0.0)], 0.99) == 1.0
+    assert calibration.pick_xi(curve, 0.97) == 0.8
+    assert calibration.pick_xi(curve, 0.99) == 1.0
+    assert calibration.pick_xi([XiPoint(1.0, 0.9, 0.0)], 0.99) == 1.0
 
 
 def test_resume_continues_from_the_saved_state(dense, images, tmp_path, monkeypatch):
     output = tmp_path / "out"
-    model = calibrate.prepare_model(dense, None)
-    optimizer = torch.optim.AdamW(calibrate.set_trainable(model, "aux"))
-    calibrate._save_state(model, optimizer, config(dense, images, output, train="aux"), step=5, elapsed=0.5)
+    model = calibration.prepare_model(dense, None)
+    optimizer = torch.optim.AdamW(calibration.set_trainable(model, "aux"))
+    calibration._save_state(model, optimizer, config(dense, images, output, train="aux"), step=5, elapsed=0.5)
     steps = []
-    monkeypatch.setattr(calibrate, "_save_state", lambda *a, **k: None)
-    original = calibrate._resume
-    monkeypatch.setattr(calibrate, "_resume", lambda *a: steps.append(original(*a)) or steps[-1])
-    result = calibrate.calibrate(config(dense, images, output, resume=True, train="aux"))
+    monkeypatch.setattr(calibration, "_save_state", lambda *a, **k: None)
+    original = calibration._resume
+    monkeypatch.setattr(calibration, "_resume", lambda *a: steps.append(original(*a)) or steps[-1])
+    result = calibration.calibrate(config(dense, images, output, resume=True, train="aux"))
     assert steps == [(5, 0.5)] and result.steps > 5
     with pytest.raises(CalibrationError, match="does not exist"):
-        calibrate.calibrate(config(dense, images, tmp_path / "other", resume=True))
+        calibration.calibrate(config(dense, images, tmp_path / "other", resume=True))
 
 
 def test_resume_refuses_another_runs_state(dense, images, tmp_path):
     output = tmp_path / "out"
-    model = calibrate.prepare_model(dense, None)
-    optimizer = torch.optim.AdamW(calibrate.set_trainable(model, "aux"))
-    calibrate._save_state(model, optimizer, config(dense, images, output, train="aux"), step=1, elapsed=0.1)
+    model = calibration.prepare_model(dense, None)
+    optimizer = torch.optim.AdamW(calibration.set_trainable(model, "aux"))
+    calibration._save_state(model, optimizer, config(dense, images, output, train="aux"), step=1, elapsed=0.1)
     with pytest.raises(CalibrationError, match="with --train aux, not"):
-        calibrate.calibrate(config(dense, images, output, resume=True, train="aux+decoder"))
+        calibration.calibrate(config(dense, images, output, resume=True, train="aux+decoder"))
 
 
 def test_refusals(dense, images, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(CalibrationError, match="no images"):
-        calibrate.read_images(empty)
+        calibration.read_images(empty)
     with pytest.raises(CalibrationError, match="is not a folder"):
-        calibrate.read_images(tmp_path / "missing")
+        calibration.read_images(tmp_path / "missing")
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "a.png").write_bytes(b"not an image")
     cv2.imwrite(str(bad / "b.png"), np.zeros((40, 40, 3), np.uint8))
     with pytest.raises(CalibrationError, match="1 unreadable image.*a.png"):
-        calibrate.read_images(bad)
+        calibration.read_images(bad)
     small = tmp_path / "small"
     small.mkdir()
     cv2.imwrite(str(small / "a.png"), np.zeros((20, 60, 3), np.uint8))
     cv2.imwrite(str(small / "b.png"), np.zeros((40, 60, 3), np.uint8))
     with pytest.raises(CalibrationError, match=r"under 32 pixels on a side: a.png \(20x60\)"):
-        calibrate.read_images(small)
+        calibration.read_images(small)
     one = tmp_path / "one"
     one.mkdir()
     cv2.imwrite(str(one / "a.png"), np.zeros((40, 60, 3), np.uint8))
     with pytest.raises(CalibrationError, match="at least 2 images"):
-        calibrate.read_images(one)
+        calibration.read_images(one)
     with pytest.raises(CalibrationError, match="cannot load"):
-        calibrate.calibrate(config(tmp_path / "nothing", images, tmp_path / "out"))
+        calibration.calibrate(config(tmp_path / "nothing", images, tmp_path / "out"))
     with pytest.raises(CalibrationError, match="is the source checkpoint"):
-        calibrate.calibrate(config(dense, images, dense))
+        calibration.calibrate(config(dense, images, dense))
     with pytest.raises(CalibrationError, match="--train must be one of"):
-        calibrate.set_trainable(calibrate.prepare_model(dense, None), "everything")
+        calibration.set_trainable(calibration.prepare_model(dense, None), "everything")
     with pytest.raises(CalibrationError, match="--decision-layers"):
-        calibrate.prepare_model(dense, (3, 40))
+        calibration.prepare_model(dense, (3, 40))
 
 
 def test_help_documents_every_flag(monkeypatch, dense, images, tmp_path):
