@@ -16,7 +16,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from dovit.analyze import DEFAULT_XI_GRID, Frame, ReportAccumulator, analyse_image, open_input, report_line
+from dovit.report.analysis import DEFAULT_XI_GRID, Frame, ReportAccumulator, analyse_image, open_input, report_line
 from dovit.report.html import headline_table, report_figures, write_report
 from dovit.video import count_frames
 

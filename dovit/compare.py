@@ -23,7 +23,7 @@ import plotly.graph_objects as go
 import torch
 from tqdm import tqdm
 
-from .analyze import Frame, labelled_frames
+from .report.analysis import Frame, labelled_frames
 from .core.checkpoint import CheckpointError
 from .data import DATASETS, build_dataset
 from .core.flops import FLOPS_CONVENTION

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from dovit import Predictor
-from dovit.analyze import analyse_image
+from dovit.report.analysis import analyse_image
 from dovit.policies import POLICIES, PolicyRunner
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""dovit.analyze: pure statistics, agreement with dovit.evaluate, token-count invariants, the CLI's report."""
+"""dovit.analyze and dovit.report.analysis: statistics, agreement with dovit.evaluate, token counts, the report."""
 import dataclasses
 import json
 
@@ -8,6 +8,7 @@ import pytest
 
 import dovit
 from dovit import analyze, evaluate
+from dovit.report import analysis
 from dovit.data import EvalTransform
 from dovit.data.synthetic import synthetic_dataset
 from test_evaluate import INPUT_SIZE, checkpoint, fake_camvid  # noqa: F401 (checkpoint: the tiny model fixture)
@@ -22,31 +23,31 @@ def predictor(checkpoint) -> dovit.Predictor:
     return dovit.Predictor.from_checkpoint(checkpoint)
 
 
-def synthetic_frames(count: int = 4) -> list[analyze.Frame]:
+def synthetic_frames(count: int = 4) -> list[analysis.Frame]:
     dataset = synthetic_dataset(count, (40, 56), seed=3)
-    return [analyze.Frame(f"s{i}", *dataset.load(i), i) for i in range(count)]
+    return [analysis.Frame(f"s{i}", *dataset.load(i), i) for i in range(count)]
 
 
 @pytest.fixture(scope="module")
-def labelled(predictor) -> analyze.ReportAccumulator:
-    return analyze.analyse(predictor, synthetic_frames(), 0.0, GRID, has_labels=True, progress=False)
+def labelled(predictor) -> analysis.ReportAccumulator:
+    return analysis.analyse(predictor, synthetic_frames(), 0.0, GRID, has_labels=True, progress=False)
 
 
 # ------------------------------------------------------------------ pure statistics
 def test_calibration_of_a_calibrated_and_an_overconfident_head():
     confidence = np.array([0.95] * 10 + [0.55] * 10)
-    calibrated = analyze.calibration_counts(confidence, np.r_[np.ones(9), np.zeros(1), np.ones(5), np.zeros(5)] > 0)
-    assert analyze.expected_calibration_error(calibrated) == pytest.approx(0.05)  # (|0.9 - 0.95| + |0.5 - 0.55|) / 2
-    overconfident = analyze.calibration_counts(np.full(8, 0.9), np.arange(8) < 4)
-    assert analyze.expected_calibration_error(overconfident) == pytest.approx(0.4)
-    rows = analyze.reliability_rows(overconfident)
+    calibrated = analysis.calibration_counts(confidence, np.r_[np.ones(9), np.zeros(1), np.ones(5), np.zeros(5)] > 0)
+    assert analysis.expected_calibration_error(calibrated) == pytest.approx(0.05)  # (|0.9 - 0.95| + |0.5 - 0.55|) / 2
+    overconfident = analysis.calibration_counts(np.full(8, 0.9), np.arange(8) < 4)
+    assert analysis.expected_calibration_error(overconfident) == pytest.approx(0.4)
+    rows = analysis.reliability_rows(overconfident)
     assert [r["tokens"] for r in rows] == [0] * 9 + [8]
     assert rows[9]["accuracy"] == 0.5 and rows[9]["confidence"] == pytest.approx(0.9) and rows[0]["accuracy"] is None
-    assert analyze.expected_calibration_error(analyze.CalibrationCounts.empty()) is None
+    assert analysis.expected_calibration_error(analysis.CalibrationCounts.empty()) is None
 
 
 def test_confidence_one_falls_in_the_last_bin_and_counts_add_up():
-    counts = analyze.calibration_counts(np.array([0.0, 0.1, 1.0]), np.array([True, False, True]), bins=10)
+    counts = analysis.calibration_counts(np.array([0.0, 0.1, 1.0]), np.array([True, False, True]), bins=10)
     assert counts.tokens.tolist() == [1, 1] + [0] * 7 + [1]
     assert (counts + counts).tokens.sum() == 6
 
@@ -54,23 +55,23 @@ def test_confidence_one_falls_in_the_last_bin_and_counts_add_up():
 def test_halting_depth_counts_per_class():
     depth = np.array([[1, 1, 4], [2, 4, 4]])
     token_class = np.array([[0, 0, 1], [1, 255, 1]])  # 255: an all-void token, left out
-    counts = analyze.halting_depth_counts(depth, token_class, num_classes=2, num_groups=4)
+    counts = analysis.halting_depth_counts(depth, token_class, num_classes=2, num_groups=4)
     assert counts.tolist() == [[2, 0, 0, 0], [0, 1, 0, 2]]
 
 
 def test_stopped_counts_and_rates():
     selected = np.array([True, True, True, False])
-    counts = analyze.stopped_counts(selected, token_class=np.array([0, 1, -1, 0]), aux_class=np.array([0, 0, 0, 1]),
+    counts = analysis.stopped_counts(selected, token_class=np.array([0, 1, -1, 0]), aux_class=np.array([0, 0, 0, 1]),
                                     pixels=np.array([4, 4, 0, 4]), pixel_wrong=np.array([0, 3, 0, 4]), num_classes=2)
     assert dataclasses.astuple(counts) == (3, 2, 1, 8, 3)
     rates = counts.rates()
     assert rates["aux_error_rate"] == 0.5 and rates["final_pixel_error_rate"] == pytest.approx(3 / 8)
-    assert analyze.StoppedCounts().rates()["aux_error_rate"] is None
+    assert analysis.StoppedCounts().rates()["aux_error_rate"] is None
 
 
 def test_histogram_of_a_constant_and_of_nothing():
-    assert sum(analyze.histogram([2.0, 2.0, 2.0])["counts"]) == 3
-    assert analyze.histogram([]) == {"edges": [], "counts": []}
+    assert sum(analysis.histogram([2.0, 2.0, 2.0])["counts"]) == 3
+    assert analysis.histogram([]) == {"edges": [], "counts": []}
 
 
 # ------------------------------------------------------------------ agreement with dovit.evaluate
@@ -118,7 +119,7 @@ def test_every_token_is_counted_once(labelled):
 
 
 def test_dense_report_stops_nothing(predictor):
-    summary = analyze.analyse(predictor, synthetic_frames(2), 1.0, [1.0], has_labels=True, progress=False).summary()
+    summary = analysis.analyse(predictor, synthetic_frames(2), 1.0, [1.0], has_labels=True, progress=False).summary()
     assert [row["tokens"] for row in summary["stopped_tokens"]] == [0, 0, 0, 2 * summary["num_tokens"]]
     assert [c["tokens"] for c in summary["calibration"]] == [summary["calibration"][0]["tokens"]] * 3
     assert [row["mean"] for row in summary["kept_fraction_per_decision"]] == [1.0, 1.0, 1.0]
@@ -126,8 +127,8 @@ def test_dense_report_stops_nothing(predictor):
 
 def test_thumbnails_keep_only_the_cheapest_and_dearest(predictor):
     frame = synthetic_frames(1)[0]
-    result = analyze.analyse_image(predictor, frame.image, frame.label, 0.5, GRID)
-    accumulator = analyze.ReportAccumulator(predictor.config.class_names, (3, 6, 9), 0.5, GRID, True, thumbnails=2)
+    result = analysis.analyse_image(predictor, frame.image, frame.label, 0.5, GRID)
+    accumulator = analysis.ReportAccumulator(predictor.config.class_names, (3, 6, 9), 0.5, GRID, True, thumbnails=2)
     for index, gflops in enumerate([5.0, 1.0, 3.0, 9.0, 2.0, 7.0]):
         record = dataclasses.replace(result.record, frame=index, name=f"i{index}", gflops=gflops)
         accumulator.add(dataclasses.replace(result, record=record), frame.image)
@@ -135,7 +136,7 @@ def test_thumbnails_keep_only_the_cheapest_and_dearest(predictor):
     assert [(name, g) for name, g, _ in ranked["cheapest"]] == [("i1", 1.0), ("i4", 2.0)]
     assert [(name, g) for name, g, _ in ranked["most_expensive"]] == [("i3", 9.0), ("i5", 7.0)]
     thumb = ranked["cheapest"][0][2]
-    assert thumb.dtype == np.uint8 and thumb.shape[1] == 2 * analyze.THUMBNAIL_WIDTH + 4
+    assert thumb.dtype == np.uint8 and thumb.shape[1] == 2 * analysis.THUMBNAIL_WIDTH + 4
 
 
 # ------------------------------------------------------------------ the CLI
@@ -250,9 +251,9 @@ def _without_timing(summary: dict) -> dict:
 
 def test_shards_merge_into_the_single_run(predictor):
     frames = synthetic_frames(5)
-    single = analyze.analyse(predictor, frames, 0.5, GRID, True, thumbnails=2, progress=False)
-    merged = analyze.analyse(predictor, frames[1::2], 0.5, GRID, True, thumbnails=2, progress=False)
-    merged.merge(analyze.analyse(predictor, frames[0::2], 0.5, GRID, True, thumbnails=2, progress=False))
+    single = analysis.analyse(predictor, frames, 0.5, GRID, True, thumbnails=2, progress=False)
+    merged = analysis.analyse(predictor, frames[1::2], 0.5, GRID, True, thumbnails=2, progress=False)
+    merged.merge(analysis.analyse(predictor, frames[0::2], 0.5, GRID, True, thumbnails=2, progress=False))
     expected, actual = _without_timing(single.summary()), _without_timing(merged.summary())
     for entry in expected.pop("calibration") + actual.pop("calibration"):  # float sums in another order
         entry["ece"] = None if entry["ece"] is None else round(entry["ece"], 12)
@@ -261,7 +262,7 @@ def test_shards_merge_into_the_single_run(predictor):
     assert actual == expected
     assert [name for name, _, _ in merged.ranked_thumbnails()["cheapest"]] == expected["cheapest"]
     with pytest.raises(ValueError, match="cannot merge"):
-        merged.merge(analyze.ReportAccumulator(predictor.config.class_names, (3, 6, 9), 0.9, GRID, True))
+        merged.merge(analysis.ReportAccumulator(predictor.config.class_names, (3, 6, 9), 0.9, GRID, True))
 
 
 def test_torchrun_two_processes_write_the_single_process_report(checkpoint, tmp_path):

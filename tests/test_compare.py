@@ -7,7 +7,7 @@ import torch
 
 import dovit
 from dovit import compare
-from dovit.analyze import Frame
+from dovit.report.analysis import Frame
 from dovit.data.synthetic import synthetic_dataset
 from dovit.policies import POLICIES
 from test_evaluate import fake_camvid
