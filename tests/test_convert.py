@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import dovit
-from dovit import convert
+from dovit import conversion, convert
 
 TOLERANCE = 1e-4
 SIZE = (64, 96)  # a 4 x 6 token grid at patch 16
@@ -25,7 +25,7 @@ def test_saved_config_is_read_as_data_never_executed(tmp_path):
     marker = tmp_path / "ran"
     text = (f"model = dict(backbone=dict(num_heads=3, img_size=(64, 96), norm_cfg=dict(type='LN', eps=1e-06)))\n"
             f"evil = __import__('pathlib').Path({str(marker)!r}).touch()\ncrop_size = (512, 512)\n")
-    parsed = convert.parse_mmengine_config(text)
+    parsed = conversion.parse_mmengine_config(text)
     assert parsed["model"]["backbone"] == {"num_heads": 3, "img_size": (64, 96), "norm_cfg": {"type": "LN", "eps": 1e-6}}
     assert parsed["evil"] is None and parsed["crop_size"] == (512, 512) and not marker.exists()
 
@@ -41,14 +41,14 @@ def test_saved_config_is_read_as_data_never_executed(tmp_path):
     ("decode_head.unknown.weight", None),
 ])
 def test_key_mapping(key, expected):
-    assert convert.dovit_name(key, "segmenter") == expected
+    assert conversion.dovit_name(key, "segmenter") == expected
 
 
 def test_a_pickled_object_is_refused_not_unpickled(tmp_path):
     path = tmp_path / "ckpt.pth"
     torch.save({"state_dict": {"backbone.cls_token": torch.zeros(1, 1, 8)}, "meta": {"hook": _Marker()}}, path)
-    with pytest.raises(convert.ConversionError, match="weights_only=True"):
-        convert.load_mmseg_checkpoint(path)
+    with pytest.raises(conversion.ConversionError, match="weights_only=True"):
+        conversion.load_mmseg_checkpoint(path)
 
 
 class _Marker:
@@ -309,10 +309,10 @@ AUX_KINDS = {"segmenter": "fcn", "naive": "setr_up"}
 
 
 def test_official_attention_keys_are_renamed_to_mmseg_ones():
-    assert convert.mmseg_name("backbone.layers.7.attn.qkv.weight") == "backbone.layers.7.attn.attn.in_proj_weight"
-    assert convert.mmseg_name("backbone.layers.0.attn.proj.bias") == "backbone.layers.0.attn.attn.out_proj.bias"
+    assert conversion.mmseg_name("backbone.layers.7.attn.qkv.weight") == "backbone.layers.7.attn.attn.in_proj_weight"
+    assert conversion.mmseg_name("backbone.layers.0.attn.proj.bias") == "backbone.layers.0.attn.attn.out_proj.bias"
     # the Segmenter head keeps MMSeg's attention (its layers are mmseg.models.backbones.vit's)
-    assert convert.mmseg_name("decode_head.layers.1.attn.attn.in_proj_bias") == "decode_head.layers.1.attn.attn.in_proj_bias"
+    assert conversion.mmseg_name("decode_head.layers.1.attn.attn.in_proj_bias") == "decode_head.layers.1.attn.attn.in_proj_bias"
 
 
 def _official_aux_head(mmseg, kind: str, **options):
@@ -523,13 +523,13 @@ def test_convert_then_train_the_aux_heads_then_open_in_the_predictor(mmseg, tmp_
 def test_class_names_and_palette_of_a_data_set_the_config_names():
     from dovit.data.datasets import CITYSCAPES_CLASSES, CITYSCAPES_COLORS
 
-    city = convert._class_metadata({}, 19, {"dataset_type": "CityscapesDataset"})
+    city = conversion._class_metadata({}, 19, {"dataset_type": "CityscapesDataset"})
     assert city["class_names"] == list(CITYSCAPES_CLASSES) and city["class_colors"] == list(CITYSCAPES_COLORS)
-    ade = convert._class_metadata({}, 150, {"data": {"train": {"type": "ADE20KDataset"}}})
+    ade = conversion._class_metadata({}, 150, {"data": {"train": {"type": "ADE20KDataset"}}})
     assert ade["class_names"][:3] == ["wall", "building", "sky"]
     assert len(ade["class_colors"]) == 150 and ade["class_colors"][2] == (6, 230, 230)  # sky, as MMSeg draws it
-    assert convert._class_metadata({}, 19, {"train_dataloader": {"dataset": {"type": "ADE20KDataset"}}}) == {}
-    saved = convert._class_metadata({"CLASSES": ["a", "b"]}, 2, {"dataset_type": "CityscapesDataset"})
+    assert conversion._class_metadata({}, 19, {"train_dataloader": {"dataset": {"type": "ADE20KDataset"}}}) == {}
+    saved = conversion._class_metadata({"CLASSES": ["a", "b"]}, 2, {"dataset_type": "CityscapesDataset"})
     assert saved == {"class_names": ["a", "b"]}  # names saved with the checkpoint win
 
 
