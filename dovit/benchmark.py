@@ -1,233 +1,35 @@
-"""python -m dovit.benchmark: wall time of dense vs token-pass forwards, against their FLOPs ratio, per batch size.
-
-Two kinds of case:
-- random-init ViT-T 360x480 and ViT-S 512x1024 with the kept fraction after the first decision *forced*
-  (random tokens, fixed seed, the same count in every image, kept to the end): isolates how well fewer
-  FLOPs turn into less time;
-- the shipped student (or ``--checkpoint``) on real frames (``--data-root``, skipped when absent) at its
-  default xi: every image keeps its own tokens, so a batch runs the packed, padded token pass.
-``--backbone NAME --input-size H W`` (repeatable) replaces the default random-init cases, ``--fractions`` the
-kept fractions; ``--dtype bfloat16|float16`` runs every timed forward under ``torch.autocast`` (weights stay
-float32; float16 on cuda only). The FLOPs, counted analytically from the kept tokens, do not depend on the dtype.
-
-Timing: the variants of a case are interleaved (A B A B ...), each round timing every variant once, and
-ratios are taken within a round, so a change of machine load between rounds cancels out. Reported: the
-median over rounds of each variant's time, the median ratio and its spread (min and max over rounds).
-efficiency = speedup / ideal_speedup, ideal_speedup = dense FLOPs / dynamic FLOPs (aux heads and decoder
-included).
+"""python -m dovit.benchmark: wall time of dense vs token-pass forwards against their FLOPs ratio (the cases:
+``dovit.speed``; the timing primitives: ``dovit.timing``). Parses the flags, refuses bad ones before any case
+runs, runs the cases, prints the tables and writes JSON.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
 import torch
 
-from .evaluate import synchronise
-from .core.flops import FLOPS_CONVENTION, forward_flops
-from .core.model import DoViTSegmenter, build_model
-from .timing import (DTYPES, autocast, forced_masks, interleaved_times, machine_description, ratio_summary,
-                     release_memory)
-
-CASES = (("vit_tiny_patch16_224", (360, 480)), ("vit_small_patch16_224", (512, 1024)))
-KEPT_FRACTIONS = (0.75, 0.5, 0.25)
-BATCH_SIZES = (1, 8)
-# Packing plans compared on real frames (see DoViTSegmenter.pack_overhead_tokens): the device's default,
-# the whole batch in one padded forward, and image by image.
-PACKINGS = {"planned": None, "one padded forward": float("inf"), "image by image": 0.0}
-
-
-def _mean_flops(model: DoViTSegmenter, output) -> float:
-    """Mean analytic FLOPs per image of one forward's output."""
-    return statistics.mean(
-        forward_flops(model, output.grid, tokens.tolist(), len(output.aux_logits)).total
-        for tokens in output.group_tokens
-    )
-
-
-@torch.inference_mode()
-def run_case(backbone: str, size: tuple[int, int], fractions=KEPT_FRACTIONS, batch_sizes=BATCH_SIZES,
-             warmup: int = 2, repeats: int = 10, device: str | torch.device = "cpu",
-             dtype: str = "float32") -> list[dict]:
-    """Random-init ``backbone`` at ``size``: one row per (batch size, kept fraction), dense and token-pass
-    forwards interleaved, under ``autocast(device, dtype)``. Times are per batch; img/s = batch / median time."""
-    device = torch.device(device)
-    torch.manual_seed(0)
-    model = build_model(backbone, num_classes=19, input_size=size).to(device).eval()
-    rows = []
-    with autocast(device, dtype):
-        for batch in batch_sizes:
-            rows += _case_rows(model, backbone, size, batch, fractions, warmup, repeats, device, dtype)
-    return rows
-
-
-def _case_rows(model: DoViTSegmenter, backbone: str, size: tuple[int, int], batch: int, fractions, warmup: int,
-               repeats: int, device: torch.device, dtype: str) -> list[dict]:
-    """run_case's rows of one batch size (its inputs and outputs freed on return)."""
-    pixels = torch.randn(batch, 3, *size, device=device)
-    grid = model.prefix(pixels[:1]).grid
-    num_tokens = grid[0] * grid[1]
-    dense_flops = forward_flops(model, grid, [num_tokens] * len(model.group_bounds), 0).total
-    masks = {fraction: [m.to(device) for m in forced_masks(len(model.decision_layers), num_tokens, fraction,
-                                                           batch=batch)]
-             for fraction in fractions}
-    variants = {"dense": lambda: model(pixels, xi=1.0)}
-    for fraction, mask in masks.items():
-        variants[fraction] = lambda mask=mask: model(pixels, xi=0.0, forced_keep=mask)
-    times = interleaved_times(variants, warmup, repeats, device)
-    dense_ms = statistics.median(times["dense"])
-    rows = []
-    for fraction in fractions:
-        dynamic_flops = _mean_flops(model, model(pixels, xi=0.0, forced_keep=masks[fraction]))
-        speedup = ratio_summary(times["dense"], times[fraction])
-        dynamic_ms = statistics.median(times[fraction])
-        ideal = dense_flops / dynamic_flops
-        rows.append({
-            "case": "forced", "backbone": backbone, "input": f"{size[0]}x{size[1]}", "batch": batch, "dtype": dtype,
-            "kept_fraction": fraction, "dense_gflops": dense_flops / 1e9, "dynamic_gflops": dynamic_flops / 1e9,
-            "dense_ms": dense_ms, "dynamic_ms": dynamic_ms,
-            "dense_img_s": 1000.0 * batch / dense_ms, "dynamic_img_s": 1000.0 * batch / dynamic_ms,
-            "speedup": speedup["median"], "speedup_min": speedup["min"], "speedup_max": speedup["max"],
-            "ideal_speedup": ideal, "efficiency": speedup["median"] / ideal,
-        })
-    return rows
-
-
-@torch.inference_mode()
-def stage_profile(backbone: str, size: tuple[int, int], fractions=(0.25,), warmup: int = 2, repeats: int = 10,
-                  device: str | torch.device = "cpu", dtype: str = "float32") -> dict[str, dict[str, float]]:
-    """Median ms per forward stage (the model's ``timings_ms``: embed, group_1, decision_k, group_k,
-    decoder, upsample) of a batch-1 random-init forward, dense and at each forced kept fraction, interleaved,
-    under ``autocast(device, dtype)``."""
-    device = torch.device(device)
-    torch.manual_seed(0)
-    model = build_model(backbone, num_classes=19, input_size=size).to(device).eval()
-    pixels = torch.randn(1, 3, *size, device=device)
-    grid = model.prefix(pixels).grid
-    variants = {"dense": dict(xi=1.0)}
-    for fraction in fractions:
-        masks = [m.to(device) for m in forced_masks(len(model.decision_layers), grid[0] * grid[1], fraction)]
-        variants[f"{fraction:.0%} kept"] = dict(xi=0.0, forced_keep=masks)
-    stages = {name: [] for name in variants}
-    with autocast(device, dtype):
-        for round_index in range(warmup + repeats):
-            for name, options in variants.items():
-                synchronise(device)
-                timings = model(pixels, **options).timings_ms
-                if round_index >= warmup:
-                    stages[name].append(timings)
-    return {name: {stage: statistics.median(t[stage] for t in runs) for stage in runs[0]}
-            for name, runs in stages.items()}
-
-
-def format_profile(profile: dict[str, dict[str, float]]) -> str:
-    names = list(profile)
-    stages = list(dict.fromkeys(stage for timings in profile.values() for stage in timings))
-    lines = ["| stage | " + " | ".join(f"{name} ms" for name in names) + " |", "|---" * (len(names) + 1) + "|"]
-    for stage in stages + ["total"]:
-        values = [sum(profile[name].values()) if stage == "total" else profile[name].get(stage) for name in names]
-        lines.append(f"| {stage} | " + " | ".join("–" if v is None else f"{v:.1f}" for v in values) + " |")
-    return "\n".join(lines)
-
-
-def load_frames(data_root: str | Path, count: int, model: DoViTSegmenter, split: str = "val") -> torch.Tensor:
-    """The first ``count`` frames of ``split`` as normalised (count, 3, H, W) at the model's input size."""
-    from .data import EvalTransform, build_dataset
-
-    config = model.config
-    dataset = build_dataset("camvid", str(data_root), split, EvalTransform(config.input_size, config.mean, config.std))
-    if len(dataset) < count:
-        raise ValueError(f"{data_root} {split} has {len(dataset)} frames, the benchmark needs {count}")
-    return torch.stack([dataset[index][0] for index in range(count)])
-
-
-@torch.inference_mode()
-def run_checkpoint_case(model: DoViTSegmenter, frames: torch.Tensor, batch: int, xi: float | None = None,
-                        warmup: int = 1, repeats: int = 10, device: str | torch.device = "cpu",
-                        packings: dict | None = None, dtype: str = "float32") -> dict:
-    """A trained model on real frames (B, 3, H, W), B a multiple of ``batch``: each round runs all frames
-    dense and at ``xi`` (default: the model's default xi), at batch 1 and at ``batch``, and the batched
-    token pass with each packing plan (``PACKINGS``), under ``autocast(device, dtype)`` (the kept tokens, and
-    so the FLOPs, are those of the forwards in that precision). Returns img/s per variant and the per-round
-    ratios."""
-    device = torch.device(device)
-    model = model.to(device).eval()
-    frames = frames.to(device)
-    xi = float(model.config.default_xi if xi is None else xi)
-    chunks = {size: list(frames.split(size)) for size in {1, batch}}
-    packings = PACKINGS if packings is None else packings
-    default_overhead = model.pack_overhead_tokens
-
-    def run(size: int, threshold: float, overhead=default_overhead):
-        model.pack_overhead_tokens = overhead
-        try:
-            for chunk in chunks[size]:
-                model(chunk, xi=threshold)
-        finally:
-            model.pack_overhead_tokens = default_overhead
-
-    variants = {"dense_b1": lambda: run(1, 1.0), "dovit_b1": lambda: run(1, xi), f"dense_b{batch}": lambda: run(batch, 1.0)}
-    for name, overhead in packings.items():
-        variants[f"dovit_b{batch} {name}"] = lambda overhead=overhead: run(batch, xi, overhead)
-    with autocast(device, dtype):
-        times = interleaved_times(variants, warmup, repeats, device)
-        outputs = [model(chunk, xi=xi) for chunk in chunks[1]]
-    dense_flops = forward_flops(model, outputs[0].grid, [outputs[0].grid[0] * outputs[0].grid[1]] * len(model.group_bounds),
-                                0).total
-    dynamic_flops = statistics.mean(_mean_flops(model, output) for output in outputs)
-    ideal = dense_flops / dynamic_flops
-    planned = f"dovit_b{batch} {next(iter(packings))}"
-    ratios = {
-        "speedup_b1": ratio_summary(times["dense_b1"], times["dovit_b1"]),
-        f"speedup_b{batch}": ratio_summary(times[f"dense_b{batch}"], times[planned]),
-        f"dovit_b{batch}_over_b1": ratio_summary(times["dovit_b1"], times[planned]),  # throughput ratio
-        f"dense_b{batch}_over_b1": ratio_summary(times["dense_b1"], times[f"dense_b{batch}"]),
-    }
-    for name in list(packings)[1:]:
-        ratios[f"throughput {name} / {next(iter(packings))}"] = ratio_summary(times[planned],
-                                                                           times[f"dovit_b{batch} {name}"])
-    return {
-        "case": "checkpoint", "images": len(frames), "input": "x".join(str(v) for v in frames.shape[-2:]),
-        "batch": batch, "dtype": dtype, "xi": xi,
-        "dense_gflops": dense_flops / 1e9, "dynamic_gflops": dynamic_flops / 1e9,
-        "ideal_speedup": ideal,
-        "kept_fraction_last_group": statistics.mean(
-            float(o.group_tokens[0, -1]) / (o.grid[0] * o.grid[1]) for o in outputs),
-        "img_s": {name: 1000.0 * len(frames) / statistics.median(t) for name, t in times.items()},
-        "ratios": ratios,
-        "efficiency_b1": ratios["speedup_b1"]["median"] / ideal,
-        f"efficiency_b{batch}": ratios[f"speedup_b{batch}"]["median"] / ideal,
-    }
-
-
-def format_table(rows: list[dict]) -> str:
-    lines = ["| backbone | input | batch | kept | dense GFLOPs/img | dynamic GFLOPs/img | dense img/s | DoViT img/s "
-             "| speedup (min–max) | ideal | efficiency |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['backbone']} | {r['input']} | {r['batch']} | {r['kept_fraction']:.0%} | {r['dense_gflops']:.2f} | "
-                     f"{r['dynamic_gflops']:.2f} | {r['dense_img_s']:.2f} | {r['dynamic_img_s']:.2f} | "
-                     f"{r['speedup']:.2f}x ({r['speedup_min']:.2f}–{r['speedup_max']:.2f}) | "
-                     f"{r['ideal_speedup']:.2f}x | {r['efficiency']:.2f} |")
-    return "\n".join(lines)
-
-
-def format_checkpoint(result: dict) -> str:
-    batch = result["batch"]
-    lines = [f"{result['images']} frames at {result['input']}, ξ = {result['xi']:g}, batch {batch}, "
-             f"{result['dtype']}: "
-             f"{result['dynamic_gflops']:.2f} / {result['dense_gflops']:.2f} GFLOPs per image "
-             f"(ideal {result['ideal_speedup']:.2f}x), {result['kept_fraction_last_group']:.0%} of tokens kept to the end",
-             "", "| variant | img/s |", "|---|---|"]
-    lines += [f"| {name} | {value:.2f} |" for name, value in result["img_s"].items()]
-    lines += ["", "| ratio (per round) | median | min | max |", "|---|---|---|---|"]
-    lines += [f"| {name} | {r['median']:.2f} | {r['min']:.2f} | {r['max']:.2f} |" for name, r in result["ratios"].items()]
-    lines += ["", f"efficiency (speedup / ideal): batch 1 {result['efficiency_b1']:.2f}, "
-              f"batch {batch} {result[f'efficiency_b{batch}']:.2f}"]
-    return "\n".join(lines)
+from .core.flops import FLOPS_CONVENTION
+from .core.model import build_model
+from .speed import (
+    BATCH_SIZES,
+    CASES,
+    KEPT_FRACTIONS,
+    format_checkpoint,
+    format_profile,
+    format_table,
+    load_frames,
+    run_case,
+    run_checkpoint_case,
+    stage_profile,
+)
+from .timing import (
+    DTYPES,
+    machine_description,
+    release_memory,
+)
 
 
 def random_init_cases(backbones: list[str] | None, input_sizes: list[list[int]] | None,
@@ -391,9 +193,9 @@ def _runtime_comparison(args: argparse.Namespace) -> int:
     import tempfile
 
     from .core.checkpoint import load_checkpoint
+    from .core.predictor import default_checkpoint
     from .onnx_export import ExportConfig, ExportError, export_onnx
     from .ort_runtime import OrtSegmenter, compare_runtimes, format_runtime_cases
-    from .core.predictor import default_checkpoint
 
     if args.threads:
         torch.set_num_threads(args.threads)

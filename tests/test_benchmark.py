@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import dovit
-from dovit import benchmark
+from dovit import benchmark, speed
 
 
 def test_run_case_reports_consistent_measured_ratios_per_batch_size():
-    rows = benchmark.run_case("vit_tiny_patch16_224", (64, 96), fractions=(0.75, 0.25), batch_sizes=(1, 2),
+    rows = speed.run_case("vit_tiny_patch16_224", (64, 96), fractions=(0.75, 0.25), batch_sizes=(1, 2),
                               warmup=0, repeats=2)
     assert [(r["batch"], r["kept_fraction"]) for r in rows] == [(1, 0.75), (1, 0.25), (2, 0.75), (2, 0.25)]
     assert rows[0]["dynamic_gflops"] > rows[1]["dynamic_gflops"]
@@ -27,14 +27,14 @@ def test_run_case_reports_consistent_measured_ratios_per_batch_size():
         assert row["ideal_speedup"] == pytest.approx(row["dense_gflops"] / row["dynamic_gflops"])
         assert row["speedup_min"] <= row["speedup"] <= row["speedup_max"]
         assert row["efficiency"] == pytest.approx(row["speedup"] / row["ideal_speedup"])
-    table = benchmark.format_table(rows)
+    table = speed.format_table(rows)
     assert "| vit_tiny_patch16_224 | 64x96 | 1 | 75% |" in table and "| vit_tiny_patch16_224 | 64x96 | 2 | 25% |" in table
 
 
 def test_checkpoint_case_compares_batch_sizes_and_packings(tiny_model):
     frames = torch.randn(4, 3, 64, 96, generator=torch.Generator().manual_seed(0))
     before = tiny_model.pack_overhead_tokens
-    result = benchmark.run_checkpoint_case(tiny_model, frames, batch=2, xi=0.3, warmup=0, repeats=2)
+    result = speed.run_checkpoint_case(tiny_model, frames, batch=2, xi=0.3, warmup=0, repeats=2)
     assert tiny_model.pack_overhead_tokens == before  # the packing plans are restored
     assert result["xi"] == 0.3 and result["batch"] == 2 and result["images"] == 4
     assert set(result["img_s"]) == {"dense_b1", "dovit_b1", "dense_b2", "dovit_b2 planned",
@@ -45,22 +45,22 @@ def test_checkpoint_case_compares_batch_sizes_and_packings(tiny_model):
         ratio = result["ratios"][name]
         assert ratio["min"] <= ratio["median"] <= ratio["max"]
     assert result["efficiency_b2"] == pytest.approx(result["ratios"]["speedup_b2"]["median"] / result["ideal_speedup"])
-    assert "ξ = 0.3, batch 2" in benchmark.format_checkpoint(result)
+    assert "ξ = 0.3, batch 2" in speed.format_checkpoint(result)
 
 
 def test_checkpoint_case_under_bfloat16_records_the_dtype(tiny_model):
     frames = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(0))
-    result = benchmark.run_checkpoint_case(tiny_model, frames, batch=2, xi=0.3, warmup=0, repeats=1,
+    result = speed.run_checkpoint_case(tiny_model, frames, batch=2, xi=0.3, warmup=0, repeats=1,
                                            packings={"planned": None}, dtype="bfloat16")
     assert result["dtype"] == "bfloat16" and set(result["img_s"]) == {"dense_b1", "dovit_b1", "dense_b2",
                                                                       "dovit_b2 planned"}
     assert all(math.isfinite(value) and value > 0 for value in result["img_s"].values())
     assert 0 < result["dynamic_gflops"] <= result["dense_gflops"]
-    assert "ξ = 0.3, batch 2, bfloat16:" in benchmark.format_checkpoint(result)
+    assert "ξ = 0.3, batch 2, bfloat16:" in speed.format_checkpoint(result)
 
 
 def test_cli_writes_json_and_skips_missing_frames(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(benchmark, "CASES", (("vit_tiny_patch16_224", (32, 48)),))
+    monkeypatch.setattr(speed, "CASES", (("vit_tiny_patch16_224", (32, 48)),))
     out = tmp_path / "bench.json"
     assert benchmark.main(["--batch", "1", "2", "--repeats", "1", "--warmup", "0", "--data-root",
                            str(tmp_path / "none"), "--json", str(out)]) == 0
@@ -74,16 +74,16 @@ def test_cli_writes_json_and_skips_missing_frames(tmp_path, monkeypatch, capsys)
 
 def test_bfloat16_case_times_its_forwards_under_autocast_with_the_float32_flops(monkeypatch):
     timed_under = []
-    interleaved = benchmark.interleaved_times
+    interleaved = speed.interleaved_times
 
     def spy(variants, warmup, rounds, device):
         timed_under.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
         return interleaved(variants, warmup, rounds, device)
 
-    monkeypatch.setattr(benchmark, "interleaved_times", spy)
+    monkeypatch.setattr(speed, "interleaved_times", spy)
     options = dict(fractions=(0.5,), batch_sizes=(2,), warmup=0, repeats=2)
-    bf16 = benchmark.run_case("vit_tiny_patch16_224", (32, 48), dtype="bfloat16", **options)
-    fp32 = benchmark.run_case("vit_tiny_patch16_224", (32, 48), **options)
+    bf16 = speed.run_case("vit_tiny_patch16_224", (32, 48), dtype="bfloat16", **options)
+    fp32 = speed.run_case("vit_tiny_patch16_224", (32, 48), **options)
     assert timed_under == [torch.bfloat16, None]
     assert [(r["dtype"], r["batch"], r["kept_fraction"]) for r in bf16] == [("bfloat16", 2, 0.5)]
     assert fp32[0]["dtype"] == "float32"
@@ -112,8 +112,8 @@ def test_cli_backbone_input_size_fractions_and_dtype_choose_the_cases(tmp_path, 
 
 def test_random_init_cases_pair_backbones_with_sizes():
     tiny, small = "vit_tiny_patch16_224", "vit_small_patch16_224"
-    assert benchmark.random_init_cases(None, None) == list(benchmark.CASES)
-    assert benchmark.random_init_cases(None, None, quick=True) == list(benchmark.CASES[:1])
+    assert benchmark.random_init_cases(None, None) == list(speed.CASES)
+    assert benchmark.random_init_cases(None, None, quick=True) == list(speed.CASES[:1])
     assert benchmark.random_init_cases([tiny, small], [[64, 96]]) == [(tiny, (64, 96)), (small, (64, 96))]
     assert benchmark.random_init_cases([tiny, small], [[64, 96], [32, 48]]) == [(tiny, (64, 96)), (small, (32, 48))]
     assert benchmark.random_init_cases([tiny], None) == [(tiny, (360, 480))]  # the model's default size
@@ -133,7 +133,7 @@ def test_random_init_cases_pair_backbones_with_sizes():
     (["--batch", "0"], "--batch sizes and --repeats must be at least 1"),
 ])
 def test_cli_refuses_bad_arguments_in_one_line_before_any_case_runs(arguments, message, monkeypatch, capsys):
-    monkeypatch.setattr(benchmark, "run_case", lambda *a, **k: pytest.fail("a case ran"))
+    monkeypatch.setattr(speed, "run_case", lambda *a, **k: pytest.fail("a case ran"))
     with pytest.raises(SystemExit) as exit_info:
         benchmark.main(arguments + ["--no-frames"])
     assert exit_info.value.code == 2
@@ -173,12 +173,12 @@ def test_benchmark_scripts_import_the_packages_without_editing_sys_path(script):
 
 
 def test_stage_profile_names_every_stage_of_both_forwards():
-    profile = benchmark.stage_profile("vit_tiny_patch16_224", (64, 96), fractions=(0.25,), warmup=0, repeats=2)
+    profile = speed.stage_profile("vit_tiny_patch16_224", (64, 96), fractions=(0.25,), warmup=0, repeats=2)
     assert list(profile) == ["dense", "25% kept"]
     assert {"embed", "group_1", "group_4", "decoder", "upsample"} <= set(profile["dense"])
     assert {"decision_1", "decision_3"} <= set(profile["25% kept"]) and "decision_1" not in profile["dense"]
     assert all(ms >= 0 for timings in profile.values() for ms in timings.values())
-    table = benchmark.format_profile(profile)
+    table = speed.format_profile(profile)
     assert "| decision_1 | – |" in table and table.splitlines()[-1].startswith("| total |")
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import dovit
-from dovit import compare
+from dovit import compare, policy_compare
 from dovit.report.analysis import Frame
 from dovit.data.synthetic import synthetic_dataset
 from dovit.policies import POLICIES
@@ -73,7 +73,7 @@ def test_every_policy_but_shallow_meets_the_budget_on_the_set(match):
                                                   decoder_channels=16))
     dataset = synthetic_dataset(2, (120, 200), seed=7)
     frames = [Frame(f"s{i}", *dataset.load(i), i) for i in range(len(dataset))]
-    dense, rows = compare.compare_policies(predictor, frames, [0.55], match=match, progress=False)
+    dense, rows = policy_compare.compare_policies(predictor, frames, [0.55], match=match, progress=False)
     assert [row.policy for row in rows] == list(POLICIES) and dense.images == 2
     for row in rows:
         assert row.images == 2 and (row.within_budget or row.policy == "shallow"), (row.policy, row.gflops_ratio)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import dovit
-from dovit import evaluate, robustness
+from dovit import evaluate, robustness, shift_benchmark
 from dovit.data import EvalTransform
 from dovit.data.augment import HELD_OUT_SHIFTS
 from dovit.data.synthetic import synthetic_dataset
@@ -36,10 +36,10 @@ def checkpoint(tmp_path_factory):
 def test_every_shift_keeps_the_frame_and_grows_with_severity(name):
     image = street_like()
     distances = []
-    for severity in robustness.SEVERITIES:
-        shifted = robustness.apply_shift(image, name, severity, seed=3, index=1)
+    for severity in shift_benchmark.SEVERITIES:
+        shifted = shift_benchmark.apply_shift(image, name, severity, seed=3, index=1)
         assert shifted.shape == image.shape and shifted.dtype == np.uint8
-        assert np.array_equal(shifted, robustness.apply_shift(image, name, severity, seed=3, index=1))  # seeded
+        assert np.array_equal(shifted, shift_benchmark.apply_shift(image, name, severity, seed=3, index=1))  # seeded
         distances.append(np.abs(shifted.astype(float) - image).mean())
     assert distances[0] > 0.5  # every shift changes the image at severity 1
     assert distances[-1] > distances[0]  # and more at severity 5
@@ -48,29 +48,29 @@ def test_every_shift_keeps_the_frame_and_grows_with_severity(name):
 
 def test_random_shifts_draw_per_frame_and_seed():
     image = street_like()
-    first = robustness.apply_shift(image, "gaussian_noise", 3, seed=0, index=0)
-    assert not np.array_equal(first, robustness.apply_shift(image, "gaussian_noise", 3, seed=0, index=1))
-    assert not np.array_equal(first, robustness.apply_shift(image, "gaussian_noise", 3, seed=1, index=0))
+    first = shift_benchmark.apply_shift(image, "gaussian_noise", 3, seed=0, index=0)
+    assert not np.array_equal(first, shift_benchmark.apply_shift(image, "gaussian_noise", 3, seed=0, index=1))
+    assert not np.array_equal(first, shift_benchmark.apply_shift(image, "gaussian_noise", 3, seed=1, index=0))
 
 
 def test_families_and_held_out_shifts_are_known():
-    assert set(robustness.FAMILIES) == {"noise", "blur", "weather", "digital", "camera"}
+    assert set(shift_benchmark.FAMILIES) == {"noise", "blur", "weather", "digital", "camera"}
     assert set(HELD_OUT_SHIFTS) < set(robustness.SHIFTS)
     assert {"color_temperature_cool", "white_balance", "underexposure", "saturation", "tint"} <= set(robustness.SHIFTS)
 
 
 def test_unknown_shift_and_severity_are_refused():
     with pytest.raises(ValueError, match="unknown shift 'frost'"):
-        robustness.apply_shift(street_like(), "frost", 1)
+        shift_benchmark.apply_shift(street_like(), "frost", 1)
     with pytest.raises(ValueError, match="severity must be one of"):
-        robustness.apply_shift(street_like(), "fog", 6)
+        shift_benchmark.apply_shift(street_like(), "fog", 6)
 
 
 def test_clean_score_is_evaluates_and_results_are_reproducible(checkpoint):
     predictor = Predictor.from_checkpoint(checkpoint)
     raw = synthetic_dataset(3, (40, 56), seed=3)
     shifts = ["gaussian_noise", "tint"]
-    results = robustness.run_robustness(predictor, raw, [0.0, 1.0], shifts, (1, 5), progress=False)
+    results = shift_benchmark.run_robustness(predictor, raw, [0.0, 1.0], shifts, (1, 5), progress=False)
     assert [r.xi for r in results] == [0.0, 1.0]
     model = dovit.load_checkpoint(checkpoint)
     transformed = synthetic_dataset(3, (40, 56), seed=3,
@@ -86,7 +86,7 @@ def test_clean_score_is_evaluates_and_results_are_reproducible(checkpoint):
         assert result.mean_over(["tint"]) == pytest.approx(result.shift_means()["tint"])
     assert results[1].clean_flops_saved <= 0.0  # xi = 1 runs every block (and the aux heads)
     assert results[0].clean_flops_saved > 0.0  # xi = 0 stops every token at the first decision
-    again = robustness.run_robustness(predictor, raw, [0.0, 1.0], shifts, (1, 5), progress=False)
+    again = shift_benchmark.run_robustness(predictor, raw, [0.0, 1.0], shifts, (1, 5), progress=False)
     assert [r.to_dict() for r in again] == [r.to_dict() for r in results]
 
 
@@ -94,11 +94,11 @@ def test_benchmark_refuses_bad_requests(checkpoint):
     predictor = Predictor.from_checkpoint(checkpoint)
     raw = synthetic_dataset(1, (40, 56))
     with pytest.raises(ValueError, match="unknown shift"):
-        robustness.run_robustness(predictor, raw, [1.0], ["frost"], progress=False)
+        shift_benchmark.run_robustness(predictor, raw, [1.0], ["frost"], progress=False)
     with pytest.raises(ValueError, match="xi must be a number"):
-        robustness.run_robustness(predictor, raw, [1.5], ["fog"], progress=False)
+        shift_benchmark.run_robustness(predictor, raw, [1.5], ["fog"], progress=False)
     with pytest.raises(ValueError, match="severity"):
-        robustness.run_robustness(predictor, raw, [1.0], ["fog"], (0,), progress=False)
+        shift_benchmark.run_robustness(predictor, raw, [1.0], ["fog"], (0,), progress=False)
 
 
 def test_help_documents_every_flag(monkeypatch):
@@ -133,16 +133,16 @@ def test_frame_step_scores_every_kth_frame(checkpoint):
     seen = []
     original = raw.__getitem__
     raw.__class__ = type("Counting", (raw.__class__,), {"__getitem__": lambda self, i: seen.append(i) or original(i)})
-    robustness.run_robustness(predictor, raw, [1.0], ["tint"], (1,), max_images=2, frame_step=2, progress=False)
+    shift_benchmark.run_robustness(predictor, raw, [1.0], ["tint"], (1,), max_images=2, frame_step=2, progress=False)
     assert seen == [0, 2]
     with pytest.raises(ValueError, match="frame_step"):
-        robustness.run_robustness(predictor, raw, [1.0], ["tint"], (1,), frame_step=0, progress=False)
+        shift_benchmark.run_robustness(predictor, raw, [1.0], ["tint"], (1,), frame_step=0, progress=False)
 
 
 def test_class_accuracy_counts_each_class_pixels_predicted_as_it(checkpoint):
     predictor = Predictor.from_checkpoint(checkpoint)
     raw = synthetic_dataset(2, (40, 56), seed=3)
-    result = robustness.run_robustness(predictor, raw, [1.0], ["tint"], (2,), progress=False)[0]
+    result = shift_benchmark.run_robustness(predictor, raw, [1.0], ["tint"], (2,), progress=False)[0]
     masks = [p.mask for p in predictor.predict_batch([raw[i][0] for i in range(2)], xi=1.0, dense=False)]
     labels = [raw[i][1] for i in range(2)]
     for c, accuracy in enumerate(result.clean_class_accuracy):
