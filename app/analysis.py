@@ -13,7 +13,7 @@ from dovit.familiarity import ConfidenceRange
 from dovit.core.preprocess import resize_image
 
 from .charts import SweepPoint, tokens_flops_figure
-from .readouts import prediction_summary
+from .readouts import PredictionSummary, prediction_summary
 
 if TYPE_CHECKING:
     from dovit import Prediction, Predictor
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 class Views:
     """All views of one forward (``prediction``); images are (H, W, 3) uint8 RGB at the working size."""
 
-    summary: dict
+    summary: PredictionSummary
     group_overlays: list[tuple[np.ndarray, str]]
     heatmaps: list[tuple[np.ndarray, str]]
     color_mask: np.ndarray

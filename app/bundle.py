@@ -21,6 +21,7 @@ import plotly.graph_objects as go
 
 if TYPE_CHECKING:
     from .analysis import Views
+    from .readouts import PredictionSummary
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -45,7 +46,7 @@ def build_zip(views: Views, working_image: np.ndarray, class_names: list[str], m
                 archive.writestr(f"charts/{name}.png", png)
                 rendered.append(name)
         trace = views.prediction.trace
-        archive.writestr("trace/trace.json", json.dumps({**trace.to_json(), "summary": _plain(views.summary)}, indent=1))
+        archive.writestr("trace/trace.json", json.dumps({**trace.to_json(), "summary": _plain(views.summary.to_dict())}, indent=1))
         archive.writestr("trace/tokens.csv", tokens_csv(trace, class_names))
         archive.writestr("README.md", readme(views.summary, model, list(images), rendered, charts or {}))
     return buffer.getvalue()
@@ -98,21 +99,21 @@ def tokens_csv(trace, class_names: list[str]) -> str:
     return out.getvalue()
 
 
-def readme(summary: dict, model: str, images: list[str], rendered: list[str], charts: dict) -> str:
+def readme(summary: PredictionSummary, model: str, images: list[str], rendered: list[str], charts: dict) -> str:
     def number(key: str, fmt: str) -> str:
-        value = summary.get(key)
+        value = getattr(summary, key)
         return "–" if value is None else format(value, fmt)
 
-    size = "×".join(str(v) for v in summary["working_size"])
+    size = "×".join(str(v) for v in summary.working_size)
     lines = [
         "# DoViT Studio export", "",
         f"- model: {model}",
-        f"- ξ = {summary['xi']:g}, working size {size} ({summary['num_tokens']} tokens)",
-        f"- GFLOPs: {summary['gflops']:.3f} (dense {summary['dense_gflops']:.3f}, {summary['flops_saved_percent']:.1f}% saved)",
+        f"- ξ = {summary.xi:g}, working size {size} ({summary.num_tokens} tokens)",
+        f"- GFLOPs: {summary.gflops:.3f} (dense {summary.dense_gflops:.3f}, {summary.flops_saved_percent:.1f}% saved)",
         f"- latency: {number('latency_ms', '.1f')} ms (dense {number('dense_latency_ms', '.1f')} ms) on "
-        f"{summary.get('runtime') or 'PyTorch'}, one run each on the serving machine",
-        f"- kept tokens per group: {' → '.join(str(t) for t in summary['kept_tokens'])}",
-        f"- agreement with dense: {summary['agreement_with_dense_percent']:.2f}% of pixels",
+        f"{summary.runtime or 'PyTorch'}, one run each on the serving machine",
+        f"- kept tokens per group: {' → '.join(str(t) for t in summary.kept_tokens)}",
+        f"- agreement with dense: {summary.agreement_with_dense_percent:.2f}% of pixels",
         f"- exported {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", "",
         "## Files", "",
         *[f"- `views/{i:02d}_{name}.png`" for i, name in enumerate(images)],
@@ -122,7 +123,7 @@ def readme(summary: dict, model: str, images: list[str], rendered: list[str], ch
           for name in ["tokens_and_flops", *charts]],
         "- `trace/trace.json`: grid, decision layers, confidence maps, halting group per token, kept tokens, GFLOPs",
         "- `trace/tokens.csv`: one row per token (confidence and class per decision, decoder class)",
-        "", f"<sub>{summary['flops_convention']}</sub>", "",
+        "", f"<sub>{summary.flops_convention}</sub>", "",
     ]
     return "\n".join(lines)
 

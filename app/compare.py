@@ -38,9 +38,9 @@ class Side:
 
 def side_from_views(label: str, result: Views) -> Side:
     summary = result.summary
-    return Side(label, result.mask_overlay, result.halting, summary["gflops"], summary["dense_gflops"],
-                summary["latency_ms"], summary["agreement_with_dense_percent"] / 100.0,
-                tuple(summary["kept_tokens"]))
+    return Side(label, result.mask_overlay, result.halting, summary.gflops, summary.dense_gflops,
+                summary.latency_ms, summary.agreement_with_dense_percent / 100.0,
+                tuple(summary.kept_tokens))
 
 
 def side_from_policy(label: str, result: PolicyResult, working: np.ndarray, patch: int, num_groups: int,

@@ -393,8 +393,8 @@ class Studio:
             decoded = self.user_image(image)
             with self.model_call():
                 prediction = self.predictor.predict(decoded.rgb, xi=xi, size=self.default_size)
-            summary = prediction_summary(prediction, ConfidenceRange.from_metadata(self.predictor.model.checkpoint_metadata))
-            summary["notices"] = decoded.notices
+            summary = prediction_summary(prediction, ConfidenceRange.from_metadata(
+                self.predictor.model.checkpoint_metadata)).to_dict() | {"notices": decoded.notices}
             return drawing.colorize_mask(prediction.mask, self.config.class_colors), summary
 
 

@@ -55,11 +55,11 @@ def test_charts_are_interactive_html_and_png_when_a_browser_renders_them(archive
 def test_trace_json_csv_and_readme_agree(archive, views):
     result, _ = views
     trace = json.loads(archive.read("trace/trace.json"))
-    assert trace["grid"] == [4, 6] and trace["kept_tokens"] == result.summary["kept_tokens"]
+    assert trace["grid"] == [4, 6] and trace["kept_tokens"] == result.summary.kept_tokens
     rows = list(csv.DictReader(io.StringIO(archive.read("trace/tokens.csv").decode())))
     assert len(rows) == 24 and rows[5]["row"] == "0" and rows[6]["row"] == "1"
     assert [int(r["halting_group"]) for r in rows] == np.ravel(trace["halting_group"]).tolist()
     assert float(rows[7]["confidence_after_block_3"]) == pytest.approx(trace["confidence"][0][1][1], abs=1e-4)
     readme = archive.read("README.md").decode()
-    assert "model: tiny" in readme and "ξ = 0.3" in readme and f"{result.summary['gflops']:.3f}" in readme
+    assert "model: tiny" in readme and "ξ = 0.3" in readme and f"{result.summary.gflops:.3f}" in readme
     assert "latency:" in readme and "64×96" in readme

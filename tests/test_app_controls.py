@@ -58,12 +58,12 @@ def test_prediction_summary_numbers_are_consistent(tiny_model):
     image = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
     prediction = Predictor(tiny_model).predict(image, xi=0.3)
     summary = prediction_summary(prediction)
-    assert summary["kept_tokens"] == [g.tokens for g in prediction.trace.groups]
-    assert summary["gflops"] == pytest.approx(prediction.trace.flops / 1e9)
-    assert summary["speedup"] == pytest.approx(summary["dense_latency_ms"] / summary["latency_ms"])
-    assert summary["fps"] == pytest.approx(1000 / summary["latency_ms"])
+    assert summary.kept_tokens == [g.tokens for g in prediction.trace.groups]
+    assert summary.gflops == pytest.approx(prediction.trace.flops / 1e9)
+    assert summary.speedup == pytest.approx(summary.dense_latency_ms / summary.latency_ms)
+    assert summary.fps == pytest.approx(1000 / summary.latency_ms)
     text = readouts_markdown(summary)
-    assert "GFLOPs" in text and "speedup" in text and f"B1: {summary['num_tokens']}" in text
+    assert "GFLOPs" in text and "speedup" in text and f"B1: {summary.num_tokens}" in text
 
 
 def test_speed_panel_gives_the_ideal_speedup_and_the_efficiency(tiny_model):
@@ -72,8 +72,8 @@ def test_speed_panel_gives_the_ideal_speedup_and_the_efficiency(tiny_model):
     image = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
     prediction = Predictor(tiny_model).predict(image, xi=0.0)
     summary = prediction_summary(prediction)
-    assert summary["ideal_speedup"] == pytest.approx(prediction.trace.dense_flops / prediction.trace.flops)
-    assert summary["efficiency"] == pytest.approx(summary["speedup"] / summary["ideal_speedup"])
+    assert summary.ideal_speedup == pytest.approx(prediction.trace.dense_flops / prediction.trace.flops)
+    assert summary.efficiency == pytest.approx(summary.speedup / summary.ideal_speedup)
     assert "ideal speed-up" in readouts_markdown(summary) and "efficiency" in readouts_markdown(summary)
     slow = _efficiency(1.2, 2.0)  # 0.6 of ideal: the panel says what eats the difference
     assert slow["efficiency"] == pytest.approx(0.6) and "fixed costs" in slow["efficiency_note"]

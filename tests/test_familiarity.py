@@ -68,12 +68,12 @@ def test_studio_readout_carries_the_note(tiny_model):
     prediction = Predictor(tiny_model).predict(images(1)[0], xi=0.5)
     above = ConfidenceRange(1.01, 1.02, 1.03, 10, "drives")  # every confidence is below it
     summary = prediction_summary(prediction, above)
-    assert summary["dense_confidence"] == pytest.approx(prediction.dense_confidence)
-    assert summary["familiarity_note"].startswith("This image looks unlike the training data")
+    assert summary.dense_confidence == pytest.approx(prediction.dense_confidence)
+    assert summary.familiarity_note.startswith("This image looks unlike the training data")
     assert "⚠ This image looks unlike" in readouts_markdown(summary)
     plain = prediction_summary(prediction, ConfidenceRange(0.0, 0.1, 0.2, 10, "drives"))
-    assert plain["familiarity_note"] is None and "⚠" not in readouts_markdown(plain)
-    json.dumps(summary)  # the /predict API returns it
+    assert plain.familiarity_note is None and "⚠" not in readouts_markdown(plain)
+    json.dumps(summary.to_dict())  # the /predict API returns it
 
 
 def test_help_documents_every_flag(monkeypatch, checkpoint):
