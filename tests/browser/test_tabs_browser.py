@@ -43,6 +43,12 @@ def tab_rows(page) -> int:
     return len(tops)
 
 
+# gradio lays the tabs out again on a later animation frame after a resize: wait until they have wrapped
+WRAPPED = """() => new Set([...document.querySelectorAll('#view-tabs [role=tab]')]
+    .filter(button => button.offsetParent !== null)
+    .map(button => Math.round(button.getBoundingClientRect().top))).size >= 2"""
+
+
 def test_every_view_tab_is_visible_and_video_and_data_set_open(app_url):
     with chromium() as browser:
         for width in (1280, 1920):
@@ -59,9 +65,10 @@ def test_every_view_tab_is_visible_and_video_and_data_set_open(app_url):
                 page.get_by_role("button", name="Toggle Sidebar").click()
                 page.wait_for_function("w => document.querySelector('#view-tabs [role=tablist]').clientWidth < w",
                                        arg=closed_width - 200)
-                page.wait_for_timeout(300)  # gradio re-lays the tabs out on the next animation frame
+                page.wait_for_function(WRAPPED, timeout=CHECK_MS)
                 assert tab_rows(page) >= 2
             page.close()
         page = open_app(browser, app_url, width=800, height=800)
+        page.wait_for_function(WRAPPED, timeout=CHECK_MS)
         assert tab_rows(page) >= 2
         page.close()
