@@ -16,18 +16,9 @@ import torch.distributed as dist
 
 from .core.flops import FLOPS_CONVENTION
 from .core.predictor import Predictor, check_xi
-from .report.analysis import (
-    DEFAULT_XI_GRID,
-    SPLIT_FOLDER_DEPTH,
-    ReportAccumulator,
-    analyse,
-    open_input,
-    report_line,
-)
+from .report.analysis import DEFAULT_XI_GRID, SPLIT_FOLDER_DEPTH, ReportAccumulator, analyse, open_input, report_line
 from .report.html import write_report
-from .video import (
-    write_records_csv,
-)
+from .video import write_records_csv
 
 
 def gather(accumulator: ReportAccumulator, rank: int, world: int) -> ReportAccumulator | None:

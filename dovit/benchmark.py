@@ -13,23 +13,9 @@ import torch
 
 from .core.flops import FLOPS_CONVENTION
 from .core.model import build_model
-from .speed import (
-    BATCH_SIZES,
-    CASES,
-    KEPT_FRACTIONS,
-    format_checkpoint,
-    format_profile,
-    format_table,
-    load_frames,
-    run_case,
-    run_checkpoint_case,
-    stage_profile,
-)
-from .timing import (
-    DTYPES,
-    machine_description,
-    release_memory,
-)
+from .speed import (BATCH_SIZES, CASES, KEPT_FRACTIONS, format_checkpoint, format_profile, format_table, load_frames,
+                    run_case, run_checkpoint_case, stage_profile)
+from .timing import DTYPES, machine_description, release_memory
 
 
 def random_init_cases(backbones: list[str] | None, input_sizes: list[list[int]] | None,

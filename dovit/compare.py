@@ -17,18 +17,8 @@ from .core.checkpoint import CheckpointError
 from .core.flops import FLOPS_CONVENTION
 from .core.predictor import Predictor, default_checkpoint
 from .data import DATASETS, build_dataset
-from .policies import (
-    DTOP_K,
-    POLICIES,
-    check_budget,
-)
-from .policy_compare import (
-    BUDGET_DEFINITION,
-    MATCH_MODES,
-    compare_policies,
-    figure,
-    markdown_table,
-)
+from .policies import DTOP_K, POLICIES, check_budget
+from .policy_compare import BUDGET_DEFINITION, MATCH_MODES, compare_policies, figure, markdown_table
 from .report.analysis import labelled_frames
 
 

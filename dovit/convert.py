@@ -11,13 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .conversion import (
-    FORMATS,
-    ConversionError,
-    convert_dovit_official,
-    convert_mmseg,
-    load_mmseg_checkpoint,
-)
+from .conversion import FORMATS, ConversionError, convert_dovit_official, convert_mmseg, load_mmseg_checkpoint
 from .core.checkpoint import CheckpointError, save_checkpoint
 
 

@@ -7,13 +7,7 @@ from dataclasses import dataclass
 
 from .core.predictor import Predictor, check_xi
 from .data.augment import HELD_OUT_SHIFTS
-from .shift_benchmark import (
-    SEVERITIES,
-    SHIFTS,
-    markdown_table,
-    run_robustness,
-    shift_table,
-)
+from .shift_benchmark import SEVERITIES, SHIFTS, markdown_table, run_robustness, shift_table
 
 
 # ---------------------------------------------------------------------------------------- command line

@@ -483,7 +483,7 @@ def open_input(source: str | Path, labels: str | Path | None, dataset_name: str 
     return labelled_frames(dataset, max_images, rank, world), count, f"{what} ({count} labelled images)"
 
 
-# ------------------------------------------------------------------ CLI
+# ------------------------------------------------------------------ a whole set at once
 def analyse(predictor: Predictor, frames: Iterable[Frame], xi: float, xi_grid: Iterable[float], has_labels: bool,
             total: int | None = None, thumbnails: int = 4, progress: bool = True) -> ReportAccumulator:
     """Run ``analyse_image`` over ``frames`` with a progress bar; returns the filled accumulator.
