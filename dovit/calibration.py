@@ -28,12 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .core.checkpoint import (
-    CheckpointError,
-    atomic_write,
-    load_checkpoint,
-    save_checkpoint,
-)
+from .core.checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
 from .core.model import DoViTSegmenter
 from .core.predictor import Predictor
 from .core.preprocess import normalise, resize_image

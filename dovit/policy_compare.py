@@ -18,17 +18,8 @@ from tqdm import tqdm
 
 from .core.predictor import Predictor
 from .metrics import ConfusionMatrix
-from .policies import (
-    BUDGET_TOLERANCE,
-    DTOP_K,
-    POLICIES,
-    SEARCH_TOLERANCE,
-    PolicyRunner,
-    check_budget,
-    check_policies,
-    quantile_map,
-    search_budget,
-)
+from .policies import (BUDGET_TOLERANCE, DTOP_K, POLICIES, SEARCH_TOLERANCE, PolicyRunner, check_budget,
+                       check_policies, quantile_map, search_budget)
 from .report.analysis import Frame
 
 BUDGET_DEFINITION = ("budget = a fraction of the dense forward's FLOPs (Trace.dense_flops: patch embedding, every "

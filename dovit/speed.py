@@ -25,12 +25,7 @@ import torch
 from .core.flops import forward_flops
 from .core.model import DoViTSegmenter, build_model
 from .evaluate import synchronise
-from .timing import (
-    autocast,
-    forced_masks,
-    interleaved_times,
-    ratio_summary,
-)
+from .timing import autocast, forced_masks, interleaved_times, ratio_summary
 
 CASES = (("vit_tiny_patch16_224", (360, 480)), ("vit_small_patch16_224", (512, 1024)))
 

@@ -30,12 +30,7 @@ from ..core.trace import Trace, build_trace
 from ..data import DATASETS, folders
 from ..metrics import ConfusionMatrix
 from .tokens import token_index_map, token_majority, token_sums
-from ..video import (
-    FrameRecord,
-    count_frames,
-    iter_named_frames,
-    overlay_frame,
-)
+from ..video import FrameRecord, count_frames, iter_named_frames, overlay_frame
 
 DEFAULT_XI_GRID = (0.8, 0.85, 0.9, 0.95, 0.98, 1.0)
 
