@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from .flags import add_process_flags, apply_threads
 from .core.flops import FLOPS_CONVENTION
 from .core.predictor import Predictor, check_xi
 from .report.analysis import DEFAULT_XI_GRID, SPLIT_FOLDER_DEPTH, ReportAccumulator, analyse, open_input, report_line
@@ -68,8 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-side", type=int, default=None,
                         help="shrink unlabelled frames whose longer side exceeds this (video)")
     parser.add_argument("--thumbnails", type=int, default=4, help="cheapest and most expensive images shown")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_process_flags(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--out", required=True, help="report folder (created)")
     return parser.parse_args(argv)
@@ -77,8 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     started = time.perf_counter()
     rank, world = _process_group()
     try:

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import torch
 
+from .flags import add_data_flags, add_process_flags, apply_threads
 from .core.checkpoint import CheckpointError
 from .core.flops import FLOPS_CONVENTION
 from .core.predictor import Predictor, default_checkpoint
-from .data import DATASETS, build_dataset
+from .data import build_dataset
 from .policies import DTOP_K, POLICIES, check_budget
 from .policy_compare import BUDGET_DEFINITION, MATCH_MODES, compare_policies, figure, markdown_table
 from .report.analysis import labelled_frames
@@ -34,11 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--checkpoint", default=None,
                         help="checkpoint directory (default: the shipped CamVid DoViT student)")
-    parser.add_argument("--dataset", choices=sorted(DATASETS), default="camvid", help="data set layout")
-    parser.add_argument("--data-root", default="../shared/data/camvid", help="data set root folder")
-    parser.add_argument("--split", default="val", help="split to compare on ('+' joins splits: train+val)")
-    parser.add_argument("--sequences", nargs="+", default=None, metavar="SEQ",
-                        help="only these recordings (file-name prefix; CamVid drives 0001TP 0006R0 0016E5)")
+    add_data_flags(parser, split_help="split to compare on ('+' joins splits: train+val)")
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.4, 0.5, 0.6],
                         help="FLOPs budgets, fractions in (0, 1] of the dense forward's GFLOPs")
     parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES, metavar="POLICY",
@@ -51,8 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random policy")
     parser.add_argument("--dtop-k", type=int, default=DTOP_K,
                         help="tokens of each class the dtop policy keeps running for context")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_process_flags(parser)
     parser.add_argument("--json", default=None, help="write the results to this JSON file")
     parser.add_argument("--md", default=None, help="write the markdown table to this file")
     parser.add_argument("--html", default=None, help="write the mIoU-against-GFLOPs chart to this HTML file "
@@ -62,8 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     try:
         budgets = [check_budget(b) for b in args.budgets]
         if args.max_images is not None and args.max_images < 1:

@@ -12,8 +12,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .flags import add_data_flags, add_process_flags, apply_threads
 from .core.checkpoint import load_checkpoint
-from .data import DATASETS, EvalTransform, build_dataset
+from .data import EvalTransform, build_dataset
 from .core.flops import FLOPS_CONVENTION, forward_flops
 from .metrics import ConfusionMatrix
 from .core.model import DoViTSegmenter
@@ -156,12 +157,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the shipped CamVid DoViT model)")
-    parser.add_argument("--dataset", choices=sorted(DATASETS), default="camvid", help="data set layout")
-    parser.add_argument("--data-root", default="../shared/data/camvid", help="data set root folder")
-    parser.add_argument("--split", default="val", help="split to evaluate ('+' joins splits: train+val)")
-    parser.add_argument("--sequences", nargs="+", default=None, metavar="SEQ",
-                        help="evaluate only these recordings (file-name prefix; CamVid drives 0001TP 0006R0 "
-                        "0016E5), e.g. the drive a model was trained without")
+    add_data_flags(parser, split_help="split to evaluate ('+' joins splits: train+val)")
     parser.add_argument("--xi", type=float, nargs="+", default=None,
                         help="thresholds to evaluate (default: the checkpoint's default xi and 1.0)")
     parser.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images")
@@ -171,16 +167,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="batch size of the throughput measurement (FPS is always batch 1)")
     parser.add_argument("--throughput-images", type=int, default=32,
                         help="images used for the throughput measurement (the first N)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_process_flags(parser)
     parser.add_argument("--json", default=None, help="write the results to this JSON file")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     from .core.predictor import check_xi, default_checkpoint
 
     try:

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from tqdm import tqdm
 
+from .flags import add_data_flags, add_process_flags, apply_threads
 from .core.predictor import Predictor
 
 METADATA_KEY = "confidence_range"
@@ -75,7 +76,6 @@ def familiarity_note(confidence: float, reference: ConfidenceRange | None) -> st
 
 # ---------------------------------------------------------------------------------------- command line
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from .data import DATASETS
 
     parser = argparse.ArgumentParser(
         prog="python -m dovit.familiarity",
@@ -85,26 +85,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
     add("checkpoint", help="checkpoint directory (updated in place)")
-    add("--dataset", choices=sorted(DATASETS), default="camvid", help="data set layout")
-    add("--data-root", default="../shared/data/camvid", help="data set root folder")
-    add("--split", default="train+val", help="the split(s) the checkpoint trained on ('+' joins splits)")
-    add("--sequences", nargs="+", default=None, metavar="SEQ", help="only these recordings")
+    add_data_flags(parser, split="train+val", split_help="the split(s) the checkpoint trained on ('+' joins splits)")
     add("--max-images", type=int, default=0, help="use every k-th frame so that at most N are read (0 = all)")
-    add("--threads", type=int, default=None, help="torch CPU threads")
+    add_process_flags(parser, device=False)
     add("--dry-run", action="store_true", help="print the range, do not write it")
     add("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    import torch
 
     from .core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
     from .data import build_dataset
 
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     try:
         model = load_checkpoint(args.checkpoint)
         dataset = build_dataset(args.dataset, args.data_root, args.split, sequences=args.sequences)

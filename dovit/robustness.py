@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .flags import add_data_flags, add_process_flags, apply_threads
 from .core.predictor import Predictor, check_xi
 from .data.augment import HELD_OUT_SHIFTS
 from .shift_benchmark import SEVERITIES, SHIFTS, markdown_table, run_robustness, shift_table
@@ -32,7 +33,6 @@ class RobustnessConfig:
 def parse_args(argv: list[str] | None = None) -> RobustnessConfig:
     import argparse
 
-    from .data import DATASETS
 
     parser = argparse.ArgumentParser(
         prog="python -m dovit.robustness",
@@ -44,11 +44,7 @@ def parse_args(argv: list[str] | None = None) -> RobustnessConfig:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
     add("--checkpoint", default=None, help="checkpoint directory (default: the shipped CamVid DoViT student)")
-    add("--dataset", choices=sorted(DATASETS), default="camvid", help="data set layout")
-    add("--data-root", default="../shared/data/camvid", help="data set root folder")
-    add("--split", default="val", help="split to score ('+' joins splits: train+val)")
-    add("--sequences", nargs="+", default=None, metavar="SEQ",
-        help="score only these recordings (CamVid drives 0001TP 0006R0 0016E5)")
+    add_data_flags(parser, split_help="split to score ('+' joins splits: train+val)")
     add("--max-images", type=int, default=20,
         help="score the first N frames (each costs 1 + shifts x severities forwards per xi); 0 = all")
     add("--xi", type=float, nargs="+", default=None, help="thresholds (default: the checkpoint's default and 1)")
@@ -59,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> RobustnessConfig:
     add("--frame-step", type=int, default=5,
         help="score every K-th frame (neighbouring video frames look alike), at most --max-images of them")
     add("--seed", type=int, default=0, help="seed of the random parts of the shifts (noise, snow, gains)")
-    add("--threads", type=int, default=None, help="torch CPU threads")
+    add_process_flags(parser, device=False)
     add("--json", default=None, help="write the results to this JSON file")
     add("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -75,15 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     import sys
     from pathlib import Path
 
-    import torch
 
     from .core.checkpoint import CheckpointError
     from .core.flops import FLOPS_CONVENTION
     from .data import build_dataset
 
     config = parse_args(argv)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    apply_threads(config.threads)
     try:
         predictor = Predictor.from_checkpoint(config.checkpoint)
         xi_values = [check_xi(v) for v in config.xi] if config.xi else sorted({predictor.default_xi, 1.0})
