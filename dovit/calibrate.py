@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import time
 
-import torch
 
+from .flags import apply_threads
 from .calibration import TRAINABLE, CalibrateConfig, CalibrationError, calibrate
 
 
@@ -66,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     config, threads = parse_args(argv)
-    if threads:
-        torch.set_num_threads(threads)
+    apply_threads(threads)
     start = time.perf_counter()
     try:
         result = calibrate(config)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .flags import apply_threads
 from .onnx_export import OPSET, ExportConfig, ExportError, export_onnx
 
 
@@ -36,11 +37,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ExportConfig, int | None]
 
 
 def main(argv: list[str] | None = None) -> int:
-    import torch
-
     config, threads = parse_args(argv)
-    if threads:
-        torch.set_num_threads(threads)
+    apply_threads(threads)
     try:
         result = export_onnx(config)
     except ExportError as error:
