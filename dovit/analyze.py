@@ -5,6 +5,7 @@ counts on rank 0 and writes report.html, report.json and frames.csv.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 import argparse
 import os
 import sys
@@ -20,6 +21,25 @@ from .core.predictor import Predictor, check_xi
 from .report.analysis import DEFAULT_XI_GRID, SPLIT_FOLDER_DEPTH, ReportAccumulator, analyse, open_input, report_line
 from .report.html import write_report
 from .video import write_records_csv
+
+
+@dataclass
+class AnalyzeConfig:
+    """``python -m dovit.analyze``'s flags (see its --help for each)."""
+
+    input: str
+    out: str
+    labels: str | None = None
+    dataset: str | None = None
+    checkpoint: str | None = None
+    xi: float | None = None
+    xi_grid: list[float] = field(default_factory=lambda: [0.8, 0.85, 0.9, 0.95, 0.98, 1.0])
+    max_images: int | None = None
+    max_side: int | None = None
+    thumbnails: int = 4
+    threads: int | None = None
+    device: str = "cpu"
+    no_progress: bool = False
 
 
 def gather(accumulator: ReportAccumulator, rank: int, world: int) -> ReportAccumulator | None:
@@ -43,7 +63,7 @@ def _process_group() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> AnalyzeConfig:
     parser = argparse.ArgumentParser(
         prog="python -m dovit.analyze",
         description="A report on a folder of images or a video: per-image GFLOPs (histogram, cheapest and most "
@@ -72,7 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_process_flags(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--out", required=True, help="report folder (created)")
-    return parser.parse_args(argv)
+    return AnalyzeConfig(**vars(parser.parse_args(argv)))
 
 
 def main(argv: list[str] | None = None) -> int:

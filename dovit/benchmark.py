@@ -4,6 +4,7 @@ runs, runs the cases, prints the tables and writes JSON.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 import argparse
 import json
 import sys
@@ -12,36 +13,34 @@ from pathlib import Path
 import torch
 
 from .core.flops import FLOPS_CONVENTION
-from .core.model import build_model
-from .speed import (BATCH_SIZES, CASES, KEPT_FRACTIONS, format_checkpoint, format_profile, format_table, load_frames,
-                    run_case, run_checkpoint_case, stage_profile)
+from .speed import (BATCH_SIZES, KEPT_FRACTIONS, format_checkpoint, format_profile, format_table, load_frames,
+                    random_init_cases, run_case, run_checkpoint_case, stage_profile)
 from .timing import DTYPES, machine_description, release_memory
 
 
-def random_init_cases(backbones: list[str] | None, input_sizes: list[list[int]] | None,
-                      quick: bool = False) -> list[tuple[str, tuple[int, int]]]:
-    """(backbone, (H, W)) of the random-init cases: ``CASES`` (only the first when ``quick``) when no backbone
-    is named; else each backbone with its own input size (the i-th size for the i-th backbone), one size for
-    all, or, with none, the model's default size. Each is built on the meta device (nothing allocated), so a
-    name or size the model builder refuses raises its ValueError before any case runs."""
-    if not backbones:
-        if input_sizes:
-            raise ValueError("--input-size sets the size of a --backbone case: name the backbone too")
-        return list(CASES[:1] if quick else CASES)
-    if quick:
-        raise ValueError("--quick picks the ViT-T case among the default cases; "
-                         "with --backbone, name only the cases to run")
-    sizes = input_sizes or [None]
-    if len(sizes) not in (1, len(backbones)):
-        raise ValueError(f"{len(backbones)} --backbone but {len(sizes)} --input-size: give one size for all "
-                         "or one per backbone, in the same order")
-    cases = []
-    for backbone, size in zip(backbones, sizes * len(backbones) if len(sizes) == 1 else sizes):
-        options = {} if size is None else {"input_size": tuple(size)}
-        with torch.device("meta"):
-            model = build_model(backbone, num_classes=19, **options)
-        cases.append((backbone, tuple(model.config.input_size)))
-    return cases
+@dataclass
+class BenchmarkConfig:
+    """``python -m dovit.benchmark``'s flags (see its --help for each)."""
+
+    batch: list[int] = field(default_factory=lambda: [1, 8])
+    device: str = "cpu"
+    dtype: str = "float32"
+    backbone: list[str] | None = None
+    input_size: list[list[int]] | None = None
+    fractions: list[float] = field(default_factory=lambda: [0.75, 0.5, 0.25])
+    json: str | None = None
+    repeats: int = 10
+    warmup: int = 2
+    threads: int | None = None
+    quick: bool = False
+    profile: bool = False
+    no_forced: bool = False
+    no_frames: bool = False
+    checkpoint: str | None = None
+    data_root: str = "../shared/data/camvid"
+    frames: int = 16
+    runtime: str = "pytorch"
+    export: str | None = None
 
 
 def _check_device(device: str, dtype: str) -> None:
@@ -107,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_args(args: argparse.Namespace, run_frames: bool) -> None:
+def _check_args(args: BenchmarkConfig, run_frames: bool) -> None:
     """Every refusal before any case runs (a GPU session must not lose minutes to a typo); ValueError."""
     _check_device(args.device, args.dtype)
     if min(args.batch) < 1 or args.repeats < 1 or args.warmup < 0:
@@ -122,7 +121,7 @@ def _check_args(args: argparse.Namespace, run_frames: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = BenchmarkConfig(**vars(parser.parse_args(argv)))
     if args.runtime == "onnxruntime":
         return _runtime_comparison(args)
     run_frames = not args.no_frames and Path(args.data_root).is_dir()
@@ -154,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _report(args: argparse.Namespace, header: str, rows: list, checkpoint_results: list, run_frames: bool) -> None:
+def _report(args: BenchmarkConfig, header: str, rows: list, checkpoint_results: list, run_frames: bool) -> None:
     """Print the tables (and why the real-frame case was skipped); write --json."""
     machine = machine_description(args.device)
     print(f"Machine: {machine}, {header}\n{FLOPS_CONVENTION}\n")
@@ -173,7 +172,7 @@ def _report(args: argparse.Namespace, header: str, rows: list, checkpoint_result
                                                "checkpoint_cases": checkpoint_results}, indent=2) + "\n")
 
 
-def _runtime_comparison(args: argparse.Namespace) -> int:
+def _runtime_comparison(args: BenchmarkConfig) -> int:
     """--runtime onnxruntime: PyTorch and ONNX Runtime on real frames, printed (and written to --json)."""
     import dataclasses
     import tempfile
@@ -212,7 +211,7 @@ def _runtime_comparison(args: argparse.Namespace) -> int:
     return 0
 
 
-def _real_frame_results(args: argparse.Namespace) -> list[dict]:
+def _real_frame_results(args: BenchmarkConfig) -> list[dict]:
     """The checkpoint case at each batch size > 1 (its model and frames freed on return)."""
     from .core.checkpoint import load_checkpoint
     from .core.predictor import default_checkpoint

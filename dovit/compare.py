@@ -8,7 +8,7 @@ import json
 import os
 import platform
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,7 +23,29 @@ from .policy_compare import BUDGET_DEFINITION, MATCH_MODES, compare_policies, fi
 from .report.analysis import labelled_frames
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+@dataclass
+class CompareConfig:
+    """``python -m dovit.compare``'s flags (see its --help for each)."""
+
+    checkpoint: str | None = None
+    dataset: str = "camvid"
+    data_root: str = "../shared/data/camvid"
+    split: str = "val"
+    sequences: list[str] | None = None
+    budgets: list[float] = field(default_factory=lambda: [0.4, 0.5, 0.6])
+    policies: list[str] = field(default_factory=lambda: ["confidence", "random", "topk", "dtop", "oracle", "shallow"])
+    match: str = "set"
+    max_images: int | None = None
+    seed: int = 0
+    dtop_k: int = 5
+    threads: int | None = None
+    device: str = "cpu"
+    json: str | None = None
+    md: str | None = None
+    html: str | None = None
+
+
+def parse_args(argv: list[str] | None = None) -> CompareConfig:
     parser = argparse.ArgumentParser(
         prog="python -m dovit.compare",
         description="Compare token stopping policies (" + ", ".join(POLICIES) + ") of one DoViT checkpoint at "
@@ -53,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--md", default=None, help="write the markdown table to this file")
     parser.add_argument("--html", default=None, help="write the mIoU-against-GFLOPs chart to this HTML file "
                         "(self-contained: plotly.js inlined)")
-    return parser.parse_args(argv)
+    return CompareConfig(**vars(parser.parse_args(argv)))
 
 
 def main(argv: list[str] | None = None) -> int:

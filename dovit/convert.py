@@ -7,6 +7,7 @@ Parses the flags and calls ``dovit.conversion`` (what is read, mapped and refuse
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 import argparse
 import sys
 from pathlib import Path
@@ -15,8 +16,22 @@ from .conversion import FORMATS, ConversionError, convert_dovit_official, conver
 from .core.checkpoint import CheckpointError, save_checkpoint
 
 
+@dataclass
+class ConvertConfig:
+    """``python -m dovit.convert``'s flags (see its --help for each)."""
+
+    src: str
+    dst: str
+    format: str = "mmseg"
+    backbone: str | None = None
+    input_size: list[int] | None = None
+    num_classes: int | None = None
+    pos_size: list[int] | None = None
+    skip_auxiliary: bool = False
+
+
 # ------------------------------------------------------------------------------------------ CLI
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> ConvertConfig:
     parser = argparse.ArgumentParser(
         prog="python -m dovit.convert",
         description="Convert an MMSegmentation ViT segmenter checkpoint (Segmenter or SETR head), or one of the "
@@ -45,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="leave out the auxiliary heads: MMSeg's training-only auxiliary_head (DoViT has no "
                         "place for them), or the official DoViT aux heads (needed for one that is not FCNHead / "
                         "SETRUPHead with one 1x1 conv + BatchNorm); DoViT's aux heads then start random")
-    return parser.parse_args(argv)
+    return ConvertConfig(**vars(parser.parse_args(argv)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,25 @@ from .core.preprocess import logits_to_mask
 
 
 @dataclass
+class EvaluateConfig:
+    """``python -m dovit.evaluate``'s flags (see its --help for each)."""
+
+    checkpoint: str | None = None
+    dataset: str = "camvid"
+    data_root: str = "../shared/data/camvid"
+    split: str = "val"
+    sequences: list[str] | None = None
+    xi: list[float] | None = None
+    max_images: int | None = None
+    input_size: list[int] | None = None
+    throughput_batch: int = 8
+    throughput_images: int = 32
+    threads: int | None = None
+    device: str = "cpu"
+    json: str | None = None
+
+
+@dataclass
 class XiEvaluation:
     """A checkpoint's scores and costs at one xi over a data set (``evaluate_model``); fractions in [0, 1]."""
 
@@ -148,7 +167,7 @@ def markdown_table(results: list[XiEvaluation]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> EvaluateConfig:
     parser = argparse.ArgumentParser(
         prog="python -m dovit.evaluate",
         description="Evaluate a DoViT checkpoint at one or more token-pass thresholds xi: mIoU, PA, mPA, "
@@ -169,7 +188,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="images used for the throughput measurement (the first N)")
     add_process_flags(parser)
     parser.add_argument("--json", default=None, help="write the results to this JSON file")
-    return parser.parse_args(argv)
+    return EvaluateConfig(**vars(parser.parse_args(argv)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,21 @@ METADATA_KEY = "confidence_range"
 LOW_PERCENTILE, HIGH_PERCENTILE = 5, 95
 
 
+@dataclass
+class FamiliarityConfig:
+    """``python -m dovit.familiarity``'s flags (see its --help for each)."""
+
+    checkpoint: str
+    dataset: str = "camvid"
+    data_root: str = "../shared/data/camvid"
+    split: str = "train+val"
+    sequences: list[str] | None = None
+    max_images: int = 0
+    threads: int | None = None
+    dry_run: bool = False
+    no_progress: bool = False
+
+
 @dataclass(frozen=True)
 class ConfidenceRange:
     """Per-frame mean dense confidence over the reference frames: the low (5th), median and high (95th)
@@ -75,7 +90,7 @@ def familiarity_note(confidence: float, reference: ConfidenceRange | None) -> st
 
 
 # ---------------------------------------------------------------------------------------- command line
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> FamiliarityConfig:
 
     parser = argparse.ArgumentParser(
         prog="python -m dovit.familiarity",
@@ -90,7 +105,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_process_flags(parser, device=False)
     add("--dry-run", action="store_true", help="print the range, do not write it")
     add("--no-progress", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    return FamiliarityConfig(**vars(parser.parse_args(argv)))
 
 
 def main(argv: list[str] | None = None) -> int:

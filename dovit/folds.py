@@ -15,7 +15,7 @@ import argparse
 import json
 import shlex
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -26,6 +26,31 @@ from .data import EvalTransform, build_dataset
 from .evaluate import evaluate_model
 
 THIN_CLASSES = ("Pole", "SignSymbol", "Fence", "Pedestrian", "Bicyclist")
+
+
+# The recipes each fold trains with (flags of python -m dovit.train; stage, data and output are set per fold).
+TEACHER_ARGS = ("--stem conv --decoder skip --decoder-channels 64 --steps 4000 --warmup-steps 200 --lr 8e-4 "
+                "--batch-size 16 --class-weight-power 0.5")
+STUDENT_ARGS = ("--xi 0.9 --xi-range 0.8 1.0 --dense-fraction 0.5 --steps 600 --lr 1.4e-4 --warmup-steps 30 "
+                "--batch-size 8 --class-weight-power 0.5")
+
+
+@dataclass
+class FoldsConfig:
+    """``python -m dovit.folds``'s flags (see its --help for each)."""
+
+    output: str = "runs/folds"
+    data_root: str = "../shared/data/camvid"
+    split: str = "train+val"
+    drives: list[str] | None = None
+    teacher_args: str = TEACHER_ARGS
+    student_args: str = STUDENT_ARGS
+    common_args: str = ""
+    teacher_xi: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    student_xi: list[float] = field(default_factory=lambda: [0.0, 0.8, 0.9, 0.95, 1.0])
+    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
+    json: str = "docs/results/camvid_folds.json"
+    markdown: str = "docs/results/camvid_folds.md"
 
 
 @dataclass
@@ -39,7 +64,7 @@ class FoldResult:
     student: dict[str, dict]
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> FoldsConfig:
     parser = argparse.ArgumentParser(
         prog="python -m dovit.folds",
         description="Leave-one-drive-out validation: per drive, train a teacher and a student on the other "
@@ -51,11 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--data-root", default="../shared/data/camvid", help="CamVid root (train/, val/ and their annot/)")
     add("--split", default="train+val", help="splits whose drives form the folds ('+' joins splits)")
     add("--drives", nargs="+", default=None, help="hold out only these drives (default: every drive)")
-    add("--teacher-args", default="--stem conv --decoder skip --decoder-channels 64 --steps 4000 "
-        "--warmup-steps 200 --lr 8e-4 --batch-size 16 --class-weight-power 0.5",
+    add("--teacher-args", default=TEACHER_ARGS,
         help="python -m dovit.train flags of the dense teacher (stage, data and output are set here)")
-    add("--student-args", default="--xi 0.9 --xi-range 0.8 1.0 --dense-fraction 0.5 --steps 600 --lr 1.4e-4 "
-        "--warmup-steps 30 --batch-size 8 --class-weight-power 0.5",
+    add("--student-args", default=STUDENT_ARGS,
         help="python -m dovit.train flags of the student, trained from its fold's teacher (--init, --teacher)")
     add("--common-args", default="", help="flags given to both runs (e.g. --input-size 192 256 --threads 1)")
     add("--teacher-xi", type=float, nargs="+", default=[0.0, 1.0], help="ξ values at which to score the teacher")
@@ -64,7 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="evaluation device")
     add("--json", default="docs/results/camvid_folds.json", help="write the per-fold results here")
     add("--markdown", default="docs/results/camvid_folds.md", help="write the summary table here")
-    return parser.parse_args(argv)
+    return FoldsConfig(**vars(parser.parse_args(argv)))
 
 
 def _finished(run: Path, argv: list[str]) -> bool:
@@ -90,7 +113,7 @@ def _train(run: Path, argv: list[str]) -> None:
         raise SystemExit(f"training failed: {run}: {error}") from None
 
 
-def run_fold(args: argparse.Namespace, drive: str) -> FoldResult:
+def run_fold(args: FoldsConfig, drive: str) -> FoldResult:
     """Train the fold's teacher and student (or reuse them) and score both on the held-out drive."""
     fold = Path(args.output) / drive
     data = ["--data-root", args.data_root, "--train-split", args.split, "--val-split", args.split,

@@ -229,3 +229,29 @@ def format_checkpoint(result: dict) -> str:
     lines += ["", f"efficiency (speedup / ideal): batch 1 {result['efficiency_b1']:.2f}, "
               f"batch {batch} {result[f'efficiency_b{batch}']:.2f}"]
     return "\n".join(lines)
+
+
+def random_init_cases(backbones: list[str] | None, input_sizes: list[list[int]] | None,
+                      quick: bool = False) -> list[tuple[str, tuple[int, int]]]:
+    """(backbone, (H, W)) of the random-init cases: ``CASES`` (only the first when ``quick``) when no backbone
+    is named; else each backbone with its own input size (the i-th size for the i-th backbone), one size for
+    all, or, with none, the model's default size. Each is built on the meta device (nothing allocated), so a
+    name or size the model builder refuses raises its ValueError before any case runs."""
+    if not backbones:
+        if input_sizes:
+            raise ValueError("--input-size sets the size of a --backbone case: name the backbone too")
+        return list(CASES[:1] if quick else CASES)
+    if quick:
+        raise ValueError("--quick picks the ViT-T case among the default cases; "
+                         "with --backbone, name only the cases to run")
+    sizes = input_sizes or [None]
+    if len(sizes) not in (1, len(backbones)):
+        raise ValueError(f"{len(backbones)} --backbone but {len(sizes)} --input-size: give one size for all "
+                         "or one per backbone, in the same order")
+    cases = []
+    for backbone, size in zip(backbones, sizes * len(backbones) if len(sizes) == 1 else sizes):
+        options = {} if size is None else {"input_size": tuple(size)}
+        with torch.device("meta"):
+            model = build_model(backbone, num_classes=19, **options)
+        cases.append((backbone, tuple(model.config.input_size)))
+    return cases

@@ -112,17 +112,17 @@ def test_cli_backbone_input_size_fractions_and_dtype_choose_the_cases(tmp_path, 
 
 def test_random_init_cases_pair_backbones_with_sizes():
     tiny, small = "vit_tiny_patch16_224", "vit_small_patch16_224"
-    assert benchmark.random_init_cases(None, None) == list(speed.CASES)
-    assert benchmark.random_init_cases(None, None, quick=True) == list(speed.CASES[:1])
-    assert benchmark.random_init_cases([tiny, small], [[64, 96]]) == [(tiny, (64, 96)), (small, (64, 96))]
-    assert benchmark.random_init_cases([tiny, small], [[64, 96], [32, 48]]) == [(tiny, (64, 96)), (small, (32, 48))]
-    assert benchmark.random_init_cases([tiny], None) == [(tiny, (360, 480))]  # the model's default size
+    assert speed.random_init_cases(None, None) == list(speed.CASES)
+    assert speed.random_init_cases(None, None, quick=True) == list(speed.CASES[:1])
+    assert speed.random_init_cases([tiny, small], [[64, 96]]) == [(tiny, (64, 96)), (small, (64, 96))]
+    assert speed.random_init_cases([tiny, small], [[64, 96], [32, 48]]) == [(tiny, (64, 96)), (small, (32, 48))]
+    assert speed.random_init_cases([tiny], None) == [(tiny, (360, 480))]  # the model's default size
     with pytest.raises(ValueError, match="one size for all or one per backbone"):
-        benchmark.random_init_cases([tiny, small, tiny], [[64, 96], [32, 48]])
+        speed.random_init_cases([tiny, small, tiny], [[64, 96], [32, 48]])
     with pytest.raises(ValueError, match="name the backbone too"):
-        benchmark.random_init_cases(None, [[64, 96]])
+        speed.random_init_cases(None, [[64, 96]])
     with pytest.raises(ValueError, match="--quick"):
-        benchmark.random_init_cases([tiny], None, quick=True)
+        speed.random_init_cases([tiny], None, quick=True)
 
 
 @pytest.mark.parametrize("arguments, message", [
