@@ -3,7 +3,7 @@
 The images are a frame folder the operator allowed (the same list as the Video tab; a CamVid split folder
 with its ``<split>annot`` labels beside it is read with those labels) or uploaded images, at most
 ``ServingLimits.report_max_images``. Each image is one turn on the model as background work
-(``dovit.analyze.analyse_image``: the ξ grid's forwards), so the page and /predict go first between
+(``dovit.report.analysis.analyse_image``: the ξ grid's forwards), so the page and /predict go first between
 images and Stop cancels between them; the figures, thumbnails and files are the CLI's
 (``dovit.report``), the report.html/json written to a job folder for download.
 """
