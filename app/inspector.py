@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import numbers
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import cv2
@@ -70,20 +71,89 @@ def check_token(row: object, col: object, grid: tuple[int, int]) -> tuple[int, i
     return values[0], values[1]
 
 
-def _classes(ids: np.ndarray, probabilities: np.ndarray, names: list[str]) -> list[dict]:
-    return [{"class": int(i), "name": _name(int(i), names), "probability": float(p)}
-            for i, p in zip(ids, probabilities)]
+@dataclass
+class ClassScore:
+    """A class by id and name, with its softmax probability where one was read."""
+
+    class_id: int
+    name: str
+    probability: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"class": self.class_id, "name": self.name,
+                **({} if self.probability is None else {"probability": self.probability})}
+
+
+@dataclass
+class AuxHeadReport:
+    """One decision layer's view of the token: its confidence q_l (Eq. 3), whether the token still ran when the
+    decision was taken, whether it stopped there, and the head's top-3 classes."""
+
+    layer: int
+    confidence: float
+    running: bool
+    stops_here: bool
+    top3: list[ClassScore]
+
+    def to_dict(self) -> dict:
+        return {"layer": self.layer, "confidence": self.confidence, "running": self.running,
+                "stops_here": self.stops_here, "top3": [c.to_dict() for c in self.top3]}
+
+
+DECODER_READ_AT = "softmax of the decoder's logits at the token's centre pixel"
+
+
+@dataclass
+class TokenReport:
+    """Everything one forward did to one token (``token_report``); ``to_dict`` is the /inspect_token JSON."""
+
+    row: int
+    col: int
+    grid: list[int]
+    xi: float
+    working_size: list[int]
+    token_box: list[int]  # [top, left, bottom, right) in working pixels
+    centre: list[int]  # [y, x]
+    decision_layers: list[int]
+    aux_heads: list[AuxHeadReport]
+    decoder_top3: list[ClassScore]
+    halting_group: int  # 1..D+1, D+1 = ran all blocks
+    ran_all_blocks: bool
+    blocks_run: int | None
+    dovit_class: ClassScore
+    dense_class: ClassScore | None
+    agrees_with_dense: bool | None
+
+    @property
+    def confidences(self) -> list[float]:
+        return [head.confidence for head in self.aux_heads]
+
+    def to_dict(self) -> dict:
+        return {
+            "row": self.row, "col": self.col, "grid": self.grid, "xi": self.xi, "working_size": self.working_size,
+            "token_box": self.token_box, "centre": self.centre, "decision_layers": self.decision_layers,
+            "confidences": self.confidences, "aux_heads": [head.to_dict() for head in self.aux_heads],
+            "decoder": {"top3": [c.to_dict() for c in self.decoder_top3], "read_at": DECODER_READ_AT},
+            "halting_group": self.halting_group, "ran_all_blocks": self.ran_all_blocks, "blocks_run": self.blocks_run,
+            "dovit_class": self.dovit_class.to_dict(),
+            "dense_class": None if self.dense_class is None else self.dense_class.to_dict(),
+            "agrees_with_dense": self.agrees_with_dense,
+        }
+
+
+def _classes(ids: np.ndarray, probabilities: np.ndarray, names: list[str]) -> list[ClassScore]:
+    return [ClassScore(int(i), _name(int(i), names), float(p)) for i, p in zip(ids, probabilities)]
 
 
 def _name(class_id: int, names: list[str]) -> str:
     return str(names[class_id]) if 0 <= class_id < len(names) else f"class {class_id}"
 
 
-def token_report(prediction: Prediction, row: int, col: int, class_names: list[str], patch: int) -> dict:
-    """Everything one forward did to token (row, col), JSON-friendly (the /inspect_token answer).
+def token_report(prediction: Prediction, row: int, col: int, class_names: list[str], patch: int) -> TokenReport:
+    """Everything one forward did to token (row, col) (``TokenReport.to_dict``: the /inspect_token answer).
 
     prediction: from ``Predictor.predict`` (its masks at any resolution; read at the token's centre).
-    Keys: row, col, grid [h, w], xi, working_size [H, W], token_box [top, left, bottom, right) in working
+    Fields (and JSON keys): row, col, grid [h, w], xi, working_size [H, W], token_box [top, left, bottom, right) in working
     pixels, centre [y, x], decision_layers, confidences (q_l at each decision layer, in decision order,
     Eq. 3), aux_heads (per decision: layer, confidence, running = the token still ran when the decision
     was taken, stops_here, top3 [{class, name, probability}]), decoder {top3, read_at}, halting_group
@@ -102,8 +172,8 @@ def token_report(prediction: Prediction, row: int, col: int, class_names: list[s
         stops_here = bool(decision.stopped_here[row, col])
         top3 = ([] if decision.top_classes is None else
                 _classes(decision.top_classes[row, col], decision.top_probabilities[row, col], class_names))
-        aux_heads.append({"layer": int(decision.layer), "confidence": float(decision.confidence[row, col]),
-                          "running": running, "stops_here": stops_here, "top3": top3})
+        aux_heads.append(AuxHeadReport(int(decision.layer), float(decision.confidence[row, col]), running,
+                                       stops_here, top3))
         running = running and not stops_here
     decoder_top3 = ([] if trace.decoder_top_classes is None else _classes(
         trace.decoder_top_classes[row, col], trace.decoder_top_probabilities[row, col], class_names))
@@ -111,22 +181,15 @@ def token_report(prediction: Prediction, row: int, col: int, class_names: list[s
     dense_class = None if prediction.dense_mask is None else _class_at(
         prediction.dense_mask, centre_y, centre_x, (height, width))
     last_block = trace.groups[depth - 1].blocks[1] if trace.groups else None
-    return {
-        "row": row, "col": col, "grid": [int(v) for v in trace.grid], "xi": float(trace.xi),
-        "working_size": [int(height), int(width)],
-        "token_box": [row * patch, col * patch, min((row + 1) * patch, height), min((col + 1) * patch, width)],
-        "centre": [centre_y, centre_x],
-        "decision_layers": [int(d.layer) for d in trace.decisions],
-        "confidences": [entry["confidence"] for entry in aux_heads],
-        "aux_heads": aux_heads,
-        "decoder": {"top3": decoder_top3, "read_at": "softmax of the decoder's logits at the token's centre pixel"},
-        "halting_group": depth,
-        "ran_all_blocks": depth == num_groups,
-        "blocks_run": last_block,
-        "dovit_class": {"class": dovit_class, "name": _name(dovit_class, class_names)},
-        "dense_class": None if dense_class is None else {"class": dense_class, "name": _name(dense_class, class_names)},
-        "agrees_with_dense": None if dense_class is None else dovit_class == dense_class,
-    }
+    return TokenReport(
+        row=row, col=col, grid=[int(v) for v in trace.grid], xi=float(trace.xi), working_size=[int(height), int(width)],
+        token_box=[row * patch, col * patch, min((row + 1) * patch, height), min((col + 1) * patch, width)],
+        centre=[centre_y, centre_x], decision_layers=[int(d.layer) for d in trace.decisions], aux_heads=aux_heads,
+        decoder_top3=decoder_top3, halting_group=depth, ran_all_blocks=depth == num_groups, blocks_run=last_block,
+        dovit_class=ClassScore(dovit_class, _name(dovit_class, class_names)),
+        dense_class=None if dense_class is None else ClassScore(dense_class, _name(dense_class, class_names)),
+        agrees_with_dense=None if dense_class is None else dovit_class == dense_class,
+    )
 
 
 def _class_at(mask: np.ndarray, y: int, x: int, working_size: tuple[int, int]) -> int:
@@ -135,45 +198,45 @@ def _class_at(mask: np.ndarray, y: int, x: int, working_size: tuple[int, int]) -
     return int(mask[min(int((y + 0.5) * scale_y), mask.shape[0] - 1), min(int((x + 0.5) * scale_x), mask.shape[1] - 1)])
 
 
-def _top3_text(top3: list[dict]) -> str:
-    return ", ".join(f"{html.escape(c['name'])} {c['probability']:.2f}" for c in top3) or "—"
+def _top3_text(top3: list[ClassScore]) -> str:
+    return ", ".join(f"{html.escape(c.name)} {c.probability:.2f}" for c in top3) or "—"
 
 
-def panel_markdown(report: dict, extra_lines: list[str] | None = None) -> str:
+def panel_markdown(report: TokenReport, extra_lines: list[str] | None = None) -> str:
     """The side panel's text for a ``token_report``: where the token is, when it stopped, a table of its
     confidence and top-3 classes at each aux head and at the decoder, and its DoViT and dense classes."""
-    top, left, bottom, right = report["token_box"]
-    xi, depth = report["xi"], report["halting_group"]
-    if report["ran_all_blocks"]:
-        fate = f"ran **all {report['blocks_run']} blocks** (group B{depth}, never stopped)"
+    top, left, bottom, right = report.token_box
+    xi, depth = report.xi, report.halting_group
+    if report.ran_all_blocks:
+        fate = f"ran **all {report.blocks_run} blocks** (group B{depth}, never stopped)"
     else:
-        fate = f"stopped after group **B{depth}** (after block {report['blocks_run']}), when q > ξ"
+        fate = f"stopped after group **B{depth}** (after block {report.blocks_run}), when q > ξ"
     lines = [
-        f"### Token row {report['row']}, col {report['col']}",
-        f"of the {report['grid'][0]}×{report['grid'][1]} grid · pixels y {top}–{bottom - 1}, "
+        f"### Token row {report.row}, col {report.col}",
+        f"of the {report.grid[0]}×{report.grid[1]} grid · pixels y {top}–{bottom - 1}, "
         f"x {left}–{right - 1} "
-        f"of {report['working_size'][0]}×{report['working_size'][1]} · ξ = {xi:.4g}",
+        f"of {report.working_size[0]}×{report.working_size[1]} · ξ = {xi:.4g}",
         "",
         f"It {fate}.",
         "",
         "| after block | q | | top 3 classes |",
         "|---|---|---|---|",
     ]
-    for head in report["aux_heads"]:
-        if not head["running"]:
+    for head in report.aux_heads:
+        if not head.running:
             verdict = "(already stopped)"
-        elif head["stops_here"]:
+        elif head.stops_here:
             verdict = "**> ξ: stops**"
         else:
             verdict = "≤ ξ: goes on"
-        lines.append(f"| {head['layer']} | {head['confidence']:.3f} | {verdict} | {_top3_text(head['top3'])} |")
-    lines.append(f"| decoder | | | {_top3_text(report['decoder']['top3'])} |")
-    dense = report["dense_class"]
-    agree = "" if dense is None else (" — the same" if report["agrees_with_dense"] else " — **they differ**")
+        lines.append(f"| {head.layer} | {head.confidence:.3f} | {verdict} | {_top3_text(head.top3)} |")
+    lines.append(f"| decoder | | | {_top3_text(report.decoder_top3)} |")
+    dense = report.dense_class
+    agree = "" if dense is None else (" — the same" if report.agrees_with_dense else " — **they differ**")
     lines += [
         "",
-        f"DoViT class: **{html.escape(report['dovit_class']['name'])}** · dense (ξ = 1): "
-        f"**{html.escape(dense['name']) if dense else '—'}**{agree}",
+        f"DoViT class: **{html.escape(report.dovit_class.name)}** · dense (ξ = 1): "
+        f"**{html.escape(dense.name) if dense else '—'}**{agree}",
         "",
         "<sub>Classes at the token's centre pixel; aux heads run on every token, so a stopped token's later "
         "confidences are shown but decide nothing. Arrow keys move to the neighbouring token.</sub>",
@@ -181,13 +244,13 @@ def panel_markdown(report: dict, extra_lines: list[str] | None = None) -> str:
     return "\n".join(lines + (extra_lines or []))
 
 
-def confidence_svg(report: dict, width: int = 400, height: int = 200) -> str:
+def confidence_svg(report: TokenReport, width: int = 400, height: int = 200) -> str:
     """The token's confidence q_l at each decision layer against ξ as a small inline SVG: filled where the
     token was still running when the decision was taken, a star where it stopped, hollow grey after it had
     stopped; ξ dashed. (SVG, not plotly: a plotly figure per click cost about 240 ms of browser rendering
     on the 2-core machine, most of the click-to-panel time; docs/benchmarks.md.)"""
     left, right, top, bottom = 44, 16, 12, 52
-    heads = report["aux_heads"]
+    heads = report.aux_heads
     plot_width, plot_height = width - left - right, height - top - bottom
 
     def x_of(index: int) -> float:
@@ -202,24 +265,24 @@ def confidence_svg(report: dict, width: int = 400, height: int = 200) -> str:
         y = y_of(value)
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>'
                      f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{value:g}</text>')
-    xi_y = y_of(report["xi"])
+    xi_y = y_of(report.xi)
     parts.append(f'<line x1="{left}" x2="{width - right}" y1="{xi_y:.1f}" y2="{xi_y:.1f}" stroke="black" '
                  f'stroke-dasharray="5 4"/><text x="{width - right}" y="{xi_y - 4:.1f}" text-anchor="end">'
-                 f'ξ = {report["xi"]:.4g}</text>')
-    points = " ".join(f"{x_of(i):.1f},{y_of(h['confidence']):.1f}" for i, h in enumerate(heads))
+                 f'ξ = {report.xi:.4g}</text>')
+    points = " ".join(f"{x_of(i):.1f},{y_of(h.confidence):.1f}" for i, h in enumerate(heads))
     parts.append(f'<polyline points="{points}" fill="none" stroke="{TOKENS_COLOR}" stroke-width="1.5"/>')
     for index, head in enumerate(heads):
-        x, y = x_of(index), y_of(head["confidence"])
-        if head["stops_here"]:
+        x, y = x_of(index), y_of(head.confidence)
+        if head.stops_here:
             state, mark = "stops here", _star(x, y, 9, FLOPS_COLOR)
-        elif head["running"]:
+        elif head.running:
             state, mark = "goes on", f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{TOKENS_COLOR}"/>'
         else:
             state = "already stopped"
             mark = f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4.5" fill="white" stroke="{STOPPED_COLOR}" stroke-width="2"/>'
-        parts.append(f'<g><title>after block {head["layer"]}: q = {head["confidence"]:.4f} ({state})</title>{mark}'
-                     f'<text x="{x + 9:.1f}" y="{y + 14:.1f}">{head["confidence"]:.3f}</text></g>'
-                     f'<text x="{x:.1f}" y="{top + plot_height + 16}" text-anchor="middle">{head["layer"]}</text>')
+        parts.append(f'<g><title>after block {head.layer}: q = {head.confidence:.4f} ({state})</title>{mark}'
+                     f'<text x="{x + 9:.1f}" y="{y + 14:.1f}">{head.confidence:.3f}</text></g>'
+                     f'<text x="{x:.1f}" y="{top + plot_height + 16}" text-anchor="middle">{head.layer}</text>')
     parts.append(f'<text x="{left + plot_width / 2:.1f}" y="{top + plot_height + 30}" text-anchor="middle">'
                  'decision after block</text>'
                  f'<text x="{left}" y="{height - 4}" fill="#555">● goes on · ★ stops here · ○ already stopped '

@@ -166,8 +166,7 @@ class TokenInspector:
                     self._api_cache = (key, prediction)
                 prediction = self._api_cache[1]
             report = inspector.token_report(prediction, row, col, self.class_names, self.patch)
-            report["notices"] = decoded.notices
-            return report
+            return report.to_dict() | {"notices": decoded.notices}
 
 
 def wire(panel: InspectorPanel, handlers: TokenInspector, session: gr.State,

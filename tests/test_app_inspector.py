@@ -106,7 +106,7 @@ def test_token_report_matches_the_trace(predictor, image, xi):
     rows, cols = token_centres(trace.grid, (60, 80), PATCH)
     for row in range(trace.grid[0]):
         for col in range(trace.grid[1]):
-            report = inspector.token_report(prediction, row, col, names, PATCH)
+            report = inspector.token_report(prediction, row, col, names, PATCH).to_dict()  # the API's JSON
             assert report["confidences"] == [float(d.confidence[row, col]) for d in trace.decisions]
             assert report["halting_group"] == trace.halting_depth[row, col]
             assert report["decision_layers"] == [d.layer for d in trace.decisions] and report["grid"] == [4, 5]
@@ -134,8 +134,8 @@ def test_panel_markdown_and_chart_tell_the_tokens_story(predictor, image):
     chart = inspector.confidence_svg(report)
     assert chart.startswith("<svg") and chart.endswith("</svg>") and "ξ = 0" in chart
     assert chart.count("<polygon") == 1 and "(stops here)" in chart and chart.count("(already stopped)") == 2
-    for head in report["aux_heads"]:
-        assert f"q = {head['confidence']:.4f}" in chart
+    for head in report.aux_heads:
+        assert f"q = {head.confidence:.4f}" in chart
     marked = inspector.token_marker(image, 3, 4, PATCH)
     assert marked.shape == image.shape and (marked != image).any() and (marked[:40, :60] == image[:40, :60]).all()
 
@@ -171,7 +171,7 @@ def test_a_click_opens_the_panel_on_the_token_without_running_the_model(studio, 
     assert (row, col) == (1, 3) and "Token row 1, col 3" in text and sidebar.open is True
     assert figure.startswith("<svg") and marker.shape == (64, 96, 3)
     report = inspector.token_report(session.prediction, 1, 3, handlers.class_names, PATCH)
-    assert f"ξ = {report['xi']:.4g}" in text
+    assert f"ξ = {report.xi:.4g}" in text
     assert all(value == gr.skip() for value in handlers.on_select(working_content)(session, select(100, 5)))
     row, col, text, *_ = handlers.on_move("right")(session, row, col)
     assert (row, col) == (1, 4) and "Token row 1, col 4" in text
