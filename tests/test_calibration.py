@@ -1,4 +1,4 @@
-"""dovit.calibrate and dovit.calibration: label-free aux heads; xi = 1 stays the dense model; resume; refusals."""
+"""dovit.calibration: label-free aux heads; xi = 1 stays the dense model; resume; refusals."""
 
 import cv2
 import numpy as np
@@ -6,10 +6,9 @@ import pytest
 import torch
 
 import dovit
-from dovit import calibrate, calibration
+from dovit import calibration
 from dovit.calibration import CalibrateConfig, CalibrationError, XiPoint
 from dovit.familiarity import ConfidenceRange
-from test_train import assert_help_documents_every_flag
 
 INPUT_SIZE = (32, 48)
 
@@ -136,17 +135,3 @@ def test_refusals(dense, images, tmp_path):
         calibration.set_trainable(calibration.prepare_model(dense, None), "everything")
     with pytest.raises(CalibrationError, match="--decision-layers"):
         calibration.prepare_model(dense, (3, 40))
-
-
-def test_help_documents_every_flag(monkeypatch, dense, images, tmp_path):
-    assert_help_documents_every_flag(calibrate, [str(dense), str(tmp_path / "o"), "--images", str(images)], monkeypatch)
-
-
-def test_cli_prints_the_curve_and_refuses_in_one_line(dense, images, tmp_path, capsys):
-    assert calibrate.main([str(dense), str(tmp_path / "out"), "--images", str(images), "--minutes", "0.02",
-                           "--no-progress", "--batch-size", "2"]) == 0
-    printed = capsys.readouterr().out
-    assert "| ξ | agreement with dense | FLOPs saved |" in printed and "← default" in printed
-    assert calibrate.main([str(dense), str(tmp_path / "out2"), "--images", str(tmp_path / "none"), "--no-progress"]) == 2
-    error = capsys.readouterr().err.strip().splitlines()
-    assert error == [f"error: --images: {tmp_path / 'none'} is not a folder"]
