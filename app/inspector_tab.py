@@ -9,12 +9,13 @@ one image at one ξ runs it once).
 """
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import gradio as gr
 import numpy as np
+
+from dovit.core.predictor import image_key
 
 from . import inspector
 from .analysis import to_working_size
@@ -158,7 +159,7 @@ class TokenInspector:
                 row, col = inspector.check_token(row, col, grid)
             except ValueError as error:
                 raise user_error(str(error)) from None
-            key = (hashlib.blake2b(working.tobytes(), digest_size=16).hexdigest(), working.shape, xi)
+            key = (image_key(working, studio.default_size), xi)
             with studio.model_call():
                 if self._api_cache is None or self._api_cache[0] != key:
                     self._api_cache = None  # never keep a stale forward if this one fails

@@ -124,11 +124,10 @@ class Predictor:
         """Compute and cache everything that does not depend on xi (``prepare``) for ``predict``; the same
         image at the same working size (height, width) is not prepared again."""
         image = validate_image(image)
-        working = tuple(int(v) for v in (size or self.config.input_size))
-        key = (image.shape, working, hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest())
+        key = image_key(image, tuple(int(v) for v in (size or self.config.input_size)))
         if key == self._cache_key and self._cache is not None:
             return
-        self._cache = self.prepare(image, working)
+        self._cache = self.prepare(image, key[1])
         self._cache_key = key
 
     @torch.inference_mode()
@@ -234,6 +233,11 @@ class Predictor:
                 for i in range(len(chunk))
             ]
         return predictions
+
+
+def image_key(image: np.ndarray, size: tuple[int, int]) -> tuple:
+    """What identifies an image's prepared state: its shape, the working size and a hash of its pixels."""
+    return (image.shape, tuple(size), hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest())
 
 
 def mean_confidence(logits: torch.Tensor) -> list[float]:
