@@ -279,43 +279,16 @@ def build_controls(studio: Studio, examples: list[Path]) -> PageControls:
 
 
 def build_views(studio: Studio, page: PageControls, frame_folders: list[str]) -> PageViews:
-    """The view tabs, then the Policies, Compare, help, Video and Data set tabs."""
+    """The view tabs, then the Policies, Compare, help, Video and Data set tabs: one builder each."""
     # wrap, not gradio's default overflow menu: a tab that does not fit (narrow window, inspector open)
     # goes to a second row instead of hiding behind a "…" button, so Video and Data set stay in view
     with gr.Tabs(overflow_behavior="wrap", elem_id="view-tabs") as tabs:
-        with gr.Tab("Token pass", id="token-pass"):
-            gr.Markdown("Each group B_g of blocks runs only on the clear tokens. Shaded tokens stopped "
-                        "earlier (hatched \\\\); **orange** tokens (hatched /) were stopped by the decision just before "
-                        "this group.")
-            token_images = image_grid([f"B{g}" for g in range(1, studio.num_groups + 1)], "token-group")
-        with gr.Tab("Confidence", id="confidence"):
-            gr.Markdown("Aux-head confidence q_l = max_c softmax (Eq. 3) per decision layer. Inside the "
-                        "white contour q_l > ξ: those tokens stop there (if still running).")
-            heatmap_images = image_grid([f"decision {d}" for d in range(1, studio.num_groups)], "confidence")
-        with gr.Tab("Segmentation", id="segmentation"):
-            with gr.Row():
-                opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Mask opacity", elem_id="opacity")
-                palette = gr.Radio(list(drawing.PALETTES), value="dataset", elem_id="palette",
-                                   label="Mask colours (the data set's, or colour-blind safe)")
-            legend = gr.HTML(elem_id="legend")
-            with gr.Row():
-                mask_overlay = gr.Image(label="Mask over the image", format="jpeg", interactive=False)
-                raw_mask = gr.Image(label="Colour mask", format="png", interactive=False)
-        with gr.Tab("Halting depth", id="halting-depth"):
-            halting_legend = gr.HTML()
-            halting = gr.Image(label="Group after which each token stopped", format="jpeg", interactive=False,
-                               elem_id="halting-map")
-        with gr.Tab("Dense vs DoViT", id="dense-vs-dovit"):
-            with gr.Row():
-                dense_mask = gr.Image(label="Dense model's mask (ξ = 1)", format="png", interactive=False)
-                disagreement = gr.Image(label="Pixels where DoViT differs from dense (magenta)",
-                                        format="jpeg", interactive=False)
-            agreement = gr.Markdown(elem_id="agreement")
-        with gr.Tab("ξ sweep", id="xi-sweep"):
-            with gr.Row():
-                sweep_button = gr.Button("Run ξ sweep on this image", elem_id="sweep-button", scale=3)
-                stop_sweep = gr.Button("Stop", elem_id="sweep-stop", scale=1)
-            sweep_plot = gr.Plot(label="FLOPs and agreement with dense against ξ", elem_id="sweep-plot")
+        token_images = token_pass_tab(studio.num_groups)
+        heatmap_images = confidence_tab(studio.num_groups - 1)
+        opacity, palette, legend, mask_overlay, raw_mask = segmentation_tab()
+        halting_legend, halting = halting_tab()
+        dense_mask, disagreement, agreement = dense_tab()
+        sweep_button, stop_sweep, sweep_plot = sweep_tab()
         policies = policies_tab.build()
         comparison = compare_tab.build(studio.models.labels, studio.predictor.config.default_xi)
         with gr.Tab("What the views teach", id="help"):
@@ -328,6 +301,63 @@ def build_views(studio: Studio, page: PageControls, frame_folders: list[str]) ->
         halting_legend=halting_legend, dense_mask=dense_mask, disagreement=disagreement, agreement=agreement,
         sweep_plot=sweep_plot)
     return PageViews(tabs, slots, opacity, palette, sweep_button, stop_sweep, policies, comparison)
+
+
+def token_pass_tab(groups: int) -> list[gr.Image]:
+    with gr.Tab("Token pass", id="token-pass"):
+        gr.Markdown("Each group B_g of blocks runs only on the clear tokens. Shaded tokens stopped "
+                    "earlier (hatched \\\\); **orange** tokens (hatched /) were stopped by the decision just before "
+                    "this group.")
+        return image_grid([f"B{g}" for g in range(1, groups + 1)], "token-group")
+
+
+def confidence_tab(decisions: int) -> list[gr.Image]:
+    with gr.Tab("Confidence", id="confidence"):
+        gr.Markdown("Aux-head confidence q_l = max_c softmax (Eq. 3) per decision layer. Inside the "
+                    "white contour q_l > ξ: those tokens stop there (if still running).")
+        return image_grid([f"decision {d}" for d in range(1, decisions + 1)], "confidence")
+
+
+def segmentation_tab() -> tuple[gr.Slider, gr.Radio, gr.HTML, gr.Image, gr.Image]:
+    """Opacity, palette, legend, the mask over the image and the colour mask."""
+    with gr.Tab("Segmentation", id="segmentation"):
+        with gr.Row():
+            opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Mask opacity", elem_id="opacity")
+            palette = gr.Radio(list(drawing.PALETTES), value="dataset", elem_id="palette",
+                               label="Mask colours (the data set's, or colour-blind safe)")
+        legend = gr.HTML(elem_id="legend")
+        with gr.Row():
+            mask_overlay = gr.Image(label="Mask over the image", format="jpeg", interactive=False)
+            raw_mask = gr.Image(label="Colour mask", format="png", interactive=False)
+    return opacity, palette, legend, mask_overlay, raw_mask
+
+
+def halting_tab() -> tuple[gr.HTML, gr.Image]:
+    with gr.Tab("Halting depth", id="halting-depth"):
+        legend = gr.HTML()
+        halting = gr.Image(label="Group after which each token stopped", format="jpeg", interactive=False,
+                           elem_id="halting-map")
+    return legend, halting
+
+
+def dense_tab() -> tuple[gr.Image, gr.Image, gr.Markdown]:
+    """The dense mask, the pixels where DoViT differs, and the agreement line."""
+    with gr.Tab("Dense vs DoViT", id="dense-vs-dovit"):
+        with gr.Row():
+            dense_mask = gr.Image(label="Dense model's mask (ξ = 1)", format="png", interactive=False)
+            disagreement = gr.Image(label="Pixels where DoViT differs from dense (magenta)",
+                                    format="jpeg", interactive=False)
+        agreement = gr.Markdown(elem_id="agreement")
+    return dense_mask, disagreement, agreement
+
+
+def sweep_tab() -> tuple[gr.Button, gr.Button, gr.Plot]:
+    with gr.Tab("ξ sweep", id="xi-sweep"):
+        with gr.Row():
+            run = gr.Button("Run ξ sweep on this image", elem_id="sweep-button", scale=3)
+            stop = gr.Button("Stop", elem_id="sweep-stop", scale=1)
+        plot = gr.Plot(label="FLOPs and agreement with dense against ξ", elem_id="sweep-plot")
+    return run, stop, plot
 
 
 def wire_page(demo: gr.Blocks, studio: Studio, session: gr.State, page: PageControls, views: PageViews,
