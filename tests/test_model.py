@@ -224,7 +224,7 @@ def test_conv_aux_head_is_conv_bn_relu_conv_on_the_token_map(kind):
     from torch import nn
 
     from dovit.core.model import ConvAuxHead, tokens_to_map
-    from test_convert import perturb_
+    from test_conversion import perturb_
 
     torch.manual_seed(0)
     head = ConvAuxHead(embed_dim=32, num_classes=7, channels=16, input_norm=kind == "setr_up")
