@@ -41,14 +41,9 @@ class PredictionSummary:
 
 
 def prediction_summary(prediction: Prediction, reference: ConfidenceRange | None = None) -> PredictionSummary:
-    """``dovit.Prediction`` -> its ``PredictionSummary`` (GFLOPs, latency in ms, FPS, kept tokens per group).
-
-    Fields: xi, gflops, dense_gflops, flops_saved_percent, kept_tokens (patch tokens per group B_1..B_{D+1}),
-    num_tokens, latency_ms, dense_latency_ms, fps, dense_fps, speedup, agreement_with_dense_percent,
-    working_size [H, W], grid [h, w], flops_convention, runtime (what ran the forwards and measured the
-    latencies), dense_confidence (the final head's mean top-class probability at xi = 1), familiarity_note (a line when that is below the checkpoint's training range
-    ``reference``, else None).
-    """
+    """``dovit.Prediction`` -> its ``PredictionSummary`` (GFLOPs, latency in ms, FPS, kept tokens per group);
+    ``familiarity_note`` is a line when the dense confidence lies below ``reference``, the checkpoint's training
+    range, else None."""
     trace = prediction.trace
     latency, dense_latency = float(prediction.latency_ms), float(prediction.dense_latency_ms)
     speedup = dense_latency / latency if latency > 0 else None

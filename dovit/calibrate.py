@@ -21,8 +21,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[CalibrateConfig, int | No
         "from unlabelled images only: the aux heads (and, if asked, the decoder and norms) learn the dense model's "
         "own predictions, then a default xi is picked on the last eighth of the images (in name order), held "
         "back from training: the largest FLOPs cut whose masks agree with the dense model's on "
-        "--target-agreement of the pixels. With --train aux xi = 1 is exactly the dense model. Fits --minutes of training, saves its state every 30 s "
-        "for --resume, and refuses (exit 2, one line) what it cannot use.",
+        "--target-agreement of the pixels. With --train aux xi = 1 is exactly the dense model. Fits --minutes of "
+        "training, saves its state every 30 s for --resume, and refuses (exit 2, one line) what it cannot use.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
     add("source", help="the dense checkpoint directory")

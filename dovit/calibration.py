@@ -12,8 +12,9 @@ too, the dense logits are the distillation target (Eq. 11). What trains is chose
 
 A default xi is then picked on held-back images alone, the last eighth in name order (so the frames of a
 video that pick xi are not the neighbours of frames it trained on, which would flatter the agreement): the
-smallest xi (the largest FLOPs cut) whose masks agree with the dense model's on at least ``target_agreement`` of the pixels. The
-checkpoint records where it came from (source, images, minutes, what trained, the agreement curve)."""
+smallest xi (the largest FLOPs cut) whose masks agree with the dense model's on at least ``target_agreement`` of
+the pixels. The checkpoint records where it came from (source, images, minutes, what trained, the agreement
+curve)."""
 from __future__ import annotations
 
 import copy
@@ -37,11 +38,7 @@ from .familiarity import METADATA_KEY, measure_range
 from .losses import dovit_loss
 
 TRAINABLE = ("aux", "aux+decoder", "aux+decoder+norms")
-
-
 XI_GRID = (1.0, 0.999, 0.998, 0.995, 0.99, 0.98, 0.97, 0.96, 0.95, 0.94, 0.93, 0.92, 0.9, 0.88, 0.85, 0.8, 0.75, 0.7)
-
-
 MIN_IMAGE_SIDE = 32  # two 16-pixel patches
 
 

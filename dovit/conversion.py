@@ -44,8 +44,6 @@ from .core.config import ModelConfig
 from .core.model import DoViTSegmenter
 
 FORMATS = ("mmseg", "dovit-official")
-
-
 TIMM_VIT_SIZES = {(192, 12): "tiny", (384, 12): "small", (768, 12): "base", (1024, 24): "large"}
 
 
@@ -272,8 +270,6 @@ _BLOCK_RULES = [  # MMSeg TransformerEncoderLayer -> timm Block (same tensors, o
     (r"attn\.attn\.out_proj\.", "attn.proj."),
     (r"ffn\.layers\.0\.0\.", "mlp.fc1."), (r"ffn\.layers\.1\.", "mlp.fc2."),
 ]
-
-
 _RULES = [
     (r"backbone\.cls_token", "vit.cls_token"), (r"backbone\.pos_embed", "vit.pos_embed"),
     (r"backbone\.patch_embed\.projection\.", "vit.patch_embed.proj."),
@@ -285,8 +281,6 @@ _RULES = [
     (r"decode_head\.(patch_proj|classes_proj|mask_norm)\.", r"decoder.\1."),
     (r"decode_head\.norm\.", "vit.norm."), (r"decode_head\.conv_seg\.", "decoder.classifier."),
 ]
-
-
 _SETR_CONV_RULES = {  # up_convs.i.0 is MMCV's ConvModule: .conv and .bn
     "naive": [(r"decode_head\.up_convs\.0\.0\.conv\.", "decoder.project.0."),
               (r"decode_head\.up_convs\.0\.0\.bn\.", "decoder.project.1.")],
@@ -475,12 +469,8 @@ def _load_exactly(model: DoViTSegmenter, mapped: dict[str, torch.Tensor], with_a
 # i.e. after out_indices[K] blocks: decision layers = out_indices[:-1], (2, 5, 8) in its ViT-S/B configs and
 # (6, 12, 18) in its ViT-L ones. Its distillation runs save ``student.`` / ``teacher.`` / ``generation.``.
 OFFICIAL_DECISION_LAYERS = {12: (2, 5, 8), 24: (6, 12, 18)}  # the official configs' out_indices[:-1] by depth
-
-
 _OFFICIAL_ATTENTION = [(r"(backbone\.layers\.\d+\.attn\.)qkv\.(weight|bias)", r"\1attn.in_proj_\2"),
                        (r"(backbone\.layers\.\d+\.attn\.)proj\.(weight|bias)", r"\1attn.out_proj.\2")]
-
-
 _DISTILLER_PARTS = ("teacher.", "generation.", "distill_losses.")
 
 
@@ -551,11 +541,7 @@ def convert_dovit_official(
 # Official aux head layouts (MMSeg 0.x module names under backbone.auxiliary_head.K.) -> DoViT's (under
 # aux_heads.K.), by aux_head kind. MMCV's ConvModule with a norm has a conv without bias and a ``bn``.
 _BATCH_NORM = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-
-
 _OFFICIAL_AUX_PREFIX = "backbone.auxiliary_head."
-
-
 _OFFICIAL_AUX_LAYOUTS = {
     "fcn": {"convs.0.conv.weight": "conv.weight", **{f"convs.0.bn.{t}": f"bn.{t}" for t in _BATCH_NORM},
             "conv_seg.weight": "classifier.weight", "conv_seg.bias": "classifier.bias"},
@@ -563,8 +549,6 @@ _OFFICIAL_AUX_LAYOUTS = {
                 **{f"up_convs.0.0.bn.{t}": f"bn.{t}" for t in _BATCH_NORM},
                 "conv_seg.weight": "classifier.weight", "conv_seg.bias": "classifier.bias"},
 }
-
-
 _OFFICIAL_AUX_TYPES = {"fcn": "FCNHead", "setr_up": "SETRUPHead"}
 
 

@@ -151,8 +151,6 @@ def compare_policies(predictor: Predictor, frames: Iterable[Frame], budgets: Seq
 
 
 MATCH_MODES = ("set", "image")
-
-
 SET_MATCHED = ("confidence", "random", "dtop", "oracle")  # the policies with a threshold: one value per set
 
 

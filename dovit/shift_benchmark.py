@@ -105,8 +105,6 @@ def _shifts() -> dict[str, Shift]:
 
 
 SHIFTS: dict[str, Shift] = _shifts()
-
-
 FAMILIES = tuple(dict.fromkeys(shift.family for shift in SHIFTS.values()))
 
 

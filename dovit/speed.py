@@ -28,14 +28,8 @@ from .evaluate import synchronise
 from .timing import autocast, forced_masks, interleaved_times, ratio_summary
 
 CASES = (("vit_tiny_patch16_224", (360, 480)), ("vit_small_patch16_224", (512, 1024)))
-
-
 KEPT_FRACTIONS = (0.75, 0.5, 0.25)
-
-
 BATCH_SIZES = (1, 8)
-
-
 # Packing plans compared on real frames (see DoViTSegmenter.pack_overhead_tokens): the device's default,
 # the whole batch in one padded forward, and image by image.
 PACKINGS = {"planned": None, "one padded forward": float("inf"), "image by image": 0.0}

@@ -33,17 +33,9 @@ from .tokens import token_index_map, token_majority, token_sums
 from ..video import FrameRecord, count_frames, iter_named_frames, overlay_frame
 
 DEFAULT_XI_GRID = (0.8, 0.85, 0.9, 0.95, 0.98, 1.0)
-
-
 CALIBRATION_BINS = 10
-
-
 HISTOGRAM_BINS = 20
-
-
 THUMBNAIL_WIDTH = 200
-
-
 # Where each data set's split folder sits below its root: camvid ROOT/val, cityscapes ROOT/leftImg8bit/val,
 # ade20k ROOT/images/validation (dovit.data reads the labels from the layout).
 SPLIT_FOLDER_DEPTH = {"camvid": 1, "cityscapes": 2, "ade20k": 2}
