@@ -104,7 +104,7 @@ class ModelShelf:
         if not onnxruntime_installed():
             raise ValueError("ONNX Runtime is not installed: pip install onnxruntime onnx onnxscript")
         predictor = self.get(label)
-        size = tuple(int(v) for v in (size or predictor.config.input_size))
+        size = predictor.working_size(size)
         if (label, size) not in self._on_ort:
             path = self.paths.get(label)
             if path is None or path == Path("") or not path.is_dir():

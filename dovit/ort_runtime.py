@@ -24,7 +24,7 @@ import torch
 
 from .core.checkpoint import CheckpointError, read_config
 from .core.model import DoViTSegmenter, SegmenterOutput, TokenState
-from .core.predictor import PreparedImage, Predictor
+from .core.predictor import Predictor
 
 
 class OrtSegmenter(DoViTSegmenter):
@@ -155,12 +155,12 @@ class OrtPredictor(Predictor):
     def from_export(cls, export_dir: str | Path, threads: int | None = None) -> "OrtPredictor":
         return cls(OrtSegmenter(export_dir, threads=threads))
 
-    def prepare(self, image: np.ndarray, size: tuple[int, int] | None = None) -> PreparedImage:
-        working = tuple(int(v) for v in (size or self.config.input_size))
+    def working_size(self, size: tuple[int, int] | None = None) -> tuple[int, int]:
+        working = super().working_size(size)
         if working != self.model.export_size:
             raise ValueError(f"this export runs at working size {self.model.export_size}, not {working}: "
                              f"export again with --size {working[0]} {working[1]}")
-        return super().prepare(image, size)
+        return working
 
 
 # ---------------------------------------------------------------------------------------- timing

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,11 @@ class PreparedImage:
     dense: SegmenterOutput
     dense_mask: np.ndarray
     dense_ms: float
-    dense_confidence: float
+
+    @cached_property
+    def dense_confidence(self) -> float:
+        """The final head's mean top-class probability at xi = 1 (computed once, when first read)."""
+        return mean_confidence(self.dense.logits)[0]
 
     @property
     def dense_latency_ms(self) -> float:
@@ -113,6 +118,13 @@ class Predictor:
     def default_xi(self) -> float:
         return float(self.config.default_xi)
 
+    def working_size(self, size: tuple[int, int] | None = None) -> tuple[int, int]:
+        """The (height, width) the model sees: ``size``, or the checkpoint's input size; at least one patch."""
+        working = tuple(int(v) for v in (size or self.config.input_size))
+        if min(working) < self.model.patch_size:
+            raise ValueError(f"working size {working} is smaller than one {self.model.patch_size}-pixel patch")
+        return working
+
     def preprocess(self, image: np.ndarray, size: tuple[int, int] | None = None) -> torch.Tensor:
         """(H, W, 3) uint8 RGB -> normalised (1, 3, h, w) float tensor at the working size (h, w)
         (default: the checkpoint's input size), via ``dovit.core.preprocess.preprocess_image``."""
@@ -124,7 +136,7 @@ class Predictor:
         """Compute and cache everything that does not depend on xi (``prepare``) for ``predict``; the same
         image at the same working size (height, width) is not prepared again."""
         image = validate_image(image)
-        key = image_key(image, tuple(int(v) for v in (size or self.config.input_size)))
+        key = image_key(image, self.working_size(size))
         if key == self._cache_key and self._cache is not None:
             return
         self._cache = self.prepare(image, key[1])
@@ -136,9 +148,7 @@ class Predictor:
         size: the working (height, width), default the checkpoint's. Start any forward from it with ``run``;
         it does not touch the ``set_image`` cache (analysis and policies hold their own)."""
         image = validate_image(image)
-        working = tuple(int(v) for v in (size or self.config.input_size))
-        if min(working) < self.model.patch_size:
-            raise ValueError(f"working size {working} is smaller than one {self.model.patch_size}-pixel patch")
+        working = self.working_size(size)
         start = time.perf_counter()
         state = self.model.prefix(self.preprocess(image, working))
         prefix_ms = (time.perf_counter() - start) * 1000.0
@@ -147,8 +157,7 @@ class Predictor:
         dense_mask = class_mask(dense.logits, image.shape[:2])
         dense_ms = (time.perf_counter() - start) * 1000.0  # timed like predict(): forward + mask
         return PreparedImage(original_size=image.shape[:2], working_size=working, state=state, prefix_ms=prefix_ms,
-                             dense=dense, dense_mask=dense_mask, dense_ms=dense_ms,
-                             dense_confidence=mean_confidence(dense.logits)[0])
+                             dense=dense, dense_mask=dense_mask, dense_ms=dense_ms)
 
     @torch.inference_mode()
     def run(self, prepared: PreparedImage, xi: float, with_aux: bool | None = None,
@@ -205,9 +214,7 @@ class Predictor:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         images = [validate_image(image) for image in images]
-        working = tuple(int(v) for v in (size or self.config.input_size))
-        if min(working) < self.model.patch_size:
-            raise ValueError(f"working size {working} is smaller than one {self.model.patch_size}-pixel patch")
+        working = self.working_size(size)
         predictions = []
         for first in range(0, len(images), batch_size):
             chunk = images[first : first + batch_size]
