@@ -111,7 +111,7 @@ class CompareHandlers:
             runner = PolicyRunner(predictor, session.working, size=session.size)
             results = [runner.run(name, budget) for name in (policy_a, policy_b)]
         return [compare.side_from_policy(f"{r.name} at {budget:.0%} of dense FLOPs", r, session.working, studio.patch,
-                                         studio.num_groups, colors) for r in results]
+                                         len(predictor.model.decision_layers) + 1, colors) for r in results]
 
 
 def wire(tab: CompareTab, handlers: CompareHandlers, opacity: gr.Slider, session: gr.State, page_event: dict) -> None:

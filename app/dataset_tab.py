@@ -16,6 +16,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from dovit import ModelConfig
 from dovit.report.analysis import DEFAULT_XI_GRID, Frame, ReportAccumulator, analyse_image, open_input, report_line
 from dovit.report.html import headline_table, report_figures, write_report
 from dovit.video import count_frames
@@ -43,10 +44,12 @@ class DatasetTab:
         self.folders = dict(folders)
         self.work_root = Path(work_root or Path(tempfile.gettempdir()) / "dovit-report")
 
-    def frames(self, folder_label: str | None, uploads: Sequence[str] | None) -> tuple[Iterator[Frame], int, str, bool, list[str]]:
-        """(frames, how many, what is read, labelled?, notices) for a chosen folder or the uploaded images."""
+    def frames(self, folder_label: str | None, uploads: Sequence[str] | None,
+               config: ModelConfig | None = None) -> tuple[Iterator[Frame], int, str, bool, list[str]]:
+        """(frames, how many, what is read, labelled?, notices) for a chosen folder or the uploaded images;
+        ``config``: the model's (its classes say whether CamVid labels apply; default: the studio's model)."""
         cap = self.limits.report_max_images
-        config = self.studio.config
+        config = config or self.studio.config
         if uploads:
             notices = [f"Only the first {cap} of {len(uploads)} images are analysed."] if len(uploads) > cap else []
             paths = list(uploads)[:cap]
@@ -68,17 +71,18 @@ class DatasetTab:
         what = folder_label.rsplit(" (", 1)[0] + (" with its labels" if layout else " (no labels)")
         return frames, total or 0, what, layout is not None, notices
 
-    def on_run(self, folder_label: str | None, uploads: list[str] | None, xi: float, request: gr.Request = None,
-               progress=gr.Progress()) -> Iterator[list]:
-        """Analyse the chosen images with a progress bar, then show the report and offer its files.
+    def on_run(self, folder_label: str | None, uploads: list[str] | None, xi: float, model: str | None = None,
+               runtime: str | None = None, request: gr.Request = None, progress=gr.Progress()) -> Iterator[list]:
+        """Analyse the chosen images with the picked ``model`` on ``runtime`` (picker labels; None: the
+        default model on PyTorch) with a progress bar, then show the report and offer its files.
 
         Yields [headline, notices, gallery, report files, *figures (FIGURE_SLOTS)]."""
         skip = [gr.skip()] * (4 + FIGURE_SLOTS)
         with self.studio.finished(request, "report"):
             xi = self.studio.user_xi(xi)
-            frames, total, what, labelled, notices = self.frames(folder_label, uploads)
-            predictor = self.studio.predictor
-            accumulator = ReportAccumulator(self.studio.config.class_names, predictor.model.decision_layers, xi,
+            predictor = self.studio.picked(model, runtime)
+            frames, total, what, labelled, notices = self.frames(folder_label, uploads, predictor.config)
+            accumulator = ReportAccumulator(predictor.config.class_names, predictor.model.decision_layers, xi,
                                             DEFAULT_XI_GRID, labelled)
             progress((0, total), desc=what, unit="images")
             start = time.perf_counter()
@@ -95,8 +99,8 @@ class DatasetTab:
             if not accumulator.records:
                 raise user_error("No images to analyse.")
             summary = accumulator.summary()
-            summary.update(input=what, checkpoint="served", labels="from the layout" if labelled else None,
-                           seconds=time.perf_counter() - start)
+            summary.update(input=what, checkpoint=self.studio.picked_name(model, runtime),
+                           labels="from the layout" if labelled else None, seconds=time.perf_counter() - start)
             thumbnails = accumulator.ranked_thumbnails()
             json_path, html_path = write_report(new_run_folder(self.work_root), summary, thumbnails)
             figures = [figure for _, figure in report_figures(summary)]
@@ -114,8 +118,10 @@ class DatasetTab:
         return "Stopped."
 
 
-def build(studio: Studio, folders: dict[str, Path], work_root: str | Path | None = None) -> DatasetTab:
-    """The Data set tab (call inside ``gr.Tabs``); returns the handlers."""
+def build(studio: Studio, folders: dict[str, Path], work_root: str | Path | None = None,
+          pickers: Sequence[gr.components.Component] = ()) -> DatasetTab:
+    """The Data set tab (call inside ``gr.Tabs``); returns the handlers. pickers: the page's Model and Runtime
+    dropdowns, whose choice the report runs (none: the default model on PyTorch)."""
     tab = DatasetTab(studio, folders, work_root)
     limits = studio.limits
     with gr.Tab("Data set", id="dataset"):
@@ -142,7 +148,7 @@ def build(studio: Studio, folders: dict[str, Path], work_root: str | Path | None
         gallery = gr.Gallery(label="Cheapest and most expensive images (image | halting depth)", columns=4,
                              height=260, elem_id="dataset-gallery")
         plots = [gr.Plot(elem_id=f"dataset-figure-{index + 1}") for index in range(FIGURE_SLOTS)]
-    event = run.click(tab.on_run, [folder_in, uploads, xi], [headline, notices, gallery, files, *plots],
+    event = run.click(tab.on_run, [folder_in, uploads, xi, *pickers], [headline, notices, gallery, files, *plots],
                       concurrency_id=REPORT_QUEUE, concurrency_limit=1, api_visibility="private",
                       validator=studio.admit("report"))
     stop.click(tab.on_stop, None, notices, cancels=[event], api_visibility="private")

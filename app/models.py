@@ -3,9 +3,10 @@ first use and switched per browser session (``Session.model``), each on PyTorch 
 installed, on ONNX Runtime (``Session.runtime``: the checkpoint's export at the session's working size, from
 ``--export`` or exported on first use into EXPORT_CACHE). No gradio here.
 
-A page is laid out for one number of token groups (its view slots), so a model is offered only when it has
-the default model's number of decision layers and patch size; any other is refused when picked, with the
-command that opens it.
+A page has view slots for the most token groups of any model on the shelf (``ModelShelf.max_groups``, read
+from the checkpoints' configs); a model with fewer leaves the rest empty and hidden. A model is refused when
+picked if its patch size differs from the default model's (the page's working sizes are multiples of it),
+with the command that opens it on its own.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from dovit import OrtPredictor, Predictor
-from dovit.core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
+from dovit.core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, read_config
 
 CHECKPOINTS_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 EXPORT_CACHE = Path(os.environ.get("DOVIT_EXPORT_CACHE", Path.home() / ".cache" / "dovit" / "exports"))
@@ -73,6 +74,21 @@ class ModelShelf:
     def labels(self) -> list[str]:
         return list(self.paths)
 
+    @property
+    def max_groups(self) -> int:
+        """The most token groups (decision layers + 1) of the default model and every checkpoint on the shelf,
+        read from their configs; a config that cannot be read counts as the default's (it is refused when
+        picked)."""
+        counts = [len(self.default.model.decision_layers) + 1]
+        for path in self.paths.values():
+            if path != Path(""):
+                try:
+                    layers = read_config(path)[0].decision_layers
+                except (CheckpointError, OSError, ValueError):
+                    continue
+                counts.append((len(layers) if layers is not None else 3) + 1)  # None: the paper's three
+        return max(counts)
+
     def get(self, label: str | None, runtime: str = "pytorch", size: tuple[int, int] | None = None) -> Predictor:
         """The Predictor of ``label`` (None: the default) on ``runtime`` ("pytorch" or "onnxruntime", the latter
         at working ``size``, default the model's input size); ValueError for an unknown or unusable one."""
@@ -91,11 +107,10 @@ class ModelShelf:
         return self._loaded[label]
 
     def _check(self, label: str, predictor: Predictor) -> None:
-        groups, default_groups = len(predictor.model.decision_layers), len(self.default.model.decision_layers)
-        if groups != default_groups or predictor.model.patch_size != self.default.model.patch_size:
+        if predictor.model.patch_size != self.default.model.patch_size:
             raise ValueError(
-                f"{label} has {groups} decision layers and {predictor.model.patch_size}-px patches; this page shows "
-                f"{default_groups} and {self.default.model.patch_size}-px: open it on its own with "
+                f"{label} has {predictor.model.patch_size}-px patches; this page's working sizes are for "
+                f"{self.default.model.patch_size}-px: open it on its own with "
                 f"python app.py --checkpoint {self.paths[label]}")
 
     def _on_onnxruntime(self, label: str, size: tuple[int, int] | None) -> OrtPredictor:

@@ -115,11 +115,12 @@ class PolicyHandlers:
         values = self._skips()
         values[0] = policy_views.table_markdown(run)
         label = policy_views.caption(result)
-        colors = drawing.class_palette(studio.predictor_for(session).config.class_colors, session.palette)
+        predictor = studio.predictor_for(session)
+        colors = drawing.class_palette(predictor.config.class_colors, session.palette)
         values[1 + index] = gr.update(value=policy_views.mask_view(result, session.working, colors), label=label)
         values[1 + len(POLICIES) + index] = gr.update(
             value=policy_views.stop_map_view(result, session.working, run.working_size, studio.patch,
-                                             studio.num_groups),
+                                             len(predictor.model.decision_layers) + 1),
             label=f"{result.name}: stop map · kept " + " → ".join(map(str, result.kept_tokens)))
         return values
 

@@ -96,7 +96,7 @@ class Studio:
     def __init__(self, predictor: Predictor, image_dirs: Sequence[str | Path] | None = None,
                  limits: ServingLimits | None = None, models: ModelShelf | None = None,
                  examples: Sequence[Path] = ()) -> None:
-        self.predictor = predictor  # the default model: the APIs, Video and Data set tabs use it
+        self.predictor = predictor  # the default model: the APIs use it
         self.examples = [Path(p) for p in examples]  # the gallery's, in order (deep links name them by index)
         self.models = models or ModelShelf.build(predictor, None, root=None)
         self.config = predictor.config
@@ -108,7 +108,7 @@ class Studio:
         self.gate = ModelGate()
         self.admission = Admission(self.limits)
         self.refresh_ms: deque[float] = deque(maxlen=9)
-        self.num_groups = len(predictor.model.decision_layers) + 1
+        self.num_groups = self.models.max_groups  # view slots: a model with fewer groups hides the rest
 
     def warm_up(self) -> None:
         """One forward at the default working size, so that the first user's image is not the one that
@@ -173,6 +173,18 @@ class Studio:
             return self.model_named(None)
         return self.model_named(session.model, session.runtime, session.size)
 
+    def picked(self, label: str | None, runtime_label: str | None) -> Predictor:
+        """The Predictor the page's Model and Runtime pickers name (what the Video and Data set tabs run), at
+        the model's input size; None: the default model, on PyTorch."""
+        runtime = RUNTIMES.get(runtime_label or "PyTorch")
+        if runtime is None:
+            raise user_error(f"unknown runtime {runtime_label!r}; choose one of: {', '.join(RUNTIMES)}")
+        return self.model_named(label, runtime)
+
+    def picked_name(self, label: str | None, runtime_label: str | None) -> str:
+        """What ``picked`` runs, in words for a summary line: "<model label> on <runtime label>"."""
+        return f"{label or self.models.default_label} on {runtime_label or 'PyTorch'}"
+
     def model_named(self, label: str | None, runtime: str = "pytorch", size: tuple[int, int] | None = None) -> Predictor:
         """The Predictor of a model picker label (None: the default) on ``runtime``, or a gr.Error saying why not."""
         try:
@@ -190,8 +202,8 @@ class Studio:
         values = ViewSlots(
             readouts=readouts_markdown(result.summary),
             tokens_plot=result.tokens_figure,
-            groups=[gr.update(value=image, label=caption) for image, caption in result.group_overlays],
-            confidences=[gr.update(value=image, label=caption) for image, caption in result.heatmaps],
+            groups=_shown(result.group_overlays, self.num_groups),
+            confidences=_shown(result.heatmaps, self.num_groups - 1),
             mask_overlay=result.mask_overlay,
             legend=result.legend,
             color_mask=result.color_mask,
@@ -406,6 +418,13 @@ class Studio:
             with self.model_call():
                 prediction = self.predictor.predict(decoded.rgb, xi=xi, size=self.default_size)
             return {**prediction.trace.to_json(), "notices": decoded.notices}
+
+
+def _shown(images: list[tuple[np.ndarray, str]], slots: int) -> list[dict]:
+    """Updates for ``slots`` image slots: each (image, caption) shown, the slots beyond them (a model with
+    fewer token groups than the page has slots for) emptied and hidden."""
+    shown = [gr.update(value=image, label=caption, visible=True) for image, caption in images]
+    return shown + [gr.update(value=None, visible=False)] * (slots - len(shown))
 
 
 def _client(request: gr.Request) -> str:

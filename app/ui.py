@@ -293,8 +293,8 @@ def build_views(studio: Studio, page: PageControls, frame_folders: list[str]) ->
         comparison = compare_tab.build(studio.models.labels, studio.predictor.config.default_xi)
         with gr.Tab("What the views teach", id="help"):
             gr.Markdown(help_markdown())
-        video_tab.build(studio, [get_upload_folder()], frame_folders)
-        dataset_tab.build(studio, frame_folders)
+        video_tab.build(studio, [get_upload_folder()], frame_folders, pickers=[page.model, page.runtime])
+        dataset_tab.build(studio, frame_folders, pickers=[page.model, page.runtime])
     slots = ViewSlots(
         readouts=page.readouts, tokens_plot=page.tokens_plot, groups=token_images, confidences=heatmap_images,
         mask_overlay=mask_overlay, legend=legend, color_mask=raw_mask, halting=halting,

@@ -5,12 +5,13 @@ Sources: an uploaded video (MP4/MOV, WebM/MKV, AVI; decoded with OpenCV), a clip
 recorded clip, not a live stream), or a folder of frames the operator allowed (the example folders and
 the sub-folders of ``--frames-root``, offered by name in a dropdown; no path ever comes from the user).
 
-A job streams (``analyse_to_disk``): one frame is decoded, analysed and annotated while the job holds the
-model (``Studio.model_call(background=True)``, so the page and /predict go first between frames), then
-written to an MP4 (mp4v, the download) and, for the page, a smaller WebM (VP8, what a browser plays:
-this OpenCV has no H.264 encoder); only the per-frame ``FrameRecord``s stay in memory. The scrubber decodes
-the one frame it points at from the MP4. Jobs stop after ``ServingLimits.video_max_frames`` frames or
-``video_budget_s`` seconds, frames are shrunk to ``video_max_side``, each with a notice.
+A job runs the model and runtime picked on the page and streams (``analyse_to_disk``): one frame is decoded,
+analysed and annotated while the job holds the model (``Studio.model_call(background=True)``, so the page
+and /predict go first between frames), then written to an MP4 (mp4v, the download) and, for the page, a
+smaller WebM (VP8, what a browser plays: this OpenCV has no H.264 encoder); only the per-frame
+``FrameRecord``s stay in memory. The scrubber decodes the one frame it points at from the MP4. Jobs stop
+after ``ServingLimits.video_max_frames`` frames or ``video_budget_s`` seconds, frames are shrunk to
+``video_max_side``, each with a notice.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from pathlib import Path
 import cv2
 import gradio as gr
 
+from dovit import Predictor
 from dovit.data.datasets import read_rgb
 from dovit.report.figures import timeline_figure
 from dovit.video import (FrameRecord, FrameWriter, analyze_video, count_frames, frame_rate, image_files,
@@ -62,6 +64,7 @@ class VideoRun:
     xi: float
     overlay: str
     notices: list[str] = field(default_factory=list)
+    model_name: str = ""  # what ran ("<model> on <runtime>"), for the summary line
 
 
 def frame_folders(roots: Sequence[str | Path], depth: int = 2) -> dict[str, Path]:
@@ -120,24 +123,26 @@ def source_notices(source: Path, limits: ServingLimits) -> tuple[list[str], int 
 
 def analyse_to_disk(studio: Studio, source: Path, xi: float, overlay: str, folder: Path, label: str = "",
                     playback: bool = True, limits: ServingLimits | None = None,
-                    clock: Callable[[], float] = time.monotonic) -> Iterator[tuple[int, int | None, VideoRun | None]]:
+                    clock: Callable[[], float] = time.monotonic, predictor: Predictor | None = None,
+                    model_name: str = "") -> Iterator[tuple[int, int | None, VideoRun | None]]:
     """Run DoViT over ``source`` (a video file or an image folder) into ``folder``, streaming.
 
     Yields (frames done, frames expected or None, None) after each frame and finally (done, expected,
     the ``VideoRun``). Each frame's decode, forward and overlay run holding the model as background work
     (``studio.model_call(background=True)``), so interactive calls go first between frames; encoding
     runs without it. ``playback`` also writes the WebM a browser plays, at most ``PLAYBACK_MAX_SIDE`` px a
-    side (the MP4 keeps the frames' size). Raises ValueError for a source
-    that holds no decodable frame.
+    side (the MP4 keeps the frames' size). ``predictor``: the model to run (default: the studio's default
+    model), called ``model_name`` in the summary. Raises ValueError for a source that holds no decodable frame.
     """
     limits = limits or studio.limits
     notices, expected = source_notices(source, limits)
     folder.mkdir(parents=True, exist_ok=True)
     fps = frame_rate(source)
     run = VideoRun(folder, folder / "annotated.mp4", folder / "annotated.webm" if playback else None,
-                   folder / "frames.csv", folder / "frames.json", [], fps, source, label, xi, overlay, notices)
-    frames = analyze_video(studio.predictor, source, xi=xi, overlay=overlay, max_frames=limits.video_max_frames,
-                           max_side=limits.video_max_side)
+                   folder / "frames.csv", folder / "frames.json", [], fps, source, label, xi, overlay, notices,
+                   model_name)
+    frames = analyze_video(predictor or studio.predictor, source, xi=xi, overlay=overlay,
+                           max_frames=limits.video_max_frames, max_side=limits.video_max_side)
     start = clock()
     try:
         with FrameWriter(run.mp4, fps) as mp4, (FrameWriter(run.webm, fps) if playback else nullcontext()) as webm:
@@ -191,7 +196,8 @@ def run_summary(run: VideoRun) -> str:
     mean = sum(r.gflops for r in run.records) / max(count, 1)
     dense = sum(r.dense_gflops for r in run.records) / max(count, 1)
     latency = sorted(r.latency_ms for r in run.records)[count // 2] if count else 0.0
-    parts = [f"{run.label}: {count} frames at ξ = {run.xi:g} · mean {mean:.2f} GFLOPs vs {dense:.2f} dense "
+    model = f" with {run.model_name}" if run.model_name else ""
+    parts = [f"{run.label}{model}: {count} frames at ξ = {run.xi:g} · mean {mean:.2f} GFLOPs vs {dense:.2f} dense "
              f"({100 * mean / dense if dense else 0:.0f}%) · median latency {latency:.0f} ms"] + run.notices
     return " · ".join(parts)
 
@@ -235,16 +241,21 @@ class VideoTab:
                 [str(p) for p in (run.mp4, run.webm, run.csv, run.json) if p is not None], run_summary(run), run]
 
     def job(self, source: Path, label: str, xi: float, overlay: str, previous: VideoRun | None,
-            request: gr.Request | None, progress) -> Iterator[list]:
-        """The page's job: progress per frame, a cancellation point per frame, then every output."""
+            request: gr.Request | None, progress, model: str | None = None,
+            runtime: str | None = None) -> Iterator[list]:
+        """The page's job with the model and runtime picked on the page: progress per frame, a cancellation
+        point per frame, then every output."""
         with self.studio.finished(request, "video"):
             xi = self.studio.user_xi(xi)
+            predictor = self.studio.picked(model, runtime)
             if overlay not in {value for _, value in OVERLAY_CHOICES}:
                 raise user_error("Choose an overlay from the list.")
             folder = self.new_folder()
             done = False
             try:
-                for count, expected, run in analyse_to_disk(self.studio, source, xi, overlay, folder, label):
+                for count, expected, run in analyse_to_disk(self.studio, source, xi, overlay, folder, label,
+                                                            predictor=predictor,
+                                                            model_name=self.studio.picked_name(model, runtime)):
                     # a webcam recording's WebM does not say how many frames it has: a bare count then
                     progress((count, expected) if expected else None, desc=f"{label}: frame {count}", unit="frames")
                     if run is None:
@@ -266,31 +277,35 @@ class VideoTab:
 
     # ------------------------------------------------------------------ page handlers
     def on_upload(self, path: str | None, xi: float, overlay: str, previous: VideoRun | None,
-                  request: gr.Request = None, progress=gr.Progress()) -> Iterator[list]:
-        """A video uploaded or recorded: analyse it."""
+                  model: str | None = None, runtime: str | None = None, request: gr.Request = None,
+                  progress=gr.Progress()) -> Iterator[list]:
+        """A video uploaded or recorded: analyse it with the picked ``model`` on ``runtime`` (picker labels)."""
         if path is None:  # the input was cleared: keep the last run
             if request is not None:
                 self.studio.admission.finish(request.session_hash or "", "video")
             yield [gr.skip()] * 8
             return
         source = self.upload_source(path) if request is None else self._admitted(request, self.upload_source, path)
-        yield from self.job(source, "uploaded video", xi, overlay, previous, request, progress)
+        yield from self.job(source, "uploaded video", xi, overlay, previous, request, progress, model, runtime)
 
     def on_folder(self, label: str | None, xi: float, overlay: str, previous: VideoRun | None,
-                  request: gr.Request = None, progress=gr.Progress()) -> Iterator[list]:
+                  model: str | None = None, runtime: str | None = None, request: gr.Request = None,
+                  progress=gr.Progress()) -> Iterator[list]:
         """A frame folder chosen: analyse it as a video."""
         source = self.folder_source(label) if request is None else self._admitted(request, self.folder_source, label)
-        yield from self.job(source, label.rsplit(" (", 1)[0], xi, overlay, previous, request, progress)
+        yield from self.job(source, label.rsplit(" (", 1)[0], xi, overlay, previous, request, progress, model,
+                            runtime)
 
-    def on_rerun(self, xi: float, overlay: str, previous: VideoRun | None, request: gr.Request = None,
-                 progress=gr.Progress()) -> Iterator[list]:
-        """ξ or the overlay changed (or Analyse again): recompute the last source."""
+    def on_rerun(self, xi: float, overlay: str, previous: VideoRun | None, model: str | None = None,
+                 runtime: str | None = None, request: gr.Request = None, progress=gr.Progress()) -> Iterator[list]:
+        """ξ or the overlay changed (or Analyse again): recompute the last source with the picked model."""
         if previous is None:
             if request is not None:
                 self.studio.admission.finish(request.session_hash or "", "video")
             yield [gr.skip()] * 6 + ["Upload a video, record one or choose a frame folder first.", None]
             return
-        yield from self.job(previous.source, previous.label, xi, overlay, previous, request, progress)
+        yield from self.job(previous.source, previous.label, xi, overlay, previous, request, progress, model,
+                            runtime)
 
     def _admitted(self, request: gr.Request, check: Callable, value) -> Path:
         """``check(value)``, freeing the call's admission when it refuses (the job never starts)."""
@@ -347,9 +362,10 @@ def raw_value(component):
 
 
 def build(studio: Studio, upload_dirs: Sequence[str | Path], folders: dict[str, Path],
-          work_root: str | Path | None = None) -> VideoTab:
+          work_root: str | Path | None = None, pickers: Sequence[gr.components.Component] = ()) -> VideoTab:
     """The Video tab (call inside ``gr.Tabs``) with the hidden /analyze_video API; returns the handlers.
-    folders: the frame folders offered (``frame_folders`` of the operator's folders)."""
+    folders: the frame folders offered (``frame_folders`` of the operator's folders); pickers: the page's
+    Model and Runtime dropdowns, whose choice the tab runs (none: the default model on PyTorch)."""
     tab = VideoTab(studio, upload_dirs, folders, work_root)
     limits, default_xi = studio.limits, studio.config.default_xi
     with gr.Tab("Video", id="video"):
@@ -395,10 +411,11 @@ def build(studio: Studio, upload_dirs: Sequence[str | Path], folders: dict[str, 
     outputs = [player, timeline, scrubber, frame_view, frame_readout, downloads, notices, state]
     job = dict(concurrency_id=VIDEO_QUEUE, concurrency_limit=1, api_visibility="private",
                validator=studio.admit("video"))
-    events = [video_in.change(tab.on_upload, [video_in, xi, overlay, state], outputs, **job),
-              folder_in.input(tab.on_folder, [folder_in, xi, overlay, state], outputs, **job)]
+    pickers = list(pickers)
+    events = [video_in.change(tab.on_upload, [video_in, xi, overlay, state, *pickers], outputs, **job),
+              folder_in.input(tab.on_folder, [folder_in, xi, overlay, state, *pickers], outputs, **job)]
     for trigger in (xi.release, overlay.input, rerun.click):
-        events.append(trigger(tab.on_rerun, [xi, overlay, state], outputs, **job))
+        events.append(trigger(tab.on_rerun, [xi, overlay, state, *pickers], outputs, **job))
     stop.click(tab.on_stop, None, notices, cancels=events, api_visibility="private")
     scrubber.release(tab.on_scrub, [scrubber, state], [frame_view, timeline, frame_readout, player],
                      api_visibility="private", show_progress="minimal")

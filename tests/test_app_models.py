@@ -15,9 +15,10 @@ from dovit import Predictor
 INPUT_SIZE = (64, 96)
 
 
-def checkpoint(folder: Path, default_xi: float, classes: int = 5, decision_layers=(3, 6, 9), names=None) -> Path:
+def checkpoint(folder: Path, default_xi: float, classes: int = 5, decision_layers=(3, 6, 9), names=None,
+               backbone="vit_tiny_patch16_224") -> Path:
     torch.manual_seed(int(default_xi * 100))
-    model = dovit.build_model("vit_tiny_patch16_224", num_classes=classes, input_size=INPUT_SIZE, decoder_channels=16,
+    model = dovit.build_model(backbone, num_classes=classes, input_size=INPUT_SIZE, decoder_channels=16,
                               default_xi=default_xi, decision_layers=decision_layers)
     if names:
         model.config.class_names = names
@@ -29,6 +30,7 @@ def shelf_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("checkpoints")
     checkpoint(root / "a", 0.9)
     checkpoint(root / "b", 0.8, classes=3, names=["road", "sky", "car"])
+    checkpoint(root / "deep", 0.6, decision_layers=(2, 4, 6, 8))
     checkpoint(root / "wide", 0.7, decision_layers=(4, 8))
     (root / "notes").mkdir()
     return root
@@ -42,7 +44,7 @@ def studio(shelf_root, tmp_path_factory):
 
 
 def test_find_checkpoints_lists_checkpoint_folders_only(shelf_root, tmp_path):
-    assert [p.name for p in find_checkpoints(shelf_root)] == ["a", "b", "wide"]
+    assert [p.name for p in find_checkpoints(shelf_root)] == ["a", "b", "deep", "wide"]
     assert find_checkpoints(tmp_path / "missing") == []
 
 
@@ -50,14 +52,14 @@ def test_shelf_labels_order_repeats_and_lazy_loading(shelf_root, tmp_path):
     other = checkpoint(tmp_path / "elsewhere" / "b", 0.5)
     default = Predictor.from_checkpoint(shelf_root / "a")
     shelf = ModelShelf.build(default, shelf_root / "a", [other, shelf_root / "a"], root=shelf_root)
-    assert shelf.labels == ["a", "elsewhere/b", f"{shelf_root.name}/b", "wide"]
+    assert shelf.labels == ["a", "elsewhere/b", f"{shelf_root.name}/b", "deep", "wide"]
     assert shelf.get(None) is default and shelf.get("a") is default
     assert "elsewhere/b" not in shelf._loaded  # loaded on first use only
     assert shelf.get("elsewhere/b").default_xi == 0.5 and shelf.get("elsewhere/b") is shelf.get("elsewhere/b")
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         shelf.get("nope")
-    with pytest.raises(ValueError, match="has 2 decision layers .* this page shows 3 .* --checkpoint"):
-        shelf.get("wide")
+    assert shelf.max_groups == 5  # "deep" has four decision layers, read from its config without loading it
+    assert "deep" not in shelf._loaded and shelf.get("wide").model.decision_layers == (4, 8)
 
 
 def test_a_shelf_without_a_default_path_offers_the_default_model(tiny_model):
@@ -84,10 +86,12 @@ def test_switching_the_model_is_per_session(studio):
     assert studio.on_image(str(path), studio.default_size_value, 0.9, 0.5, again, "a")[0].model == "a"
 
 
-def test_picking_an_unusable_model_says_how_to_open_it(studio):
-    studio, _ = studio
-    with pytest.raises(gr.Error, match="open it on its own"):
-        studio.on_model("wide", 0.5, None)
+def test_picking_an_unusable_model_says_how_to_open_it(shelf_root, tmp_path):
+    other_patch = checkpoint(tmp_path / "patch8", 0.5, backbone="vit_small_patch8_224")
+    default = Predictor.from_checkpoint(shelf_root / "a")
+    studio = Studio(default, image_dirs=[], models=ModelShelf.build(default, shelf_root / "a", [other_patch]))
+    with pytest.raises(gr.Error, match="8-px patches; this page's working sizes are for 16-px: open it on its own"):
+        studio.on_model("patch8", 0.5, None)
     header, xi, *_ = studio.on_model("a", 0.5, None)  # no image yet: header and ξ only
     assert xi == 0.9 and "default ξ = 0.9" in header
 
@@ -138,3 +142,48 @@ def test_the_runtime_choice_is_per_session_and_the_readout_names_it(studio):
     assert "| latency, ONNX Runtime" in dict(zip(studio.view_names(), views))["readouts"]
     with pytest.raises(gr.Error, match="unknown runtime"):
         studio.on_runtime("TensorRT", 0.9, 0.5, session)
+
+
+def test_the_video_and_data_set_tabs_run_the_picked_model(studio, monkeypatch):
+    from app import dataset_tab, video_tab
+    from test_video import synthetic_video
+
+    studio, uploads = studio
+    clip = synthetic_video(uploads / "clip.mp4", count=3)
+    used, original = [], video_tab.analyze_video
+
+    def spy(predictor, *args, **kwargs):
+        used.append(predictor)
+        return original(predictor, *args, **kwargs)
+
+    monkeypatch.setattr(video_tab, "analyze_video", spy)
+    videos = video_tab.VideoTab(studio, [uploads], {})
+    *_, notices, run = list(videos.on_upload(str(clip), 0.5, "mask", None, "b", "PyTorch"))[-1]
+    assert used == [studio.model_named("b")] and run.model_name == "b on PyTorch" and "with b on PyTorch" in notices
+    *_, run = list(videos.on_rerun(0.5, "mask", run))[-1]  # no pick: the default model
+    assert used[-1] is studio.predictor and run.model_name == "a on PyTorch"
+    with pytest.raises(gr.Error, match="unknown runtime"):
+        list(videos.on_rerun(0.5, "mask", run, "b", "TensorRT"))
+
+    image = uploads / "street.png"
+    cv2.imwrite(str(image), np.random.default_rng(1).integers(0, 255, (64, 96, 3), dtype=np.uint8))
+    report = dataset_tab.DatasetTab(studio, {}, uploads / "reports")
+    headline, notices, gallery, files, *figures = list(report.on_run(None, [str(image)], 0.8, "b", "PyTorch"))[-1]
+    assert "b on PyTorch" in headline
+    summary = Path(next(f for f in files if f.endswith(".json"))).read_text()
+    assert '"road"' in summary and '"class 0"' not in summary  # the picked checkpoint's classes, not the default's
+
+
+def test_the_page_has_slots_for_the_deepest_model_and_hides_what_a_model_lacks(studio):
+    studio, uploads = studio
+    path = uploads / "street.png"
+    cv2.imwrite(str(path), np.random.default_rng(3).integers(0, 255, (64, 96, 3), dtype=np.uint8))
+    session = studio.on_image(str(path), studio.default_size_value, 0.5, 0.5, None)[0]
+    assert studio.num_groups == 5 and len(studio.view_names()) == len(studio.empty_views().flat())
+    for label, groups in (("wide", 3), ("a", 4), ("deep", 5)):
+        views = studio.on_model(label, 0.5, session)[5:]  # after header, ξ, position, reset and session
+        slots = dict(zip(studio.view_names(), views))
+        shown = [slots[f"group_{g}"]["visible"] for g in range(1, 6)]
+        assert shown == [True] * groups + [False] * (5 - groups), label
+        assert [slots[f"confidence_{d}"]["visible"] for d in range(1, 5)] == [True] * (groups - 1) + [False] * (5 - groups)
+        assert all(slots[f"group_{g}"]["value"] is None for g in range(groups + 1, 6))

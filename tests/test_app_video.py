@@ -105,7 +105,7 @@ def test_upload_handler_fills_player_timeline_scrubber_and_downloads(tab, upload
     assert len(timeline.data) == 3 and scrubber == 0
     assert frame.shape == (64, 96, 3) and "Frame 0" in readout
     assert {Path(p).name for p in downloads} == {"annotated.mp4", "annotated.webm", "frames.csv", "frames.json"}
-    assert "uploaded video: 8 frames at ξ = 0.5" in notices
+    assert "uploaded video with default model on PyTorch: 8 frames at ξ = 0.5" in notices
     image, figure, text, player_update = tab.on_scrub(5 / 7 * 100, run)
     assert "Frame 5" in text and figure.layout.shapes[0].x0 == 5
     assert player_update["playback_position"] == pytest.approx(5 / run.fps)
