@@ -33,6 +33,7 @@ from .core.checkpoint import CheckpointError, atomic_write, load_checkpoint, sav
 from .core.model import DoViTSegmenter
 from .core.predictor import Predictor
 from .core.preprocess import normalise, resize_image
+from .data.augment import robust_photometric
 from .data.datasets import IMAGE_SUFFIXES
 from .familiarity import METADATA_KEY, measure_range
 from .losses import dovit_loss
@@ -54,9 +55,9 @@ class CalibrateConfig:
     source: str
     output: str
     images: str
-    minutes: float = 15.0
+    minutes: float = 18.0  # with choosing xi, 19-20 minutes for ViT-T at 360 x 480 on 2 CPU cores
     train: str = "aux+decoder"
-    decision_layers: tuple[int, ...] | None = None
+    decision_layers: tuple[int, ...] | None = None  # None: calibration_layers of the source's depth
     target_agreement: float = 0.97
     batch_size: int = 4
     lr: float = 1e-3
@@ -64,6 +65,7 @@ class CalibrateConfig:
     xi_range: tuple[float, float] = (0.8, 1.0)
     max_images: int | None = None
     seed: int = 0
+    colour_shifts: bool = False  # the robust preset's colour and camera shifts on the crops (teacher sees them too)
     resume: bool = False
     progress: bool = True
 
@@ -123,13 +125,24 @@ def load_rgb(path: Path, size: tuple[int, int]) -> np.ndarray:
     return resize_image(cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB), size)
 
 
+def calibration_layers(depth: int) -> tuple[int, ...]:
+    """The default decision layers of a calibrated model: every second block from a quarter of the depth to
+    three quarters, (3, 5, 7, 9) for 12 blocks: a token stops soon after it becomes clear. On a CamVid drive
+    calibration never saw, the masks agreed with the dense model's on 96.6 % of the pixels at 41 % fewer
+    FLOPs, against 96.3 % at 39.5 % with the paper's (3, 6, 9) (docs/results/calibrate)."""
+    return tuple(range(max(1, depth // 4), max(1, 3 * depth // 4) + 1, 2))
+
+
 def prepare_model(source: str | Path, decision_layers: tuple[int, ...] | None) -> DoViTSegmenter:
-    """The dense checkpoint, with new (randomly initialised) aux heads when other decision layers are asked."""
+    """The dense checkpoint, with new (randomly initialised) aux heads when its decision layers are not the
+    ones asked (None: ``calibration_layers`` of its depth)."""
     try:
         model = load_checkpoint(source)
     except (CheckpointError, OSError, ValueError) as error:
         raise CalibrationError(f"cannot load {source}: {' '.join(str(error).split())}") from error
-    if decision_layers is None or tuple(decision_layers) == tuple(model.decision_layers):
+    if decision_layers is None:
+        decision_layers = calibration_layers(len(model.vit.blocks))
+    if tuple(decision_layers) == tuple(model.decision_layers):
         return model
     config = copy.deepcopy(model.config)
     config.decision_layers = tuple(decision_layers)
@@ -162,7 +175,9 @@ def set_trainable(model: DoViTSegmenter, train: str) -> list[torch.nn.Parameter]
 
 # ---------------------------------------------------------------------------------------- training
 class _Batches:
-    """Random zoom-in crops (area 30-100 %, the frame's aspect +-30 %) and flips of the training images,
+    """Random zoom-in crops (area 30-100 %, the frame's aspect +-30 %) and flips of the training images (with
+    ``colour_shifts``, also the robust preset's colour and camera shifts: the dense model labels the shifted
+    view, so the decoder and heads learn to agree with it on photos unlike the calibration images),
     normalised; drawn from (seed, step) so that a resumed run continues the same sequence."""
 
     def __init__(self, images: list[np.ndarray], config: CalibrateConfig, mean, std) -> None:
@@ -171,7 +186,7 @@ class _Batches:
         self.images, self.config, self.mean, self.std = images, config, mean, std
         self.pipeline = A.Compose([
             A.RandomResizedCrop(size=(height, width), scale=(0.3, 1.0), ratio=(aspect / 1.3, aspect * 1.3), p=1.0),
-            A.HorizontalFlip(p=0.5)])
+            A.HorizontalFlip(p=0.5), *(robust_photometric() if config.colour_shifts else [])])
 
     def __call__(self, step: int) -> torch.Tensor:
         rng = np.random.default_rng([self.config.seed, step])
@@ -324,6 +339,7 @@ def calibrate(config: CalibrateConfig) -> CalibrationResult:
                         "train": config.train, "decision_layers": list(model.decision_layers),
                         "lr": config.lr, "finetune_lr_scale": config.finetune_lr_scale,
                         "target_agreement": config.target_agreement, "default_xi": model.config.default_xi,
+                        "colour_shifts": config.colour_shifts,
                         "curve": [asdict(point) for point in curve]},
         "source_metadata": {k: v for k, v in model.checkpoint_metadata.items() if k in ("stage", "val", "converted_from",
                                                                                       "format", "step")},

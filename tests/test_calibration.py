@@ -135,3 +135,24 @@ def test_refusals(dense, images, tmp_path):
         calibration.set_trainable(calibration.prepare_model(dense, None), "everything")
     with pytest.raises(CalibrationError, match="--decision-layers"):
         calibration.prepare_model(dense, (3, 40))
+
+
+def test_default_decision_layers_are_every_second_block_of_the_middle_half(dense, images, tmp_path):
+    assert calibration.calibration_layers(12) == (3, 5, 7, 9)
+    assert calibration.calibration_layers(24) == tuple(range(6, 19, 2))
+    result = calibration.calibrate(config(dense, images, tmp_path / "out", train="aux"))
+    calibrated = dovit.load_checkpoint(result.output)
+    assert calibrated.decision_layers == (3, 5, 7, 9) and len(calibrated.aux_heads) == 4
+    assert calibrated.checkpoint_metadata["calibration"]["decision_layers"] == [3, 5, 7, 9]
+    kept = calibration.calibrate(config(dense, images, tmp_path / "kept", train="aux", decision_layers=(3, 6, 9)))
+    assert dovit.load_checkpoint(kept.output).decision_layers == (3, 6, 9)  # asked for: the source's own
+
+
+def test_colour_shifts_change_the_crops_not_their_geometry_and_are_recorded(dense, images, tmp_path):
+    frames = [np.random.default_rng(i).integers(0, 256, (32, 48, 3), dtype=np.uint8) for i in range(4)]
+    plain, shifted = (calibration._Batches(frames, config(dense, images, tmp_path, colour_shifts=on), (0.5,) * 3,
+                                           (0.25,) * 3) for on in (False, True))
+    assert torch.equal(plain(3), plain(3)) and plain(3).shape == shifted(3).shape == (2, 3, 32, 48)
+    assert any(not torch.equal(plain(step), shifted(step)) for step in range(5))
+    result = calibration.calibrate(config(dense, images, tmp_path / "out", train="aux", colour_shifts=True))
+    assert dovit.load_checkpoint(result.output).checkpoint_metadata["calibration"]["colour_shifts"] is True

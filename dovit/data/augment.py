@@ -53,7 +53,7 @@ def _camera(p: float) -> list:
     ]
 
 
-def _robust_photometric() -> list:
+def robust_photometric() -> list:
     """Colour and camera shifts of photos from elsewhere (not HELD_OUT_SHIFTS)."""
     return [
         A.PlanckianJitter(mode="blackbody", temperature_limit=(3000, 15000), p=0.4),
@@ -86,7 +86,7 @@ def build_augment(preset: str, crop_size: tuple[int, int], scale_range=(0.5, 2.0
     if jitter > 0:
         steps.append(A.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, hue=0.05, p=1.0))
     if preset == "robust":
-        steps += _robust_photometric()
+        steps += robust_photometric()
     elif camera > 0:
         steps += _camera(camera)
     return A.Compose(steps)
