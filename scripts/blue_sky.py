@@ -18,10 +18,10 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from dovit import Predictor
+from dovit.data import build_dataset
 
 SKY, BUILDING = 0, 1  # CamVid's class indices
 ZENITH, HORIZON = np.array([40, 110, 215]), np.array([150, 195, 240])  # RGB of a clear sky, top and bottom
@@ -47,18 +47,18 @@ def repaint_sky(image: np.ndarray, sky: np.ndarray, rng: np.random.Generator) ->
     return painted
 
 
-def blue_sky_frames(data_root: Path, drive: str, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(repainted frames, their sky masks) of every train/val frame of ``drive`` with enough sky."""
+def blue_sky_frames(data_root: Path, drive: str, split: str = "train+val",
+                    seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(repainted frames, their sky masks) of every ``split`` frame of ``drive`` with enough sky."""
+    dataset = build_dataset("camvid", data_root, split, sequences=[drive])
     rng = np.random.default_rng(seed)
     images, skies = [], []
-    for split in ("train", "val"):
-        for path in sorted((data_root / split).glob(f"{drive}_*.png")):
-            label = cv2.imread(str(data_root / f"{split}annot" / path.name), cv2.IMREAD_GRAYSCALE)
-            sky = label == SKY
-            if sky.mean() >= MIN_SKY_SHARE:
-                rgb = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-                images.append(repaint_sky(rgb, sky, rng))
-                skies.append(sky)
+    for index in range(len(dataset)):
+        image, label = dataset.load(index)
+        sky = label == SKY
+        if sky.mean() >= MIN_SKY_SHARE:
+            images.append(repaint_sky(image, sky, rng))
+            skies.append(sky)
     if not images:
         raise SystemExit(f"no {drive} frames with at least {MIN_SKY_SHARE:.0%} sky under {data_root}")
     return images, skies
@@ -76,12 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", type=Path, default=Path("../shared/data/camvid"))
     parser.add_argument("--drive", default="0001TP", help="CamVid drive (file-name prefix) whose frames are repainted")
+    parser.add_argument("--split", default="train+val", help="splits to read the drive's frames from ('+' joins)")
     parser.add_argument("--models", nargs="+", required=True,
                         help="CHECKPOINT@XI, e.g. checkpoints/camvid_dovit_vit_tiny@0.9")
     parser.add_argument("--seed", type=int, default=0, help="seed of the grain")
     parser.add_argument("--json", type=Path, help="write the scores here")
     args = parser.parse_args(argv)
-    images, skies = blue_sky_frames(args.data_root, args.drive, args.seed)
+    try:
+        images, skies = blue_sky_frames(args.data_root, args.drive, args.split, args.seed)
+    except ValueError as error:  # no such split or drive under --data-root
+        parser.error(str(error))
     scores = []
     print(f"{len(images)} {args.drive} frames, sky repainted blue")
     print("| model | ξ | called Sky | called Building |\n|---|---|---|---|")

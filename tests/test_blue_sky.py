@@ -31,12 +31,13 @@ def test_scores_are_shares_of_the_sky_pixels(tmp_path):
     model = dovit.build_model("vit_tiny_patch16_224", num_classes=11, input_size=(48, 64), decoder_channels=16)
     checkpoint = dovit.save_checkpoint(model, tmp_path / "model")
     out = tmp_path / "sky.json"
-    assert blue_sky.main(["--data-root", str(tmp_path / "camvid"), "--drive", "0001TP", "--models",
+    assert blue_sky.main(["--data-root", str(tmp_path / "camvid"), "--split", "train", "--drive", "0001TP", "--models",
                           f"{checkpoint}@1", f"{checkpoint}@0.5", "--json", str(out)]) == 0
     scores = json.loads(out.read_text())
     assert [s["xi"] for s in scores] == [1.0, 0.5] and all(s["images"] == 3 for s in scores)
     assert all(0.0 <= s["sky_as_sky"] + s["sky_as_building"] <= 1.0 for s in scores)
     with pytest.raises(SystemExit):
-        blue_sky.main(["--data-root", str(tmp_path / "camvid"), "--drive", "Seq05VD", "--models", f"{checkpoint}@1"])
+        blue_sky.main(["--data-root", str(tmp_path / "camvid"), "--split", "train", "--drive", "Seq05VD", "--models",
+                       f"{checkpoint}@1"])
     with pytest.raises(SystemExit):
-        blue_sky.main(["--data-root", str(tmp_path / "camvid"), "--models", str(checkpoint)])
+        blue_sky.main(["--data-root", str(tmp_path / "camvid"), "--split", "train", "--models", str(checkpoint)])
