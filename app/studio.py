@@ -176,10 +176,14 @@ class Studio:
     def picked(self, label: str | None, runtime_label: str | None) -> Predictor:
         """The Predictor the page's Model and Runtime pickers name (what the Video and Data set tabs run), at
         the model's input size; None: the default model, on PyTorch."""
-        runtime = RUNTIMES.get(runtime_label or "PyTorch")
+        return self.model_named(label, self.runtime_named(runtime_label or "PyTorch"))
+
+    def runtime_named(self, runtime_label: str) -> str:
+        """The runtime ("pytorch" or "onnxruntime") of a Runtime picker label, or a gr.Error naming the choices."""
+        runtime = RUNTIMES.get(runtime_label)
         if runtime is None:
             raise user_error(f"unknown runtime {runtime_label!r}; choose one of: {', '.join(RUNTIMES)}")
-        return self.model_named(label, runtime)
+        return runtime
 
     def picked_name(self, label: str | None, runtime_label: str | None) -> str:
         """What ``picked`` runs, in words for a summary line: "<model label> on <runtime label>"."""
@@ -340,9 +344,7 @@ class Studio:
         every view again at this ξ. Returns [session, *views]."""
         self.forget_sweep(request)
         with self.finished(request):
-            runtime = RUNTIMES.get(runtime_label)
-            if runtime is None:
-                raise user_error(f"unknown runtime {runtime_label!r}; choose one of: {', '.join(RUNTIMES)}")
+            runtime = self.runtime_named(runtime_label)
             if session is None:
                 return [None, *self.empty_views().flat()]
             session.runtime = runtime
