@@ -18,6 +18,19 @@ def self_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return (log_student.exp() * (log_student - log_teacher)).sum(dim=1).mean()
 
 
+def unlabelled_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                            labels: torch.Tensor) -> torch.Tensor:
+    """KL(p_t || p_s) on the pixels the labels leave Unlabelled, averaged over those pixels (0 when none): a
+    teacher that saw other streets says what the labels do not (``--released-teacher``)."""
+    unlabelled = labels == IGNORE_INDEX
+    if not bool(unlabelled.any()):
+        return student_logits.sum() * 0.0
+    log_student = F.log_softmax(student_logits.float(), dim=1)
+    log_teacher = F.log_softmax(teacher_logits.float(), dim=1)
+    per_pixel = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=1)
+    return per_pixel[unlabelled].mean()
+
+
 def dovit_loss(output, labels: torch.Tensor, patch_size: int, alpha: float = 1.0, beta: float = 0.4,
                teacher_logits: torch.Tensor | None = None,
                class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0) -> dict[str, torch.Tensor]:

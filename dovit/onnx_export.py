@@ -60,7 +60,7 @@ class _Prefix(nn.Module):
 
     def forward(self, pixels: torch.Tensor):
         state = self.model.prefix(pixels)
-        return state.tokens if state.skip is None else (state.tokens, state.skip)
+        return (state.tokens, *_skip_tensors(state.skip))
 
 
 class _Group(nn.Module):
@@ -90,8 +90,14 @@ class _Decoder(nn.Module):
         super().__init__()
         self.model, self.grid, self.size = model, grid, size
 
-    def forward(self, patches: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, patches: torch.Tensor, *skips: torch.Tensor) -> torch.Tensor:
+        skip = None if not skips else skips[0] if len(skips) == 1 else skips
         return self.model._decoder_logits(patches, TokenState(patches, self.grid, self.size, skip=skip))
+
+
+def _skip_tensors(skip: torch.Tensor | tuple | None) -> tuple[torch.Tensor, ...]:
+    """A TokenState's skip as graph inputs/outputs: none, one map (the conv stem's), or the encoder's maps."""
+    return () if skip is None else tuple(skip) if isinstance(skip, (tuple, list)) else (skip,)
 
 
 def stage_modules(model: DoViTSegmenter, size: tuple[int, int]) -> dict[str, tuple[nn.Module, tuple, dict | None]]:
@@ -111,7 +117,7 @@ def stage_modules(model: DoViTSegmenter, size: tuple[int, int]) -> dict[str, tup
         stages[f"group_{group + 1}"] = (_Group(model.vit.blocks[first:last]), (tokens,), dims)
     for decision in range(len(model.decision_layers)):
         stages[f"aux_{decision + 1}"] = (_Aux(model, decision, grid), (patches,), None)
-    decoder_inputs = (patches,) if state.skip is None else (patches, state.skip)
+    decoder_inputs = (patches, *_skip_tensors(state.skip))
     stages["decoder"] = (_Decoder(model, grid, state.input_size), decoder_inputs, None)
     return stages
 
@@ -158,7 +164,7 @@ def _export_graph(module: nn.Module, inputs: tuple, dynamic: tuple | None, path:
     import io
 
     names = ["pixels"] if isinstance(module, _Prefix) else ["tokens"] if isinstance(module, _Group) else \
-        ["patches", "skip"][: len(inputs)]
+        ["patches", "skip"] if len(inputs) == 2 else ["patches"] + [f"skip_{i}" for i in range(1, len(inputs))]
     try:
         # the exporter narrates every step on stdout and warns about its own internals: keep the CLI's output ours
         # with gradients on, the model takes timm's own position-embedding path (its no-grad cache is eager-only)

@@ -81,7 +81,8 @@ class OrtSegmenter(DoViTSegmenter):
                              f"export again with --size {height} {width}")
         start = time.perf_counter()
         outputs = [self._run("prefix", image[None]) for image in pixels]
-        skip = torch.cat([o[1] for o in outputs]) if self.decoder.needs_skip else None
+        skips = tuple(torch.cat([o[i] for o in outputs]) for i in range(1, len(outputs[0])))
+        skip = None if not skips else skips[0] if len(skips) == 1 else skips  # the conv stem's, or an encoder's maps
         # group B_1 runs inside the prefix graph: its time is the prefix's
         elapsed = (time.perf_counter() - start) * 1000.0
         return TokenState(torch.cat([o[0] for o in outputs]), self.export_grid, (int(height), int(width)),
@@ -104,9 +105,9 @@ class OrtSegmenter(DoViTSegmenter):
         return prefix_out, patches_out
 
     def _decoder_logits(self, patches: torch.Tensor, state: TokenState) -> torch.Tensor:
-        if state.skip is None:
-            return torch.cat([self._run("decoder", image[None])[0] for image in patches])
-        return torch.cat([self._run("decoder", image[None], skip[None])[0] for image, skip in zip(patches, state.skip)])
+        skips = () if state.skip is None else state.skip if isinstance(state.skip, tuple) else (state.skip,)
+        return torch.cat([self._run("decoder", patches[i:i + 1], *(s[i:i + 1] for s in skips))[0]
+                          for i in range(patches.shape[0])])
 
 
 @contextmanager

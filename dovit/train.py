@@ -74,9 +74,18 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
         "--pretrained hub (online) or --pretrained FILE (offline); without --pretrained it starts random")
     add("--backbone", default=None,
         help="timm ViT/DeiT name (default: the preset's, else ModelConfig's, vit_tiny_patch16_224)")
-    add("--stem", choices=["conv", "patch"], default=None,
-        help="patch embedding: 'patch' (timm's, ModelConfig's default) or 'conv' (early convolutions, better "
-        "from scratch)")
+    add("--stem", choices=["conv", "patch", "espnetv2"], default=None,
+        help="patch embedding: 'patch' (timm's, ModelConfig's default), 'conv' (early convolutions, better "
+        "from scratch) or 'espnetv2' (a hybrid ViT on ESPNetv2's released encoder and decoder: give "
+        "--stem-weights and --decoder espnetv2)")
+    add("--stem-weights", default=None, metavar="FILE",
+        help="--stem espnetv2: the released ESPNetv2 state dict (espnetv2_s_2.0_city_1024x512.pth), loaded "
+        "strictly into the encoder and decoder; its weights then travel in the checkpoints")
+    add("--freeze-stem", action="store_true",
+        help="keep the pretrained encoder's weights and BatchNorm statistics fixed (the first, cheap phase)")
+    add("--pretrained-lr-scale", type=float, default=1.0,
+        help="learning-rate multiplier for a hybrid's released encoder and decoder weights (e.g. 0.1: they "
+        "fine-tune slowly while the new blocks, projection and aux heads learn at --lr)")
     add("--decoder", choices=list(DECODERS), default=None,
         help="SETR-Naive (ModelConfig's default), SETR-PUP, or 'skip': SETR-Naive plus a skip from the conv "
         "stem's 1/4 features (sharper thin objects; needs --stem conv)")
@@ -107,6 +116,10 @@ def _objective_flags(parser: argparse.ArgumentParser) -> None:
         "path that the slider reaches at xi = 1 keeps training (trained at xi < 1 only, a student can lose "
         "accuracy as xi, and so compute, goes up)")
     add("--label-smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy terms (0 = off)")
+    add("--released-teacher", default=None, metavar="FILE",
+        help="a released ESPNetv2 Cityscapes state dict whose answers, classes mapped to the data set's, are "
+        "distilled (KL) on the pixels the labels leave Unlabelled, weighted by --gamma")
+    add("--gamma", type=float, default=0.5, help="weight of the --released-teacher distillation")
     add("--alpha", type=float, default=1.0, help="weight of the aux-head loss L_AH (Eq. 12)")
     add("--beta", type=float, default=0.4, help="weight of the self-distillation loss L_SD (Eq. 12)")
 

@@ -32,7 +32,8 @@ from .core.config import ModelConfig
 from .data import (IGNORE_INDEX, EvalTransform, TrainAugment, balanced_class_weights, build_dataset,
                    class_frequencies)
 from .evaluate import XiEvaluation, evaluate_model
-from .losses import dovit_loss
+from .core.hybrid import ReleasedTeacher, load_released_espnetv2
+from .losses import dovit_loss, unlabelled_distillation
 from .core.model import DoViTSegmenter
 from .core.token_pass import check_xi
 from .presets import preset_config
@@ -74,6 +75,11 @@ class TrainConfig:
     pretrained: str | None = None
     init: str | None = None
     init_weights: str | None = None
+    stem_weights: str | None = None
+    freeze_stem: bool = False
+    pretrained_lr_scale: float = 1.0
+    released_teacher: str | None = None
+    gamma: float = 0.5
     # what trains it (Eq. 9-12)
     teacher: str | None = None
     xi: float = DEFAULT_XI
@@ -183,6 +189,34 @@ def copy_matching_weights(model: DoViTSegmenter, source: DoViTSegmenter) -> dict
     matching = {k: v for k, v in source.state_dict().items() if target_shapes.get(k) == v.shape}
     missing = model.load_state_dict(matching, strict=False).missing_keys
     return {"copied": list(matching), "kept_random": missing}
+
+
+# The released encoder's and decoder's weights in a hybrid model (--pretrained-lr-scale).
+PRETRAINED_PREFIXES = ("vit.patch_embed.encoder.", "decoder.decoder.")
+
+
+def _parameter_groups(model: DoViTSegmenter, args: TrainConfig) -> list[dict]:
+    """AdamW groups: no weight decay on norms, biases and embeddings; the hybrid's released weights at
+    --pretrained-lr-scale times the rate, so a rate that suits new blocks does not wash out what they know."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, parameter in model.named_parameters():
+        no_decay = parameter.ndim <= 1 or "pos_embed" in name or "cls_token" in name
+        groups.setdefault((no_decay, name.startswith(PRETRAINED_PREFIXES)), []).append(parameter)
+    return [{"params": params, "weight_decay": 0.0 if no_decay else args.weight_decay,
+             "lr": args.lr * (args.pretrained_lr_scale if pretrained else 1.0)}
+            for (no_decay, pretrained), params in sorted(groups.items())]
+
+
+def _prepare_stem(model: DoViTSegmenter, args: TrainConfig) -> None:
+    """--stem-weights: the released encoder and decoder into a new hybrid; --freeze-stem: keep the encoder."""
+    if args.stem_weights:
+        if model.config.stem != "espnetv2":
+            raise ValueError("--stem-weights loads a released ESPNetv2: use it with --stem espnetv2")
+        load_released_espnetv2(model, args.stem_weights)
+    if args.freeze_stem:
+        if model.config.stem != "espnetv2":
+            raise ValueError("--freeze-stem keeps a pretrained encoder: the model has none (use --stem espnetv2)")
+        model.vit.patch_embed.freeze_encoder()
 
 
 def build_datasets(args: TrainConfig):
@@ -354,6 +388,7 @@ class Run:
     source: dict = field(default_factory=dict)  # a converted --init checkpoint's origin, kept in every save
     schedule_steps: list = field(default_factory=list)  # [total steps]: read by the LR lambda, cut by --fit-minutes
     fitted: bool = False  # --fit-minutes has set schedule_steps (kept across --resume)
+    released: ReleasedTeacher | None = None  # --released-teacher: distilled on Unlabelled pixels
 
     @property
     def shipped(self) -> DoViTSegmenter:
@@ -382,6 +417,8 @@ def setup(args: TrainConfig) -> Run:
         model = build_student(args, train_set.info)
     with _setup_errors("--init-weights"):
         init_report = copy_matching_weights(model, load_checkpoint(args.init_weights)) if args.init_weights else None
+    with _setup_errors("--stem-weights"):
+        _prepare_stem(model, args)
     if args.default_xi is not None or args.stage == "dovit":
         model.config.default_xi = args.default_xi if args.default_xi is not None else args.xi
     model.to(device)
@@ -395,16 +432,16 @@ def setup(args: TrainConfig) -> Run:
         teacher = teacher.to(device).eval()
         for parameter in teacher.parameters():
             parameter.requires_grad_(False)
+    released = None
+    if args.released_teacher:
+        with _setup_errors("--released-teacher"):
+            released = ReleasedTeacher(args.released_teacher, model.config.class_names).to(device)
     if rank == 0:
         output.mkdir(parents=True, exist_ok=True)  # only once the flags proved usable
     set_transforms(train_set, val_set, args, model.config)
     _seed_everything(args.seed + rank)
 
-    decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
-        (no_decay if parameter.ndim <= 1 or "pos_embed" in name or "cls_token" in name else decay).append(parameter)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+    optimizer = torch.optim.AdamW(_parameter_groups(model, args), lr=args.lr)
     schedule_steps = [args.steps]  # the schedule's length: --steps, or fewer once --fit-minutes has measured
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
         step, args.warmup_steps, schedule_steps[0], args.lr, args.min_lr, args.schedule))
@@ -412,7 +449,7 @@ def setup(args: TrainConfig) -> Run:
               DistributedDataParallel(model) if world > 1 else model, teacher, weight_average(model, args.ema),
               optimizer, scheduler, train_set, val_set, _class_weights(args.class_weight_power, train_set, device),
               source={k: v for k, v in model.checkpoint_metadata.items() if k in SOURCE_KEYS} if args.init else {},
-              schedule_steps=schedule_steps)
+              schedule_steps=schedule_steps, released=released)
     _resume(run)
     if rank == 0:
         log({"event": "start", "stage": args.stage, "world_size": world, "step": run.step, "steps": args.steps,
@@ -494,6 +531,11 @@ def train_step(run: Run, pixels: torch.Tensor, labels: torch.Tensor, step_xi: fl
         out = run.net(pixels, xi=step_xi, equalise=True)
     parts = dovit_loss(out, labels, run.model.patch_size, args.alpha, args.beta, teacher_logits, run.class_weights,
                        args.label_smoothing)
+    if run.released is not None:
+        with torch.no_grad():
+            released_logits = run.released(pixels)
+        parts["unlabelled_kd"] = unlabelled_distillation(out.logits, released_logits, labels)
+        parts["loss"] = parts["loss"] + args.gamma * parts["unlabelled_kd"]
     run.optimizer.zero_grad(set_to_none=True)
     parts["loss"].backward()
     torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)

@@ -308,3 +308,14 @@ def test_app_py_prints_one_clear_line_for_a_bad_checkpoint(name, tmp_path, tiny_
         _app_entry().main(["--checkpoint", str(folder), "--threads", "1"])
     text = str(exit_info.value.code)
     assert text.startswith("python app.py: ") and "\n" not in text and message in text, text
+
+
+def test_saving_over_a_checkpoint_keeps_its_model_card(tmp_path, tiny_model):
+    folder = dovit.save_checkpoint(tiny_model, tmp_path / "model")
+    (folder / "README.md").write_text("# model card\n")
+    dovit.save_checkpoint(tiny_model, folder, metadata={"step": 2})
+    assert (folder / "README.md").read_text() == "# model card\n"
+    assert dovit.load_checkpoint(folder).checkpoint_metadata["step"] == 2
+    (folder / "notes.txt").write_text("other")
+    with pytest.raises(CheckpointError, match="notes.txt"):
+        dovit.save_checkpoint(tiny_model, folder)

@@ -29,6 +29,7 @@ from .model import DoViTSegmenter
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"  # a checkpoint folder's model card
 FORMAT_VERSION = 1
 MAX_CONFIG_BYTES = 4 * 2**20  # a 10 000-class config with names and colours is ~0.5 MB
 
@@ -42,14 +43,14 @@ def save_checkpoint(model: DoViTSegmenter, directory: str | Path, metadata: dict
     """Write ``directory/model.safetensors`` and ``directory/config.json`` as one unit; returns the directory.
 
     metadata: JSON-serialisable facts about the run (stage, step, validation). An existing ``directory``
-    must hold only a checkpoint (it is replaced whole); anything else there raises CheckpointError.
+    must hold only a checkpoint and its model card (README.md, kept); anything else raises CheckpointError.
     """
     directory = Path(os.path.abspath(directory))
     model.config.validate()
     document = {"format_version": FORMAT_VERSION, "model": model.config.to_dict(), "metadata": metadata or {}}
     text = json.dumps(document, indent=2, allow_nan=False) + "\n"  # fails here, before anything is written
     if directory.is_dir():
-        others = sorted(p.name for p in directory.iterdir() if p.name not in (WEIGHTS_NAME, CONFIG_NAME))
+        others = sorted(p.name for p in directory.iterdir() if p.name not in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME))
         if others:
             raise CheckpointError(f"{directory} holds files besides a checkpoint ({', '.join(others[:5])}); saving "
                                   "replaces the whole folder, so save into an empty or checkpoint-only folder")
@@ -63,6 +64,8 @@ def save_checkpoint(model: DoViTSegmenter, directory: str | Path, metadata: dict
     save_file(state, str(partial / WEIGHTS_NAME), metadata={"format": "dovit", "version": str(FORMAT_VERSION)})
     _fsync(partial / WEIGHTS_NAME)
     atomic_write(partial / CONFIG_NAME, lambda handle: handle.write(text.encode()))
+    if (directory / CARD_NAME).is_file():  # the model card stays with the weights it describes
+        shutil.copy2(directory / CARD_NAME, partial / CARD_NAME)
     _fsync(partial)
     if directory.exists():
         shutil.rmtree(previous, ignore_errors=True)  # a complete older copy, left by a kill after the swap

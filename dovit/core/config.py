@@ -17,8 +17,8 @@ from typing import Any
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-DECODERS = ("naive", "pup", "skip", "segmenter", "naive_up4")
-STEMS = ("patch", "conv")
+DECODERS = ("naive", "pup", "skip", "segmenter", "naive_up4", "espnetv2")
+STEMS = ("patch", "conv", "espnetv2")
 # Aux head kinds. "linear": the paper's H_l (LayerNorm + one 1x1 conv E -> C). The official DoViT code's heads
 # (github.com/FLHonker/DoViT-code, MMSegmentation's heads, kept for converted checkpoints): "fcn" = FCNHead
 # (1x1 conv E -> aux_head_channels without bias, BatchNorm, ReLU, 1x1 classifier), "setr_up" = SETRUPHead with
@@ -56,7 +56,8 @@ class ModelConfig:
     # "segmenter": Segmenter's mask transformer (decoder_channels wide, a multiple of 64), or "naive_up4":
     # SETR-Naive upsampling its logits x4 first, as MMSegmentation's SETRUPHead (converted checkpoints)
     decoder_channels: int = 256
-    stem: str = "patch"  # "patch": timm's PatchEmbed; "conv": early-convolution stem (Xiao et al. 2021)
+    stem: str = "patch"  # "patch": timm's PatchEmbed; "conv": early-convolution stem (Xiao et al. 2021);
+    # "espnetv2": ESPNetv2's released encoder, a hybrid ViT (decoder "espnetv2": its own decoder)
     aux_head: str = "linear"  # one of AUX_HEADS: "linear" (the paper's), "fcn" / "setr_up" (the official code's)
     aux_head_channels: int = 256  # hidden width of the "fcn" / "setr_up" heads (unused by "linear")
     merge_stopped: bool = True  # Eq. 8 token merging into the class token
@@ -87,6 +88,8 @@ class ModelConfig:
         self.aux_head_channels = _integer("aux_head_channels", self.aux_head_channels, 1, MAX_DECODER_CHANNELS)
         if self.decoder == "skip" and self.stem != "conv":
             raise ValueError("decoder 'skip' reads the conv stem's 1/4-resolution features: use stem='conv'")
+        if (self.decoder == "espnetv2") != (self.stem == "espnetv2"):
+            raise ValueError("stem 'espnetv2' and decoder 'espnetv2' go together (the decoder reads the encoder's maps)")
         self.decoder_channels = _integer("decoder_channels", self.decoder_channels, 1, MAX_DECODER_CHANNELS)
         if self.decoder == "segmenter" and self.decoder_channels % SEGMENTER_HEAD_DIM:
             raise ValueError(f"decoder 'segmenter' needs decoder_channels a multiple of {SEGMENTER_HEAD_DIM} (its "

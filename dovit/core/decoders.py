@@ -175,7 +175,10 @@ class SegmenterMaskTransformer(nn.Module):
         return project + len(self.blocks) * block + heads + masks
 
 
-def build_decoder(kind: str, embed_dim: int, num_classes: int, channels: int, skip_channels: int = 0) -> nn.Module:
+def build_decoder(kind: str, embed_dim: int, num_classes: int, channels: int, skip_channels: int = 0,
+                  class_names: list[str] | None = None) -> nn.Module:
+    if kind == "espnetv2":
+        return EncoderDecoderHead(embed_dim, class_names or [])
     if kind == "segmenter":
         return SegmenterMaskTransformer(embed_dim, num_classes, channels)
     if kind in ("naive", "naive_up4"):
@@ -185,3 +188,47 @@ def build_decoder(kind: str, embed_dim: int, num_classes: int, channels: int, sk
     if kind == "skip":
         return SETRSkip(embed_dim, num_classes, channels, skip_channels)
     raise ValueError(f"unknown decoder {kind!r}; choose 'naive', 'naive_up4', 'pup', 'skip' or 'segmenter'")
+
+
+class EncoderDecoderHead(nn.Module):
+    """The released encoder's own decoder (ESPNetv2's bottom-up path) as DoViT's decoder, for the hybrid stem.
+
+    The token map enters the encoder's 1/16 map through a 1x1 conv that starts at zero, so before training the
+    head gives the released network's output, whatever the untrained blocks do; the decoder then draws thin
+    things from the encoder's 1/8, 1/4 and 1/2 maps. Its Cityscapes logits become the model's classes as the
+    log of each class group's summed probability (``espnetv2.group_logits``); logits come at 1/2 resolution.
+    """
+
+    needs_skip = True
+
+    def __init__(self, embed_dim: int, class_names: list[str]) -> None:
+        super().__init__()
+        from .espnetv2 import CHANNELS, ESPNetv2Decoder, class_groups
+
+        self.groups = class_groups(class_names)
+        self.inject = nn.Conv2d(embed_dim, CHANNELS[-1], 1)
+        nn.init.zeros_(self.inject.weight)
+        nn.init.zeros_(self.inject.bias)
+        self.decoder = ESPNetv2Decoder(num_classes=20).to(memory_format=torch.channels_last)  # as the encoder
+        self._flops: dict[tuple[int, int], int] = {}  # per grid: counting runs the decoder once
+
+    def forward(self, feature_map: torch.Tensor, skip: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        from .espnetv2 import group_logits
+
+        l1, l2, l3, l4 = skip
+        return group_logits(self.decoder(l1, l2, l3, l4 + self.inject(feature_map)), self.groups)
+
+    def flops(self, grid: tuple[int, int]) -> int:
+        """FLOPs on an h x w token grid (input 16h x 16w), counted by torch's FlopCounterMode."""
+        from .espnetv2 import CHANNELS
+        from .flops import count_flops
+
+        h, w = grid
+        if (h, w) not in self._flops:
+            device = self.inject.weight.device
+            maps = tuple(torch.zeros(1, c, 16 * h // 2 ** (i + 1), 16 * w // 2 ** (i + 1), device=device)
+                         for i, c in enumerate(CHANNELS))
+            tokens = torch.zeros(1, self.inject.in_channels, h, w, device=device)
+            with torch.no_grad():
+                self._flops[(h, w)] = count_flops(self.forward, tokens, maps)[0]
+        return self._flops[(h, w)]

@@ -52,7 +52,8 @@ def flop_formula(model: nn.Module, grid: tuple[int, int]) -> FlopFormula:
     p = model.patch_size
     height, width = grid[0] * p, grid[1] * p
     num_tokens = grid[0] * grid[1]
-    embed, _, _ = _sequential_conv_flops(model.vit.patch_embed, height, width)
+    stem = model.vit.patch_embed
+    embed = stem.flops(height, width) if hasattr(stem, "flops") else _sequential_conv_flops(stem, height, width)[0]
     aux = model.aux_heads[0].flops(num_tokens)  # every head has the same kind and size
     if model.config.merge_stopped:
         aux += 2 * num_tokens * model.embed_dim  # the weighted sum in Eq. 8

@@ -28,7 +28,7 @@ from torch import nn
 from .config import ModelConfig, default_decision_layers
 from .decoders import build_decoder
 from .preprocess import upsample_logits
-from .stems import ConvStem
+from .stems import ConvStem, EncoderStem
 from . import token_pass as tp
 
 
@@ -461,10 +461,15 @@ def _attach_parts(config: ModelConfig, vit: nn.Module, patch_size: int) -> tuple
                          f"({depth} blocks), got {layers}")
     if config.stem == "conv":
         vit.patch_embed = ConvStem(patch_size, vit.embed_dim, grid_size=vit.patch_embed.grid_size)
+    elif config.stem == "espnetv2":
+        if patch_size != 16:
+            raise ValueError(f"stem 'espnetv2' makes 16-pixel tokens; {config.backbone} has {patch_size}-pixel patches")
+        vit.patch_embed = EncoderStem(vit.embed_dim, grid_size=vit.patch_embed.grid_size)
     embed_dim = int(vit.embed_dim)
     aux_heads = nn.ModuleList(build_aux_head(config, embed_dim) for _ in layers)
     skip_channels = vit.patch_embed.skip_channels if config.stem == "conv" else 0
-    decoder = build_decoder(config.decoder, embed_dim, config.num_classes, config.decoder_channels, skip_channels)
+    decoder = build_decoder(config.decoder, embed_dim, config.num_classes, config.decoder_channels, skip_channels,
+                            config.class_names)
     return tuple(layers), aux_heads, decoder
 
 

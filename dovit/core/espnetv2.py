@@ -1,0 +1,292 @@
+"""ESPNetv2 (Mehta et al., CVPR 2019, arXiv 1811.11431) for semantic segmentation, written from the paper and
+the layout of the released state dicts, so that the authors' Cityscapes weights load with ``strict=True``.
+
+The encoder (``base_net``) is the EESP network to level 4 (1/16 of the input, 512 channels at s = 2.0); the
+decoder is the paper's bottom-up path: an efficient pyramid pooling module (EPP) at each level, merged with
+the encoder's 1/8, 1/4 and 1/2 maps through efficient point-wise convolutions (EPW).
+DoViT uses the encoder as a hybrid ViT's patch embedding (``dovit.core.stems.EncoderStem``) and the decoder as
+its segmentation head (``dovit.core.decoders.EncoderDecoderHead``).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# s = 2.0: channels of levels 1-4; EESP blocks after each down-sampling at levels 3 and 4; receptive-field
+# limits of the branches per level (the paper's Table 1 and Section 3.2); branches K = 4.
+CHANNELS = (32, 128, 256, 512)
+REPEATS = {3: 3, 4: 7}
+RECEPTIVE_LIMITS = (13, 11, 9, 7)
+BRANCHES = 4
+REINFORCE_CHANNELS = 3  # the input image, average-pooled, reinforces every down-sampling (Fig. 4c)
+DILATION_OF_KERNEL = {3: 1, 5: 2, 7: 3, 9: 4, 11: 5, 13: 6, 15: 7, 17: 8}  # 3x3 conv, effective size -> d
+PYRAMID_SCALES = (2.0, 1.5, 1.0, 0.5, 0.1)
+
+# Cityscapes train ids -> CamVid's 11 classes (../shared/data/pretrained/README.md): CamVid class -> ids.
+CITYSCAPES_TO_CAMVID = {
+    "Sky": (10,), "Building": (2, 3), "Pole": (5,), "Road": (0,), "Pavement": (1,), "Tree": (8, 9),
+    "SignSymbol": (6, 7), "Fence": (4,), "Car": (13, 14, 15, 16), "Pedestrian": (11,), "Bicyclist": (12, 17, 18),
+}
+
+
+class ConvBN(nn.Module):
+    """conv (no bias) -> BatchNorm -> optional PReLU; keys conv / bn / act as in the released files."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, dilation: int = 1,
+                 act: bool = True) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2 * dilation, dilation, groups, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+        if act:
+            self.act = nn.PReLU(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn(self.conv(x))
+        return self.act(x) if hasattr(self, "act") else x
+
+
+class DepthwiseDilated(nn.Module):
+    def __init__(self, channels: int, stride: int, dilation: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride, dilation, dilation, channels, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class BNAct(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels)
+        self.act = nn.PReLU(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(x))
+
+
+class EESP(nn.Module):
+    """Extremely efficient spatial pyramid (Fig. 1c): reduce with a group 1x1 conv, K depth-wise dilated
+    3x3 branches fused hierarchically (each adds the previous, against gridding), merge with a group 1x1 conv.
+    ``downsample``: stride 2 and no residual nor activation (the DownSampler adds them)."""
+
+    def __init__(self, cin: int, cout: int, receptive_limit: int, downsample: bool = False) -> None:
+        super().__init__()
+        width = cout // BRANCHES
+        self.downsample = downsample
+        self.proj_1x1 = ConvBN(cin, width, 1, groups=BRANCHES)
+        sizes = sorted(3 + 2 * i if 3 + 2 * i <= receptive_limit else 3 for i in range(BRANCHES))
+        self.spp_dw = nn.ModuleList(DepthwiseDilated(width, 2 if downsample else 1, DILATION_OF_KERNEL[k])
+                                    for k in sizes)
+        self.conv_1x1_exp = ConvBN(cout, cout, 1, groups=BRANCHES, act=False)
+        self.br_after_cat = BNAct(cout)
+        self.module_act = nn.PReLU(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        reduced = self.proj_1x1(x)
+        branches = [self.spp_dw[0](reduced)]
+        for branch in self.spp_dw[1:]:
+            branches.append(branch(reduced) + branches[-1])
+        expanded = self.conv_1x1_exp(self.br_after_cat(torch.cat(branches, 1)))
+        if self.downsample:
+            return expanded
+        if expanded.shape == x.shape:
+            expanded = expanded + x
+        return self.module_act(expanded)
+
+
+class DownSampler(nn.Module):
+    """Strided EESP beside a 3x3 average pool (concatenated), plus the pooled input image (Fig. 4c)."""
+
+    def __init__(self, cin: int, cout: int, receptive_limit: int) -> None:
+        super().__init__()
+        self.eesp = EESP(cin, cout - cin, receptive_limit, downsample=True)
+        self.avg = nn.AvgPool2d(3, 2, 1)
+        self.inp_reinf = nn.Sequential(ConvBN(3, REINFORCE_CHANNELS, 3),
+                                       ConvBN(REINFORCE_CHANNELS, cout, 1, act=False))
+        self.act = nn.PReLU(cout)
+
+    def forward(self, x: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        pooled = self.avg(x)
+        out = torch.cat([pooled, self.eesp(x)], 1)
+        while image.shape[-2:] != pooled.shape[-2:]:
+            image = F.avg_pool2d(image, 3, 2, 1)
+        return self.act(out + self.inp_reinf(image))
+
+
+class ESPNetv2Encoder(nn.Module):
+    """The EESP network to level 4; ``forward`` returns the maps at 1/2, 1/4, 1/8 and 1/16."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        c1, c2, c3, c4 = CHANNELS
+        self.level1 = ConvBN(3, c1, 3, stride=2)
+        self.level2_0 = DownSampler(c1, c2, RECEPTIVE_LIMITS[0])
+        self.level3_0 = DownSampler(c2, c3, RECEPTIVE_LIMITS[1])
+        self.level3 = nn.ModuleList(EESP(c3, c3, RECEPTIVE_LIMITS[2]) for _ in range(REPEATS[3]))
+        self.level4_0 = DownSampler(c3, c4, RECEPTIVE_LIMITS[2])
+        self.level4 = nn.ModuleList(EESP(c4, c4, RECEPTIVE_LIMITS[3]) for _ in range(REPEATS[4]))
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        l1 = self.level1(image)
+        l2 = self.level2_0(l1, image)
+        l3 = self.level3_0(l2, image)
+        for block in self.level3:
+            l3 = block(l3)
+        l4 = self.level4_0(l3, image)
+        for block in self.level4:
+            l4 = block(l4)
+        return l1, l2, l3, l4
+
+
+class ChannelShuffle(nn.Module):
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        return x.reshape(b, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+
+class DecoderConvBN(nn.Module):
+    """conv -> BN -> PReLU under ``cbr`` (the decoder's keys: ``cbr.0``, ``cbr.1``, ``cbr.2``)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, groups: int = 1) -> None:
+        super().__init__()
+        self.cbr = nn.Sequential(nn.Conv2d(cin, cout, kernel, 1, (kernel - 1) // 2, groups=groups, bias=False),
+                                 nn.BatchNorm2d(cout), nn.PReLU(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cbr(x)
+
+
+class DecoderBNAct(nn.Module):
+    """BN -> PReLU under ``br`` (the decoder's keys: ``br.0``, ``br.1``)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.br = nn.Sequential(nn.BatchNorm2d(channels), nn.PReLU(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.br(x)
+
+
+class PyramidPool(nn.Module):
+    """Efficient pyramid pooling (the paper's Fig. 6): project, one depth-wise 3x3 per scale on the map resized
+    to that scale (at least 5 x 5), shuffle and merge with a group 3x3 conv, then a 1x1 conv."""
+
+    def __init__(self, cin: int, proj: int, cout: int, last: bool = False) -> None:
+        super().__init__()
+        self.projection_layer = DecoderConvBN(cin, proj, 1)
+        self.stages = nn.ModuleList(nn.Conv2d(proj, proj, 3, 1, 1, groups=proj, bias=False) for _ in PYRAMID_SCALES)
+        n = len(PYRAMID_SCALES)
+        self.merge_layer = nn.Sequential(DecoderBNAct(proj * n), ChannelShuffle(n), DecoderConvBN(proj * n, proj, 3, groups=proj),
+                                         nn.Conv2d(proj, cout, 1, bias=last))
+        self.last = last
+        if not last:
+            self.br = DecoderBNAct(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.projection_layer(x)
+        size = x.shape[-2:]
+        outs = []
+        for scale, stage in zip(PYRAMID_SCALES, self.stages):
+            scaled = tuple(max(5, math.ceil(side * scale)) for side in size)
+            if scale < 1.0:
+                h = F.interpolate(stage(F.adaptive_avg_pool2d(x, scaled)), size, mode="bilinear", align_corners=True)
+            elif scale > 1.0:
+                h = F.adaptive_avg_pool2d(stage(F.interpolate(x, scaled, mode="bilinear", align_corners=True)), size)
+            else:
+                h = stage(x)
+            outs.append(h)
+        out = self.merge_layer(torch.cat(outs, 1))
+        return out if self.last else self.br(out)
+
+
+class PointwiseMerge(nn.Module):
+    """Efficient point-wise convolution (EPW): a group 3x3 conv gated per channel by the map's global context."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.wt_layer = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, cout, 1, bias=False), nn.Sigmoid())
+        self.expansion_layer = DecoderConvBN(cin, cout, 3, groups=math.gcd(cin, cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.expansion_layer(x) * self.wt_layer(x)
+
+
+class ESPNetv2Decoder(nn.Module):
+    """Bottom-up decoder: EPP at 1/16, then three x2 steps each adding an EPW projection of the encoder's map."""
+
+    def __init__(self, num_classes: int, base: int = 16) -> None:
+        super().__init__()
+        planes = (4 * base, 3 * base, 2 * base)
+        proj = min(num_classes // 2, base)
+        c1, c2, c3, c4 = CHANNELS
+        self.bu_dec_l1 = PyramidPool(c4, proj, planes[0])
+        self.bu_dec_l2 = PyramidPool(planes[0], proj, planes[1])
+        self.bu_dec_l3 = PyramidPool(planes[1], proj, planes[2])
+        self.bu_dec_l4 = PyramidPool(planes[2], proj, num_classes, last=True)
+        self.merge_enc_dec_l2 = PointwiseMerge(c3, planes[0])
+        self.merge_enc_dec_l3 = PointwiseMerge(c2, planes[1])
+        self.merge_enc_dec_l4 = PointwiseMerge(c1, planes[2])
+        self.bu_br_l2 = nn.Sequential(nn.BatchNorm2d(planes[0]), nn.PReLU(planes[0]))
+        self.bu_br_l3 = nn.Sequential(nn.BatchNorm2d(planes[1]), nn.PReLU(planes[1]))
+        self.bu_br_l4 = nn.Sequential(nn.BatchNorm2d(planes[2]), nn.PReLU(planes[2]))
+
+    def forward(self, l1: torch.Tensor, l2: torch.Tensor, l3: torch.Tensor, l4: torch.Tensor) -> torch.Tensor:
+        """Encoder maps -> logits at 1/2 of the input."""
+        x = self.bu_dec_l1(l4)
+        steps = ((l3, self.merge_enc_dec_l2, self.bu_br_l2, self.bu_dec_l2),
+                 (l2, self.merge_enc_dec_l3, self.bu_br_l3, self.bu_dec_l3),
+                 (l1, self.merge_enc_dec_l4, self.bu_br_l4, self.bu_dec_l4))
+        for skip, merge, norm, pool in steps:
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=True)
+            x = pool(norm(merge(skip) + x))
+        return x
+
+
+class ESPNetv2Segmentation(nn.Module):
+    """The released segmenter: ``base_net`` + decoder; logits at the input size (bilinear, align_corners)."""
+
+    def __init__(self, num_classes: int = 20) -> None:
+        super().__init__()
+        self.base_net = ESPNetv2Encoder()
+        self.decoder = ESPNetv2Decoder(num_classes)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        logits = self.decoder(*self.base_net(image))
+        return F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=True)
+
+    def load_released(self, path: str | Path) -> None:
+        """Load the authors' state dict (``strict=True``): its decoder keys sit at our top level."""
+        state = load_released_state(path)
+        renamed = {(k if k.startswith("base_net.") else f"decoder.{k}"): v for k, v in state.items()}
+        self.load_state_dict(renamed, strict=True)
+
+
+def load_released_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The released ``.pth`` (a plain state dict), on the CPU; a clear error when it is missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ESPNetv2 weights not found: {path} (the Cityscapes file "
+                                "espnetv2_s_2.0_city_1024x512.pth, see ../shared/data/pretrained/README.md)")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def class_groups(class_names: list[str]) -> list[tuple[int, ...]]:
+    """For each CamVid class name (in the model's order), the Cityscapes train ids it collects."""
+    missing = [name for name in class_names if name not in CITYSCAPES_TO_CAMVID]
+    if missing:
+        raise ValueError(f"no Cityscapes class maps to {missing}: the ESPNetv2 head serves CamVid's 11 classes")
+    return [CITYSCAPES_TO_CAMVID[name] for name in class_names]
+
+
+def group_logits(logits: torch.Tensor, groups: list[tuple[int, ...]]) -> torch.Tensor:
+    """(B, 20, H, W) Cityscapes logits -> (B, len(groups), H, W): log of the summed probability of each group
+    (logsumexp), so the argmax is the group with the most probability mass."""
+    return torch.stack([torch.logsumexp(logits[:, list(ids)], dim=1) for ids in groups], dim=1)
