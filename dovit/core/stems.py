@@ -17,7 +17,8 @@ class ConvStem(nn.Module):
     """grid_size: the token grid (h, w) of the backbone's own PatchEmbed at its configured image size; timm's
     ``_pos_embed`` reads ``patch_embed.grid_size`` as the grid that the position embedding was made for."""
 
-    def __init__(self, patch_size: int, embed_dim: int, grid_size: tuple[int, int], in_channels: int = 3) -> None:
+    def __init__(self, patch_size: int, embed_dim: int, grid_size: tuple[int, int],
+                 in_channels: int = 3) -> None:
         super().__init__()
         if patch_size & (patch_size - 1) or patch_size < 4:
             raise ValueError(f"the conv stem needs a power-of-two patch size >= 4, got {patch_size}")
@@ -47,3 +48,7 @@ class ConvStem(nn.Module):
         """tokens (B, h, w, E) and the 1/4-resolution features (B, skip_channels, H/4, W/4)."""
         quarter = self.layers[: self._skip_end](pixels)
         return self.layers[self._skip_end :](quarter).permute(0, 2, 3, 1), quarter
+
+
+# stem name (``ModelConfig.stem``) -> the module that replaces timm's patch embedding ("patch": timm's own)
+STEM_CLASSES = {"conv": ConvStem}
