@@ -1,6 +1,7 @@
 """DoViT Studio's web app: pure view/chart/image functions plus thin gradio wiring.
 
-Only ``app.ui`` (layout, events, launching) and ``app.studio`` (the handlers) import gradio; every other
+Only the wiring imports gradio: ``app.ui`` (the page, launching), ``app.tabs`` (one module per tab),
+``app.studio`` and ``app.page`` (the handlers), ``app.api``, ``app.errors`` and ``app.sharing``; every other
 module takes numpy arrays / ``dovit.Trace`` and returns arrays, dicts or plotly figures, so it can be
 tested without a browser.
 """

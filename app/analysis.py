@@ -2,15 +2,16 @@
 and every view drawn from that one forward's trace. Also the ξ sweep. No gradio here."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import plotly.graph_objects as go
 
-from dovit import drawing
-from dovit.familiarity import ConfidenceRange
 from dovit.core.preprocess import resize_image
+from dovit.evaluation.confidence_range import ConfidenceRange
+from dovit.viz import drawing
 
 from .charts import SweepPoint, tokens_flops_figure
 from .readouts import PredictionSummary, prediction_summary
@@ -42,11 +43,12 @@ def to_working_size(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return resize_image(image, size)
 
 
-def analyse(predictor: Predictor, working_image: np.ndarray, xi: float, opacity: float = 0.5,
+def render_views(predictor: Predictor, working_image: np.ndarray, xi: float, opacity: float = 0.5,
             palette: str = "dataset") -> Views:
     """Run ``predictor`` at ``xi`` on ``working_image`` (H, W, 3) uint8 already at the working size,
     and draw every view from the resulting trace, masks in ``palette`` (``drawing.PALETTES``). Repeated calls
-    on the same image only re-run the ξ-dependent part of the forward (``Predictor.set_image`` caches the rest)."""
+    on the same image only re-run the ξ-dependent part of the forward (``Predictor.set_image`` caches the
+    rest)."""
     size = working_image.shape[:2]
     predictor.set_image(working_image, size)
     prediction = predictor.predict(xi=xi)
@@ -55,7 +57,8 @@ def analyse(predictor: Predictor, working_image: np.ndarray, xi: float, opacity:
     color_mask = drawing.colorize_mask(prediction.mask, colors)
     num_groups = len(trace.groups)
     return Views(
-        summary=prediction_summary(prediction, ConfidenceRange.from_metadata(predictor.model.checkpoint_metadata)),
+        summary=prediction_summary(prediction,
+                                   ConfidenceRange.from_metadata(predictor.model.checkpoint_metadata)),
         group_overlays=drawing.group_overlays(working_image, trace, patch),
         heatmaps=drawing.decision_heatmaps(working_image, trace, patch),
         color_mask=color_mask,
@@ -71,7 +74,10 @@ def analyse(predictor: Predictor, working_image: np.ndarray, xi: float, opacity:
 
 
 def run_sweep(
-    predictor: Predictor, working_image: np.ndarray, xis: list[float], on_step: Callable[[int, int], None] | None = None
+    predictor: Predictor,
+    working_image: np.ndarray,
+    xis: list[float],
+    on_step: Callable[[int, int], None] | None = None,
 ) -> list[SweepPoint]:
     """FLOPs and agreement with dense at each ξ in ``xis`` for one image (H, W, 3) at the working size.
 

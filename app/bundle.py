@@ -1,7 +1,7 @@
 """Everything one view of the studio shows, as one ZIP for slides and papers: every view as a PNG at the
 resolution it was drawn (the working size; the class-id mask at the image's own), the charts as interactive
-HTML and as PNG, the per-token trace as JSON and CSV, and a README with the model, ξ, size, GFLOPs and latency.
-Pure (arrays in, bytes out); no gradio here.
+HTML and as PNG, the per-token trace as JSON and CSV, and a README with the model, ξ, size, GFLOPs and
+latency. Pure (arrays in, bytes out); no gradio here.
 """
 from __future__ import annotations
 
@@ -28,15 +28,16 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 def build_zip(views: Views, working_image: np.ndarray, class_names: list[str], model: str,
               charts: dict[str, go.Figure] | None = None) -> bytes:
-    """The ZIP of ``views`` (from ``app.analysis.analyse``) of ``working_image``; ``charts``: name -> figure
-    besides the tokens-per-block chart (e.g. the ξ sweep)."""
+    """The ZIP of ``views`` (from ``app.analysis.render_views``) of ``working_image``; ``charts``: name ->
+    figure besides the tokens-per-block chart (e.g. the ξ sweep)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         images = {"input": working_image, **_view_images(views)}
         for index, (name, image) in enumerate(images.items()):
             archive.writestr(f"views/{index:02d}_{name}.png", _png(image))
         mask = views.prediction.mask
-        if mask.max(initial=0) < 256:  # class ids as grey levels, at the image's resolution (for evaluation tools)
+        # class ids as grey levels, at the image's resolution (for evaluation tools)
+        if mask.max(initial=0) < 256:
             archive.writestr("views/class_ids.png", cv2.imencode(".png", mask.astype(np.uint8))[1].tobytes())
         rendered = []
         for name, figure in {"tokens_and_flops": views.tokens_figure, **(charts or {})}.items():
@@ -46,7 +47,10 @@ def build_zip(views: Views, working_image: np.ndarray, class_names: list[str], m
                 archive.writestr(f"charts/{name}.png", png)
                 rendered.append(name)
         trace = views.prediction.trace
-        archive.writestr("trace/trace.json", json.dumps({**trace.to_json(), "summary": _plain(views.summary.to_dict())}, indent=1))
+        archive.writestr(
+            "trace/trace.json",
+            json.dumps({**trace.to_json(), "summary": _plain(views.summary.to_dict())}, indent=1),
+        )
         archive.writestr("trace/tokens.csv", tokens_csv(trace, class_names))
         archive.writestr("README.md", readme(views.summary, model, list(images), rendered, charts or {}))
     return buffer.getvalue()
@@ -55,7 +59,8 @@ def build_zip(views: Views, working_image: np.ndarray, class_names: list[str], m
 def _view_images(views: Views) -> dict[str, np.ndarray]:
     named = {f"token_pass_{_slug(caption)}": image for image, caption in views.group_overlays}
     named |= {f"confidence_{_slug(caption)}": image for image, caption in views.heatmaps}
-    return named | {"mask_overlay": views.mask_overlay, "colour_mask": views.color_mask, "halting_depth": views.halting,
+    return named | {"mask_overlay": views.mask_overlay, "colour_mask": views.color_mask,
+                    "halting_depth": views.halting,
                     "dense_mask": views.dense_color_mask, "disagreement_with_dense": views.disagreement}
 
 
@@ -84,7 +89,8 @@ def tokens_csv(trace, class_names: list[str]) -> str:
     writer = csv.writer(out)
     decisions = [d.layer for d in trace.decisions]
     writer.writerow(["row", "col", "halting_group"]
-                    + [f"{kind}_after_block_{layer}" for layer in decisions for kind in ("confidence", "aux_class")]
+                    + [f"{kind}_after_block_{layer}" for layer in decisions for kind in ("confidence",
+                                                                                         "aux_class")]
                     + ["decoder_class", "decoder_probability"])
     name = lambda index: class_names[index] if 0 <= index < len(class_names) else str(index)  # noqa: E731
     for row in range(trace.grid[0]):
@@ -99,7 +105,8 @@ def tokens_csv(trace, class_names: list[str]) -> str:
     return out.getvalue()
 
 
-def readme(summary: PredictionSummary, model: str, images: list[str], rendered: list[str], charts: dict) -> str:
+def readme(summary: PredictionSummary, model: str, images: list[str], rendered: list[str],
+           charts: dict) -> str:
     def number(key: str, fmt: str) -> str:
         value = getattr(summary, key)
         return "–" if value is None else format(value, fmt)
@@ -109,7 +116,8 @@ def readme(summary: PredictionSummary, model: str, images: list[str], rendered: 
         "# DoViT Studio export", "",
         f"- model: {model}",
         f"- ξ = {summary.xi:g}, working size {size} ({summary.num_tokens} tokens)",
-        f"- GFLOPs: {summary.gflops:.3f} (dense {summary.dense_gflops:.3f}, {summary.flops_saved_percent:.1f}% saved)",
+        f"- GFLOPs: {summary.gflops:.3f} (dense {summary.dense_gflops:.3f}, "
+        f"{summary.flops_saved_percent:.1f}% saved)",
         f"- latency: {number('latency_ms', '.1f')} ms (dense {number('dense_latency_ms', '.1f')} ms) on "
         f"{summary.runtime or 'PyTorch'}, one run each on the serving machine",
         f"- kept tokens per group: {' → '.join(str(t) for t in summary.kept_tokens)}",
@@ -119,9 +127,11 @@ def readme(summary: PredictionSummary, model: str, images: list[str], rendered: 
         *[f"- `views/{i:02d}_{name}.png`" for i, name in enumerate(images)],
         "- `views/class_ids.png`: class ids as grey levels at the image's resolution",
         *[f"- `charts/{name}.html` (interactive)" + (f", `charts/{name}.png`" if name in rendered else
-                                                    " (PNG not rendered: it needs kaleido and Chrome/Chromium)")
+                                                    " (PNG not rendered: it needs kaleido and "
+                                                    "Chrome/Chromium)")
           for name in ["tokens_and_flops", *charts]],
-        "- `trace/trace.json`: grid, decision layers, confidence maps, halting group per token, kept tokens, GFLOPs",
+        "- `trace/trace.json`: grid, decision layers, confidence maps, halting group per token, kept tokens, "
+        "GFLOPs",
         "- `trace/tokens.csv`: one row per token (confidence and class per decision, decoder class)",
         "", f"<sub>{summary.flops_convention}</sub>", "",
     ]

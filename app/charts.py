@@ -86,7 +86,7 @@ def sweep_figure(points: list[SweepPoint], current_xi: float | None = None) -> g
     kept = [" → ".join(str(t) for t in p.kept_tokens) for p in points]
     figure.add_scatter(
         x=xs, y=flops_percent, name="FLOPs (% of dense)", mode="lines+markers", line_color=FLOPS_COLOR,
-        customdata=[[p.xi, p.gflops, k] for p, k in zip(points, kept)],
+        customdata=[[p.xi, p.gflops, k] for p, k in zip(points, kept, strict=False)],
         hovertemplate="ξ %{customdata[0]:.5f}<br>%{y:.1f}% of dense (%{customdata[1]:.3f} GFLOPs)"
         "<br>kept %{customdata[2]}<extra></extra>",
     )
@@ -124,7 +124,7 @@ def _interpolate(xs: list[float], ys: list[float], x: float) -> float:
     """Linear interpolation of y at x over increasing xs (clamped at the ends)."""
     if x <= xs[0]:
         return ys[0]
-    for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
+    for (x0, y0), (x1, y1) in zip(zip(xs, ys, strict=False), zip(xs[1:], ys[1:], strict=False), strict=False):
         if x <= x1:
             return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
     return ys[-1]

@@ -24,24 +24,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog=f"Example: {_program_name()} --examples ~/my_street_photos",
     )
     parser.add_argument("--checkpoint", metavar="PATH", action="append", default=[],
-                        help="DoViT checkpoint directory (model.safetensors + config.json); repeatable: the first "
-                        "is the default model, and the page's model picker offers each of them besides every "
-                        "checkpoint under checkpoints/; default: the shipped checkpoints/camvid_dovit_vit_tiny")
+                        help="DoViT checkpoint directory (model.safetensors + config.json); repeatable: the "
+                             "first is the default model, and the page's model picker offers each of them "
+                             "besides every checkpoint under checkpoints/; default: the shipped "
+                        "checkpoints/camvid_dovit_vit_tiny")
     parser.add_argument("--export", metavar="DIR", action="append", default=[],
-                        help="an ONNX export of one of the models (python -m dovit.export CKPT DIR), used when the "
-                        "page's runtime is ONNX Runtime; repeatable. Without one, a model is exported on first use "
-                        "into ~/.cache/dovit/exports (DOVIT_EXPORT_CACHE)")
+                        help="an ONNX export of one of the models (python -m dovit.export CKPT DIR), used "
+                             "when the page's runtime is ONNX Runtime; repeatable. Without one, a model is "
+                             "exported on first use into ~/.cache/dovit/exports (DOVIT_EXPORT_CACHE)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to serve on (default: 127.0.0.1, private to this machine)")
     parser.add_argument("--port", type=int, default=7860, help="port to serve on (default: 7860)")
     parser.add_argument("--examples", metavar="DIR", default=None,
-                        help="a folder of images to offer as examples besides assets/; read at run time, never "
-                        "copied into the repo (default: ../shared/data/camvid/val when it exists, the CamVid "
-                        "scenes the shipped model was trained for; '' for assets/ only)")
+                        help="a folder of images to offer as examples besides assets/; read at run time, "
+                             "never copied into the repo (default: ../shared/data/camvid/val when it exists, "
+                             "the CamVid scenes the shipped model was trained for; '' for assets/ only)")
     parser.add_argument("--frames-root", metavar="DIR", action="append", default=[],
-                        help="a server folder whose image folders (it and two levels below) the Video and Data set "
-                        "tabs offer as frame sequences, e.g. ../shared/data/camvid; repeatable. Users pick them by "
-                        "name and never type a path (the example folders are always offered)")
+                        help="a server folder whose image folders (it and two levels below) the Video and "
+                             "Data set tabs offer as frame sequences, e.g. ../shared/data/camvid; "
+                             "repeatable. Users pick them by name and never type a path (the example folders "
+                             "are always offered)")
     parser.add_argument("--share", action="store_true",
                         help="also open a public gradio.live link (needs internet; off by default)")
     parser.add_argument("--threads", type=int, default=None,
@@ -57,11 +59,12 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"{_program_name()}: --frames-root {root}: not a folder")
     for export in args.export:
         if not (Path(export) / "config.json").is_file():
-            raise SystemExit(f"{_program_name()}: --export {export}: not an export folder (python -m dovit.export)")
-    from app.runtime import configure_torch  # heavy imports after parsing, so that --help is instant
+            raise SystemExit(f"{_program_name()}: --export {export}: not an export folder (python -m "
+                             "dovit.export)")
     from app.examples import default_examples_dir
-    from app.ui import build_demo, serve
     from app.models import ModelShelf
+    from app.runtime import configure_torch  # heavy imports after parsing, so that --help is instant
+    from app.ui import build_demo, serve
     from dovit import CheckpointError, Predictor
     from dovit.core.predictor import default_checkpoint
 
@@ -69,7 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     first = args.checkpoint[0] if args.checkpoint else None
     try:
         predictor = Predictor.from_checkpoint(first)
-        models = ModelShelf.build(predictor, first or default_checkpoint(), args.checkpoint[1:], exports=args.export)
+        models = ModelShelf.build(predictor, first or default_checkpoint(), args.checkpoint[1:],
+                                  exports=args.export)
         examples = default_examples_dir() if args.examples is None else (args.examples or None)
         demo = build_demo(predictor, examples_dir=examples, models=models,
                           frame_roots=[Path(root).expanduser() for root in args.frames_root])

@@ -1,5 +1,5 @@
-"""The Compare tab's pure parts: one side of an A/B comparison (two ξ, two checkpoints, or two stopping policies
-at one FLOPs budget) as images and numbers, and the table that sets the two sides against each other.
+"""The Compare tab's pure parts: one side of an A/B comparison (two ξ, two checkpoints, or two stopping
+policies at one FLOPs budget) as images and numbers, and the table that sets the two sides against each other.
 No gradio here.
 """
 from __future__ import annotations
@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dovit import drawing
+from dovit.viz import drawing
 
 from . import policy_views
 
 if TYPE_CHECKING:
-    from dovit.policies import PolicyResult
+    from dovit.core.policies import PolicyResult
 
     from .analysis import Views
 
@@ -47,18 +47,21 @@ def side_from_policy(label: str, result: PolicyResult, working: np.ndarray, patc
                      colors) -> Side:
     return Side(label, policy_views.mask_view(result, working, colors),
                 drawing.halting_map(result.halting_depth, num_groups, working, patch),
-                result.gflops, result.dense_gflops, result.latency_ms, result.agreement, tuple(result.kept_tokens))
+                result.gflops, result.dense_gflops, result.latency_ms, result.agreement,
+                tuple(result.kept_tokens))
 
 
 def comparison_markdown(a: Side, b: Side, note: str = "") -> str:
     """A table of both sides: GFLOPs (and share of dense), latency, agreement with dense, kept tokens."""
     def row(side: Side) -> str:
-        return (f"| {side.label} | {side.gflops:.2f} ({100 * side.gflops / side.dense_gflops:.0f}% of dense) | "
-                f"{side.latency_ms:.1f} ms | {100 * side.agreement:.2f}% | {' → '.join(map(str, side.kept_tokens))} |")
+        return (f"| {side.label} | {side.gflops:.2f} ({100 * side.gflops / side.dense_gflops:.0f}% of dense) "
+                f"| {side.latency_ms:.1f} ms | {100 * side.agreement:.2f}% | "
+                f"{' → '.join(map(str, side.kept_tokens))} |")
 
     return "\n".join([
         "| side | GFLOPs | latency | agreement with dense | kept tokens per group |", "|---|---|---|---|---|",
         row(a), row(b), "",
-        f"Left of the slider: **{a.label}**; right: **{b.label}**. Drag the slider over the images to compare."
+        f"Left of the slider: **{a.label}**; right: **{b.label}**. Drag the slider over the images to "
+        "compare."
         + (f" {note}" if note else ""),
     ])

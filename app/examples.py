@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dovit.data import data_root_beside
+
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 # Real street scenes where this project's machines keep them (beside the checkout, never copied into it).
-CAMVID_VAL_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "camvid" / "val"
+CAMVID_VAL_DIR = data_root_beside(Path(__file__).resolve().parent.parent) / "val"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MAX_EXAMPLES = 24  # the gallery pages them; more would only slow the start-up
 

@@ -16,163 +16,20 @@ from __future__ import annotations
 
 import ast
 import json
-import os
-import threading
-import time
-from collections import OrderedDict
-from pathlib import Path
 
-import cv2
 from starlette.concurrency import run_in_threadpool
 
-from .images import MAX_UPLOAD_BYTES, NOT_UPLOADED, upload_problem
+from .images import MAX_UPLOAD_BYTES
 from .limits import ServingLimits
-
+from .uploads import UploadLedger, delete_upload, upload_refusal
 
 DRAIN_MAX_BYTES = 256 * 2**20
-TOO_BIG = (f"too big for an image of at most {MAX_UPLOAD_BYTES / 2**20:.0f} MB (a file upload, or a base64 data: "
-           "URL in the request).")
-
-
-VIDEO_KINDS = ("MP4/MOV", "WebM/MKV", "AVI")
-VIDEO_HEADER_BYTES = 12
-
-
-def sniff_video(header: bytes) -> str | None:
-    """The video container the first bytes of a file announce (one of ``VIDEO_KINDS``) or None: an ISO
-    media box 'ftyp' at offset 4 (MP4, MOV), the EBML magic 1A 45 DF A3 (WebM, MKV), or 'RIFF' with form
-    type 'AVI ' (a RIFF with 'WEBP' is an image)."""
-    if len(header) >= 8 and header[4:8] == b"ftyp":
-        return "MP4/MOV"
-    if header[:4] == b"\x1a\x45\xdf\xa3":
-        return "WebM/MKV"
-    if len(header) >= 12 and header[:4] == b"RIFF" and header[8:12] == b"AVI ":
-        return "AVI"
-    return None
-
-
-def is_video_upload(path: str | Path) -> bool:
-    """Whether the file's first bytes announce a video container (``sniff_video``); False if unreadable."""
-    try:
-        with open(path, "rb") as file:
-            return sniff_video(file.read(VIDEO_HEADER_BYTES)) is not None
-    except OSError:
-        return False
-
-
-def video_problem(path: str | Path, limits: ServingLimits) -> str | None:
-    """Why a stored upload is not a video we accept (the message for the user), or None: its header must be
-    a video container (``sniff_video``), its size within ``video_max_bytes``, and OpenCV must open it
-    with at most ``video_upload_max_frames`` frames (when the container says) of at most
-    ``video_max_pixels`` pixels. Reads the container's header, decodes no frame."""
-    try:
-        size = os.stat(path).st_size
-        with open(path, "rb") as file:
-            kind = sniff_video(file.read(VIDEO_HEADER_BYTES))
-    except OSError:
-        return NOT_UPLOADED
-    if kind is None:
-        return "The file is not a video we can read (MP4, MOV, WebM, MKV or AVI expected)."
-    if size > limits.video_max_bytes:
-        return (f"The video is {size / 2**20:.1f} MB, over the maximum file size for a video "
-                f"({limits.video_max_bytes / 2**20:.0f} MB).")
-    capture = cv2.VideoCapture(str(path))
-    try:
-        if not capture.isOpened():
-            return f"The {kind} file could not be opened as a video (corrupt, or a codec OpenCV lacks)."
-        frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        pixels = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)) * int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    finally:
-        capture.release()
-    if frames > limits.video_upload_max_frames:
-        return f"The video has {frames} frames; the limit is {limits.video_upload_max_frames}."
-    if pixels > limits.video_max_pixels:
-        return f"The video's frames are {pixels / 1e6:.1f} MP; the limit is {limits.video_max_pixels / 1e6:.1f} MP."
-    return None
-
-
-def upload_refusal(path: str | Path, limits: ServingLimits) -> tuple[int, str] | None:
-    """(HTTP status, message for the user) refusing one stored upload, or None to keep it: a video by its
-    header (``video_problem``), else an image (``images.upload_problem``); 413 for a file over its cap
-    (an image over ``MAX_UPLOAD_BYTES`` is told both caps), 415 for anything else."""
-    size = _size(path)
-    if is_video_upload(path):
-        if size > limits.video_max_bytes:
-            return 413, (f"The video is {size / 2**20:.1f} MB, over the maximum file size for a video "
-                         f"({limits.video_max_bytes / 2**20:.0f} MB).")
-        problem = video_problem(path, limits)
-    elif size > MAX_UPLOAD_BYTES:
-        return 413, (f"The upload is {size / 2**20:.1f} MB, over the maximum file size for an image "
-                     f"({MAX_UPLOAD_BYTES / 2**20:.0f} MB; videos may be {limits.video_max_bytes / 2**20:.0f} MB).")
-    else:
-        problem = upload_problem(path)
-    return None if problem is None else (415, problem)
+TOO_BIG = (f"too big for an image of at most {MAX_UPLOAD_BYTES / 2**20:.0f} MB (a file upload, or a base64 "
+           "data: URL in the request).")
 
 
 class BodyTooLarge(Exception):
     """Raised inside ``receive`` when a body streams past the cap."""
-
-
-class UploadLedger:
-    """The files uploaded through this app: who sent them, when, and how big (for the caps)."""
-
-    def __init__(self, clock=time.monotonic) -> None:
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._files: OrderedDict[str, tuple[str, int, float]] = OrderedDict()  # path -> (client, bytes, time)
-        self._sent: dict[str, list[tuple[float, int]]] = {}  # client -> [(time, bytes)] in the window
-
-    def sent_recently(self, client: str, window_s: float) -> int:
-        """Bytes ``client`` uploaded in the last ``window_s`` seconds."""
-        with self._lock:
-            since = self._clock() - window_s
-            recent = [(t, n) for t, n in self._sent.get(client, []) if t >= since]
-            self._sent[client] = recent
-            return sum(n for _, n in recent)
-
-    def record(self, client: str, paths: list[str]) -> None:
-        now = self._clock()
-        with self._lock:
-            for path in paths:
-                size = _size(path)
-                self._files.pop(path, None)
-                self._files[path] = (client, size, now)
-                self._sent.setdefault(client, []).append((now, size))
-
-    def sweep(self, max_bytes: int) -> list[str]:
-        """Delete the oldest uploads until those still on disk total at most ``max_bytes``; returns them."""
-        deleted = []
-        with self._lock:
-            for path in [p for p in self._files if not os.path.exists(p)]:
-                del self._files[path]
-            total = sum(size for _, size, _ in self._files.values())
-            while total > max_bytes and self._files:
-                path, (_, size, _) = self._files.popitem(last=False)
-                delete_upload(path)
-                deleted.append(path)
-                total -= size
-        return deleted
-
-    def total_bytes(self) -> int:
-        with self._lock:
-            return sum(size for path, (_, size, _) in self._files.items() if os.path.exists(path))
-
-
-def delete_upload(path: str) -> None:
-    """Remove an uploaded file and its folder (gradio stores each upload in a folder named by its hash)."""
-    file = Path(path)
-    file.unlink(missing_ok=True)
-    try:
-        file.parent.rmdir()
-    except OSError:  # not empty (another upload with the same content) or already gone
-        pass
-
-
-def _size(path: str) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0
 
 
 class RequestGuard:
@@ -192,8 +49,8 @@ class RequestGuard:
         is_upload = scope["method"] == "POST" and path.endswith("/gradio_api/upload")
         cap = self.limits.upload_body_max_bytes if is_upload else self.limits.body_max_bytes
         declared = _content_length(scope)
-        too_big = (f"too big for an upload (a video of at most {self.limits.video_max_bytes / 2**20:.0f} MB or an "
-                   f"image of at most {MAX_UPLOAD_BYTES / 2**20:.0f} MB)." if is_upload else TOO_BIG)
+        too_big = (f"too big for an upload (a video of at most {self.limits.video_max_bytes / 2**20:.0f} MB "
+                   f"or an image of at most {MAX_UPLOAD_BYTES / 2**20:.0f} MB)." if is_upload else TOO_BIG)
         if declared is not None and declared > cap:
             await _drain(receive, DRAIN_MAX_BYTES)
             await _answer(send, 413, f"The request is {declared / 2**20:.1f} MB: {too_big}")
@@ -220,9 +77,11 @@ class RequestGuard:
     async def _upload(self, scope, receive, send, declared: int) -> None:
         limits = self.limits
         client = (scope.get("client") or ("unknown", 0))[0]
-        if self.ledger.sent_recently(client, limits.upload_window_s) + declared > limits.upload_bytes_per_client:
+        if self.ledger.sent_recently(client,
+                                     limits.upload_window_s) + declared > limits.upload_bytes_per_client:
             await _drain(receive, DRAIN_MAX_BYTES)
-            await _answer(send, 429, f"Upload limit reached: at most {limits.upload_bytes_per_client / 2**20:.0f} MB "
+            await _answer(send, 429,
+                          f"Upload limit reached: at most {limits.upload_bytes_per_client / 2**20:.0f} MB "
                           f"per {limits.upload_window_s:.0f} s from one address; try again shortly.")
             return
         messages = []
@@ -332,5 +191,6 @@ async def _drain(receive, limit: int) -> None:
 async def _answer(send, status: int, text: str) -> None:
     body = text.encode()
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length",
+                                                                              str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

@@ -22,20 +22,24 @@ def header_markdown(predictor: Predictor) -> str:
         decoder = f"Segmenter mask transformer ({len(model.decoder.blocks)} layers)"
     else:
         decoder = decoders.get(config.decoder, config.decoder)
-    source, source_format = (str(metadata.get(k, "")).translate({ord("`"): None, ord("<"): None}) for k in source_keys)
-    converted = f"  \n<sub>converted from `{source}` ({source_format or 'mmseg'} format)</sub>" if source else ""
+    source, source_format = (str(metadata.get(k, "")).translate({ord("`"): None,
+                                                                 ord("<"): None}) for k in source_keys)
+    converted = (f"  \n<sub>converted from `{source}` ({source_format or 'mmseg'} format)</sub>" if source
+                 else "")
     calibration = metadata.get("calibration")
     if isinstance(calibration, dict):  # written by dovit.calibrate: label-free aux heads on a dense model
         clean = {k: str(calibration.get(k, "?")).translate({ord("`"): None, ord("<"): None})
                  for k in ("source", "images", "image_count", "train", "default_xi", "target_agreement")}
-        converted += (f"  \n<sub>calibrated without labels from `{clean['source']}` on {clean['image_count']} "
-                      f"images of `{clean['images']}` (trained: {clean['train']}); default ξ {clean['default_xi']} "
-                      f"keeps {clean['target_agreement']} of the dense model's pixels</sub>")
+        converted += (f"  \n<sub>calibrated without labels from `{clean['source']}` on "
+                      f"{clean['image_count']} images of `{clean['images']}` (trained: {clean['train']}); "
+                      f"default ξ {clean['default_xi']} keeps {clean['target_agreement']} of the dense "
+                      "model's pixels</sub>")
     return (
         "# DoViT Studio — dynamic token-pass ViT segmentation\n"
-        f"`{config.backbone}` · decoder {decoder} ({config.decoder_channels} ch) · {config.num_classes} classes · "
-        f"decision layers after blocks {', '.join(map(str, model.decision_layers))} · default ξ = "
-        f"{config.default_xi} · input {config.input_size[0]}×{config.input_size[1]} · {model.patch_size}-px patches"
+        f"`{config.backbone}` · decoder {decoder} ({config.decoder_channels} ch) · {config.num_classes} "
+        f"classes · decision layers after blocks {', '.join(map(str, model.decision_layers))} · default ξ = "
+        f"{config.default_xi} · input {config.input_size[0]}×{config.input_size[1]} · {model.patch_size}-px "
+        "patches"
         + (f"  \n<sub>checkpoint: {trained}</sub>" if trained else "")
         + converted
         + "\n\nTokens whose aux-head confidence exceeds ξ **stop** and skip the remaining blocks; "

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from gradio import processing_utils
 
+
 def save_pil_to_cache_atomically(img, cache_dir: str, name: str = "image", format: str = "webp") -> str:
     """``processing_utils.save_pil_to_cache``'s file name and content, never a partly written file."""
     data = processing_utils.encode_pil_to_bytes(img, format)

@@ -57,7 +57,8 @@ def read_upload(path: str | Path | None, allowed_dirs: Sequence[str | Path]) -> 
     if path is None:
         raise ImageInputError("No image given: upload an image, take a webcam snapshot or pick an example.")
     resolved = Path(path).resolve()
-    if not any(resolved.is_relative_to(Path(folder).resolve()) for folder in allowed_dirs) or not resolved.is_file():
+    if not any(resolved.is_relative_to(Path(folder).resolve())
+               for folder in allowed_dirs) or not resolved.is_file():
         raise ImageInputError(NOT_UPLOADED)
     check_upload_size(resolved.stat().st_size)
     return resolved.read_bytes()
@@ -69,7 +70,8 @@ def check_upload_size(size: int) -> None:
     if size == 0:
         raise ImageInputError("The upload is empty (0 bytes).")
     if size > MAX_UPLOAD_BYTES:
-        raise ImageInputError(f"The upload is {size / 2**20:.2f} MB, too big: the limit is {MAX_UPLOAD_BYTES / 2**20:.0f} MB.")
+        raise ImageInputError(f"The upload is {size / 2**20:.2f} MB, too big: the limit is "
+                              f"{MAX_UPLOAD_BYTES / 2**20:.0f} MB.")
 
 
 def decode_data_url(url: str) -> bytes:
@@ -110,11 +112,13 @@ def decode_image(data: bytes, max_side: int = MAX_SIDE) -> DecodedImage:
         raise ImageInputError(unsupported_format(image_format))
     if width * height > MAX_PIXELS:
         raise ImageInputError(
-            f"The image is {width}×{height} = {width * height / 1e6:.0f} MP; the limit is {MAX_PIXELS / 1e6:.0f} MP."
+            f"The image is {width}×{height} = {width * height / 1e6:.0f} MP; the limit is "
+            f"{MAX_PIXELS / 1e6:.0f} MP."
         )
     pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if pixels is None:
-        raise ImageInputError(f"The {image_format} file is corrupt or truncated: its pixels could not be decoded.")
+        raise ImageInputError(f"The {image_format} file is corrupt or truncated: its pixels could not be "
+                              "decoded.")
     notices = []
     rgb = apply_orientation(to_rgb8(pixels), orientation)
     if pixels.dtype != np.uint8:
@@ -139,7 +143,8 @@ def _read_header(file: BinaryIO) -> tuple[str, tuple[int, int], int]:
     except PIL.Image.DecompressionBombError as error:
         raise ImageInputError(f"The image is too large to decode safely ({error}).") from error
     except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise ImageInputError("The file is not an image we can read (PNG, JPEG, WebP or BMP expected).") from error
+        raise ImageInputError("The file is not an image we can read (PNG, JPEG, WebP or BMP "
+                              "expected).") from error
 
 
 def _orientation(header: PIL.Image.Image) -> int:
@@ -155,7 +160,8 @@ def to_rgb8(pixels: np.ndarray) -> np.ndarray:
     if pixels.dtype == np.uint16:
         pixels = ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)  # 65535 -> 255 exactly
     elif pixels.dtype != np.uint8:
-        pixels = np.clip(pixels.astype(np.float32) * (255.0 if pixels.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+        pixels = np.clip(pixels.astype(np.float32) * (255.0 if pixels.max() <= 1.0 else 1.0), 0,
+                         255).astype(np.uint8)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     channels = pixels.shape[2]
@@ -192,7 +198,8 @@ def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def fit_within(image: np.ndarray, max_side: int) -> tuple[np.ndarray, bool]:
-    """Downscale (H, W, C) so that its longer side is at most ``max_side``; returns (image, was_downscaled)."""
+    """Downscale (H, W, C) so that its longer side is at most ``max_side``; returns (image,
+    was_downscaled)."""
     height, width = image.shape[:2]
     scale = max_side / max(height, width)
     if scale >= 1.0:
@@ -200,7 +207,8 @@ def fit_within(image: np.ndarray, max_side: int) -> tuple[np.ndarray, bool]:
     return resize_image(image, (max(1, round(height * scale)), max(1, round(width * scale)))), True
 
 
-def load_image_file(source: str | Path | bytes | None, allowed_dirs: Sequence[str | Path] = (), min_side: int = 1,
+def load_image_file(source: str | Path | bytes | None, allowed_dirs: Sequence[str | Path] = (),
+                    min_side: int = 1,
                     max_side: int = MAX_SIDE) -> DecodedImage:
     """An uploaded file path inside ``allowed_dirs`` (or the file's bytes) -> ``DecodedImage``; raises
     ImageInputError for the user, also when the image as stored is smaller than ``min_side`` pixels (one

@@ -14,19 +14,14 @@ import numbers
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 
 from dovit.core.trace import token_centres
-
-from .charts import FLOPS_COLOR, TOKENS_COLOR
 
 if TYPE_CHECKING:
     from dovit import Prediction
 
 MOVES = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}
-MARKER_COLOR = (255, 0, 255)  # magenta box around the inspected token
-STOPPED_COLOR = "#999999"
 
 
 def token_at(point: tuple[float, float], content_size: tuple[int, int], working_size: tuple[int, int],
@@ -86,8 +81,8 @@ class ClassScore:
 
 @dataclass
 class AuxHeadReport:
-    """One decision layer's view of the token: its confidence q_l (Eq. 3), whether the token still ran when the
-    decision was taken, whether it stopped there, and the head's top-3 classes."""
+    """One decision layer's view of the token: its confidence q_l (Eq. 3), whether the token still ran when
+    the decision was taken, whether it stopped there, and the head's top-3 classes."""
 
     layer: int
     confidence: float
@@ -130,11 +125,13 @@ class TokenReport:
 
     def to_dict(self) -> dict:
         return {
-            "row": self.row, "col": self.col, "grid": self.grid, "xi": self.xi, "working_size": self.working_size,
+            "row": self.row, "col": self.col, "grid": self.grid, "xi": self.xi,
+            "working_size": self.working_size,
             "token_box": self.token_box, "centre": self.centre, "decision_layers": self.decision_layers,
             "confidences": self.confidences, "aux_heads": [head.to_dict() for head in self.aux_heads],
             "decoder": {"top3": [c.to_dict() for c in self.decoder_top3], "read_at": DECODER_READ_AT},
-            "halting_group": self.halting_group, "ran_all_blocks": self.ran_all_blocks, "blocks_run": self.blocks_run,
+            "halting_group": self.halting_group, "ran_all_blocks": self.ran_all_blocks,
+            "blocks_run": self.blocks_run,
             "dovit_class": self.dovit_class.to_dict(),
             "dense_class": None if self.dense_class is None else self.dense_class.to_dict(),
             "agrees_with_dense": self.agrees_with_dense,
@@ -142,21 +139,23 @@ class TokenReport:
 
 
 def _classes(ids: np.ndarray, probabilities: np.ndarray, names: list[str]) -> list[ClassScore]:
-    return [ClassScore(int(i), _name(int(i), names), float(p)) for i, p in zip(ids, probabilities)]
+    return [ClassScore(int(i), _name(int(i), names), float(p)) for i, p in zip(ids, probabilities,
+                                                                               strict=False)]
 
 
 def _name(class_id: int, names: list[str]) -> str:
     return str(names[class_id]) if 0 <= class_id < len(names) else f"class {class_id}"
 
 
-def token_report(prediction: Prediction, row: int, col: int, class_names: list[str], patch: int) -> TokenReport:
+def token_report(prediction: Prediction, row: int, col: int, class_names: list[str],
+                 patch: int) -> TokenReport:
     """Everything one forward did to token (row, col) (``TokenReport.to_dict``: the /inspect_token answer).
 
     prediction: from ``Predictor.predict`` (its masks at any resolution; read at the token's centre).
-    Fields (and JSON keys): row, col, grid [h, w], xi, working_size [H, W], token_box [top, left, bottom, right) in working
-    pixels, centre [y, x], decision_layers, confidences (q_l at each decision layer, in decision order,
-    Eq. 3), aux_heads (per decision: layer, confidence, running = the token still ran when the decision
-    was taken, stops_here, top3 [{class, name, probability}]), decoder {top3, read_at}, halting_group
+    Fields (and JSON keys): row, col, grid [h, w], xi, working_size [H, W], token_box [top, left, bottom,
+    right) in working pixels, centre [y, x], decision_layers, confidences (q_l at each decision layer, in
+    decision order, Eq. 3), aux_heads (per decision: layer, confidence, running = the token still ran when the
+    decision was taken, stops_here, top3 [{class, name, probability}]), decoder {top3, read_at}, halting_group
     (1..D+1, D+1 = ran all blocks), ran_all_blocks, blocks_run, dense_class / dovit_class {class, name},
     agrees_with_dense.
     """
@@ -182,10 +181,13 @@ def token_report(prediction: Prediction, row: int, col: int, class_names: list[s
         prediction.dense_mask, centre_y, centre_x, (height, width))
     last_block = trace.groups[depth - 1].blocks[1] if trace.groups else None
     return TokenReport(
-        row=row, col=col, grid=[int(v) for v in trace.grid], xi=float(trace.xi), working_size=[int(height), int(width)],
+        row=row, col=col, grid=[int(v) for v in trace.grid], xi=float(trace.xi), working_size=[int(height),
+                                                                                               int(width)],
         token_box=[row * patch, col * patch, min((row + 1) * patch, height), min((col + 1) * patch, width)],
-        centre=[centre_y, centre_x], decision_layers=[int(d.layer) for d in trace.decisions], aux_heads=aux_heads,
-        decoder_top3=decoder_top3, halting_group=depth, ran_all_blocks=depth == num_groups, blocks_run=last_block,
+        centre=[centre_y, centre_x], decision_layers=[int(d.layer) for d in trace.decisions],
+        aux_heads=aux_heads,
+        decoder_top3=decoder_top3, halting_group=depth, ran_all_blocks=depth == num_groups,
+        blocks_run=last_block,
         dovit_class=ClassScore(dovit_class, _name(dovit_class, class_names)),
         dense_class=None if dense_class is None else ClassScore(dense_class, _name(dense_class, class_names)),
         agrees_with_dense=None if dense_class is None else dovit_class == dense_class,
@@ -195,7 +197,8 @@ def token_report(prediction: Prediction, row: int, col: int, class_names: list[s
 def _class_at(mask: np.ndarray, y: int, x: int, working_size: tuple[int, int]) -> int:
     """The class of ``mask`` (any resolution) at working pixel (y, x)."""
     scale_y, scale_x = mask.shape[0] / working_size[0], mask.shape[1] / working_size[1]
-    return int(mask[min(int((y + 0.5) * scale_y), mask.shape[0] - 1), min(int((x + 0.5) * scale_x), mask.shape[1] - 1)])
+    return int(mask[min(int((y + 0.5) * scale_y), mask.shape[0] - 1), min(int((x + 0.5) * scale_x),
+                                                                          mask.shape[1] - 1)])
 
 
 def _top3_text(top3: list[ClassScore]) -> str:
@@ -242,72 +245,3 @@ def panel_markdown(report: TokenReport, extra_lines: list[str] | None = None) ->
         "confidences are shown but decide nothing. Arrow keys move to the neighbouring token.</sub>",
     ]
     return "\n".join(lines + (extra_lines or []))
-
-
-def confidence_svg(report: TokenReport, width: int = 400, height: int = 200) -> str:
-    """The token's confidence q_l at each decision layer against ξ as a small inline SVG: filled where the
-    token was still running when the decision was taken, a star where it stopped, hollow grey after it had
-    stopped; ξ dashed. (SVG, not plotly: a plotly figure per click cost about 240 ms of browser rendering
-    on the 2-core machine, most of the click-to-panel time; docs/benchmarks.md.)"""
-    left, right, top, bottom = 44, 16, 12, 52
-    heads = report.aux_heads
-    plot_width, plot_height = width - left - right, height - top - bottom
-
-    def x_of(index: int) -> float:
-        return left + plot_width * (index + 0.5) / max(len(heads), 1)
-
-    def y_of(value: float) -> float:
-        return top + plot_height * (1.0 - min(max(value, 0.0), 1.0))
-
-    parts = [f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" aria-label="confidence against ξ" '
-             'style="font: 11px sans-serif; max-width: 100%">']
-    for value in (0.0, 0.5, 1.0):
-        y = y_of(value)
-        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>'
-                     f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{value:g}</text>')
-    xi_y = y_of(report.xi)
-    parts.append(f'<line x1="{left}" x2="{width - right}" y1="{xi_y:.1f}" y2="{xi_y:.1f}" stroke="black" '
-                 f'stroke-dasharray="5 4"/><text x="{width - right}" y="{xi_y - 4:.1f}" text-anchor="end">'
-                 f'ξ = {report.xi:.4g}</text>')
-    points = " ".join(f"{x_of(i):.1f},{y_of(h.confidence):.1f}" for i, h in enumerate(heads))
-    parts.append(f'<polyline points="{points}" fill="none" stroke="{TOKENS_COLOR}" stroke-width="1.5"/>')
-    for index, head in enumerate(heads):
-        x, y = x_of(index), y_of(head.confidence)
-        if head.stops_here:
-            state, mark = "stops here", _star(x, y, 9, FLOPS_COLOR)
-        elif head.running:
-            state, mark = "goes on", f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{TOKENS_COLOR}"/>'
-        else:
-            state = "already stopped"
-            mark = f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4.5" fill="white" stroke="{STOPPED_COLOR}" stroke-width="2"/>'
-        parts.append(f'<g><title>after block {head.layer}: q = {head.confidence:.4f} ({state})</title>{mark}'
-                     f'<text x="{x + 9:.1f}" y="{y + 14:.1f}">{head.confidence:.3f}</text></g>'
-                     f'<text x="{x:.1f}" y="{top + plot_height + 16}" text-anchor="middle">{head.layer}</text>')
-    parts.append(f'<text x="{left + plot_width / 2:.1f}" y="{top + plot_height + 30}" text-anchor="middle">'
-                 'decision after block</text>'
-                 f'<text x="{left}" y="{height - 4}" fill="#555">● goes on · ★ stops here · ○ already stopped '
-                 '(decides nothing)</text>'
-                 f'<text transform="translate(12 {top + plot_height / 2:.1f}) rotate(-90)" text-anchor="middle">q</text>'
-                 '</svg>')
-    return "".join(parts)
-
-
-def _star(x: float, y: float, radius: float, color: str) -> str:
-    """A five-pointed star centred at (x, y) as an SVG polygon."""
-    corners = []
-    for index in range(10):
-        angle = np.pi / 2 + index * np.pi / 5
-        r = radius if index % 2 == 0 else radius * 0.45
-        corners.append(f"{x + r * np.cos(angle):.1f},{y - r * np.sin(angle):.1f}")
-    return f'<polygon points="{" ".join(corners)}" fill="{color}"/>'
-
-
-def token_marker(image: np.ndarray, row: int, col: int, patch: int) -> np.ndarray:
-    """A copy of the working image (H, W, 3) uint8 with token (row, col) boxed in magenta."""
-    out = np.ascontiguousarray(image).copy()
-    height, width = out.shape[:2]
-    top, left = row * patch, col * patch
-    bottom, right = min(top + patch, height) - 1, min(left + patch, width) - 1
-    thickness = max(1, round(max(height, width) / 240))
-    cv2.rectangle(out, (left, top), (right, bottom), MARKER_COLOR, thickness)
-    return out

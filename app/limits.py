@@ -138,7 +138,8 @@ class Admission:
                            "report": (limits.reports_per_session, "A data-set report")}
             if kind in per_session and sum(
                     1 for s, _, k, _ in tickets if s == session and k == kind) >= per_session[kind][0]:
-                raise LimitError(f"{per_session[kind][1]} is already running for this page; wait for it or stop it.")
+                raise LimitError(f"{per_session[kind][1]} is already running for this page; wait for it or "
+                                 "stop it.")
             if sum(1 for _, c, _, _ in tickets if c == client) >= limits.pending_per_client:
                 raise LimitError(f"Your address already has {limits.pending_per_client} requests waiting or "
                                  "running; try again when they have finished.")
@@ -164,7 +165,9 @@ class Admission:
             del self._tickets[ticket]
 
 
-RUNS_KEPT = 16  # job folders (video, data-set report, export) kept on disk (each session's last run, for its scrubber and downloads)
+# job folders (video, data-set report, export) kept on disk (each session's last run, for its scrubber and
+# downloads)
+RUNS_KEPT = 16
 RUN_MAX_AGE_S = 1800.0  # and none older than gradio's cache sweep keeps outputs
 
 
@@ -174,7 +177,9 @@ def new_run_folder(work_root: Path) -> Path:
     work_root.mkdir(parents=True, exist_ok=True)
     runs = sorted((p for p in work_root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
     now = time.time()
-    for old in [p for p in runs if now - p.stat().st_mtime > RUN_MAX_AGE_S] + runs[:max(0, len(runs) - RUNS_KEPT + 1)]:
+    for old in [p for p in runs if now - p.stat().st_mtime > RUN_MAX_AGE_S] + runs[:max(0,
+                                                                                        len(runs) - RUNS_KEPT
+                                                                                        + 1)]:
         shutil.rmtree(old, ignore_errors=True)
     folder = work_root / uuid.uuid4().hex
     folder.mkdir()

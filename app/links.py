@@ -14,7 +14,8 @@ from urllib.parse import urlencode
 TABS = {
     "token-pass": "Token pass", "confidence": "Confidence", "segmentation": "Segmentation",
     "halting-depth": "Halting depth", "dense-vs-dovit": "Dense vs DoViT", "xi-sweep": "ξ sweep",
-    "policies": "Policies", "compare": "Compare", "help": "What the views teach", "video": "Video", "dataset": "Data set",
+    "policies": "Policies", "compare": "Compare", "help": "What the views teach", "video": "Video",
+    "dataset": "Data set",
 }
 UPLOAD_NOTE = "Uploaded images cannot travel in a link: the link reopens the settings, not your image."
 
@@ -59,7 +60,8 @@ def link_query(link: PageLink) -> str:
 
 def _index(value: str, count: int) -> int:
     if not value.isdigit() or int(value) >= count:
-        raise ValueError(f"the gallery has examples 0 to {count - 1}" if count else "this page has no examples")
+        raise ValueError(f"the gallery has examples 0 to {count - 1}" if count
+                         else "this page has no examples")
     return int(value)
 
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from dovit import OrtPredictor, Predictor
 from dovit.core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, read_config
@@ -44,7 +44,8 @@ class ModelShelf:
     default: Predictor
     default_label: str
     paths: dict[str, Path]
-    exports: Sequence[str | Path] = ()  # export folders (python -m dovit.export), matched to checkpoints by source
+    # export folders (python -m dovit.export), matched to checkpoints by source
+    exports: Sequence[str | Path] = ()
     export_cache: Path = field(default_factory=lambda: EXPORT_CACHE)
 
     def __post_init__(self) -> None:
@@ -53,7 +54,7 @@ class ModelShelf:
 
     @classmethod
     def build(cls, default: Predictor, default_path: str | Path | None, extra: Sequence[str | Path] = (),
-              root: str | Path | None = CHECKPOINTS_DIR, exports: Sequence[str | Path] = ()) -> "ModelShelf":
+              root: str | Path | None = CHECKPOINTS_DIR, exports: Sequence[str | Path] = ()) -> ModelShelf:
         """The default model, each of ``extra`` and every checkpoint under ``root``; labels are folder names
         (with their parent's name when two folders share one), in that order, without repeats. ``exports``:
         ONNX export folders the ONNX Runtime choice uses for their source checkpoints."""
@@ -65,7 +66,7 @@ class ModelShelf:
         names = [p.name for p in paths]
         labels = [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name for p in paths]
         default_label = labels[0] if default_path else "default model"
-        shelf = dict(zip(labels, paths))
+        shelf = dict(zip(labels, paths, strict=False))
         if not default_path:
             shelf = {default_label: Path(""), **shelf}
         return cls(default, default_label, shelf, exports)
@@ -89,9 +90,11 @@ class ModelShelf:
                 counts.append((len(layers) if layers is not None else 3) + 1)  # None: the paper's three
         return max(counts)
 
-    def get(self, label: str | None, runtime: str = "pytorch", size: tuple[int, int] | None = None) -> Predictor:
-        """The Predictor of ``label`` (None: the default) on ``runtime`` ("pytorch" or "onnxruntime", the latter
-        at working ``size``, default the model's input size); ValueError for an unknown or unusable one."""
+    def get(self, label: str | None, runtime: str = "pytorch",
+            size: tuple[int, int] | None = None) -> Predictor:
+        """The Predictor of ``label`` (None: the default) on ``runtime`` ("pytorch" or "onnxruntime", the
+        latter at working ``size``, default the model's input size); ValueError for an unknown or unusable
+        one."""
         if runtime == "onnxruntime":
             return self._on_onnxruntime(label or self.default_label, size)
         if runtime != "pytorch":
@@ -114,8 +117,8 @@ class ModelShelf:
                 f"python app.py --checkpoint {self.paths[label]}")
 
     def _on_onnxruntime(self, label: str, size: tuple[int, int] | None) -> OrtPredictor:
-        """The model's ONNX export at ``size`` on onnxruntime: a matching --export folder, else one exported on
-        first use (about half a minute for ViT-T on 2 cores) into the export cache, reused after."""
+        """The model's ONNX export at ``size`` on onnxruntime: a matching --export folder, else one exported
+        on first use (about half a minute for ViT-T on 2 cores) into the export cache, reused after."""
         if not onnxruntime_installed():
             raise ValueError("ONNX Runtime is not installed: pip install onnxruntime onnx onnxscript")
         predictor = self.get(label)
@@ -123,21 +126,26 @@ class ModelShelf:
         if (label, size) not in self._on_ort:
             path = self.paths.get(label)
             if path is None or path == Path("") or not path.is_dir():
-                raise ValueError(f"{label} has no checkpoint folder to export; serve it with --checkpoint PATH")
+                raise ValueError(f"{label} has no checkpoint folder to export; serve it with --checkpoint "
+                                 "PATH")
             self._on_ort[(label, size)] = OrtPredictor.from_export(self._export_folder(path, size),
                                                                    threads=_torch_threads())
         return self._on_ort[(label, size)]
 
     def _export_folder(self, checkpoint: Path, size: tuple[int, int]) -> Path:
-        from dovit.onnx_export import ExportConfig, export_onnx
+        from dovit.deploy.onnx_graphs import ExportConfig, export_onnx
 
         for folder in self.exports:
             info = read_config(folder)[1].get("export", {})
             if Path(info.get("source", "")).resolve() == checkpoint and tuple(info.get("size", ())) == size:
                 return Path(folder)
         weights = checkpoint / WEIGHTS_NAME
-        stamp = f"{checkpoint}:{weights.stat().st_mtime_ns}:{size}"  # a retrained checkpoint gets a new export
-        folder = self.export_cache / f"{checkpoint.name}-{size[0]}x{size[1]}-{hashlib.sha1(stamp.encode()).hexdigest()[:10]}"
+        # a retrained checkpoint gets a new export
+        stamp = f"{checkpoint}:{weights.stat().st_mtime_ns}:{size}"
+        folder = (
+            self.export_cache
+            / f"{checkpoint.name}-{size[0]}x{size[1]}-{hashlib.sha1(stamp.encode()).hexdigest()[:10]}"
+        )
         if not (folder / CONFIG_NAME).is_file():
             export_onnx(ExportConfig(str(checkpoint), str(folder), size=size, check=False), progress=False)
         return folder

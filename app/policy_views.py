@@ -1,6 +1,6 @@
 """The Policies tab's pure parts: each stopping policy's mask and stop map (halting depth) as images, their
 captions, and the table of GFLOPs against the budget, agreement with dense and latency. No gradio here;
-the policies themselves are ``dovit.policies``.
+the policies themselves are ``dovit.core.policies``.
 """
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dovit import drawing
-from dovit.policies import POLICIES
+from dovit.core.policies import POLICIES
+from dovit.viz import drawing
 
 from .analysis import to_working_size
 
 if TYPE_CHECKING:
-    from dovit.policies import PolicyResult
+    from dovit.core.policies import PolicyResult
 
 MASK_OPACITY = 0.6
 DESCRIPTIONS = {
@@ -41,7 +41,8 @@ class PolicyRun:
 
 
 def mask_view(result: PolicyResult, image: np.ndarray, class_colors) -> np.ndarray:
-    """The policy's mask (any resolution) in class colours over ``image`` (H, W, 3) uint8, at the mask's size."""
+    """The policy's mask (any resolution) in class colours over ``image`` (H, W, 3) uint8, at the mask's
+    size."""
     if image.shape[:2] != result.mask.shape:
         image = to_working_size(image, result.mask.shape)
     return drawing.blend(image, drawing.colorize_mask(result.mask, class_colors), MASK_OPACITY)
@@ -64,7 +65,8 @@ def rules_markdown() -> str:
 def caption(result: PolicyResult) -> str:
     """The mask's label: policy, agreement with dense, GFLOPs against the budget, latency."""
     return (f"{result.name} · {100 * result.agreement:.1f}% agree with dense · {result.gflops:.2f} of "
-            f"{result.budget_gflops:.2f} GFLOPs ({100 * result.budget_ratio:.0f}%) · {result.latency_ms:.0f} ms")
+            f"{result.budget_gflops:.2f} GFLOPs ({100 * result.budget_ratio:.0f}%) · {result.latency_ms:.0f} "
+            "ms")
 
 
 def table_markdown(run: PolicyRun, total: int = len(POLICIES)) -> str:
@@ -74,23 +76,24 @@ def table_markdown(run: PolicyRun, total: int = len(POLICIES)) -> str:
         return ""
     dense_gflops = run.results[0].dense_gflops
     lines = [
-        f"**Budget {run.budget:g}** × dense {dense_gflops:.2f} GFLOPs = **{run.budget * dense_gflops:.2f} GFLOPs** · "
-        f"dense forward {run.dense_latency_ms:.0f} ms · {len(run.results)}/{total} policies",
+        f"**Budget {run.budget:g}** × dense {dense_gflops:.2f} GFLOPs = **{run.budget * dense_gflops:.2f} "
+        f"GFLOPs** · dense forward {run.dense_latency_ms:.0f} ms · {len(run.results)}/{total} policies",
         "",
-        "| policy | GFLOPs (% of budget) | agreement with dense | latency | kept tokens per group | knob | note |",
+        "| policy | GFLOPs (% of budget) | agreement with dense | latency | kept tokens per group | knob | "
+        "note |",
         "|---|---|---|---|---|---|---|",
     ]
     for result in run.results:
         kept = " → ".join(str(count) for count in result.kept_tokens)
         lines.append(
             f"| **{result.name}** | {result.gflops:.2f} "
-            f"({100 * result.budget_ratio:.0f}%) | **{100 * result.agreement:.2f}%** | {result.latency_ms:.0f} ms | "
-            f"{kept} | {result.parameter:.4g} | {result.note} |"
+            f"({100 * result.budget_ratio:.0f}%) | **{100 * result.agreement:.2f}%** | "
+            f"{result.latency_ms:.0f} ms | {kept} | {result.parameter:.4g} | {result.note} |"
         )
     deployable = [r for r in run.results if r.name != "oracle"]
     if deployable:
         best = max(deployable, key=lambda r: r.agreement)
         lines += ["", f"Best agreement with dense at this budget, oracle aside: **{best.name}** "
-                      f"({100 * best.agreement:.2f}%). Latency is one timed forward each on this machine (noisy "
-                      "when it is busy); GFLOPs are analytic and include the aux heads."]
+                      f"({100 * best.agreement:.2f}%). Latency is one timed forward each on this machine "
+                      "(noisy when it is busy); GFLOPs are analytic and include the aux heads."]
     return "\n".join(lines)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from dovit.familiarity import ConfidenceRange, familiarity_note
+from dovit.evaluation.confidence_range import ConfidenceRange, familiarity_note
 
 if TYPE_CHECKING:
     from dovit import Prediction
@@ -12,7 +12,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class PredictionSummary:
-    """The numbers of one prediction that the readouts, the export and the /predict API show (``to_dict``: JSON)."""
+    """The numbers of one prediction that the readouts, the export and the /predict API show (``to_dict``:
+    JSON)."""
 
     xi: float
     gflops: float
@@ -42,8 +43,8 @@ class PredictionSummary:
 
 def prediction_summary(prediction: Prediction, reference: ConfidenceRange | None = None) -> PredictionSummary:
     """``dovit.Prediction`` -> its ``PredictionSummary`` (GFLOPs, latency in ms, FPS, kept tokens per group);
-    ``familiarity_note`` is a line when the dense confidence lies below ``reference``, the checkpoint's training
-    range, else None."""
+    ``familiarity_note`` is a line when the dense confidence lies below ``reference``, the checkpoint's
+    training range, else None."""
     trace = prediction.trace
     latency, dense_latency = float(prediction.latency_ms), float(prediction.dense_latency_ms)
     speedup = dense_latency / latency if latency > 0 else None
@@ -80,9 +81,10 @@ def _efficiency(speedup: float | None, ideal: float | None) -> dict:
     efficiency = speedup / ideal if speedup is not None and ideal else None
     note = None
     if efficiency is not None and efficiency < LOW_EFFICIENCY and ideal is not None and ideal > 1.05:
-        note = ("The measured speed-up is below the FLOPs ratio: fixed costs (the patch stem, the always-dense first "
-                "group, the decoder, the mask) do not shrink with the tokens, and small token counts run at a lower "
-                "FLOP rate on this hardware; one run each, so a busy machine adds noise.")
+        note = ("The measured speed-up is below the FLOPs ratio: fixed costs (the patch stem, the "
+                "always-dense first group, the decoder, the mask) do not shrink with the tokens, and small "
+                "token counts run at a lower FLOP rate on this hardware; one run each, so a busy machine "
+                "adds noise.")
     return {"efficiency": efficiency, "efficiency_note": note}
 
 
@@ -99,8 +101,8 @@ def readouts_markdown(summary: PredictionSummary) -> str:
         f"| | DoViT (this ξ) | dense (ξ = 1) | |\n|---|---|---|---|\n"
         f"| GFLOPs | **{summary.gflops:.2f}** | {summary.dense_gflops:.2f} | "
         f"{'saved' if saved >= 0 else 'extra'} **{abs(saved):.1f}%** |\n"
-        f"| latency, {summary.runtime or 'PyTorch'} | **{summary.latency_ms:.1f} ms** | {summary.dense_latency_ms:.1f} ms | "
-        f"speedup **{summary.speedup:.2f}×** |\n"
+        f"| latency, {summary.runtime or 'PyTorch'} | **{summary.latency_ms:.1f} ms** | "
+        f"{summary.dense_latency_ms:.1f} ms | speedup **{summary.speedup:.2f}×** |\n"
         f"| ideal speed-up (dense FLOPs / these FLOPs) | {_number(summary.ideal_speedup)}× | | efficiency "
         f"**{_number(summary.efficiency)}** (measured / ideal) |\n"
         f"| FPS | **{summary.fps:.1f}** | {summary.dense_fps:.1f} | |\n"

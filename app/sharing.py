@@ -1,7 +1,7 @@
-"""Sharing what the page shows, in gradio: deep links (``app.links``: restore a link's state when the page loads,
-follow the open tab, the "Copy link" button; no model runs, a linked example goes into the image input and its
-usual change event renders it with the linked ξ and size) and exports (``app.bundle``: the "Export ZIP" button
-and the /export API).
+"""Sharing what the page shows, in gradio: deep links (``app.links``: restore a link's state when the page
+loads, follow the open tab, the "Copy link" button; no model runs, a linked example goes into the image input
+and its usual change event renders it with the linked ξ and size) and exports (``app.bundle``: the "Export
+ZIP" button and the /export API).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import cv2
 import gradio as gr
 
 from . import controls
-from .analysis import analyse, to_working_size
+from .analysis import render_views, to_working_size
 from .bundle import build_zip
 from .charts import sweep_figure
 from .limits import new_run_folder
@@ -25,8 +25,11 @@ LABEL_TO_TAB = {label: slug for slug, label in TABS.items()}
 # The js of the Copy link button: the page's own address replaces the last input (the server cannot know
 # under which host name the user reached it), and the link goes to the clipboard when the browser allows.
 PAGE_URL_JS = "(...args) => [...args.slice(0, -1), window.location.origin + window.location.pathname]"
-EXPORT_ROOT = Path(tempfile.gettempdir()) / "dovit-export"  # ZIPs, pruned like the video jobs (new_run_folder)
-CLIPBOARD_JS = "(link) => { if (navigator.clipboard && link) navigator.clipboard.writeText(link).catch(() => {}); }"
+# ZIPs, pruned like the video jobs (new_run_folder)
+EXPORT_ROOT = Path(tempfile.gettempdir()) / "dovit-export"
+CLIPBOARD_JS = (
+    "(link) => { if (navigator.clipboard && link) navigator.clipboard.writeText(link).catch(() => {}); }"
+)
 
 
 @dataclass
@@ -65,7 +68,8 @@ class LinkHandlers:
     def on_tab(event: gr.SelectData) -> str:
         return LABEL_TO_TAB.get(event.value, "token-pass")
 
-    def on_copy(self, xi: float, size_value: str, tab: str, row, col, session: Session | None, page_url: str) -> list:
+    def on_copy(self, xi: float, size_value: str, tab: str, row, col, session: Session | None,
+                page_url: str) -> list:
         """[the link, the note beside it] for what the page shows now."""
         example = session.example if session is not None else None
         token = (int(row), int(col)) if row not in (None, "") and col not in (None, "") else None
@@ -76,10 +80,11 @@ class LinkHandlers:
         return [f"{page_url or ''}{link_query(link)}", note]
 
 
-def wire(blocks: gr.Blocks, handlers: LinkHandlers, tabs: gr.Tabs, copy_button: gr.Button, link_box: gr.Textbox,
+def wire(blocks: gr.Blocks, handlers: LinkHandlers, tabs: gr.Tabs, copy_button: gr.Button,
+         link_box: gr.Textbox,
          link_note: gr.Markdown, page: dict) -> gr.State:
-    """Wire the load, tab and copy events; ``page``: the components a link sets (image, size, xi_box, xi_slider,
-    row, col, notices) and reads (session). Returns the open tab's state."""
+    """Wire the load, tab and copy events; ``page``: the components a link sets (image, size, xi_box,
+    xi_slider, row, col, notices) and reads (session). Returns the open tab's state."""
     open_tab = gr.State("token-pass")
     common = dict(queue=False, api_visibility="private", show_progress="hidden")
     blocks.load(handlers.on_load, None, [page["image"], page["size"], page["xi_box"], page["xi_slider"], tabs,
@@ -94,18 +99,22 @@ def wire(blocks: gr.Blocks, handlers: LinkHandlers, tabs: gr.Tabs, copy_button: 
 
 @dataclass
 class ExportHandlers:
-    """The page's "Export ZIP" button and the /export API: every view of one forward in one ZIP (app.bundle)."""
+    """The page's "Export ZIP" button and the /export API: every view of one forward in one ZIP
+    (app.bundle)."""
 
     studio: Studio
 
-    def on_export(self, xi: float, opacity: float, session: Session | None, request: gr.Request = None) -> str:
+    def on_export(self, xi: float, opacity: float, session: Session | None,
+                  request: gr.Request = None) -> str:
         """The page's current image at ξ, with the session's model, runtime and ξ sweep."""
         with self.studio.finished(request):
             if session is None:
                 raise user_error("Upload an image first: the export holds the views of the current image.")
-            charts = {"xi_sweep": sweep_figure(session.sweep, self.studio.user_xi(xi))} if session.sweep else {}
+            charts = {"xi_sweep": sweep_figure(session.sweep,
+                                               self.studio.user_xi(xi))} if session.sweep else {}
             label = f"{session.model or self.studio.models.default_label} on {session.runtime}"
-            return self._write(self.studio.predictor_for(session), session.working, self.studio.user_xi(xi), opacity,
+            return self._write(self.studio.predictor_for(session), session.working, self.studio.user_xi(xi),
+                               opacity,
                                label, charts)
 
     def api_export(self, image: str | bytes | None, xi: float | None, request: gr.Request = None) -> str:
@@ -118,8 +127,9 @@ class ExportHandlers:
 
     def _write(self, predictor, working, xi: float, opacity: float, label: str, charts: dict) -> str:
         with self.studio.model_call():
-            views = analyse(predictor, working, xi, opacity)
-        data = build_zip(views, working, list(predictor.config.class_names), f"{label} ({predictor.config.backbone})",
+            views = render_views(predictor, working, xi, opacity)
+        data = build_zip(views, working, list(predictor.config.class_names),
+                         f"{label} ({predictor.config.backbone})",
                          charts)
         path = new_run_folder(EXPORT_ROOT) / f"dovit_xi{xi:g}_{working.shape[0]}x{working.shape[1]}.zip"
         path.write_bytes(data)

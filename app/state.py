@@ -32,7 +32,7 @@ class Session:
     sweep: the ξ sweep of this image and size, or None.
     prediction: the forward behind the views on the page (its trace and masks at the working size), which
     the token inspector reads, or None.
-    policies: the Policies tab's last run on this image and size (``app.policies_tab``), or None.
+    policies: the Policies tab's last run on this image and size (``app.tabs.policies``), or None.
     model: the label of the model this tab picked (``app.models.ModelShelf``), None for the default.
     runtime: what runs it, "pytorch" or "onnxruntime" (``app.models.RUNTIMES``).
     example: the example gallery's index of the image, None for an upload (``app.links``).
@@ -81,8 +81,15 @@ class ViewSlots(Generic[T]):
 
     def working_images(self) -> list[T]:
         """The image views drawn over the working-size token grid (a click on one picks a token)."""
-        return [*self.groups, *self.confidences, self.mask_overlay, self.color_mask, self.halting, self.dense_mask,
-                self.disagreement]
+        return [
+            *self.groups,
+            *self.confidences,
+            self.mask_overlay,
+            self.color_mask,
+            self.halting,
+            self.dense_mask,
+            self.disagreement,
+        ]
 
     def names(self) -> list[str]:
         """Slot names in output order: 'group_1'... and 'confidence_1'... for the listed slots."""
@@ -112,6 +119,7 @@ class ViewSlots(Generic[T]):
         slots = {}
         for slot in fields(cls):
             value = getattr(template, slot.name)
-            slots[slot.name] = [next(remaining) for _ in value] if isinstance(value, list) else next(remaining)
+            slots[slot.name] = [next(remaining) for _ in value] if isinstance(value,
+                                                                              list) else next(remaining)
         return cls(**slots)
 

@@ -36,8 +36,17 @@ def street_scene(seed: int = 0) -> np.ndarray:
             shade = int(rng.integers(90, 150))
             cv2.circle(image, (int(cx + dx), int(cy + dy)), int(r / 3), (40, shade, 40), -1)
     image[HORIZON + 20:] = (150, 150, 145)  # pavement
-    road = np.array([[200, HORIZON + 20], [280, HORIZON + 20], [WIDTH, HEIGHT - 40], [WIDTH, HEIGHT], [0, HEIGHT],
-                     [0, HEIGHT - 40]], np.int32)
+    road = np.array(
+        [
+            [200, HORIZON + 20],
+            [280, HORIZON + 20],
+            [WIDTH, HEIGHT - 40],
+            [WIDTH, HEIGHT],
+            [0, HEIGHT],
+            [0, HEIGHT - 40],
+        ],
+        np.int32,
+    )
     cv2.fillPoly(image, [road], (95, 90, 100))
     for i in range(6):  # dashed centre line in perspective
         t0, t1 = i / 6, (i + 0.5) / 6

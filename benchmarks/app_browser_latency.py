@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import socket
 import statistics
-import time
 from pathlib import Path
 
+from dovit.core.stopwatch import Stopwatch
+from dovit.data import data_root_beside
+
 ROOT = Path(__file__).resolve().parent.parent  # the checkout, for its data files only
-DEFAULT_IMAGE = ROOT.parent / "shared/data/camvid/val/0016E5_07959.png"
+DEFAULT_IMAGE = data_root_beside(ROOT) / "val" / "0016E5_07959.png"
 XIS = (0.91, 0.93, 0.95, 0.97, 0.98, 0.99)
 
 # The readouts and every view arrive in one message; then wait until the browser has decoded the images.
@@ -25,7 +27,8 @@ WAIT_FOR_VIEWS = """xi => document.querySelector('#readouts').innerText.includes
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the shipped one)")
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
     parser.add_argument("--repeats", type=int, default=20)
@@ -36,8 +39,8 @@ def main() -> None:
 
     from app.runtime import configure_torch
     from app.ui import build_demo, serve
-    from tests.browser.app_driver import launch_browser, open_app, upload
     from dovit import Predictor
+    from tests.browser.app_driver import launch_browser, open_app, upload
 
     threads = configure_torch(args.threads)
     image = args.image if args.image.exists() else ROOT / "assets/synthetic_street.png"
@@ -56,11 +59,11 @@ def main() -> None:
             for index in range(args.repeats + 2):
                 xi = XIS[index % len(XIS)]
                 box.fill(f"{xi:g}")
-                start = time.perf_counter()
+                start = Stopwatch()
                 box.press("Enter")
                 page.wait_for_function(WAIT_FOR_VIEWS, arg=f"{xi:g}")
                 if index >= 2:  # the first two warm the browser's caches
-                    waits.append((time.perf_counter() - start) * 1000)
+                    waits.append(start.ms())
             browser.close()
     finally:
         demo.close()
@@ -68,7 +71,8 @@ def main() -> None:
           f"{len(waits)} ξ changes")
     print("| ξ entered -> readouts and views repainted in Chromium | median ms | p90 ms | min ms |")
     ordered = sorted(waits)
-    print(f"| | {statistics.median(waits):.0f} | {ordered[int(0.9 * (len(ordered) - 1))]:.0f} | {ordered[0]:.0f} |")
+    print(f"| | {statistics.median(waits):.0f} | {ordered[int(0.9 * (len(ordered) - 1))]:.0f} | "
+          f"{ordered[0]:.0f} |")
 
 
 if __name__ == "__main__":

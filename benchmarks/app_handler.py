@@ -14,21 +14,25 @@ import io
 import os
 import platform
 import statistics
-import time
 from pathlib import Path
 
+from dovit.core.stopwatch import Stopwatch
+from dovit.data import data_root_beside
+
 ROOT = Path(__file__).resolve().parent.parent  # the checkout, for its data files only
-DEFAULT_IMAGE = ROOT.parent / "shared/data/camvid/val/0016E5_07959.png"
+DEFAULT_IMAGE = data_root_beside(ROOT) / "val" / "0016E5_07959.png"
 POSITIONS = (0.55, 0.6, 0.65, 0.7, 0.75, 0.8)  # ξ ≈ 0.91 ... 0.99 on the app's slider scale
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the shipped one)")
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE,
                         help="image to use (default: a CamVid val image, else assets/synthetic_street.png)")
     parser.add_argument("--repeats", type=int, default=30, help="timed handler calls (after 3 warm-up calls)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the app's default)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: the app's default)")
     return parser.parse_args()
 
 
@@ -39,10 +43,11 @@ def encode_outputs(names: list[str], outputs: list) -> int:
     import PIL.Image
 
     count = 0
-    for name, value in zip(names, outputs[2:]):
+    for name, value in zip(names, outputs[2:], strict=False):
         image = value.get("value") if isinstance(value, dict) else value
         if isinstance(image, np.ndarray):
-            PIL.Image.fromarray(image).save(io.BytesIO(), "PNG" if name in ("color_mask", "dense_mask") else "JPEG")
+            PIL.Image.fromarray(image).save(io.BytesIO(), "PNG" if name in ("color_mask",
+                                                                            "dense_mask") else "JPEG")
             count += 1
     return count
 
@@ -67,15 +72,15 @@ def main() -> None:
     handler_ms, forward_ms, encode_ms, kept = [], [], [], []
     for index in range(args.repeats):
         position = POSITIONS[index % len(POSITIONS)]
-        start = time.perf_counter()
+        start = Stopwatch()
         outputs = studio.on_release(position, 0.5, session)
-        handler_ms.append((time.perf_counter() - start) * 1000)
-        start = time.perf_counter()
+        handler_ms.append(start.ms())
+        start = Stopwatch()
         images = encode_outputs(studio.view_names(), outputs)
-        encode_ms.append((time.perf_counter() - start) * 1000)
-        start = time.perf_counter()
+        encode_ms.append(start.ms())
+        start = Stopwatch()
         prediction = predictor.predict(xi=outputs[0])
-        forward_ms.append((time.perf_counter() - start) * 1000)
+        forward_ms.append(start.ms())
         kept.append(sum(g.tokens for g in prediction.trace.groups[1:]) / (prediction.trace.num_tokens * 3))
 
     def row(name: str, values: list[float]) -> str:

@@ -1,6 +1,7 @@
 """Benchmark: resident memory of the app's server over many /predict calls, good, oversized and invalid.
 
-    python -m benchmarks.app_memory [--checkpoint PATH] [--calls 300] [--oversized 20] [--invalid 20] [IMAGE ...]
+    python -m benchmarks.app_memory [--checkpoint PATH] [--calls 300] [--oversized 20] [--invalid 20] [IMAGE
+    ...]
 
 (from the checkout root).
 
@@ -27,8 +28,10 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from dovit.data import data_root_beside
+
 ROOT = Path(__file__).resolve().parent.parent
-CAMVID_VAL = ROOT.parent / "shared/data/camvid/val"
+CAMVID_VAL = data_root_beside(ROOT) / "val"
 DEFAULT_IMAGES = [CAMVID_VAL / "0016E5_07959.png", CAMVID_VAL / "0016E5_07961.png"]
 
 
@@ -50,95 +53,111 @@ def start_server(checkpoint: str | None, threads: int | None) -> tuple[subproces
         try:
             with urllib.request.urlopen(url, timeout=5):
                 return server, url
-        except OSError:
+        except OSError as error:
             if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("app.py did not start")
+                raise SystemExit("app.py did not start") from error
             time.sleep(0.5)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="*", type=Path)
     parser.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the shipped one)")
-    parser.add_argument("--calls", type=int, default=300, help="requests after the warm-up, all kinds together")
+    parser.add_argument("--calls", type=int, default=300,
+                        help="requests after the warm-up, all kinds together")
     parser.add_argument("--oversized", type=int, default=20)
     parser.add_argument("--invalid", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=None, help="the server's torch threads (app.py's default)")
-    args = parser.parse_args()
+    parser.add_argument("--threads", type=int, default=None,
+                        help="the server's torch threads (app.py's default)")
+    return parser.parse_args()
 
+
+def bad_requests(client, url: str, scratch: Path, image: Path) -> tuple:
+    """Two callables, index -> outcome line: an oversized upload (file or data: URL), an invalid one."""
     import cv2
     import httpx
     import numpy as np
-    import psutil
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
-    from app.images import MAX_UPLOAD_BYTES
-
-    images = args.images or [p for p in DEFAULT_IMAGES if p.exists()] or [ROOT / "assets/synthetic_street.png"]
-    scratch = Path(tempfile.mkdtemp(prefix="app_memory_"))
     big_file = scratch / "big.png"
-    big_file.write_bytes(images[0].read_bytes() + bytes(26 * 2**20))
+    big_file.write_bytes(image.read_bytes() + bytes(26 * 2**20))
     text_file = scratch / "notes.png"
     text_file.write_text("not an image")
     small_file = scratch / "small.png"
     cv2.imwrite(str(small_file), np.zeros((8, 8, 3), np.uint8))  # smaller than one patch
+    config = httpx.get(f"{url}config", timeout=30).json()
+    predict_index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "predict")
+    data_url = "data:image/png;base64," + base64.b64encode(big_file.read_bytes()[: 26 * 2**20]).decode()
+    big_body = json.dumps({"data": [{"path": "big.png", "url": data_url}, 0.9], "fn_index": predict_index,
+                           "session_hash": uuid.uuid4().hex}).encode()
+
+    def oversized(index: int) -> str:
+        if index % 2 == 0:
+            response = httpx.post(f"{url}gradio_api/queue/join", content=big_body, timeout=120,
+                                  headers={"content-type": "application/json"})
+            return f"data: URL body {len(big_body) / 2**20:.0f} MB -> {response.status_code}"
+        return refused(lambda: client.predict(handle_file(big_file), 0.9, api_name="/predict"))
+
+    def invalid(index: int) -> str:
+        wrong = [{"path": "/etc/passwd"}, handle_file(text_file), handle_file(image), handle_file(small_file)]
+        xi = True if index % 4 == 2 else 0.9
+        return refused(lambda: client.predict(wrong[index % 4], xi, api_name="/predict"))
+
+    return oversized, invalid
+
+
+def drive(client, process, args: argparse.Namespace, images: list[Path], oversized, invalid) -> None:
+    """The requests, good ones with the bad ones spread among them; resident memory every 50."""
+    from gradio_client import handle_file
+
+    from app.images import MAX_UPLOAD_BYTES
+
+    for index in range(5):
+        client.predict(handle_file(images[index % len(images)]), 0.95, api_name="/predict")
+    before = process.memory_info().rss
+    print(f"checkpoint: {args.checkpoint or 'shipped default'}; images: "
+          f"{', '.join(p.name for p in images)}; upload cap {MAX_UPLOAD_BYTES / 2**20:.0f} MB")
+    print(f"{args.calls} requests: {args.oversized} oversized, {args.invalid} invalid, the rest good "
+          "/predict")
+    print(f"server resident set after a 5-call warm-up: {before / 2**20:.0f} MB\n")
+    print("| requests | resident MB | growth MB |\n|---|---|---|")
+    bad_every = max(1, args.calls // max(1, args.oversized + args.invalid))
+    counts, largest, examples = {"good": 0, "oversized": 0, "invalid": 0}, 0.0, {}
+    for index in range(args.calls):
+        slot = index // bad_every if index % bad_every == bad_every - 1 else None
+        if slot is not None and slot % 2 == 0 and counts["oversized"] < args.oversized:
+            examples.setdefault(f"oversized {counts['oversized'] % 2}", oversized(counts["oversized"]))
+            counts["oversized"] += 1
+        elif slot is not None and counts["invalid"] < args.invalid:
+            examples.setdefault(f"invalid {counts['invalid'] % 4}", invalid(counts["invalid"]))
+            counts["invalid"] += 1
+        else:
+            xi = 0.90 + (index % 100) / 1000
+            client.predict(handle_file(images[index % len(images)]), xi, api_name="/predict")
+            counts["good"] += 1
+        growth = (process.memory_info().rss - before) / 2**20
+        largest = max(largest, abs(growth))
+        if (index + 1) % 50 == 0 or index + 1 == args.calls:
+            print(f"| {index + 1} | {process.memory_info().rss / 2**20:.0f} | {growth:+.1f} |", flush=True)
+    print(f"\nsent: {counts}; largest |growth| after any request: {largest:.1f} MB")
+    for name, outcome in sorted(examples.items()):
+        print(f"  {name}: {outcome}")
+
+
+def main() -> None:
+    args = parse_args()
+    import psutil
+    from gradio_client import Client
+
+    images = (args.images or [p for p in DEFAULT_IMAGES if p.exists()]
+              or [ROOT / "assets/synthetic_street.png"])
+    scratch = Path(tempfile.mkdtemp(prefix="app_memory_"))
     server, url = start_server(args.checkpoint, args.threads)
     try:
         client = Client(url, verbose=False)
-        config = httpx.get(f"{url}config", timeout=30).json()
-        predict_index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "predict")
-        data_url = "data:image/png;base64," + base64.b64encode(big_file.read_bytes()[: 26 * 2**20]).decode()
-        big_body = json.dumps({"data": [{"path": "big.png", "url": data_url}, 0.9], "fn_index": predict_index,
-                               "session_hash": uuid.uuid4().hex}).encode()
-        del data_url
-
-        def oversized(index: int) -> str:
-            if index % 2 == 0:
-                response = httpx.post(f"{url}gradio_api/queue/join", content=big_body, timeout=120,
-                                      headers={"content-type": "application/json"})
-                return f"data: URL body {len(big_body) / 2**20:.0f} MB -> {response.status_code}"
-            return refused(lambda: client.predict(handle_file(big_file), 0.9, api_name="/predict"))
-
-        def invalid(index: int) -> str:
-            kind = index % 4
-            if kind == 0:
-                return refused(lambda: client.predict({"path": "/etc/passwd"}, 0.9, api_name="/predict"))
-            if kind == 1:
-                return refused(lambda: client.predict(handle_file(text_file), 0.9, api_name="/predict"))
-            if kind == 2:
-                return refused(lambda: client.predict(handle_file(images[0]), True, api_name="/predict"))
-            return refused(lambda: client.predict(handle_file(small_file), 0.9, api_name="/predict"))
-
-        process = psutil.Process(server.pid)
-        for index in range(5):
-            client.predict(handle_file(images[index % len(images)]), 0.95, api_name="/predict")
-        before = process.memory_info().rss
-        print(f"checkpoint: {args.checkpoint or 'shipped default'}; images: {', '.join(p.name for p in images)}; "
-              f"upload cap {MAX_UPLOAD_BYTES / 2**20:.0f} MB")
-        print(f"{args.calls} requests: {args.oversized} oversized, {args.invalid} invalid, the rest good /predict")
-        print(f"server resident set after a 5-call warm-up: {before / 2**20:.0f} MB\n")
-        print("| requests | resident MB | growth MB |\n|---|---|---|")
-        bad_every = max(1, args.calls // max(1, args.oversized + args.invalid))
-        counts, largest, examples = {"good": 0, "oversized": 0, "invalid": 0}, 0.0, {}
-        for index in range(args.calls):
-            slot = index // bad_every if index % bad_every == bad_every - 1 else None
-            if slot is not None and slot % 2 == 0 and counts["oversized"] < args.oversized:
-                examples.setdefault(f"oversized {counts['oversized'] % 2}", oversized(counts["oversized"]))
-                counts["oversized"] += 1
-            elif slot is not None and counts["invalid"] < args.invalid:
-                examples.setdefault(f"invalid {counts['invalid'] % 4}", invalid(counts["invalid"]))
-                counts["invalid"] += 1
-            else:
-                xi = 0.90 + (index % 100) / 1000
-                client.predict(handle_file(images[index % len(images)]), xi, api_name="/predict")
-                counts["good"] += 1
-            growth = (process.memory_info().rss - before) / 2**20
-            largest = max(largest, abs(growth))
-            if (index + 1) % 50 == 0 or index + 1 == args.calls:
-                print(f"| {index + 1} | {process.memory_info().rss / 2**20:.0f} | {growth:+.1f} |", flush=True)
-        print(f"\nsent: {counts}; largest |growth| after any request: {largest:.1f} MB")
-        for name, outcome in sorted(examples.items()):
-            print(f"  {name}: {outcome}")
+        oversized, invalid = bad_requests(client, url, scratch, images[0])
+        drive(client, psutil.Process(server.pid), args, images, oversized, invalid)
     finally:
         server.terminate()
         server.wait(timeout=60)

@@ -9,7 +9,8 @@ interleaved frame by frame (A B A B ..., so that the machine's load hits both al
 
 - upsample: ``F.interpolate`` of the logits to the size (bilinear, align_corners=False), then the argmax
   over classes (what ``dovit.core.preprocess.logits_to_mask`` did before);
-- labels: ``logits_to_mask`` now (``dovit.core.preprocess.resample_labels``: interpolates only pixels whose 2 x 2
+- labels: ``logits_to_mask`` now (``dovit.core.preprocess.resample_labels``: interpolates only pixels whose 2
+x 2
   source block mixes classes, or falls back to the upsample where that does not pay).
 
 Then ``Predictor.predict`` on each frame enlarged to the first size (a photo larger than the working size),
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 from pathlib import Path
 from unittest import mock
 
@@ -31,12 +31,14 @@ import torch
 import dovit.core.predictor
 import dovit.core.preprocess
 from dovit import Predictor
-from dovit.data.datasets import read_rgb
 from dovit.core.preprocess import logits_to_mask, resize_image, uniform_blocks, upsample_logits
-from dovit.video import image_files
+from dovit.core.stopwatch import Stopwatch
+from dovit.data import data_root_beside
+from dovit.data.datasets import read_rgb
+from dovit.viz.video import image_files
 
 ROOT = Path(__file__).resolve().parent.parent
-CAMVID_VAL = ROOT.parent / "shared/data/camvid/val"
+CAMVID_VAL = data_root_beside(ROOT) / "val"
 
 
 def upsample_then_argmax(logits: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
@@ -52,9 +54,9 @@ def mixed_fraction(logits: torch.Tensor) -> float:
 
 
 def _timed(function, *args) -> tuple[float, object]:
-    start = time.perf_counter()
+    start = Stopwatch()
     result = function(*args)
-    return (time.perf_counter() - start) * 1000.0, result
+    return start.ms(), result
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -68,16 +70,19 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _summary(name: str, old: list[float], new: list[float]) -> str:
-    ratios = [a / b for a, b in zip(old, new)]
+    ratios = [a / b for a, b in zip(old, new, strict=False)]
     return (f"{name}: upsample {statistics.median(old):.1f} ms, labels {statistics.median(new):.1f} ms, "
-            f"upsample/labels {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}, {len(ratios)} pairs)")
+            f"upsample/labels {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}, "
+            f"{len(ratios)} pairs)")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the shipped student)")
-    parser.add_argument("--data-root", type=Path, default=CAMVID_VAL, help="folder of frames (any image type)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint directory (default: the shipped student)")
+    parser.add_argument("--data-root", type=Path, default=CAMVID_VAL,
+                        help="folder of frames (any image type)")
     parser.add_argument("--frames", type=int, default=16, help="frames (the first, in name order)")
     parser.add_argument("--sizes", type=_size, nargs="+", default=[(720, 960), (1080, 1440), (2160, 2880)],
                         help="output mask sizes HEIGHTxWIDTH")
@@ -94,12 +99,14 @@ def main(argv: list[str] | None = None) -> None:
     predictor = Predictor.from_checkpoint(args.checkpoint)
     images = [read_rgb(path) for path in files]
     with torch.inference_mode():
-        logits = [predictor.model(predictor.preprocess(image), xi=predictor.default_xi).logits for image in images]
+        logits = [predictor.model(predictor.preprocess(image),
+                                  xi=predictor.default_xi).logits for image in images]
     print(f"{os.cpu_count()} logical cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     mixed = [mixed_fraction(frame_logits) for frame_logits in logits]
-    print(f"{len(files)} frames of {args.data_root}, logits {tuple(logits[0].shape)} at xi {predictor.default_xi:g}; "
-          f"mixed 2x2 blocks per frame: median {statistics.median(mixed):.3f}, max {max(mixed):.3f}")
+    print(f"{len(files)} frames of {args.data_root}, logits {tuple(logits[0].shape)} at xi "
+          f"{predictor.default_xi:g}; mixed 2x2 blocks per frame: median {statistics.median(mixed):.3f}, max "
+          f"{max(mixed):.3f}")
     with torch.inference_mode():
         for size in args.sizes:
             old, new, differ = [], [], 0
@@ -111,13 +118,15 @@ def main(argv: list[str] | None = None) -> None:
                     new.append(new_ms)
                     differ += int((mask != reference).sum())
             pixels = args.rounds * len(logits) * size[0] * size[1]
-            print(_summary(f"mask {size[0]}x{size[1]}", old, new) + f"; pixels that differ: {differ} of {pixels}")
+            print(_summary(f"mask {size[0]}x{size[1]}", old,
+                           new) + f"; pixels that differ: {differ} of {pixels}")
     size = args.sizes[0]
     old, new = [], []
     for _ in range(args.rounds):
         for image in images:
             predictor.set_image(resize_image(image, size))  # enlarging: INTER_LINEAR
-            with mock.patch.object(dovit.core.preprocess, "logits_to_mask", upsample_then_argmax):  # class_mask calls it
+            # class_mask calls it
+            with mock.patch.object(dovit.core.preprocess, "logits_to_mask", upsample_then_argmax):
                 old.append(_timed(predictor.predict)[0])
             new.append(_timed(predictor.predict)[0])
     print(_summary(f"Predictor.predict on a {size[0]}x{size[1]} image (xi part)", old, new))

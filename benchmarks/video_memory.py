@@ -27,7 +27,7 @@ import torch
 from gradio_client import Client, handle_file
 
 from benchmarks.app_memory import start_server
-from dovit.video import write_video
+from dovit.viz.video import write_video
 
 
 def synthetic_clip(path: Path, frames: int, size: tuple[int, int]) -> Path:
@@ -53,7 +53,8 @@ def tiny_checkpoint(folder: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=2000)
     parser.add_argument("--size", type=int, nargs=2, default=(96, 128), metavar=("H", "W"))
     parser.add_argument("--checkpoint", default=None, help="default: a random-init ViT-T at 64 x 96")

@@ -1,6 +1,7 @@
 """Benchmark: video throughput end to end against the model's batch-1 FPS at the same ξ.
 
-    python -m benchmarks.video_throughput [--checkpoint PATH] [--xi XI] [--frames 40] [--rounds 5] [--threads 1]
+    python -m benchmarks.video_throughput [--checkpoint PATH] [--xi XI] [--frames 40] [--rounds 5] [--threads
+    1]
 
 (from the checkout root). The clip is CamVid val's first ``--frames`` frames written to a temporary MP4
 (mp4v, outside the repo), else a synthetic street clip. Each round runs two passes over the clip, each
@@ -9,7 +10,7 @@ forward of a frame with the job's step for that frame:
 
 - model: the frames decoded and preprocessed up front, then the forward at ξ per frame (batch 1), timed
   as ``dovit.evaluate`` times its FPS: the model's FPS;
-- export: the app's video job without the player's file (``app.video_tab.analyse_to_disk``, what
+- export: the app's video job without the player's file (``app.video_runs.analyse_to_disk``, what
   /analyze_video runs): per frame decode, preprocess, forward, class mask, mask overlay and caption while
   holding the model gate, then the MP4 (mp4v); the CSV/JSON at the end;
 - tab: the same plus the VP8 WebM the Video tab's player plays (at most 320 px a side).
@@ -23,7 +24,6 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -31,12 +31,14 @@ import numpy as np
 import torch
 
 from app.studio import Studio
-from app.video_tab import analyse_to_disk
+from app.video_runs import analyse_to_disk
 from dovit import Predictor
-from dovit.video import iter_frames, write_video
+from dovit.core.stopwatch import Stopwatch
+from dovit.data import data_root_beside
+from dovit.viz.video import iter_frames, write_video
 
 ROOT = Path(__file__).resolve().parent.parent
-CAMVID_VAL = ROOT.parent / "shared/data/camvid/val"
+CAMVID_VAL = data_root_beside(ROOT) / "val"
 
 
 def make_clip(folder: Path, frames: int) -> Path:
@@ -58,26 +60,27 @@ def paired_fps(studio: Studio, pixels: list[torch.Tensor], clip: Path, xi: float
                playback: bool) -> tuple[float, float]:
     """(model FPS, job FPS), measured frame by frame in turn: the forward of frame i alone (batch 1, on
     the preprocessed frame, timed like ``dovit.evaluate``'s FPS), then the job's step for frame i
-    (``app.video_tab.analyse_to_disk``: decode, preprocess, forward, class mask, overlay, encode), so that
+    (``app.video_runs.analyse_to_disk``: decode, preprocess, forward, class mask, overlay, encode), so that
     both see the same moment's load. The job's last step (CSV/JSON) counts to the job."""
     job = analyse_to_disk(studio, clip, xi, "mask", out / uuid.uuid4().hex, playback=playback)
     model_s = job_s = 0.0
     for tensor in pixels:
-        start = time.perf_counter()
+        start = Stopwatch()
         studio.predictor.model(tensor, xi=xi)
-        model_s += time.perf_counter() - start
-        start = time.perf_counter()
+        model_s += start.seconds()
+        start = Stopwatch()
         next(job)
-        job_s += time.perf_counter() - start
-    start = time.perf_counter()
+        job_s += start.seconds()
+    start = Stopwatch()
     for _ in job:  # the records' files
         pass
-    job_s += time.perf_counter() - start
+    job_s += start.seconds()
     return len(pixels) / model_s, len(pixels) / job_s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--xi", type=float, default=None, help="default: the checkpoint's")
     parser.add_argument("--frames", type=int, default=40)
@@ -107,8 +110,8 @@ def main() -> None:
                   f"({tab / model_b:.3f}); load {load:.2f} -> {os.getloadavg()[0]:.2f}")
     for name, column in (("export", 1), ("tab", 3)):
         ratios = [row[column] / row[column - 1] for row in rows]
-        print(f"{name} / model: median {statistics.median(ratios):.3f}, spread {min(ratios):.3f}-{max(ratios):.3f} "
-              f"over {len(ratios)} rounds")
+        print(f"{name} / model: median {statistics.median(ratios):.3f}, spread "
+              f"{min(ratios):.3f}-{max(ratios):.3f} over {len(ratios)} rounds")
 
 
 if __name__ == "__main__":

@@ -3,11 +3,11 @@ from .core.checkpoint import CheckpointError, load_checkpoint, read_config, save
 from .core.config import ModelConfig
 from .core.flops import FLOPS_CONVENTION, count_flops
 from .core.model import DoViTSegmenter, KeepDecider, SegmenterOutput, build_model
-from .ort_runtime import OrtPredictor, OrtSegmenter
-from .policies import POLICIES, PolicyResult, run_policies
+from .core.policies import POLICIES, PolicyResult, run_policies
 from .core.predictor import Prediction, Predictor, PreparedImage
-from .presets import PRESETS, build_preset
 from .core.trace import DecisionTrace, GroupTrace, Trace, build_trace
+from .deploy.onnx_runtime import OrtPredictor, OrtSegmenter
+from .training.presets import PRESETS, build_preset
 
 __all__ = [
     "build_model", "DoViTSegmenter", "SegmenterOutput", "ModelConfig",

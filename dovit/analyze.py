@@ -1,26 +1,34 @@
-"""python -m dovit.analyze: the data-set report on a folder or video (the analysis itself: ``dovit.report.analysis``).
+"""python -m dovit.analyze: the data-set report on a folder or video (the analysis itself:
+``dovit.report.analysis``).
 
-Parses the flags, splits the frames over torchrun's processes, runs ``dovit.report.analysis.analyse``, merges the
-counts on rank 0 and writes report.html, report.json and frames.csv.
+Parses the flags, splits the frames over torchrun's processes, runs ``dovit.report.analysis.analyse_frames``,
+merges the counts on rank 0 and writes report.html, report.json and frames.csv.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import argparse
 import os
 import sys
-import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from .flags import add_process_flags, apply_threads
+from .cli.flags import add_process_flags, apply_threads
 from .core.flops import FLOPS_CONVENTION
 from .core.predictor import Predictor, check_xi
-from .report.analysis import DEFAULT_XI_GRID, SPLIT_FOLDER_DEPTH, ReportAccumulator, analyse, open_input, report_line
+from .core.stopwatch import Stopwatch
+from .report.analysis import (
+    DEFAULT_XI_GRID,
+    SPLIT_FOLDER_DEPTH,
+    ReportAccumulator,
+    analyse_frames,
+    open_input,
+    report_line,
+)
 from .report.html import write_report
-from .video import write_records_csv
+from .viz.video import write_records_csv
 
 
 @dataclass
@@ -66,26 +74,30 @@ def _process_group() -> tuple[int, int]:
 def parse_args(argv: list[str] | None = None) -> AnalyzeConfig:
     parser = argparse.ArgumentParser(
         prog="python -m dovit.analyze",
-        description="A report on a folder of images or a video: per-image GFLOPs (histogram, cheapest and most "
-        "expensive images), kept fraction per decision layer, halting depth per class; with labels, aux-head "
-        "calibration per decision layer (reliability, ECE) and the error of the tokens each decision stopped; "
-        f"mIoU and agreement with dense against GFLOPs over a xi grid. Writes report.html (self-contained), "
-        f"report.json and frames.csv. Under `torchrun --nproc_per_node K` the frames are split over K processes and "
-        f"their counts merged exactly. {FLOPS_CONVENTION}.",
+        description="A report on a folder of images or a video: per-image GFLOPs (histogram, cheapest and "
+                    "most expensive images), kept fraction per decision layer, halting depth per class; with "
+                    "labels, aux-head calibration per decision layer (reliability, ECE) and the error of the "
+                    "tokens each decision stopped; mIoU and agreement with dense against GFLOPs over a xi "
+                    "grid. Writes report.html (self-contained), report.json and frames.csv. Under `torchrun "
+                    "--nproc_per_node K` the frames are split over K processes and their counts merged "
+                    f"exactly. {FLOPS_CONVENTION}.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--input", required=True, help="a folder of images (sorted by name) or a video file")
     parser.add_argument("--labels", default=None,
-                        help="folder of same-stem PNG label images (255 = void); with --dataset, the layout's label "
-                        "folder (optional)")
+                        help="folder of same-stem PNG label images (255 = void); with --dataset, the "
+                             "layout's label folder (optional)")
     parser.add_argument("--dataset", choices=sorted(SPLIT_FOLDER_DEPTH) + ["folders"], default=None,
-                        help="read --input as this data set's split folder (e.g. ../shared/data/camvid/val), labels "
-                        "from its layout mapped to train ids (CamVid's void 11 ignored)")
-    parser.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the shipped CamVid DoViT model)")
-    parser.add_argument("--xi", type=float, default=None, help="the report's threshold (default: the checkpoint's)")
+                        help="read --input as this data set's split folder (e.g. ../shared/data/camvid/val), "
+                             "labels from its layout mapped to train ids (CamVid's void 11 ignored)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint directory (default: the shipped CamVid DoViT model)")
+    parser.add_argument("--xi", type=float, default=None,
+                        help="the report's threshold (default: the checkpoint's)")
     parser.add_argument("--xi-grid", type=float, nargs="+", default=list(DEFAULT_XI_GRID),
                         help="thresholds of the trade-off curve (1.0, the dense model, is always added)")
-    parser.add_argument("--max-images", type=int, default=None, help="analyse only the first N images or frames")
+    parser.add_argument("--max-images", type=int, default=None,
+                        help="analyse only the first N images or frames")
     parser.add_argument("--max-side", type=int, default=None,
                         help="shrink unlabelled frames whose longer side exceeds this (video)")
     parser.add_argument("--thumbnails", type=int, default=4, help="cheapest and most expensive images shown")
@@ -98,7 +110,7 @@ def parse_args(argv: list[str] | None = None) -> AnalyzeConfig:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     apply_threads(args.threads)
-    started = time.perf_counter()
+    started = Stopwatch()
     rank, world = _process_group()
     try:
         xi_grid = [check_xi(v) for v in args.xi_grid]
@@ -108,10 +120,12 @@ def main(argv: list[str] | None = None) -> int:
                                          args.max_images, args.max_side, rank, world)
         has_labels = args.labels is not None or args.dataset not in (None, "folders")
         if rank == 0:
-            print(f"analysing {what} at xi {xi:g}, grid {' '.join(f'{v:g}' for v in sorted(set(xi_grid) | {1.0}))}"
+            print(f"analysing {what} at xi {xi:g}, grid "
+                  f"{' '.join(f'{v:g}' for v in sorted(set(xi_grid) | {1.0}))}"
                   + (f", {world} processes" if world > 1 else ""), file=sys.stderr)
         shard_total = None if total is None else len(range(rank, total, world))
-        accumulator = gather(analyse(predictor, frames, xi, xi_grid, has_labels, shard_total, args.thumbnails,
+        accumulator = gather(analyse_frames(predictor, frames, xi, xi_grid, has_labels, shard_total,
+                                            args.thumbnails,
                                      progress=not args.no_progress and rank == 0), rank, world)
         if accumulator is None:  # another rank writes the report
             return 0
@@ -126,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = accumulator.summary()
     summary.update({"checkpoint": str(args.checkpoint or "shipped"), "input": str(args.input),
                     "labels": args.labels, "dataset": args.dataset, "processes": world,
-                    "seconds": time.perf_counter() - started, "threads": torch.get_num_threads()})
+                    "seconds": started.seconds(), "threads": torch.get_num_threads()})
     out = Path(args.out)
     write_report(out, summary, accumulator.ranked_thumbnails())
     write_records_csv(accumulator.records, out / "frames.csv")

@@ -1,21 +1,32 @@
 """python -m dovit.benchmark: wall time of dense vs token-pass forwards against their FLOPs ratio (the cases:
-``dovit.speed``; the timing primitives: ``dovit.timing``). Parses the flags, refuses bad ones before any case
-runs, runs the cases, prints the tables and writes JSON.
+``dovit.evaluation.benchmark_cases``; the timing primitives: ``dovit.evaluation.timing``). Parses the flags,
+refuses bad ones before any case runs, runs the cases, prints the tables and writes JSON.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import argparse
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .core.flops import FLOPS_CONVENTION
-from .speed import (BATCH_SIZES, KEPT_FRACTIONS, format_checkpoint, format_profile, format_table, load_frames,
-                    random_init_cases, run_case, run_checkpoint_case, stage_profile)
-from .timing import DTYPES, machine_description, release_memory
+from .data import DEFAULT_DATA_ROOT
+from .evaluation.benchmark_cases import (
+    BATCH_SIZES,
+    KEPT_FRACTIONS,
+    format_checkpoint,
+    format_profile,
+    format_table,
+    load_frames,
+    random_init_cases,
+    run_case,
+    run_checkpoint_case,
+    stage_profile,
+)
+from .evaluation.timing import DTYPES, machine_description, release_memory
 
 
 @dataclass
@@ -37,7 +48,7 @@ class BenchmarkConfig:
     no_forced: bool = False
     no_frames: bool = False
     checkpoint: str | None = None
-    data_root: str = "../shared/data/camvid"
+    data_root: str = DEFAULT_DATA_ROOT
     frames: int = 16
     runtime: str = "pytorch"
     export: str | None = None
@@ -61,48 +72,52 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m dovit.benchmark",
         description="Time dense vs token-pass forwards per batch size, interleaved (A B A B ...), median of "
         "per-round ratios: random-init ViT-T at 360x480 and ViT-S at 512x1024 (or the --backbone cases) with "
-        "75/50/25% (or --fractions) of tokens kept after the first decision, and a trained checkpoint on real "
-        "CamVid frames at its default xi. Reports img/s, speedup, ideal speedup (dense/dynamic FLOPs) and "
-        f"efficiency. {FLOPS_CONVENTION}.",
-        epilog="GPU example (issue 11's target): --device cuda --dtype bfloat16 --backbone vit_base_patch16_224 "
-        "--input-size 512 1024 --batch 1 32 --fractions 0.5 0.25 --frames 32 --json OUT.json",
+        "75/50/25% (or --fractions) of tokens kept after the first decision, and a trained checkpoint on "
+        "real CamVid frames at its default xi. Reports img/s, speedup, ideal speedup (dense/dynamic FLOPs) "
+        f"and efficiency. {FLOPS_CONVENTION}.",
+        epilog="GPU example (issue 11's target): --device cuda --dtype bfloat16 --backbone "
+               "vit_base_patch16_224 --input-size 512 1024 --batch 1 32 --fractions 0.5 0.25 --frames 32 "
+               "--json OUT.json",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--batch", type=int, nargs="+", default=list(BATCH_SIZES), help="batch sizes")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
-                        help="precision of the timed forwards: float32 as is, the others under torch.autocast "
-                        "(weights stay float32); float16 on cuda only")
+                        help="precision of the timed forwards: float32 as is, the others under "
+                             "torch.autocast (weights stay float32); float16 on cuda only")
     parser.add_argument("--backbone", action="append", metavar="NAME",
-                        help="a timm ViT/DeiT name for a random-init case, instead of the default cases; repeat "
-                        "for several cases; without it: ViT-T 360x480 and ViT-S 512x1024")
+                        help="a timm ViT/DeiT name for a random-init case, instead of the default cases; "
+                             "repeat for several cases; without it: ViT-T 360x480 and ViT-S 512x1024")
     parser.add_argument("--input-size", action="append", type=int, nargs=2, metavar=("H", "W"),
-                        help="input size of the --backbone cases: once for all, or once per --backbone in the same "
-                        "order; without it: the model's default size")
+                        help="input size of the --backbone cases: once for all, or once per --backbone in "
+                             "the same order; without it: the model's default size")
     parser.add_argument("--fractions", type=float, nargs="+", default=list(KEPT_FRACTIONS),
                         help="kept fractions after the first decision, each in (0, 1]")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("--repeats", type=int, default=10, help="timed rounds (medians reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed warm-up rounds")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--quick", action="store_true", help="ViT-T case only among the default random-init cases")
+    parser.add_argument("--quick", action="store_true",
+                        help="ViT-T case only among the default random-init cases")
     parser.add_argument("--profile", action="store_true",
-                        help="only the per-stage ms of the first random-init case (default ViT-T 360x480), batch 1, "
-                        "dense vs 25%% kept, and exit")
+                        help="only the per-stage ms of the first random-init case (default ViT-T 360x480), "
+                             "batch 1, dense vs 25%% kept, and exit")
     parser.add_argument("--no-forced", action="store_true", help="skip the random-init forced-fraction cases")
     parser.add_argument("--no-frames", action="store_true", help="skip the real-frame case")
     parser.add_argument("--checkpoint", default=None,
                         help="checkpoint for the real-frame case (default: the shipped CamVid DoViT student)")
-    parser.add_argument("--data-root", default="../shared/data/camvid",
+    parser.add_argument("--data-root", default=DEFAULT_DATA_ROOT,
                         help="CamVid root for the real-frame case (skipped when missing)")
-    parser.add_argument("--frames", type=int, default=16, help="real frames per round (a multiple of each batch)")
+    parser.add_argument("--frames", type=int, default=16,
+                        help="real frames per round (a multiple of each batch)")
     parser.add_argument("--runtime", choices=("pytorch", "onnxruntime"), default="pytorch",
-                        help="onnxruntime: only time ORT dense, ORT DoViT and PyTorch (dense, DoViT) interleaved, "
-                        "batch 1, on --frames real frames of the checkpoint at its default xi and with the last of "
-                        "--fractions kept (ORT's efficiency = its dense time / its DoViT time over the FLOPs ratio)")
+                        help="onnxruntime: only time ORT dense, ORT DoViT and PyTorch (dense, DoViT) "
+                             "interleaved, batch 1, on --frames real frames of the checkpoint at its default "
+                             "xi and with the last of --fractions kept (ORT's efficiency = its dense time / "
+                             "its DoViT time over the FLOPs ratio)")
     parser.add_argument("--export", default=None,
-                        help="with --runtime onnxruntime: the checkpoint's export folder (python -m dovit.export); "
-                        "default: export it into a temporary folder first")
+                        help="with --runtime onnxruntime: the checkpoint's export folder (python -m "
+                             "dovit.export); default: export it into a temporary folder first")
     return parser
 
 
@@ -115,8 +130,9 @@ def _check_args(args: BenchmarkConfig, run_frames: bool) -> None:
         raise ValueError(f"--fractions must each be in (0, 1], got {args.fractions}")
     uneven = [batch for batch in args.batch if batch > 1 and args.frames % batch]
     if run_frames and uneven:
-        raise ValueError(f"--frames {args.frames} is not a multiple of batch size {uneven[0]} (the real-frame "
-                         "case runs whole batches): raise --frames, or skip that case with --no-frames")
+        raise ValueError(f"--frames {args.frames} is not a multiple of batch size {uneven[0]} (the "
+                         "real-frame case runs whole batches): raise --frames, or skip that case with "
+                         "--no-frames")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,14 +151,16 @@ def main(argv: list[str] | None = None) -> int:
     header = f"device {args.device}, dtype {args.dtype}"
     if args.profile:
         backbone, size = cases[0]
-        print(f"Machine: {machine_description(args.device)}, {header}\n{backbone} {size[0]}x{size[1]}, batch 1\n")
+        print(f"Machine: {machine_description(args.device)}, {header}\n{backbone} {size[0]}x{size[1]}, batch "
+              "1\n")
         print(format_profile(stage_profile(backbone, size, warmup=args.warmup, repeats=args.repeats,
                                            device=args.device, dtype=args.dtype)))
         return 0
     rows = []
     if not args.no_forced:
         for backbone, size in cases:
-            rows += run_case(backbone, size, fractions=args.fractions, batch_sizes=args.batch, warmup=args.warmup,
+            rows += run_case(backbone, size, fractions=args.fractions, batch_sizes=args.batch,
+                             warmup=args.warmup,
                              repeats=args.repeats, device=args.device, dtype=args.dtype)
             release_memory(args.device)
     checkpoint_results = []
@@ -153,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _report(args: BenchmarkConfig, header: str, rows: list, checkpoint_results: list, run_frames: bool) -> None:
+def _report(args: BenchmarkConfig, header: str, rows: list, checkpoint_results: list,
+            run_frames: bool) -> None:
     """Print the tables (and why the real-frame case was skipped); write --json."""
     machine = machine_description(args.device)
     print(f"Machine: {machine}, {header}\n{FLOPS_CONVENTION}\n")
@@ -179,8 +198,8 @@ def _runtime_comparison(args: BenchmarkConfig) -> int:
 
     from .core.checkpoint import load_checkpoint
     from .core.predictor import default_checkpoint
-    from .onnx_export import ExportConfig, ExportError, export_onnx
-    from .ort_runtime import OrtSegmenter, compare_runtimes, format_runtime_cases
+    from .deploy.onnx_graphs import ExportConfig, ExportError, export_onnx
+    from .deploy.onnx_runtime import OrtSegmenter, compare_runtimes, format_runtime_cases
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -189,7 +208,8 @@ def _runtime_comparison(args: BenchmarkConfig) -> int:
         export = args.export
         if export is None:
             try:
-                export = str(export_onnx(ExportConfig(checkpoint, f"{scratch}/export", check=False), progress=False).output)
+                export = str(export_onnx(ExportConfig(checkpoint, f"{scratch}/export", check=False),
+                                         progress=False).output)
             except ExportError as error:
                 print(f"error: {error}", file=sys.stderr)
                 return 2
@@ -204,10 +224,25 @@ def _runtime_comparison(args: BenchmarkConfig) -> int:
     print(format_runtime_cases(cases))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"machine": machine, "runtime": ort_model.runtime, "checkpoint": checkpoint,
-                                               "cases": [dict(dataclasses.asdict(c), ort_efficiency=c.ort_efficiency,
-                                                              pytorch_efficiency=c.pytorch_efficiency) for c in cases]},
-                                              indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "machine": machine,
+                    "runtime": ort_model.runtime,
+                    "checkpoint": checkpoint,
+                    "cases": [
+                        dict(
+                            dataclasses.asdict(c),
+                            ort_efficiency=c.ort_efficiency,
+                            pytorch_efficiency=c.pytorch_efficiency,
+                        )
+                        for c in cases
+                    ],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     return 0
 
 

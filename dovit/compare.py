@@ -1,5 +1,6 @@
-"""python -m dovit.compare: stopping policies at matched FLOPs budgets on a labelled set (the comparison itself:
-``dovit.policy_compare``). Parses the flags, runs it, prints the table and writes JSON and the figure.
+"""python -m dovit.compare: stopping policies at matched FLOPs budgets on a labelled set (the comparison
+itself: ``dovit.evaluation.policy_scores``). Parses the flags, runs it, prints the table and writes JSON and
+the figure.
 """
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ from pathlib import Path
 
 import torch
 
-from .flags import add_data_flags, add_process_flags, apply_threads
+from .cli.flags import add_data_flags, add_process_flags, apply_threads
 from .core.checkpoint import CheckpointError
 from .core.flops import FLOPS_CONVENTION
+from .core.policies import DTOP_K, POLICIES, check_budget
 from .core.predictor import Predictor, default_checkpoint
-from .data import build_dataset
-from .policies import DTOP_K, POLICIES, check_budget
-from .policy_compare import BUDGET_DEFINITION, MATCH_MODES, compare_policies, figure, markdown_table
+from .data import DEFAULT_DATA_ROOT, build_dataset
+from .evaluation.policy_scores import BUDGET_DEFINITION, MATCH_MODES, compare_policies, figure, markdown_table
 from .report.analysis import labelled_frames
 
 
@@ -29,11 +30,12 @@ class CompareConfig:
 
     checkpoint: str | None = None
     dataset: str = "camvid"
-    data_root: str = "../shared/data/camvid"
+    data_root: str = DEFAULT_DATA_ROOT
     split: str = "val"
     sequences: list[str] | None = None
     budgets: list[float] = field(default_factory=lambda: [0.4, 0.5, 0.6])
-    policies: list[str] = field(default_factory=lambda: ["confidence", "random", "topk", "dtop", "oracle", "shallow"])
+    policies: list[str] = field(default_factory=lambda: ["confidence", "random", "topk", "dtop", "oracle",
+                                                         "shallow"])
     match: str = "set"
     max_images: int | None = None
     seed: int = 0
@@ -48,11 +50,12 @@ class CompareConfig:
 def parse_args(argv: list[str] | None = None) -> CompareConfig:
     parser = argparse.ArgumentParser(
         prog="python -m dovit.compare",
-        description="Compare token stopping policies (" + ", ".join(POLICIES) + ") of one DoViT checkpoint at "
+        description="Compare token stopping policies (" + ", ".join(POLICIES)
+        + ") of one DoViT checkpoint at "
         "matched FLOPs on a labelled data set: per policy and budget, mIoU, agreement with the dense model, "
         "measured latency (median) and mean GFLOPs with its ratio to the budget. Every policy but shallow is "
-        f"searched per image to within 2 % of the budget; shallow takes the nearest cut. {BUDGET_DEFINITION}. "
-        f"{FLOPS_CONVENTION}.",
+        "searched per image to within 2 % of the budget; shallow takes the nearest cut. "
+        f"{BUDGET_DEFINITION}. {FLOPS_CONVENTION}.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--checkpoint", default=None,
@@ -63,9 +66,10 @@ def parse_args(argv: list[str] | None = None) -> CompareConfig:
     parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES, metavar="POLICY",
                         help="policies to run, from: " + " ".join(POLICIES))
     parser.add_argument("--match", choices=MATCH_MODES, default="set",
-                        help="set: each threshold policy (confidence, random, dtop, oracle) runs one knob value for "
-                        "the whole set, chosen so that the mean GFLOPs meet the budget (costs follow content, as "
-                        "deployed); image: the knob is searched per image, so every image meets the budget")
+                        help="set: each threshold policy (confidence, random, dtop, oracle) runs one knob "
+                             "value for the whole set, chosen so that the mean GFLOPs meet the budget (costs "
+                             "follow content, as deployed); image: the knob is searched per image, so every "
+                             "image meets the budget")
     parser.add_argument("--max-images", type=int, default=None, help="use only the first N images")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random policy")
     parser.add_argument("--dtop-k", type=int, default=DTOP_K,
@@ -89,16 +93,18 @@ def main(argv: list[str] | None = None) -> int:
         predictor = Predictor.from_checkpoint(checkpoint, device=args.device)
         dataset = build_dataset(args.dataset, args.data_root, args.split, sequences=args.sequences)
         if dataset.info.num_classes != predictor.config.num_classes:
-            raise ValueError(f"the checkpoint predicts {predictor.config.num_classes} classes, {args.dataset} has "
-                             f"{dataset.info.num_classes}")
+            raise ValueError(f"the checkpoint predicts {predictor.config.num_classes} classes, "
+                             f"{args.dataset} has {dataset.info.num_classes}")
     except (ValueError, CheckpointError, FileNotFoundError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     count = len(dataset) if args.max_images is None else min(args.max_images, len(dataset))
     load_before = _load_average()
-    dense, rows = compare_policies(predictor, labelled_frames(dataset, args.max_images), budgets, args.policies,
+    dense, rows = compare_policies(predictor, labelled_frames(dataset, args.max_images), budgets,
+                                   args.policies,
                                    args.seed, args.dtop_k, args.match, total=count)
-    what = (f"{args.dataset} {args.split}" + (f" (recordings {' '.join(args.sequences)})" if args.sequences else "")
+    what = (f"{args.dataset} {args.split}" + (f" (recordings {' '.join(args.sequences)})" if args.sequences
+                                              else "")
             + f", {count} images at {predictor.config.input_size[0]}x{predictor.config.input_size[1]}, "
             f"budgets matched per {args.match}")
     table = markdown_table(dense, rows)
@@ -112,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                "load_average_before": load_before, "load_average_after": _load_average()}
     if args.json:
         _write(args.json, json.dumps({
-            "checkpoint": str(checkpoint), "dataset": args.dataset, "split": args.split, "sequences": args.sequences,
+            "checkpoint": str(checkpoint), "dataset": args.dataset, "split": args.split,
+            "sequences": args.sequences,
             "images": count, "input_size": list(predictor.config.input_size), "budgets": budgets,
             "policies": list(args.policies), "seed": args.seed, "dtop_k": args.dtop_k, "match": args.match,
             "budget_definition": BUDGET_DEFINITION, "flops_convention": FLOPS_CONVENTION, "machine": machine,
@@ -121,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         _write(args.md, f"{what}.\n\n{table}\n")
     if args.html:
         Path(args.html).parent.mkdir(parents=True, exist_ok=True)
-        figure(dense, rows, f"Stopping policies at matched FLOPs: {what}").write_html(args.html, include_plotlyjs=True)
+        figure(dense, rows, f"Stopping policies at matched FLOPs: {what}").write_html(args.html,
+                                                                                      include_plotlyjs=True)
     return 0
 
 

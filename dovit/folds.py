@@ -20,10 +20,11 @@ from pathlib import Path
 
 import torch
 
-from . import train, training
+from . import train
 from .core.checkpoint import load_checkpoint, read_config
-from .data import EvalTransform, build_dataset
-from .evaluate import evaluate_model
+from .data import DEFAULT_DATA_ROOT, EvalTransform, build_dataset
+from .evaluation.xi_sweep import evaluate_model
+from .training import trainer
 
 THIN_CLASSES = ("Pole", "SignSymbol", "Fence", "Pedestrian", "Bicyclist")
 
@@ -40,7 +41,7 @@ class FoldsConfig:
     """``python -m dovit.folds``'s flags (see its --help for each)."""
 
     output: str = "runs/folds"
-    data_root: str = "../shared/data/camvid"
+    data_root: str = DEFAULT_DATA_ROOT
     split: str = "train+val"
     drives: list[str] | None = None
     teacher_args: str = TEACHER_ARGS
@@ -73,15 +74,17 @@ def parse_args(argv: list[str] | None = None) -> FoldsConfig:
     )
     add = parser.add_argument
     add("--output", default="runs/folds", help="folder for the per-fold training runs")
-    add("--data-root", default="../shared/data/camvid", help="CamVid root (train/, val/ and their annot/)")
+    add("--data-root", default=DEFAULT_DATA_ROOT, help="CamVid root (train/, val/ and their annot/)")
     add("--split", default="train+val", help="splits whose drives form the folds ('+' joins splits)")
     add("--drives", nargs="+", default=None, help="hold out only these drives (default: every drive)")
     add("--teacher-args", default=TEACHER_ARGS,
         help="python -m dovit.train flags of the dense teacher (stage, data and output are set here)")
     add("--student-args", default=STUDENT_ARGS,
-        help="python -m dovit.train flags of the student, trained from its fold's teacher (--init, --teacher)")
+        help="python -m dovit.train flags of the student, trained from its fold's teacher (--init, "
+             "--teacher)")
     add("--common-args", default="", help="flags given to both runs (e.g. --input-size 192 256 --threads 1)")
-    add("--teacher-xi", type=float, nargs="+", default=[0.0, 1.0], help="ξ values at which to score the teacher")
+    add("--teacher-xi", type=float, nargs="+", default=[0.0, 1.0],
+        help="ξ values at which to score the teacher")
     add("--student-xi", type=float, nargs="+", default=[0.0, 0.8, 0.9, 0.95, 1.0],
         help="ξ values at which to score the student")
     add("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="evaluation device")
@@ -103,13 +106,14 @@ def _train(run: Path, argv: list[str]) -> None:
     if _finished(run, argv):
         print(f"reusing finished run {run}")
         return
-    resume = ["--resume"] if (run / training.STATE_NAME).exists() else []
+    resume = ["--resume"] if (run / trainer.STATE_NAME).exists() else []
     print("python -m dovit.train " + shlex.join(argv + resume), flush=True)
-    config = train.parse_args(argv + resume)  # the fold's flags, as a user would type them, into a TrainConfig
+    # the fold's flags, as a user would type them, into a TrainConfig
+    config = train.parse_args(argv + resume)
     try:
-        training.check_config(config)
-        training.train(config)
-    except training.SetupError as error:
+        trainer.check_config(config)
+        trainer.train(config)
+    except trainer.SetupError as error:
         raise SystemExit(f"training failed: {run}: {error}") from None
 
 
@@ -120,13 +124,15 @@ def run_fold(args: FoldsConfig, drive: str) -> FoldResult:
             "--val-sequences", drive, "--eval-every", "0"]
     common = shlex.split(args.common_args)
     teacher_run, student_run = fold / "teacher", fold / "student"
-    _train(teacher_run, ["--stage", "dense", "--output", str(teacher_run), *data, *shlex.split(args.teacher_args),
+    _train(teacher_run, ["--stage", "dense", "--output", str(teacher_run), *data,
+                         *shlex.split(args.teacher_args),
                          *common])
     teacher_ckpt = str(teacher_run / "last")
     _train(student_run, ["--stage", "dovit", "--output", str(student_run), "--init", teacher_ckpt,
                          "--teacher", teacher_ckpt, *data, *shlex.split(args.student_args), *common])
     scores = {}
-    for name, run, xi_values in (("teacher", teacher_run, args.teacher_xi), ("student", student_run, args.student_xi)):
+    for name, run, xi_values in (("teacher", teacher_run, args.teacher_xi), ("student", student_run,
+                                                                             args.student_xi)):
         model = load_checkpoint(run / "last").to(args.device)
         config = model.config
         test = build_dataset("camvid", args.data_root, args.split,
@@ -138,7 +144,8 @@ def run_fold(args: FoldsConfig, drive: str) -> FoldResult:
 
 
 def summary_table(folds: list[FoldResult], class_names: list[str]) -> str:
-    """Markdown: per held-out drive and their mean, mIoU of teacher (ξ 1, 0) and student per ξ, FLOPs saved."""
+    """Markdown: per held-out drive and their mean, mIoU of teacher (ξ 1, 0) and student per ξ, FLOPs
+    saved."""
     student_xi = list(folds[0].student)
     teacher_xi = sorted(folds[0].teacher, key=float, reverse=True)
     head = (["held-out drive", "train / test frames"] + [f"teacher ξ={x}" for x in teacher_xi]
@@ -155,7 +162,8 @@ def summary_table(folds: list[FoldResult], class_names: list[str]) -> str:
 
     for fold in folds:
         lines.append(row(fold.held_out, f"{fold.train_images} / {fold.test_images}",
-                         [fold.teacher[x]["miou"] for x in teacher_xi], [fold.student[x]["miou"] for x in student_xi],
+                         [fold.teacher[x]["miou"] for x in teacher_xi],
+                         [fold.student[x]["miou"] for x in student_xi],
                          saved_at(fold)))
     count = len(folds)
     lines.append(row("**mean**", "", [sum(f.teacher[x]["miou"] for f in folds) / count for x in teacher_xi],
@@ -190,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     folds = [run_fold(args, drive) for drive in drives]
     table = summary_table(folds, everything.info.class_names)
     print(table)
-    for path, text in ((args.json, json.dumps({"command": "python -m dovit.folds " + shlex.join(argv or sys.argv[1:]),
+    for path, text in ((args.json, json.dumps({"command": "python -m dovit.folds "
+                                                          "" + shlex.join(argv or sys.argv[1:]),
                                                "class_names": everything.info.class_names,
                                                "folds": [asdict(f) for f in folds]}, indent=1) + "\n"),
                        (args.markdown, table + "\n")):

@@ -1,6 +1,6 @@
 """python -m dovit.train: train a dense teacher or a DoViT student (Eq. 9-12); torchrun gives DDP.
 
-Parses the flags into a ``dovit.training.TrainConfig`` and runs ``dovit.training.train``.
+Parses the flags into a ``dovit.training.trainer.TrainConfig`` and runs ``dovit.training.trainer.train``.
 """
 from __future__ import annotations
 
@@ -10,20 +10,29 @@ import sys
 from .core.config import DECODERS
 from .data import DATASETS
 from .data.augment import AUGMENT_PRESETS
-from .presets import PRESETS, preset_config
-from .training import (DEFAULT_INPUT_SIZE, DEFAULT_XI, FIT_MEASURE_STEPS, FIT_SKIP_STEPS, SetupError, TrainConfig,
-                       check_config, train)
+from .training.presets import PRESETS, preset_config
+from .training.trainer import (
+    DEFAULT_INPUT_SIZE,
+    DEFAULT_XI,
+    FIT_MEASURE_STEPS,
+    FIT_SKIP_STEPS,
+    SetupError,
+    TrainConfig,
+    check_config,
+    train,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     parser = argparse.ArgumentParser(
         prog="python -m dovit.train",
-        description="Train a DoViT segmenter. Stage 'dense' trains the teacher (no token pass, CE on the decoder "
-        "and the aux heads); stage 'dovit' trains the student with token pass at --xi and the loss "
-        "CE + alpha*L_AH + beta*KL(student || dense teacher) (paper Eq. 9-12). --preset NAME starts from one "
-        "of the paper's models (SETR or Segmenter on ViT-T/S/B/L, ADE20K or Cityscapes settings); flags given "
-        "explicitly override its fields. Run under `torchrun --nproc_per_node K` for DistributedDataParallel "
-        "(gloo on CPU, NCCL on GPU). Bad flags, files or drives exit with code 2 and one line on stderr.",
+        description="Train a DoViT segmenter. Stage 'dense' trains the teacher (no token pass, CE on the "
+                    "decoder and the aux heads); stage 'dovit' trains the student with token pass at --xi "
+                    "and the loss CE + alpha*L_AH + beta*KL(student || dense teacher) (paper Eq. 9-12). "
+                    "--preset NAME starts from one of the paper's models (SETR or Segmenter on ViT-T/S/B/L, "
+                    "ADE20K or Cityscapes settings); flags given explicitly override its fields. Run under "
+                    "`torchrun --nproc_per_node K` for DistributedDataParallel (gloo on CPU, NCCL on GPU). "
+                    "Bad flags, files or drives exit with code 2 and one line on stderr.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
@@ -66,10 +75,10 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument_group("the model").add_argument
     add("--preset", default=None, metavar="NAME",
         help="build the model from a paper preset, {setr|segmenter}_vit_{t|s|b|l}_{ade20k|cityscapes} (e.g. "
-        "segmenter_vit_s_ade20k; list: dovit.PRESETS): its backbone (timm vit_*_patch16_384), decision layers "
-        "((3 6 9) for 12 blocks, (6 12 18) for 24), input size and crop (ADE20K 512 512, Cityscapes 768 768), "
-        "decoder (SETR-Naive 'naive_up4' or Segmenter's mask transformer), normalisation and default xi. "
-        "The data set's classes replace the preset's; --backbone, --decoder, --decoder-channels, "
+        "segmenter_vit_s_ade20k; list: dovit.PRESETS): its backbone (timm vit_*_patch16_384), decision "
+        "layers ((3 6 9) for 12 blocks, (6 12 18) for 24), input size and crop (ADE20K 512 512, Cityscapes "
+        "768 768), decoder (SETR-Naive 'naive_up4' or Segmenter's mask transformer), normalisation and "
+        "default xi. The data set's classes replace the preset's; --backbone, --decoder, --decoder-channels, "
         "--decision-layers, --input-size, --crop-size and --xi override its fields. ImageNet init: "
         "--pretrained hub (online) or --pretrained FILE (offline); without --pretrained it starts random")
     add("--backbone", default=None,
@@ -92,12 +101,14 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
     add("--decoder-channels", type=int, default=None,
         help="decoder width (default: the preset's, else ModelConfig's, 256)")
     add("--decision-layers", type=int, nargs="+", default=None,
-        help="blocks after which a decision runs (default: the preset's, else the paper's: 3 6 9 for 12 blocks)")
+        help="blocks after which a decision runs (default: the preset's, else the paper's: 3 6 9 for 12 "
+             "blocks)")
     add("--no-merge", action="store_true", help="turn off Eq. 8 token merging (ablation)")
     add("--pretrained", default=None, metavar="FILE|hub",
         help="backbone ImageNet weights: a local timm weights file (.safetensors/.pth; must exist, never "
         "downloaded), or 'hub' for timm's default weights of the backbone (needs a network); default: random")
-    add("--init", default=None, help="initialise all weights from a DoViT checkpoint (e.g. the student from the teacher)")
+    add("--init", default=None,
+        help="initialise all weights from a DoViT checkpoint (e.g. the student from the teacher)")
     add("--init-weights", default=None,
         help="copy every weight whose name and shape match from a DoViT checkpoint into the model that the "
         "flags describe (e.g. a new decoder on a trained backbone); the rest keeps its random init")
@@ -115,7 +126,8 @@ def _objective_flags(parser: argparse.ArgumentParser) -> None:
         help="stage dovit: share of steps run at xi = 1 (no token stops), drawn at random, so the full-depth "
         "path that the slider reaches at xi = 1 keeps training (trained at xi < 1 only, a student can lose "
         "accuracy as xi, and so compute, goes up)")
-    add("--label-smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy terms (0 = off)")
+    add("--label-smoothing", type=float, default=0.0,
+        help="label smoothing of the cross-entropy terms (0 = off)")
     add("--released-teacher", default=None, metavar="FILE",
         help="a released ESPNetv2 Cityscapes state dict whose answers, classes mapped to the data set's, are "
         "distilled (KL) on the pixels the labels leave Unlabelled, weighted by --gamma")
@@ -127,17 +139,20 @@ def _objective_flags(parser: argparse.ArgumentParser) -> None:
 def _input_flags(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument_group("input size and augmentation").add_argument
     add("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"),
-        help=f"model input size (default: the preset's, else {DEFAULT_INPUT_SIZE[0]} {DEFAULT_INPUT_SIZE[1]})")
-    add("--crop-size", type=int, nargs=2, default=None, metavar=("H", "W"), help="training crop (default: input size)")
+        help=f"model input size (default: the preset's, else {DEFAULT_INPUT_SIZE[0]} "
+             f"{DEFAULT_INPUT_SIZE[1]})")
+    add("--crop-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+        help="training crop (default: input size)")
     add("--scale-range", type=float, nargs=2, default=[0.5, 2.0], metavar=("LO", "HI"), help="random scale")
     add("--jitter", type=float, default=0.3, help="photometric jitter strength (0 = off)")
     add("--camera-aug", type=float, default=0.0,
-        help="--augment standard: chance of each camera effect per image: gamma (dusk, sun), blur, sensor noise, "
-        "JPEG (0 = off)")
+        help="--augment standard: chance of each camera effect per image: gamma (dusk, sun), blur, sensor "
+             "noise, JPEG (0 = off)")
     add("--augment", choices=AUGMENT_PRESETS, default="standard",
-        help="augmentation preset (albumentations): 'standard' = scale, crop, flip, colour jitter (+ --camera-aug); "
-        "'robust' adds colour temperature, channel gains, HSV, grayscale, gamma, blur, noise, JPEG, fog, shadow, "
-        "sun flare and wide-aspect crops, for photos from other cities and cameras (dovit.data.augment)")
+        help="augmentation preset (albumentations): 'standard' = scale, crop, flip, colour jitter (+ "
+             "--camera-aug); 'robust' adds colour temperature, channel gains, HSV, grayscale, gamma, blur, "
+             "noise, JPEG, fog, shadow, sun flare and wide-aspect crops, for photos from other cities and "
+             "cameras (dovit.data.augment)")
 
 
 def _optimisation_flags(parser: argparse.ArgumentParser) -> None:
@@ -146,7 +161,8 @@ def _optimisation_flags(parser: argparse.ArgumentParser) -> None:
         help="keep an exponential moving average of the weights with this decay (e.g. 0.999; 0 = off); "
         "validation, best/ and last/ then hold the averaged weights")
     add("--steps", type=int, default=10000, help="optimizer steps")
-    add("--batch-size", type=int, default=8, help="images per process and step (equalised kept counts if > 1)")
+    add("--batch-size", type=int, default=8,
+        help="images per process and step (equalised kept counts if > 1)")
     add("--lr", type=float, default=5e-4, help="peak learning rate (AdamW)")
     add("--min-lr", type=float, default=1e-6, help="final learning rate")
     add("--weight-decay", type=float, default=0.05, help="AdamW weight decay")
@@ -162,29 +178,34 @@ def _optimisation_flags(parser: argparse.ArgumentParser) -> None:
         help="stop after this much training wall time (then validate and save as at the end); the schedule "
         "still follows --steps")
     add("--fit-minutes", type=float, default=None,
-        help=f"fit the schedule to this much training wall time: over steps {FIT_SKIP_STEPS}-{FIT_MEASURE_STEPS} "
-        "(the first ones warm up kernels and loaders) the step rate is measured, and the run's length "
-        "(and its cosine/poly decay) is cut from --steps to the steps that fit, so the schedule completes instead "
-        "of being stopped half-way; for a GPU lent for minutes, where the step rate is not known beforehand")
+        help="fit the schedule to this much training wall time: over steps "
+             f"{FIT_SKIP_STEPS}-{FIT_MEASURE_STEPS} (the first ones warm up kernels and loaders) the step "
+             "rate is measured, and the run's length (and its cosine/poly decay) is cut from --steps to the "
+             "steps that fit, so the schedule completes instead of being stopped half-way; for a GPU lent "
+             "for minutes, where the step rate is not known beforehand")
 
 
 def _run_flags(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument_group("checkpoints, validation and the process").add_argument
-    add("--default-xi", type=float, default=None, help="xi written into the checkpoint config (default: --xi)")
-    add("--eval-every", type=int, default=500, help="validate (and keep best/) every N steps; 0 = at the end only")
+    add("--default-xi", type=float, default=None,
+        help="xi written into the checkpoint config (default: --xi)")
+    add("--eval-every", type=int, default=500,
+        help="validate (and keep best/) every N steps; 0 = at the end only")
     add("--save-every", type=int, default=250, help="write last/ and train_state.pt every N steps")
     add("--max-val-images", type=int, default=None, help="validate on the first N images only")
     add("--workers", type=int, default=1, help="data loader workers per process")
     add("--threads", type=int, default=None, help="torch CPU threads per process")
     add("--seed", type=int, default=0, help="random seed")
     add("--resume", action="store_true",
-        help="continue from OUTPUT/train_state.pt; refuses (exit code 2) when there is none, unless --allow-fresh")
+        help="continue from OUTPUT/train_state.pt; refuses (exit code 2) when there is none, unless "
+             "--allow-fresh")
     add("--allow-fresh", action="store_true",
-        help="with --resume: start from step 0 when OUTPUT holds no train_state.pt yet (e.g. a run killed before "
-        "its first save), instead of refusing")
+        help="with --resume: start from step 0 when OUTPUT holds no train_state.pt yet (e.g. a run killed "
+             "before its first save), instead of refusing")
     add("--no-progress", action="store_true", help="no tqdm bar (the log file is still written)")
     add("--dump-rank-weights", action="store_true",
-        help="every rank also writes its final weights to OUTPUT/rank{R}.safetensors (to check that DDP ranks agree)")
+        help="every rank also writes its final weights to OUTPUT/rank{R}.safetensors (to check that DDP "
+             "ranks agree)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,8 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_config(config)
         if config.preset and config.pretrained is None and not config.init_weights:
-            print(f"note: --preset {config.preset} starts from random backbone weights; pass --pretrained hub "
-                  "(online) or --pretrained FILE for its ImageNet initialisation", file=sys.stderr)
+            print(f"note: --preset {config.preset} starts from random backbone weights; pass --pretrained "
+                  "hub (online) or --pretrained FILE for its ImageNet initialisation", file=sys.stderr)
         train(config)
     except SetupError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from dovit import Predictor
-from dovit.data import build_dataset
+from dovit.data import DEFAULT_DATA_ROOT, build_dataset
 
 SKY, BUILDING = 0, 1  # CamVid's class indices
 ZENITH, HORIZON = np.array([40, 110, 215]), np.array([150, 195, 240])  # RGB of a clear sky, top and bottom
@@ -68,15 +68,20 @@ def sky_score(checkpoint: str, xi: float, images: list[np.ndarray], skies: list[
     predictor = Predictor.from_checkpoint(checkpoint)
     masks = [p.mask for p in predictor.predict_batch(images, xi=xi, dense=False)]
     total = sum(int(sky.sum()) for sky in skies)
-    called = [sum(int((mask[sky] == cls).sum()) for mask, sky in zip(masks, skies)) / total for cls in (SKY, BUILDING)]
+    called = [
+        sum(int((mask[sky] == cls).sum()) for mask, sky in zip(masks, skies, strict=False)) / total
+        for cls in (SKY, BUILDING)
+    ]
     return SkyScore(checkpoint, xi, called[0], called[1], len(images))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-root", type=Path, default=Path("../shared/data/camvid"))
-    parser.add_argument("--drive", default="0001TP", help="CamVid drive (file-name prefix) whose frames are repainted")
-    parser.add_argument("--split", default="train+val", help="splits to read the drive's frames from ('+' joins)")
+    parser.add_argument("--data-root", type=Path, default=Path(DEFAULT_DATA_ROOT))
+    parser.add_argument("--drive", default="0001TP",
+                        help="CamVid drive (file-name prefix) whose frames are repainted")
+    parser.add_argument("--split", default="train+val",
+                        help="splits to read the drive's frames from ('+' joins)")
     parser.add_argument("--models", nargs="+", required=True,
                         help="CHECKPOINT@XI, e.g. checkpoints/camvid_dovit_vit_tiny@0.9")
     parser.add_argument("--seed", type=int, default=0, help="seed of the grain")
@@ -95,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--models: {spec!r} is not CHECKPOINT@XI")
         scores.append(sky_score(checkpoint, float(xi), images, skies))
         score = scores[-1]
-        print(f"| {checkpoint} | {score.xi:g} | {100 * score.sky_as_sky:.1f} % | {100 * score.sky_as_building:.1f} % |")
+        print(f"| {checkpoint} | {score.xi:g} | {100 * score.sky_as_sky:.1f} % | "
+              f"{100 * score.sky_as_building:.1f} % |")
     if args.json:
         args.json.write_text(json.dumps([asdict(s) for s in scores], indent=1))
     return 0

@@ -4,7 +4,8 @@ The device tool copies at most 64 MiB (working tree + carried paths): the PNG fr
 JPEG (quality 95) copies 32 MiB. Labels stay PNG (lossless). Val mIoU on the JPEG copies and on the PNGs
 agreed within 0.11 for the shipped teacher (README, Reproduce).
 
-    python scripts/prepare_gpu_data.py [--source ../shared/data/camvid] [--dest .devdata/camvid] [--quality 95]
+    python scripts/prepare_gpu_data.py [--source ../shared/data/camvid] [--dest .devdata/camvid] [--quality
+    95]
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from tqdm import tqdm
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--source", default="../shared/data/camvid", help="CamVid root with train/, val/ and *annot/")
+    parser.add_argument("--source", default="../shared/data/camvid",
+                        help="CamVid root with train/, val/ and *annot/")
     parser.add_argument("--dest", default=".devdata/camvid", help="where the copy goes (git-ignored)")
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality")
     parser.add_argument("--splits", nargs="+", default=["train", "val"], help="splits to copy")

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from dovit import Predictor
+from dovit.core.policies import POLICIES, PolicyRunner
 from dovit.report.analysis import analyse_image
-from dovit.policies import POLICIES, PolicyRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = ROOT / "assets" / "synthetic_street.png"
@@ -51,11 +51,13 @@ def reference_outputs() -> dict:
     runner = PolicyRunner(predictor, image)
     for name in POLICIES:
         result = runner.run(name, BUDGET)
-        policies[name] = {"gflops": result.gflops, "agreement": result.agreement, "parameter": result.parameter,
+        policies[name] = {"gflops": result.gflops, "agreement": result.agreement,
+                          "parameter": result.parameter,
                           "mask_counts": class_counts(result.mask, classes)}
     return {
         "image": IMAGE.name, "predict": predictions,
-        "analysis": {"kept_tokens": analysis.record.kept_tokens, "depth_counts": analysis.depth_counts.tolist(),
+        "analysis": {"kept_tokens": analysis.record.kept_tokens,
+                     "depth_counts": analysis.depth_counts.tolist(),
                      "sweep": [{"xi": p.xi, "flops": p.flops, "agreeing_pixels": p.agreeing_pixels}
                                for p in analysis.sweep]},
         "policies_at_budget_0.6": policies,

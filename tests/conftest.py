@@ -37,10 +37,12 @@ def write_drives(root: Path, drives: dict[str, int], size=(48, 64)) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_app_url(tiny_model, tmp_path_factory):
-    """The studio on a random-init ViT-T checkpoint (assets/ examples only), served on loopback (browser tests)."""
+    """The studio on a random-init ViT-T checkpoint (assets/ examples only), served on loopback (browser
+    tests)."""
+    from app_driver import serve_on_loopback
+
     import dovit
     from app.ui import build_demo
-    from app_driver import serve_on_loopback
 
     checkpoint = dovit.save_checkpoint(tiny_model, tmp_path_factory.mktemp("checkpoint"))
     demo = build_demo(dovit.Predictor.from_checkpoint(checkpoint), examples_dir=None)

@@ -74,7 +74,8 @@ def test_export_and_trace_apis(client, images):
     path = client.predict(handle_file(images / "street.png"), 0.5, api_name="/export")
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
-        assert "README.md" in names and "trace/tokens.csv" in names and "charts/tokens_and_flops.html" in names
+        assert ("README.md" in names and "trace/tokens.csv" in names
+                and "charts/tokens_and_flops.html" in names)
         assert json.loads(archive.read("trace/trace.json"))["xi"] == 0.5
     trace = client.predict(handle_file(images / "street.png"), 0.5, api_name="/trace")
     assert trace["xi"] == 0.5 and len(trace["kept_tokens"]) == 4
@@ -125,7 +126,8 @@ def test_python_app_py_serves_a_checkpoint_on_127_0_0_1(tiny_model, tmp_path):
     """The real entry point: `python app.py --checkpoint ... --port ...` answers on 127.0.0.1."""
     checkpoint = dovit.save_checkpoint(tiny_model, tmp_path / "checkpoint")
     port = free_port()
-    command = [sys.executable, "app.py", "--checkpoint", str(checkpoint), "--port", str(port), "--threads", "1"]
+    command = [sys.executable, "app.py", "--checkpoint", str(checkpoint), "--port", str(port), "--threads",
+               "1"]
     server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -138,7 +140,9 @@ def test_python_app_py_serves_a_checkpoint_on_127_0_0_1(tiny_model, tmp_path):
                 assert server.poll() is None, server.stdout.read()
                 assert time.monotonic() < deadline, "app.py did not answer within 120 s"
                 time.sleep(0.5)
-        api = Client(f"http://127.0.0.1:{port}/", verbose=False).view_api(print_info=False, return_format="dict")
+        api = Client(f"http://127.0.0.1:{port}/", verbose=False).view_api(
+            print_info=False, return_format="dict"
+        )
         assert "/predict" in api["named_endpoints"] and "/inspect_token" in api["named_endpoints"]
     finally:
         server.terminate()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from app import bundle
-from app.analysis import analyse
+from app.analysis import render_views
 from app.charts import SweepPoint, sweep_figure
 from dovit import Predictor
 
@@ -17,13 +17,14 @@ from dovit import Predictor
 @pytest.fixture(scope="module")
 def views(tiny_model):
     image = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
-    return analyse(Predictor(tiny_model), image, 0.3), image
+    return render_views(Predictor(tiny_model), image, 0.3), image
 
 
 @pytest.fixture(scope="module")
 def archive(views, tiny_model):
     result, image = views
-    sweep = sweep_figure([SweepPoint(1.0, 2.0, 2.0, 1.0, [24] * 4), SweepPoint(0.5, 1.0, 2.0, 0.9, [24, 6, 6, 6])], 0.5)
+    sweep = sweep_figure([SweepPoint(1.0, 2.0, 2.0, 1.0, [24] * 4), SweepPoint(0.5, 1.0, 2.0, 0.9, [24, 6, 6,
+                                                                                                    6])], 0.5)
     names = [f"class {i}" for i in range(5)]
     return zipfile.ZipFile(io.BytesIO(bundle.build_zip(result, image, names, "tiny", {"xi_sweep": sweep})))
 
@@ -38,8 +39,10 @@ def test_every_view_is_a_full_size_png(archive, views):
     ids = cv2.imdecode(np.frombuffer(archive.read("views/class_ids.png"), np.uint8), cv2.IMREAD_UNCHANGED)
     assert (ids == result.prediction.mask).all()
     for name in pngs[1:]:
-        assert cv2.imdecode(np.frombuffer(archive.read(name), np.uint8), cv2.IMREAD_COLOR).shape[:2] == (64, 96) or \
-            "confidence" in name  # confidence maps carry their colour bar beside the image
+        assert (
+            cv2.imdecode(np.frombuffer(archive.read(name), np.uint8), cv2.IMREAD_COLOR).shape[:2] == (64, 96)
+            or "confidence" in name
+        )  # confidence maps carry their colour bar beside the image
 
 
 def test_charts_are_interactive_html_and_png_when_a_browser_renders_them(archive):

@@ -1,15 +1,16 @@
-"""app.compare and app.compare_tab: two ξ, two models or two policies side by side (handlers called directly)."""
+"""app.compare and app.tabs.compare: two ξ, two models or two policies side by side (handlers called
+directly)."""
 import cv2
 import gradio as gr
 import numpy as np
 import pytest
+from test_app_models import checkpoint
 
 from app import compare
-from app.compare_tab import CompareHandlers
 from app.models import ModelShelf
 from app.studio import Studio
+from app.tabs.compare import CompareHandlers
 from dovit import Predictor
-from test_app_models import checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,8 @@ def setup(tmp_path_factory):
 
 
 def run(handlers, session, mode, **kwargs):
-    values = dict(xi_a=1.0, xi_b=0.3, model_a="a", model_b="b", policy_a="random", policy_b="confidence", budget=0.5)
+    values = dict(xi_a=1.0, xi_b=0.3, model_a="a", model_b="b", policy_a="random", policy_b="confidence",
+                  budget=0.5)
     values.update(kwargs)
     return handlers.on_compare(mode, *values.values(), 0.5, session)
 
@@ -63,6 +65,7 @@ def test_refusals(setup):
 
 
 def test_table_names_both_sides():
-    side = compare.Side("A", np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2, 3), np.uint8), 1.0, 2.0, 10.0, 0.95, (4, 2))
+    side = compare.Side("A", np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2, 3), np.uint8), 1.0, 2.0, 10.0,
+                        0.95, (4, 2))
     text = compare.comparison_markdown(side, side)
     assert "| A | 1.00 (50% of dense) | 10.0 ms | 95.00% | 4 → 2 |" in text

@@ -7,12 +7,13 @@ import gradio as gr
 import numpy as np
 import pytest
 import torch
+from conftest import write_drives
 
 import dovit
-from app import dataset_tab, video_tab
 from app.limits import ServingLimits
 from app.studio import Studio
-from conftest import write_drives
+from app.tabs import dataset as dataset_tab
+from app.tabs import video as video_tab
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def make_tab(model, root, tmp_path, limits=None, image_dirs=()):
 
 def run(tab, *args) -> list:
     outputs = None
-    for outputs in tab.on_run(*args):
+    for outputs in tab.on_run(*args):  # noqa: B007 (the last update is the result)
         pass
     return outputs
 
@@ -44,7 +45,8 @@ def run(tab, *args) -> list:
 def test_labelled_folder_gives_the_whole_report(camvid_model, root, tmp_path):
     tab = make_tab(camvid_model, root, tmp_path)
     label = next(name for name in tab.folders if name.startswith(f"{root.name}/train "))
-    assert dataset_tab.label_layout(root / "train", 11) == "camvid" and dataset_tab.label_layout(root / "train", 5) is None
+    assert dataset_tab.label_layout(root / "train",
+                                    11) == "camvid" and dataset_tab.label_layout(root / "train", 5) is None
     headline, notices, gallery, files, *figures = run(tab, label, None, 0.9)
     assert "mIoU" in headline and "5 images in" in notices and "with its labels" in headline
     assert not any("trainannot" in name for name in tab.folders)

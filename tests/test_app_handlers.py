@@ -55,8 +55,9 @@ def load(studio, path, xi=0.95):
 
 def named(studio, views) -> dict:
     """View outputs by name; captioned images (gr.update) as (image, caption)."""
-    values = dict(zip(ViewSlots.from_flat(views, studio.num_groups).names(), views))
-    return {k: (v["value"], v["label"]) if isinstance(v, dict) and "value" in v else v for k, v in values.items()}
+    values = dict(zip(ViewSlots.from_flat(views, studio.num_groups).names(), views, strict=False))
+    return {k: (v["value"], v["label"]) if isinstance(v, dict) and "value" in v else v
+            for k, v in values.items()}
 
 
 def sweep(studio, xi, session, progress=lambda *args, **kwargs: None):
@@ -171,7 +172,8 @@ def test_api_trace_gives_the_token_pass_as_json(studio, street_png):
 
     trace = studio.api_trace(str(street_png), 0.3)
     rows, cols = trace["grid"]
-    prediction = studio.predictor.predict(cv2.cvtColor(cv2.imread(str(street_png)), cv2.COLOR_BGR2RGB), xi=0.3,
+    prediction = studio.predictor.predict(cv2.cvtColor(cv2.imread(str(street_png)), cv2.COLOR_BGR2RGB),
+                                          xi=0.3,
                                           size=studio.default_size)
     assert trace["decision_layers"] == [3, 6, 9] and len(trace["confidence"]) == 3
     assert all(np.asarray(c).shape == (rows, cols) for c in trace["confidence"])
@@ -194,9 +196,11 @@ def test_build_demo_offers_only_predict_trace_inspect_token_and_video_as_apis(ti
 
 
 def test_app_py_flags():
-    result = subprocess.run([sys.executable, "app.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "app.py", "--help"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
     assert result.returncode == 0
-    for flag in ("--checkpoint", "--export", "--host", "--port", "--examples", "--frames-root", "--share", "--threads"):
+    for flag in ("--checkpoint", "--export", "--host", "--port", "--examples", "--frames-root", "--share",
+                 "--threads"):
         assert flag in result.stdout
     refused = subprocess.run([sys.executable, "app.py", "--export", str(ROOT / "assets")], cwd=ROOT,
                              capture_output=True, text=True, timeout=60)
@@ -204,12 +208,12 @@ def test_app_py_flags():
 
 
 def test_colour_blind_palette_redraws_masks_and_legend_for_this_session(studio, street_png):
-    from dovit.drawing import COLOR_BLIND_SAFE
+    from dovit.viz.drawing import COLOR_BLIND_SAFE
 
     session = studio.on_image(str(street_png), studio.default_size_value, 0.9, 0.5, None)[0]
     dataset_mask = session.color_mask.copy()
     session, *values = studio.on_palette("colour-blind safe", 0.9, 0.5, session)
-    named = dict(zip(studio.view_names(), values))
+    named = dict(zip(studio.view_names(), values, strict=False))
     assert session.palette == "colour-blind safe" and not (session.color_mask == dataset_mask).all()
     used = {tuple(c) for c in session.color_mask.reshape(-1, 3)}
     assert used <= set(COLOR_BLIND_SAFE) and "rgb(204, 102, 119)" in named["legend"]  # class 0's swatch

@@ -12,8 +12,13 @@ def _predictor(metadata=None, **options) -> dovit.Predictor:
 
 
 def test_header_names_the_segmenter_decoder_and_the_converted_source():
-    header = header_markdown(_predictor({"stage": "converted", "converted_from": "segmenter_vit-t.pth",
-                                         "format": "dovit-official"}, decoder="segmenter", decoder_channels=64))
+    header = header_markdown(
+        _predictor(
+            {"stage": "converted", "converted_from": "segmenter_vit-t.pth", "format": "dovit-official"},
+            decoder="segmenter",
+            decoder_channels=64,
+        )
+    )
     assert "decoder Segmenter mask transformer (2 layers) (64 ch)" in header
     assert "converted from `segmenter_vit-t.pth` (dovit-official format)" in header
     assert "stage: converted" in header and "converted_from:" not in header  # said once, in its own line

@@ -24,7 +24,8 @@ def test_a_second_call_with_the_same_image_leaves_the_file_alone(tmp_path):
     before = os.stat(path)
     assert save_pil_to_cache_atomically(picture(), str(tmp_path), format="png") == path
     after = os.stat(path)
-    assert (after.st_ino, after.st_mtime_ns, after.st_size) == (before.st_ino, before.st_mtime_ns, before.st_size)
+    assert (after.st_ino, after.st_mtime_ns, after.st_size) == (before.st_ino, before.st_mtime_ns,
+                                                                before.st_size)
     assert save_pil_to_cache_atomically(picture(1), str(tmp_path), format="png") != path
 
 

@@ -6,13 +6,13 @@ import gradio as gr
 import numpy as np
 import pytest
 from gradio_client import handle_file
+from test_app_api import client, server  # noqa: F401 (the served tiny checkpoint and its client)
 
-from app import inspector
-from app.inspector_tab import EMPTY_PANEL, TokenInspector, working_content
+from app import inspector, inspector_drawing
 from app.studio import Studio
+from app.tabs.inspector import EMPTY_PANEL, TokenInspector, working_content
 from dovit import Predictor
 from dovit.core.trace import token_centres
-from test_app_api import client, server  # noqa: F401 (the served tiny checkpoint and its client)
 
 PATCH = 16
 
@@ -71,7 +71,8 @@ def test_check_token_takes_integers_and_integral_floats():
     assert inspector.check_token(2.0, np.int64(1), (4, 6)) == (2, 1)
 
 
-# ------------------------------------------------------------------ the trace's per-token classes and the JSON
+# ------------------------------------------------------------------ the trace's per-token classes and the
+# JSON
 @pytest.fixture(scope="module")
 def predictor(tiny_model):
     return Predictor(tiny_model)
@@ -90,7 +91,8 @@ def test_trace_records_top_classes_of_each_aux_head_and_the_decoder(predictor, i
     trace = prediction.trace
     for decision in trace.decisions:
         assert decision.top_classes.shape == (*trace.grid, 3) and decision.top_classes.dtype == np.int64
-        np.testing.assert_allclose(decision.top_probabilities[..., 0], decision.confidence, atol=1e-6)  # Eq. 3
+        # Eq. 3
+        np.testing.assert_allclose(decision.top_probabilities[..., 0], decision.confidence, atol=1e-6)
         assert (np.diff(decision.top_probabilities, axis=-1) <= 0).all()
         assert (decision.top_probabilities.sum(-1) <= 1 + 1e-5).all()
     rows, cols = token_centres(trace.grid, (60, 80), PATCH)
@@ -109,7 +111,8 @@ def test_token_report_matches_the_trace(predictor, image, xi):
             report = inspector.token_report(prediction, row, col, names, PATCH).to_dict()  # the API's JSON
             assert report["confidences"] == [float(d.confidence[row, col]) for d in trace.decisions]
             assert report["halting_group"] == trace.halting_depth[row, col]
-            assert report["decision_layers"] == [d.layer for d in trace.decisions] and report["grid"] == [4, 5]
+            assert report["decision_layers"] == [d.layer for d in trace.decisions] and report["grid"] == [4,
+                                                                                                          5]
             stops = [head["stops_here"] for head in report["aux_heads"]]
             assert stops == [bool(d.stopped_here[row, col]) for d in trace.decisions] and sum(stops) <= 1
             assert [h["top3"][0]["class"] for h in report["aux_heads"]] == [
@@ -131,13 +134,14 @@ def test_panel_markdown_and_chart_tell_the_tokens_story(predictor, image):
     text = inspector.panel_markdown(report)
     assert "Token row 3, col 4" in text and "4×5 grid" in text and "pixels y 48–59, x 64–79" in text
     assert "stopped after group **B1** (after block 3)" in text and "(already stopped)" in text
-    chart = inspector.confidence_svg(report)
+    chart = inspector_drawing.confidence_svg(report)
     assert chart.startswith("<svg") and chart.endswith("</svg>") and "ξ = 0" in chart
     assert chart.count("<polygon") == 1 and "(stops here)" in chart and chart.count("(already stopped)") == 2
     for head in report.aux_heads:
         assert f"q = {head.confidence:.4f}" in chart
-    marked = inspector.token_marker(image, 3, 4, PATCH)
-    assert marked.shape == image.shape and (marked != image).any() and (marked[:40, :60] == image[:40, :60]).all()
+    marked = inspector_drawing.token_marker(image, 3, 4, PATCH)
+    assert marked.shape == image.shape and (marked != image).any() and (marked[:40, :60]
+                                                                        == image[:40, :60]).all()
 
 
 # ------------------------------------------------------------------ the panel's handlers
@@ -197,7 +201,8 @@ def test_api_handler_runs_one_forward_per_image_and_xi(studio, uploads, monkeypa
     handlers = TokenInspector(studio)
     calls = []
     original = studio.predictor.predict
-    monkeypatch.setattr(studio.predictor, "predict", lambda *a, **k: calls.append(k["xi"]) or original(*a, **k))
+    monkeypatch.setattr(studio.predictor, "predict", lambda *a, **k: calls.append(k["xi"]) or original(*a,
+                                                                                                       **k))
     path = str(uploads / "street.png")
     first = handlers.api_inspect_token(path, 0.5, 0, 0)
     second = handlers.api_inspect_token(path, 0.5, 3, 5)
@@ -240,8 +245,10 @@ def test_inspect_token_api_returns_the_tokens_json(client, uploads):
 
 
 @pytest.mark.parametrize("xi, row, col, message", [
-    (0.5, 4, 0, "row must be an integer"), (0.5, 0, 99, "col must be an integer"), (0.5, 2.5, 0, "row must be"),
-    (0.5, -1, 0, "row must be"), (1.5, 0, 0, "xi must be a number in"), ("nan", 0, 0, "xi must be a number in"),
+    (0.5, 4, 0, "row must be an integer"), (0.5, 0, 99, "col must be an integer"), (0.5, 2.5, 0,
+                                                                                    "row must be"),
+    (0.5, -1, 0, "row must be"), (1.5, 0, 0, "xi must be a number in"), ("nan", 0, 0,
+                                                                         "xi must be a number in"),
 ])
 def test_inspect_token_api_refuses_bad_row_col_xi(client, uploads, xi, row, col, message):
     with pytest.raises(Exception, match=message):

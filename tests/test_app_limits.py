@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from app import controls
-from app.guard import RequestGuard, UploadLedger
+from app.guard import RequestGuard
 from app.limits import Admission, LimitError, ModelGate, ServingLimits
 from app.state import Session, ViewSlots
 from app.studio import Studio
+from app.uploads import UploadLedger
 from dovit import Predictor
 
 
@@ -103,7 +104,10 @@ def run_asgi(app, method: str, path: str, body: bytes, chunks: int = 1, client=(
     scope = {"type": "http", "method": method, "path": path, "headers": headers, "client": client}
     size = max(1, len(body) // chunks)
     parts = [body[i:i + size] for i in range(0, len(body), size)] or [b""]
-    messages = [{"type": "http.request", "body": part, "more_body": i < len(parts) - 1} for i, part in enumerate(parts)]
+    messages = [
+        {"type": "http.request", "body": part, "more_body": i < len(parts) - 1}
+        for i, part in enumerate(parts)
+    ]
     sent = []
 
     async def receive():
@@ -184,10 +188,12 @@ def test_guard_passes_only_user_error_texts_when_joining_fails():
 
     limits, ledger = ServingLimits(), UploadLedger()
     leak = "Cannot move /work/secret/photo.png to the gradio cache dir because it was not uploaded by a user."
-    status, body = run_asgi(RequestGuard(failing_app(leak), limits, ledger), "POST", "/gradio_api/queue/join", b"{}")
+    status, body = run_asgi(RequestGuard(failing_app(leak), limits, ledger), "POST", "/gradio_api/queue/join",
+                            b"{}")
     assert status == 400 and b"secret" not in body and json.loads(body)["detail"].startswith("The request")
     user = repr("This session already has 4 requests waiting or running")
-    status, body = run_asgi(RequestGuard(failing_app(user), limits, ledger), "POST", "/gradio_api/queue/join", b"{}")
+    status, body = run_asgi(RequestGuard(failing_app(user), limits, ledger), "POST", "/gradio_api/queue/join",
+                            b"{}")
     assert json.loads(body)["detail"] == "This session already has 4 requests waiting or running"
 
 

@@ -1,5 +1,6 @@
 """app.links: the page state in its URL, parsed and written back."""
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.links import TABS, PageLink, link_query, parse_link
 
@@ -10,7 +11,8 @@ def test_the_issue_example_parses():
 
 
 def test_bad_values_are_ignored_with_a_notice_each():
-    link, notices = parse_link({"example": "9", "xi": "2", "size": "big", "tab": "nope", "token": "1", "foo": "1"}, 3)
+    link, notices = parse_link({"example": "9", "xi": "2", "size": "big", "tab": "nope", "token": "1",
+                                "foo": "1"}, 3)
     assert link == PageLink()
     assert len(notices) == 6
     assert "examples 0 to 2" in notices[0] and "[0, 1]" in notices[1] and "tabs are token-pass" in notices[3]
@@ -24,7 +26,8 @@ def test_an_empty_link_is_an_empty_query():
 
 @given(example=st.none() | st.integers(0, 9), xi=st.none() | st.floats(0, 1),
        size=st.none() | st.tuples(st.integers(1, 4000), st.integers(1, 4000)),
-       tab=st.none() | st.sampled_from(list(TABS)), token=st.none() | st.tuples(st.integers(0, 99), st.integers(0, 99)))
+       tab=st.none() | st.sampled_from(list(TABS)), token=st.none() | st.tuples(st.integers(0, 99),
+                                                                                st.integers(0, 99)))
 def test_a_written_link_parses_back_to_itself(example, xi, size, tab, token):
     link = PageLink(example, xi, size, tab, token)
     query = dict(part.split("=") for part in link_query(link).lstrip("?").split("&") if part)

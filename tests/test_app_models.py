@@ -40,7 +40,8 @@ def shelf_root(tmp_path_factory):
 def studio(shelf_root, tmp_path_factory):
     uploads = tmp_path_factory.mktemp("uploads")
     default = Predictor.from_checkpoint(shelf_root / "a")
-    return Studio(default, image_dirs=[uploads], models=ModelShelf.build(default, shelf_root / "a", root=shelf_root)), uploads
+    return Studio(default, image_dirs=[uploads], models=ModelShelf.build(default, shelf_root / "a",
+                                                                         root=shelf_root)), uploads
 
 
 def test_find_checkpoints_lists_checkpoint_folders_only(shelf_root, tmp_path):
@@ -77,9 +78,10 @@ def test_switching_the_model_is_per_session(studio):
     header, xi, position, reset, session, *views = studio.on_model("b", 0.5, first)
     assert session is first and first.model == "b" and second.model is None
     assert xi == 0.8 and reset["value"] == "Reset ξ to 0.8" and "default ξ = 0.8" in header
-    assert studio.predictor_for(first).config.num_classes == 3 and studio.predictor_for(second).config.num_classes == 5
+    assert (studio.predictor_for(first).config.num_classes == 3
+            and studio.predictor_for(second).config.num_classes == 5)
     assert first.prediction.trace.decisions and set(np.unique(first.prediction.mask)) <= {0, 1, 2}
-    legend = dict(zip(studio.view_names(), views))["legend"]
+    legend = dict(zip(studio.view_names(), views, strict=False))["legend"]
     assert "road" in legend  # class names come from the picked checkpoint
     again = studio.on_image(str(path), studio.default_size_value, 0.9, 0.5, first)[0]
     assert again.model == "b"  # a new image keeps the tab's model
@@ -90,7 +92,8 @@ def test_picking_an_unusable_model_says_how_to_open_it(shelf_root, tmp_path):
     other_patch = checkpoint(tmp_path / "patch8", 0.5, backbone="vit_small_patch8_224")
     default = Predictor.from_checkpoint(shelf_root / "a")
     studio = Studio(default, image_dirs=[], models=ModelShelf.build(default, shelf_root / "a", [other_patch]))
-    with pytest.raises(gr.Error, match="8-px patches; this page's working sizes are for 16-px: open it on its own"):
+    with pytest.raises(gr.Error,
+                       match="8-px patches; this page's working sizes are for 16-px: open it on its own"):
         studio.on_model("patch8", 0.5, None)
     header, xi, *_ = studio.on_model("a", 0.5, None)  # no image yet: header and ξ only
     assert xi == 0.9 and "default ξ = 0.9" in header
@@ -116,9 +119,10 @@ def test_onnx_runtime_exports_on_first_use_per_size_and_reuses_it(shelf_root, tm
 
 def test_a_given_export_is_used_for_its_checkpoint(shelf_root, tmp_path):
     pytest.importorskip("onnxruntime")
-    from dovit.onnx_export import ExportConfig, export_onnx
+    from dovit.deploy.onnx_graphs import ExportConfig, export_onnx
 
-    export = export_onnx(ExportConfig(str(shelf_root / "a"), str(tmp_path / "a-onnx"), check=False), progress=False)
+    export = export_onnx(ExportConfig(str(shelf_root / "a"), str(tmp_path / "a-onnx"), check=False),
+                         progress=False)
     default = Predictor.from_checkpoint(shelf_root / "a")
     shelf = ModelShelf.build(default, shelf_root / "a", root=shelf_root, exports=[export.output])
     shelf.export_cache = tmp_path / "cache"
@@ -136,30 +140,34 @@ def test_the_runtime_choice_is_per_session_and_the_readout_names_it(studio):
     assert session.runtime == "onnxruntime" and other.runtime == "pytorch"
     assert session.prediction.runtime.startswith("ONNX Runtime")
     session, *views = studio.on_runtime("PyTorch", 0.9, 0.5, session)
-    readouts = dict(zip(studio.view_names(), views))["readouts"]
+    readouts = dict(zip(studio.view_names(), views, strict=False))["readouts"]
     assert session.runtime == "pytorch" and "| latency, PyTorch" in readouts
     session, *views = studio.on_runtime("ONNX Runtime", 0.9, 0.5, session)
-    assert "| latency, ONNX Runtime" in dict(zip(studio.view_names(), views))["readouts"]
+    assert "| latency, ONNX Runtime" in dict(zip(studio.view_names(), views, strict=False))["readouts"]
     with pytest.raises(gr.Error, match="unknown runtime"):
         studio.on_runtime("TensorRT", 0.9, 0.5, session)
 
 
 def test_the_video_and_data_set_tabs_run_the_picked_model(studio, monkeypatch):
-    from app import dataset_tab, video_tab
     from test_video import synthetic_video
+
+    from app import video_runs
+    from app.tabs import dataset as dataset_tab
+    from app.tabs import video as video_tab
 
     studio, uploads = studio
     clip = synthetic_video(uploads / "clip.mp4", count=3)
-    used, original = [], video_tab.analyze_video
+    used, original = [], video_runs.analyze_video
 
     def spy(predictor, *args, **kwargs):
         used.append(predictor)
         return original(predictor, *args, **kwargs)
 
-    monkeypatch.setattr(video_tab, "analyze_video", spy)
+    monkeypatch.setattr(video_runs, "analyze_video", spy)
     videos = video_tab.VideoTab(studio, [uploads], {})
     *_, notices, run = list(videos.on_upload(str(clip), 0.5, "mask", None, "b", "PyTorch"))[-1]
-    assert used == [studio.model_named("b")] and run.model_name == "b on PyTorch" and "with b on PyTorch" in notices
+    assert (used == [studio.model_named("b")] and run.model_name == "b on PyTorch"
+            and "with b on PyTorch" in notices)
     *_, run = list(videos.on_rerun(0.5, "mask", run))[-1]  # no pick: the default model
     assert used[-1] is studio.predictor and run.model_name == "a on PyTorch"
     with pytest.raises(gr.Error, match="unknown runtime"):
@@ -168,10 +176,12 @@ def test_the_video_and_data_set_tabs_run_the_picked_model(studio, monkeypatch):
     image = uploads / "street.png"
     cv2.imwrite(str(image), np.random.default_rng(1).integers(0, 255, (64, 96, 3), dtype=np.uint8))
     report = dataset_tab.DatasetTab(studio, {}, uploads / "reports")
-    headline, notices, gallery, files, *figures = list(report.on_run(None, [str(image)], 0.8, "b", "PyTorch"))[-1]
+    headline, notices, gallery, files, *figures = list(report.on_run(None, [str(image)], 0.8, "b",
+                                                                     "PyTorch"))[-1]
     assert "b on PyTorch" in headline
     summary = Path(next(f for f in files if f.endswith(".json"))).read_text()
-    assert '"road"' in summary and '"class 0"' not in summary  # the picked checkpoint's classes, not the default's
+    # the picked checkpoint's classes, not the default's
+    assert '"road"' in summary and '"class 0"' not in summary
 
 
 def test_the_page_has_slots_for_the_deepest_model_and_hides_what_a_model_lacks(studio):
@@ -182,8 +192,10 @@ def test_the_page_has_slots_for_the_deepest_model_and_hides_what_a_model_lacks(s
     assert studio.num_groups == 5 and len(studio.view_names()) == len(studio.empty_views().flat())
     for label, groups in (("wide", 3), ("a", 4), ("deep", 5)):
         views = studio.on_model(label, 0.5, session)[5:]  # after header, ξ, position, reset and session
-        slots = dict(zip(studio.view_names(), views))
+        slots = dict(zip(studio.view_names(), views, strict=False))
         shown = [slots[f"group_{g}"]["visible"] for g in range(1, 6)]
         assert shown == [True] * groups + [False] * (5 - groups), label
-        assert [slots[f"confidence_{d}"]["visible"] for d in range(1, 5)] == [True] * (groups - 1) + [False] * (5 - groups)
+        assert [slots[f"confidence_{d}"]["visible"] for d in range(1, 5)] == [True] * (groups - 1) + [
+            False
+        ] * (5 - groups)
         assert all(slots[f"group_{g}"]["value"] is None for g in range(groups + 1, 6))

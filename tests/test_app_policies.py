@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from app import policy_views
-from app.inspector_tab import TokenInspector
-from app.policies_tab import PolicyHandlers
 from app.studio import Studio
+from app.tabs.inspector import TokenInspector
+from app.tabs.policies import PolicyHandlers
 from app.ui import build_demo
 from dovit import Predictor
-from dovit.policies import POLICIES, PolicyResult
+from dovit.core.policies import POLICIES, PolicyResult
 
 PATCH = 16
 
@@ -19,7 +19,8 @@ PATCH = 16
 def fake_result(name: str, grid=(4, 6), size=(64, 96), agreement=0.9, gflops=1.0) -> PolicyResult:
     rng = np.random.default_rng(len(name))
     return PolicyResult(name=name, mask=rng.integers(0, 5, size), halting_depth=rng.integers(1, 5, grid),
-                        gflops=gflops, dense_gflops=2.0, budget_gflops=1.0, latency_ms=12.3, agreement=agreement,
+                        gflops=gflops, dense_gflops=2.0, budget_gflops=1.0, latency_ms=12.3,
+                        agreement=agreement,
                         parameter=0.9, note="a note", kept_tokens=(24, 12, 6, 3))
 
 
@@ -39,9 +40,11 @@ def test_mask_and_stop_map_views_at_their_sizes():
 
 
 def test_table_names_every_policy_with_budget_agreement_and_latency():
-    results = [fake_result(name, agreement=0.9 + i / 100, gflops=1.0 + i / 100) for i, name in enumerate(POLICIES)]
+    results = [fake_result(name, agreement=0.9 + i / 100, gflops=1.0 + i / 100)
+               for i, name in enumerate(POLICIES)]
     text = policy_views.table_markdown(policy_views.PolicyRun(0.5, results, 80.0))
-    assert "Budget 0.5" in text and "1.00 GFLOPs" in text and "6/6 policies" in text and "dense forward 80 ms" in text
+    assert ("Budget 0.5" in text and "1.00 GFLOPs" in text and "6/6 policies" in text
+            and "dense forward 80 ms" in text)
     for name in POLICIES:
         assert f"| **{name}** |" in text
     assert "1.05 (105%)" in text and "95.00%" in text and "12 ms" in text and "24 → 12 → 6 → 3" in text
@@ -70,7 +73,8 @@ def session(studio):
 
 
 def run_all(handlers, budget, session, steps=None):
-    progress = (lambda value, desc=None: steps.append((value, desc))) if steps is not None else (lambda *a, **k: None)
+    progress = (lambda value, desc=None: steps.append((value, desc))) if steps is not None else (lambda *a,
+                                                                                                 **k: None)
     return list(handlers.on_run_policies(budget, session, progress=progress))
 
 
@@ -103,7 +107,8 @@ def test_policies_run_at_the_sessions_working_size(studio):
     handlers = PolicyHandlers(studio)
     last = run_all(handlers, 0.5, session)[-2]
     assert last[len(POLICIES)]["value"].shape[:2] == last[-2]["value"].shape[:2] == (32, 48)
-    assert all(r.halting_depth.shape == (32 // studio.patch, 48 // studio.patch) for r in session.policies.results)
+    assert all(r.halting_depth.shape == (32 // studio.patch,
+                                         48 // studio.patch) for r in session.policies.results)
     assert [view(session) for view in handlers.views()] == [(32, 48)] * (2 * len(POLICIES))
 
 

@@ -20,11 +20,11 @@ import PIL.Image
 import psutil
 import pytest
 from gradio_client import Client, handle_file
+from test_app_api import free_port
 
 import dovit
 from app.images import MAX_UPLOAD_BYTES
 from app.ui import build_demo, serve
-from test_app_api import free_port
 
 
 @dataclass
@@ -137,7 +137,8 @@ def test_only_uploaded_or_example_images_are_read_and_errors_reveal_nothing(serv
             outcome = run_event(served, fn_index["predict"], [file_payload(target, meta), 0.5])
             assert outcome.data is None, f"{target} (meta={meta}) was read and segmented"
             texts.add(outcome.error)
-            for secret in (os.getcwd(), "passwd", "hostname", "MB", "not an image", "photo", "app.py", "folder"):
+            for secret in (os.getcwd(), "passwd", "hostname", "MB", "not an image", "photo", "app.py",
+                           "folder"):
                 assert secret not in (outcome.error or ""), f"{target}: {outcome.error!r} reveals {secret!r}"
         assert len(texts) == 1, f"the answers tell these paths apart (meta={meta}): {texts}"
 
@@ -202,7 +203,9 @@ def test_uploads_accept_only_images_and_a_flood_is_capped(checkpoint):
             else:
                 refused += 1
         kept = sum(os.path.getsize(p) for p in stored if os.path.exists(p))
-        assert refused > 0 and kept <= 100 * 2**20 + 2**20, f"{len(stored)} accepted, {kept / 2**20:.0f} MB kept"
+        assert refused > 0 and kept <= 100 * 2**20 + 2**20, (
+            f"{len(stored)} accepted, {kept / 2**20:.0f} MB kept"
+        )
     finally:
         app.close()
 
@@ -240,7 +243,8 @@ def test_predict_is_not_starved_behind_sweeps(served, fn_index):
     path = upload(served, "sweep.png", png_bytes(seed=5)).json()[0]
     sessions = [uuid.uuid4().hex for _ in range(5)]
     for session in sessions:  # each tab loads the image at the largest working size, as a user would
-        inputs = [file_payload(path), "128x192", 0.9, 0.5, None, None, "PyTorch", "dataset"]  # ..., model, runtime, colours
+        # ..., model, runtime, colours
+        inputs = [file_payload(path), "128x192", 0.9, 0.5, None, None, "PyTorch", "dataset"]
         outcome = run_event(served, fn_index["on_image"], inputs, session)
         assert outcome.error is None, outcome.error
     start = time.perf_counter()
@@ -262,9 +266,10 @@ def test_predict_is_not_starved_behind_sweeps(served, fn_index):
 def test_ui_events_are_not_offered_as_api(served):
     """UI-internal events (the example loader, the handlers of the page) were callable as API."""
     info = httpx.get(f"{served}gradio_api/info", params={"all_endpoints": "true"}, timeout=30).json()
-    assert set(info["named_endpoints"]) == {"/predict", "/trace", "/export", "/inspect_token", "/analyze_video"}
+    assert set(info["named_endpoints"]) == {"/predict", "/trace", "/export", "/inspect_token",
+                                            "/analyze_video"}
     client = Client(served, verbose=False)
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 (gradio_client wraps the server's refusal in its own types)
         client.predict(handle_file(str(Path(__file__).parent.parent / "assets" / "synthetic_street.png")),
                        api_name="/load_example")
 
@@ -327,7 +332,8 @@ def test_memory_stays_bounded_over_mixed_good_oversized_and_invalid_calls(served
     process = psutil.Process()
     good = upload(served, "good.png", png_bytes(120, 160, seed=9)).json()[0]
     session = uuid.uuid4().hex
-    oversized = join_body(fn_index["predict"], [data_url_payload(png_bytes(padding=MAX_UPLOAD_BYTES + 8192)), 0.5],
+    oversized = join_body(fn_index["predict"], [data_url_payload(png_bytes(padding=MAX_UPLOAD_BYTES + 8192)),
+                                                0.5],
                           session)
     invalid = join_body(fn_index["predict"], [file_payload("/etc/passwd", meta=False), 0.5], session)
     for _ in range(3):

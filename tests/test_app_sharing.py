@@ -1,4 +1,5 @@
-"""app.sharing: a deep link restores the page, Copy link writes what the page shows (handlers called directly)."""
+"""app.sharing: a deep link restores the page, Copy link writes what the page shows (handlers called
+directly)."""
 import shutil
 from types import SimpleNamespace
 

@@ -10,16 +10,17 @@ import httpx
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
-
-from app import video_tab
-from app.guard import RequestGuard, UploadLedger, sniff_video, upload_refusal, video_problem
-from app.limits import ServingLimits
-from app.studio import Studio
-from dovit import Predictor
-from dovit.video import FrameWriter, count_frames, iter_frames
 from test_app_api import server  # noqa: F401 (the served app, a fixture)
 from test_app_limits import run_asgi, stored_upload_app
 from test_video import synthetic_video
+
+from app.guard import RequestGuard
+from app.limits import ServingLimits
+from app.studio import Studio
+from app.tabs import video as video_tab
+from app.uploads import UploadLedger, sniff_video, upload_refusal, video_problem
+from dovit import Predictor
+from dovit.viz.video import FrameWriter, count_frames, iter_frames
 
 RECORD_KEYS = {"frame", "gflops", "dense_gflops", "kept_tokens", "latency_ms"}
 
@@ -50,7 +51,7 @@ def tab(tiny_model, uploads, frames_folder, tmp_path_factory):
 
 def last(generator) -> list:
     outputs = None
-    for outputs in generator:
+    for outputs in generator:  # noqa: B007 (the last update is the result)
         pass
     return outputs
 
@@ -80,7 +81,8 @@ def test_caps_on_frames_and_side_come_with_notices(tab, uploads, tmp_path):
 def test_time_budget_stops_the_job_with_what_it_has(tab, uploads, tmp_path):
     ticks = iter(range(0, 1000, 10))
     run = last(video_tab.analyse_to_disk(tab.studio, uploads / "clip.mp4", 0.5, "none", tmp_path / "run",
-                                         limits=ServingLimits(video_budget_s=15), clock=lambda: next(ticks)))[2]
+                                         limits=ServingLimits(video_budget_s=15),
+                                         clock=lambda: next(ticks)))[2]
     assert 1 <= len(run.records) < 8 and any("Stopped after 15 s" in n for n in run.notices)
 
 
@@ -104,7 +106,8 @@ def test_upload_handler_fills_player_timeline_scrubber_and_downloads(tab, upload
     assert player.endswith(".webm") and Path(player).exists()
     assert len(timeline.data) == 3 and scrubber == 0
     assert frame.shape == (64, 96, 3) and "Frame 0" in readout
-    assert {Path(p).name for p in downloads} == {"annotated.mp4", "annotated.webm", "frames.csv", "frames.json"}
+    assert {Path(p).name for p in downloads} == {"annotated.mp4", "annotated.webm", "frames.csv",
+                                                 "frames.json"}
     assert "uploaded video with default model on PyTorch: 8 frames at ξ = 0.5" in notices
     image, figure, text, player_update = tab.on_scrub(5 / 7 * 100, run)
     assert "Frame 5" in text and figure.layout.shapes[0].x0 == 5
@@ -112,7 +115,8 @@ def test_upload_handler_fills_player_timeline_scrubber_and_downloads(tab, upload
     assert [video_tab.scrubber_frame(p, 8) for p in (None, -3, 0, 50, 100, 400)] == [0, 0, 0, 4, 7, 7]
     assert np.abs(image.astype(int) - list(iter_frames(run.mp4))[5].astype(int)).mean() < 2
     rerun = last(tab.on_rerun(0.9, "mask", run))[-1]
-    assert rerun.xi == 0.9 and rerun.folder != run.folder and not run.folder.exists()  # the old run's files go
+    # the old run's files go
+    assert rerun.xi == 0.9 and rerun.folder != run.folder and not run.folder.exists()
     gone = video_tab.VideoRun(**{**vars(rerun), "source": uploads / "swept_by_gradio.mp4"})
     with pytest.raises(gr.Error, match="no longer on the server"):
         last(tab.on_rerun(0.9, "mask", gone))
@@ -167,13 +171,16 @@ def test_sniff_video_reads_container_magic():
 
 def test_video_uploads_within_the_caps_only(uploads, tmp_path):
     limits = ServingLimits()
-    assert video_problem(uploads / "clip.mp4", limits) is None and upload_refusal(uploads / "clip.mp4", limits) is None
+    assert video_problem(uploads / "clip.mp4", limits) is None and upload_refusal(uploads / "clip.mp4",
+                                                                                  limits) is None
     status, message = upload_refusal(uploads / "notes.mp4", limits)  # no video magic: judged as an image
     assert status == 415 and "not an image" in message
     assert "not a video" in video_problem(uploads / "notes.mp4", limits)
-    assert "maximum file size for a video" in video_problem(uploads / "clip.mp4", ServingLimits(video_max_bytes=100))
+    assert "maximum file size for a video" in video_problem(uploads / "clip.mp4",
+                                                            ServingLimits(video_max_bytes=100))
     assert upload_refusal(uploads / "clip.mp4", ServingLimits(video_max_bytes=100))[0] == 413
-    assert "8 frames; the limit is 4" in video_problem(uploads / "clip.mp4", ServingLimits(video_upload_max_frames=4))
+    assert "8 frames; the limit is 4" in video_problem(uploads / "clip.mp4",
+                                                       ServingLimits(video_upload_max_frames=4))
     assert "MP" in video_problem(uploads / "clip.mp4", ServingLimits(video_max_pixels=1000))
     fake = tmp_path / "fake.mp4"
     fake.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(2000))  # the magic, then nothing decodable
@@ -192,11 +199,14 @@ def test_guard_keeps_video_uploads_and_deletes_renamed_text(uploads, tmp_path):
         path.write_bytes(source.read_bytes())
     upload_app = stored_upload_app({"video": str(video), "text": str(text)})
     limits = ServingLimits(body_max_bytes=10)  # an upload's body cap is the video cap, not this
-    status, body = run_asgi(RequestGuard(upload_app, limits, UploadLedger()), "POST", "/gradio_api/upload", b"video")
+    status, body = run_asgi(RequestGuard(upload_app, limits, UploadLedger()), "POST", "/gradio_api/upload",
+                            b"video")
     assert status == 200 and json.loads(body) == [str(video)]
-    status, body = run_asgi(RequestGuard(upload_app, limits, UploadLedger()), "POST", "/gradio_api/upload", b"text")
+    status, body = run_asgi(RequestGuard(upload_app, limits, UploadLedger()), "POST", "/gradio_api/upload",
+                            b"text")
     assert status == 415 and b"not an image" in body and not text.exists()
-    status, body = run_asgi(RequestGuard(upload_app, limits, UploadLedger()), "POST", "/gradio_api/queue/join",
+    status, body = run_asgi(RequestGuard(upload_app, limits, UploadLedger()), "POST",
+                            "/gradio_api/queue/join",
                             b"x" * 11)
     assert status == 413
 
@@ -205,7 +215,8 @@ def test_guard_keeps_video_uploads_and_deletes_renamed_text(uploads, tmp_path):
 def test_analyze_video_api_through_gradio_client(server, uploads, tmp_path):
     client = Client(server, verbose=False, download_files=tmp_path)
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/predict", "/analyze_video"} <= set(api) <= {"/predict", "/trace", "/export", "/inspect_token", "/analyze_video"}
+    assert {"/predict", "/analyze_video"} <= set(api) <= {"/predict", "/trace", "/export", "/inspect_token",
+                                                          "/analyze_video"}
     mp4, frames = client.predict(handle_file(uploads / "clip.mp4"), 0.5, api_name="/analyze_video")
     assert Path(mp4).suffix == ".mp4" and count_frames(mp4) == 8
     assert next(iter_frames(mp4)).shape == (64, 96, 3)
@@ -223,5 +234,7 @@ def test_served_upload_route_refuses_renamed_text_and_takes_webm(server, tmp_pat
     with FrameWriter(webm, 10) as writer:
         for frame in iter_frames(synthetic_video(tmp_path / "clip.mp4", count=4)):
             writer.write(frame)
-    response = httpx.post(f"{server}gradio_api/upload", files={"files": ("clip.webm", webm.read_bytes())}, timeout=60)
+    response = httpx.post(
+        f"{server}gradio_api/upload", files={"files": ("clip.webm", webm.read_bytes())}, timeout=60
+    )
     assert response.status_code == 200, response.text

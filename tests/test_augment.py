@@ -24,7 +24,8 @@ def test_presets_give_the_crop_and_only_known_labels(preset):
         torch.manual_seed(seed)
         pixels, labels = augment(image, label)
         assert pixels.shape == (3, 40, 56) and labels.shape == (40, 56) and labels.dtype == torch.int64
-        assert set(labels.unique().tolist()) <= set(np.unique(label).tolist()) | {255}  # nearest, ignore padding
+        # nearest, ignore padding
+        assert set(labels.unique().tolist()) <= set(np.unique(label).tolist()) | {255}
 
 
 def test_standard_geometry_moves_image_and_label_together():

@@ -1,4 +1,4 @@
-"""dovit.calibration: label-free aux heads; xi = 1 stays the dense model; resume; refusals."""
+"""dovit.training.calibration: label-free aux heads; xi = 1 stays the dense model; resume; refusals."""
 
 import cv2
 import numpy as np
@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import dovit
-from dovit import calibration
-from dovit.calibration import CalibrateConfig, CalibrationError, XiPoint
-from dovit.familiarity import ConfidenceRange
+from dovit.evaluation.confidence_range import ConfidenceRange
+from dovit.training import calibration
+from dovit.training.calibration import CalibrateConfig, CalibrationError, XiPoint
 
 INPUT_SIZE = (32, 48)
 
@@ -16,9 +16,11 @@ INPUT_SIZE = (32, 48)
 @pytest.fixture(scope="module")
 def dense(tmp_path_factory):
     torch.manual_seed(0)
-    model = dovit.build_model("vit_tiny_patch16_224", num_classes=5, input_size=INPUT_SIZE, decoder_channels=16,
+    model = dovit.build_model("vit_tiny_patch16_224", num_classes=5, input_size=INPUT_SIZE,
+                              decoder_channels=16,
                               decision_layers=(3, 6, 9))
-    return dovit.save_checkpoint(model, tmp_path_factory.mktemp("dense") / "dense", metadata={"stage": "dense"})
+    return dovit.save_checkpoint(model, tmp_path_factory.mktemp("dense") / "dense",
+                                 metadata={"stage": "dense"})
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +51,8 @@ def test_aux_only_keeps_the_dense_model_and_records_provenance(dense, images, tm
                if n.startswith("aux_heads."))
     pixels = torch.randn(2, 3, *INPUT_SIZE)
     with torch.inference_mode():
-        assert torch.equal(source(pixels, xi=1.0).logits, calibrated(pixels, xi=1.0).logits)  # xi = 1 is dense
+        # xi = 1 is dense
+        assert torch.equal(source(pixels, xi=1.0).logits, calibrated(pixels, xi=1.0).logits)
     meta = calibrated.checkpoint_metadata
     assert meta["stage"] == "calibrated" and meta["calibration"]["train"] == "aux"
     assert meta["calibration"]["source"] == str(dense) and meta["calibration"]["image_count"] == 9
@@ -63,17 +66,23 @@ def test_aux_only_keeps_the_dense_model_and_records_provenance(dense, images, tm
 def test_decoder_mode_trains_the_decoder_too(dense, images, tmp_path):
     result = calibration.calibrate(config(dense, images, tmp_path / "out", train="aux+decoder"))
     source, calibrated = dovit.load_checkpoint(dense), dovit.load_checkpoint(result.output)
-    changed = {n.split(".")[0] for n, t in source.state_dict().items() if not torch.equal(t, calibrated.state_dict()[n])}
+    changed = {
+        n.split(".")[0]
+        for n, t in source.state_dict().items()
+        if not torch.equal(t, calibrated.state_dict()[n])
+    }
     assert changed <= {"aux_heads", "decoder"} and "decoder" in changed
 
 
 def test_new_decision_layers_get_new_heads(dense, images, tmp_path):
-    result = calibration.calibrate(config(dense, images, tmp_path / "out", train="aux", decision_layers=(4, 8)))
+    result = calibration.calibrate(config(dense, images, tmp_path / "out", train="aux", decision_layers=(4,
+                                                                                                         8)))
     assert dovit.load_checkpoint(result.output).decision_layers == (4, 8)
 
 
 def test_pick_xi_takes_the_biggest_saving_that_meets_the_target():
-    curve = [XiPoint(1.0, 1.0, 0.0), XiPoint(0.95, 0.98, 0.4), XiPoint(0.9, 0.96, 0.5), XiPoint(0.8, 0.97, 0.45)]
+    curve = [XiPoint(1.0, 1.0, 0.0), XiPoint(0.95, 0.98, 0.4), XiPoint(0.9, 0.96, 0.5), XiPoint(0.8, 0.97,
+                                                                                                0.45)]
     assert calibration.pick_xi(curve, 0.97) == 0.8
     assert calibration.pick_xi(curve, 0.99) == 1.0
     assert calibration.pick_xi([XiPoint(1.0, 0.9, 0.0)], 0.99) == 1.0
@@ -144,13 +153,15 @@ def test_default_decision_layers_are_every_second_block_of_the_middle_half(dense
     calibrated = dovit.load_checkpoint(result.output)
     assert calibrated.decision_layers == (3, 5, 7, 9) and len(calibrated.aux_heads) == 4
     assert calibrated.checkpoint_metadata["calibration"]["decision_layers"] == [3, 5, 7, 9]
-    kept = calibration.calibrate(config(dense, images, tmp_path / "kept", train="aux", decision_layers=(3, 6, 9)))
+    kept = calibration.calibrate(config(dense, images, tmp_path / "kept", train="aux", decision_layers=(3, 6,
+                                                                                                        9)))
     assert dovit.load_checkpoint(kept.output).decision_layers == (3, 6, 9)  # asked for: the source's own
 
 
 def test_colour_shifts_change_the_crops_not_their_geometry_and_are_recorded(dense, images, tmp_path):
     frames = [np.random.default_rng(i).integers(0, 256, (32, 48, 3), dtype=np.uint8) for i in range(4)]
-    plain, shifted = (calibration._Batches(frames, config(dense, images, tmp_path, colour_shifts=on), (0.5,) * 3,
+    plain, shifted = (calibration._Batches(frames, config(dense, images, tmp_path, colour_shifts=on), (0.5,
+                                                                                                       ) * 3,
                                            (0.25,) * 3) for on in (False, True))
     assert torch.equal(plain(3), plain(3)) and plain(3).shape == shifted(3).shape == (2, 3, 32, 48)
     assert any(not torch.equal(plain(step), shifted(step)) for step in range(5))

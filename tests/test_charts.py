@@ -1,9 +1,9 @@
 """app.charts: plotly figures built from a Trace / sweep points, checked on their data."""
 import pytest
+from test_drawing import make_trace  # not tests.test_drawing: an installed "tests" package can shadow ours
 
 from app.charts import SweepPoint, _interpolate, sweep_figure, tokens_flops_figure
 from app.controls import position_from_xi
-from test_drawing import make_trace  # not tests.test_drawing: an installed "tests" package can shadow ours
 
 
 def test_tokens_flops_figure_has_one_bar_per_block_with_group_tokens():
@@ -12,7 +12,8 @@ def test_tokens_flops_figure_has_one_bar_per_block_with_group_tokens():
     bars, flops, dense = figure.data
     assert list(bars.x) == [1, 2, 3, 4]
     assert list(bars.y) == [6, trace.groups[1].tokens, trace.groups[2].tokens, trace.groups[2].tokens]
-    assert list(flops.y) == pytest.approx([600e-9, 400e-9, 250e-9, 250e-9])  # group FLOPs split over its blocks
+    # group FLOPs split over its blocks
+    assert list(flops.y) == pytest.approx([600e-9, 400e-9, 250e-9, 250e-9])
     assert list(dense.y) == pytest.approx([600e-9] * 4)
     assert "tokens" in bars.hovertemplate and "GFLOPs" in flops.hovertemplate
     decision_lines = [shape.x0 for shape in figure.layout.shapes]

@@ -33,7 +33,8 @@ def test_round_trip_is_bit_exact(tmp_path, tiny_model):
 
 def test_official_aux_heads_round_trip_with_their_batchnorm_statistics(tmp_path):
     torch.manual_seed(0)
-    model = dovit.build_model("vit_tiny_patch16_224", 5, input_size=(64, 96), aux_head="setr_up", aux_head_channels=16)
+    model = dovit.build_model("vit_tiny_patch16_224", 5, input_size=(64, 96), aux_head="setr_up",
+                              aux_head_channels=16)
     with torch.no_grad():
         model.aux_heads[2].bn.running_var.uniform_(0.5, 2.0)
         model.aux_heads[2].bn.num_batches_tracked.fill_(77)
@@ -225,7 +226,8 @@ def test_a_save_killed_between_its_renames_loads_the_previous_copy(tmp_path, tin
 def test_saving_fsyncs_the_files_and_the_folder(tmp_path, tiny_model, monkeypatch):
     synced = []
     real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+                        or real_fsync(fd))
     dovit.save_checkpoint(tiny_model, tmp_path / "ck")
     names = [os.path.basename(p) for p in synced]
     assert "model.safetensors" in names and any(n.startswith("config.json") for n in names)
@@ -252,7 +254,8 @@ for _ in range(3):
     dovit.save_checkpoint(model, folder, metadata={"step": 0})
 save_seconds = (time.perf_counter() - start) / 3  # kill within ~3 saves, however loaded the machine is
 rng, steps_seen, mid_save = random.Random(0), [], 0
-siblings = [os.path.join(os.path.dirname(folder), "." + os.path.basename(folder) + s) for s in (".partial", ".previous")]
+siblings = [os.path.join(os.path.dirname(folder), "." + os.path.basename(folder) + s)
+            for s in (".partial", ".previous")]
 for kill in range(int(sys.argv[2])):
     pid = os.fork()
     if pid == 0:  # the child saves in a loop until it is killed
@@ -277,7 +280,8 @@ def test_killing_saves_at_random_moments_never_leaves_an_unloadable_checkpoint(t
     """A child process saves in a loop; it is SIGKILLed 20 times at random moments, and every time the
     checkpoint loads (the latest or the previous complete save)."""
     result = subprocess.run([sys.executable, "-c", KILL_DRIVER, str(tmp_path / "last"), "20"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
+                            capture_output=True, text=True, timeout=120, env=dict(os.environ,
+                                                                                  OMP_NUM_THREADS="1"))
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["kills"] == 20
@@ -287,7 +291,8 @@ def test_killing_saves_at_random_moments_never_leaves_an_unloadable_checkpoint(t
 
 # ------------------------------------------------------------------------------ app.py: one line per problem
 def _app_entry():
-    spec = importlib.util.spec_from_file_location("app_entry", ROOT / "app.py")  # the app/ package shadows app.py
+    # the app/ package shadows app.py
+    spec = importlib.util.spec_from_file_location("app_entry", ROOT / "app.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

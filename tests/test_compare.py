@@ -1,10 +1,12 @@
 """python -m dovit.compare: the table, JSON and chart from the command line, --help, refusals."""
 import json
+
 import pytest
-from dovit import compare
-from dovit.policies import POLICIES
+from test_policy_scores import checkpoint, data_root  # noqa: F401 (fixtures and helpers)
 from test_train import assert_help_documents_every_flag
-from test_policy_compare import checkpoint, data_root  # noqa: F401 (fixtures and helpers)
+
+from dovit import compare
+from dovit.core.policies import POLICIES
 
 
 def test_help_documents_every_flag(monkeypatch):
@@ -13,8 +15,10 @@ def test_help_documents_every_flag(monkeypatch):
 
 def test_cli_writes_json_table_and_chart(checkpoint, data_root, tmp_path, capsys):
     out = tmp_path / "out"
-    code = compare.main(["--checkpoint", str(checkpoint), "--data-root", str(data_root), "--budgets", "0.6", "1.0",
-                         "--json", str(out / "r.json"), "--md", str(out / "r.md"), "--html", str(out / "r.html")])
+    code = compare.main(["--checkpoint", str(checkpoint), "--data-root", str(data_root), "--budgets", "0.6",
+                         "1.0",
+                         "--json", str(out / "r.json"), "--md", str(out / "r.md"), "--html",
+                         str(out / "r.html")])
     assert code == 0
     printed = capsys.readouterr().out
     assert "| 0.6 | confidence |" in printed and "| 1 | dense |" in printed

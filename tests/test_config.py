@@ -59,7 +59,8 @@ def test_absurd_sizes_are_refused_before_anything_is_allocated():
 
 def test_defaults_and_json_round_trip_still_work():
     config = ModelConfig(num_classes=3, input_size=[48, 64], mean=[0.5, 0.5, 0.5], decision_layers=[2, 4])
-    assert config.input_size == (48, 64) and config.mean == (0.5, 0.5, 0.5) and config.decision_layers == (2, 4)
+    assert config.input_size == (48, 64) and config.mean == (0.5, 0.5, 0.5) and config.decision_layers == (2,
+                                                                                                           4)
     assert len(config.class_names) == 3 and len(config.class_colors) == 3
     assert ModelConfig.from_dict(config.to_dict()) == config
     # The caps sit far above real data sets and resolutions.

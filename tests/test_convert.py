@@ -2,10 +2,20 @@
 import numpy as np
 import pytest
 import torch
+from test_mmseg_checkpoint import (  # noqa: F401 (mmseg: the fixture)
+    CLASSES,
+    SIZE,
+    TOLERANCE,
+    _build,
+    _convert,
+    _mmseg_logits,
+    _official_checkpoint,
+    _save,
+    mmseg,
+)
+
 import dovit
 from dovit import convert
-from test_conversion import (  # noqa: F401 (mmseg: the fixture)
-    CLASSES, SIZE, TOLERANCE, _build, _convert, _mmseg_logits, _official_checkpoint, _save, mmseg)
 
 
 def test_help_documents_every_flag_and_what_the_official_format_rests_on(monkeypatch, capsys):
@@ -15,7 +25,8 @@ def test_help_documents_every_flag_and_what_the_official_format_rests_on(monkeyp
     with pytest.raises(SystemExit):
         convert.parse_args(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "FLHonker/DoViT-code" in help_text and "not checked against a real official checkpoint" in help_text
+    assert ("FLHonker/DoViT-code" in help_text
+            and "not checked against a real official checkpoint" in help_text)
 
 
 def test_missing_file_exits_2(tmp_path, capsys):
@@ -86,7 +97,8 @@ def test_flags_are_checked_against_the_tensors(mmseg, tmp_path, capsys, flags, m
     ("segmenter", None, {"backbone.auxiliary_head.1.extra_scale": torch.ones(1)},
      "backbone.auxiliary_head.1.extra_scale"),
 ])
-def test_official_aux_heads_dovit_cannot_place_are_refused_by_name(mmseg, tmp_path, capsys, kind, options, extra,
+def test_official_aux_heads_dovit_cannot_place_are_refused_by_name(mmseg, tmp_path, capsys, kind, options,
+                                                                   extra,
                                                                      message):
     path, _, _, _ = _official_checkpoint(mmseg, tmp_path, kind=kind, aux_options=options, extra=extra)
     assert convert.main([path, str(tmp_path / "out"), "--format", "dovit-official"]) == 2
@@ -94,7 +106,8 @@ def test_official_aux_heads_dovit_cannot_place_are_refused_by_name(mmseg, tmp_pa
     assert message in error and "--skip-auxiliary" in error and not (tmp_path / "out").exists()
     # --skip-auxiliary leaves them out: DoViT's default heads, random
     model = _convert(tmp_path, path, "--format", "dovit-official", "--skip-auxiliary")
-    assert model.config.aux_head == "linear" and "left out the 3 official aux heads" in capsys.readouterr().out
+    assert (model.config.aux_head == "linear"
+            and "left out the 3 official aux heads" in capsys.readouterr().out)
 
 
 def test_an_official_checkpoint_read_as_mmseg_is_refused(mmseg, tmp_path, capsys):
@@ -107,7 +120,8 @@ def test_an_official_checkpoint_read_as_mmseg_is_refused(mmseg, tmp_path, capsys
 def test_official_setr_with_two_layernorms_is_refused(mmseg, tmp_path, capsys):
     """The official SETR-DoViT configs set final_norm=True, and SETRUPHead adds its own LayerNorm."""
     vit, head, cfg = _build(mmseg, "naive", final_norm=True)
-    state = {f"backbone.{k}".replace("attn.attn.in_proj_", "attn.qkv."): v for k, v in vit.state_dict().items()}
+    state = {f"backbone.{k}".replace("attn.attn.in_proj_", "attn.qkv."): v
+             for k, v in vit.state_dict().items()}
     state.update({f"decode_head.{k}": v for k, v in head.state_dict().items()})
     path = tmp_path / "setr.pth"
     torch.save({"state_dict": state, "meta": {"config": cfg.pretty_text}}, path)
@@ -117,15 +131,17 @@ def test_official_setr_with_two_layernorms_is_refused(mmseg, tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------ the README's path
 def test_convert_then_train_the_aux_heads_then_open_in_the_predictor(mmseg, tmp_path, capsys):
-    """README "Models from MMSegmentation": convert, train the aux heads self-distilled from the converted dense
-    model (a few steps on synthetic data), load the result with Predictor.from_checkpoint."""
+    """README "Models from MMSegmentation": convert, train the aux heads self-distilled from the converted
+    dense model (a few steps on synthetic data), load the result with Predictor.from_checkpoint."""
     from dovit import train
 
     vit, head, cfg = _build(mmseg, "segmenter", num_classes=3)  # the synthetic data set's 3 classes
     converted = tmp_path / "converted"
     assert convert.main([_save(tmp_path, vit, head, cfg), str(converted), "--format", "mmseg"]) == 0
-    run = ["--stage", "dovit", "--dataset", "synthetic", "--input-size", *map(str, SIZE), "--init", str(converted),
-           "--teacher", str(converted), "--steps", "2", "--batch-size", "2", "--warmup-steps", "1", "--eval-every",
+    run = ["--stage", "dovit", "--dataset", "synthetic", "--input-size", *map(str, SIZE), "--init",
+           str(converted),
+           "--teacher", str(converted), "--steps", "2", "--batch-size", "2", "--warmup-steps", "1",
+           "--eval-every",
            "0", "--max-val-images", "2", "--workers", "0", "--threads", "1", "--no-progress"]
     assert train.main([*run, "--output", str(tmp_path / "student")]) == 0
     predictor = dovit.Predictor.from_checkpoint(tmp_path / "student" / "last")
@@ -142,8 +158,9 @@ def test_convert_then_train_the_aux_heads_then_open_in_the_predictor(mmseg, tmp_
 
 
 def test_convert_then_calibrate_without_labels_then_open_in_the_predictor(mmseg, tmp_path):
-    """README "Bring your own segmenter": an MMSeg checkpoint converted, its aux heads calibrated on unlabelled
-    images (dovit.calibrate), xi = 1 still the converted model's logits, loaded by the Predictor."""
+    """README "Bring your own segmenter": an MMSeg checkpoint converted, its aux heads calibrated on
+    unlabelled images (dovit.calibrate), xi = 1 still the converted model's logits, loaded by the
+    Predictor."""
     import cv2
 
     from dovit import calibrate
@@ -156,7 +173,8 @@ def test_convert_then_calibrate_without_labels_then_open_in_the_predictor(mmseg,
     rng = np.random.default_rng(0)
     for index in range(4):
         cv2.imwrite(str(images / f"{index}.jpg"), rng.integers(0, 256, (70, 90, 3), dtype=np.uint8))
-    assert calibrate.main([str(converted), str(tmp_path / "calibrated"), "--images", str(images), "--minutes", "0.02",
+    assert calibrate.main([str(converted), str(tmp_path / "calibrated"), "--images", str(images), "--minutes",
+                           "0.02",
                            "--train", "aux", "--batch-size", "2", "--threads", "1", "--no-progress"]) == 0
     source, calibrated = dovit.load_checkpoint(converted), dovit.load_checkpoint(tmp_path / "calibrated")
     pixels = torch.randn(1, 3, *SIZE)

@@ -1,4 +1,5 @@
-"""Data sets and augmentation: the real CamVid split, fake Cityscapes / ADE20K / folder trees, TrainAugment."""
+"""Data sets and augmentation: the real CamVid split, fake Cityscapes / ADE20K / folder trees,
+TrainAugment."""
 from pathlib import Path
 
 import cv2
@@ -7,8 +8,19 @@ import pytest
 import torch
 
 from dovit.core.config import IMAGENET_MEAN, IMAGENET_STD
-from dovit.data import (IGNORE_INDEX, EvalTransform, TrainAugment, ade20k, balanced_class_weights, build_dataset, camvid,
-                        cityscapes, class_frequencies, folders, sequence_of)
+from dovit.data import (
+    IGNORE_INDEX,
+    EvalTransform,
+    TrainAugment,
+    ade20k,
+    balanced_class_weights,
+    build_dataset,
+    camvid,
+    cityscapes,
+    class_frequencies,
+    folders,
+    sequence_of,
+)
 from dovit.data.datasets import read_label
 
 CAMVID_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
@@ -126,7 +138,8 @@ def test_ade20k_jpeg_images_pair_with_png_annotations(tmp_path):
 def test_generic_folders(tmp_path):
     label = label_grid([0, 1, 2, IGNORE_INDEX])
     for index, suffix in enumerate((".jpg", ".png", ".bmp")):
-        write_pair(tmp_path / "images" / f"img{index}{suffix}", tmp_path / "labels" / f"img{index}.png", label, index)
+        write_pair(tmp_path / "images" / f"img{index}{suffix}", tmp_path / "labels" / f"img{index}.png",
+                   label, index)
     (tmp_path / "images" / "notes.txt").write_text("not an image")
     dataset = folders(tmp_path / "images", tmp_path / "labels", ["a", "b", "c"])
     assert len(dataset) == 3
@@ -159,7 +172,8 @@ def test_image_and_label_size_mismatch_is_reported(tmp_path):
 
 
 # ------------------------------------------------------------------------------ transforms
-PALETTE = np.array([(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40), (40, 220, 220)], dtype=np.uint8)
+PALETTE = np.array([(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40), (40, 220, 220)],
+                   dtype=np.uint8)
 
 
 def colour_coded_sample(seed: int = 0, shape=(40, 56), block: int = 8):
@@ -260,7 +274,8 @@ def test_camera_effects_change_pixels_not_labels_and_are_reproducible():
                             camera=camera)(image, label)
 
     plain, every_effect = augmented(0.0), augmented(1.0)
-    assert torch.equal(plain[1], every_effect[1])  # the effects draw after the geometry: same crop, same labels
+    # the effects draw after the geometry: same crop, same labels
+    assert torch.equal(plain[1], every_effect[1])
     assert not torch.equal(plain[0], every_effect[0])
     assert torch.equal(augmented(1.0)[0], every_effect[0])  # same seed, same effects
     assert every_effect[0].isfinite().all()

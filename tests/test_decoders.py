@@ -17,7 +17,8 @@ def segmenter_model():
 
 
 def test_segmenter_masks_are_normalised_class_feature_products():
-    """The definition, written out: cosine similarities of patch and class features, LayerNorm over classes."""
+    """The definition, written out: cosine similarities of patch and class features, LayerNorm over
+    classes."""
     torch.manual_seed(0)
     decoder = build_decoder("segmenter", embed_dim=32, num_classes=3, channels=64).eval()
     feature_map = torch.randn(2, 32, 4, 5)
@@ -81,7 +82,15 @@ def test_segmenter_checkpoint_round_trip(segmenter_model, tmp_path):
 
 
 def test_train_with_the_segmenter_decoder(tmp_path):
-    argv = ["--stage", "dense", "--dataset", "synthetic", "--decoder", "segmenter", "--input-size", "48", "64",
+    argv = ["--stage", "dense", "--dataset", "synthetic", "--decoder", "segmenter", "--input-size", "48",
+            "64",
             "--steps", "3", "--threads", "1", "--workers", "0", "--no-progress", "--output", str(tmp_path)]
     assert train.main(argv) == 0
     assert dovit.read_config(tmp_path / "last")[0].decoder == "segmenter"
+
+
+def test_every_configurable_decoder_has_a_builder():
+    from dovit.core.config import DECODERS
+    from dovit.core.decoders import DECODER_BUILDERS
+
+    assert set(DECODER_BUILDERS) == set(DECODERS)

@@ -1,9 +1,9 @@
-"""dovit.drawing: pure drawing functions on small arrays and on a real tiny model's trace."""
+"""dovit.viz.drawing: pure drawing functions on small arrays and on a real tiny model's trace."""
 import numpy as np
 import pytest
 
-from dovit import drawing
 from dovit import DecisionTrace, GroupTrace, Predictor, Trace
+from dovit.viz import drawing
 
 PATCH = 4
 
@@ -15,7 +15,8 @@ def make_trace(xi: float = 0.5) -> Trace:
     confidence_2 = np.array([[0.9, 0.9, 0.7], [0.1, 0.2, 0.3]], np.float32)
     keep_2 = keep_1 & (confidence_2 <= xi)
     decisions = [
-        DecisionTrace(layer=1, confidence=confidence_1, stopped_here=~keep_1, keep_mask=keep_1, kept=int(keep_1.sum())),
+        DecisionTrace(layer=1, confidence=confidence_1, stopped_here=~keep_1, keep_mask=keep_1,
+                      kept=int(keep_1.sum())),
         DecisionTrace(layer=2, confidence=confidence_2, stopped_here=keep_1 & ~keep_2, keep_mask=keep_2,
                       kept=int(keep_2.sum())),
     ]
@@ -98,7 +99,8 @@ def test_halting_map_colours_follow_depth(image):
     out = drawing.halting_map(trace.halting_depth, 3, image, PATCH, opacity=1.0)
     colours = drawing.depth_colors(3)
     assert len({tuple(c) for c in colours}) == 3
-    np.testing.assert_array_equal(out[1:4, 1:4].reshape(-1, 3)[0], colours[0])  # token (0, 0) stopped after B_1
+    # token (0, 0) stopped after B_1
+    np.testing.assert_array_equal(out[1:4, 1:4].reshape(-1, 3)[0], colours[0])
 
 
 def test_disagreement_map_marks_exactly_the_differing_pixels(image):
@@ -113,7 +115,8 @@ def test_disagreement_map_marks_exactly_the_differing_pixels(image):
 def test_legend_lists_every_class_escaped_with_shares():
     html = drawing.legend_html(["road", "<b>car</b>"], [(1, 2, 3), (4, 5, 6)], np.array([[0, 0, 0, 1]]))
     assert "road 75.0%" in html and "&lt;b&gt;car&lt;/b&gt; 25.0%" in html and "rgb(4, 5, 6)" in html
-    assert "stopped after B1" in drawing.depth_legend_html(3) and "ran all blocks" in drawing.depth_legend_html(3)
+    assert ("stopped after B1" in drawing.depth_legend_html(3)
+            and "ran all blocks" in drawing.depth_legend_html(3))
 
 
 def test_views_of_a_dense_forward_stop_nothing(tiny_model):
@@ -131,7 +134,7 @@ def test_views_of_a_dense_forward_stop_nothing(tiny_model):
 
 
 def test_colour_blind_palette_keeps_the_class_count_and_refuses_unknown_schemes():
-    from dovit.drawing import COLOR_BLIND_SAFE, class_palette
+    from dovit.viz.drawing import COLOR_BLIND_SAFE, class_palette
 
     dataset = np.arange(33, dtype=np.uint8).reshape(11, 3)
     assert (class_palette(dataset) == dataset).all()
@@ -143,14 +146,16 @@ def test_colour_blind_palette_keeps_the_class_count_and_refuses_unknown_schemes(
 
 
 def test_stopped_tokens_are_hatched_so_shade_is_not_the_only_cue():
-    from dovit.drawing import hatch, token_overlay
+    from dovit.viz.drawing import hatch, token_overlay
 
     image = np.full((32, 48, 3), 128, np.uint8)
     kept = np.array([[True, False, True], [True, True, False]])
-    here = np.array([[False, False, False], [False, False, True]])  # stopped by the decision before this group
+    # stopped by the decision before this group
+    here = np.array([[False, False, False], [False, False, True]])
     out = token_overlay(image, kept, here, 16).astype(int)
     earlier = out[1:16, 17:32]  # token (0, 1): stopped before, not here
     lines = hatch((32, 48), 1)[1:16, 17:32]
     assert earlier[lines].mean() > earlier[~lines].mean() + 50  # bright '\' lines on the dark shade
     here_token, here_lines = out[17:32, 33:48], hatch((32, 48), -1)[17:32, 33:48]
-    assert (here_token[here_lines] == 255).all() and here_token[~here_lines].mean() < 250  # '/' lines on orange
+    # '/' lines on orange
+    assert (here_token[here_lines] == 255).all() and here_token[~here_lines].mean() < 250

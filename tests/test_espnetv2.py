@@ -1,11 +1,12 @@
 """dovit.core.espnetv2 against the authors' released ESPNetv2 (Cityscapes, s = 2.0).
 
-Fixture ``tests/data/espnetv2_reference.npz`` holds outputs of the AUTHORS' code, not of ours. Provenance: the
-segmentation model of the public repository sacmehta/EdgeNets, read file by file (stored versions at commits
-4a6c105d8604455fe15e6846950baf1b4b13f7dc: model/segmentation/espnetv2.py; 16df6b1cb393068ac571fdcc16d61d139cfabc57:
-model/classification/espnetv2.py, nn_layers/eesp.py; 5067df1fa83a7d31d4615c036ab197409fd2edbc:
-model/classification/espnetv2_config.py, nn_layers/{cnn_utils,espnet_utils,efficient_pyramid_pool,efficient_pt}.py),
-rebuilt unchanged in a scratch folder outside this repository (only ``utilities/print_utils`` stubbed), built as
+Fixture ``tests/data/espnetv2_reference.npz`` holds outputs of the AUTHORS' code, not of ours. Provenance:
+the segmentation model of the public repository sacmehta/EdgeNets, read file by file (stored versions at
+commits 4a6c105d8604455fe15e6846950baf1b4b13f7dc: model/segmentation/espnetv2.py;
+16df6b1cb393068ac571fdcc16d61d139cfabc57: model/classification/espnetv2.py, nn_layers/eesp.py;
+5067df1fa83a7d31d4615c036ab197409fd2edbc: model/classification/espnetv2_config.py,
+nn_layers/{cnn_utils,espnet_utils,efficient_pyramid_pool,efficient_pt}.py), rebuilt unchanged in a scratch
+folder outside this repository (only ``utilities/print_utils`` stubbed), built as
 ``ESPNetv2Segmentation(args, classes=20, dataset='city')`` with args s=2.0, classes=20, dataset='city',
 weights='', loaded with ``load_state_dict(torch.load(<file>, map_location="cpu", weights_only=True),
 strict=True)``, run in eval mode without grad on the CPU (torch 2.14.1) on the inputs of ``seeded_input`` and
@@ -17,6 +18,7 @@ image; ``street_logits_sub16`` (20, 23, 30) float32. At both sizes our model mat
 that are not multiples of 16 (360 x 480: 45 vs 46 rows); ours up-samples to the encoder map's size, which
 equals the authors' output wherever theirs runs.
 """
+
 import os
 from pathlib import Path
 
@@ -32,7 +34,7 @@ from dovit.core.espnetv2 import (
     group_logits,
     load_released_state,
 )
-from dovit.metrics import ConfusionMatrix
+from dovit.evaluation.metrics import ConfusionMatrix
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).resolve().parent / "data" / "espnetv2_reference.npz"
@@ -40,8 +42,19 @@ SHARED = ROOT / "../shared/data"
 RELEASED = SHARED / "pretrained/espnetv2/espnetv2_s_2.0_city_1024x512.pth"
 CAMVID_ROOT = SHARED / "camvid"
 STREET = ROOT / "assets/synthetic_street.png"
-CAMVID = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
-          "Bicyclist"]
+CAMVID = [
+    "Sky",
+    "Building",
+    "Pole",
+    "Road",
+    "Pavement",
+    "Tree",
+    "SignSymbol",
+    "Fence",
+    "Car",
+    "Pedestrian",
+    "Bicyclist",
+]
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
 # mIoU of the released Cityscapes weights, grouped to CamVid's classes, on every 10th CamVid val frame at
@@ -92,14 +105,16 @@ def test_released_file_loads_strictly(released):
     ours = released.state_dict()
     assert len(ours) == len(state)
     missing, unexpected = released.load_state_dict(
-        {(k if k.startswith("base_net.") else f"decoder.{k}"): v for k, v in state.items()}, strict=True)
+        {(k if k.startswith("base_net.") else f"decoder.{k}"): v for k, v in state.items()}, strict=True
+    )
     assert not missing and not unexpected
 
 
 def test_matches_the_authors_logits_on_the_seeded_input(released, reference):
     x = seeded_input()
-    assert torch.equal(x[0, :, ::32, ::32], torch.from_numpy(reference["seeded_input_sub32"])), \
+    assert torch.equal(x[0, :, ::32, ::32], torch.from_numpy(reference["seeded_input_sub32"])), (
         "torch.randn under manual_seed(0) no longer gives the fixture's input: the comparison below is void"
+    )
     with torch.no_grad():
         logits = released(x)
     assert logits.shape == (1, 20, 256, 320)
@@ -110,8 +125,9 @@ def test_matches_the_authors_logits_on_the_seeded_input(released, reference):
 def test_matches_the_authors_argmax_on_the_street_image(released, reference):
     with torch.no_grad():
         logits = released(street_input())
-    np.testing.assert_allclose(logits[0, :, ::16, ::16].numpy(), reference["street_logits_sub16"], rtol=0,
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        logits[0, :, ::16, ::16].numpy(), reference["street_logits_sub16"], rtol=0, atol=1e-4
+    )
     argmax = logits.argmax(1)[0].numpy().astype(np.uint8)
     assert argmax.shape == reference["street_argmax"].shape
     agreement = float((argmax == reference["street_argmax"]).mean())
@@ -119,7 +135,7 @@ def test_matches_the_authors_argmax_on_the_street_image(released, reference):
 
 
 def test_any_input_size_runs(released):
-    """360 x 480 (CamVid's size, not a multiple of 16) runs where the authors' scale_factor=2 decoder fails."""
+    """360 x 480 (CamVid's size, not a multiple of 16) runs where the authors' x2 decoder fails."""
     with torch.no_grad():
         logits = released(torch.zeros(1, 3, 360, 480))
     assert logits.shape == (1, 20, 360, 480) and torch.isfinite(logits).all()

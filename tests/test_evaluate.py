@@ -7,12 +7,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from test_train import assert_help_documents_every_flag
 
 import dovit
 from dovit import evaluate
 from dovit.data import EvalTransform
 from dovit.data.synthetic import synthetic_dataset
-from test_train import assert_help_documents_every_flag
+from dovit.evaluation import xi_sweep
 
 INPUT_SIZE = (32, 48)  # a 2 x 3 token grid
 
@@ -21,7 +22,8 @@ INPUT_SIZE = (32, 48)  # a 2 x 3 token grid
 def checkpoint(tmp_path_factory) -> Path:
     """A random-init ViT-Tiny checkpoint with CamVid's 11 classes (synthetic labels 0..2 fit in them)."""
     torch.manual_seed(0)
-    model = dovit.build_model("vit_tiny_patch16_224", num_classes=11, input_size=INPUT_SIZE, decoder_channels=16,
+    model = dovit.build_model("vit_tiny_patch16_224", num_classes=11, input_size=INPUT_SIZE,
+                              decoder_channels=16,
                               default_xi=0.5)
     return dovit.save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "tiny")
 
@@ -31,7 +33,7 @@ def results(checkpoint) -> list[dict]:
     model = dovit.load_checkpoint(checkpoint)
     dataset = synthetic_dataset(4, (40, 56), seed=3,
                                 transform=EvalTransform(INPUT_SIZE, model.config.mean, model.config.std))
-    return evaluate.evaluate_model(model, dataset, [0.0, 0.5, 1.0], progress=False)
+    return xi_sweep.evaluate_model(model, dataset, [0.0, 0.5, 1.0], progress=False)
 
 
 def fake_camvid(root: Path, split: str = "val", count: int = 3) -> Path:
@@ -40,7 +42,8 @@ def fake_camvid(root: Path, split: str = "val", count: int = 3) -> Path:
     (root / f"{split}annot").mkdir()
     for index in range(count):
         cv2.imwrite(str(root / split / f"f{index}.png"), rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))
-        cv2.imwrite(str(root / f"{split}annot" / f"f{index}.png"), rng.integers(0, 12, (40, 56), dtype=np.uint8))
+        cv2.imwrite(str(root / f"{split}annot" / f"f{index}.png"), rng.integers(0, 12, (40, 56),
+                                                                                dtype=np.uint8))
     return root
 
 
@@ -67,7 +70,8 @@ def test_flops_never_exceed_the_dense_forward(results):
         assert r.backbone_gflops <= r.dense_backbone_gflops
         fractions = r.kept_fraction_per_group
         assert fractions[0] == 1.0  # B_1 always runs dense
-        assert all(later <= earlier for earlier, later in zip(fractions, fractions[1:]))  # stopped never return
+        # stopped never return
+        assert all(later <= earlier for earlier, later in zip(fractions, fractions[1:], strict=False))
 
 
 def test_xi_one_is_the_dense_forward(results):
@@ -88,8 +92,9 @@ def test_xi_zero_stops_every_token_at_the_first_decision(results):
 
 def test_max_images_limits_the_evaluation(checkpoint):
     model = dovit.load_checkpoint(checkpoint)
-    dataset = synthetic_dataset(5, INPUT_SIZE, transform=EvalTransform(None, model.config.mean, model.config.std))
-    (row,) = evaluate.evaluate_model(model, dataset, [1.0], max_images=2, progress=False)
+    dataset = synthetic_dataset(5, INPUT_SIZE, transform=EvalTransform(None, model.config.mean,
+                                                                       model.config.std))
+    (row,) = xi_sweep.evaluate_model(model, dataset, [1.0], max_images=2, progress=False)
     assert row.images == 2
 
 
@@ -117,7 +122,8 @@ def test_cli_writes_json_and_prints_a_markdown_table(checkpoint, tmp_path, capsy
 def test_cli_defaults_to_the_checkpoint_xi_and_dense(checkpoint, tmp_path, capsys):
     root = fake_camvid(tmp_path / "camvid", count=1)
     assert evaluate.main(["--checkpoint", str(checkpoint), "--data-root", str(root), "--threads", "1"]) == 0
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 0") or line.startswith("| 1")]
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 0")
+            or line.startswith("| 1")]
     assert [row.split("|")[1].strip() for row in rows] == ["0.5", "1"]
 
 
@@ -132,7 +138,8 @@ def test_missing_data_and_wrong_class_count_exit_2(checkpoint, tmp_path, capsys)
     assert evaluate.main(["--checkpoint", str(checkpoint), "--data-root", str(tmp_path / "nowhere")]) == 2
     assert "no image/label pairs found" in capsys.readouterr().err
     # A 3-class model on 11-class CamVid: labels 3..10 would silently drop out of the metrics.
-    small = dovit.save_checkpoint(dovit.build_model(num_classes=3, input_size=INPUT_SIZE, decoder_channels=16),
+    small = dovit.save_checkpoint(dovit.build_model(num_classes=3, input_size=INPUT_SIZE,
+                                                    decoder_channels=16),
                                   tmp_path / "small")
     root = fake_camvid(tmp_path / "camvid", count=1)
     assert evaluate.main(["--checkpoint", str(small), "--data-root", str(root)]) == 2
@@ -146,7 +153,7 @@ def test_missing_shipped_checkpoint_exits_2_naming_the_flag(tmp_path, monkeypatc
 
 
 def test_markdown_table_reports_the_saving(results):
-    lines = evaluate.markdown_table(results).splitlines()
+    lines = xi_sweep.markdown_table(results).splitlines()
     assert len(lines) == 2 + len(results)
     saved = [float(line.split("|")[7].strip().rstrip("%")) for line in lines[2:]]
     assert saved[-1] == 0.0  # xi = 1 saves nothing
@@ -158,12 +165,14 @@ def test_cli_scores_only_the_chosen_drives(checkpoint, tmp_path, capsys):
 
     write_drives(tmp_path / "camvid", {"0001TP": 2, "0006R0": 3}, size=(40, 56))
     out = tmp_path / "eval.json"
-    assert evaluate.main(["--checkpoint", str(checkpoint), "--data-root", str(tmp_path / "camvid"), "--split", "train",
+    assert evaluate.main(["--checkpoint", str(checkpoint), "--data-root", str(tmp_path / "camvid"), "--split",
+                          "train",
                           "--sequences", "0006R0", "--xi", "1.0", "--json", str(out), "--threads", "1"]) == 0
     assert "(recordings 0006R0), 3 images" in capsys.readouterr().out
     document = json.loads(out.read_text())
     assert document["sequences"] == ["0006R0"] and document["results"][0]["images"] == 3
-    assert evaluate.main(["--checkpoint", str(checkpoint), "--data-root", str(tmp_path / "camvid"), "--split", "train",
+    assert evaluate.main(["--checkpoint", str(checkpoint), "--data-root", str(tmp_path / "camvid"), "--split",
+                          "train",
                           "--sequences", "0016E5"]) == 2
     assert "0016E5" in capsys.readouterr().err
 
@@ -178,9 +187,9 @@ def test_throughput_runs_whole_batches_through_the_token_pass(checkpoint, monkey
     seen = []
     handle = model.vit.blocks[-1].register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
     try:
-        throughput = evaluate._throughput(model, images, xi=0.5, batch=4)
+        throughput = xi_sweep._throughput(model, images, xi=0.5, batch=4)
     finally:
         handle.remove()
     assert throughput > 0
     assert seen == [4, 4, 2]  # warm-up batch, then 4 + 2 images
-    assert evaluate._throughput(model, images[:1] + [torch.randn(1, 3, 48, 48)], 0.5, 4) is None
+    assert xi_sweep._throughput(model, images[:1] + [torch.randn(1, 3, 48, 48)], 0.5, 4) is None

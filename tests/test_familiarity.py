@@ -1,17 +1,19 @@
-"""dovit.familiarity: the dense confidence, its training range stored in a checkpoint, and the studio's note."""
+"""dovit.familiarity: the dense confidence, its training range stored in a checkpoint, and the studio's
+note."""
 import json
 
 import numpy as np
 import pytest
 import torch
+from test_evaluate import fake_camvid
+from test_train import assert_help_documents_every_flag
 
 import dovit
 from app.readouts import prediction_summary, readouts_markdown
 from dovit import familiarity
-from dovit.familiarity import ConfidenceRange, familiarity_note
 from dovit.core.predictor import Predictor, mean_confidence
-from test_evaluate import fake_camvid
-from test_train import assert_help_documents_every_flag
+from dovit.evaluation import confidence_range
+from dovit.evaluation.confidence_range import ConfidenceRange, familiarity_note
 
 INPUT_SIZE = (32, 48)
 
@@ -19,7 +21,8 @@ INPUT_SIZE = (32, 48)
 @pytest.fixture()
 def checkpoint(tmp_path):
     torch.manual_seed(0)
-    model = dovit.build_model("vit_tiny_patch16_224", num_classes=11, input_size=INPUT_SIZE, decoder_channels=16)
+    model = dovit.build_model("vit_tiny_patch16_224", num_classes=11, input_size=INPUT_SIZE,
+                              decoder_channels=16)
     return dovit.save_checkpoint(model, tmp_path / "tiny", metadata={"stage": "dense"})
 
 
@@ -42,11 +45,13 @@ def test_dense_confidence_is_the_dense_logits_mean_top_probability(tiny_model):
 
 
 def test_measured_range_is_ordered_and_counts_frames(checkpoint):
-    reference = familiarity.measure_range(Predictor.from_checkpoint(checkpoint), images(5), "five", batch_size=2,
+    reference = confidence_range.measure_range(Predictor.from_checkpoint(checkpoint), images(5), "five",
+                                               batch_size=2,
                                           progress=False)
     assert reference.low <= reference.median <= reference.high and reference.frames == 5
     with pytest.raises(ValueError, match="at least 2 frames"):
-        familiarity.measure_range(Predictor.from_checkpoint(checkpoint), images(1), "one", progress=False)
+        confidence_range.measure_range(Predictor.from_checkpoint(checkpoint), images(1), "one",
+                                       progress=False)
 
 
 def test_note_only_below_the_low_end():
@@ -86,7 +91,8 @@ def test_cli_stores_the_range_and_keeps_the_rest(checkpoint, tmp_path, capsys):
     assert familiarity.main([str(checkpoint), "--data-root", str(root), "--split", "train", "--dry-run",
                              "--no-progress"]) == 0
     assert "confidence_range" not in dovit.load_checkpoint(checkpoint).checkpoint_metadata
-    assert familiarity.main([str(checkpoint), "--data-root", str(root), "--split", "train", "--max-images", "2",
+    assert familiarity.main([str(checkpoint), "--data-root", str(root), "--split", "train", "--max-images",
+                             "2",
                              "--no-progress"]) == 0
     after = dovit.load_checkpoint(checkpoint)
     stored = ConfidenceRange.from_metadata(after.checkpoint_metadata)

@@ -1,11 +1,13 @@
-"""dovit.flags, and every command-line module's flags parsed into its typed config with the dataclass's defaults."""
+"""dovit.cli.flags, and every command-line module's flags parsed into its typed config with the dataclass's
+defaults."""
 import argparse
 from dataclasses import fields
 
 import pytest
 import torch
 
-from dovit import analyze, benchmark, compare, convert, evaluate, familiarity, flags, folds
+from dovit import analyze, benchmark, compare, convert, evaluate, familiarity, folds
+from dovit.cli import flags
 
 CLIS = [  # module, the fewest flags it needs, its config with those
     (evaluate, [], evaluate.EvaluateConfig()),
@@ -26,7 +28,8 @@ def test_flags_parse_into_the_typed_config_with_its_defaults(module, argv, expec
 def test_the_benchmark_parser_gives_its_config():
     parsed = benchmark.BenchmarkConfig(**vars(benchmark.build_parser().parse_args([])))
     assert parsed == benchmark.BenchmarkConfig()
-    assert {f.name for f in fields(benchmark.BenchmarkConfig)} == set(vars(benchmark.build_parser().parse_args([])))
+    assert {f.name
+            for f in fields(benchmark.BenchmarkConfig)} == set(vars(benchmark.build_parser().parse_args([])))
 
 
 def test_shared_flags_and_threads():
@@ -34,7 +37,8 @@ def test_shared_flags_and_threads():
     flags.add_data_flags(parser, split="train+val")
     flags.add_process_flags(parser)
     parsed = parser.parse_args(["--sequences", "0001TP", "--threads", "1"])
-    assert (parsed.dataset, parsed.split, parsed.sequences, parsed.device) == ("camvid", "train+val", ["0001TP"], "cpu")
+    assert (parsed.dataset, parsed.split, parsed.sequences, parsed.device) == ("camvid", "train+val",
+                                                                               ["0001TP"], "cpu")
     previous = torch.get_num_threads()
     try:
         flags.apply_threads(1)

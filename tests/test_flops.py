@@ -11,7 +11,8 @@ def _relative_gap(counted: int, analytic: int) -> float:
 
 
 @pytest.mark.parametrize("options", [dict(), dict(stem="conv"), dict(decoder="pup", decoder_channels=32),
-                                     dict(stem="conv", decoder="skip", decoder_channels=32), dict(merge_stopped=False),
+                                     dict(stem="conv", decoder="skip", decoder_channels=32),
+                                     dict(merge_stopped=False),
                                      dict(decoder="segmenter", decoder_channels=64),
                                      dict(decoder="naive_up4", decoder_channels=32),
                                      dict(aux_head="fcn", aux_head_channels=64),

@@ -1,4 +1,5 @@
-"""The hybrid DoViT (dovit.core.hybrid): ESPNetv2's encoder as the patch embedding, its decoder as the head."""
+"""The hybrid DoViT (dovit.core.hybrid): ESPNetv2's encoder as patch embedding, its decoder as the head."""
+
 import os
 from pathlib import Path
 
@@ -12,9 +13,23 @@ from dovit.core.checkpoint import load_checkpoint, save_checkpoint
 from dovit.core.flops import count_flops, flop_formula
 from dovit.core.hybrid import ReleasedTeacher, build_hybrid, load_released_espnetv2
 
-CAMVID = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
-          "Bicyclist"]
-RELEASED = Path(__file__).resolve().parents[1] / "../shared/data/pretrained/espnetv2/espnetv2_s_2.0_city_1024x512.pth"
+CAMVID = [
+    "Sky",
+    "Building",
+    "Pole",
+    "Road",
+    "Pavement",
+    "Tree",
+    "SignSymbol",
+    "Fence",
+    "Car",
+    "Pedestrian",
+    "Bicyclist",
+]
+RELEASED = (
+    Path(__file__).resolve().parents[1]
+    / "../shared/data/pretrained/espnetv2/espnetv2_s_2.0_city_1024x512.pth"
+)
 
 
 def _released() -> Path:
@@ -27,8 +42,14 @@ def _released() -> Path:
 
 def _hybrid(**options) -> dovit.DoViTSegmenter:
     torch.manual_seed(0)
-    model = dovit.build_model(num_classes=11, class_names=CAMVID, stem="espnetv2", decoder="espnetv2",
-                              input_size=(64, 96), **options)
+    model = dovit.build_model(
+        num_classes=11,
+        class_names=CAMVID,
+        stem="espnetv2",
+        decoder="espnetv2",
+        input_size=(64, 96),
+        **options,
+    )
     with torch.no_grad():  # the zero-initialised entry of the tokens into the decoder, opened
         model.decoder.inject.weight.normal_(0, 0.05)
     return model.eval()
@@ -105,8 +126,12 @@ def test_before_training_the_hybrid_gives_the_released_networks_answers():
     teacher = ReleasedTeacher(released, CAMVID)
     teacher.train()
     assert not teacher.training
-    assert teacher(pixels).argmax(1).eq(
-        espnetv2.group_logits(reference(pixels), model.decoder.groups).argmax(1)).all()
+    assert (
+        teacher(pixels)
+        .argmax(1)
+        .eq(espnetv2.group_logits(reference(pixels), model.decoder.groups).argmax(1))
+        .all()
+    )
 
 
 def test_a_hybrid_checkpoint_is_self_contained(tmp_path, monkeypatch):
@@ -129,4 +154,6 @@ def test_released_weights_load_strictly_into_the_hybrid():
     load_released_espnetv2(model, released)
     state = espnetv2.load_released_state(released)
     assert torch.equal(model.vit.patch_embed.encoder.level1.conv.weight, state["base_net.level1.conv.weight"])
-    assert torch.equal(model.decoder.decoder.bu_dec_l4.merge_layer[3].bias, state["bu_dec_l4.merge_layer.3.bias"])
+    assert torch.equal(
+        model.decoder.decoder.bu_dec_l4.merge_layer[3].bias, state["bu_dec_l4.merge_layer.3.bias"]
+    )

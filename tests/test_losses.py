@@ -1,12 +1,13 @@
-"""dovit.losses: L = CE + alpha * L_AH + beta * L_SD (Eq. 9-12), checked term by term against torch's own losses."""
+"""dovit.training.losses: L = CE + alpha * L_AH + beta * L_SD (Eq. 9-12), checked term by term against torch's
+own losses."""
 from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from dovit import losses
 from dovit.data import IGNORE_INDEX
+from dovit.training import losses
 
 
 def fake_output(seed: int, batch=2, classes=4, size=(20, 28), grid=(2, 2), heads=3):
@@ -26,7 +27,8 @@ def make_labels(seed: int, batch=2, classes=4, size=(20, 28)):
 
 def test_self_distillation_is_zero_for_identical_logits():
     output, labels = fake_output(0), make_labels(0)
-    parts = losses.dovit_loss(output, labels, patch_size=16, alpha=1.0, beta=0.4, teacher_logits=output.logits.clone())
+    parts = losses.dovit_loss(output, labels, patch_size=16, alpha=1.0, beta=0.4,
+                              teacher_logits=output.logits.clone())
     assert parts["sd"].abs().item() < 1e-6
     assert parts["loss"].item() == pytest.approx((parts["ce"] + parts["aux"]).item(), abs=1e-5)
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from dovit.metrics import ConfusionMatrix
+from dovit.evaluation.metrics import ConfusionMatrix
 
 IGNORE = 255
 

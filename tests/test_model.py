@@ -3,6 +3,7 @@ import timm
 import torch
 
 import dovit
+from dovit.core.token_pass import Forced
 
 
 def _pixels(batch: int = 2, size=(64, 96), seed: int = 0) -> torch.Tensor:
@@ -88,7 +89,7 @@ def test_padded_batch_gives_each_image_its_batch_1_logits(tiny_model, monkeypatc
     calls = []
     handle = tiny_model.vit.blocks[-1].register_forward_hook(lambda m, i, o: calls.append(tuple(i[0].shape)))
     try:
-        batched = tiny_model(pixels, xi=0.0, forced_keep=forced)
+        batched = tiny_model(pixels, xi=0.0, decider=Forced(forced))
     finally:
         handle.remove()
     counts = batched.group_tokens[:, -1].tolist()
@@ -98,7 +99,8 @@ def test_padded_batch_gives_each_image_its_batch_1_logits(tiny_model, monkeypatc
     elif forwards is not None:
         assert sorted(calls) == sorted((1, 1 + count, tiny_model.embed_dim) for count in counts)
     for index in range(3):
-        alone = tiny_model(pixels[index : index + 1], xi=0.0, forced_keep=[m[index : index + 1] for m in forced])
+        alone = tiny_model(pixels[index : index + 1], xi=0.0,
+                           decider=Forced([m[index : index + 1] for m in forced]))
         assert torch.equal(alone.group_tokens[0], batched.group_tokens[index])
         assert (alone.logits[0] - batched.logits[index]).abs().max().item() <= 1e-4
 
@@ -125,7 +127,7 @@ def test_padded_batches_train_with_gradients(tiny_model, monkeypatch):
     monkeypatch.setattr(tiny_model, "pack_overhead_tokens", float("inf"))
     pixels = _pixels(3, seed=2).requires_grad_(True)
     forced = _forced_different_counts()
-    out = tiny_model(pixels, xi=0.0, forced_keep=forced)
+    out = tiny_model(pixels, xi=0.0, decider=Forced(forced))
     out.logits[0].sum().backward()
     assert torch.isfinite(pixels.grad).all()
     assert pixels.grad[1:].abs().max().item() == 0.0  # image 0's loss never reaches its batch mates
@@ -147,7 +149,8 @@ def test_equalised_batches_keep_the_mean_count(tiny_model):
 def test_gathered_tokens_shrink_the_work(tiny_model):
     """Token pass runs real timm blocks on fewer tokens: the attention sees a shorter sequence."""
     lengths = []
-    handle = tiny_model.vit.blocks[-1].attn.register_forward_hook(lambda m, i, o: lengths.append(i[0].shape[1]))
+    handle = tiny_model.vit.blocks[-1].attn.register_forward_hook(lambda m, i,
+                                                                  o: lengths.append(i[0].shape[1]))
     try:
         out = tiny_model(_pixels(1), xi=0.3)
     finally:
@@ -165,19 +168,23 @@ def test_any_input_size_pads_and_crops(tiny_model):
 
 @torch.no_grad()
 def test_decoder_output_is_upsampled_to_the_padded_input_then_cropped(tiny_model):
-    """Decoder, bilinear upsample to the padded size, crop (dovit.core.preprocess.upsample_logits), as forward_from runs it."""
+    """Decoder, bilinear upsample to the padded size, crop (dovit.core.preprocess.upsample_logits), as
+    forward_from runs it."""
     state = tiny_model.prefix(_pixels(1, size=(50, 70)))
     patches = state.tokens[:, tiny_model.num_prefix_tokens :]
     feature_map = dovit.core.model.tokens_to_map(tiny_model.vit.norm(patches), state.grid)
-    reference = torch.nn.functional.interpolate(tiny_model.decoder(feature_map), size=(64, 80), mode="bilinear",
+    reference = torch.nn.functional.interpolate(tiny_model.decoder(feature_map), size=(64, 80),
+                                                mode="bilinear",
                                                 align_corners=False)[..., :50, :70]
-    decoded = dovit.core.model.upsample_logits(tiny_model._decoder_logits(patches, state), (50, 70), tiny_model.patch_size)
+    decoded = dovit.core.model.upsample_logits(tiny_model._decoder_logits(patches, state), (50, 70),
+                                               tiny_model.patch_size)
     assert torch.equal(decoded, reference)
 
 
 @torch.no_grad()
 def test_forward_times_the_upsample_apart_from_the_decoder(tiny_model):
-    """The upsample to the input size is a stage of its own in timings_ms (it does not shrink with kept tokens)."""
+    """The upsample to the input size is a stage of its own in timings_ms (it does not shrink with kept
+    tokens)."""
     out = tiny_model.forward_from(tiny_model.prefix(_pixels(1, size=(50, 70))), xi=0.5)
     assert out.logits.shape[-2:] == (50, 70)
     assert {"decoder", "upsample", "decision_1"} <= set(out.timings_ms) and min(out.timings_ms.values()) >= 0
@@ -188,7 +195,8 @@ def test_resampled_position_embedding_is_cached_per_grid(tiny_model, monkeypatch
     """Off the native grid timm resamples the table every forward; we resample once per grid, same tokens."""
     calls = []
     resample = dovit.core.model.resample_abs_pos_embed
-    monkeypatch.setattr(dovit.core.model, "resample_abs_pos_embed", lambda *a, **k: calls.append(1) or resample(*a, **k))
+    monkeypatch.setattr(dovit.core.model, "resample_abs_pos_embed", lambda *a,
+                        **k: calls.append(1) or resample(*a, **k))
     for size, grid in (((80, 112), (5, 7)), ((96, 96), (6, 6))):
         x = tiny_model.vit.patch_embed(_pixels(2, size=size))
         assert tuple(x.shape[1:3]) == grid
@@ -213,18 +221,20 @@ def test_aux_head_is_its_1x1_conv_on_the_token_map():
         expected = head.classifier(tokens_to_map(head.norm(tokens), (6, 5)))
     assert logits.shape == (2, 7, 6, 5)
     assert torch.allclose(logits, expected, atol=1e-5)
-    assert torch.equal(logits.flatten(2).transpose(1, 2).argmax(-1), expected.flatten(2).transpose(1, 2).argmax(-1))
+    assert torch.equal(
+        logits.flatten(2).transpose(1, 2).argmax(-1), expected.flatten(2).transpose(1, 2).argmax(-1)
+    )
 
 
 @pytest.mark.parametrize("kind", ["fcn", "setr_up"])
 def test_conv_aux_head_is_conv_bn_relu_conv_on_the_token_map(kind):
-    """The official code's heads: [LayerNorm] -> 1x1 conv -> BatchNorm -> ReLU -> 1x1 classifier, run as linear
-    layers on the tokens with a BatchNorm1d over them; the same as the convs and a BatchNorm2d on the map, with
-    running statistics in eval mode and batch statistics (updated alike) in training."""
+    """The official code's heads: [LayerNorm] -> 1x1 conv -> BatchNorm -> ReLU -> 1x1 classifier, run as
+    linear layers on the tokens with a BatchNorm1d over them; the same as the convs and a BatchNorm2d on the
+    map, with running statistics in eval mode and batch statistics (updated alike) in training."""
+    from test_mmseg_checkpoint import perturb_
     from torch import nn
 
     from dovit.core.model import ConvAuxHead, tokens_to_map
-    from test_conversion import perturb_
 
     torch.manual_seed(0)
     head = ConvAuxHead(embed_dim=32, num_classes=7, channels=16, input_norm=kind == "setr_up")
@@ -252,8 +262,12 @@ def test_aux_head_kind_is_a_checked_config_field_and_defaults_to_the_papers():
     from dovit.core.model import AuxHead, ConvAuxHead
 
     assert dovit.ModelConfig().aux_head == "linear"
-    assert all(isinstance(h, AuxHead) for h in dovit.build_model("vit_tiny_patch16_224", 3, input_size=(32, 32)).aux_heads)
-    model = dovit.build_model("vit_tiny_patch16_224", 3, input_size=(32, 32), aux_head="fcn", aux_head_channels=8)
+    assert all(
+        isinstance(h, AuxHead)
+        for h in dovit.build_model("vit_tiny_patch16_224", 3, input_size=(32, 32)).aux_heads
+    )
+    model = dovit.build_model("vit_tiny_patch16_224", 3, input_size=(32, 32), aux_head="fcn",
+                              aux_head_channels=8)
     assert all(isinstance(h, ConvAuxHead) and h.conv.out_channels == 8 for h in model.aux_heads)
     with pytest.raises(ValueError, match="aux_head must be one of"):
         dovit.ModelConfig(aux_head="mlp")
@@ -264,13 +278,15 @@ def test_aux_head_kind_is_a_checked_config_field_and_defaults_to_the_papers():
 @pytest.mark.parametrize("kind", ["fcn", "setr_up"])
 def test_token_pass_and_training_run_on_the_official_aux_heads(kind):
     torch.manual_seed(0)
-    model = dovit.build_model("vit_tiny_patch16_224", 5, input_size=(64, 96), aux_head=kind, aux_head_channels=16)
+    model = dovit.build_model("vit_tiny_patch16_224", 5, input_size=(64, 96), aux_head=kind,
+                              aux_head_channels=16)
     out = model.train()(_pixels(), xi=0.6)
     sum(logits.mean() for logits in out.aux_logits).backward()
     assert model.aux_heads[0].conv.weight.grad is not None and len(out.keep_masks) == 3
     with torch.no_grad():
         model.eval()
-        assert (model(_pixels(), xi=1.0).logits - model(_pixels(), xi=1.0, with_aux=True).logits).abs().max() <= 1e-5
+        assert (model(_pixels(), xi=1.0).logits - model(_pixels(), xi=1.0,
+                                                        with_aux=True).logits).abs().max() <= 1e-5
 
 
 def test_merge_switch_changes_only_when_tokens_stop():
@@ -290,7 +306,8 @@ def test_default_decision_layers_follow_the_paper():
 
 
 @pytest.mark.parametrize("options", [dict(decoder="pup", decoder_channels=16), dict(stem="conv"),
-                                     dict(stem="conv", decoder="skip", decoder_channels=16), dict(decision_layers=(2, 4))])
+                                     dict(stem="conv", decoder="skip", decoder_channels=16),
+                                     dict(decision_layers=(2, 4))])
 def test_variants_build_and_run(options):
     model = dovit.build_model("vit_tiny_patch16_224", 4, input_size=(64, 64), **options).eval()
     with torch.no_grad():
@@ -305,7 +322,8 @@ def test_deit_backbone_and_local_pretrained_file(tmp_path):
     from safetensors.torch import save_file
 
     save_file(source.state_dict(), str(tmp_path / "deit.safetensors"))
-    model = dovit.build_model("deit_tiny_patch16_224", 3, input_size=(64, 64), pretrained=str(tmp_path / "deit.safetensors"))
+    model = dovit.build_model("deit_tiny_patch16_224", 3, input_size=(64, 64),
+                              pretrained=str(tmp_path / "deit.safetensors"))
     assert torch.equal(model.vit.blocks[5].mlp.fc1.weight, source.blocks[5].mlp.fc1.weight)
 
 
@@ -332,7 +350,8 @@ def backbone_builds(monkeypatch):
     def spy(name, pretrained=False, **kwargs):
         device = torch.empty(0).device.type  # the default device set by a `with torch.device(...)` block
         calls.append((name, device, pretrained, kwargs.get("pretrained_cfg_overlay")))
-        assert not (pretrained and not kwargs.get("pretrained_cfg_overlay")), f"{name}: would download from the hub"
+        assert not (pretrained
+                    and not kwargs.get("pretrained_cfg_overlay")), f"{name}: would download from the hub"
         assert device == "meta" or name in ("vit_tiny_patch16_224", "deit_tiny_patch16_224", "test_vit"), \
             f"{name}: would be allocated in full before a check"
         return original(name, pretrained=pretrained, **kwargs)
@@ -346,7 +365,8 @@ def backbone_builds(monkeypatch):
     ("vit_so400m_patch14_siglip_224", {}, "needs a class token"),  # 0.43 B parameters, no class token
     ("vit_gigantic_patch14_224", {}, "over the 1.5 B cap"),  # 1.84 B parameters = 6.9 GiB
 ])
-def test_unusable_or_giant_backbones_are_refused_on_the_meta_device(backbone_builds, backbone, options, message):
+def test_unusable_or_giant_backbones_are_refused_on_the_meta_device(backbone_builds, backbone, options,
+                                                                    message):
     with pytest.raises(ValueError, match=message):
         dovit.build_model(backbone, 3, input_size=(224, 224), **options)
     assert backbone_builds and all(device == "meta" for _, device, _, _ in backbone_builds)
@@ -361,11 +381,13 @@ def test_the_size_cap_counts_the_decoder_and_heads(monkeypatch):
     monkeypatch.setattr(dovit.core.model, "MAX_PARAMETERS", 6_000_000)  # ViT-Tiny's backbone alone is 5.5 M
     dovit.build_model("vit_tiny_patch16_224", 3, input_size=(64, 64), decoder_channels=16)
     with pytest.raises(ValueError, match="parameters, over the"):
-        dovit.build_model("vit_tiny_patch16_224", 3, input_size=(64, 64), decoder="pup", decoder_channels=1024)
+        dovit.build_model("vit_tiny_patch16_224", 3, input_size=(64, 64), decoder="pup",
+                          decoder_channels=1024)
 
 
 @pytest.mark.parametrize("missing", ["typo.pth", "weights/deit_tiny.safetensors"])
-def test_a_missing_pretrained_file_is_an_error_not_a_download(backbone_builds, missing, tmp_path, monkeypatch):
+def test_a_missing_pretrained_file_is_an_error_not_a_download(backbone_builds, missing, tmp_path,
+                                                              monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match=missing):
         dovit.build_model("vit_tiny_patch16_224", 3, input_size=(32, 32), pretrained=missing)

@@ -5,11 +5,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 import venv
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ("dovit-studio", "dovit-train", "dovit-evaluate", "dovit-convert", "dovit-analyze", "dovit-compare",
@@ -23,7 +23,8 @@ def test_pyproject_declares_the_packages_and_commands():
     assert sorted(project["tool"]["setuptools"]["packages"]) == found  # a new subpackage must be declared
     assert "dovit.core" in found
     assert project["project"]["scripts"] == {
-        "dovit-studio": "app.cli:main", "dovit-train": "dovit.train:main", "dovit-evaluate": "dovit.evaluate:main",
+        "dovit-studio": "app.cli:main", "dovit-train": "dovit.train:main",
+        "dovit-evaluate": "dovit.evaluate:main",
         "dovit-convert": "dovit.convert:main", "dovit-analyze": "dovit.analyze:main",
         "dovit-compare": "dovit.compare:main", "dovit-robustness": "dovit.robustness:main",
         "dovit-familiarity": "dovit.familiarity:main", "dovit-calibrate": "dovit.calibrate:main",
@@ -84,7 +85,8 @@ def test_pip_install_puts_the_packages_and_commands_in_place(installed):
     for script in SCRIPTS:
         assert (installed / "bin" / script).exists(), f"{script} not installed"
     studio = _run(installed, str(installed / "bin" / "dovit-studio"), "--help")
-    assert studio.returncode == 0 and studio.stdout.startswith("usage: dovit-studio") and "--checkpoint" in studio.stdout
+    assert (studio.returncode == 0 and studio.stdout.startswith("usage: dovit-studio")
+            and "--checkpoint" in studio.stdout)
     # One interpreter for the rest (importing torch dominates the time): the packages import from the venv,
     # and that copy, with no checkpoints/ beside it, names the way to pass one.
     result = _run(installed, str(installed / "bin" / "python"), "-c", INSTALLED_CHECK)
@@ -92,3 +94,8 @@ def test_pip_install_puts_the_packages_and_commands_in_place(installed):
     location, message = result.stdout.splitlines()[:2]
     assert Path(location).is_relative_to(installed)
     assert "--checkpoint PATH" in message and "pip install -e ." in message
+    # The page's CSS and head scripts are files the app loads: they are installed with it.
+    static = _run(installed, str(installed / "bin" / "python"), "-c",
+                  "import app, pathlib; print(sorted(p.name for p in (pathlib.Path(app.__file__).parent / "
+                  "'static').iterdir()))")
+    assert static.stdout.strip() == "['head.html', 'studio.css']", static.stderr

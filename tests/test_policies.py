@@ -1,4 +1,5 @@
-"""dovit.policies: the keep rules' invariants, the forward_from hook, budget matching, run_policies' API."""
+"""dovit.core.policies: the keep rules' invariants, the forward_from hook, budget matching, run_policies'
+API."""
 import math
 
 import numpy as np
@@ -6,10 +7,11 @@ import pytest
 import torch
 
 import dovit
-from dovit import policies
-from dovit.data.synthetic import synthetic_dataset
-from dovit.policies import POLICIES
+from dovit.core import policies
+from dovit.core.policies import POLICIES
 from dovit.core.preprocess import logits_to_mask
+from dovit.core.token_pass import Forced, Policy
+from dovit.data.synthetic import synthetic_dataset
 
 INPUT_SIZE = (128, 192)  # an 8 x 12 grid: 96 tokens, so one token is < 1 % of the dense FLOPs
 
@@ -17,7 +19,8 @@ INPUT_SIZE = (128, 192)  # an 8 x 12 grid: 96 tokens, so one token is < 1 % of t
 @pytest.fixture(scope="module")
 def predictor() -> dovit.Predictor:
     torch.manual_seed(0)
-    model = dovit.build_model("vit_tiny_patch16_224", num_classes=5, input_size=INPUT_SIZE, decoder_channels=16)
+    model = dovit.build_model("vit_tiny_patch16_224", num_classes=5, input_size=INPUT_SIZE,
+                              decoder_channels=16)
     return dovit.Predictor(model)
 
 
@@ -37,12 +40,13 @@ def run_recorded(runner, decider) -> list:
     it saw at each decision."""
     seen = []
     with torch.inference_mode():
-        runner.predictor.run(runner.image, 0.0, decide=recording(decider, seen))
+        runner.predictor.run(runner.image, 0.0, decider=Policy(recording(decider, seen)))
     return seen
 
 
 def recording(decider, seen: list):
-    """A KeepDecider that records (confidence, aux class, previous keep, new keep) and defers to ``decider``."""
+    """A KeepDecider that records (confidence, aux class, previous keep, new keep) and defers to
+    ``decider``."""
     def decide(decision, confidence, logits, keep):
         new_keep = decider(decision, confidence, logits, keep) & keep
         seen.append((confidence, logits.argmax(dim=1).flatten(1), keep, new_keep))
@@ -126,18 +130,17 @@ def test_confidence_decider_equals_the_threshold_forward(predictor, images):
     with torch.inference_mode():
         for xi in (0.2, 0.5, 0.9):
             reference = model(pixels, xi=xi)
-            hooked = model(pixels, xi=xi, decide=policies.make_decider("confidence", xi))
+            hooked = model(pixels, xi=xi, decider=Policy(policies.make_decider("confidence", xi)))
             assert torch.equal(reference.logits, hooked.logits)
             assert torch.equal(reference.group_tokens, hooked.group_tokens)
 
 
-def test_decide_and_forced_keep_are_exclusive(predictor, images):
+def test_a_decider_needs_the_aux_heads(predictor, images):
     pixels = predictor.preprocess(images[0])
-    decide = policies.make_decider("confidence", 0.5)
-    with pytest.raises(ValueError, match="not both"):
-        predictor.model(pixels, forced_keep=[torch.ones(1, 96, dtype=torch.bool)] * 3, decide=decide)
     with pytest.raises(ValueError, match="aux heads"):
-        predictor.model(pixels, with_aux=False, decide=decide)
+        predictor.model(pixels, with_aux=False, decider=Policy(policies.make_decider("confidence", 0.5)))
+    with pytest.raises(ValueError, match="aux heads"):
+        predictor.model(pixels, with_aux=False, decider=Forced([torch.ones(1, 96, dtype=torch.bool)] * 3))
 
 
 # ------------------------------------------------------------------ policies on the model
@@ -175,7 +178,8 @@ def test_random_stops_confidences_counts_and_is_seeded(predictor, images, runner
     assert [d.kept for d in random.trace.decisions] == [d.kept for d in confidence.trace.decisions]
     assert np.array_equal(runner.run("random", 0.6).halting_depth, random.halting_depth)
     other = policies.PolicyRunner(predictor, images[0], seed=1).run("random", 0.6)
-    assert other.kept_tokens == random.kept_tokens and not np.array_equal(other.halting_depth, random.halting_depth)
+    assert other.kept_tokens == random.kept_tokens and not np.array_equal(other.halting_depth,
+                                                                          random.halting_depth)
 
 
 def test_topk_counts_in_the_forward(runner):

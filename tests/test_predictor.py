@@ -3,6 +3,7 @@ import pytest
 
 import dovit
 from dovit.core.predictor import check_xi
+from dovit.core.token_pass import Policy
 
 
 @pytest.fixture()
@@ -53,7 +54,8 @@ def test_predictor_matches_a_fresh_full_forward(predictor):
 
 
 def test_prepare_and_run_are_predicts_forward_and_leave_its_cache_alone(predictor, monkeypatch):
-    """analysis and policies start from Predictor.prepare / run: the same forward as predict, its own state."""
+    """analysis and policies start from Predictor.prepare / run: the same forward as predict, its own
+    state."""
     image, other = _image(), _image(seed=2)
     predictor.set_image(image)
     prepared = predictor.prepare(other, size=(48, 64))
@@ -69,7 +71,8 @@ def test_prepare_and_run_are_predicts_forward_and_leave_its_cache_alone(predicto
     assert np.array_equal(dovit.core.preprocess.class_mask(output.logits, (70, 100)),
                           predictor.predict(other, xi=0.4, size=(48, 64)).mask)
     assert np.array_equal(prepared.dense_mask, predictor.predict(other, xi=1.0, size=(48, 64)).mask)
-    stopped_all = predictor.run(prepared, 1.0, decide=lambda decision, confidence, logits, keep: keep & False)
+    stopped_all = predictor.run(prepared, 1.0, decider=Policy(lambda decision, confidence, logits,
+                                                              keep: keep & False))
     assert stopped_all.group_tokens[0].tolist()[1:] == [0, 0, 0]  # a keep decider replaces Eq. 4-5
     assert len(predictor.run(prepared, 1.0, with_aux=False).aux_logits) == 0
 
@@ -114,7 +117,8 @@ def test_default_checkpoint_is_the_shipped_one_in_a_checkout():
 
 def test_missing_shipped_checkpoint_names_the_way_out(tmp_path, monkeypatch):
     """After `pip install .` the package has no checkpoints/ beside it: say how to pass one."""
-    monkeypatch.setattr(dovit.core.predictor, "DEFAULT_CHECKPOINT", tmp_path / "checkpoints" / "camvid_dovit_vit_tiny")
+    monkeypatch.setattr(dovit.core.predictor, "DEFAULT_CHECKPOINT",
+                        tmp_path / "checkpoints" / "camvid_dovit_vit_tiny")
     with pytest.raises(dovit.CheckpointError, match="--checkpoint PATH"):
         dovit.Predictor.from_checkpoint()
 
@@ -129,7 +133,7 @@ def test_predict_batch_gives_every_image_its_predict_mask(predictor, monkeypatch
     batch = predictor.predict_batch(images, xi=0.35, batch_size=3)
     kept = [p.trace.groups[-1].tokens for p in batch]
     assert len(set(kept)) > 1, "need images with different kept counts"
-    for image, prediction in zip(images, batch):
+    for image, prediction in zip(images, batch, strict=False):
         alone = dovit.Predictor(predictor.model).predict(image, xi=0.35)
         assert prediction.mask.shape == image.shape[:2]
         assert np.array_equal(prediction.mask, alone.mask)

@@ -10,10 +10,17 @@ from hypothesis import strategies as st
 import dovit
 from app.analysis import to_working_size
 from app.images import fit_within
-from dovit.data import EvalTransform
 from dovit.core import preprocess
-from dovit.core.preprocess import (logits_to_mask, normalise, preprocess_image, resample_labels, resize_image,
-                              resize_interpolation, upsample_logits)
+from dovit.core.preprocess import (
+    logits_to_mask,
+    normalise,
+    preprocess_image,
+    resample_labels,
+    resize_image,
+    resize_interpolation,
+    upsample_logits,
+)
+from dovit.data import EvalTransform
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -90,11 +97,13 @@ def test_logits_to_mask_is_the_argmax(seed):
 
 
 def test_logits_to_mask_breaks_ties_and_nans_as_argmax_does():
-    """Ties (rounded logits make many) and NaNs give argmax's index, on contiguous and cropped (strided) logits."""
+    """Ties (rounded logits make many) and NaNs give argmax's index, on contiguous and cropped (strided)
+    logits."""
     logits = torch.randn(2, 7, 40, 50, generator=torch.Generator().manual_seed(0)).round()
     logits[0, 3, :5] = float("nan")
     logits[1, :, 7] = 1.0  # a row of full ties
-    for view in (logits, logits[..., 3:37, 1:48], logits.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)):
+    for view in (logits, logits[..., 3:37, 1:48], logits.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1,
+                                                                                                  2)):
         assert torch.equal(logits_to_mask(view), view.argmax(dim=1))
 
 
@@ -133,7 +142,8 @@ def _smooth_logits(seed: int, batch: int, classes: int, height: int, width: int,
                    noise: float = 0.05) -> torch.Tensor:
     """Logits with regions of one class (about ``cell`` pixels across) and boundaries between them."""
     generator = torch.Generator().manual_seed(seed)
-    coarse = torch.randn(batch, classes, max(2, height // cell), max(2, width // cell), generator=generator) * 4
+    coarse = torch.randn(batch, classes, max(2, height // cell), max(2, width // cell),
+                         generator=generator) * 4
     jitter = torch.randn(batch, classes, height, width, generator=generator) * noise
     return torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear") + jitter
 
@@ -145,7 +155,8 @@ def _near_ties(logits: torch.Tensor, tolerance: float = 1e-5) -> torch.Tensor:
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(0, 2**31 - 1), st.integers(1, 2), st.integers(2, 12), st.integers(2, 40), st.integers(2, 40),
+@given(st.integers(0, 2**31 - 1), st.integers(1, 2), st.integers(2, 12), st.integers(2, 40), st.integers(2,
+                                                                                                         40),
        st.floats(0.3, 5.0), st.floats(0.3, 5.0))
 def test_label_space_mask_equals_upsample_then_argmax(seed, batch, classes, height, width, scale_y, scale_x):
     """The convexity argument of resample_labels, on any scale (up or down, non-integer), any batch: the mask
@@ -165,9 +176,11 @@ def test_label_space_mask_equals_upsample_then_argmax(seed, batch, classes, heig
 def test_label_space_mask_interpolates_only_mixed_blocks_and_matches_on_ties(monkeypatch):
     """Rounded logits tie everywhere: ties still break as argmax's (first maximal class), and a large upsample
     of segmenter-like logits takes the label path (the full upsample is never called) with masks equal."""
-    logits = _smooth_logits(3, 2, 5, 90, 120, cell=30, noise=0.001)  # 4 % mixed 2 x 2 blocks (CamVid frames: 2-3 %)
+    # 4 % mixed 2 x 2 blocks (CamVid frames: 2-3 %)
+    logits = _smooth_logits(3, 2, 5, 90, 120, cell=30, noise=0.001)
     calls = []
-    monkeypatch.setattr(preprocess, "upsample_logits", lambda *args: calls.append(args) or upsample_logits(*args))
+    monkeypatch.setattr(preprocess, "upsample_logits", lambda *args: calls.append(args)
+                        or upsample_logits(*args))
     mask = logits_to_mask(logits, (270, 360))
     assert calls == []  # 9x the pixels and few mixed blocks: label space
     reference = upsample_logits(logits, (270, 360))
@@ -182,7 +195,8 @@ def test_label_space_mask_interpolates_only_mixed_blocks_and_matches_on_ties(mon
 def test_label_space_falls_back_to_the_upsample_where_it_does_not_pay(monkeypatch):
     """A small change of size, many mixed blocks, and NaN/inf logits take the plain upsample (same mask)."""
     calls = []
-    monkeypatch.setattr(preprocess, "upsample_logits", lambda *args: calls.append(args) or upsample_logits(*args))
+    monkeypatch.setattr(preprocess, "upsample_logits", lambda *args: calls.append(args)
+                        or upsample_logits(*args))
     smooth = _smooth_logits(4, 1, 5, 40, 50, cell=20)
     noisy = torch.randn(1, 5, 40, 50, generator=torch.Generator().manual_seed(5))
     broken = smooth.clone()

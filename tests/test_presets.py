@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from dovit.presets import PRESETS, build_preset, preset_config
+from dovit.training.presets import PRESETS, build_preset, preset_config
 
 
 @pytest.mark.parametrize("name", PRESETS)

@@ -1,8 +1,8 @@
 """The command-line modules' JSON on the drawn street stays what it was (issue 22's safety net for the CLIs).
 
-``tests/data/reference_cli.json`` was written by ``scripts/reference_cli.py`` from the code at the start of the
-consolidation (commit db4dcfa) and equalled, number for number, what the consolidated code writes. Tolerances
-cover another machine's float rounding, not a changed algorithm.
+``tests/data/reference_cli.json`` was written by ``scripts/reference_cli.py`` from the code at the start of
+the consolidation (commit db4dcfa) and equalled, number for number, what the consolidated code writes.
+Tolerances cover another machine's float rounding, not a changed algorithm.
 """
 import json
 from pathlib import Path
@@ -21,7 +21,7 @@ def assert_close(now, then, path=""):
             assert_close(now[key], then[key], f"{path}.{key}")
     elif isinstance(then, list):
         assert len(now) == len(then), path
-        for index, (a, b) in enumerate(zip(now, then)):
+        for index, (a, b) in enumerate(zip(now, then, strict=False)):
             assert_close(a, b, f"{path}[{index}]")
     elif isinstance(then, float):
         assert now == pytest.approx(then, rel=0.01, abs=0.005), path

@@ -48,7 +48,7 @@ def test_analysis_outputs_match_the_reference(outputs):
     assert_counts_close(new["kept_tokens"], old["kept_tokens"], 0.005)
     assert_counts_close(new["depth_counts"], old["depth_counts"], 0.005)
     assert [p["xi"] for p in new["sweep"]] == [p["xi"] for p in old["sweep"]]
-    for a, b in zip(new["sweep"], old["sweep"]):
+    for a, b in zip(new["sweep"], old["sweep"], strict=False):
         assert a["flops"] == pytest.approx(b["flops"], rel=0.005)
         assert a["agreeing_pixels"] == pytest.approx(b["agreeing_pixels"], rel=0.005)
 

@@ -1,9 +1,11 @@
 """python -m dovit.robustness: the table and JSON from the command line, --help, refusals."""
 import json
-from dovit import robustness
+
 from test_evaluate import fake_camvid
+from test_shifts import checkpoint  # noqa: F401 (fixtures and helpers)
 from test_train import assert_help_documents_every_flag
-from test_shift_benchmark import checkpoint  # noqa: F401 (fixtures and helpers)
+
+from dovit import robustness
 
 
 def test_help_documents_every_flag(monkeypatch):
@@ -14,7 +16,8 @@ def test_cli_prints_tables_and_writes_json(checkpoint, tmp_path, capsys):
     root = fake_camvid(tmp_path / "camvid")
     out = tmp_path / "r.json"
     code = robustness.main(["--checkpoint", str(checkpoint), "--data-root", str(root), "--max-images", "2",
-                            "--shifts", "fog", "white_balance", "--severities", "2", "--xi", "0.5", "1", "--frame-step", "1",
+                            "--shifts", "fog", "white_balance", "--severities", "2", "--xi", "0.5", "1",
+                            "--frame-step", "1",
                             "--json", str(out), "--no-progress"])
     assert code == 0
     printed = capsys.readouterr().out

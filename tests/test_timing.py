@@ -1,7 +1,7 @@
-"""dovit.timing: forced kept fractions, interleaved rounds, per-round ratios, autocast."""
+"""dovit.evaluation.timing: forced kept fractions, interleaved rounds, per-round ratios, autocast."""
 import torch
 
-from dovit import timing
+from dovit.evaluation import timing
 
 
 def test_forced_masks_keep_the_requested_fraction():

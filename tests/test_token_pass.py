@@ -6,7 +6,8 @@ from dovit.core import token_pass as tp
 
 
 @settings(max_examples=60, deadline=None)
-@given(batch=st.integers(1, 3), tokens=st.integers(1, 40), kept=st.integers(0, 40), seed=st.integers(0, 10_000))
+@given(batch=st.integers(1, 3), tokens=st.integers(1, 40), kept=st.integers(0, 40), seed=st.integers(0,
+                                                                                                     10_000))
 def test_scatter_inverts_gather(batch, tokens, kept, seed):
     """R(G(T, M), I) = T for any equal-count mask; updated kept tokens land exactly at their positions."""
     kept = min(kept, tokens)
@@ -61,7 +62,8 @@ def test_packing_partitions_the_batch_at_no_more_than_the_simple_plans_cost(coun
     assert all(group == sorted(group) for group in groups)
 
     def cost(plan):
-        return sum(overhead + len(g) * (1 + max(counts[i] for i in g)) * (1 + (1 + max(counts[i] for i in g)) / 1152)
+        return sum(overhead + len(g) * (1 + max(counts[i] for i in g)) * (1 + (1 + max(counts[i]
+                                                                                       for i in g)) / 1152)
                    for g in plan)
 
     assert cost(groups) <= cost([list(range(len(counts)))]) + 1e-6
@@ -136,5 +138,9 @@ def test_merge_blends_mean_of_newly_stopped_into_class_token():
 
 
 def test_halting_depth_counts_the_group_a_token_stopped_after():
-    masks = [torch.tensor([[True, True, False]]), torch.tensor([[True, False, False]]), torch.tensor([[True, False, False]])]
+    masks = [
+        torch.tensor([[True, True, False]]),
+        torch.tensor([[True, False, False]]),
+        torch.tensor([[True, False, False]]),
+    ]
     assert tp.halting_depth(masks).tolist() == [[4, 2, 1]]

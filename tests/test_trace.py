@@ -1,4 +1,5 @@
-"""dovit.core.trace: the Trace agrees with itself (halting depth, keep masks, kept counts, FLOPs) and with its JSON."""
+"""dovit.core.trace: the Trace agrees with itself (halting depth, keep masks, kept counts, FLOPs) and with its
+JSON."""
 import json
 
 import numpy as np
@@ -38,7 +39,8 @@ def test_flops_add_up_and_the_json_says_what_the_trace_does(traces, xi):
     assert trace.flops == trace.backbone_flops + trace.aux_head_flops + trace.decoder_flops
     assert trace.flops_saved == pytest.approx(1.0 - trace.flops / trace.dense_flops)
     document = json.loads(json.dumps(trace.to_json()))
-    assert document["grid"] == list(trace.grid) and document["kept_tokens"] == [g.tokens for g in trace.groups]
+    assert document["grid"] == list(trace.grid) and document["kept_tokens"] == [g.tokens
+                                                                                for g in trace.groups]
     assert np.array_equal(np.array(document["halting_group"]), trace.halting_depth)
     assert np.allclose(document["confidence"], [d.confidence for d in trace.decisions], atol=1e-5)
     if xi == 0.0:  # every token stops at the first decision

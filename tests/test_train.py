@@ -1,4 +1,5 @@
-"""python -m dovit.train: CLI, dense and DoViT stages on synthetic data, resume, the loss, DDP with 2 ranks."""
+"""python -m dovit.train: CLI, dense and DoViT stages on synthetic data, resume, the loss, DDP with 2
+ranks."""
 import argparse
 import json
 import os
@@ -12,13 +13,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import write_drives
 from safetensors.torch import load_file
 
 import dovit
-from dovit import train, training
+from dovit import train
 from dovit.data import IGNORE_INDEX, EvalTransform
 from dovit.data.synthetic import synthetic_dataset
-from conftest import write_drives
+from dovit.training import trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 DENSE_STEPS = 60
@@ -59,8 +61,9 @@ def held_out_ce(checkpoint: Path, trained: bool = True) -> float:
         torch.manual_seed(0)
         model = dovit.DoViTSegmenter(model.config).eval()
     data = synthetic_dataset(8, model.config.input_size, seed=1,
-                             transform=EvalTransform(model.config.input_size, model.config.mean, model.config.std))
-    pixels, labels = (torch.stack(items) for items in zip(*(data[i] for i in range(len(data)))))
+                             transform=EvalTransform(model.config.input_size, model.config.mean,
+                                                     model.config.std))
+    pixels, labels = (torch.stack(items) for items in zip(*(data[i] for i in range(len(data))), strict=False))
     return F.cross_entropy(model(pixels).logits, labels, ignore_index=IGNORE_INDEX).item()
 
 
@@ -129,9 +132,12 @@ def test_dense_run_writes_loadable_last_and_best_checkpoints(dense_run):
     best = dovit.read_config(dense_run / "best")[1]
     assert best["val"]["miou"] == pytest.approx(validation["miou"])
     # Only one validation ran (at the end), so best and last hold the same weights.
-    last_weights, best_weights = load_file(dense_run / "last" / "model.safetensors"), load_file(dense_run / "best" / "model.safetensors")
+    last_weights, best_weights = (
+        load_file(dense_run / "last" / "model.safetensors"),
+        load_file(dense_run / "best" / "model.safetensors"),
+    )
     assert all(torch.equal(last_weights[k], best_weights[k]) for k in last_weights)
-    state = torch.load(dense_run / training.STATE_NAME, map_location="cpu", weights_only=True)
+    state = torch.load(dense_run / trainer.STATE_NAME, map_location="cpu", weights_only=True)
     assert state["step"] == DENSE_STEPS
 
 
@@ -169,17 +175,21 @@ def test_resume_continues_from_the_saved_step(dense_run, tmp_path):
     args = train.parse_args(argv)
     for r in step_records(records):
         assert r["lr"] == pytest.approx(
-            args.lr * training.lr_factor(r["step"], args.warmup_steps, args.steps, args.lr, args.min_lr, args.schedule))
+            args.lr * trainer.lr_factor(r["step"], args.warmup_steps, args.steps, args.lr, args.min_lr,
+                                        args.schedule))
     assert dovit.read_config(output / "last")[1]["step"] == more
-    before, after = load_file(dense_run / "last" / "model.safetensors"), load_file(output / "last" / "model.safetensors")
+    before, after = (
+        load_file(dense_run / "last" / "model.safetensors"),
+        load_file(output / "last" / "model.safetensors"),
+    )
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
 def test_learning_rate_schedule_warms_up_then_decays_to_the_floor():
-    factors = [training.lr_factor(step, 10, 100, 1e-3, 1e-5, "cosine") for step in range(101)]
+    factors = [trainer.lr_factor(step, 10, 100, 1e-3, 1e-5, "cosine") for step in range(101)]
     assert factors[9] == pytest.approx(1.0) and factors[0] == pytest.approx(0.1)
-    assert all(a <= b for a, b in zip(factors[:10], factors[1:10]))  # warm-up rises
-    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))  # then never rises
+    assert all(a <= b for a, b in zip(factors[:10], factors[1:10], strict=False))  # warm-up rises
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))  # then never rises
     assert factors[100] == pytest.approx(1e-5 / 1e-3)
 
 
@@ -199,7 +209,8 @@ def test_torchrun_two_ranks_agree_and_only_rank_zero_writes(tmp_path):
     assert [r["step"] for r in steps_logged] == list(range(10, steps + 1, 10))  # each step once
     # The distributed sampler splits the 64 images: 64 / (2 ranks x 2 images) = 16 steps per epoch.
     assert [r["epoch"] for r in steps_logged] == [(r["step"] - 1) // 16 for r in steps_logged]
-    # Rank 0 logs its own 2-image batches, a noisy signal (seeds 0-2: -17 to -41 %); the held-out CE is steadier.
+    # Rank 0 logs its own 2-image batches, a noisy signal (seeds 0-2: -17 to -41 %); the held-out CE is
+    # steadier.
     assert loss_has_fallen(records, 0.95), [r["loss"] for r in steps_logged]
     assert held_out_ce(tmp_path / "last") < 0.8 * held_out_ce(tmp_path / "last", trained=False)
 
@@ -211,19 +222,20 @@ def test_torchrun_two_ranks_agree_and_only_rank_zero_writes(tmp_path):
     assert all(torch.equal(checkpoint[k], rank0[k]) for k in rank0)
     written = sorted(p.name for p in tmp_path.iterdir())
     assert written == ["best", "last", "log.jsonl", "rank0.safetensors", "rank1.safetensors", "train.log",
-                       training.STATE_NAME]
+                       trainer.STATE_NAME]
 
 
-# ------------------------------------------------------------------------------ class weights, AMP, time limit
+# ------------------------------------------------------------------------------ class weights, AMP, time
+# limit
 def test_class_weights_come_from_the_training_labels():
     labels = [np.array([[0, 0, 0, 1]]), np.array([[0, 0, 1, 255]])]
     fake = type("Fake", (), {"info": SimpleNamespace(num_classes=2), "__len__": lambda self: 2,
                              "load_label": lambda self, i: labels[i]})()
-    weights = training._class_weights(1.0, fake, torch.device("cpu"))
+    weights = trainer._class_weights(1.0, fake, torch.device("cpu"))
     frequencies = torch.tensor([5 / 7, 2 / 7], dtype=torch.float64)
     expected = frequencies.mean() / frequencies  # numpy's median of two values is their mean
     assert torch.allclose(weights.double(), expected, rtol=1e-6)
-    assert training._class_weights(0.0, fake, torch.device("cpu")) is None
+    assert trainer._class_weights(0.0, fake, torch.device("cpu")) is None
 
 
 def test_max_minutes_ends_the_run_early_with_a_validated_checkpoint(tmp_path):
@@ -237,7 +249,8 @@ def test_max_minutes_ends_the_run_early_with_a_validated_checkpoint(tmp_path):
 
 
 def test_bf16_autocast_trains_and_saves_float32_weights(tmp_path):
-    assert train.main(["--stage", "dense", "--output", str(tmp_path), "--steps", "20", "--amp", "bf16", *TINY]) == 0
+    assert train.main(["--stage", "dense", "--output", str(tmp_path), "--steps", "20", "--amp", "bf16",
+                       *TINY]) == 0
     losses = [r["loss"] for r in step_records(read_log(tmp_path))]
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
     weights = load_file(tmp_path / "last" / "model.safetensors")
@@ -247,12 +260,16 @@ def test_bf16_autocast_trains_and_saves_float32_weights(tmp_path):
 def test_init_weights_copies_matching_tensors_and_reports_the_rest(dense_run, tmp_path):
     """A new decoder width on the trained backbone: blocks copied, the resized decoder left at random init."""
     assert train.main(["--stage", "dense", "--output", str(tmp_path), "--steps", "1", "--init-weights",
-                       str(dense_run / "last"), *TINY, "--decoder-channels", "24", "--lr", "1e-12", "--min-lr", "1e-13"]) == 0
+                       str(dense_run / "last"), *TINY, "--decoder-channels", "24", "--lr", "1e-12",
+                       "--min-lr", "1e-13"]) == 0
     start = next(r for r in read_log(tmp_path) if r.get("event") == "start")
     assert start["init_weights"]["copied"] > 100
     assert any(k.startswith("decoder.") for k in start["init_weights"]["kept_random"])
     assert not any(k.startswith("vit.blocks.") for k in start["init_weights"]["kept_random"])
-    source, result = load_file(dense_run / "last" / "model.safetensors"), load_file(tmp_path / "last" / "model.safetensors")
+    source, result = (
+        load_file(dense_run / "last" / "model.safetensors"),
+        load_file(tmp_path / "last" / "model.safetensors"),
+    )
     key = "vit.blocks.5.mlp.fc1.weight"
     assert torch.allclose(source[key], result[key], atol=1e-6)  # lr 1e-12: one step moves nothing visible
 
@@ -297,12 +314,14 @@ def test_bad_xi_range_is_refused(tmp_path, capsys):
     assert "--xi-range" in capsys.readouterr().err
 
 
-# ------------------------------------------------------------------------------ held-out drives, EMA, augmentation
+# ------------------------------------------------------------------------------ held-out drives, EMA,
+# augmentation
 def test_val_sequences_hold_their_drives_out_of_training(tmp_path):
     write_drives(tmp_path / "data", {"0001TP": 4, "0006R0": 3, "0016E5": 5})
     tiny = [("camvid" if a == "synthetic" else a) for a in TINY]
     assert train.main(["--stage", "dense", "--output", str(tmp_path / "run"), "--steps", "2",
-                       "--data-root", str(tmp_path / "data"), "--val-split", "train", "--val-sequences", "0006R0",
+                       "--data-root", str(tmp_path / "data"), "--val-split", "train", "--val-sequences",
+                       "0006R0",
                        "--camera-aug", "0.5", *tiny]) == 0
     start = next(r for r in read_log(tmp_path / "run") if r.get("event") == "start")
     assert start["train_sequences"] == {"0001TP": 4, "0016E5": 5} and start["train_images"] == 9
@@ -310,10 +329,11 @@ def test_val_sequences_hold_their_drives_out_of_training(tmp_path):
     validation = next(r for r in read_log(tmp_path / "run") if r.get("event") == "val")
     assert len(validation["per_class_iou"]) == 11
     # An unknown drive is named, with the drives that exist: a ValueError from train(), one line from main().
-    bad = ["--stage", "dense", "--output", str(tmp_path / "bad"), "--steps", "1", "--data-root", str(tmp_path / "data"),
+    bad = ["--stage", "dense", "--output", str(tmp_path / "bad"), "--steps", "1", "--data-root",
+           str(tmp_path / "data"),
            "--val-split", "train", "--val-sequences", "0005VD", *tiny]
     with pytest.raises(ValueError, match=r"0005VD.*0001TP \(4\)"):
-        training.train(train.parse_args(bad))
+        trainer.train(train.parse_args(bad))
     assert train.main(bad) == 2
 
 
@@ -321,13 +341,14 @@ def test_ema_weights_are_validated_and_saved(dense_run, tmp_path):
     steps = 12
     assert train.main(["--stage", "dense", "--output", str(tmp_path), "--steps", str(steps), "--ema", "0.9",
                        "--init", str(dense_run / "last"), *TINY]) == 0
-    state = torch.load(tmp_path / training.STATE_NAME, map_location="cpu", weights_only=True)
+    state = torch.load(tmp_path / trainer.STATE_NAME, map_location="cpu", weights_only=True)
     saved = load_file(tmp_path / "last" / "model.safetensors")
     averaged = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
     assert int(state["ema"]["n_averaged"]) == steps
     assert all(torch.equal(saved[k], averaged[k]) for k in saved)  # last/ holds the average...
     trained = state["model"]
-    assert any(not torch.equal(saved[k], trained[k]) for k in saved if saved[k].is_floating_point())  # ...not the raw weights
+    # ...not the raw weights
+    assert any(not torch.equal(saved[k], trained[k]) for k in saved if saved[k].is_floating_point())
     # The average lies between the start and the raw weights: (1 + n) / (10 + n) ramps the decay from 0.1.
     start = load_file(dense_run / "last" / "model.safetensors")
     key = next(k for k in saved if k.endswith("head.weight") or "decoder" in k and saved[k].ndim > 1)

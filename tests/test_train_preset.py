@@ -5,46 +5,53 @@ from types import SimpleNamespace
 import pytest
 import timm
 import torch
+from conftest import write_drives
 from safetensors.torch import save_file
 
 import dovit
-from dovit import train, training
-from conftest import write_drives
+from dovit import train
+from dovit.training import trainer
 
 # Synthetic data, 48 x 64 inputs (a 3 x 4 token grid), a few steps: fast on two shared CPU cores.
 FAST = ["--dataset", "synthetic", "--input-size", "48", "64", "--batch-size", "2", "--warmup-steps", "1",
-        "--drop-path", "0", "--eval-every", "0", "--save-every", "1000", "--max-val-images", "2", "--workers", "0",
+        "--drop-path", "0", "--eval-every", "0", "--save-every", "1000", "--max-val-images", "2", "--workers",
+        "0",
         "--threads", "1", "--no-progress", "--seed", "0"]
-INFO = SimpleNamespace(num_classes=3, class_names=["a", "b", "c"], class_colors=[(1, 2, 3), (4, 5, 6), (7, 8, 9)])
+INFO = SimpleNamespace(num_classes=3, class_names=["a", "b", "c"], class_colors=[(1, 2, 3), (4, 5, 6), (7, 8,
+                                                                                                        9)])
 
 
 def config_of(*flags: str) -> dovit.ModelConfig:
-    return training.model_config(train.parse_args(["--stage", "dense", "--output", "unused", *flags]), INFO)
+    return trainer.model_config(train.parse_args(["--stage", "dense", "--output", "unused", *flags]), INFO)
 
 
 def test_a_preset_sets_the_architecture_sizes_and_xi():
-    args = train.parse_args(["--stage", "dovit", "--output", "unused", "--preset", "segmenter_vit_s_cityscapes"])
+    args = train.parse_args(["--stage", "dovit", "--output", "unused", "--preset",
+                             "segmenter_vit_s_cityscapes"])
     assert args.input_size == [768, 768] and args.xi == 0.985  # Cityscapes crop, the paper's best xi
-    config = training.model_config(args, INFO)
-    assert (config.backbone, config.decoder, config.decoder_channels) == ("vit_small_patch16_384", "segmenter", 384)
+    config = trainer.model_config(args, INFO)
+    assert (config.backbone, config.decoder, config.decoder_channels) == ("vit_small_patch16_384",
+                                                                          "segmenter", 384)
     assert config.decision_layers == (3, 6, 9) and config.input_size == (768, 768)
     assert config.mean == (0.5, 0.5, 0.5) and config.default_xi == 0.985
     assert config.num_classes == 3 and config.class_names == ["a", "b", "c"]  # the data set's classes win
 
 
 def test_explicit_flags_override_the_preset():
-    config = config_of("--preset", "setr_vit_l_ade20k", "--backbone", "vit_base_patch16_384", "--decoder", "pup",
+    config = config_of("--preset", "setr_vit_l_ade20k", "--backbone", "vit_base_patch16_384", "--decoder",
+                       "pup",
                        "--decoder-channels", "128", "--decision-layers", "2", "4", "--input-size", "64", "96")
     assert (config.backbone, config.decoder, config.decoder_channels) == ("vit_base_patch16_384", "pup", 128)
     assert config.decision_layers == (2, 4) and config.input_size == (64, 96)
-    args = train.parse_args(["--stage", "dovit", "--output", "unused", "--preset", "setr_vit_l_ade20k", "--xi", "0.9"])
+    args = train.parse_args(["--stage", "dovit", "--output", "unused", "--preset", "setr_vit_l_ade20k",
+                             "--xi", "0.9"])
     assert args.xi == 0.9
 
 
 def test_without_a_preset_the_defaults_are_unchanged():
     args = train.parse_args(["--stage", "dovit", "--output", "unused"])
-    assert args.input_size == list(training.DEFAULT_INPUT_SIZE) and args.xi == training.DEFAULT_XI
-    config = training.model_config(args, INFO)
+    assert args.input_size == list(trainer.DEFAULT_INPUT_SIZE) and args.xi == trainer.DEFAULT_XI
+    config = trainer.model_config(args, INFO)
     assert config.backbone == dovit.ModelConfig.backbone and config.decoder == dovit.ModelConfig.decoder
 
 
@@ -59,12 +66,13 @@ def test_an_unknown_preset_is_one_line_listing_the_valid_ones(capsys):
 
 def test_a_local_pretrained_file_initialises_the_preset_backbone(tmp_path):
     torch.manual_seed(1)
-    weights = {k: v.contiguous() for k, v in timm.create_model("vit_tiny_patch16_384", num_classes=0).state_dict().items()}
+    weights = {k: v.contiguous() for k, v in timm.create_model("vit_tiny_patch16_384",
+                                                               num_classes=0).state_dict().items()}
     path = tmp_path / "vit_tiny_patch16_384.safetensors"
     save_file(weights, str(path))
     args = train.parse_args(["--stage", "dense", "--output", "unused", "--preset", "segmenter_vit_t_ade20k",
                              "--input-size", "32", "48", "--pretrained", str(path)])
-    model = training.build_student(args, INFO)
+    model = trainer.build_student(args, INFO)
     key = "blocks.5.mlp.fc1.weight"
     assert torch.equal(model.vit.state_dict()[key], weights[key])
 
@@ -75,7 +83,8 @@ def test_a_preset_trains_and_saves_a_checkpoint_of_its_architecture(tmp_path):
                        "--steps", "2", *FAST]) == 0
     model = dovit.load_checkpoint(output / "last")
     config = model.config
-    assert (config.backbone, config.decoder, config.decoder_channels) == ("vit_tiny_patch16_384", "segmenter", 192)
+    assert (config.backbone, config.decoder, config.decoder_channels) == ("vit_tiny_patch16_384", "segmenter",
+                                                                          192)
     assert model.decision_layers == (3, 6, 9) and config.input_size == (48, 64)
     assert config.mean == (0.5, 0.5, 0.5) and config.default_xi == 0.98 and config.num_classes == 3
     assert model.checkpoint_metadata["args"]["preset"] == "segmenter_vit_t_ade20k"
@@ -108,4 +117,4 @@ def test_an_unknown_drive_is_one_line_from_main_and_a_value_error_from_train(tmp
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "0005VD" in error[0] and "0001TP (2)" in error[0], error
     with pytest.raises(ValueError, match=r"0005VD.*0001TP \(2\)"):  # the library function still raises
-        training.train(train.parse_args(argv))
+        trainer.train(train.parse_args(argv))

@@ -9,13 +9,15 @@ from pathlib import Path
 import pytest
 
 import dovit
-from dovit import train, training
+from dovit import train
+from dovit.training import trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # The smallest timm ViT (test_vit: 6 blocks, width 64, 0.3 M parameters) on 32 x 32 synthetic images.
 SMALL = ["--stage", "dense", "--dataset", "synthetic", "--backbone", "test_vit", "--input-size", "32", "32",
-         "--stem", "patch", "--decoder-channels", "8", "--batch-size", "2", "--warmup-steps", "2", "--drop-path", "0",
+         "--stem", "patch", "--decoder-channels", "8", "--batch-size", "2", "--warmup-steps", "2",
+         "--drop-path", "0",
          "--eval-every", "0", "--max-val-images", "2", "--workers", "0", "--threads", "1", "--no-progress"]
 
 
@@ -30,7 +32,7 @@ def test_resume_without_a_saved_state_refuses_with_exit_code_2(tmp_path, capsys)
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: --resume:") and "\n" not in error
-    assert str(tmp_path / training.STATE_NAME) in error and "--allow-fresh" in error
+    assert str(tmp_path / trainer.STATE_NAME) in error and "--allow-fresh" in error
     assert not (tmp_path / "last").exists()
 
 
@@ -45,7 +47,7 @@ def test_resume_says_what_it_resumes_from(tmp_path, capsys):
     assert train.main([*SMALL, "--output", str(tmp_path), "--steps", "2"]) == 0
     capsys.readouterr()
     assert train.main([*SMALL, "--output", str(tmp_path), "--steps", "3", "--resume"]) == 0
-    assert f"continuing from {tmp_path / training.STATE_NAME} at step 2 of 3" in capsys.readouterr().out
+    assert f"continuing from {tmp_path / trainer.STATE_NAME} at step 2 of 3" in capsys.readouterr().out
     assert [e["event"] for e in events(tmp_path)][-4:] == ["resume", "start", "val", "done"]
 
 
@@ -54,7 +56,7 @@ def test_an_unusable_state_is_refused_not_ignored(damage, tmp_path, capsys):
     assert train.main([*SMALL, "--output", str(tmp_path), "--steps", "1"]) == 0
     argv = [*SMALL, "--output", str(tmp_path), "--steps", "2", "--resume", "--allow-fresh"]
     if damage == "truncated":
-        state = tmp_path / training.STATE_NAME
+        state = tmp_path / trainer.STATE_NAME
         state.write_bytes(state.read_bytes()[:2000])
     else:
         argv += ["--decoder-channels", "16"]  # the saved state holds an 8-channel decoder
@@ -62,28 +64,32 @@ def test_an_unusable_state_is_refused_not_ignored(damage, tmp_path, capsys):
         train.main(argv)
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip()
-    assert error.startswith(f"error: --resume: cannot resume from {tmp_path / training.STATE_NAME}") and "\n" not in error
+    assert error.startswith("error: --resume: cannot resume from "
+                            f"{tmp_path / trainer.STATE_NAME}") and "\n" not in error
 
 
 def test_saving_state_is_atomic_and_fsynced(tmp_path, monkeypatch):
     synced = []
     real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+                        or real_fsync(fd))
     assert train.main([*SMALL, "--output", str(tmp_path), "--steps", "1"]) == 0
-    assert str(tmp_path / (training.STATE_NAME + ".tmp")) in synced and str(tmp_path) in synced
-    assert not (tmp_path / (training.STATE_NAME + ".tmp")).exists()
+    assert str(tmp_path / (trainer.STATE_NAME + ".tmp")) in synced and str(tmp_path) in synced
+    assert not (tmp_path / (trainer.STATE_NAME + ".tmp")).exists()
 
 
 # The driver forks children that train with --save-every 1 (so that most of their time is spent saving) and
 # SIGKILLs each at a random moment; after every kill, what is on disk must load, and the next child must
 # either resume from the saved step or, when nothing was saved yet, refuse with exit code 2. A child run
-# with --allow-fresh follows a refusal (and only then may a run start from step 0). A fork per child keeps 20 kills within seconds (no re-import).
+# with --allow-fresh follows a refusal (and only then may a run start from step 0). A fork per child keeps 20
+# kills within seconds (no re-import).
 KILL_DRIVER = r"""
 import contextlib, json, math, os, random, signal, sys, time, warnings
 import torch
 torch.set_num_threads(1)
 import dovit
-from dovit import train, training
+from dovit import train
+from dovit.training import trainer
 warnings.simplefilter("ignore")
 
 output, kills_wanted, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
@@ -108,7 +114,7 @@ def run_child(extra):
 
 
 def check_disk():
-    state_path = os.path.join(output, training.STATE_NAME)
+    state_path = os.path.join(output, trainer.STATE_NAME)
     step = None
     if os.path.exists(state_path):
         step = torch.load(state_path, map_location="cpu", weights_only=True)["step"]
@@ -141,7 +147,7 @@ while report["kills"] < kills_wanted:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         report["kills"] += 1
-        leftovers = [".last.partial", ".last.previous", training.STATE_NAME + ".tmp"]
+        leftovers = [".last.partial", ".last.previous", trainer.STATE_NAME + ".tmp"]
         report["mid_save"] += any(os.path.exists(os.path.join(output, name)) for name in leftovers)
     text = open(output + ".child.txt").read()
     if code == 2:
@@ -155,12 +161,14 @@ while report["kills"] < kills_wanted:
         report["resumed_steps"].append(saved_step)
         assert f"at step {saved_step} of" in text, (saved_step, text)
     if "starting from step 0" in text:
-        assert used_allow_fresh and saved_step is None, text  # a fresh start only when asked and nothing was saved
+        # a fresh start only when asked and nothing was saved
+        assert used_allow_fresh and saved_step is None, text
         report["fresh"] += 1
     allow_fresh = code == 2
 
 saved_step = check_disk()
-last_child = ["--resume", "--max-minutes", "0.02"] + (["--allow-fresh"] if allow_fresh else [])  # ends by itself
+# ends by itself
+last_child = ["--resume", "--max-minutes", "0.02"] + (["--allow-fresh"] if allow_fresh else [])
 final = os.waitstatus_to_exitcode(os.waitpid(run_child(last_child), 0)[1])
 assert final == 0, open(output + ".child.txt").read()[-2000:]
 report["final_step"] = dovit.read_config(os.path.join(output, "last"))[1]["step"]
@@ -172,7 +180,8 @@ def test_a_training_killed_at_20_random_moments_always_resumes_or_refuses(tmp_pa
     steps = 10_000  # never reached: children are killed, and the driver's last one stops after --max-minutes
     argv = [*SMALL, "--steps", str(steps), "--save-every", "1", "--seed", "0"]
     output = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-c", KILL_DRIVER, str(output), "20", *argv], cwd=ROOT, timeout=300,
+    result = subprocess.run([sys.executable, "-c", KILL_DRIVER, str(output), "20", *argv], cwd=ROOT,
+                            timeout=300,
                             capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1",
                                                                       PYTHONPATH=str(ROOT)))
     assert result.returncode == 0, result.stderr[-3000:]

@@ -1,4 +1,5 @@
-"""dovit.video: streaming frame sources, MP4 writing, per-frame records and analyse -> export end to end."""
+"""dovit.viz.video: streaming frame sources, MP4 writing, per-frame records and analyse -> export end to
+end."""
 import csv
 import json
 from pathlib import Path
@@ -9,9 +10,9 @@ import pytest
 import torch
 
 import dovit
-from dovit import video
 from dovit.core.preprocess import class_mask
 from dovit.report.tokens import expand_tokens, token_index_map, token_majority
+from dovit.viz import video
 
 SIZE = (64, 96)  # height, width: a 4 x 6 token grid at patch 16
 
@@ -104,7 +105,8 @@ def test_records_export_to_json_and_csv(tmp_path):
     rows = list(csv.DictReader(video.write_records_csv(records, tmp_path / "r.csv").open()))
     assert [int(r["frame"]) for r in rows] == [0, 1, 2]
     assert rows[1]["kept_tokens_B2"] == "9" and float(rows[2]["gflops"]) == pytest.approx(3.5)
-    assert set(rows[0]) == {"frame", "name", "xi", "gflops", "dense_gflops", "kept_tokens_B1", "kept_tokens_B2",
+    assert set(rows[0]) == {"frame", "name", "xi", "gflops", "dense_gflops", "kept_tokens_B1",
+                            "kept_tokens_B2",
                             "kept_tokens_B3", "latency_ms"}
 
 
@@ -140,7 +142,7 @@ def test_records_match_the_predictor(tmp_path, predictor):
     """The video path's FLOPs and kept tokens are the Predictor's for the same frame and xi."""
     source = synthetic_video(tmp_path / "clip.mp4", count=3)
     for (record, _), frame in zip(video.analyze_video(predictor, source, xi=0.5, overlay="none"),
-                                  video.iter_frames(source)):
+                                  video.iter_frames(source), strict=False):
         trace = predictor.predict(frame, xi=0.5).trace
         assert record.kept_tokens == [g.tokens for g in trace.groups]
         assert record.gflops == pytest.approx(trace.flops / 1e9) and record.dense_gflops == pytest.approx(
@@ -149,13 +151,14 @@ def test_records_match_the_predictor(tmp_path, predictor):
 
 @pytest.mark.parametrize("overlay", ["mask", "disagreement", "halting"])
 def test_batched_frames_match_frame_by_frame(tmp_path, predictor, overlay):
-    """batch_size 5 over 12 frames (batches of 5, 5, 2): the same frames in order, each with its own kept tokens
-    and FLOPs and the same drawing as one frame per forward (float reassociation aside)."""
+    """batch_size 5 over 12 frames (batches of 5, 5, 2): the same frames in order, each with its own kept
+    tokens and FLOPs and the same drawing as one frame per forward (float reassociation aside)."""
     source = synthetic_video(tmp_path / "clip.mp4", count=12)
     single = list(video.analyze_video(predictor, source, xi=0.5, overlay=overlay, caption=False))
-    batched = list(video.analyze_video(predictor, source, xi=0.5, overlay=overlay, caption=False, batch_size=5))
+    batched = list(video.analyze_video(predictor, source, xi=0.5, overlay=overlay, caption=False,
+                                       batch_size=5))
     assert [record.frame for record, _ in batched] == list(range(12))
-    for (one, one_frame), (many, many_frame) in zip(single, batched):
+    for (one, one_frame), (many, many_frame) in zip(single, batched, strict=False):
         assert many.kept_tokens == one.kept_tokens and many.name == one.name
         assert many.gflops == pytest.approx(one.gflops) and many.latency_ms > 0
         assert np.mean(np.any(many_frame != one_frame, axis=2)) <= 1e-3
@@ -165,7 +168,8 @@ def test_batched_frames_match_frame_by_frame(tmp_path, predictor, overlay):
 
 def test_unknown_overlay_is_refused(tmp_path, predictor):
     with pytest.raises(ValueError, match="unknown overlay"):
-        next(video.analyze_video(predictor, synthetic_video(tmp_path / "clip.mp4", count=1), overlay="sparkles"))
+        next(video.analyze_video(predictor, synthetic_video(tmp_path / "clip.mp4", count=1),
+                                 overlay="sparkles"))
 
 
 def test_frame_writer_codec_follows_the_suffix_and_read_frame_seeks(tmp_path):

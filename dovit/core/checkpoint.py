@@ -17,8 +17,9 @@ import os
 import shutil
 import stat
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -39,7 +40,8 @@ class CheckpointError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------------------ saving
-def save_checkpoint(model: DoViTSegmenter, directory: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(model: DoViTSegmenter, directory: str | Path,
+                    metadata: dict[str, Any] | None = None) -> Path:
     """Write ``directory/model.safetensors`` and ``directory/config.json`` as one unit; returns the directory.
 
     metadata: JSON-serialisable facts about the run (stage, step, validation). An existing ``directory``
@@ -50,10 +52,12 @@ def save_checkpoint(model: DoViTSegmenter, directory: str | Path, metadata: dict
     document = {"format_version": FORMAT_VERSION, "model": model.config.to_dict(), "metadata": metadata or {}}
     text = json.dumps(document, indent=2, allow_nan=False) + "\n"  # fails here, before anything is written
     if directory.is_dir():
-        others = sorted(p.name for p in directory.iterdir() if p.name not in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME))
+        kept = (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME)
+        others = sorted(p.name for p in directory.iterdir() if p.name not in kept)
         if others:
-            raise CheckpointError(f"{directory} holds files besides a checkpoint ({', '.join(others[:5])}); saving "
-                                  "replaces the whole folder, so save into an empty or checkpoint-only folder")
+            raise CheckpointError(f"{directory} holds files besides a checkpoint ({', '.join(others[:5])}); "
+                                  "saving replaces the whole folder, so save into an empty or "
+                                  "checkpoint-only folder")
     elif directory.exists():
         raise CheckpointError(f"{directory} exists and is not a folder")
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -61,7 +65,8 @@ def save_checkpoint(model: DoViTSegmenter, directory: str | Path, metadata: dict
     shutil.rmtree(partial, ignore_errors=True)  # left by a save that was killed
     partial.mkdir()
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    save_file(state, str(partial / WEIGHTS_NAME), metadata={"format": "dovit", "version": str(FORMAT_VERSION)})
+    save_file(state, str(partial / WEIGHTS_NAME), metadata={"format": "dovit",
+                                                            "version": str(FORMAT_VERSION)})
     _fsync(partial / WEIGHTS_NAME)
     atomic_write(partial / CONFIG_NAME, lambda handle: handle.write(text.encode()))
     if (directory / CARD_NAME).is_file():  # the model card stays with the weights it describes
@@ -90,7 +95,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
 
 
 def _sibling(directory: Path, role: str) -> Path:
-    """The hidden folder beside ``directory`` used while saving it: ``.NAME.partial`` or ``.NAME.previous``."""
+    """The hidden folder beside ``directory`` used while saving it: ``.NAME.partial`` or
+    ``.NAME.previous``."""
     return directory.with_name(f".{directory.name}.{role}")
 
 
@@ -125,8 +131,10 @@ def _interrupted_save(path: Path) -> Path:
     folder, inside = (path.parent, path.name) if path.name in (WEIGHTS_NAME, CONFIG_NAME) else (path, None)
     previous = _sibling(Path(os.path.abspath(folder)), "previous")
     if not previous.is_dir():
-        raise CheckpointError(f"checkpoint not found: {path} (expected a folder with {WEIGHTS_NAME} and {CONFIG_NAME})")
-    warnings.warn(f"{folder} is missing because a save was interrupted; loading the previous save, {previous}",
+        raise CheckpointError(f"checkpoint not found: {path} (expected a folder with {WEIGHTS_NAME} and "
+                              f"{CONFIG_NAME})")
+    warnings.warn(f"{folder} is missing because a save was interrupted; loading the previous save, "
+                  f"{previous}",
                   stacklevel=3)
     return previous / inside if inside else previous
 
@@ -134,7 +142,8 @@ def _interrupted_save(path: Path) -> Path:
 def _read_bounded(path: Path, limit: int) -> bytes:
     """The bytes of a regular file of at most ``limit`` bytes (a FIFO, device or huge file is refused)."""
     try:
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block the open
+        # a FIFO must not block the open
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as error:
         raise CheckpointError(f"{path}: cannot open ({error.strerror})") from None
     with os.fdopen(descriptor, "rb") as handle:
@@ -159,14 +168,16 @@ def _read_config_file(path: str | Path, config_path: Path) -> tuple[ModelConfig,
         if not isinstance(document, dict):
             raise ValueError("the file must hold a JSON object")
         if document.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
-            raise ValueError(f"format_version {document['format_version']!r}, this DoViT reads {FORMAT_VERSION}")
+            raise ValueError(f"format_version {document['format_version']!r}, this DoViT reads "
+                             f"{FORMAT_VERSION}")
         if "model" not in document:
             raise ValueError("no 'model' section")
         metadata = document.get("metadata", {})
         if not isinstance(metadata, dict):
             raise ValueError("'metadata' must be a JSON object")
         config = ModelConfig.from_dict(document["model"])
-    except (UnicodeDecodeError, RecursionError, TypeError, ValueError) as error:  # JSONDecodeError is a ValueError
+    # JSONDecodeError is a ValueError
+    except (UnicodeDecodeError, RecursionError, TypeError, ValueError) as error:
         raise CheckpointError(f"{config_path}: not a valid DoViT config ({_one_line(error)})") from error
     return config, metadata
 
@@ -186,20 +197,24 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         with safe_open(str(weights_path), framework="pt") as handle:
             shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"{weights_path}: not a readable safetensors file ({_one_line(error)})") from error
+        raise CheckpointError(f"{weights_path}: not a readable safetensors file "
+                              f"({_one_line(error)})") from error
     try:
         model = DoViTSegmenter(config, metadata=metadata)
     except (ValueError, TypeError, RuntimeError, OSError, MemoryError) as error:
-        raise CheckpointError(f"{path}: cannot build the model its config describes ({_one_line(error)})") from error
+        raise CheckpointError(f"{path}: cannot build the model its config describes "
+                              f"({_one_line(error)})") from error
     _check_names_and_shapes(weights_path, config, shapes, model.state_dict())
     try:
         state = load_file(str(weights_path), device=str(map_location))
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"{weights_path}: not a readable safetensors file ({_one_line(error)})") from error
-    broken = [k for k, tensor in state.items() if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+        raise CheckpointError(f"{weights_path}: not a readable safetensors file "
+                              f"({_one_line(error)})") from error
+    broken = [k for k, tensor in state.items() if tensor.is_floating_point()
+              and not bool(torch.isfinite(tensor).all())]
     if broken:
-        raise CheckpointError(f"{weights_path}: {len(broken)} tensors hold NaN or infinite values (e.g. {broken[:3]}); "
-                              "the training diverged or the file is damaged")
+        raise CheckpointError(f"{weights_path}: {len(broken)} tensors hold NaN or infinite values (e.g. "
+                              f"{broken[:3]}); the training diverged or the file is damaged")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:  # names and shapes were checked; e.g. a dtype that cannot be copied
@@ -220,8 +235,10 @@ def _check_names_and_shapes(weights_path: Path, config: ModelConfig, shapes: dic
             problems.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
         if wrong_shape:
             k = wrong_shape[0]
-            problems.append(f"{len(wrong_shape)} with wrong shape (e.g. {k}: {shapes[k]} vs {tuple(expected[k].shape)})")
-        raise CheckpointError(f"{weights_path} does not match its config ({config.backbone}): " + "; ".join(problems))
+            problems.append(f"{len(wrong_shape)} with wrong shape (e.g. {k}: {shapes[k]} vs "
+                            f"{tuple(expected[k].shape)})")
+        raise CheckpointError(f"{weights_path} does not match its config ({config.backbone}): "
+                              + "; ".join(problems))
 
 
 def _one_line(error: BaseException) -> str:

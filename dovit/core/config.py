@@ -24,7 +24,8 @@ STEMS = ("patch", "conv", "espnetv2")
 # (1x1 conv E -> aux_head_channels without bias, BatchNorm, ReLU, 1x1 classifier), "setr_up" = SETRUPHead with
 # one conv (a LayerNorm first, then the same; its x4 upsampling commutes with the classifier and is left out).
 AUX_HEADS = ("linear", "fcn", "setr_up")
-SEGMENTER_HEAD_DIM = 64  # the segmenter decoder's attention head width (Segmenter's, ViT's): heads = channels / 64
+# the segmenter decoder's attention head width (Segmenter's, ViT's): heads = channels / 64
+SEGMENTER_HEAD_DIM = 64
 
 # Caps on what a config may ask for. Far above any real use (ADE20K has 150 classes, LVIS 1203; Cityscapes
 # trains at 1024 x 2048), far below what would exhaust memory: 10**9 classes asked for 8 GB of palette alone.
@@ -58,7 +59,8 @@ class ModelConfig:
     decoder_channels: int = 256
     stem: str = "patch"  # "patch": timm's PatchEmbed; "conv": early-convolution stem (Xiao et al. 2021);
     # "espnetv2": ESPNetv2's released encoder, a hybrid ViT (decoder "espnetv2": its own decoder)
-    aux_head: str = "linear"  # one of AUX_HEADS: "linear" (the paper's), "fcn" / "setr_up" (the official code's)
+    # one of AUX_HEADS: "linear" (the paper's), "fcn" / "setr_up" (the official code's)
+    aux_head: str = "linear"
     aux_head_channels: int = 256  # hidden width of the "fcn" / "setr_up" heads (unused by "linear")
     merge_stopped: bool = True  # Eq. 8 token merging into the class token
     default_xi: float = 0.95
@@ -85,20 +87,24 @@ class ModelConfig:
         _choice("decoder", self.decoder, DECODERS)
         _choice("stem", self.stem, STEMS)
         _choice("aux_head", self.aux_head, AUX_HEADS)
-        self.aux_head_channels = _integer("aux_head_channels", self.aux_head_channels, 1, MAX_DECODER_CHANNELS)
+        self.aux_head_channels = _integer("aux_head_channels", self.aux_head_channels, 1,
+                                          MAX_DECODER_CHANNELS)
         if self.decoder == "skip" and self.stem != "conv":
             raise ValueError("decoder 'skip' reads the conv stem's 1/4-resolution features: use stem='conv'")
         if (self.decoder == "espnetv2") != (self.stem == "espnetv2"):
-            raise ValueError("stem 'espnetv2' and decoder 'espnetv2' go together (the decoder reads the encoder's maps)")
+            raise ValueError("stem 'espnetv2' and decoder 'espnetv2' go together (the decoder reads the "
+                             "encoder's maps)")
         self.decoder_channels = _integer("decoder_channels", self.decoder_channels, 1, MAX_DECODER_CHANNELS)
         if self.decoder == "segmenter" and self.decoder_channels % SEGMENTER_HEAD_DIM:
-            raise ValueError(f"decoder 'segmenter' needs decoder_channels a multiple of {SEGMENTER_HEAD_DIM} (its "
-                             f"attention heads are {SEGMENTER_HEAD_DIM} channels wide), got {self.decoder_channels}")
+            raise ValueError(f"decoder 'segmenter' needs decoder_channels a multiple of {SEGMENTER_HEAD_DIM} "
+                             f"(its attention heads are {SEGMENTER_HEAD_DIM} channels wide), got "
+                             f"{self.decoder_channels}")
         if not isinstance(self.merge_stopped, bool):
             raise ValueError(f"merge_stopped must be true or false, got {self.merge_stopped!r}")
         self.default_xi = _real("default_xi", self.default_xi, 0.0, 1.0)
         self.input_size = tuple(  # type: ignore[assignment]
-            _integer(f"input_size[{i}]", v, 1, MAX_INPUT_SIDE) for i, v in enumerate(_sequence("input_size", self.input_size, 2))
+            _integer(f"input_size[{i}]", v, 1, MAX_INPUT_SIDE)
+            for i, v in enumerate(_sequence("input_size", self.input_size, 2))
         )
         self.mean = tuple(_real(f"mean[{i}]", v) for i, v in enumerate(_sequence("mean", self.mean, 3)))  # type: ignore[assignment]
         self.std = tuple(_real(f"std[{i}]", v) for i, v in enumerate(_sequence("std", self.std, 3)))  # type: ignore[assignment]
@@ -123,7 +129,7 @@ class ModelConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         if not isinstance(data, dict):
             raise ValueError(f"a model config must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -138,7 +144,8 @@ def _check_backbone(name: object) -> None:
 
     if not isinstance(name, str) or not timm.is_model(name):
         close = difflib.get_close_matches(str(name), timm.list_models(), n=3) if isinstance(name, str) else []
-        hint = f" (did you mean {', '.join(close)}?)" if close else " (a timm ViT/DeiT name, e.g. vit_tiny_patch16_224)"
+        hint = (f" (did you mean {', '.join(close)}?)" if close
+                else " (a timm ViT/DeiT name, e.g. vit_tiny_patch16_224)")
         raise ValueError(f"unknown backbone {name!r}{hint}")
 
 
@@ -171,7 +178,11 @@ def _sequence(name: str, value: object, length: int) -> tuple:
 
 
 def _decision_layers(value: object) -> tuple[int, ...]:
-    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__len__") or not 1 <= len(value) <= MAX_DECISIONS:
+    if (
+        isinstance(value, (str, bytes, dict))
+        or not hasattr(value, "__len__")
+        or not 1 <= len(value) <= MAX_DECISIONS
+    ):
         raise ValueError(f"decision_layers must list 1 to {MAX_DECISIONS} block counts (or be None for the "
                          f"paper's default), got {value!r}")
     layers = tuple(_integer("decision_layers", v, 1, 10_000) for v in value)

@@ -90,7 +90,8 @@ class SETRPUP(nn.Module):
 
 
 class SETRSkip(nn.Module):
-    """SETR-Naive plus one skip from the conv stem's 1/4-resolution features (as DeepLabv3+ uses low-level ones).
+    """SETR-Naive plus one skip from the conv stem's 1/4-resolution features (as DeepLabv3+ uses low-level
+    ones).
 
     A 1/16 token grid cannot draw a pole 3 px wide; the stem's early features can. 1x1 projection of the
     tokens at 1/16, bilinear x4, concatenation with the stem features, one 3x3 fuse conv and a 1x1
@@ -108,7 +109,8 @@ class SETRSkip(nn.Module):
 
     def forward(self, feature_map: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         """feature_map (B, E, h, w), skip (B, S, 4h, 4w) -> logits (B, C, 4h, 4w)."""
-        x = F.interpolate(self.project(feature_map), size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        x = F.interpolate(self.project(feature_map), size=skip.shape[-2:], mode="bilinear",
+                          align_corners=False)
         return self.classifier(self.fuse(torch.cat([x, skip], dim=1)))
 
     def flops(self, grid: tuple[int, int]) -> int:
@@ -124,21 +126,24 @@ class SegmenterMaskTransformer(nn.Module):
     """Segmenter's mask transformer, laid out as MMSegmentation's ``SegmenterMaskTransformerHead``.
 
     Patch tokens are projected E -> D (``project``), C learned class embeddings are appended, and the N + C
-    tokens run through ``SEGMENTER_LAYERS`` timm ``Block``s (D / 64 heads, MLP 4D; ModelConfig checks D % 64 == 0) and a LayerNorm. Patch and
-    class features are projected once more, L2-normalised, and their dot products are the class masks
-    (N x C), normalised by the mask LayerNorm over classes. Output at the token grid; the caller upsamples.
-    LayerNorms use torch's eps 1e-5, as Segmenter and MMSegmentation's head do (timm's ViT uses 1e-6).
+    tokens run through ``SEGMENTER_LAYERS`` timm ``Block``s (D / 64 heads, MLP 4D; ModelConfig checks D % 64
+    == 0) and a LayerNorm. Patch and class features are projected once more, L2-normalised, and their dot
+    products are the class masks (N x C), normalised by the mask LayerNorm over classes. Output at the token
+    grid; the caller upsamples. LayerNorms use torch's eps 1e-5, as Segmenter and MMSegmentation's head do
+    (timm's ViT uses 1e-6).
     """
 
     needs_skip = False
 
-    def __init__(self, embed_dim: int, num_classes: int, channels: int, num_layers: int = SEGMENTER_LAYERS) -> None:
+    def __init__(self, embed_dim: int, num_classes: int, channels: int,
+                 num_layers: int = SEGMENTER_LAYERS) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.project = nn.Linear(embed_dim, channels)
         self.class_embedding = nn.Parameter(torch.zeros(1, num_classes, channels))
         self.blocks = nn.Sequential(*(
-            Block(channels, channels // SEGMENTER_HEAD_DIM, mlp_ratio=4.0, qkv_bias=True, norm_layer=nn.LayerNorm)
+            Block(channels, channels // SEGMENTER_HEAD_DIM, mlp_ratio=4.0, qkv_bias=True,
+                  norm_layer=nn.LayerNorm)
             for _ in range(num_layers)
         ))
         self.norm = nn.LayerNorm(channels)
@@ -169,25 +174,11 @@ class SegmenterMaskTransformer(nn.Module):
         project = 2 * num_patches * self.project.in_features * channels
         n = num_patches + self.num_classes
         hidden = self.blocks[0].mlp.fc1.out_features
-        block = 2 * n * channels * (3 * channels + channels + 2 * hidden) + 4 * n * n * channels  # linears, QK^T + AV
+        # linears, QK^T + AV
+        block = 2 * n * channels * (3 * channels + channels + 2 * hidden) + 4 * n * n * channels
         heads = 2 * n * channels * channels  # patch_proj on N tokens + classes_proj on C tokens
         masks = 2 * num_patches * self.num_classes * channels
         return project + len(self.blocks) * block + heads + masks
-
-
-def build_decoder(kind: str, embed_dim: int, num_classes: int, channels: int, skip_channels: int = 0,
-                  class_names: list[str] | None = None) -> nn.Module:
-    if kind == "espnetv2":
-        return EncoderDecoderHead(embed_dim, class_names or [])
-    if kind == "segmenter":
-        return SegmenterMaskTransformer(embed_dim, num_classes, channels)
-    if kind in ("naive", "naive_up4"):
-        return SETRNaive(embed_dim, num_classes, channels, upsample=4 if kind == "naive_up4" else 1)
-    if kind == "pup":
-        return SETRPUP(embed_dim, num_classes, channels)
-    if kind == "skip":
-        return SETRSkip(embed_dim, num_classes, channels, skip_channels)
-    raise ValueError(f"unknown decoder {kind!r}; choose 'naive', 'naive_up4', 'pup', 'skip' or 'segmenter'")
 
 
 class EncoderDecoderHead(nn.Module):
@@ -232,3 +223,22 @@ class EncoderDecoderHead(nn.Module):
             with torch.no_grad():
                 self._flops[(h, w)] = count_flops(self.forward, tokens, maps)[0]
         return self._flops[(h, w)]
+
+
+# decoder name (``ModelConfig.decoder``) ->
+# builder(embed_dim, num_classes, channels, skip_channels, class_names)
+DECODER_BUILDERS = {
+    "naive": lambda dim, classes, channels, skip, names: SETRNaive(dim, classes, channels, upsample=1),
+    "naive_up4": lambda dim, classes, channels, skip, names: SETRNaive(dim, classes, channels, upsample=4),
+    "pup": lambda dim, classes, channels, skip, names: SETRPUP(dim, classes, channels),
+    "skip": lambda dim, classes, channels, skip, names: SETRSkip(dim, classes, channels, skip),
+    "segmenter": lambda dim, classes, channels, skip, names: SegmenterMaskTransformer(dim, classes, channels),
+    "espnetv2": lambda dim, classes, channels, skip, names: EncoderDecoderHead(dim, names or []),
+}
+
+
+def build_decoder(kind: str, embed_dim: int, num_classes: int, channels: int, skip_channels: int = 0,
+                  class_names: list[str] | None = None) -> nn.Module:
+    if kind not in DECODER_BUILDERS:
+        raise ValueError(f"unknown decoder {kind!r}; choose one of {', '.join(DECODER_BUILDERS)}")
+    return DECODER_BUILDERS[kind](embed_dim, num_classes, channels, skip_channels, class_names)

@@ -7,6 +7,7 @@ the encoder's 1/8, 1/4 and 1/2 maps through efficient point-wise convolutions (E
 DoViT uses the encoder as a hybrid ViT's patch embedding (``dovit.core.stems.EncoderStem``) and the decoder as
 its segmentation head (``dovit.core.decoders.EncoderDecoderHead``).
 """
+
 from __future__ import annotations
 
 import math
@@ -28,18 +29,37 @@ PYRAMID_SCALES = (2.0, 1.5, 1.0, 0.5, 0.1)
 
 # Cityscapes train ids -> CamVid's 11 classes (../shared/data/pretrained/README.md): CamVid class -> ids.
 CITYSCAPES_TO_CAMVID = {
-    "Sky": (10,), "Building": (2, 3), "Pole": (5,), "Road": (0,), "Pavement": (1,), "Tree": (8, 9),
-    "SignSymbol": (6, 7), "Fence": (4,), "Car": (13, 14, 15, 16), "Pedestrian": (11,), "Bicyclist": (12, 17, 18),
+    "Sky": (10,),
+    "Building": (2, 3),
+    "Pole": (5,),
+    "Road": (0,),
+    "Pavement": (1,),
+    "Tree": (8, 9),
+    "SignSymbol": (6, 7),
+    "Fence": (4,),
+    "Car": (13, 14, 15, 16),
+    "Pedestrian": (11,),
+    "Bicyclist": (12, 17, 18),
 }
 
 
 class ConvBN(nn.Module):
     """conv (no bias) -> BatchNorm -> optional PReLU; keys conv / bn / act as in the released files."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, dilation: int = 1,
-                 act: bool = True) -> None:
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel: int,
+        stride: int = 1,
+        groups: int = 1,
+        dilation: int = 1,
+        act: bool = True,
+    ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2 * dilation, dilation, groups, bias=False)
+        self.conv = nn.Conv2d(
+            cin, cout, kernel, stride, (kernel - 1) // 2 * dilation, dilation, groups, bias=False
+        )
         self.bn = nn.BatchNorm2d(cout)
         if act:
             self.act = nn.PReLU(cout)
@@ -79,8 +99,9 @@ class EESP(nn.Module):
         self.downsample = downsample
         self.proj_1x1 = ConvBN(cin, width, 1, groups=BRANCHES)
         sizes = sorted(3 + 2 * i if 3 + 2 * i <= receptive_limit else 3 for i in range(BRANCHES))
-        self.spp_dw = nn.ModuleList(DepthwiseDilated(width, 2 if downsample else 1, DILATION_OF_KERNEL[k])
-                                    for k in sizes)
+        self.spp_dw = nn.ModuleList(
+            DepthwiseDilated(width, 2 if downsample else 1, DILATION_OF_KERNEL[k]) for k in sizes
+        )
         self.conv_1x1_exp = ConvBN(cout, cout, 1, groups=BRANCHES, act=False)
         self.br_after_cat = BNAct(cout)
         self.module_act = nn.PReLU(cout)
@@ -105,8 +126,9 @@ class DownSampler(nn.Module):
         super().__init__()
         self.eesp = EESP(cin, cout - cin, receptive_limit, downsample=True)
         self.avg = nn.AvgPool2d(3, 2, 1)
-        self.inp_reinf = nn.Sequential(ConvBN(3, REINFORCE_CHANNELS, 3),
-                                       ConvBN(REINFORCE_CHANNELS, cout, 1, act=False))
+        self.inp_reinf = nn.Sequential(
+            ConvBN(3, REINFORCE_CHANNELS, 3), ConvBN(REINFORCE_CHANNELS, cout, 1, act=False)
+        )
         self.act = nn.PReLU(cout)
 
     def forward(self, x: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
@@ -157,8 +179,11 @@ class DecoderConvBN(nn.Module):
 
     def __init__(self, cin: int, cout: int, kernel: int, groups: int = 1) -> None:
         super().__init__()
-        self.cbr = nn.Sequential(nn.Conv2d(cin, cout, kernel, 1, (kernel - 1) // 2, groups=groups, bias=False),
-                                 nn.BatchNorm2d(cout), nn.PReLU(cout))
+        self.cbr = nn.Sequential(
+            nn.Conv2d(cin, cout, kernel, 1, (kernel - 1) // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.PReLU(cout),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.cbr(x)
@@ -176,16 +201,22 @@ class DecoderBNAct(nn.Module):
 
 
 class PyramidPool(nn.Module):
-    """Efficient pyramid pooling (the paper's Fig. 6): project, one depth-wise 3x3 per scale on the map resized
-    to that scale (at least 5 x 5), shuffle and merge with a group 3x3 conv, then a 1x1 conv."""
+    """Efficient pyramid pooling (the paper's Fig. 6): project, one depth-wise 3x3 per scale on the map
+    resized to that scale (at least 5 x 5), shuffle and merge with a group 3x3 conv, then a 1x1 conv."""
 
     def __init__(self, cin: int, proj: int, cout: int, last: bool = False) -> None:
         super().__init__()
         self.projection_layer = DecoderConvBN(cin, proj, 1)
-        self.stages = nn.ModuleList(nn.Conv2d(proj, proj, 3, 1, 1, groups=proj, bias=False) for _ in PYRAMID_SCALES)
+        self.stages = nn.ModuleList(
+            nn.Conv2d(proj, proj, 3, 1, 1, groups=proj, bias=False) for _ in PYRAMID_SCALES
+        )
         n = len(PYRAMID_SCALES)
-        self.merge_layer = nn.Sequential(DecoderBNAct(proj * n), ChannelShuffle(n), DecoderConvBN(proj * n, proj, 3, groups=proj),
-                                         nn.Conv2d(proj, cout, 1, bias=last))
+        self.merge_layer = nn.Sequential(
+            DecoderBNAct(proj * n),
+            ChannelShuffle(n),
+            DecoderConvBN(proj * n, proj, 3, groups=proj),
+            nn.Conv2d(proj, cout, 1, bias=last),
+        )
         self.last = last
         if not last:
             self.br = DecoderBNAct(cout)
@@ -194,12 +225,16 @@ class PyramidPool(nn.Module):
         x = self.projection_layer(x)
         size = x.shape[-2:]
         outs = []
-        for scale, stage in zip(PYRAMID_SCALES, self.stages):
+        for scale, stage in zip(PYRAMID_SCALES, self.stages, strict=True):
             scaled = tuple(max(5, math.ceil(side * scale)) for side in size)
             if scale < 1.0:
-                h = F.interpolate(stage(F.adaptive_avg_pool2d(x, scaled)), size, mode="bilinear", align_corners=True)
+                h = F.interpolate(
+                    stage(F.adaptive_avg_pool2d(x, scaled)), size, mode="bilinear", align_corners=True
+                )
             elif scale > 1.0:
-                h = F.adaptive_avg_pool2d(stage(F.interpolate(x, scaled, mode="bilinear", align_corners=True)), size)
+                h = F.adaptive_avg_pool2d(
+                    stage(F.interpolate(x, scaled, mode="bilinear", align_corners=True)), size
+                )
             else:
                 h = stage(x)
             outs.append(h)
@@ -208,11 +243,13 @@ class PyramidPool(nn.Module):
 
 
 class PointwiseMerge(nn.Module):
-    """Efficient point-wise convolution (EPW): a group 3x3 conv gated per channel by the map's global context."""
+    """Efficient point-wise convolution (EPW): a group 3x3 conv gated per channel by the global context."""
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
-        self.wt_layer = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, cout, 1, bias=False), nn.Sigmoid())
+        self.wt_layer = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, cout, 1, bias=False), nn.Sigmoid()
+        )
         self.expansion_layer = DecoderConvBN(cin, cout, 3, groups=math.gcd(cin, cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -220,7 +257,8 @@ class PointwiseMerge(nn.Module):
 
 
 class ESPNetv2Decoder(nn.Module):
-    """Bottom-up decoder: EPP at 1/16, then three x2 steps each adding an EPW projection of the encoder's map."""
+    """Bottom-up decoder: EPP at 1/16, then three x2 steps, each adding an EPW projection of an encoder
+    map."""
 
     def __init__(self, num_classes: int, base: int = 16) -> None:
         super().__init__()
@@ -241,11 +279,13 @@ class ESPNetv2Decoder(nn.Module):
     def forward(self, l1: torch.Tensor, l2: torch.Tensor, l3: torch.Tensor, l4: torch.Tensor) -> torch.Tensor:
         """Encoder maps -> logits at 1/2 of the input."""
         x = self.bu_dec_l1(l4)
-        steps = ((l3, self.merge_enc_dec_l2, self.bu_br_l2, self.bu_dec_l2),
-                 (l2, self.merge_enc_dec_l3, self.bu_br_l3, self.bu_dec_l3),
-                 (l1, self.merge_enc_dec_l4, self.bu_br_l4, self.bu_dec_l4))
+        steps = (
+            (l3, self.merge_enc_dec_l2, self.bu_br_l2, self.bu_dec_l2),
+            (l2, self.merge_enc_dec_l3, self.bu_br_l3, self.bu_dec_l3),
+            (l1, self.merge_enc_dec_l4, self.bu_br_l4, self.bu_dec_l4),
+        )
         for skip, merge, norm, pool in steps:
-            # to the encoder map's size, not x2: the same where the authors' code runs (sides that are multiples
+            # to the encoder map's size, not x2: the same where the authors' code runs (sides multiples
             # of 16), and it also runs where halving rounded up (360 rows: 23 at 1/16, 45 at 1/8)
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=True)
             x = pool(norm(merge(skip) + x))
@@ -275,8 +315,10 @@ def load_released_state(path: str | Path) -> dict[str, torch.Tensor]:
     """The released ``.pth`` (a plain state dict), on the CPU; a clear error when it is missing."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"ESPNetv2 weights not found: {path} (the Cityscapes file "
-                                "espnetv2_s_2.0_city_1024x512.pth, see ../shared/data/pretrained/README.md)")
+        raise FileNotFoundError(
+            f"ESPNetv2 weights not found: {path} (the Cityscapes file "
+            "espnetv2_s_2.0_city_1024x512.pth, see ../shared/data/pretrained/README.md)"
+        )
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -284,7 +326,9 @@ def class_groups(class_names: list[str]) -> list[tuple[int, ...]]:
     """For each CamVid class name (in the model's order), the Cityscapes train ids it collects."""
     missing = [name for name in class_names if name not in CITYSCAPES_TO_CAMVID]
     if missing:
-        raise ValueError(f"no Cityscapes class maps to {missing}: the ESPNetv2 head serves CamVid's 11 classes")
+        raise ValueError(
+            f"no Cityscapes class maps to {missing}: the ESPNetv2 head serves CamVid's 11 classes"
+        )
     return [CITYSCAPES_TO_CAMVID[name] for name in class_names]
 
 

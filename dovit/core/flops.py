@@ -14,7 +14,9 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from .decoders import conv_flops
 
-FLOPS_CONVENTION = "FLOPs = 2 x MACs (torch.utils.flop_counter convention; MMSegmentation reports MACs = FLOPs / 2)"
+FLOPS_CONVENTION = (
+    "FLOPs = 2 x MACs (torch.utils.flop_counter convention; MMSegmentation reports MACs = FLOPs / 2)"
+)
 
 
 def _sequential_conv_flops(module: nn.Module, height: int, width: int) -> tuple[int, int, int]:
@@ -53,7 +55,10 @@ def flop_formula(model: nn.Module, grid: tuple[int, int]) -> FlopFormula:
     height, width = grid[0] * p, grid[1] * p
     num_tokens = grid[0] * grid[1]
     stem = model.vit.patch_embed
-    embed = stem.flops(height, width) if hasattr(stem, "flops") else _sequential_conv_flops(stem, height, width)[0]
+    if hasattr(stem, "flops"):  # a pretrained encoder counts its own
+        embed = stem.flops(height, width)
+    else:
+        embed = _sequential_conv_flops(stem, height, width)[0]
     aux = model.aux_heads[0].flops(num_tokens)  # every head has the same kind and size
     if model.config.merge_stopped:
         aux += 2 * num_tokens * model.embed_dim  # the weighted sum in Eq. 8
@@ -83,12 +88,15 @@ class ForwardFlops:
     dense_total: int
 
 
-def forward_flops(model: nn.Module, grid: tuple[int, int], group_tokens: list[int], num_aux_heads: int) -> ForwardFlops:
+def forward_flops(model: nn.Module, grid: tuple[int, int], group_tokens: list[int],
+                  num_aux_heads: int) -> ForwardFlops:
     """Analytic FLOPs of one image's forward given the kept patch tokens per group."""
     formula = flop_formula(model, grid)
     num_tokens = grid[0] * grid[1]
     groups = [
-        formula.block(tokens) * (last - first) for tokens, (first, last) in zip(group_tokens, model.group_bounds)
+        formula.block(tokens) * (last - first) for tokens, (first, last) in zip(group_tokens,
+                                                                                model.group_bounds,
+                                                                                strict=False)
     ]
     backbone = formula.embed + sum(groups)
     dense_backbone = formula.embed + formula.block(num_tokens) * len(model.vit.blocks)

@@ -10,32 +10,27 @@ Modifications relative to timm's VisionTransformer.forward_features:
 - stopped tokens are merged into the class token (Eq. 8; see ``token_pass.merge_stopped_into_class_token``).
 Training, inference and the app's trace all use ``forward`` = ``prefix`` + ``forward_from``. The four stages
 ``forward_from`` calls (``prefix``, ``_aux_logits``, ``_run_group``, ``_decoder_logits``) are where another
-runtime substitutes its own (``dovit.ort_runtime.OrtSegmenter`` runs ONNX graphs there).
+runtime substitutes its own (``dovit.deploy.onnx_runtime.OrtSegmenter`` runs ONNX graphs there).
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import timm
-from timm.layers import resample_abs_pos_embed
 import torch
 import torch.nn.functional as F
+from timm.layers import resample_abs_pos_embed
 from torch import nn
 
+from . import token_pass as tp
 from .config import ModelConfig, default_decision_layers
 from .decoders import build_decoder
 from .preprocess import upsample_logits
-from .stems import ConvStem, EncoderStem
-from . import token_pass as tp
+from .stems import STEM_CLASSES
+from .stopwatch import Stopwatch
 
-
-# A keep decider replaces the threshold decision of Eq. 4-5 (stopping policies, the benchmark's fixed
-# fractions): (decision index 0..D-1, confidence q_l (B, N), aux_logits (B, C, h, w), previous keep M_{l-1}
-# (B, N) bool) -> keep mask (B, N) bool. ``forward_from`` ANDs it with M_{l-1}, so stopped tokens never return.
-KeepDecider = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+KeepDecider = tp.KeepDecider  # a stopping policy's choice; wrapped as ``tp.Policy``
 
 
 @dataclass
@@ -124,7 +119,8 @@ class ConvAuxHead(nn.Module):
         """patch_tokens (B, N, E) -> logits (B, C, h, w), a channels-last view of (B, N, C)."""
         hidden = _conv1x1_on_tokens(self.conv, self.norm(patch_tokens))
         batch, num_tokens, channels = hidden.shape
-        hidden = F.relu(self.bn(hidden.reshape(batch * num_tokens, channels))).reshape(batch, num_tokens, channels)
+        hidden = F.relu(self.bn(hidden.reshape(batch * num_tokens, channels))).reshape(batch, num_tokens,
+                                                                                       channels)
         return tokens_to_map(_conv1x1_on_tokens(self.classifier, hidden), grid)
 
     def flops(self, num_tokens: int) -> int:
@@ -137,7 +133,8 @@ def build_aux_head(config: ModelConfig, embed_dim: int) -> nn.Module:
     """The aux head ``config.aux_head`` names, for embed_dim-wide tokens and config.num_classes classes."""
     if config.aux_head == "linear":
         return AuxHead(embed_dim, config.num_classes)
-    return ConvAuxHead(embed_dim, config.num_classes, config.aux_head_channels, input_norm=config.aux_head == "setr_up")
+    return ConvAuxHead(embed_dim, config.num_classes, config.aux_head_channels,
+                       input_norm=config.aux_head == "setr_up")
 
 
 def _conv1x1_on_tokens(conv: nn.Conv2d, tokens: torch.Tensor) -> torch.Tensor:
@@ -149,10 +146,6 @@ def tokens_to_map(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """(B, N, E) -> (B, E, h, w)."""
     b, n, e = tokens.shape
     return tokens.transpose(1, 2).reshape(b, e, grid[0], grid[1])
-
-
-def _now() -> float:
-    return time.perf_counter() * 1000.0
 
 
 class DoViTSegmenter(nn.Module):
@@ -174,24 +167,28 @@ class DoViTSegmenter(nn.Module):
         self.checkpoint_metadata: dict = dict(metadata or {})
         weights_file = _local_weights_file(pretrained)
         with torch.device("meta"):  # read the patch size, then size the whole network, without allocating
-            self.patch_size = _patch_size(config.backbone, _create_backbone(config.backbone, weight_init="skip"))
+            self.patch_size = _patch_size(config.backbone, _create_backbone(config.backbone,
+                                                                            weight_init="skip"))
             kwargs = _backbone_options(config, self.patch_size)
             probe = _create_backbone(config.backbone, weight_init="skip", **kwargs)
             _, probe_heads, probe_decoder = _attach_parts(config, probe, self.patch_size)
         size = sum(p.numel() for part in (probe, probe_heads, probe_decoder) for p in part.parameters())
         if size > MAX_PARAMETERS:
-            raise ValueError(f"{config.backbone} at input {config.input_size} with this decoder has {size / 1e9:.2f} B "
-                             f"parameters, over the {MAX_PARAMETERS / 1e9:.1f} B cap ({4 * size / 2**30:.1f} GiB in float32)")
+            raise ValueError(f"{config.backbone} at input {config.input_size} with this decoder has "
+                             f"{size / 1e9:.2f} B parameters, over the {MAX_PARAMETERS / 1e9:.1f} B cap "
+                             f"({4 * size / 2**30:.1f} GiB in float32)")
         del probe, probe_heads, probe_decoder
         if weights_file is not None:
             kwargs["pretrained_cfg_overlay"] = dict(file=weights_file)
-        vit = _create_backbone(config.backbone, pretrained=pretrained is True or weights_file is not None, **kwargs)
+        vit = _create_backbone(config.backbone, pretrained=pretrained is True or weights_file is not None,
+                               **kwargs)
         self.decision_layers, self.aux_heads, self.decoder = _attach_parts(config, vit, self.patch_size)
         self.vit = vit
         self.embed_dim = int(vit.embed_dim)
         self.num_prefix_tokens = int(vit.num_prefix_tokens)
         depth = len(vit.blocks)
-        self.group_bounds = list(zip((0,) + self.decision_layers, self.decision_layers + (depth,)))
+        self.group_bounds = list(zip((0,) + self.decision_layers, self.decision_layers + (depth,),
+                                     strict=False))
         # (key, table): the position embedding resampled for the last non-native grid, see _position_embed
         self._pos_embed_cache: tuple[tuple, torch.Tensor] | None = None
         # The price of one more forward in tokens, for splitting batches with different kept counts
@@ -202,19 +199,19 @@ class DoViTSegmenter(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(
         self, pixels: torch.Tensor, xi: float = 1.0, equalise: bool = False, with_aux: bool | None = None,
-        forced_keep: list[torch.Tensor] | None = None, decide: KeepDecider | None = None,
+        decider: tp.Decider | None = None,
     ) -> SegmenterOutput:
         """pixels (B, 3, H, W) normalised float; any H, W (padded to the patch size internally).
 
         xi: the token-pass threshold (1 = dense). equalise: the paper's equal kept counts for training
         batches. with_aux: run the aux heads even at xi = 1 (default: only when xi < 1 or training).
-        forced_keep, decide: see ``forward_from``.
+        decider: see ``forward_from``.
         """
-        return self.forward_from(self.prefix(pixels), xi, equalise, with_aux, forced_keep, decide)
+        return self.forward_from(self.prefix(pixels), xi, equalise, with_aux, decider)
 
     def prefix(self, pixels: torch.Tensor) -> TokenState:
         """Pad, embed (timm's pos-embed resampling) and run the always-dense first group B_1."""
-        start = _now()
+        watch = Stopwatch()
         height, width = pixels.shape[-2:]
         pad_h, pad_w = _round_up(height, self.patch_size) - height, _round_up(width, self.patch_size) - width
         if pad_h or pad_w:
@@ -227,11 +224,11 @@ class DoViTSegmenter(nn.Module):
             x = vit.patch_embed(pixels)  # (B, h, w, E)
         grid = (int(x.shape[1]), int(x.shape[2]))
         x = vit.norm_pre(vit.patch_drop(self._position_embed(x)))
-        embed_done = _now()
+        embed_ms = watch.lap_ms()
         first, last = self.group_bounds[0]
         for block in vit.blocks[first:last]:
             x = block(x)
-        timings = {"embed": embed_done - start, "group_1": _now() - embed_done}
+        timings = {"embed": embed_ms, "group_1": watch.ms()}
         return TokenState(x, grid, (int(height), int(width)), timings, skip)
 
     def _position_embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -250,11 +247,13 @@ class DoViTSegmenter(nn.Module):
         key = (grid, table.device, table.dtype, table.data_ptr(), table._version)
         if self._pos_embed_cache is None or self._pos_embed_cache[0] != key:
             resampled = resample_abs_pos_embed(table, new_size=grid, old_size=vit.patch_embed.grid_size,
-                                               num_prefix_tokens=0 if vit.no_embed_class else vit.num_prefix_tokens)
+                                               num_prefix_tokens=0 if vit.no_embed_class
+                                               else vit.num_prefix_tokens)
             self._pos_embed_cache = (key, resampled)
         pos_embed = self._pos_embed_cache[1]
         batch = x.shape[0]
-        prefix = [token.expand(batch, -1, -1) for token in (vit.cls_token, vit.reg_token) if token is not None]
+        prefix = [token.expand(batch, -1, -1) for token in (vit.cls_token,
+                                                            vit.reg_token) if token is not None]
         x = x.reshape(batch, grid[0] * grid[1], x.shape[-1])
         if vit.no_embed_class:  # deit-3 style: the table covers patch tokens only
             x = torch.cat(prefix + [x + pos_embed], dim=1)
@@ -264,24 +263,17 @@ class DoViTSegmenter(nn.Module):
 
     def forward_from(
         self, state: TokenState, xi: float, equalise: bool = False, with_aux: bool | None = None,
-        forced_keep: list[torch.Tensor] | None = None, decide: KeepDecider | None = None,
+        decider: tp.Decider | None = None,
     ) -> SegmenterOutput:
         """Everything after B_1: decisions, sparse groups, reconstruction and decoder.
 
-        forced_keep: optional D masks (B, N) that replace the threshold decisions (the aux heads still
-        run and cost what they cost); used by the benchmark to fix the kept fraction.
-        decide: optional ``KeepDecider`` that replaces the threshold decisions (Eq. 4-5) the same way, given
-        each decision's confidence and aux logits (``dovit.policies``); gather, scatter, merge (Eq. 8) and
-        the decoder run as for xi. Not together with forced_keep, nor with with_aux=False.
-        """
+        decider: which tokens run on (``tp.Forced`` masks, a ``tp.Policy``; not with with_aux=False);
+        None: ``tp.Threshold(xi, equalise)``. Gather, scatter, merge (Eq. 8) and decoder: the same for all."""
         xi = tp.check_xi(xi)
-        if forced_keep is not None:
-            if decide is not None:
-                raise ValueError("pass forced_keep or decide, not both")
-            decide = lambda decision, confidence, logits, keep: forced_keep[decision]  # noqa: E731
-        elif decide is not None and with_aux is False:
-            raise ValueError("decide needs the aux heads: leave with_aux None or True")
-        run_aux = with_aux if with_aux is not None else (xi < 1.0 or self.training or decide is not None)
+        if decider is not None and with_aux is False:
+            raise ValueError("a decider needs the aux heads: leave with_aux None or True")
+        run_aux = with_aux if with_aux is not None else (xi < 1.0 or self.training or decider is not None)
+        decider = decider if decider is not None else tp.Threshold(xi, equalise)
         timings = dict(state.timings_ms)
         p = self.num_prefix_tokens
         prefix_tokens, patches = state.tokens[:, :p], state.tokens[:, p:]
@@ -291,15 +283,10 @@ class DoViTSegmenter(nn.Module):
         aux_logits, confidences, keep_masks, stopped = [], [], [], []
         for decision in range(len(self.group_bounds) - 1):
             if run_aux:
-                start = _now()
+                watch = Stopwatch()
                 logits = self._aux_logits(decision, patches, state.grid)
                 confidence = tp.token_confidence(logits.flatten(2).transpose(1, 2))
-                if decide is not None:
-                    new_keep = keep & decide(decision, confidence, logits, keep)
-                else:
-                    new_keep = tp.decide_keep(confidence, xi, keep)
-                    if equalise and batch > 1:
-                        new_keep = tp.equalise_keep(confidence, new_keep, keep)
+                new_keep = decider(decision, confidence, logits, keep)
                 stopped_now = keep & ~new_keep
                 if self.config.merge_stopped:
                     cls = tp.merge_stopped_into_class_token(prefix_tokens[:, :1], patches, stopped_now)
@@ -309,18 +296,19 @@ class DoViTSegmenter(nn.Module):
                 confidences.append(confidence)
                 keep_masks.append(keep)
                 stopped.append(stopped_now)
-                timings[f"decision_{decision + 1}"] = _now() - start
-            start = _now()
+                timings[f"decision_{decision + 1}"] = watch.ms()
+            watch = Stopwatch()
             prefix_tokens, patches = self._run_group(decision + 1, prefix_tokens, patches, keep)
             group_tokens.append(keep.sum(dim=1))
-            timings[f"group_{decision + 2}"] = _now() - start
-        start = _now()
+            timings[f"group_{decision + 2}"] = watch.ms()
+        watch = Stopwatch()
         logits = self._decoder_logits(patches, state)
-        decoded = _now()
+        decoder_ms = watch.lap_ms()
         # The decoder's output covers the input padded to the patch size: upsample to that, crop the padding.
         logits = upsample_logits(logits, state.input_size, self.patch_size)
-        # Timed apart: the upsample to the input size costs the same at every kept fraction (no FLOPs counted).
-        timings["decoder"], timings["upsample"] = decoded - start, _now() - decoded
+        # Timed apart: the upsample to the input size costs the same at every kept fraction (no FLOPs
+        # counted).
+        timings["decoder"], timings["upsample"] = decoder_ms, watch.ms()
         return SegmenterOutput(
             logits=logits,
             aux_logits=aux_logits,
@@ -334,7 +322,8 @@ class DoViTSegmenter(nn.Module):
         )
 
     def _aux_logits(self, decision: int, patches: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        """H_l of decision ``decision`` (0-based) on all patch tokens (B, N, E) -> logits (B, C, h, w) (Eq. 2)."""
+        """H_l of decision ``decision`` (0-based) on all patch tokens (B, N, E) -> logits (B, C, h, w) (Eq.
+        2)."""
         return self.aux_heads[decision](patches, grid)
 
     def _run_group(
@@ -395,7 +384,8 @@ class DoViTSegmenter(nn.Module):
         return PACK_OVERHEAD_TOKENS.get(device.type, PACK_OVERHEAD_TOKENS["cuda"])
 
     def _decoder_logits(self, patches: torch.Tensor, state: TokenState) -> torch.Tensor:
-        """patches (B, N, E) -> the decoder's logits (B, C, h', w') at its own resolution (grid or stem's 1/4)."""
+        """patches (B, N, E) -> the decoder's logits (B, C, h', w') at its own resolution (grid or stem's
+        1/4)."""
         feature_map = tokens_to_map(self.vit.norm(patches), state.grid)
         return self.decoder(feature_map, state.skip) if self.decoder.needs_skip else self.decoder(feature_map)
 
@@ -436,7 +426,8 @@ def _create_backbone(name: str, pretrained: bool = False, **kwargs) -> nn.Module
 def _patch_size(name: str, vit: nn.Module) -> int:
     patch_embed = getattr(vit, "patch_embed", None)
     if patch_embed is None or not hasattr(vit, "blocks"):
-        raise ValueError(f"{name}: not a plain timm ViT/DeiT that DoViT can drive (it has no patch_embed and blocks)")
+        raise ValueError(f"{name}: not a plain timm ViT/DeiT that DoViT can drive (it has no patch_embed and "
+                         "blocks)")
     return int(patch_embed.patch_size[0])
 
 
@@ -446,7 +437,8 @@ def _backbone_options(config: ModelConfig, patch_size: int) -> dict:
     return dict(img_size=padded, dynamic_img_size=True, drop_path_rate=config.drop_path_rate)
 
 
-def _attach_parts(config: ModelConfig, vit: nn.Module, patch_size: int) -> tuple[tuple[int, ...], nn.ModuleList, nn.Module]:
+def _attach_parts(config: ModelConfig, vit: nn.Module,
+                  patch_size: int) -> tuple[tuple[int, ...], nn.ModuleList, nn.Module]:
     """Check that ``vit`` suits the config, swap in the conv stem if asked, build the aux heads and decoder.
 
     Runs twice: on the meta device (to refuse and size before allocating) and for real, in the same order,
@@ -459,17 +451,14 @@ def _attach_parts(config: ModelConfig, vit: nn.Module, patch_size: int) -> tuple
     if not layers or layers[0] < 1 or layers[-1] >= depth:
         raise ValueError(f"decision_layers must be increasing in [1, {depth - 1}] for {config.backbone} "
                          f"({depth} blocks), got {layers}")
-    if config.stem == "conv":
-        vit.patch_embed = ConvStem(patch_size, vit.embed_dim, grid_size=vit.patch_embed.grid_size)
-    elif config.stem == "espnetv2":
-        if patch_size != 16:
-            raise ValueError(f"stem 'espnetv2' makes 16-pixel tokens; {config.backbone} has {patch_size}-pixel patches")
-        vit.patch_embed = EncoderStem(vit.embed_dim, grid_size=vit.patch_embed.grid_size)
+    if config.stem in STEM_CLASSES:
+        stem = STEM_CLASSES[config.stem]
+        vit.patch_embed = stem(patch_size, vit.embed_dim, grid_size=vit.patch_embed.grid_size)
     embed_dim = int(vit.embed_dim)
     aux_heads = nn.ModuleList(build_aux_head(config, embed_dim) for _ in layers)
-    skip_channels = vit.patch_embed.skip_channels if config.stem == "conv" else 0
-    decoder = build_decoder(config.decoder, embed_dim, config.num_classes, config.decoder_channels, skip_channels,
-                            config.class_names)
+    skip_channels = getattr(vit.patch_embed, "skip_channels", 0)  # timm's PatchEmbed has no skip
+    decoder = build_decoder(config.decoder, embed_dim, config.num_classes, config.decoder_channels,
+                            skip_channels, config.class_names)
     return tuple(layers), aux_heads, decoder
 
 
@@ -487,8 +476,8 @@ def build_model(
 
     backbone: a timm name (vit_tiny/small/base/large_patch16_*, deit_*). pretrained: None/False for
     random init, a local weights file (.safetensors/.pth, loaded by timm; FileNotFoundError if missing), or
-    True to fetch timm's default weights from the hub (needs a network). options: any other ``ModelConfig`` field
-    (decision_layers, decoder, stem, merge_stopped, input_size, default_xi, class_names, ...).
+    True to fetch timm's default weights from the hub (needs a network). options: any other ``ModelConfig``
+    field (decision_layers, decoder, stem, merge_stopped, input_size, default_xi, class_names, ...).
     """
     config = ModelConfig(backbone=backbone, num_classes=num_classes, **options)
     return DoViTSegmenter(config, pretrained=pretrained)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -11,9 +10,10 @@ import numpy as np
 import torch
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .model import DoViTSegmenter, KeepDecider, SegmenterOutput, TokenState
+from .model import DoViTSegmenter, SegmenterOutput, TokenState
 from .preprocess import class_mask, preprocess_image
-from .token_pass import check_xi  # noqa: F401  (re-exported: callers validate xi with the Predictor's rule)
+from .stopwatch import Stopwatch
+from .token_pass import Decider, check_xi  # noqa: F401  (re-exported: callers validate xi with the Predictor's rule)
 from .trace import Trace, build_trace
 
 # The shipped checkpoints sit in the repository's checkpoints/ folder, beside the package: found from a
@@ -25,9 +25,9 @@ def default_checkpoint() -> Path:
     """The shipped CamVid DoViT student's directory; CheckpointError when this dovit is not a checkout's."""
     if not DEFAULT_CHECKPOINT.is_dir():
         raise CheckpointError(
-            f"no checkpoint given and the shipped one is not at {DEFAULT_CHECKPOINT}: it comes with a checkout "
-            "of the repository (checkpoints/camvid_dovit_vit_tiny) and `pip install .` does not copy it; "
-            "pass a checkpoint directory (--checkpoint PATH on the command line, "
+            f"no checkpoint given and the shipped one is not at {DEFAULT_CHECKPOINT}: it comes with a "
+            "checkout of the repository (checkpoints/camvid_dovit_vit_tiny) and `pip install .` does not "
+            "copy it; pass a checkpoint directory (--checkpoint PATH on the command line, "
             "Predictor.from_checkpoint(path) in Python), or install from the checkout with `pip install -e .`"
         )
     return DEFAULT_CHECKPOINT
@@ -50,7 +50,8 @@ class Prediction:
     dense_latency_ms: float
     dense_mask: np.ndarray | None
     working_size: tuple[int, int]
-    dense_confidence: float = float("nan")  # the final head's mean top-class probability at xi = 1 (nan: not run)
+    # the final head's mean top-class probability at xi = 1 (nan: not run)
+    dense_confidence: float = float("nan")
     runtime: str = ""  # what ran the forwards and so measured the latencies, e.g. "PyTorch 2.14.1 (cpu)"
 
     @property
@@ -82,7 +83,8 @@ class PreparedImage:
 
     @property
     def dense_latency_ms(self) -> float:
-        """Measured wall time of the whole dense forward: the prefix plus the rest at xi = 1, with its mask."""
+        """Measured wall time of the whole dense forward: the prefix plus the rest at xi = 1, with its
+        mask."""
         return self.prefix_ms + self.dense_ms
 
 
@@ -105,8 +107,9 @@ class Predictor:
         self._cache_key: tuple | None = None
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> "Predictor":
-        """Load a checkpoint directory (default: the shipped CamVid DoViT student, see ``default_checkpoint``)."""
+    def from_checkpoint(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> Predictor:
+        """Load a checkpoint directory (default: the shipped CamVid DoViT student, see
+        ``default_checkpoint``)."""
         return cls(load_checkpoint(path or default_checkpoint(), map_location="cpu"), device=device)
 
     @property
@@ -119,17 +122,20 @@ class Predictor:
         return float(self.config.default_xi)
 
     def working_size(self, size: tuple[int, int] | None = None) -> tuple[int, int]:
-        """The (height, width) the model sees: ``size``, or the checkpoint's input size; at least one patch."""
+        """The (height, width) the model sees: ``size``, or the checkpoint's input size; at least one
+        patch."""
         working = tuple(int(v) for v in (size or self.config.input_size))
         if min(working) < self.model.patch_size:
-            raise ValueError(f"working size {working} is smaller than one {self.model.patch_size}-pixel patch")
+            raise ValueError(f"working size {working} is smaller than one {self.model.patch_size}-pixel "
+                             "patch")
         return working
 
     def preprocess(self, image: np.ndarray, size: tuple[int, int] | None = None) -> torch.Tensor:
         """(H, W, 3) uint8 RGB -> normalised (1, 3, h, w) float tensor at the working size (h, w)
         (default: the checkpoint's input size), via ``dovit.core.preprocess.preprocess_image``."""
         size = size or self.config.input_size
-        return preprocess_image(validate_image(image), size, self.config.mean, self.config.std, self.device)[None]
+        return preprocess_image(validate_image(image), size, self.config.mean, self.config.std,
+                                self.device)[None]
 
     @torch.inference_mode()
     def set_image(self, image: np.ndarray, size: tuple[int, int] | None = None) -> None:
@@ -149,23 +155,25 @@ class Predictor:
         it does not touch the ``set_image`` cache (analysis and policies hold their own)."""
         image = validate_image(image)
         working = self.working_size(size)
-        start = time.perf_counter()
+        start = Stopwatch()
         state = self.model.prefix(self.preprocess(image, working))
-        prefix_ms = (time.perf_counter() - start) * 1000.0
-        start = time.perf_counter()
+        prefix_ms = start.ms()
+        start = Stopwatch()
         dense = self.model.forward_from(state, 1.0, with_aux=False)
         dense_mask = class_mask(dense.logits, image.shape[:2])
-        dense_ms = (time.perf_counter() - start) * 1000.0  # timed like predict(): forward + mask
-        return PreparedImage(original_size=image.shape[:2], working_size=working, state=state, prefix_ms=prefix_ms,
+        dense_ms = start.ms()  # timed like predict(): forward + mask
+        return PreparedImage(original_size=image.shape[:2], working_size=working, state=state,
+                             prefix_ms=prefix_ms,
                              dense=dense, dense_mask=dense_mask, dense_ms=dense_ms)
 
     @torch.inference_mode()
     def run(self, prepared: PreparedImage, xi: float, with_aux: bool | None = None,
-            decide: KeepDecider | None = None) -> SegmenterOutput:
+            decider: Decider | None = None) -> SegmenterOutput:
         """One token-pass forward of a prepared image from its cached state: threshold ``xi`` (Eq. 4-5), or a
-        stopping policy's ``decide`` in place of the threshold (``dovit.policies``). with_aux None runs the aux
-        heads when something can stop (xi < 1 or decide given); True always (the trace's confidence maps)."""
-        return self.model.forward_from(prepared.state, xi, with_aux=with_aux, decide=decide)
+        ``decider`` in its place (a stopping policy, ``dovit.core.policies``). with_aux None runs the aux
+        heads when something can stop (xi < 1 or a decider given); True always (the trace's confidence
+        maps)."""
+        return self.model.forward_from(prepared.state, xi, with_aux=with_aux, decider=decider)
 
     @torch.inference_mode()
     def predict(self, image: np.ndarray | None = None, xi: float | None = None,
@@ -181,10 +189,10 @@ class Predictor:
         if self._cache is None:
             raise RuntimeError("call set_image(image) or pass an image to predict() first")
         cache = self._cache
-        start = time.perf_counter()
+        start = Stopwatch()
         output = self.run(cache, xi, with_aux=True)
         mask = class_mask(output.logits, cache.original_size)
-        run_ms = (time.perf_counter() - start) * 1000.0
+        run_ms = start.ms()
         return Prediction(
             mask=mask,
             trace=build_trace(self.model, output),
@@ -198,9 +206,11 @@ class Predictor:
         )
 
     @torch.inference_mode()
-    def predict_batch(self, images: list[np.ndarray], xi: float | None = None, size: tuple[int, int] | None = None,
+    def predict_batch(self, images: list[np.ndarray], xi: float | None = None,
+                      size: tuple[int, int] | None = None,
                       batch_size: int = 8, dense: bool = True) -> list[Prediction]:
-        """Segment many images (a folder, video frames) in batched forwards; one Prediction per image, in order.
+        """Segment many images (a folder, video frames) in batched forwards; one Prediction per image, in
+        order.
 
         images: (H, W, 3) uint8 RGB arrays, sizes may differ (each is resized to the working size ``size``,
         default the checkpoint's, and its mask returned at its own resolution). xi in [0, 1], None = the
@@ -218,23 +228,29 @@ class Predictor:
         predictions = []
         for first in range(0, len(images), batch_size):
             chunk = images[first : first + batch_size]
-            start = time.perf_counter()
+            start = Stopwatch()
             state = self.model.prefix(torch.cat([self.preprocess(image, working) for image in chunk]))
-            prefix_ms = (time.perf_counter() - start) * 1000.0
-            start = time.perf_counter()
+            prefix_ms = start.ms()
+            start = Stopwatch()
             output = self.model.forward_from(state, xi, with_aux=True)
             masks = [class_mask(output.logits[i : i + 1], image.shape[:2]) for i, image in enumerate(chunk)]
-            run_ms = (time.perf_counter() - start) * 1000.0
-            dense_masks, dense_ms, confidences = [None] * len(chunk), float("nan"), [float("nan")] * len(chunk)
+            run_ms = start.ms()
+            dense_masks, dense_ms, confidences = (
+                [None] * len(chunk),
+                float("nan"),
+                [float("nan")] * len(chunk),
+            )
             if dense:
-                start = time.perf_counter()
+                start = Stopwatch()
                 logits = self.model.forward_from(state, 1.0, with_aux=False).logits
-                dense_masks = [class_mask(logits[i : i + 1], image.shape[:2]) for i, image in enumerate(chunk)]
-                dense_ms = (time.perf_counter() - start) * 1000.0
+                dense_masks = [class_mask(logits[i : i + 1],
+                                          image.shape[:2]) for i, image in enumerate(chunk)]
+                dense_ms = start.ms()
                 confidences = mean_confidence(logits)
             predictions += [
                 Prediction(mask=masks[i], trace=build_trace(self.model, output, i), xi=xi,
-                           latency_ms=(prefix_ms + run_ms) / len(chunk), dense_latency_ms=(prefix_ms + dense_ms) / len(chunk),
+                           latency_ms=(prefix_ms + run_ms) / len(chunk),
+                           dense_latency_ms=(prefix_ms + dense_ms) / len(chunk),
                            dense_mask=dense_masks[i], working_size=working, dense_confidence=confidences[i],
                            runtime=self.runtime)
                 for i in range(len(chunk))

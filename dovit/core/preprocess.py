@@ -5,7 +5,7 @@ through these functions, so that an image gives the same tensor, and logits the 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -33,7 +33,8 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     height, width = (int(v) for v in size)
     if image.shape[:2] == (height, width):
         return image
-    return cv2.resize(image, (width, height), interpolation=resize_interpolation(image.shape[:2], (height, width)))
+    return cv2.resize(image, (width, height), interpolation=resize_interpolation(image.shape[:2], (height,
+                                                                                                   width)))
 
 
 def normalise(image: np.ndarray, mean: Sequence[float], std: Sequence[float],
@@ -47,7 +48,8 @@ def normalise(image: np.ndarray, mean: Sequence[float], std: Sequence[float],
 
 def preprocess_image(image: np.ndarray, size: tuple[int, int], mean: Sequence[float], std: Sequence[float],
                      device: str | torch.device | None = None) -> torch.Tensor:
-    """(H, W, 3) uint8 RGB -> normalised (3, height, width) float32: :func:`resize_image` then :func:`normalise`."""
+    """(H, W, 3) uint8 RGB -> normalised (3, height, width) float32: :func:`resize_image` then
+    :func:`normalise`."""
     return normalise(resize_image(image, size), mean, std, device)
 
 
@@ -141,7 +143,8 @@ def uniform_blocks(labels: torch.Tensor) -> torch.Tensor:
     return uniform
 
 
-def _linear_taps(source: int, target: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _linear_taps(source: int, target: int,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Bilinear (align_corners=False) taps along one axis, as torch computes them: for each of ``target``
     output positions, the two source indices (int64) and the weight (float32) of the second."""
     scale = torch.tensor(source, dtype=torch.float32) / target  # one float32 division, as torch's kernel

@@ -17,7 +17,8 @@ class ConvStem(nn.Module):
     """grid_size: the token grid (h, w) of the backbone's own PatchEmbed at its configured image size; timm's
     ``_pos_embed`` reads ``patch_embed.grid_size`` as the grid that the position embedding was made for."""
 
-    def __init__(self, patch_size: int, embed_dim: int, grid_size: tuple[int, int], in_channels: int = 3) -> None:
+    def __init__(self, patch_size: int, embed_dim: int, grid_size: tuple[int, int],
+                 in_channels: int = 3) -> None:
         super().__init__()
         if patch_size & (patch_size - 1) or patch_size < 4:
             raise ValueError(f"the conv stem needs a power-of-two patch size >= 4, got {patch_size}")
@@ -49,6 +50,7 @@ class ConvStem(nn.Module):
         return self.layers[self._skip_end :](quarter).permute(0, 2, 3, 1), quarter
 
 
+# stem name (``ModelConfig.stem``) -> the module that replaces timm's patch embedding ("patch": timm's own)
 class EncoderStem(nn.Module):
     """A released convolutional encoder as the patch embedding: the hybrid ViT of Dosovitskiy et al. (timm's
     ``HybridEmbed``). ESPNetv2's level-4 map (1/16, 512 channels) is projected to the embedding width by a
@@ -59,8 +61,10 @@ class EncoderStem(nn.Module):
     mode and it runs without gradients); the projection still trains.
     """
 
-    def __init__(self, embed_dim: int, grid_size: tuple[int, int]) -> None:
+    def __init__(self, patch_size: int, embed_dim: int, grid_size: tuple[int, int]) -> None:
         super().__init__()
+        if patch_size != 16:
+            raise ValueError(f"stem 'espnetv2' makes 16-pixel tokens, not {patch_size}-pixel patches")
         from .espnetv2 import CHANNELS, ESPNetv2Encoder
 
         # channels-last: oneDNN runs the grouped and depth-wise convolutions about 1.9x faster on a CPU
@@ -86,7 +90,7 @@ class EncoderStem(nn.Module):
         return self.forward_with_skip(pixels)[0]
 
     def forward_with_skip(self, pixels: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """pixels (B, 3, H, W), H and W multiples of 16 -> tokens (B, H/16, W/16, E) and the encoder's maps."""
+        """pixels (B, 3, H, W), H and W multiples of 16 -> tokens (B, H/16, W/16, E), the encoder's maps."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             maps = self.encoder(pixels.contiguous(memory_format=torch.channels_last))
         return self.proj(maps[-1]).permute(0, 2, 3, 1), maps
@@ -100,3 +104,7 @@ class EncoderStem(nn.Module):
             with torch.no_grad():
                 self._flops[(height, width)] = count_flops(self.forward, probe)[0]
         return self._flops[(height, width)]
+
+
+# stem name (``ModelConfig.stem``) -> class(patch_size, embed_dim, grid_size); "patch" keeps timm's PatchEmbed
+STEM_CLASSES = {"conv": ConvStem, "espnetv2": EncoderStem}

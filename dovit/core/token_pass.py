@@ -6,13 +6,15 @@ Masks are boolean, True = keep (the paper's 1), False = stop (the paper's 0).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
 
 def check_xi(xi: float) -> float:
-    """The token-pass threshold xi of Eq. 4 as a float in [0, 1], or a ValueError that says what was wrong (the
-    one check every entry point uses: model, Predictor, command lines, the app)."""
+    """The token-pass threshold xi of Eq. 4 as a float in [0, 1], or a ValueError that says what was wrong
+    (the one check every entry point uses: model, Predictor, command lines, the app)."""
     try:
         value = float(xi)
     except (TypeError, ValueError):
@@ -35,7 +37,8 @@ def decide_keep(confidence: torch.Tensor, xi: float, previous_keep: torch.Tensor
     return previous_keep & ~(confidence > xi)
 
 
-def equalise_keep(confidence: torch.Tensor, keep_mask: torch.Tensor, previous_keep: torch.Tensor) -> torch.Tensor:
+def equalise_keep(confidence: torch.Tensor, keep_mask: torch.Tensor,
+                  previous_keep: torch.Tensor) -> torch.Tensor:
     """Training with batch > 1: every image keeps K = round(mean kept count) tokens.
 
     Each image keeps its K least confident tokens among those it kept before (the paper's equalised
@@ -48,6 +51,58 @@ def equalise_keep(confidence: torch.Tensor, keep_mask: torch.Tensor, previous_ke
     equal_mask = torch.zeros_like(keep_mask)
     equal_mask.scatter_(1, least_confident, True)
     return equal_mask
+
+
+# A policy's choice at one decision: (decision index 0..D-1, confidence q_l (B, N), aux_logits (B, C, h, w),
+# previous keep M_{l-1} (B, N) bool) -> keep mask (B, N) bool; ANDed with M_{l-1} by ``Policy``.
+KeepDecider = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class Decider:
+    """Which tokens keep running at each decision: the one type ``DoViTSegmenter.forward_from`` asks.
+
+    ``decider(decision, confidence (B, N), aux_logits (B, C, h, w), previous_keep (B, N))`` -> M_l (B, N)
+    bool, never keeping a token stopped before. ``Threshold`` is Eq. 4-5; ``Forced`` and ``Policy`` replace
+    it.
+    """
+
+    def __call__(self, decision: int, confidence: torch.Tensor, logits: torch.Tensor,
+                 previous_keep: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Threshold(Decider):
+    """Eq. 4-5 at ``xi``; ``equalise``: the paper's equal kept counts for training batches."""
+
+    xi: float
+    equalise: bool = False
+
+    def __call__(self, decision, confidence, logits, previous_keep):
+        keep = decide_keep(confidence, self.xi, previous_keep)
+        if self.equalise and previous_keep.shape[0] > 1:
+            keep = equalise_keep(confidence, keep, previous_keep)
+        return keep
+
+
+@dataclass(frozen=True)
+class Forced(Decider):
+    """Fixed masks, one (B, N) per decision (the benchmark's kept fractions); the aux heads still run."""
+
+    masks: Sequence[torch.Tensor]
+
+    def __call__(self, decision, confidence, logits, previous_keep):
+        return previous_keep & self.masks[decision]
+
+
+@dataclass(frozen=True)
+class Policy(Decider):
+    """A stopping policy's ``KeepDecider`` (``dovit.core.policies``) in place of the threshold."""
+
+    choose: KeepDecider
+
+    def __call__(self, decision, confidence, logits, previous_keep):
+        return previous_keep & self.choose(decision, confidence, logits, previous_keep)
 
 
 def padded_kept_indices(keep_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,7 +193,8 @@ def merge_stopped_into_class_token(
     """
     weights = stopped_now.to(tokens.dtype).unsqueeze(1)  # (B, 1, N)
     count = weights.sum(dim=2, keepdim=True)  # (B, 1, 1) = |S_l|
-    mean_stopped = torch.bmm(weights, tokens) / count.clamp(min=1.0)  # (B, 1, E); bmm: einsum's overhead is not needed
+    # (B, 1, E); bmm: einsum's overhead is not needed
+    mean_stopped = torch.bmm(weights, tokens) / count.clamp(min=1.0)
     merged = 0.5 * class_token + mean_stopped
     return torch.where(count > 0, merged, class_token)
 

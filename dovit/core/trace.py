@@ -76,9 +76,10 @@ class Trace:
         return 1.0 - self.backbone_flops / self.dense_backbone_flops
 
     def to_json(self) -> dict:
-        """The token pass as plain JSON: grid [rows, cols], decision_layers, confidence (decisions x rows x cols,
-        the aux heads' q_l of Eq. 3), halting_group (rows x cols: the group after which each token stopped;
-        the number of groups when it ran every block), kept_tokens per group, gflops, dense_gflops, xi."""
+        """The token pass as plain JSON: grid [rows, cols], decision_layers, confidence (decisions x rows x
+        cols, the aux heads' q_l of Eq. 3), halting_group (rows x cols: the group after which each token
+        stopped; the number of groups when it ran every block), kept_tokens per group, gflops, dense_gflops,
+        xi."""
         return {
             "xi": float(self.xi),
             "grid": [int(v) for v in self.grid],
@@ -147,7 +148,7 @@ def build_trace(model: nn.Module, output: SegmenterOutput, index: int = 0) -> Tr
         )
         for layer, confidence, stopped, keep, top in zip(
             model.decision_layers, output.confidence, output.stopped_now, output.keep_masks,
-            (top_classes(aux[index].detach()) for aux in output.aux_logits),
+            (top_classes(aux[index].detach()) for aux in output.aux_logits), strict=False,
         )
     ]
     rows, cols = token_centres((h, w), tuple(output.logits.shape[-2:]), model.patch_size)
@@ -161,7 +162,8 @@ def build_trace(model: nn.Module, output: SegmenterOutput, index: int = 0) -> Tr
         depth = np.full((h, w), len(model.decision_layers) + 1, dtype=np.int64)
     groups = [
         GroupTrace(blocks=(first + 1, last), tokens=tokens, flops=group_flops)
-        for (first, last), tokens, group_flops in zip(model.group_bounds, group_tokens, flops.groups)
+        for (first, last), tokens, group_flops in zip(model.group_bounds, group_tokens, flops.groups,
+                                                      strict=False)
     ]
     return Trace(
         xi=output.xi,

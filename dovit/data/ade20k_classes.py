@@ -1,9 +1,11 @@
 """The 150 ADE20K (SceneParsing) class names, in label order 1..150, and the standard colours that
-MMSegmentation and the SceneParsing toolkit draw them in (so a converted model's masks look as users know them)."""
+MMSegmentation and the SceneParsing toolkit draw them in (so a converted model's masks look as users know
+them)."""
 ADE20K_CLASSES = (
     "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
     "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair", "car", "water",
-    "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair", "seat", "fence", "desk",
+    "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair", "seat", "fence",
+    "desk",
     "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion", "base", "box", "column", "signboard",
     "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand",
     "path", "stairs", "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge",
@@ -15,7 +17,8 @@ ADE20K_CLASSES = (
     "swimming pool", "stool", "barrel", "basket", "waterfall", "tent", "bag", "minibike", "cradle", "oven",
     "ball", "food", "step", "tank", "trade name", "microwave", "pot", "animal", "bicycle", "lake",
     "dishwasher", "screen", "blanket", "sculpture", "hood", "sconce", "vase", "traffic light", "tray",
-    "ashcan", "fan", "pier", "crt screen", "plate", "monitor", "bulletin board", "shower", "radiator", "glass",
+    "ashcan", "fan", "pier", "crt screen", "plate", "monitor", "bulletin board", "shower", "radiator",
+    "glass",
     "clock", "flag",
 )
 assert len(ADE20K_CLASSES) == 150

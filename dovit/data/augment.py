@@ -19,7 +19,8 @@ import cv2
 AUGMENT_PRESETS = ("standard", "robust")
 
 # Benchmark shifts that no training preset draws (dovit.robustness reports them apart).
-HELD_OUT_SHIFTS = ("shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "zoom_blur", "snow", "pixelate",
+HELD_OUT_SHIFTS = ("shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "zoom_blur", "snow",
+                   "pixelate",
                    "tint")
 
 
@@ -29,7 +30,8 @@ def _geometry(crop_size: tuple[int, int], scale_range: tuple[float, float], igno
     low, high = scale_range
     return [
         A.RandomScale(scale_limit=(low - 1.0, high - 1.0), interpolation=cv2.INTER_LINEAR, p=1.0),
-        A.PadIfNeeded(min_height=crop_h, min_width=crop_w, position="top_left", border_mode=cv2.BORDER_CONSTANT,
+        A.PadIfNeeded(min_height=crop_h, min_width=crop_w, position="top_left",
+                      border_mode=cv2.BORDER_CONSTANT,
                       fill=0, fill_mask=ignore_index),
         A.RandomCrop(height=crop_h, width=crop_w),
         A.HorizontalFlip(p=0.5),
@@ -39,7 +41,8 @@ def _geometry(crop_size: tuple[int, int], scale_range: tuple[float, float], igno
 def _aspect_crop(crop_size: tuple[int, int], p: float) -> A.BasicTransform:
     """A crop 1 to 2.4 times as wide as tall, resized to the training crop: the squeeze a 16:9 or wider
     photo gets at the model's 4:3 working size."""
-    return A.RandomResizedCrop(size=crop_size, scale=(0.3, 1.0), ratio=(1.0, 2.4), interpolation=cv2.INTER_LINEAR,
+    return A.RandomResizedCrop(size=crop_size, scale=(0.3, 1.0), ratio=(1.0, 2.4),
+                               interpolation=cv2.INTER_LINEAR,
                                mask_interpolation=cv2.INTER_NEAREST, p=p)
 
 
@@ -76,7 +79,8 @@ def build_augment(preset: str, crop_size: tuple[int, int], scale_range=(0.5, 2.0
                   camera: float = 0.0, ignore_index: int = 255) -> A.Compose:
     """The albumentations pipeline of a named preset; image uint8 RGB and label mask in, same size out."""
     if preset not in AUGMENT_PRESETS:
-        raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {', '.join(AUGMENT_PRESETS)}")
+        raise ValueError(f"unknown augmentation preset {preset!r}; choose one of "
+                         f"{', '.join(AUGMENT_PRESETS)}")
     if not 0.0 <= camera <= 1.0:
         raise ValueError(f"camera augmentation probability must lie in [0, 1], got {camera}")
     crop_size = (int(crop_size[0]), int(crop_size[1]))

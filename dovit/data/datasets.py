@@ -5,10 +5,11 @@ for pixels that count in neither loss nor metrics.
 """
 from __future__ import annotations
 
+import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -17,13 +18,23 @@ from torch.utils.data import Dataset
 from ..core.config import default_palette
 
 IGNORE_INDEX = 255
+# Where the commands look for CamVid by default: beside the checkout, relative to where they run.
+DEFAULT_DATA_ROOT = "../shared/data/camvid"
+
+
+def data_root_beside(checkout: str | Path) -> Path:
+    """``DEFAULT_DATA_ROOT`` seen from ``checkout`` (the folder a command would run in), without resolving
+    links."""
+    return Path(os.path.normpath(Path(checkout) / DEFAULT_DATA_ROOT))
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 CAMVID_CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
                   "Pedestrian", "Bicyclist"]
 CAMVID_COLORS = [(128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
                  (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192)]
-CITYSCAPES_CLASSES = ["road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+CITYSCAPES_CLASSES = ["road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
+                      "traffic sign",
                       "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
                       "motorcycle", "bicycle"]
 CITYSCAPES_COLORS = [(128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
@@ -75,7 +86,8 @@ class SegmentationDataset(Dataset):
                  label_map: Callable[[np.ndarray], np.ndarray] | None = None, transform=None,
                  source: str = "") -> None:
         if not pairs:
-            raise FileNotFoundError(f"{info.name}: no image/label pairs found" + (f" ({source})" if source else ""))
+            raise FileNotFoundError(f"{info.name}: no image/label pairs found" + (f" ({source})" if source
+                                                                                  else ""))
         self.pairs = pairs
         self.info = info
         self.label_map = label_map
@@ -90,7 +102,7 @@ class SegmentationDataset(Dataset):
         return dict(sorted(Counter(sequence_of(image_path) for image_path, _ in self.pairs).items()))
 
     def select_sequences(self, include: list[str] | None = None,
-                         exclude: list[str] | None = None) -> "SegmentationDataset":
+                         exclude: list[str] | None = None) -> SegmentationDataset:
         """The frames of the ``include`` recordings (all when None) minus those of ``exclude``.
 
         Raises ValueError naming the recordings that exist when a requested one has no frames here.
@@ -101,7 +113,8 @@ class SegmentationDataset(Dataset):
             raise ValueError(f"{self.info.name}: no frames of recording(s) {unknown}; this split has "
                              + ", ".join(f"{name} ({count})" for name, count in present.items()))
         pairs = [(image, label) for image, label in self.pairs
-                 if (include is None or sequence_of(image) in include) and sequence_of(image) not in (exclude or [])]
+                 if (include is None or sequence_of(image) in include) and sequence_of(image) not in (exclude
+                                                                                                      or [])]
         return SegmentationDataset(pairs, self.info, self.label_map, self.transform,
                                    source=f"recordings {include or 'all'} minus {exclude or 'none'}")
 
@@ -148,13 +161,14 @@ def _paired_dataset(info: DatasetInfo, image_dir: Path, label_dir: Path, label_m
     image_dir, label_dir = Path(image_dir), Path(label_dir)
     images = sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     pairs = [(p, label_dir / p.relative_to(image_dir).parent / label_name(p)) for p in images]
-    pairs = [(i, l) for i, l in pairs if l.exists()]
+    pairs = [(image, label) for image, label in pairs if label.exists()]
     return SegmentationDataset(pairs, info, label_map, transform,
                                source=f"looked for images in {image_dir} with labels in {label_dir}")
 
 
 def camvid(root: str | Path, split: str, transform=None) -> SegmentationDataset:
-    """CamVid, SegNet layout: ``root/{split}`` images and ``root/{split}annot`` same-stem PNG labels; id 11 ignored."""
+    """CamVid, SegNet layout: ``root/{split}`` images and ``root/{split}annot`` same-stem PNG labels; id 11
+    ignored."""
     root = Path(root)
     info = DatasetInfo("camvid", CAMVID_CLASSES, CAMVID_COLORS)
 
@@ -166,7 +180,8 @@ def camvid(root: str | Path, split: str, transform=None) -> SegmentationDataset:
 
 
 def cityscapes(root: str | Path, split: str, transform=None) -> SegmentationDataset:
-    """Cityscapes: ``leftImg8bit/{split}/*/*_leftImg8bit.png`` with ``gtFine/..._gtFine_labelTrainIds.png``."""
+    """Cityscapes: ``leftImg8bit/{split}/*/*_leftImg8bit.png`` with
+    ``gtFine/..._gtFine_labelTrainIds.png``."""
     root = Path(root)
     info = DatasetInfo("cityscapes", CITYSCAPES_CLASSES, CITYSCAPES_COLORS)
     return _paired_dataset(info, root / "leftImg8bit" / split, root / "gtFine" / split, None, transform,
@@ -183,11 +198,13 @@ def ade20k(root: str | Path, split: str, transform=None) -> SegmentationDataset:
     def to_train_ids(label: np.ndarray) -> np.ndarray:
         return np.where(label == 0, IGNORE_INDEX, label - 1)
 
-    return _paired_dataset(info, root / "images" / folder, root / "annotations" / folder, to_train_ids, transform,
+    return _paired_dataset(info, root / "images" / folder, root / "annotations" / folder, to_train_ids,
+                           transform,
                            lambda p: p.with_suffix(".png").name)
 
 
-def folders(image_dir: str | Path, label_dir: str | Path, class_names: list[str], transform=None) -> SegmentationDataset:
+def folders(image_dir: str | Path, label_dir: str | Path, class_names: list[str],
+            transform=None) -> SegmentationDataset:
     """Generic pairs: every image in image_dir with a same-stem .png label in label_dir (255 = ignore)."""
     info = DatasetInfo("folders", list(class_names), default_palette(len(class_names)))
     return _paired_dataset(info, image_dir, label_dir, None, transform, lambda p: p.with_suffix(".png").name)
@@ -218,5 +235,6 @@ def build_dataset(name: str, root: str | Path, split: str, transform=None, seque
         dataset = SegmentationDataset([pair for part in parts for pair in part.pairs], dataset.info,
                                       dataset.label_map, transform, source=f"splits {split}")
     if sequences or exclude_sequences:
-        dataset = dataset.select_sequences(list(sequences) if sequences else None, list(exclude_sequences or []))
+        dataset = dataset.select_sequences(list(sequences) if sequences else None,
+                                           list(exclude_sequences or []))
     return dataset

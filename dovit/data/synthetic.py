@@ -1,4 +1,5 @@
-"""A tiny synthetic segmentation set (coloured rectangles and discs on a gradient) for tests and smoke runs."""
+"""A tiny synthetic segmentation set (coloured rectangles and discs on a gradient) for tests and smoke
+runs."""
 from __future__ import annotations
 
 import cv2
@@ -6,7 +7,9 @@ import numpy as np
 
 from .datasets import DatasetInfo
 
-SYNTHETIC_INFO = DatasetInfo("synthetic", ["background", "box", "disc"], [(40, 40, 40), (220, 60, 60), (60, 200, 90)])
+SYNTHETIC_INFO = DatasetInfo("synthetic", ["background", "box", "disc"], [(40, 40, 40), (220, 60, 60), (60,
+                                                                                                        200,
+                                                                                                        90)])
 
 
 class SyntheticDataset:

@@ -41,8 +41,8 @@ class TrainAugment:
 
 
 class EvalTransform:
-    """Resize the image to the working size as the Predictor does (``dovit.core.preprocess.resize_image``; None
-    keeps it as it is); labels stay at full resolution for honest metrics."""
+    """Resize the image to the working size as the Predictor does (``dovit.core.preprocess.resize_image``;
+    None keeps it as it is); labels stay at full resolution for honest metrics."""
 
     def __init__(self, size: tuple[int, int] | None, mean, std) -> None:
         self.size, self.mean, self.std = size, mean, std

@@ -1,23 +1,13 @@
-"""The data-set report's analysis (``python -m dovit.analyze``, the studio's Data set tab): over a whole folder or
-video, where DoViT stops, where it is wrong while confident, and what each xi costs and buys.
-
-Per image (``analyse_image``) the xi-independent prefix runs once, then one forward per xi of the grid
-(xi = 1 is the dense model); everything kept is a count or a small per-image record, added up by
-``ReportAccumulator`` (memory does not grow with the pixels of the set, and counts from several runs add
-up exactly: under torchrun each process takes every K-th frame and rank 0 merges). Statistics are pure
-functions of arrays (``calibration_counts``, ``halting_depth_counts``, ...); figures are in
-``dovit.report.figures``, the HTML page in ``dovit.report.html``.
-
-Token-level statistics use each token's *class*: the majority label of the pixels of its patch, void
-(``ignore_index``) pixels not voting and all-void tokens left out; without labels, the majority of the
-final predicted mask. FLOPs follow ``dovit.core.flops.FLOPS_CONVENTION`` and are those of ``dovit.evaluate``."""
+"""The data-set report's analysis (``python -m dovit.analyze``, the studio's Data set tab): over a whole
+folder or video, where DoViT stops, where it is wrong while confident, and what each xi costs and buys. Notes
+and measurements: docs/library_notes.md.
+"""
 from __future__ import annotations
 
 import heapq
-import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -26,11 +16,12 @@ from tqdm import tqdm
 from ..core.flops import FLOPS_CONVENTION, forward_flops
 from ..core.predictor import Predictor, check_xi
 from ..core.preprocess import class_mask, resize_image
+from ..core.stopwatch import Stopwatch
 from ..core.trace import Trace, build_trace
 from ..data import DATASETS, folders
-from ..metrics import ConfusionMatrix
+from ..evaluation.metrics import ConfusionMatrix
+from ..viz.video import FrameRecord, count_frames, iter_named_frames, overlay_frame
 from .tokens import token_index_map, token_majority, token_sums
-from ..video import FrameRecord, count_frames, iter_named_frames, overlay_frame
 
 DEFAULT_XI_GRID = (0.8, 0.85, 0.9, 0.95, 0.98, 1.0)
 CALIBRATION_BINS = 10
@@ -51,21 +42,23 @@ class CalibrationCounts:
     correct: np.ndarray  # (bins,) int64
 
     @classmethod
-    def empty(cls, bins: int = CALIBRATION_BINS) -> "CalibrationCounts":
+    def empty(cls, bins: int = CALIBRATION_BINS) -> CalibrationCounts:
         return cls(np.zeros(bins, np.int64), np.zeros(bins, np.float64), np.zeros(bins, np.int64))
 
-    def __add__(self, other: "CalibrationCounts") -> "CalibrationCounts":
+    def __add__(self, other: CalibrationCounts) -> CalibrationCounts:
         return CalibrationCounts(self.tokens + other.tokens, self.confidence_sum + other.confidence_sum,
                                  self.correct + other.correct)
 
 
-def calibration_counts(confidence: np.ndarray, correct: np.ndarray, bins: int = CALIBRATION_BINS) -> CalibrationCounts:
+def calibration_counts(confidence: np.ndarray, correct: np.ndarray,
+                       bins: int = CALIBRATION_BINS) -> CalibrationCounts:
     """Bin tokens by confidence (any shape, values in [0, 1]; 1.0 falls in the last bin) with whether
     their predicted class was right (bool, same shape)."""
     confidence = np.asarray(confidence, np.float64).reshape(-1)
     correct = np.asarray(correct, bool).reshape(-1)
     index = np.clip((confidence * bins).astype(np.int64), 0, bins - 1)
-    return CalibrationCounts(np.bincount(index, minlength=bins), np.bincount(index, confidence, minlength=bins),
+    return CalibrationCounts(np.bincount(index, minlength=bins), np.bincount(index, confidence,
+                                                                             minlength=bins),
                              np.bincount(index, correct, minlength=bins).astype(np.int64))
 
 
@@ -91,7 +84,8 @@ def reliability_rows(counts: CalibrationCounts) -> list[dict]:
     ]
 
 
-def halting_depth_counts(depth: np.ndarray, token_class: np.ndarray, num_classes: int, num_groups: int) -> np.ndarray:
+def halting_depth_counts(depth: np.ndarray, token_class: np.ndarray, num_classes: int,
+                         num_groups: int) -> np.ndarray:
     """(num_classes, num_groups) int64: tokens of each class that stopped after group g (column g - 1;
     the last column: ran every block). Tokens whose class lies outside [0, num_classes) are left out."""
     depth, token_class = np.asarray(depth).reshape(-1), np.asarray(token_class).reshape(-1)
@@ -127,8 +121,9 @@ class StoppedCounts:
     pixels: int = 0
     pixel_wrong: int = 0
 
-    def __add__(self, other: "StoppedCounts") -> "StoppedCounts":
-        return StoppedCounts(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values())))
+    def __add__(self, other: StoppedCounts) -> StoppedCounts:
+        return StoppedCounts(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values(),
+                                                     strict=False)))
 
     def rates(self) -> dict:
         return {**asdict(self),
@@ -164,7 +159,8 @@ class SweepPoint:
 
 @dataclass
 class ImageAnalysis:
-    """What ``analyse_image`` finds on one image at the report's xi (``record``, ``trace``) and over the grid."""
+    """What ``analyse_image`` finds on one image at the report's xi (``record``, ``trace``) and over the
+    grid."""
 
     record: FrameRecord
     trace: Trace
@@ -194,21 +190,22 @@ def analyse_image(predictor: Predictor, image: np.ndarray, label: np.ndarray | N
     prefix_ms = prepared.prefix_ms
     outputs, masks, run_ms = {1.0: prepared.dense}, {1.0: prepared.dense_mask}, {1.0: prepared.dense_ms}
     for value in sorted({check_xi(v) for v in xi_grid} - {1.0}):
-        start = time.perf_counter()
+        start = Stopwatch()
         outputs[value] = predictor.run(prepared, value)
         masks[value] = class_mask(outputs[value].logits, size)
-        run_ms[value] = (time.perf_counter() - start) * 1000.0
+        run_ms[value] = start.ms()
     if xi < 1.0 and xi in outputs:  # the aux heads ran already
         main, mask = outputs[xi], masks[xi]
     else:  # xi = 1 (aux heads off above) or off the grid
-        start = time.perf_counter()
+        start = Stopwatch()
         main = predictor.run(prepared, xi, with_aux=True)
         mask = class_mask(main.logits, size)
-        run_ms[xi] = (time.perf_counter() - start) * 1000.0
+        run_ms[xi] = start.ms()
     latency_ms = prefix_ms + run_ms[xi]
     trace = build_trace(model, main)
     record = FrameRecord(frame=index, gflops=trace.flops / 1e9, dense_gflops=trace.dense_flops / 1e9,
-                         kept_tokens=[g.tokens for g in trace.groups], latency_ms=latency_ms, name=name, xi=xi)
+                         kept_tokens=[g.tokens for g in trace.groups], latency_ms=latency_ms, name=name,
+                         xi=xi)
     dense_mask = masks[1.0]
     sweep = [_sweep_point(model, value, output, masks[value], dense_mask, label, config)
              for value, output in sorted(outputs.items())]
@@ -220,24 +217,35 @@ def analyse_image(predictor: Predictor, image: np.ndarray, label: np.ndarray | N
     depth_counts = halting_depth_counts(depth, token_class, num_classes, len(trace.groups))
     calibration, stopped = [], []
     if label is not None:
-        labelled = (label >= 0) & (label < num_classes)
-        pixel_count = token_sums(labelled, token_index, num_tokens)
-        pixel_wrong = token_sums(labelled & (mask != label), token_index, num_tokens)
-        has_class = token_class >= 0
-        reached = np.ones(num_tokens, bool)
-        for decision, aux_logits in zip(trace.decisions, main.aux_logits):
-            aux_class = aux_logits[0].argmax(0).reshape(-1).cpu().numpy()
-            confidence = decision.confidence.reshape(-1)
-            population = reached & has_class  # the tokens this decision was taken on
-            calibration.append(calibration_counts(confidence[population],
-                                                  aux_class[population] == token_class[population], bins))
-            stopped.append(stopped_counts(decision.stopped_here.reshape(-1), token_class, aux_class, pixel_count,
-                                          pixel_wrong, num_classes))
-            reached = decision.keep_mask.reshape(-1)
-        stopped.append(stopped_counts(depth == len(trace.groups), token_class, None, pixel_count, pixel_wrong,
-                                      num_classes))
+        calibration, stopped = _decision_counts(trace, main.aux_logits, label, mask, token_index, token_class,
+                                                num_classes, bins)
     return ImageAnalysis(record, trace, prepared.working_size, model.patch_size, depth_counts,
                          calibration, stopped, sweep)
+
+
+def _decision_counts(trace: Trace, aux_logits: list, label: np.ndarray, mask: np.ndarray,
+                     token_index: np.ndarray, token_class: np.ndarray, num_classes: int,
+                     bins: int) -> tuple[list, list]:
+    """Per decision of a labelled image: the aux heads' calibration counts and the stopped tokens' counts."""
+    num_tokens, depth = trace.num_tokens, trace.halting_depth.reshape(-1)
+    labelled = (label >= 0) & (label < num_classes)
+    pixel_count = token_sums(labelled, token_index, num_tokens)
+    pixel_wrong = token_sums(labelled & (mask != label), token_index, num_tokens)
+    has_class = token_class >= 0
+    reached = np.ones(num_tokens, bool)
+    calibration, stopped = [], []
+    for decision, logits in zip(trace.decisions, aux_logits, strict=False):
+        aux_class = logits[0].argmax(0).reshape(-1).cpu().numpy()
+        confidence = decision.confidence.reshape(-1)
+        population = reached & has_class  # the tokens this decision was taken on
+        calibration.append(calibration_counts(confidence[population],
+                                              aux_class[population] == token_class[population], bins))
+        stopped.append(stopped_counts(decision.stopped_here.reshape(-1), token_class, aux_class, pixel_count,
+                                      pixel_wrong, num_classes))
+        reached = decision.keep_mask.reshape(-1)
+    stopped.append(stopped_counts(depth == len(trace.groups), token_class, None, pixel_count, pixel_wrong,
+                                  num_classes))
+    return calibration, stopped
 
 
 def _sweep_point(model, xi: float, output, mask: np.ndarray, dense_mask: np.ndarray, label: np.ndarray | None,
@@ -270,7 +278,8 @@ class ReportAccumulator:
     ``thumbnails`` cheapest and most expensive images.
     """
 
-    def __init__(self, class_names: list[str], decision_layers: Iterable[int], xi: float, xi_grid: Iterable[float],
+    def __init__(self, class_names: list[str], decision_layers: Iterable[int], xi: float,
+                 xi_grid: Iterable[float],
                  has_labels: bool, thumbnails: int = 4, bins: int = CALIBRATION_BINS) -> None:
         self.class_names = list(class_names)
         self.decision_layers = [int(v) for v in decision_layers]
@@ -294,8 +303,8 @@ class ReportAccumulator:
         self.num_tokens = result.trace.num_tokens
         self.depth_counts += result.depth_counts
         if result.calibration:  # labelled images only
-            self.calibration = [a + b for a, b in zip(self.calibration, result.calibration)]
-            self.stopped = [a + b for a, b in zip(self.stopped, result.stopped)]
+            self.calibration = [a + b for a, b in zip(self.calibration, result.calibration, strict=False)]
+            self.stopped = [a + b for a, b in zip(self.stopped, result.stopped, strict=False)]
         for point in result.sweep:
             self._add_point(point)
         thumb = None  # drawn only for an image that makes one of the two lists
@@ -304,7 +313,7 @@ class ReportAccumulator:
                 thumb = thumb if thumb is not None else thumbnail(image, result)
                 self._offer(heap, _Ranked(key, -record.frame, record.name, thumb))
 
-    def merge(self, other: "ReportAccumulator") -> None:
+    def merge(self, other: ReportAccumulator) -> None:
         """Add the images of another accumulator of the same run (another shard): counts add up exactly,
         records stay in frame order and the thumbnails are those a single run would keep."""
         if (other.class_names, other.decision_layers, other.xi, other.xi_grid) != (
@@ -313,8 +322,8 @@ class ReportAccumulator:
         self.records = sorted(self.records + other.records, key=lambda r: r.frame)
         self.num_tokens = self.num_tokens or other.num_tokens
         self.depth_counts = self.depth_counts + other.depth_counts
-        self.calibration = [a + b for a, b in zip(self.calibration, other.calibration)]
-        self.stopped = [a + b for a, b in zip(self.stopped, other.stopped)]
+        self.calibration = [a + b for a, b in zip(self.calibration, other.calibration, strict=False)]
+        self.stopped = [a + b for a, b in zip(self.stopped, other.stopped, strict=False)]
         for point in other.sweep.values():
             self._add_point(point)
         for heap, entries in ((self._cheapest, other._cheapest), (self._expensive, other._expensive)):
@@ -325,19 +334,22 @@ class ReportAccumulator:
         total = self.sweep.get(point.xi)
         self.sweep[point.xi] = point if total is None else SweepPoint(
             point.xi, total.flops + point.flops, total.dense_flops + point.dense_flops,
-            total.backbone_flops + point.backbone_flops, total.dense_backbone_flops + point.dense_backbone_flops,
+            total.backbone_flops + point.backbone_flops, total.dense_backbone_flops
+            + point.dense_backbone_flops,
             total.agreeing_pixels + point.agreeing_pixels, total.pixels + point.pixels,
             None if point.confusion is None else total.confusion + point.confusion)
 
     def _enters(self, heap: list[_Ranked], key: float, frame: int) -> bool:
-        return self.thumbnails > 0 and (len(heap) < self.thumbnails or (key, -frame) > (heap[0].key, heap[0].order))
+        return self.thumbnails > 0 and (len(heap) < self.thumbnails or (key, -frame) > (heap[0].key,
+                                                                                        heap[0].order))
 
     def _offer(self, heap: list[_Ranked], entry: _Ranked) -> None:
         if self._enters(heap, entry.key, -entry.order):
             (heapq.heappush if len(heap) < self.thumbnails else heapq.heapreplace)(heap, entry)
 
     def ranked_thumbnails(self) -> dict[str, list[tuple[str, float, np.ndarray]]]:
-        """{"cheapest": [...], "most_expensive": [...]}: (name, GFLOPs, thumbnail) cheapest / dearest first."""
+        """{"cheapest": [...], "most_expensive": [...]}: (name, GFLOPs, thumbnail) cheapest / dearest
+        first."""
         cheapest = sorted(self._cheapest, reverse=True)
         dearest = sorted(self._expensive, reverse=True)
         return {"cheapest": [(r.name, -r.key, r.thumbnail) for r in cheapest],
@@ -348,7 +360,8 @@ class ReportAccumulator:
         count = len(self.records)
         gflops = [r.gflops for r in self.records]
         groups = len(self.decision_layers) + 1
-        kept = np.array([[t / max(self.num_tokens, 1) for t in r.kept_tokens[1:]] for r in self.records]).reshape(
+        kept = np.array([[t / max(self.num_tokens, 1) for t in r.kept_tokens[1:]]
+                         for r in self.records]).reshape(
             count, groups - 1)
         ranked = self.ranked_thumbnails()
         summary = {
@@ -359,41 +372,47 @@ class ReportAccumulator:
             "gflops": {"mean": float(np.mean(gflops)) if count else None,
                        "min": float(np.min(gflops)) if count else None,
                        "max": float(np.max(gflops)) if count else None,
-                       "dense_mean": float(np.mean([r.dense_gflops for r in self.records])) if count else None,
+                       "dense_mean": float(np.mean([r.dense_gflops for r in self.records])) if count
+                       else None,
                        "histogram": histogram(gflops)},
             "cheapest": [name for name, _, _ in ranked["cheapest"]],
             "most_expensive": [name for name, _, _ in ranked["most_expensive"]],
             "kept_fraction_per_decision": [
                 {"layer": layer, "mean": float(kept[:, d].mean()) if count else None,
-                 "min": float(kept[:, d].min()) if count else None, "max": float(kept[:, d].max()) if count else None}
+                 "min": float(kept[:, d].min()) if count else None,
+                 "max": float(kept[:, d].max()) if count else None}
                 for d, layer in enumerate(self.decision_layers)],
             "halting_depth_per_class": self._halting_rows(),
             "class_source": "labels" if self.has_labels else "predictions",
-            "tradeoff": [self._tradeoff_row(self.sweep[xi], count) for xi in self.xi_grid if xi in self.sweep],
+            "tradeoff": [self._tradeoff_row(self.sweep[xi], count) for xi in self.xi_grid
+                         if xi in self.sweep],
             "per_image": [asdict(r) for r in self.records],
         }
         if self.has_labels:
             summary["calibration"] = [
-                {"layer": layer, "ece": expected_calibration_error(counts), "tokens": int(counts.tokens.sum()),
+                {"layer": layer, "ece": expected_calibration_error(counts),
+                 "tokens": int(counts.tokens.sum()),
                  "bins": reliability_rows(counts)}
-                for layer, counts in zip(self.decision_layers, self.calibration)]
+                for layer, counts in zip(self.decision_layers, self.calibration, strict=False)]
             summary["stopped_tokens"] = [
                 {"stopped_at": f"decision after block {layer}", "layer": layer, **counts.rates()}
-                for layer, counts in zip(self.decision_layers, self.stopped)
+                for layer, counts in zip(self.decision_layers, self.stopped, strict=False)
             ] + [{"stopped_at": "ran every block", "layer": None, **self.stopped[-1].rates()}]
         return summary
 
     def _halting_rows(self) -> list[dict]:
         rows = []
-        for name, counts in zip(self.class_names, self.depth_counts):
+        for name, counts in zip(self.class_names, self.depth_counts, strict=False):
             total = int(counts.sum())
             fractions = (counts / total).tolist() if total else [None] * len(counts)
             mean_depth = float((counts * np.arange(1, len(counts) + 1)).sum() / total) if total else None
-            rows.append({"class": name, "tokens": total, "fraction_per_depth": fractions, "mean_depth": mean_depth})
+            rows.append({"class": name, "tokens": total, "fraction_per_depth": fractions,
+                         "mean_depth": mean_depth})
         return rows
 
     def _tradeoff_row(self, point: SweepPoint, count: int) -> dict:
-        row = {"xi": point.xi, "gflops": point.flops / count / 1e9, "dense_gflops": point.dense_flops / count / 1e9,
+        row = {"xi": point.xi, "gflops": point.flops / count / 1e9,
+               "dense_gflops": point.dense_flops / count / 1e9,
                "backbone_gflops": point.backbone_flops / count / 1e9,
                "dense_backbone_gflops": point.dense_backbone_flops / count / 1e9,
                "agreement_with_dense": point.agreeing_pixels / max(point.pixels, 1)}
@@ -433,10 +452,12 @@ def _count(available: int | None, max_images: int | None) -> int | None:
     return available if max_images is None or available is None else min(available, max_images)
 
 
-def open_input(source: str | Path, labels: str | Path | None, dataset_name: str | None, class_names: list[str],
+def open_input(source: str | Path, labels: str | Path | None, dataset_name: str | None,
+               class_names: list[str],
                max_images: int | None = None, max_side: int | None = None, rank: int = 0,
                world: int = 1) -> tuple[Iterator[Frame], int | None, str]:
-    """(frames, how many in all or None, a line saying what is read) for ``--input``/``--labels``/``--dataset``.
+    """(frames, how many in all or None, a line saying what is read) for
+    ``--input``/``--labels``/``--dataset``.
 
     dataset_name (camvid, cityscapes, ade20k): ``source`` is that layout's split folder and labels come
     from the layout, mapped to train ids. Otherwise with ``labels``: same-stem PNG labels (255 = void),
@@ -446,12 +467,15 @@ def open_input(source: str | Path, labels: str | Path | None, dataset_name: str 
     source = Path(source)
     if dataset_name and dataset_name != "folders":
         if dataset_name not in SPLIT_FOLDER_DEPTH:
-            raise ValueError(f"unknown data set {dataset_name!r}; choose from {sorted(SPLIT_FOLDER_DEPTH)} or folders")
+            raise ValueError(f"unknown data set {dataset_name!r}; choose from {sorted(SPLIT_FOLDER_DEPTH)} "
+                             "or folders")
         root = source.parents[SPLIT_FOLDER_DEPTH[dataset_name] - 1]
         dataset = DATASETS[dataset_name](root, source.name)
         label_folder = Path(dataset.pairs[0][1]).parent
-        if labels is not None and Path(labels).resolve() not in (label_folder.resolve(), *label_folder.resolve().parents):
-            raise ValueError(f"--dataset {dataset_name} reads labels from its layout ({label_folder}), not {labels}")
+        if labels is not None and Path(labels).resolve() not in (label_folder.resolve(),
+                                                                 *label_folder.resolve().parents):
+            raise ValueError(f"--dataset {dataset_name} reads labels from its layout ({label_folder}), not "
+                             f"{labels}")
         if len(dataset.info.class_names) != len(class_names):
             raise ValueError(f"the checkpoint predicts {len(class_names)} classes, {dataset_name} has "
                              f"{dataset.info.num_classes}")
@@ -471,16 +495,19 @@ def open_input(source: str | Path, labels: str | Path | None, dataset_name: str 
 
 
 # ------------------------------------------------------------------ a whole set at once
-def analyse(predictor: Predictor, frames: Iterable[Frame], xi: float, xi_grid: Iterable[float], has_labels: bool,
+def analyse_frames(predictor: Predictor, frames: Iterable[Frame], xi: float, xi_grid: Iterable[float],
+                   has_labels: bool,
             total: int | None = None, thumbnails: int = 4, progress: bool = True) -> ReportAccumulator:
     """Run ``analyse_image`` over ``frames`` with a progress bar; returns the filled accumulator.
 
-    A caller with its own progress or cancel button (the app) loops itself: ``accumulator.add(analyse_image(...),
-    frame.image)`` per frame, then ``accumulator.summary()``."""
-    accumulator = ReportAccumulator(predictor.config.class_names, predictor.model.decision_layers, xi, xi_grid,
+    A caller with its own progress or cancel button (the app) loops itself:
+    ``accumulator.add(analyse_image(...), frame.image)`` per frame, then ``accumulator.summary()``."""
+    accumulator = ReportAccumulator(predictor.config.class_names, predictor.model.decision_layers, xi,
+                                    xi_grid,
                                     has_labels, thumbnails)
     for frame in tqdm(frames, total=total, desc="analyse", disable=not progress, unit="img"):
-        accumulator.add(analyse_image(predictor, frame.image, frame.label, xi, accumulator.xi_grid, frame.name,
+        accumulator.add(analyse_image(predictor, frame.image, frame.label, xi, accumulator.xi_grid,
+                                      frame.name,
                                       frame.index), frame.image)
     return accumulator
 

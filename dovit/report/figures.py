@@ -6,7 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..drawing import depth_colors
+from ..viz.drawing import depth_colors
 
 DOVIT_COLOR = "#d62728"
 DENSE_COLOR = "#7f7f7f"
@@ -31,7 +31,8 @@ def kept_fraction_figure(layers: list[int], kept_per_image: list[list[float]]) -
     values = np.asarray(kept_per_image, np.float64).reshape(len(kept_per_image), len(layers))
     figure = go.Figure()
     for column, layer in enumerate(layers):
-        figure.add_box(y=values[:, column], name=f"after block {layer}", boxmean=True, marker_color=DOVIT_COLOR,
+        figure.add_box(y=values[:, column], name=f"after block {layer}", boxmean=True,
+                       marker_color=DOVIT_COLOR,
                        boxpoints="outliers")
     figure.update_layout(title="Kept fraction of tokens per decision layer", yaxis_title="kept fraction",
                          yaxis_range=[0, 1.02], showlegend=False, **LAYOUT)
@@ -48,7 +49,7 @@ def halting_by_class_figure(rows: list[dict], layers: list[int], source: str) ->
     labels = [f"stopped after block {layer}" for layer in layers] + ["ran every block"]
     colors = _depth_colors(len(labels))
     figure = go.Figure()
-    for depth, (label, color) in enumerate(zip(labels, colors)):
+    for depth, (label, color) in enumerate(zip(labels, colors, strict=False)):
         figure.add_bar(y=names, x=[r["fraction_per_depth"][depth] for r in rows], name=label, orientation="h",
                        marker_color=color)
     figure.update_layout(barmode="stack", title=f"Halting depth per class ({source}; tokens in brackets)",
@@ -69,14 +70,17 @@ def reliability_figure(calibration: list[dict]) -> go.Figure:
         total = max(sum(b["tokens"] for b in bins), 1)
         figure.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dash", color=DENSE_COLOR),
                            showlegend=column == 1, name="calibrated", row=1, col=column)
-        figure.add_scatter(x=[b["confidence"] for b in bins], y=[b["accuracy"] for b in bins], mode="lines+markers",
-                           marker=dict(size=[6 + 24 * np.sqrt(b["tokens"] / total) for b in bins], color=DOVIT_COLOR),
+        figure.add_scatter(x=[b["confidence"] for b in bins], y=[b["accuracy"] for b in bins],
+                           mode="lines+markers",
+                           marker=dict(size=[6 + 24 * np.sqrt(b["tokens"] / total) for b in bins],
+                                       color=DOVIT_COLOR),
                            customdata=[b["tokens"] for b in bins], showlegend=column == 1, name="aux head",
                            hovertemplate="confidence %{x:.3f}<br>accuracy %{y:.3f}<br>%{customdata} tokens",
                            row=1, col=column)
         figure.update_xaxes(title_text="confidence q", range=[0, 1.02], row=1, col=column)
     figure.update_yaxes(title_text="accuracy", range=[0, 1.02], row=1, col=1)
-    figure.update_layout(title="Aux-head calibration per decision layer (tokens that reached the decision)", **LAYOUT)
+    figure.update_layout(title="Aux-head calibration per decision layer (tokens that reached the decision)",
+                         **LAYOUT)
     return figure
 
 
@@ -90,7 +94,8 @@ def stopped_error_figure(rows: list[dict]) -> go.Figure:
                    hovertemplate="%{y:.3f} of %{customdata} tokens")
     figure.add_bar(x=names, y=[r["final_pixel_error_rate"] for r in rows], name="final mask wrong (pixels)",
                    marker_color=AGREEMENT_COLOR)
-    figure.update_layout(barmode="group", title="Error of the tokens each decision stopped", yaxis_title="error rate",
+    figure.update_layout(barmode="group", title="Error of the tokens each decision stopped",
+                         yaxis_title="error rate",
                          **LAYOUT)
     return figure
 
@@ -107,14 +112,16 @@ def tradeoff_figure(rows: list[dict], xi: float) -> go.Figure:
                        line_color=AGREEMENT_COLOR, secondary_y=has_miou)
     if has_miou:
         figure.add_scatter(x=gflops, y=[100 * r["miou"] for r in rows], mode="lines+markers+text", text=text,
-                           textposition="top left", name="mIoU (%)", line_color=DOVIT_COLOR, secondary_y=False)
+                           textposition="top left", name="mIoU (%)", line_color=DOVIT_COLOR,
+                           secondary_y=False)
         figure.update_yaxes(title_text="mIoU (%)", secondary_y=False)
         figure.update_yaxes(title_text="agreement with dense (%)", secondary_y=True)
     else:
         figure.update_yaxes(title_text="agreement with dense (%)")
     current = [r for r in rows if r["xi"] == xi]
     for row in current:
-        figure.add_scatter(x=[row["gflops"]], y=[100 * row.get("miou", row["agreement_with_dense"])], mode="markers",
+        figure.add_scatter(x=[row["gflops"]], y=[100 * row.get("miou", row["agreement_with_dense"])],
+                           mode="markers",
                            marker=dict(size=16, color="rgba(0,0,0,0)", line=dict(width=2, color="black")),
                            name=f"report ξ {xi:g}", secondary_y=False)
     if rows:
@@ -131,7 +138,7 @@ def timeline_figure(records: list, current: int | None = None) -> go.Figure:
     """Per-frame compute of a video: GFLOPs of each frame against the dense forward's, and the measured
     latency (ms, right axis); ``current`` (a frame number) is marked with a vertical line.
 
-    records: ``dovit.video.FrameRecord`` objects (or dicts with the same fields), in frame order."""
+    records: ``dovit.viz.video.FrameRecord`` objects (or dicts with the same fields), in frame order."""
     rows = [r if isinstance(r, dict) else vars(r) for r in records]
     frames = [r["frame"] for r in rows]
     figure = make_subplots(specs=[[{"secondary_y": True}]])

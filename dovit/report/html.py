@@ -36,7 +36,8 @@ def report_figures(summary: dict) -> list[tuple[str, go.Figure]]:
     ]
     if summary.get("calibration"):
         sections.append(("Aux-head calibration", figures.reliability_figure(summary["calibration"])))
-        sections.append(("Stopped tokens that were wrong", figures.stopped_error_figure(summary["stopped_tokens"])))
+        sections.append(("Stopped tokens that were wrong",
+                         figures.stopped_error_figure(summary["stopped_tokens"])))
     sections.append(("ξ trade-off", figures.tradeoff_figure(summary["tradeoff"], summary["xi"])))
     return sections
 
@@ -56,7 +57,8 @@ def render_html(summary: dict, thumbnails: dict[str, list[tuple[str, float, np.n
         gallery.append(f"<h2>{title}</h2><p>image | halting depth (dark: stopped after the first group, "
                        f"bright: ran every block)</p><div class='gallery'>{cells}</div>")
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>DoViT report: {html.escape(str(summary.get('input', '')))}</title>
+<html lang="en"><head><meta charset="utf-8"><title>DoViT report: {html.escape(str(summary.get('input',
+                                                                                              '')))}</title>
 <style>body{{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}}
 .gallery{{display:flex;flex-wrap:wrap;gap:12px}} figure{{margin:0}} figcaption{{font-size:90%}}
 table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}</style>
@@ -71,8 +73,10 @@ table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:3px 8px;t
 
 def headline_table(summary: dict) -> str:
     """An HTML table: what was analysed, and per ξ of the grid GFLOPs, agreement with dense and mIoU."""
-    facts = [("input", summary.get("input")), ("labels", summary.get("labels") or summary.get("dataset") or "none"),
-             ("checkpoint", summary.get("checkpoint")), ("images", summary["images"]), ("report ξ", summary["xi"]),
+    facts = [("input", summary.get("input")), ("labels", summary.get("labels") or summary.get("dataset")
+                                               or "none"),
+             ("checkpoint", summary.get("checkpoint")), ("images", summary["images"]), ("report ξ",
+                                                                                        summary["xi"]),
              ("seconds", None if summary.get("seconds") is None else f"{summary['seconds']:.1f}"),
              ("FLOPs", summary["flops_convention"])]
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td style='text-align:left'>{html.escape(str(v))}</td></tr>"
@@ -83,7 +87,8 @@ def headline_table(summary: dict) -> str:
     lines = "".join(
         f"<tr><td>{r['xi']:g}</td><td>{r['gflops']:.2f}</td><td>{r['dense_gflops']:.2f}</td>"
         f"<td>{100 * r['agreement_with_dense']:.2f}%</td>"
-        + (f"<td>{100 * r['miou']:.2f}</td><td>{100 * r['pa']:.2f}</td><td>{100 * r['mpa']:.2f}</td>" if has_miou else "")
+        + (f"<td>{100 * r['miou']:.2f}</td><td>{100 * r['pa']:.2f}</td><td>{100 * r['mpa']:.2f}</td>"
+           if has_miou else "")
         + "</tr>" for r in summary["tradeoff"])
     return f"<table>{rows}</table><h2>Trade-off over ξ</h2><table>{header}{lines}</table>"
 

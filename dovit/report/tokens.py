@@ -37,7 +37,8 @@ def token_majority(values: np.ndarray, token_index: np.ndarray, num_tokens: int,
 
 def token_sums(weights: np.ndarray, token_index: np.ndarray, num_tokens: int) -> np.ndarray:
     """(num_tokens,) float64: the sum of ``weights`` (H, W) over each token's pixels."""
-    return np.bincount(np.asarray(token_index).reshape(-1), weights=np.asarray(weights, np.float64).reshape(-1),
+    return np.bincount(np.asarray(token_index).reshape(-1), weights=np.asarray(weights,
+                                                                               np.float64).reshape(-1),
                        minlength=num_tokens)
 
 

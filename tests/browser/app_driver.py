@@ -31,10 +31,11 @@ def require_browser() -> None:
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        cannot_run("Playwright is not installed, so the real-browser test cannot run: pip install -r requirements.txt")
+        cannot_run("Playwright is not installed, so the real-browser test cannot run: pip install -r "
+                   "requirements.txt")
     if not CHROMIUM.exists():
-        cannot_run(f"{CHROMIUM} is missing, so the real-browser test cannot run: install Debian's Chromium with "
-                   "`sudo apt-get install chromium` (Playwright never downloads a browser here)")
+        cannot_run(f"{CHROMIUM} is missing, so the real-browser test cannot run: install Debian's Chromium "
+                   "with `sudo apt-get install chromium` (Playwright never downloads a browser here)")
 
 
 @contextmanager

@@ -14,7 +14,8 @@ PIXEL_POSITION_JS = """([selector, x, y]) => {
 }"""
 IMAGE_LOADED_JS = """(selector) => {
     const image = document.querySelector(selector + ' img');
-    return Boolean(image && image.complete && image.naturalWidth > 0 && image.getBoundingClientRect().width > 0);
+    return Boolean(image && image.complete && image.naturalWidth > 0
+                   && image.getBoundingClientRect().width > 0);
 }"""
 PANEL_SHOWS_JS = """([row, col]) => {
     const panel = document.querySelector('#inspector-panel');

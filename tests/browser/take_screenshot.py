@@ -9,9 +9,8 @@ import argparse
 from pathlib import Path
 
 import PIL.Image
-from playwright.sync_api import sync_playwright
-
 from app_driver import launch_browser, open_app, readouts, upload
+from playwright.sync_api import sync_playwright
 
 TABS = ("Token pass", "Confidence", "Segmentation", "Halting depth", "Dense vs DoViT", "ξ sweep")
 
@@ -20,19 +19,22 @@ def set_xi(page, xi: float) -> None:
     box = page.locator("#xi-number input")
     box.fill(str(xi))
     box.press("Enter")
-    page.wait_for_function("xi => document.querySelector('#readouts').innerText.includes('ξ = ' + xi)", arg=f"{xi:g}")
+    page.wait_for_function("xi => document.querySelector('#readouts').innerText.includes('ξ = ' + xi)",
+                           arg=f"{xi:g}")
     page.wait_for_timeout(800)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("url")
     parser.add_argument("image", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--xi", type=float, default=None, help="ξ to show (default: the checkpoint's)")
     parser.add_argument("--tab", default="Token pass", help="tab open in the main screenshot")
     parser.add_argument("--tabs", action="store_true", help="also save one screenshot per tab")
-    parser.add_argument("--palette", action="store_true", help="save OUT with 256 colours (a third of the size)")
+    parser.add_argument("--palette", action="store_true",
+                        help="save OUT with 256 colours (a third of the size)")
     args = parser.parse_args()
     with sync_playwright() as playwright:
         browser = launch_browser(playwright)

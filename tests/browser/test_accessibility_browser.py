@@ -1,10 +1,10 @@
-"""Real browser: axe-core (the npm package, read from disk and injected by Playwright; nothing downloaded at run
-time) finds no critical or serious WCAG 2 A/AA violation on the loaded studio, nor after an image is shown."""
+"""Real browser: axe-core (the npm package, read from disk and injected by Playwright; nothing downloaded at
+run time) finds no critical or serious WCAG 2 A/AA violation on the loaded studio, nor after an image is
+shown."""
 import os
 from pathlib import Path
 
 import pytest
-
 from app_driver import STREET, chromium, open_app, require_browser, upload
 
 require_browser()
@@ -26,7 +26,8 @@ def axe_source() -> str:
 def serious_violations(page, axe_source: str) -> list[str]:
     page.add_script_tag(content=axe_source)
     page.wait_for_timeout(300)  # the naming script runs on DOM changes
-    result = page.evaluate("async () => await axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa']}})")
+    result = page.evaluate("async () => await axe.run(document, "
+                           "{runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa']}})")
     return [f"{v['impact']} {v['id']}: {v['help']} ({[n['target'] for n in v['nodes'][:3]]})"
             for v in result["violations"] if v["impact"] in ("critical", "serious")]
 

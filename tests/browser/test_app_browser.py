@@ -5,11 +5,16 @@ from pathlib import Path
 
 import cv2
 import pytest
-
 from app_driver import (
-    chromium, drag_xi, open_app, require_browser, serve_on_loopback, snapshot_webcam, upload, xi_box_value,
+    chromium,
+    drag_xi,
+    open_app,
+    require_browser,
+    serve_on_loopback,
+    snapshot_webcam,
+    upload,
+    xi_box_value,
 )
-
 
 require_browser()
 

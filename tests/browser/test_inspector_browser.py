@@ -2,6 +2,7 @@
 arrow key, and the inspector's panel follows; the Policies tab runs and shows a mask per policy."""
 from app_driver import chromium, open_app, require_browser
 from inspector_driver import click_token, wait_for_token
+
 # The served tiny checkpoint: test_app_browser's fixture.
 from test_app_browser import app_url  # noqa: F401
 

@@ -1,8 +1,8 @@
-"""Real browser: the model picker switches the tab's model (header, ξ, legend) and leaves another tab's alone."""
+"""Real browser: the model picker switches the tab's model (header, ξ, legend) and leaves another tab's
+alone."""
 
 import pytest
 import torch
-
 from app_driver import STREET, chromium, open_app, require_browser, serve_on_loopback, upload
 
 require_browser()
@@ -16,9 +16,11 @@ def app_url(tmp_path_factory):
     from app.ui import build_demo
 
     root = tmp_path_factory.mktemp("checkpoints")
-    for name, xi, classes in (("first", 0.9, ["road", "sky", "car"]), ("second", 0.8, ["lane", "cloud", "bus"])):
+    for name, xi, classes in (("first", 0.9, ["road", "sky", "car"]), ("second", 0.8, ["lane", "cloud",
+                                                                                       "bus"])):
         torch.manual_seed(len(name))
-        model = dovit.build_model("vit_tiny_patch16_224", num_classes=3, input_size=(64, 96), decoder_channels=16,
+        model = dovit.build_model("vit_tiny_patch16_224", num_classes=3, input_size=(64, 96),
+                                  decoder_channels=16,
                                   default_xi=xi)
         model.config.class_names = classes
         dovit.save_checkpoint(model, root / name)

@@ -6,7 +6,8 @@ require_browser()
 
 def scrolls_sideways(page) -> bool:
     return page.evaluate("() => { const d = document.documentElement;"
-                         " return d.scrollWidth > d.clientWidth || document.body.scrollWidth > d.clientWidth; }")
+                         " return d.scrollWidth > d.clientWidth || document.body.scrollWidth > "
+                         "d.clientWidth; }")
 
 
 def test_one_column_without_sideways_scroll_at_390_px(tiny_app_url):
@@ -15,6 +16,9 @@ def test_one_column_without_sideways_scroll_at_390_px(tiny_app_url):
         assert not scrolls_sideways(page)
         upload(page, STREET)
         assert not scrolls_sideways(page)
-        image, readouts = page.locator("#input-image").bounding_box(), page.locator("#readouts").bounding_box()
+        image, readouts = (
+            page.locator("#input-image").bounding_box(),
+            page.locator("#readouts").bounding_box(),
+        )
         assert readouts["y"] >= image["y"] + image["height"]  # stacked, not side by side
         assert image["x"] + image["width"] <= 390 and readouts["x"] + readouts["width"] <= 390

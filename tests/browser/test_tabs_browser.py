@@ -2,7 +2,6 @@
 1280 and 1920 px, wrapped onto more rows with the token inspector open or in an 800 px window; Video and
 Data set open their panels."""
 import pytest
-
 from app_driver import chromium, open_app, require_browser, serve_on_loopback
 
 require_browser()
@@ -32,10 +31,13 @@ def tab_rows(page) -> int:
     tops = set()
     for label in TAB_LABELS:
         button = tabs.get_by_role("tab", name=label, exact=True)
-        expect(button, f"no visible {label!r} tab button (in a 'More tabs' menu?)").to_be_visible(timeout=CHECK_MS)
+        expect(button,
+               f"no visible {label!r} tab button (in a 'More tabs' menu?)").to_be_visible(timeout=CHECK_MS)
         button.click(trial=True, timeout=CHECK_MS)  # visible, enabled, and the topmost element at its centre
         box = button.bounding_box()
-        assert 0 <= box["x"] and box["x"] + box["width"] <= page.viewport_size["width"], f"{label} is off-screen"
+        assert 0 <= box["x"] and box["x"] + box["width"] <= page.viewport_size["width"], (
+            f"{label} is off-screen"
+        )
         tops.add(round(box["y"]))
     expect(tabs.get_by_role("button", name="More tabs")).to_be_hidden(timeout=CHECK_MS)
     tablist = tabs.get_by_role("tablist")
@@ -63,7 +65,8 @@ def test_every_view_tab_is_visible_and_video_and_data_set_open(app_url):
                 tablist = page.locator("#view-tabs [role=tablist]")
                 closed_width = tablist.evaluate("list => list.clientWidth")
                 page.get_by_role("button", name="Toggle Sidebar").click()
-                page.wait_for_function("w => document.querySelector('#view-tabs [role=tablist]').clientWidth < w",
+                page.wait_for_function("w => document.querySelector('#view-tabs [role=tablist]').clientWidth "
+                                       "< w",
                                        arg=closed_width - 200)
                 page.wait_for_function(WRAPPED, timeout=CHECK_MS)
                 assert tab_rows(page) >= 2

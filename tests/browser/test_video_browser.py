@@ -5,7 +5,6 @@ import os
 
 import cv2
 import pytest
-
 from app_driver import chromium, open_app, require_browser, serve_on_loopback
 
 require_browser()
@@ -14,8 +13,9 @@ require_browser()
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     """A 12-frame WebM (VP8) of a square moving over a gradient, and a folder of its frames as PNGs."""
-    from dovit.video import iter_frames, write_video
     from test_video import synthetic_video
+
+    from dovit.viz.video import iter_frames, write_video
 
     folder = tmp_path_factory.mktemp("clip")
     source = synthetic_video(folder / "clip.mp4", count=12)
@@ -33,7 +33,8 @@ def app_url(tiny_model, clip, tmp_path_factory):
     from app.ui import build_demo
 
     checkpoint = dovit.save_checkpoint(tiny_model, tmp_path_factory.mktemp("checkpoint"))
-    demo = build_demo(dovit.Predictor.from_checkpoint(checkpoint), examples_dir="", frame_roots=[clip / "frames"])
+    demo = build_demo(dovit.Predictor.from_checkpoint(checkpoint), examples_dir="",
+                      frame_roots=[clip / "frames"])
     yield serve_on_loopback(demo)
     demo.close()
 
@@ -59,9 +60,12 @@ def test_video_tab_plays_and_its_timeline_renders(app_url, clip, tmp_path):
         position = page.locator("#video-scrubber input[type=number]")  # the scrubber's box: % of the video
         position.fill("100")
         position.blur()  # the slider's release event
-        page.wait_for_function("document.querySelector('#video-frame-readout').innerText.includes('Frame 11')")
-        page.wait_for_function("document.querySelector('#video-player video').currentTime > 1.0")  # 11 / 10 fps
-        page.screenshot(path=str(os.environ.get("DOVIT_VIDEO_SCREENSHOT", tmp_path / "video.png")), full_page=True)
+        page.wait_for_function("document.querySelector('#video-frame-readout').innerText.includes('Frame "
+                               "11')")
+        # 11 / 10 fps
+        page.wait_for_function("document.querySelector('#video-player video').currentTime > 1.0")
+        page.screenshot(path=str(os.environ.get("DOVIT_VIDEO_SCREENSHOT", tmp_path / "video.png")),
+                        full_page=True)
         outside = {url for url in requests if not url.startswith(("http://127.0.0.1", "data:", "blob:"))}
         assert not outside, f"the page reached outside 127.0.0.1: {sorted(outside)[:5]}"
 

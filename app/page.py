@@ -1,0 +1,215 @@
+"""The page's event handlers (image, size, ξ, model, runtime, palette, opacity, sweep) and the /predict and
+/trace APIs, as ``Studio``'s methods (``PageEvents`` is its base): plain values in, plain values out."""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+
+from dovit.evaluation.confidence_range import ConfidenceRange
+from dovit.viz import drawing
+
+from . import controls
+from .analysis import run_sweep, to_working_size
+from .charts import sweep_figure
+from .errors import user_error
+from .header import header_markdown
+from .models import RUNTIMES
+from .readouts import prediction_summary
+from .state import Session, ViewSlots
+
+
+class PageEvents:
+    """``Studio``'s page handlers; they use its model access, admission and rendering."""
+
+    def on_image(self, source: str | bytes | None, size_value: str, xi: float, opacity: float,
+                 session: Session | None, model: str | None = None, runtime_label: str | None = None,
+                 palette: str | None = None, request: gr.Request = None) -> list:
+        """New upload / snapshot / example: decode, pick the working size, refresh every view (with the
+        picked ``model``, a ``ModelShelf`` label, on ``runtime_label``, a ``RUNTIMES`` label, masks in
+        ``palette``; None keeps the session's)."""
+        self.forget_sweep(request)
+        with self.finished(request):
+            if source is None:
+                choices = controls.working_size_choices(self.default_size, self.patch)
+                return [None, "", gr.update(choices=choices), *self.empty_views().flat()]
+            decoded = self.user_image(source)
+            height, width = decoded.rgb.shape[:2]
+            for notice in decoded.notices:
+                gr.Info(notice)
+            choices = controls.working_size_choices(self.default_size, self.patch, (height, width))
+            if size_value not in [value for _, value in choices]:
+                size_value = self.default_size_value
+            size = controls.parse_size(size_value, self.default_size)
+            model = model if model is not None else (session.model if session is not None else None)
+            runtime = RUNTIMES.get(runtime_label) or (session.runtime if session is not None else "pytorch")
+            session = Session(image=decoded.rgb, size=size, working=to_working_size(decoded.rgb, size),
+                              model=model,
+                              runtime=runtime, example=self.example_index(source),
+                              palette=palette if palette in drawing.PALETTES else
+                              (session.palette if session is not None else "dataset"))
+            notices = " · ".join([f"Image {width}×{height} px"] + decoded.notices)
+            return [session, notices, gr.update(choices=choices, value=size_value),
+                    *self.render(session, self.user_xi(xi), opacity).flat()]
+
+    def example_index(self, source: str | bytes | None) -> int | None:
+        """The gallery index of an example the user clicked (gradio hands over a cached copy of it, so by
+        file name and size), None for an upload."""
+        if not isinstance(source, str) or not Path(source).is_file():
+            return None
+        name, size = Path(source).name, Path(source).stat().st_size
+        return next((i for i, p in enumerate(self.examples) if p.name == name and p.stat().st_size == size),
+                    None)
+
+    def on_size(self, size_value: str, xi: float, opacity: float, session: Session | None,
+                request: gr.Request = None) -> list:
+        """New working resolution: resize the image once, refresh every view."""
+        self.forget_sweep(request)
+        with self.finished(request):
+            if session is None:
+                return [session, *self.empty_views().flat()]
+            try:
+                size = controls.parse_size(size_value, self.default_size)
+            except ValueError as error:
+                raise user_error(str(error)) from None
+            session.size, session.working = size, to_working_size(session.image, size)
+            session.sweep = session.prediction = session.policies = None
+            return [session, *self.render(session, self.user_xi(xi), opacity).flat()]
+
+    def on_drag(self, position: float, opacity: float, session: Session | None,
+                request: gr.Request = None) -> list:
+        """While dragging: ξ readout always; views too when a refresh is fast enough."""
+        with self.finished(request):
+            xi = controls.xi_from_position(position)
+            if session is None or not self.live_refresh_is_fast():
+                return [xi, session, *ViewSlots.filled(gr.skip(), self.num_groups).flat()]
+            return [xi, session, *self.render(session, xi, opacity).flat()]
+
+    def on_release(self, position: float, opacity: float, session: Session | None,
+                   request: gr.Request = None) -> list:
+        """Slider released at ``position``: ξ from the slider scale, refresh every view."""
+        with self.finished(request):
+            xi = controls.xi_from_position(position)
+            if session is None:
+                return [xi, session, *self.empty_views().flat()]
+            return [xi, session, *self.render(session, xi, opacity).flat()]
+
+    def on_xi_box(self, xi: float, opacity: float, session: Session | None,
+                  request: gr.Request = None) -> list:
+        """ξ typed: move the slider to it, refresh every view."""
+        with self.finished(request):
+            xi = self.user_xi(xi)
+            position = controls.position_from_xi(xi)
+            if session is None:
+                return [position, session, *self.empty_views().flat()]
+            return [position, session, *self.render(session, xi, opacity).flat()]
+
+    def on_reset(self, opacity: float, session: Session | None, request: gr.Request = None) -> list:
+        with self.finished(request):
+            xi = self.predictor_for(session).config.default_xi
+            return [xi, *self.on_xi_box(xi, opacity, session)]
+
+    def on_model(self, label: str, opacity: float, session: Session | None,
+                 request: gr.Request = None) -> list:
+        """A model picked for this session: header, ξ at its default, and every view with it.
+        Returns [header, ξ box, slider position, reset button, session, *views]."""
+        self.forget_sweep(request)
+        with self.finished(request):
+            predictor = self.model_named(label)
+            xi = float(predictor.config.default_xi)
+            head = [header_markdown(predictor), xi, controls.position_from_xi(xi),
+                    gr.update(value=f"Reset ξ to {xi:g}")]
+            if session is None:
+                return [*head, None, *self.empty_views().flat()]
+            session.model = label
+            session.sweep = session.prediction = session.policies = None
+            return [*head, session, *self.render(session, xi, opacity).flat()]
+
+    def on_runtime(self, runtime_label: str, xi: float, opacity: float, session: Session | None,
+                   request: gr.Request = None) -> list:
+        """PyTorch or ONNX Runtime picked for this session (the first ONNX use of a model exports it):
+        every view again at this ξ. Returns [session, *views]."""
+        self.forget_sweep(request)
+        with self.finished(request):
+            runtime = self.runtime_named(runtime_label)
+            if session is None:
+                return [None, *self.empty_views().flat()]
+            session.runtime = runtime
+            session.sweep = session.prediction = session.policies = None
+            return [session, *self.render(session, self.user_xi(xi), opacity).flat()]
+
+    def on_palette(self, palette: str, xi: float, opacity: float, session: Session | None,
+                   request: gr.Request = None) -> list:
+        """The masks' colours (the checkpoint's or colour-blind safe) for this session. Returns [session,
+        *views]."""
+        with self.finished(request):
+            if palette not in drawing.PALETTES:
+                raise user_error(f"unknown palette {palette!r}; choose one of: {', '.join(drawing.PALETTES)}")
+            if session is None:
+                return [None, *self.empty_views().flat()]
+            session.palette = palette
+            return [session, *self.render(session, self.user_xi(xi), opacity).flat()]
+
+    def on_opacity(self, opacity: float, session: Session | None) -> np.ndarray | None:
+        """Re-blend the last mask over the image: no forward needed."""
+        if session is None or session.color_mask is None:
+            return None
+        return drawing.blend(session.working, session.color_mask, opacity)
+
+    def on_sweep(self, xi: float, session: Session | None, request: gr.Request = None,
+                 progress=gr.Progress()) -> Iterator[list]:
+        """FLOPs and agreement at ``controls.sweep_values()`` for the current image, with a progress bar.
+
+        A generator: one ξ per model turn, behind any interactive call (``model_call(background=True)``),
+        so it can be cancelled between steps (the Stop button) and stops after ``limits.sweep_budget_s``
+        with the points it has. Yields [sweep figure, session] once, at the end.
+        """
+        with self.finished(request, "sweep"):
+            if session is None:
+                raise user_error("Upload an image first: the sweep runs on the current image.")
+            xi = self.user_xi(xi)
+            xis = controls.sweep_values()
+            progress((0, len(xis)), desc="ξ sweep")
+            points, start = [], time.monotonic()
+            for value in xis:
+                if points and time.monotonic() - start > self.limits.sweep_budget_s:
+                    gr.Warning(f"The ξ sweep stopped after {self.limits.sweep_budget_s:.0f} s with "
+                               f"{len(points)} of {len(xis)} values (a smaller working resolution sweeps "
+                               "faster).")
+                    break
+                with self.model_call(background=True):
+                    points += run_sweep(self.predictor_for(session), session.working, [value])
+                progress((len(points), len(xis)), desc="ξ sweep")
+                yield [gr.skip(), gr.skip()]  # a point where gradio can cancel the sweep
+            session.sweep = points
+            yield [sweep_figure(points, xi), session]
+
+    def on_stop_sweep(self, request: gr.Request = None) -> None:
+        """The Stop button: gradio cancels the sweep event; this frees its admission if it was queued."""
+        self.forget_sweep(request)
+
+    def api_predict(self, image: str | bytes | None, xi: float | None,
+                    request: gr.Request = None) -> tuple[np.ndarray, dict]:
+        """(image file, ξ) -> (colour mask at the image's resolution, summary dict). ξ None = default."""
+        with self.finished(request):
+            xi = self.config.default_xi if xi is None else self.user_xi(xi)
+            decoded = self.user_image(image)
+            with self.model_call():
+                prediction = self.predictor.predict(decoded.rgb, xi=xi, size=self.default_size)
+            summary = prediction_summary(prediction, ConfidenceRange.from_metadata(
+                self.predictor.model.checkpoint_metadata)).to_dict() | {"notices": decoded.notices}
+            return drawing.colorize_mask(prediction.mask, self.config.class_colors), summary
+
+
+    def api_trace(self, image: str | bytes | None, xi: float | None, request: gr.Request = None) -> dict:
+        """(image file, ξ) -> the token pass as JSON (``dovit.Trace.to_json``) at the default working size."""
+        with self.finished(request):
+            xi = self.config.default_xi if xi is None else self.user_xi(xi)
+            decoded = self.user_image(image)
+            with self.model_call():
+                prediction = self.predictor.predict(decoded.rgb, xi=xi, size=self.default_size)
+            return {**prediction.trace.to_json(), "notices": decoded.notices}
+

@@ -1,0 +1,1 @@
+"""Checkpoints from other code bases (MMSegmentation, the official DoViT code) into DoViT checkpoints."""

@@ -1,0 +1,1 @@
+"""Pictures of a forward: masks, token-pass overlays, heat maps, legends, annotated video frames."""

@@ -1,0 +1,234 @@
+"""Pure drawing functions: one forward's ``Trace`` and masks -> (H, W, 3) uint8 RGB images or HTML. The
+studio's views, the video overlays and the report's figures take their colours and token-pass marks here.
+
+Every image is drawn at the working resolution (H, W), the size the model saw, so that one token is
+exactly one ``patch`` x ``patch`` square (the grid is padded at the bottom/right like the model pads).
+Colour maps come from OpenCV (no matplotlib).
+"""
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+if TYPE_CHECKING:
+    from ..core.trace import Trace
+
+
+def _lut(colormap: int) -> np.ndarray:
+    """(256, 3) uint8 RGB lookup table of an OpenCV colour map."""
+    return cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], colormap)[:, 0, ::-1].copy()
+
+
+CONFIDENCE_LUT = _lut(cv2.COLORMAP_VIRIDIS)
+DEPTH_LUT = _lut(cv2.COLORMAP_PLASMA)
+GRID_COLOR = np.array([255, 255, 255], np.float32)
+STOPPED_HERE_COLOR = np.array([255, 140, 0], np.float32)  # orange: stopped by this decision
+DISAGREE_COLOR = np.array([255, 0, 255], np.uint8)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+# Class colours that stay apart under the common colour-vision deficiencies: Paul Tol's "muted" scheme (9
+# colours and pale grey), then Okabe and Ito's (without black) for classes 11-17; more classes cycle.
+COLOR_BLIND_SAFE = [(204, 102, 119), (51, 34, 136), (221, 204, 119), (17, 119, 51), (136, 204, 238), (136, 34,
+                                                                                                      85),
+                    (68, 170, 153), (153, 153, 51), (170, 68, 153), (221, 221, 221),
+                    (230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178), (213, 94, 0),
+                    (204, 121, 167)]
+PALETTES = ("dataset", "colour-blind safe")
+
+
+def class_palette(dataset_colors, scheme: str = "dataset") -> np.ndarray:
+    """(C, 3) uint8 RGB class colours: the checkpoint's own (``dataset``) or ``COLOR_BLIND_SAFE``."""
+    colors = np.asarray(dataset_colors, np.uint8).reshape(-1, 3)
+    if scheme == "dataset":
+        return colors
+    if scheme != "colour-blind safe":
+        raise ValueError(f"palette must be one of {', '.join(PALETTES)}, got {scheme!r}")
+    safe = np.asarray(COLOR_BLIND_SAFE, np.uint8)
+    return safe[np.arange(len(colors)) % len(safe)]
+
+
+def hatch(size: tuple[int, int], direction: int = 1, spacing: int = 6) -> np.ndarray:
+    """(H, W) bool diagonal lines, one pixel wide every ``spacing`` pixels; direction 1 = '\\', -1 = '/'."""
+    rows, cols = np.indices(size)
+    return (cols + direction * rows) % spacing == 0
+
+
+def upsample_tokens(token_map: np.ndarray, patch: int, size: tuple[int, int]) -> np.ndarray:
+    """(h, w) per-token values -> (H, W): each token fills its patch x patch square, cropped to size."""
+    blocks = np.repeat(np.repeat(token_map, patch, axis=0), patch, axis=1)
+    return blocks[: size[0], : size[1]]
+
+
+def draw_patch_grid(image: np.ndarray, patch: int, strength: float = 0.35) -> np.ndarray:
+    """Blend grid lines every ``patch`` pixels into a copy of (H, W, 3) uint8."""
+    out = image.astype(np.float32)
+    out[::patch] = out[::patch] * (1 - strength) + GRID_COLOR * strength
+    out[:, ::patch] = out[:, ::patch] * (1 - strength) + GRID_COLOR * strength
+    return out.astype(np.uint8)
+
+
+def token_overlay(
+    image: np.ndarray, kept: np.ndarray, stopped_here: np.ndarray | None, patch: int
+) -> np.ndarray:
+    """The tokens one group runs on, over the image.
+
+    image (H, W, 3) uint8; kept (h, w) bool = tokens this group processes (clear); stopped_here (h, w)
+    bool = tokens the decision before this group stopped (orange, '/' hatching); other tokens stopped
+    earlier (dark, '\\' hatching). The hatching tells them apart without colour or shade.
+    """
+    size = image.shape[:2]
+    here_px = None if stopped_here is None else upsample_tokens(stopped_here, patch, size)
+    return draw_patch_grid(mark_token_pass(image, upsample_tokens(kept, patch, size), here_px), patch)
+
+
+def mark_token_pass(image: np.ndarray, kept_px: np.ndarray, here_px: np.ndarray | None) -> np.ndarray:
+    """(H, W, 3) uint8 with the pixels of tokens that skip a group shaded and hatched '\\', and those the
+    decision just before it stopped (``here_px``) orange and hatched '/'; kept_px, here_px (H, W) bool."""
+    size = image.shape[:2]
+    out = image.astype(np.float32)
+    out[~kept_px] = out[~kept_px] * 0.3 + 20  # shaded: these tokens skip the group
+    out[~kept_px & hatch(size, 1)] = 150
+    if here_px is not None:
+        out[here_px] = image[here_px] * 0.45 + STOPPED_HERE_COLOR * 0.55
+        out[here_px & hatch(size, -1)] = 255
+    return out.astype(np.uint8)
+
+
+def group_overlays(image: np.ndarray, trace: Trace, patch: int) -> list[tuple[np.ndarray, str]]:
+    """One (overlay, caption) per group B_1..B_{D+1}: kept count and share of the N tokens."""
+    views = []
+    for index, group in enumerate(trace.groups):
+        if index == 0:
+            kept, here = np.ones(trace.grid, bool), None  # B_1 always runs dense
+        else:
+            decision = trace.decisions[index - 1]
+            kept, here = decision.keep_mask, decision.stopped_here
+        share = 100.0 * group.tokens / trace.num_tokens
+        first, last = group.blocks
+        caption = (
+            f"B{index + 1} · blocks {first}–{last} · {group.tokens}/{trace.num_tokens} kept ({share:.0f}%)"
+        )
+        if here is not None:
+            caption += f" · {int(here.sum())} stopped here"
+        views.append((token_overlay(image, kept, here, patch), caption))
+    return views
+
+
+def color_bar(height: int, marks: dict[str, float], lut: np.ndarray = CONFIDENCE_LUT,
+              width: int = 64) -> np.ndarray:
+    """(height, width, 3) vertical colour bar for values 1 (top) .. 0 (bottom), with labelled ticks.
+
+    marks: label -> value in [0, 1]; each is drawn as a white line with its label.
+    """
+    bar = np.full((height, width, 3), 255, np.uint8)
+    values = np.linspace(1.0, 0.0, height)
+    bar[:, :16] = lut[np.round(values * 255).astype(int)][:, None, :]
+    xi_rows = [round((1.0 - v) * (height - 1)) for label, v in marks.items() if label.startswith("ξ")]
+    for label, value in marks.items():
+        y = int(round((1.0 - value) * (height - 1)))
+        if not label.startswith("ξ") and any(abs(y - row) < 12 for row in xi_rows):
+            continue  # the ξ label wins where two labels would overlap
+        cv2.line(bar, (0, y), (19, y), (255, 255, 255) if label.startswith("ξ") else (0, 0, 0), 2)
+        text = label.replace("ξ", "xi")  # Hershey fonts have no Greek letters
+        y_text = min(max(y + 4, 10), height - 3)
+        cv2.putText(bar, text, (21, y_text), FONT, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+    return bar
+
+
+def confidence_heatmap(
+    confidence: np.ndarray, xi: float, image: np.ndarray, patch: int, context: float = 0.2
+) -> np.ndarray:
+    """Aux-head confidence q_l (Eq. 3) as a colour map over the image, the ξ contour, and a colour bar.
+
+    confidence (h, w) float in [0, 1]; image (H, W, 3) uint8 -> (H, W + 64, 3) uint8. Inside the white
+    contour q_l > ξ: those tokens would stop here (if not stopped already).
+    """
+    size = image.shape[:2]
+    levels = np.round(np.clip(confidence, 0.0, 1.0) * 255).astype(np.uint8)
+    colours = CONFIDENCE_LUT[upsample_tokens(levels, patch, size)].astype(np.float32)
+    grey = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB).astype(np.float32)
+    heat = (colours * (1 - context) + grey * context).astype(np.uint8)
+    above = upsample_tokens((confidence > xi).astype(np.uint8), patch, size)
+    contours, _ = cv2.findContours(np.ascontiguousarray(above), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(heat, contours, -1, (255, 255, 255), 2)
+    marks = {"1.0": 1.0, "0.5": 0.5, "0.0": 0.0, f"ξ {xi:.3f}": float(np.clip(xi, 0, 1))}
+    return np.concatenate([heat, color_bar(size[0], marks)], axis=1)
+
+
+def decision_heatmaps(image: np.ndarray, trace: Trace, patch: int) -> list[tuple[np.ndarray, str]]:
+    """One (heatmap, caption) per decision layer l: q_l range and how many tokens exceed ξ."""
+    views = []
+    for decision in trace.decisions:
+        above = int((decision.confidence > trace.xi).sum())
+        caption = (
+            f"after block {decision.layer} · q from {decision.confidence.min():.2f} to "
+            f"{decision.confidence.max():.2f} · {above}/{trace.num_tokens} above ξ"
+        )
+        views.append((confidence_heatmap(decision.confidence, trace.xi, image, patch), caption))
+    return views
+
+
+def colorize_mask(mask: np.ndarray, colors: np.ndarray | list) -> np.ndarray:
+    """(H, W) int class ids -> (H, W, 3) uint8 RGB; ids outside the palette are black."""
+    palette = np.zeros((len(colors) + 1, 3), np.uint8)
+    palette[:-1] = np.asarray(colors, np.uint8).reshape(-1, 3)
+    ids = np.where((mask >= 0) & (mask < len(colors)), mask, len(colors))
+    return palette[ids]
+
+
+def blend(image: np.ndarray, overlay: np.ndarray, opacity: float) -> np.ndarray:
+    """(1 - opacity) * image + opacity * overlay, both (H, W, 3) uint8 of the same size."""
+    opacity = float(np.clip(opacity, 0.0, 1.0))
+    return cv2.addWeighted(overlay, opacity, image, 1.0 - opacity, 0.0)
+
+
+def halting_map(depth: np.ndarray, num_groups: int, image: np.ndarray, patch: int,
+                opacity: float = 0.65) -> np.ndarray:
+    """Which group each token stopped after, over the image.
+
+    depth (h, w) int in 1..num_groups (num_groups = ran every block) -> (H, W, 3) uint8. Colours from
+    ``depth_colors``: dark = stopped after B_1 (easy), bright = went to the last block (hard).
+    """
+    colours = depth_colors(num_groups)
+    index = np.clip(depth, 1, num_groups) - 1
+    coloured = upsample_tokens(colours[index], patch, image.shape[:2])
+    return draw_patch_grid(blend(image, np.ascontiguousarray(coloured), opacity), patch, 0.15)
+
+
+def depth_colors(num_groups: int) -> np.ndarray:
+    """(num_groups, 3) uint8 RGB, one colour per halting depth 1..num_groups."""
+    return DEPTH_LUT[np.linspace(30, 240, num_groups).round().astype(int)]
+
+
+def disagreement_map(mask: np.ndarray, dense_mask: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """Pixels where the DoViT mask differs from the dense one in magenta over a dimmed grey image."""
+    grey = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    out = (grey * 0.5).astype(np.uint8)
+    out[mask != dense_mask] = DISAGREE_COLOR
+    return out
+
+
+def legend_html(names: list[str], colors: list, mask: np.ndarray | None = None) -> str:
+    """An HTML legend of class swatches; with a mask, each class's pixel share and absent ones faded."""
+    shares = None
+    if mask is not None:
+        shares = np.bincount(mask.ravel().clip(0, len(names)),
+                             minlength=len(names) + 1)[: len(names)] / mask.size
+    items = []
+    for index, (name, rgb) in enumerate(zip(names, colors, strict=False)):
+        swatch = f"background: rgb({int(rgb[0])}, {int(rgb[1])}, {int(rgb[2])})"
+        share = "" if shares is None else f" {100 * shares[index]:.1f}%"
+        faded = shares is not None and shares[index] == 0
+        items.append(
+            f'<span class="legend-item" style="opacity: {0.4 if faded else 1}">'
+            f'<span class="legend-swatch" style="{swatch}"></span>{html.escape(str(name))}{share}</span>'
+        )
+    return '<div class="dovit-legend">' + "".join(items) + "</div>"
+
+
+def depth_legend_html(num_groups: int) -> str:
+    """HTML legend of the halting-depth colours: "stopped after B_g" ... "ran all blocks"."""
+    labels = [f"stopped after B{g}" for g in range(1, num_groups)] + ["ran all blocks"]
+    return legend_html(labels, depth_colors(num_groups).tolist())
