@@ -36,6 +36,7 @@ class PredictionSummary:
     runtime: str
     efficiency: float | None  # speedup / ideal_speedup
     efficiency_note: str | None
+    part_ms: dict[str, float]  # this forward's wall time by part: stem, blocks, aux heads, decoder
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,6 +70,7 @@ def prediction_summary(prediction: Prediction, reference: ConfidenceRange | None
         dense_confidence=float(prediction.dense_confidence),
         familiarity_note=familiarity_note(float(prediction.dense_confidence), reference),
         runtime=prediction.runtime,
+        part_ms=part_times(trace.timings_ms),
         **_efficiency(speedup, ideal),
     )
 
@@ -86,6 +88,22 @@ def _efficiency(speedup: float | None, ideal: float | None) -> dict:
                 "token counts run at a lower FLOP rate on this hardware; one run each, so a busy machine "
                 "adds noise.")
     return {"efficiency": efficiency, "efficiency_note": note}
+
+
+# timings_ms keys (``SegmenterOutput.timings_ms``) by the part of the network they time
+_PARTS = {"embed": "stem", "group": "blocks", "decision": "aux heads", "decoder": "decoder",
+          "upsample": "decoder"}
+
+
+def part_times(timings_ms: dict[str, float]) -> dict[str, float]:
+    """A forward's stage timings summed by part: the stem (patch embedding or pretrained encoder) apart
+    from the ViT blocks, the aux heads with their decisions, and the decoder with its upsample."""
+    parts = dict.fromkeys(("stem", "blocks", "aux heads", "decoder"), 0.0)
+    for key, ms in timings_ms.items():
+        part = _PARTS.get(key.split("_")[0])
+        if part is not None:
+            parts[part] += float(ms)
+    return parts
 
 
 def readouts_markdown(summary: PredictionSummary) -> str:
@@ -108,6 +126,7 @@ def readouts_markdown(summary: PredictionSummary) -> str:
         f"| FPS | **{summary.fps:.1f}** | {summary.dense_fps:.1f} | |\n"
         f"| agreement with dense | **{summary.agreement_with_dense_percent:.1f}%** of pixels | | |\n\n"
         f"Kept tokens per group: {kept}\n\n"
+        f"Time by part (this ξ): {' · '.join(f'{p} {ms:.1f} ms' for p, ms in summary.part_ms.items())}\n\n"
         + (f"{summary.efficiency_note}\n\n" if summary.efficiency_note else "")
         + (f"**⚠ {summary.familiarity_note}**\n\n" if summary.familiarity_note else "")
         + f"<sub>{summary.flops_convention}. Latency: wall time of the whole forward on this machine, one "

@@ -17,6 +17,8 @@ from .data import DEFAULT_DATA_ROOT
 from .evaluation.benchmark_cases import (
     BATCH_SIZES,
     KEPT_FRACTIONS,
+    compare_with_baseline,
+    format_baseline,
     format_checkpoint,
     format_profile,
     format_table,
@@ -52,6 +54,7 @@ class BenchmarkConfig:
     frames: int = 16
     runtime: str = "pytorch"
     export: str | None = None
+    baseline: str | None = None
 
 
 def _check_device(device: str, dtype: str) -> None:
@@ -118,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--export", default=None,
                         help="with --runtime onnxruntime: the checkpoint's export folder (python -m "
                              "dovit.export); default: export it into a temporary folder first")
+    parser.add_argument("--baseline", default=None, metavar="CHECKPOINT",
+                        help="only time --checkpoint (default: the default student) against this checkpoint "
+                             "(e.g. checkpoints/camvid_dovit_vit_tiny) on --frames real frames at batch 1, "
+                             "dense and at each one's default xi, interleaved; prints ms per frame and the "
+                             "per-round ratios with their spread")
     return parser
 
 
@@ -140,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     args = BenchmarkConfig(**vars(parser.parse_args(argv)))
     if args.runtime == "onnxruntime":
         return _runtime_comparison(args)
+    if args.baseline:
+        return _baseline_comparison(args)
     run_frames = not args.no_frames and Path(args.data_root).is_dir()
     try:
         _check_args(args, run_frames)
@@ -243,6 +253,35 @@ def _runtime_comparison(args: BenchmarkConfig) -> int:
             )
             + "\n"
         )
+    return 0
+
+
+def _baseline_comparison(args: BenchmarkConfig) -> int:
+    """--baseline: the checkpoint against another on the same frames, batch 1, interleaved."""
+    import dataclasses
+
+    from .core.checkpoint import CheckpointError, load_checkpoint
+    from .core.predictor import default_checkpoint
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    checkpoint = args.checkpoint or str(default_checkpoint())
+    try:
+        model, baseline = load_checkpoint(checkpoint), load_checkpoint(args.baseline)
+        frames = load_frames(args.data_root, args.frames, model)
+        baseline_frames = load_frames(args.data_root, args.frames, baseline)
+    except (CheckpointError, OSError, ValueError) as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    result = compare_with_baseline(model, baseline, frames, baseline_frames, args.warmup, args.repeats,
+                                   names=(checkpoint, args.baseline))
+    print(f"Machine: {machine_description()}, {torch.get_num_threads()} threads\n")
+    print(format_baseline(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        document = {"machine": machine_description(), "threads": torch.get_num_threads(),
+                    **dataclasses.asdict(result)}
+        Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
     return 0
 
 

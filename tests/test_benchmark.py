@@ -72,3 +72,31 @@ def test_cli_refuses_cuda_without_a_card_and_uneven_frames(tmp_path, monkeypatch
         benchmark.main(["--batch", "1", "8", "--frames", "12", "--data-root", str(tmp_path)])
     assert (exit_info.value.code == 2
             and "--frames 12 is not a multiple of batch size 8" in capsys.readouterr().err)
+
+
+def test_baseline_times_two_checkpoints_interleaved_on_the_same_frames(tmp_path, monkeypatch, capsys):
+    import dovit
+
+    for name, xi in (("this", 0.5), ("base", 0.9)):
+        torch.manual_seed(0)
+        model = dovit.build_model(num_classes=5, input_size=(32, 48), default_xi=xi)
+        dovit.save_checkpoint(model, tmp_path / name)
+    calls = []
+
+    def frames(root, count, model):
+        calls.append(model.config.default_xi)
+        return torch.randn(count, 3, 32, 48)
+
+    monkeypatch.setattr(benchmark, "load_frames", frames)
+    out = tmp_path / "baseline.json"
+    assert benchmark.main(["--checkpoint", str(tmp_path / "this"), "--baseline", str(tmp_path / "base"),
+                           "--frames", "2", "--repeats", "3", "--warmup", "0", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "DoViT at default ξ" in printed and "this / baseline" in printed and calls == [0.5, 0.9]
+    saved = json.loads(out.read_text())
+    assert (saved["xi"], saved["baseline_xi"], saved["frames"]) == (0.5, 0.9, 2)
+    for kind in ("dovit", "dense"):
+        ratio = saved["ratios"][kind]
+        assert ratio["min"] <= ratio["median"] <= ratio["max"] and saved["ms"][kind] > 0
+    missing = ["--baseline", str(tmp_path / "missing"), "--checkpoint", str(tmp_path / "this")]
+    assert benchmark.main(missing) == 2

@@ -4,6 +4,7 @@ ratio. Notes and measurements: docs/library_notes.md.
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -247,3 +248,57 @@ def random_init_cases(backbones: list[str] | None, input_sizes: list[list[int]] 
             model = build_model(backbone, num_classes=19, **options)
         cases.append((backbone, tuple(model.config.input_size)))
     return cases
+
+
+@dataclass
+class BaselineComparison:
+    """Two checkpoints timed on the same frames at batch 1, interleaved: ms per frame (median over rounds)
+    and per-round ratios this / baseline (median, min, max), dense and at each one's default xi."""
+
+    checkpoint: str
+    baseline: str
+    frames: int
+    input: str
+    xi: float
+    baseline_xi: float
+    ms: dict[str, float]  # variant -> median ms per frame
+    ratios: dict[str, dict[str, float]]  # "dovit" / "dense": this over baseline, per round
+
+
+@torch.inference_mode()
+def compare_with_baseline(model: DoViTSegmenter, baseline: DoViTSegmenter, frames: torch.Tensor,
+                          baseline_frames: torch.Tensor, warmup: int = 1, repeats: int = 10,
+                          names: tuple[str, str] = ("checkpoint", "baseline")) -> BaselineComparison:
+    """Each round runs every frame through both models, dense and at their default xi (A B A B ...)."""
+    model, baseline = model.eval(), baseline.eval()
+    xi, baseline_xi = float(model.config.default_xi), float(baseline.config.default_xi)
+
+    def run(net: DoViTSegmenter, images: torch.Tensor, threshold: float):
+        for image in images.split(1):
+            net(image, xi=threshold)
+
+    variants = {"dovit": lambda: run(model, frames, xi),
+                "baseline_dovit": lambda: run(baseline, baseline_frames, baseline_xi),
+                "dense": lambda: run(model, frames, 1.0),
+                "baseline_dense": lambda: run(baseline, baseline_frames, 1.0)}
+    times = interleaved_times(variants, warmup, repeats, torch.device("cpu"))
+    count = len(frames)
+    return BaselineComparison(
+        checkpoint=names[0], baseline=names[1], frames=count,
+        input="x".join(str(v) for v in frames.shape[-2:]),
+        xi=xi, baseline_xi=baseline_xi, ms={name: statistics.median(t) / count for name, t in times.items()},
+        ratios={kind: ratio_summary(times[kind], times[f"baseline_{kind}"]) for kind in ("dovit", "dense")})
+
+
+def format_baseline(result: BaselineComparison) -> str:
+    lines = [f"{result.frames} frames at {result.input}, batch 1, interleaved: {result.checkpoint} "
+             f"(ξ {result.xi:g}) against {result.baseline} (ξ {result.baseline_xi:g})", "",
+             "| forward | this, ms/frame | baseline, ms/frame | this / baseline: median (min–max) |",
+             "|---|---|---|---|"]
+    for kind in ("dovit", "dense"):
+        ratio = result.ratios[kind]
+        label = "DoViT at default ξ" if kind == "dovit" else "dense (ξ = 1)"
+        lines.append(f"| {label} | {result.ms[kind]:.1f} | {result.ms[f'baseline_{kind}']:.1f} | "
+                     f"{ratio['median']:.2f}× "
+                     f"({ratio['min']:.2f}–{ratio['max']:.2f}) |")
+    return "\n".join(lines)
