@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="DoViT checkpoint directory (model.safetensors + config.json); repeatable: the "
                              "first is the default model, and the page's model picker offers each of them "
                              "besides every checkpoint under checkpoints/; default: the shipped "
-                        "checkpoints/camvid_dovit_vit_tiny")
+                        "checkpoints/camvid_hybrid_dovit_vit_tiny (the hybrid ESPNetv2 + ViT-T student)")
     parser.add_argument("--export", metavar="DIR", action="append", default=[],
                         help="an ONNX export of one of the models (python -m dovit.export CKPT DIR), used "
                              "when the page's runtime is ONNX Runtime; repeatable. Without one, a model is "

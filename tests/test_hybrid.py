@@ -157,3 +157,22 @@ def test_released_weights_load_strictly_into_the_hybrid():
     assert torch.equal(
         model.decoder.decoder.bu_dec_l4.merge_layer[3].bias, state["bu_dec_l4.merge_layer.3.bias"]
     )
+
+
+def test_the_default_checkpoint_is_the_hybrid_student_and_loads_offline(monkeypatch):
+    """No network and no ../shared at run time: the encoder's weights travel in the checkpoint."""
+    from dovit.core.predictor import default_checkpoint
+
+    def no_released_file(path):
+        raise AssertionError(f"the default checkpoint must not read {path}")
+
+    monkeypatch.setattr(espnetv2, "load_released_state", no_released_file)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = load_checkpoint(default_checkpoint()).eval()
+    assert (model.config.stem, model.config.decoder) == ("espnetv2", "espnetv2")
+    pixels = _pixels(1, (96, 128))
+    with torch.no_grad():
+        dense, with_aux = model(pixels, xi=1.0), model(pixels, xi=1.0, with_aux=True)
+        student = model(pixels, xi=model.config.default_xi)
+    assert torch.equal(dense.logits, with_aux.logits)
+    assert student.group_tokens[0, -1] < student.group_tokens[0, 0]

@@ -112,7 +112,7 @@ def test_from_checkpoint_default_xi(tmp_path, tiny_model):
 
 
 def test_default_checkpoint_is_the_shipped_one_in_a_checkout():
-    assert dovit.core.predictor.default_checkpoint().name == "camvid_dovit_vit_tiny"
+    assert dovit.core.predictor.default_checkpoint().name == "camvid_hybrid_dovit_vit_tiny"
 
 
 def test_missing_shipped_checkpoint_names_the_way_out(tmp_path, monkeypatch):

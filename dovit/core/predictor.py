@@ -18,7 +18,7 @@ from .trace import Trace, build_trace
 
 # The shipped checkpoints sit in the repository's checkpoints/ folder, beside the package: found from a
 # checkout (also under `pip install -e .`), not from a `pip install .` copy in site-packages.
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "camvid_dovit_vit_tiny"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "camvid_hybrid_dovit_vit_tiny"
 
 
 def default_checkpoint() -> Path:
@@ -26,7 +26,7 @@ def default_checkpoint() -> Path:
     if not DEFAULT_CHECKPOINT.is_dir():
         raise CheckpointError(
             f"no checkpoint given and the shipped one is not at {DEFAULT_CHECKPOINT}: it comes with a "
-            "checkout of the repository (checkpoints/camvid_dovit_vit_tiny) and `pip install .` does not "
+            "checkout of the repository (checkpoints/camvid_hybrid_dovit_vit_tiny) and `pip install .` does not "
             "copy it; pass a checkpoint directory (--checkpoint PATH on the command line, "
             "Predictor.from_checkpoint(path) in Python), or install from the checkout with `pip install -e .`"
         )
