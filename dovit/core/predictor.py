@@ -26,8 +26,8 @@ def default_checkpoint() -> Path:
     if not DEFAULT_CHECKPOINT.is_dir():
         raise CheckpointError(
             f"no checkpoint given and the shipped one is not at {DEFAULT_CHECKPOINT}: it comes with a "
-            "checkout of the repository (checkpoints/camvid_hybrid_dovit_vit_tiny) and `pip install .` does not "
-            "copy it; pass a checkpoint directory (--checkpoint PATH on the command line, "
+            "checkout of the repository (checkpoints/camvid_hybrid_dovit_vit_tiny) and `pip install .` does "
+            "not copy it; pass a checkpoint directory (--checkpoint PATH on the command line, "
             "Predictor.from_checkpoint(path) in Python), or install from the checkout with `pip install -e .`"
         )
     return DEFAULT_CHECKPOINT
