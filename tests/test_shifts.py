@@ -70,8 +70,8 @@ def test_unknown_shift_and_severity_are_refused():
 def test_clean_score_is_evaluates_and_results_are_reproducible(checkpoint):
     predictor = Predictor.from_checkpoint(checkpoint)
     raw = synthetic_dataset(3, (40, 56), seed=3)
-    shifts = ["gaussian_noise", "tint"]
-    results = shifts.run_robustness(predictor, raw, [0.0, 1.0], shifts, (1, 5), progress=False)
+    names = ["gaussian_noise", "tint"]
+    results = shifts.run_robustness(predictor, raw, [0.0, 1.0], names, (1, 5), progress=False)
     assert [r.xi for r in results] == [0.0, 1.0]
     model = dovit.load_checkpoint(checkpoint)
     transformed = synthetic_dataset(3, (40, 56), seed=3,
@@ -81,13 +81,13 @@ def test_clean_score_is_evaluates_and_results_are_reproducible(checkpoint):
         assert result.clean_miou == pytest.approx(expected.miou)
         # The Predictor's trace always counts the aux heads (it runs them for the confidence maps).
         assert result.gflops == pytest.approx(expected.gflops, rel=1e-2)
-        assert [(s.shift, s.severity) for s in result.scores] == [(n, s) for n in shifts for s in (1, 5)]
+        assert [(s.shift, s.severity) for s in result.scores] == [(n, s) for n in names for s in (1, 5)]
         assert all(0.0 <= s.miou <= 1.0 for s in result.scores)
         assert result.mean_shifted_miou == pytest.approx(np.mean([s.miou for s in result.scores]))
         assert result.mean_over(["tint"]) == pytest.approx(result.shift_means()["tint"])
     assert results[1].clean_flops_saved <= 0.0  # xi = 1 runs every block (and the aux heads)
     assert results[0].clean_flops_saved > 0.0  # xi = 0 stops every token at the first decision
-    again = shifts.run_robustness(predictor, raw, [0.0, 1.0], shifts, (1, 5), progress=False)
+    again = shifts.run_robustness(predictor, raw, [0.0, 1.0], names, (1, 5), progress=False)
     assert [r.to_dict() for r in again] == [r.to_dict() for r in results]
 
 
