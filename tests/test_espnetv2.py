@@ -34,6 +34,7 @@ from dovit.core.espnetv2 import (
     group_logits,
     load_released_state,
 )
+from dovit.data.datasets import CAMVID_CLASSES
 from dovit.evaluation.metrics import ConfusionMatrix
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,19 +43,7 @@ SHARED = ROOT / "../shared/data"
 RELEASED = SHARED / "pretrained/espnetv2/espnetv2_s_2.0_city_1024x512.pth"
 CAMVID_ROOT = SHARED / "camvid"
 STREET = ROOT / "assets/synthetic_street.png"
-CAMVID = [
-    "Sky",
-    "Building",
-    "Pole",
-    "Road",
-    "Pavement",
-    "Tree",
-    "SignSymbol",
-    "Fence",
-    "Car",
-    "Pedestrian",
-    "Bicyclist",
-]
+CAMVID = CAMVID_CLASSES
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
 # mIoU of the released Cityscapes weights, grouped to CamVid's classes, on every 10th CamVid val frame at

@@ -12,20 +12,9 @@ from dovit.core import espnetv2
 from dovit.core.checkpoint import load_checkpoint, save_checkpoint
 from dovit.core.flops import count_flops, flop_formula
 from dovit.core.hybrid import ReleasedTeacher, build_hybrid, load_released_espnetv2
+from dovit.data.datasets import CAMVID_CLASSES
 
-CAMVID = [
-    "Sky",
-    "Building",
-    "Pole",
-    "Road",
-    "Pavement",
-    "Tree",
-    "SignSymbol",
-    "Fence",
-    "Car",
-    "Pedestrian",
-    "Bicyclist",
-]
+CAMVID = CAMVID_CLASSES
 RELEASED = (
     Path(__file__).resolve().parents[1]
     / "../shared/data/pretrained/espnetv2/espnetv2_s_2.0_city_1024x512.pth"
