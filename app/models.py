@@ -1,7 +1,8 @@
 """The models the studio offers: the checkpoints under ``checkpoints/`` and each ``--checkpoint``, loaded on
 first use and switched per browser session (``Session.model``), each on PyTorch or, when onnxruntime is
 installed, on ONNX Runtime (``Session.runtime``: the checkpoint's export at the session's working size, from
-``--export`` or exported on first use into EXPORT_CACHE). No gradio here.
+``--export`` or exported on first use into EXPORT_CACHE), fp32 or int8
+(``dovit.deploy.quantize``). No gradio here.
 
 A page has view slots for the most token groups of any model on the shelf (``ModelShelf.max_groups``, read
 from the checkpoints' configs); a model with fewer leaves the rest empty and hidden. A model is refused when
@@ -22,7 +23,8 @@ from dovit.core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, re
 
 CHECKPOINTS_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 EXPORT_CACHE = Path(os.environ.get("DOVIT_EXPORT_CACHE", Path.home() / ".cache" / "dovit" / "exports"))
-RUNTIMES = {"PyTorch": "pytorch", "ONNX Runtime": "onnxruntime"}  # picker label -> Session.runtime
+RUNTIMES = {"PyTorch": "pytorch", "ONNX Runtime": "onnxruntime",  # picker label -> Session.runtime
+            "ONNX Runtime int8": "onnxruntime-int8"}  # dovit.deploy.quantize
 
 
 def onnxruntime_installed() -> bool:
@@ -50,7 +52,7 @@ class ModelShelf:
 
     def __post_init__(self) -> None:
         self._loaded: dict[str, Predictor] = {self.default_label: self.default}
-        self._on_ort: dict[tuple[str, tuple[int, int]], OrtPredictor] = {}
+        self._on_ort: dict[tuple[str, tuple[int, int], bool], OrtPredictor] = {}  # (label, size, int8)
 
     @classmethod
     def build(cls, default: Predictor, default_path: str | Path | None, extra: Sequence[str | Path] = (),
@@ -95,8 +97,8 @@ class ModelShelf:
         """The Predictor of ``label`` (None: the default) on ``runtime`` ("pytorch" or "onnxruntime", the
         latter at working ``size``, default the model's input size); ValueError for an unknown or unusable
         one."""
-        if runtime == "onnxruntime":
-            return self._on_onnxruntime(label or self.default_label, size)
+        if runtime in ("onnxruntime", "onnxruntime-int8"):
+            return self._on_onnxruntime(label or self.default_label, size, int8=runtime.endswith("int8"))
         if runtime != "pytorch":
             raise ValueError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES.values())}")
         if label is None or label == self.default_label:
@@ -116,28 +118,30 @@ class ModelShelf:
                 f"{self.default.model.patch_size}-px: open it on its own with "
                 f"python app.py --checkpoint {self.paths[label]}")
 
-    def _on_onnxruntime(self, label: str, size: tuple[int, int] | None) -> OrtPredictor:
-        """The model's ONNX export at ``size`` on onnxruntime: a matching --export folder, else one exported
-        on first use (about half a minute for ViT-T on 2 cores) into the export cache, reused after."""
+    def _on_onnxruntime(self, label: str, size: tuple[int, int] | None, int8: bool = False) -> OrtPredictor:
+        """The model's ONNX export (``int8``: its int8 export) at ``size`` on onnxruntime: a matching --export
+        folder, else one exported on first use (about half a minute for ViT-T on 2 cores; int8 about a minute)
+        into the export cache, reused after."""
         if not onnxruntime_installed():
             raise ValueError("ONNX Runtime is not installed: pip install onnxruntime onnx onnxscript")
         predictor = self.get(label)
         size = predictor.working_size(size)
-        if (label, size) not in self._on_ort:
+        if (label, size, int8) not in self._on_ort:
             path = self.paths.get(label)
             if path is None or path == Path("") or not path.is_dir():
                 raise ValueError(f"{label} has no checkpoint folder to export; serve it with --checkpoint "
                                  "PATH")
-            self._on_ort[(label, size)] = OrtPredictor.from_export(self._export_folder(path, size),
-                                                                   threads=_torch_threads())
-        return self._on_ort[(label, size)]
+            folder = self._export_folder(path, size, int8)
+            self._on_ort[(label, size, int8)] = OrtPredictor.from_export(folder, threads=_torch_threads())
+        return self._on_ort[(label, size, int8)]
 
-    def _export_folder(self, checkpoint: Path, size: tuple[int, int]) -> Path:
+    def _export_folder(self, checkpoint: Path, size: tuple[int, int], int8: bool = False) -> Path:
         from dovit.deploy.onnx_graphs import ExportConfig, export_onnx
 
         for folder in self.exports:
             info = read_config(folder)[1].get("export", {})
-            if Path(info.get("source", "")).resolve() == checkpoint and tuple(info.get("size", ())) == size:
+            if (Path(info.get("source", "")).resolve() == checkpoint and tuple(info.get("size", ())) == size
+                    and ("quantize" in info) == int8):
                 return Path(folder)
         weights = checkpoint / WEIGHTS_NAME
         # a retrained checkpoint gets a new export
@@ -146,9 +150,21 @@ class ModelShelf:
             self.export_cache
             / f"{checkpoint.name}-{size[0]}x{size[1]}-{hashlib.sha1(stamp.encode()).hexdigest()[:10]}"
         )
+        if int8:
+            return _int8_folder(checkpoint, folder.with_name(folder.name + "-int8"), size)
         if not (folder / CONFIG_NAME).is_file():
             export_onnx(ExportConfig(str(checkpoint), str(folder), size=size, check=False), progress=False)
         return folder
+
+
+def _int8_folder(checkpoint: Path, folder: Path, size: tuple[int, int]) -> Path:
+    """The int8 export in ``folder``, quantized on first use (dovit.deploy.quantize; about a minute for
+    ViT-T)."""
+    if not (folder / CONFIG_NAME).is_file():
+        from dovit.deploy.quantize import int8_export
+
+        int8_export(checkpoint, folder, size)
+    return folder
 
 
 def _torch_threads() -> int:

@@ -38,6 +38,7 @@ from .studio import Studio, log_user_errors_to_stderr
 from .tabs import compare as compare_tab
 from .tabs import dataset as dataset_tab
 from .tabs import inspector as inspector_tab
+from .tabs import live as live_tab
 from .tabs import policies as policies_tab
 from .tabs import video as video_tab
 from .tabs import views as view_tabs
@@ -196,7 +197,7 @@ def build_controls(studio: Studio, examples: list[Path]) -> PageControls:
 
 
 def build_views(studio: Studio, page: PageControls, frame_folders: list[str]) -> PageViews:
-    """The view tabs, then the Policies, Compare, help, Video and Data set tabs: one builder each."""
+    """The view tabs, then the Policies, Compare, help, Video, Data set and Live tabs: one builder each."""
     # wrap, not gradio's default overflow menu: a tab that does not fit (narrow window, inspector open)
     # goes to a second row instead of hiding behind a "…" button, so Video and Data set stay in view
     with gr.Tabs(overflow_behavior="wrap", elem_id="view-tabs") as tabs:
@@ -212,6 +213,7 @@ def build_views(studio: Studio, page: PageControls, frame_folders: list[str]) ->
             gr.Markdown(help_markdown())
         video_tab.build(studio, [get_upload_folder()], frame_folders, pickers=[page.model, page.runtime])
         dataset_tab.build(studio, frame_folders, pickers=[page.model, page.runtime])
+        live_tab.build(studio, pickers=[page.model])
     slots = ViewSlots(
         readouts=page.readouts, tokens_plot=page.tokens_plot, groups=token_images, confidences=heatmap_images,
         mask_overlay=mask_overlay, legend=legend, color_mask=raw_mask, halting=halting,

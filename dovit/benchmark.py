@@ -54,6 +54,7 @@ class BenchmarkConfig:
     frames: int = 16
     runtime: str = "pytorch"
     export: str | None = None
+    int8_export: str | None = None
     baseline: str | None = None
 
 
@@ -113,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CamVid root for the real-frame case (skipped when missing)")
     parser.add_argument("--frames", type=int, default=16,
                         help="real frames per round (a multiple of each batch)")
-    parser.add_argument("--runtime", choices=("pytorch", "onnxruntime"), default="pytorch",
+    parser.add_argument("--runtime", choices=("pytorch", "onnxruntime", "int8"), default="pytorch",
                         help="onnxruntime: only time ORT dense, ORT DoViT and PyTorch (dense, DoViT) "
                              "interleaved, batch 1, on --frames real frames of the checkpoint at its default "
                              "xi and with the last of --fractions kept (ORT's efficiency = its dense time / "
@@ -121,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--export", default=None,
                         help="with --runtime onnxruntime: the checkpoint's export folder (python -m "
                              "dovit.export); default: export it into a temporary folder first")
+    parser.add_argument("--int8-export", default=None, help="with --runtime int8 (PyTorch fp32, ORT fp32, "
+                        "ORT int8; dense and DoViT interleaved): the int8 export (dovit.export --quantize "
+                        "int8); default: quantized into a temporary folder (calibrated on --data-root)")
     parser.add_argument("--baseline", default=None, metavar="CHECKPOINT",
                         help="only time --checkpoint (default: the default student) against this checkpoint "
                              "(e.g. checkpoints/camvid_dovit_vit_tiny) on --frames real frames at batch 1, "
@@ -148,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     args = BenchmarkConfig(**vars(parser.parse_args(argv)))
     if args.runtime == "onnxruntime":
         return _runtime_comparison(args)
+    if args.runtime == "int8":
+        from .evaluation.runtimes import int8_comparison
+
+        return int8_comparison(args)
     if args.baseline:
         return _baseline_comparison(args)
     run_frames = not args.no_frames and Path(args.data_root).is_dir()

@@ -1,4 +1,5 @@
-"""python -m dovit.export CKPT OUT --format onnx: a checkpoint as ONNX graphs that keep the token pass.
+"""python -m dovit.export CKPT OUT --format onnx: a checkpoint as ONNX graphs that keep the token pass
+(``--quantize int8``: int8 graphs, ``dovit.deploy.quantize``).
 
 The graphs and what runs between them: ``dovit.deploy.onnx_graphs``; running them: ``dovit.OrtPredictor``.
 """
@@ -9,9 +10,11 @@ import sys
 
 from .cli.flags import apply_threads
 from .deploy.onnx_graphs import OPSET, ExportConfig, ExportError, export_onnx
+from .deploy.quantize import QuantizeConfig, add_quantize_args, quantize_config, run_int8_export
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[ExportConfig, int | None]:
+def parse_args(argv: list[str] | None = None) -> tuple[ExportConfig, int | None, QuantizeConfig | None]:
+    """(the export, torch threads, the int8 settings or None for fp32)."""
     parser = argparse.ArgumentParser(
         prog="python -m dovit.export",
         description="Export a DoViT checkpoint to ONNX with the token pass kept: one graph for the prefix "
@@ -33,14 +36,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[ExportConfig, int | None]
     parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset ({OPSET} or later)")
     parser.add_argument("--no-check", action="store_true", help="skip running each graph against PyTorch")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_quantize_args(parser)
     args = parser.parse_args(argv)
     return ExportConfig(args.checkpoint, args.output, tuple(args.size) if args.size else None, args.opset,
-                        not args.no_check), args.threads
+                        not args.no_check), args.threads, quantize_config(args)
 
 
 def main(argv: list[str] | None = None) -> int:
-    config, threads = parse_args(argv)
+    config, threads, quantize = parse_args(argv)
     apply_threads(threads)
+    if quantize is not None:
+        return run_int8_export(config, quantize)
     try:
         result = export_onnx(config)
     except ExportError as error:

@@ -199,3 +199,26 @@ def test_the_page_has_slots_for_the_deepest_model_and_hides_what_a_model_lacks(s
             False
         ] * (5 - groups)
         assert all(slots[f"group_{g}"]["value"] is None for g in range(groups + 1, 6))
+
+
+def test_the_int8_runtime_uses_an_int8_export_and_fp32_the_fp32_one(shelf_root, studio, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import json
+    import shutil
+
+    from dovit.deploy.onnx_graphs import ExportConfig, export_onnx
+
+    fp32 = export_onnx(ExportConfig(str(shelf_root / "a"), str(tmp_path / "fp32"), check=False),
+                       progress=False)
+    int8 = shutil.copytree(fp32.output, tmp_path / "int8")  # an int8 folder's config, fp32 graphs: cheap
+    document = json.loads((int8 / "config.json").read_text())
+    document["metadata"]["export"]["quantize"] = {"dtype": "int8", "mode": "dynamic"}
+    (int8 / "config.json").write_text(json.dumps(document))
+    default = Predictor.from_checkpoint(shelf_root / "a")
+    shelf = ModelShelf.build(default, shelf_root / "a", root=shelf_root, exports=[fp32.output, int8])
+    shelf.export_cache = tmp_path / "cache"
+    on_int8, on_fp32 = shelf.get("a", "onnxruntime-int8"), shelf.get("a", "onnxruntime")
+    assert on_int8.model.export_dir == int8 and on_fp32.model.export_dir == fp32.output
+    assert on_int8.runtime.endswith("(cpu, int8)") and on_fp32.runtime.endswith("(cpu)")
+    assert not shelf.export_cache.exists()
+    assert studio[0].runtime_named("ONNX Runtime int8") == "onnxruntime-int8"

@@ -42,7 +42,9 @@ class OrtSegmenter(DoViTSegmenter):
         self.sessions = {name: onnxruntime.InferenceSession(str(self.export_dir / f"{name}.onnx"), options,
                                                             providers=["CPUExecutionProvider"])
                          for name in info["graphs"]}
-        self.runtime = f"ONNX Runtime {onnxruntime.__version__} (cpu)"
+        self.quantized = info.get("quantize", {}).get("dtype")  # "int8" from dovit.deploy.quantize, else None
+        kind = f"cpu, {self.quantized}" if self.quantized else "cpu"
+        self.runtime = f"ONNX Runtime {onnxruntime.__version__} ({kind})"
         self.eval()  # nn.Module starts in training mode, which would run the aux heads at xi = 1
 
     # The Predictor moves its model to its device and sets eval mode: the sessions run on the CPU only.

@@ -7,7 +7,7 @@ from app_driver import chromium, open_app, require_browser, serve_on_loopback
 require_browser()
 
 TAB_LABELS = ("Token pass", "Confidence", "Segmentation", "Halting depth", "Dense vs DoViT", "ξ sweep",
-              "Policies", "What the views teach", "Video", "Data set")
+              "Policies", "What the views teach", "Video", "Data set", "Live")
 CHECK_MS = 5_000  # each tab is on the page once it loaded; a hidden one should fail fast, not after 90 s
 
 
