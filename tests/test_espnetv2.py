@@ -156,3 +156,17 @@ def test_missing_weights_raise_a_useful_error(tmp_path):
     assert str(missing) in str(error.value)
     with pytest.raises(FileNotFoundError):
         ESPNetv2Segmentation().load_released(missing)
+
+
+@torch.no_grad()
+def test_the_merge_without_its_shuffle_computes_the_same_sums():
+    """Eval mode runs the shuffle and the group conv as one dense conv (PyramidPool._merge)."""
+    from dovit.core.espnetv2 import PyramidPool
+
+    torch.manual_seed(0)
+    pool = PyramidPool(16, 10, 8).eval()
+    merged = torch.randn(2, 50, 12, 16)
+    assert torch.allclose(pool._merge(merged), pool.merge_layer(merged), atol=1e-5)
+    with torch.no_grad():
+        pool.merge_layer[2].cbr[0].weight.mul_(2.0)  # a new weight invalidates the cached dense one
+    assert torch.allclose(pool._merge(merged), pool.merge_layer(merged), atol=1e-5)
