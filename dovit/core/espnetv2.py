@@ -324,10 +324,18 @@ class ESPNetv2Segmentation(nn.Module):
         return F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=True)
 
     def load_released(self, path: str | Path) -> None:
-        """Load the authors' state dict (``strict=True``): its decoder keys sit at our top level."""
-        state = load_released_state(path)
-        renamed = {(k if k.startswith("base_net.") else f"decoder.{k}"): v for k, v in state.items()}
-        self.load_state_dict(renamed, strict=True)
+        """Load the authors' state dict (``strict=True``)."""
+        encoder, decoder = released_parts(path)
+        self.base_net.load_state_dict(encoder, strict=True)
+        self.decoder.load_state_dict(decoder, strict=True)
+
+
+def released_parts(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The released state dict split into the encoder's (``base_net.*``, prefix removed) and the decoder's
+    tensors (the rest: the authors keep the decoder at the top level)."""
+    state = load_released_state(path)
+    encoder = {k.removeprefix("base_net."): v for k, v in state.items() if k.startswith("base_net.")}
+    return encoder, {k: v for k, v in state.items() if not k.startswith("base_net.")}
 
 
 def load_released_state(path: str | Path) -> dict[str, torch.Tensor]:

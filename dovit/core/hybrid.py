@@ -14,15 +14,13 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .espnetv2 import ESPNetv2Segmentation, class_groups, group_logits, load_released_state
+from .espnetv2 import ESPNetv2Segmentation, class_groups, group_logits, released_parts
 from .model import DoViTSegmenter
 
 
 def load_released_espnetv2(model: DoViTSegmenter, path: str | Path) -> None:
     """Load the authors' ESPNetv2 Cityscapes state dict into the hybrid's stem and head (strict)."""
-    state = load_released_state(path)
-    encoder = {k.removeprefix("base_net."): v for k, v in state.items() if k.startswith("base_net.")}
-    decoder = {k: v for k, v in state.items() if not k.startswith("base_net.")}
+    encoder, decoder = released_parts(path)
     model.vit.patch_embed.encoder.load_state_dict(encoder, strict=True)
     model.decoder.decoder.load_state_dict(decoder, strict=True)
 

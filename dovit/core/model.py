@@ -44,7 +44,18 @@ class TokenState:
     grid: tuple[int, int]
     input_size: tuple[int, int]  # (H, W) before padding to the patch size
     timings_ms: dict[str, float] = field(default_factory=dict)
-    skip: torch.Tensor | None = None  # the conv stem's 1/4-resolution features, for the "skip" decoder
+    # what the decoder reads besides the tokens: the conv stem's 1/4-resolution features ("skip" decoder) or a
+    # pretrained encoder's maps ("espnetv2" decoder, a tuple)
+    skip: torch.Tensor | tuple[torch.Tensor, ...] | None = None
+
+    def skip_tensors(self) -> tuple[torch.Tensor, ...]:
+        """``skip`` as a flat tuple (another runtime's graph inputs and outputs): none, one map, the maps."""
+        return () if self.skip is None else tuple(self.skip) if isinstance(self.skip, tuple) else (self.skip,)
+
+    @staticmethod
+    def skip_from(tensors: tuple[torch.Tensor, ...]) -> torch.Tensor | tuple[torch.Tensor, ...] | None:
+        """The inverse of ``skip_tensors``."""
+        return None if not tensors else tensors[0] if len(tensors) == 1 else tuple(tensors)
 
 
 @dataclass

@@ -50,7 +50,6 @@ class ConvStem(nn.Module):
         return self.layers[self._skip_end :](quarter).permute(0, 2, 3, 1), quarter
 
 
-# stem name (``ModelConfig.stem``) -> the module that replaces timm's patch embedding ("patch": timm's own)
 class EncoderStem(nn.Module):
     """A released convolutional encoder as the patch embedding: the hybrid ViT of Dosovitskiy et al. (timm's
     ``HybridEmbed``). ESPNetv2's level-4 map (1/16, 512 channels) is projected to the embedding width by a

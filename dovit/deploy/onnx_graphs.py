@@ -49,7 +49,7 @@ class _Prefix(nn.Module):
 
     def forward(self, pixels: torch.Tensor):
         state = self.model.prefix(pixels)
-        return (state.tokens, *_skip_tensors(state.skip))
+        return (state.tokens, *state.skip_tensors())
 
 
 class _Group(nn.Module):
@@ -80,13 +80,8 @@ class _Decoder(nn.Module):
         self.model, self.grid, self.size = model, grid, size
 
     def forward(self, patches: torch.Tensor, *skips: torch.Tensor) -> torch.Tensor:
-        skip = None if not skips else skips[0] if len(skips) == 1 else skips
-        return self.model._decoder_logits(patches, TokenState(patches, self.grid, self.size, skip=skip))
-
-
-def _skip_tensors(skip: torch.Tensor | tuple | None) -> tuple[torch.Tensor, ...]:
-    """A TokenState's skip as graph inputs/outputs: none, one map (the conv stem's), or the encoder's maps."""
-    return () if skip is None else tuple(skip) if isinstance(skip, (tuple, list)) else (skip,)
+        state = TokenState(patches, self.grid, self.size, skip=TokenState.skip_from(skips))
+        return self.model._decoder_logits(patches, state)
 
 
 def stage_modules(model: DoViTSegmenter,
@@ -107,7 +102,7 @@ def stage_modules(model: DoViTSegmenter,
         stages[f"group_{group + 1}"] = (_Group(model.vit.blocks[first:last]), (tokens,), dims)
     for decision in range(len(model.decision_layers)):
         stages[f"aux_{decision + 1}"] = (_Aux(model, decision, grid), (patches,), None)
-    decoder_inputs = (patches, *_skip_tensors(state.skip))
+    decoder_inputs = (patches, *state.skip_tensors())
     stages["decoder"] = (_Decoder(model, grid, state.input_size), decoder_inputs, None)
     return stages
 

@@ -75,9 +75,8 @@ class OrtSegmenter(DoViTSegmenter):
                              f"{height}x{width}: export again with --size {height} {width}")
         start = Stopwatch()
         outputs = [self._run("prefix", image[None]) for image in pixels]
-        skips = tuple(torch.cat([o[i] for o in outputs]) for i in range(1, len(outputs[0])))
-        # one map (the conv stem's), or an encoder's maps
-        skip = None if not skips else skips[0] if len(skips) == 1 else skips
+        maps = tuple(torch.cat([o[i] for o in outputs]) for i in range(1, len(outputs[0])))
+        skip = TokenState.skip_from(maps)
         # group B_1 runs inside the prefix graph: its time is the prefix's
         elapsed = start.ms()
         return TokenState(torch.cat([o[0] for o in outputs]), self.export_grid, (int(height), int(width)),
@@ -101,7 +100,7 @@ class OrtSegmenter(DoViTSegmenter):
         return prefix_out, patches_out
 
     def _decoder_logits(self, patches: torch.Tensor, state: TokenState) -> torch.Tensor:
-        skips = () if state.skip is None else state.skip if isinstance(state.skip, tuple) else (state.skip,)
+        skips = state.skip_tensors()
         return torch.cat([self._run("decoder", patches[i:i + 1], *(s[i:i + 1] for s in skips))[0]
                           for i in range(patches.shape[0])])
 

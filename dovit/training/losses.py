@@ -11,11 +11,16 @@ from ..core.preprocess import upsample_logits
 from ..data import IGNORE_INDEX
 
 
+def pixel_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) = sum_c p (log p - log q) per pixel: (B, C, H, W) logits -> (B, H, W)."""
+    log_p = F.log_softmax(p_logits.float(), dim=1)
+    log_q = F.log_softmax(q_logits.float(), dim=1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=1)
+
+
 def self_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
     """Eq. 11: pixel-wise KL(p_s || p_t) = sum_c p_s (log p_s - log p_t), averaged over pixels."""
-    log_student = F.log_softmax(student_logits.float(), dim=1)
-    log_teacher = F.log_softmax(teacher_logits.float(), dim=1)
-    return (log_student.exp() * (log_student - log_teacher)).sum(dim=1).mean()
+    return pixel_kl(student_logits, teacher_logits).mean()
 
 
 def unlabelled_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -25,10 +30,7 @@ def unlabelled_distillation(student_logits: torch.Tensor, teacher_logits: torch.
     unlabelled = labels == IGNORE_INDEX
     if not bool(unlabelled.any()):
         return student_logits.sum() * 0.0
-    log_student = F.log_softmax(student_logits.float(), dim=1)
-    log_teacher = F.log_softmax(teacher_logits.float(), dim=1)
-    per_pixel = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=1)
-    return per_pixel[unlabelled].mean()
+    return pixel_kl(teacher_logits, student_logits)[unlabelled].mean()
 
 
 def dovit_loss(output, labels: torch.Tensor, patch_size: int, alpha: float = 1.0, beta: float = 0.4,
