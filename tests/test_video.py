@@ -11,7 +11,6 @@ import torch
 
 import dovit
 from dovit.core.preprocess import class_mask
-from dovit.report.tokens import expand_tokens, token_index_map, token_majority
 from dovit.viz import video
 
 SIZE = (64, 96)  # height, width: a 4 x 6 token grid at patch 16
@@ -108,17 +107,6 @@ def test_records_export_to_json_and_csv(tmp_path):
     assert set(rows[0]) == {"frame", "name", "xi", "gflops", "dense_gflops", "kept_tokens_B1",
                             "kept_tokens_B2",
                             "kept_tokens_B3", "latency_ms"}
-
-
-def test_token_geometry_maps_pixels_to_their_patch():
-    # a 40 x 56 image seen at 32 x 48 on a 2 x 3 grid: the left third of the top half is token 0
-    index = token_index_map((40, 56), (32, 48), (2, 3), 16)
-    assert index.shape == (40, 56) and index[0, 0] == 0 and index[-1, -1] == 5
-    assert set(np.unique(index)) == set(range(6))
-    labels = np.where(index == 4, 2, 1)
-    labels[:20, :] = 255  # the top half is void: tokens 0-2 get no majority
-    assert token_majority(labels, index, 6, 3, ignore_index=255).tolist() == [255, 255, 255, 1, 2, 1]
-    assert np.array_equal(expand_tokens(np.arange(6).reshape(2, 3), index), index)
 
 
 @pytest.mark.parametrize("overlay", video.OVERLAYS)

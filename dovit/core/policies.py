@@ -9,13 +9,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..report.tokens import token_index_map, token_majority
 from . import token_pass as tp
 from .flops import forward_flops
 from .model import KeepDecider, SegmenterOutput
 from .predictor import Predictor
 from .preprocess import class_mask
 from .stopwatch import Stopwatch
+from .token_grid import token_index_map, token_majority
 from .token_pass import Policy
 from .trace import Trace, build_trace
 

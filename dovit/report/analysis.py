@@ -17,11 +17,11 @@ from ..core.flops import FLOPS_CONVENTION, forward_flops
 from ..core.predictor import Predictor, check_xi
 from ..core.preprocess import class_mask, resize_image
 from ..core.stopwatch import Stopwatch
+from ..core.token_grid import token_index_map, token_majority, token_sums
 from ..core.trace import Trace, build_trace
 from ..data import DATASETS, folders
 from ..evaluation.metrics import ConfusionMatrix
 from ..viz.video import FrameRecord, count_frames, iter_named_frames, overlay_frame
-from .tokens import token_index_map, token_majority, token_sums
 
 DEFAULT_XI_GRID = (0.8, 0.85, 0.9, 0.95, 0.98, 1.0)
 CALIBRATION_BINS = 10

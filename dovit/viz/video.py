@@ -17,9 +17,9 @@ import torch
 from ..core.predictor import Predictor, check_xi
 from ..core.preprocess import class_mask, resize_image
 from ..core.stopwatch import Stopwatch
+from ..core.token_grid import expand_tokens, token_index_map
 from ..core.trace import Trace, build_trace
 from ..data.datasets import IMAGE_SUFFIXES, read_rgb
-from ..report.tokens import expand_tokens, token_index_map
 from . import drawing
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv")
