@@ -102,16 +102,3 @@ class ViewSlots(Slots, Generic[T]):
             return super().filled(value, **overrides)
         lists = dict(groups=[value] * num_groups, confidences=[value] * (num_groups - 1))
         return super().filled(value, **(lists | overrides))
-
-    @classmethod
-    def from_flat(cls, values: list, num_groups: int) -> ViewSlots:
-        """The inverse of ``flat`` for ``num_groups`` token groups."""
-        template = cls.filled(None, num_groups)
-        remaining = iter(values)
-        slots = {}
-        for slot in fields(cls):
-            value = getattr(template, slot.name)
-            slots[slot.name] = [next(remaining) for _ in value] if isinstance(value,
-                                                                              list) else next(remaining)
-        return cls(**slots)
-

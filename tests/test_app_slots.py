@@ -76,6 +76,24 @@ def test_a_wrapped_generator_stays_a_generator_and_yields_lists():
     assert list(wrapped("hi")) == [[gr.skip()] * 5, ["hi", "title", "a", "b", "done"]]
 
 
+def test_closing_a_wrapped_generator_runs_the_handlers_cleanup_at_once():
+    """gradio closes a cancelled event's generator: the handler's ``finally`` (freeing its admission) runs
+    then."""
+    cleaned = []
+
+    def handler():
+        try:
+            yield Page.filled(gr.skip())
+            yield Page.filled(None)
+        finally:
+            cleaned.append(True)
+
+    stream = slotted(handler, COMPONENTS)()
+    next(stream)
+    stream.close()
+    assert cleaned == [True]
+
+
 def test_connect_gives_the_trigger_the_flat_outputs_and_the_wrapped_handler():
     calls = []
 
