@@ -25,8 +25,12 @@ class Slots:
         outputs: list = []
         for slot in fields(self):
             value = getattr(self, slot.name)
-            outputs.extend(value.flat() if isinstance(value, Slots) else value if isinstance(value, list)
-                           else [value])
+            if isinstance(value, Slots):
+                outputs.extend(value.flat())
+            elif isinstance(value, list):
+                outputs.extend(value)
+            else:
+                outputs.append(value)
         return outputs
 
     def values(self, returned: Slots) -> list:
