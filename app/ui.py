@@ -32,7 +32,9 @@ from .images import MAX_UPLOAD_BYTES
 from .limits import ServingLimits
 from .links import UPLOAD_NOTE
 from .models import RUNTIMES, ModelShelf, onnxruntime_installed
+from .page import ImageRefresh, ModelRefresh, Refresh, ResetRefresh, SliderRefresh, SweepResult, XiBoxRefresh
 from .runtime import limit_heap_growth
+from .slots import connect
 from .state import ViewSlots
 from .studio import Studio, log_user_errors_to_stderr
 from .tabs import compare as compare_tab
@@ -116,6 +118,7 @@ class PageViews:
     stop_sweep: gr.Button
     policies: policies_tab.PoliciesTab
     comparison: compare_tab.CompareTab
+    videos: video_tab.VideoTab  # the Video tab's handlers (/analyze_video's too)
 
 
 def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
@@ -140,7 +143,7 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
         inspector = inspector_tab.TokenInspector(studio)
         exports = sharing.ExportHandlers(studio)
         wire_page(demo, studio, session, page, views, panel, inspector, exports)
-        add_api_endpoints(studio, inspector, exports, limits)
+        add_api_endpoints(studio, inspector, exports, views.videos, limits)
     demo.queue(default_concurrency_limit=1, max_size=limits.queue_size)
     return StudioApp(blocks=demo, studio=studio, example_dirs=example_dirs, limits=limits)
 
@@ -211,15 +214,16 @@ def build_views(studio: Studio, page: PageControls, frame_folders: list[str]) ->
         comparison = compare_tab.build(studio.models.labels, studio.predictor.config.default_xi)
         with gr.Tab("What the views teach", id="help"):
             gr.Markdown(help_markdown())
-        video_tab.build(studio, [get_upload_folder()], frame_folders, pickers=[page.model, page.runtime])
-        dataset_tab.build(studio, frame_folders, pickers=[page.model, page.runtime])
+        pickers = [page.model, page.runtime]
+        videos = video_tab.build(studio, [get_upload_folder()], frame_folders, pickers=pickers)
+        dataset_tab.build(studio, frame_folders, pickers=pickers)
         live_tab.build(studio, pickers=[page.model])
     slots = ViewSlots(
         readouts=page.readouts, tokens_plot=page.tokens_plot, groups=token_images, confidences=heatmap_images,
         mask_overlay=mask_overlay, legend=legend, color_mask=raw_mask, halting=halting,
         halting_legend=halting_legend, dense_mask=dense_mask, disagreement=disagreement, agreement=agreement,
         sweep_plot=sweep_plot)
-    return PageViews(tabs, slots, opacity, palette, sweep_button, stop_sweep, policies, comparison)
+    return PageViews(tabs, slots, opacity, palette, sweep_button, stop_sweep, policies, comparison, videos)
 
 
 def wire_page(demo: gr.Blocks, studio: Studio, session: gr.State, page: PageControls, views: PageViews,
@@ -227,14 +231,12 @@ def wire_page(demo: gr.Blocks, studio: Studio, session: gr.State, page: PageCont
               exports: sharing.ExportHandlers) -> None:
     """The page's events: model, runtime, image, size, ξ, opacity, sweep, the tabs, inspector, links,
     export."""
-    view_outputs, opacity, session_views = views.slots.flat(), views.opacity, [session, *views.slots.flat()]
+    opacity, refresh = views.opacity, Refresh(session, views.slots)
     page_event = dict(concurrency_id=PAGE_QUEUE, concurrency_limit=1, api_visibility="private",
                       validator=studio.admit())
-    sweep_event = views.sweep_button.click(studio.on_sweep, [page.xi_box, session], [views.slots.sweep_plot,
-                                                                                     session],
-                                           concurrency_id=SWEEP_QUEUE, concurrency_limit=1,
-                                           api_visibility="private",
-                                           validator=studio.admit("sweep"))
+    sweep_event = connect(views.sweep_button.click, studio.on_sweep, [page.xi_box, session],
+                          SweepResult(views.slots.sweep_plot, session), concurrency_id=SWEEP_QUEUE,
+                          concurrency_limit=1, api_visibility="private", validator=studio.admit("sweep"))
     views.stop_sweep.click(studio.on_stop_sweep, None, None, cancels=[sweep_event], api_visibility="private")
     compare_tab.wire(views.comparison, compare_tab.CompareHandlers(studio), opacity, session, page_event)
     policy_handlers = policies_tab.PolicyHandlers(studio)
@@ -242,37 +244,35 @@ def wire_page(demo: gr.Blocks, studio: Studio, session: gr.State, page: PageCont
                                      clear_on=[page.image.change, page.size.input, page.model.input,
                                                page.runtime.input])
     restart = dict(cancels=[sweep_event, policy_event], **page_event)
-    page.model.input(studio.on_model, [page.model, opacity, session],
-                     [page.header, page.xi_box, page.xi_slider, page.reset, *session_views], **restart)
-    page.runtime.input(studio.on_runtime, [page.runtime, page.xi_box, opacity, session], session_views,
-                       **restart)
-    views.palette.input(studio.on_palette, [views.palette, page.xi_box, opacity, session], session_views,
-                        **page_event)
-    page.image.change(studio.on_image, [page.image, page.size, page.xi_box, opacity, session, page.model,
-                                        page.runtime,
-                                        views.palette],
-                      [session, page.notices, page.size, *view_outputs], **restart)
-    page.size.input(studio.on_size, [page.size, page.xi_box, opacity, session], session_views, **restart)
-    page.xi_slider.input(studio.on_drag, [page.xi_slider, opacity, session], [page.xi_box, *session_views],
-                         trigger_mode="always_last", show_progress="hidden", **page_event)
-    page.xi_slider.release(studio.on_release, [page.xi_slider, opacity, session], [page.xi_box,
-                                                                                   *session_views],
-                           show_progress="minimal", **page_event)
+    connect(page.model.input, studio.on_model, [page.model, opacity, session],
+            ModelRefresh(page.header, page.xi_box, page.xi_slider, page.reset, refresh), **restart)
+    connect(page.runtime.input, studio.on_runtime, [page.runtime, page.xi_box, opacity, session], refresh,
+            **restart)
+    connect(views.palette.input, studio.on_palette, [views.palette, page.xi_box, opacity, session], refresh,
+            **page_event)
+    connect(page.image.change, studio.on_image, [page.image, page.size, page.xi_box, opacity, session,
+                                                 page.model, page.runtime, views.palette],
+            ImageRefresh(session, page.notices, page.size, views.slots), **restart)
+    connect(page.size.input, studio.on_size, [page.size, page.xi_box, opacity, session], refresh, **restart)
+    connect(page.xi_slider.input, studio.on_drag, [page.xi_slider, opacity, session],
+            SliderRefresh(page.xi_box, refresh), trigger_mode="always_last", show_progress="hidden",
+            **page_event)
+    connect(page.xi_slider.release, studio.on_release, [page.xi_slider, opacity, session],
+            SliderRefresh(page.xi_box, refresh), show_progress="minimal", **page_event)
     for event in (page.xi_box.submit, page.xi_box.blur):
-        event(studio.on_xi_box, [page.xi_box, opacity, session], [page.xi_slider, *session_views],
-              show_progress="minimal", **page_event)
-    page.reset.click(studio.on_reset, [opacity, session], [page.xi_box, page.xi_slider, *session_views],
-                     **page_event)
+        connect(event, studio.on_xi_box, [page.xi_box, opacity, session],
+                XiBoxRefresh(page.xi_slider, refresh), show_progress="minimal", **page_event)
+    connect(page.reset.click, studio.on_reset, [opacity, session],
+            ResetRefresh(page.xi_box, page.xi_slider, refresh), **page_event)
     opacity.input(studio.on_opacity, [opacity, session], views.slots.mask_overlay, show_progress="hidden",
                   api_visibility="private")
     inspected = [(view, inspector_tab.working_content) for view in views.slots.working_images()]
     inspected += zip(views.policies.masks + views.policies.stop_maps, policy_handlers.views(), strict=False)
     inspector_tab.wire(panel, inspector, session, inspected, refresh_on=page.readouts.change)
-    sharing.wire(demo, sharing.LinkHandlers(studio), views.tabs, page.copy_link, page.link_box,
-                 page.link_note,
-                 dict(image=page.image, size=page.size, xi_box=page.xi_box, xi_slider=page.xi_slider,
-                      row=panel.row,
-                      col=panel.col, notices=page.notices, session=session))
+    linked = sharing.LinkedState(page.image, page.size, page.xi_box, page.xi_slider, views.tabs,
+                                 gr.State("token-pass"), panel.row, panel.col, page.notices)
+    copied = sharing.CopiedLink(page.link_box, page.link_note)
+    sharing.wire(demo, sharing.LinkHandlers(studio), linked, copied, page.copy_link, session)
     page.export_button.click(exports.on_export, [page.xi_box, opacity, session], page.export_file,
                              **page_event)
 
