@@ -70,6 +70,7 @@ class ViewSlots(Generic[T]):
     disagreement: T
     agreement: T
     sweep_plot: T = None
+    halting_by_class: T = None  # the stacked bars of the Halting depth tab
 
     def flat(self) -> list[T]:
         """The slots in output order."""

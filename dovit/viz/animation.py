@@ -9,6 +9,7 @@ Frames are drawn at the working size, where one token is one patch x patch squar
 from __future__ import annotations
 
 import io
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,6 +180,14 @@ def write_mp4(frames: list[PassFrame], path: str | Path, fps: float = 12.0) -> i
             for _ in range(max(1, round(frame.duration_ms * fps / 1000))):
                 writer.write(frame.image)
     return writer.count
+
+
+def mp4_bytes(frames: list[PassFrame], fps: float = 12.0) -> bytes:
+    """The frames as MP4 file contents (``write_mp4`` through a temporary file: OpenCV writes only files)."""
+    with tempfile.TemporaryDirectory(prefix="dovit-pass-") as folder:
+        path = Path(folder) / "pass.mp4"
+        write_mp4(frames, path, fps)
+        return path.read_bytes()
 
 
 def write_animation(frames: list[PassFrame], path: str | Path, fps: float = 12.0) -> Path:
