@@ -79,7 +79,8 @@ def add_api_endpoints(studio: Studio, inspector: TokenInspector, exports: Export
                  "working size, as JSON: grid [rows, cols], decision_layers, confidence (decisions x rows x "
                  "cols, the aux heads' q_l), halting_group (rows x cols: the group after which each token "
                  "stopped; the number of groups when it ran every block), kept_tokens per group, gflops, "
-                 "dense_gflops. Admitted like /predict.")
+                 "dense_gflops, halting_by_class ({class name: tokens stopped after each group, the last "
+                 "= ran every block}, summing to the grid's tokens). Admitted like /predict.")
     api_endpoint("inspect_token", inspector.api_inspect_token,
                  lambda: [*image_and_xi(), raw_number(value=0, label="row"), raw_number(value=0,
                                                                                         label="col")],

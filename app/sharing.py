@@ -13,6 +13,9 @@ from typing import Generic
 import cv2
 import gradio as gr
 
+from dovit.viz import drawing
+from dovit.viz.animation import pass_frames
+
 from . import controls
 from .analysis import render_views, to_working_size
 from .bundle import build_zip
@@ -151,9 +154,12 @@ class ExportHandlers:
     def _write(self, predictor, working, xi: float, opacity: float, label: str, charts: dict) -> str:
         with self.studio.model_call():
             views = render_views(predictor, working, xi, opacity)
+        colors = drawing.class_palette(predictor.config.class_colors)
+        frames = pass_frames(working, views.prediction.trace, views.prediction.mask, colors,
+                             predictor.model.patch_size)
         data = build_zip(views, working, list(predictor.config.class_names),
                          f"{label} ({predictor.config.backbone})",
-                         charts)
+                         charts, frames)
         path = new_run_folder(EXPORT_ROOT) / f"dovit_xi{xi:g}_{working.shape[0]}x{working.shape[1]}.zip"
         path.write_bytes(data)
         return str(path)

@@ -69,6 +69,7 @@ class ViewSlots(Slots, Generic[T]):
     disagreement: T
     agreement: T
     sweep_plot: T = None
+    halting_by_class: T = None  # the stacked bars of the Halting depth tab
 
     def working_images(self) -> list[T]:
         """The image views drawn over the working-size token grid (a click on one picks a token)."""

@@ -119,6 +119,7 @@ class PageViews:
     policies: policies_tab.PoliciesTab
     comparison: compare_tab.CompareTab
     videos: video_tab.VideoTab  # the Video tab's handlers (/analyze_video's too)
+    pass_player: view_tabs.PassPlayer
 
 
 def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
@@ -204,10 +205,10 @@ def build_views(studio: Studio, page: PageControls, frame_folders: list[str]) ->
     # wrap, not gradio's default overflow menu: a tab that does not fit (narrow window, inspector open)
     # goes to a second row instead of hiding behind a "…" button, so Video and Data set stay in view
     with gr.Tabs(overflow_behavior="wrap", elem_id="view-tabs") as tabs:
-        token_images = view_tabs.token_pass_tab(studio.num_groups)
+        token_images, pass_player = view_tabs.token_pass_tab(studio.num_groups)
         heatmap_images = view_tabs.confidence_tab(studio.num_groups - 1)
         opacity, palette, legend, mask_overlay, raw_mask = view_tabs.segmentation_tab()
-        halting_legend, halting = view_tabs.halting_tab()
+        halting_legend, halting, halting_by_class = view_tabs.halting_tab()
         dense_mask, disagreement, agreement = view_tabs.dense_tab()
         sweep_button, stop_sweep, sweep_plot = view_tabs.sweep_tab()
         policies = policies_tab.build()
@@ -222,8 +223,9 @@ def build_views(studio: Studio, page: PageControls, frame_folders: list[str]) ->
         readouts=page.readouts, tokens_plot=page.tokens_plot, groups=token_images, confidences=heatmap_images,
         mask_overlay=mask_overlay, legend=legend, color_mask=raw_mask, halting=halting,
         halting_legend=halting_legend, dense_mask=dense_mask, disagreement=disagreement, agreement=agreement,
-        sweep_plot=sweep_plot)
-    return PageViews(tabs, slots, opacity, palette, sweep_button, stop_sweep, policies, comparison, videos)
+        sweep_plot=sweep_plot, halting_by_class=halting_by_class)
+    return PageViews(tabs, slots, opacity, palette, sweep_button, stop_sweep, policies, comparison, videos,
+                     pass_player)
 
 
 def wire_page(demo: gr.Blocks, studio: Studio, session: gr.State, page: PageControls, views: PageViews,
@@ -244,6 +246,9 @@ def wire_page(demo: gr.Blocks, studio: Studio, session: gr.State, page: PageCont
                                      clear_on=[page.image.change, page.size.input, page.model.input,
                                                page.runtime.input])
     restart = dict(cancels=[sweep_event, policy_event], **page_event)
+    view_tabs.wire_pass_player(views.pass_player, view_tabs.PassPlayerHandlers(studio),
+                               [page.xi_box, session], page_event,
+                               clear_on=[page.image.change, page.size.input, page.model.input])
     connect(page.model.input, studio.on_model, [page.model, opacity, session],
             ModelRefresh(page.header, page.xi_box, page.xi_slider, page.reset, refresh), **restart)
     connect(page.runtime.input, studio.on_runtime, [page.runtime, page.xi_box, opacity, session], refresh,

@@ -81,6 +81,25 @@ def test_upload_draws_every_view(studio, street_png):
     assert groups[-1][0].shape == (height, width, 3) and confidences[0][0].shape == (height, width + 64, 3)
     assert "legend-swatch" in views["legend"] and "ran all blocks" in views["halting_legend"]
     assert "of pixels" in views["agreement"] and views["tokens_plot"].data and views["sweep_plot"] is None
+    by_class = views["halting_by_class"].data  # stacked bars: one trace per halting group, every token once
+    assert len(by_class) == studio.num_groups and sum(sum(bar.y) for bar in by_class) == (
+        session.prediction.trace.num_tokens)
+
+
+def test_play_renders_the_token_pass_as_an_animated_gif(studio, street_png):
+    from PIL import Image
+
+    from app.tabs.views import PassPlayerHandlers
+
+    player = PassPlayerHandlers(studio)
+    with pytest.raises(gr.Error, match="Upload an image first"):
+        player.on_play(0.9, None)
+    session, _, _ = load(studio, street_png)
+    gif = Image.open(player.on_play(0.5, session))
+    assert gif.format == "GIF" and gif.n_frames >= studio.num_groups + 1
+    with pytest.raises(gr.Error):
+        player.on_play("0.5", session)  # ξ must be a number
+    assert player.on_clear() is None
 
 
 def test_moving_xi_changes_the_readouts(studio, street_png):

@@ -219,7 +219,7 @@ def test_ledger_sweeps_the_oldest_uploads_down_to_the_size_cap(tmp_path):
 def test_view_slots_flatten_and_name_consistently():
     slots = ViewSlots.filled(0, num_groups=3, readouts="r", groups=["g1", "g2", "g3"], sweep_plot="s")
     assert slots.names()[:6] == ["readouts", "tokens_plot", "group_1", "group_2", "group_3", "confidence_1"]
-    assert len(slots.flat()) == len(slots.names()) == 11 + 3 + 2  # 11 single slots, 3 groups, 2 decisions
+    assert len(slots.flat()) == len(slots.names()) == 12 + 3 + 2  # 12 single slots, 3 groups, 2 decisions
     named = dict(zip(slots.names(), slots.flat(), strict=True))
     picked = [named[name] for name in ("readouts", "group_2", "confidence_2", "sweep_plot")]
     assert picked == ["r", "g2", 0, "s"]

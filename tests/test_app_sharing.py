@@ -83,5 +83,6 @@ def test_export_button_and_api_write_a_zip_of_the_current_view(setup):
     assert path.endswith("dovit_xi0.4_64x96.zip")
     with zipfile.ZipFile(path) as archive:
         assert "trace/tokens.csv" in archive.namelist() and "ξ = 0.4" in archive.read("README.md").decode()
+        assert {"pass.gif", "pass.mp4"} <= set(archive.namelist())
     with zipfile.ZipFile(exports.api_export(str(examples[1]), None)) as archive:
         assert f"ξ = {studio.config.default_xi:g}" in archive.read("README.md").decode()
