@@ -6,7 +6,7 @@ ZIP" button and the /export API).
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Generic
 
@@ -51,6 +51,7 @@ class LinkedState(Slots, Generic[T]):
     row: T
     col: T
     notices: T
+    lesson: T  # the Lesson tab's step
 
 
 @dataclass
@@ -70,6 +71,8 @@ class LinkHandlers:
         link, notices = parse_link(dict(request.query_params) if request is not None else {},
                                    len(self.studio.examples))
         image = size = gr.update()
+        if link.lesson is not None and link.example is None and self.studio.examples:
+            link = replace(link, example=0)  # a lesson link from a slide opens on an image, not on nothing
         if link.example is not None:
             path = self.studio.examples[link.example]
             image = gr.update(value=str(path))
@@ -83,7 +86,7 @@ class LinkHandlers:
         tab = gr.update(selected=link.tab) if link.tab else gr.update()
         row, col = link.token if link.token else (gr.update(), gr.update())
         return LinkedState(image, size, xi, slider, tab, link.tab or "token-pass", row, col,
-                           " · ".join(notices))
+                           " · ".join(notices), link.lesson if link.lesson is not None else gr.update())
 
     def _size(self, link: PageLink, path) -> tuple:
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -98,14 +101,15 @@ class LinkHandlers:
     def on_tab(event: gr.SelectData) -> str:
         return LABEL_TO_TAB.get(event.value, "token-pass")
 
-    def on_copy(self, xi: float, size_value: str, tab: str, row, col, session: Session | None,
-                page_url: str) -> CopiedLink:
+    def on_copy(self, xi: float, size_value: str, tab: str, row, col, lesson: int | None,
+                session: Session | None, page_url: str) -> CopiedLink:
         """The link to what the page shows now, and its note."""
         example = session.example if session is not None else None
         token = (int(row), int(col)) if row not in (None, "") and col not in (None, "") else None
         size = controls.parse_size(size_value, self.studio.default_size) if size_value else None
         link = PageLink(example=example, xi=self.studio.user_xi(xi), tab=tab if tab in TABS else None,
-                        size=size if size != self.studio.default_size else None, token=token)
+                        size=size if size != self.studio.default_size else None, token=token,
+                        lesson=int(lesson) if tab == "lesson" and lesson else None)
         note = "Link copied." if session is None or example is not None else f"Link copied. {UPLOAD_NOTE}"
         return CopiedLink(f"{page_url or ''}{link_query(link)}", note)
 
@@ -119,8 +123,8 @@ def wire(blocks: gr.Blocks, handlers: LinkHandlers, linked: LinkedState, copied:
     linked.tabs.select(handlers.on_tab, None, linked.open_tab, **common)
     page_url = gr.Textbox(visible=False)
     connect(copy_button.click, handlers.on_copy, [linked.xi_box, linked.size, linked.open_tab, linked.row,
-                                                  linked.col, session, page_url], copied, js=PAGE_URL_JS,
-            **common).then(None, copied.link, None, js=CLIPBOARD_JS, **common)
+                                                  linked.col, linked.lesson, session, page_url], copied,
+            js=PAGE_URL_JS, **common).then(None, copied.link, None, js=CLIPBOARD_JS, **common)
 
 
 @dataclass

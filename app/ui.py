@@ -26,7 +26,7 @@ from . import controls, sharing
 from .api import add_api_endpoints, upload_image
 from .examples import find_examples
 from .guard import RequestGuard
-from .header import header_markdown
+from .header import header_markdown, help_markdown
 from .image_cache import write_image_outputs_atomically
 from .images import MAX_UPLOAD_BYTES
 from .limits import ServingLimits
@@ -40,6 +40,7 @@ from .studio import Studio, log_user_errors_to_stderr
 from .tabs import compare as compare_tab
 from .tabs import dataset as dataset_tab
 from .tabs import inspector as inspector_tab
+from .tabs import lesson as lesson_tab
 from .tabs import live as live_tab
 from .tabs import policies as policies_tab
 from .tabs import video as video_tab
@@ -50,7 +51,6 @@ PAGE_QUEUE, SWEEP_QUEUE = "page", "sweep"  # the /predict queue: app.api.PREDICT
 CACHE_SWEEP_EVERY_S, CACHE_MAX_AGE_S = 600, 1800  # gradio's delete_cache: uploads and outputs by age
 SESSION_TTL_S = 3600
 MAX_SESSIONS = 100  # sessions kept in memory (each holds its image, a few MB); the oldest go first
-HELP_PATH = Path(__file__).with_name("README_APP.md")
 STATIC = Path(__file__).with_name("static")  # the page's CSS and the scripts of its head
 
 
@@ -66,22 +66,6 @@ class StudioApp:
 
     def close(self) -> None:
         self.blocks.close()
-
-
-def help_markdown() -> str:
-    """The "What each view teaches" part of app/README_APP.md (the README's own copy of it)."""
-    text = HELP_PATH.read_text() if HELP_PATH.exists() else ""
-    marker = "## What each view teaches"
-    return text[text.index(marker) + len(marker):].strip() if marker in text else "See README.md."
-
-
-def xi_ticks_html() -> str:
-    """Labels under the ξ slider at their (non-linear) slider positions."""
-    spans = "".join(
-        f'<span style="left: {100 * controls.position_from_xi(xi):.1f}%">{xi:g}</span>'
-        for xi in controls.XI_TICKS
-    ) + '<span style="left: 100%">1</span>'
-    return f'<div class="xi-ticks">{spans}</div>'
 
 
 @dataclass
@@ -120,6 +104,7 @@ class PageViews:
     comparison: compare_tab.CompareTab
     videos: video_tab.VideoTab  # the Video tab's handlers (/analyze_video's too)
     pass_player: view_tabs.PassPlayer
+    lesson: lesson_tab.LessonSlots
 
 
 def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
@@ -174,7 +159,7 @@ def build_controls(studio: Studio, examples: list[Path]) -> PageControls:
                                   step=controls.SLIDER_STEP,
                                   elem_id="xi-slider", label="ξ — token-pass threshold (finer steps near 1)",
                                   buttons=[])
-            gr.HTML(xi_ticks_html())
+            gr.HTML(controls.xi_ticks_html())
             with gr.Row():
                 xi_box = gr.Number(value=config.default_xi, label="ξ (type a value, Enter)", minimum=0.0,
                                    maximum=1.0, step=0.0001, elem_id="xi-number", scale=2)
@@ -211,6 +196,7 @@ def build_views(studio: Studio, page: PageControls, frame_folders: list[str]) ->
         halting_legend, halting, halting_by_class = view_tabs.halting_tab()
         dense_mask, disagreement, agreement = view_tabs.dense_tab()
         sweep_button, stop_sweep, sweep_plot = view_tabs.sweep_tab()
+        lesson = lesson_tab.build()
         policies = policies_tab.build()
         comparison = compare_tab.build(studio.models.labels, studio.predictor.config.default_xi)
         with gr.Tab("What the views teach", id="help"):
@@ -225,7 +211,7 @@ def build_views(studio: Studio, page: PageControls, frame_folders: list[str]) ->
         halting_legend=halting_legend, dense_mask=dense_mask, disagreement=disagreement, agreement=agreement,
         sweep_plot=sweep_plot, halting_by_class=halting_by_class)
     return PageViews(tabs, slots, opacity, palette, sweep_button, stop_sweep, policies, comparison, videos,
-                     pass_player)
+                     pass_player, lesson)
 
 
 def wire_page(demo: gr.Blocks, studio: Studio, session: gr.State, page: PageControls, views: PageViews,
@@ -274,8 +260,11 @@ def wire_page(demo: gr.Blocks, studio: Studio, session: gr.State, page: PageCont
     inspected = [(view, inspector_tab.working_content) for view in views.slots.working_images()]
     inspected += zip(views.policies.masks + views.policies.stop_maps, policy_handlers.views(), strict=False)
     inspector_tab.wire(panel, inspector, session, inspected, refresh_on=page.readouts.change)
-    linked = sharing.LinkedState(page.image, page.size, page.xi_box, page.xi_slider, views.tabs,
-                                 gr.State("token-pass"), panel.row, panel.col, page.notices)
+    open_tab = gr.State("token-pass")
+    linked = sharing.LinkedState(page.image, page.size, page.xi_box, page.xi_slider, views.tabs, open_tab,
+                                 panel.row, panel.col, page.notices, views.lesson.step)
+    lesson_tab.wire(views.lesson, lesson_tab.LessonHandlers(studio), views.tabs, open_tab, page.xi_box,
+                    opacity, session, page.readouts.change, page_event)
     copied = sharing.CopiedLink(page.link_box, page.link_note)
     sharing.wire(demo, sharing.LinkHandlers(studio), linked, copied, page.copy_link, session)
     page.export_button.click(exports.on_export, [page.xi_box, opacity, session], page.export_file,

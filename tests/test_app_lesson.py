@@ -80,3 +80,55 @@ def test_at_xi_one_nothing_stops_and_the_mask_is_the_dense_one(predictor, street
 def test_step_numbers_are_clamped():
     assert lesson.clamp_step(None) == 1 and lesson.clamp_step(0) == 1 and lesson.clamp_step(-3) == 1
     assert lesson.clamp_step(3) == 3 and lesson.clamp_step(99) == len(lesson.STEPS)
+
+
+# ------------------------------------------------------------------ the tab's handlers (app.tabs.lesson)
+@pytest.fixture(scope="module")
+def tab(tiny_model, tmp_path_factory):
+    from app.studio import Studio
+    from app.tabs.lesson import LessonHandlers
+
+    folder = tmp_path_factory.mktemp("lesson")
+    image = folder / "street.png"
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (54, 96, 3), dtype=np.uint8))
+    studio = Studio(Predictor(tiny_model), image_dirs=[folder])
+    session = studio.on_image(str(image), "", 0.9, 0.5, None).session
+    return LessonHandlers(studio), session
+
+
+def test_back_and_next_walk_the_steps_and_stop_at_the_ends(tab):
+    import gradio as gr
+
+    handlers, session = tab
+    shown = handlers.show(1, 0.9, 0.5, session)
+    assert shown.step == 1 and shown.heading.startswith(f"### Step 1 of {len(lesson.STEPS)}: ")
+    assert shown.back == gr.update(interactive=False) and shown.forward == gr.update(interactive=True)
+    headings = [shown.heading]
+    for _ in range(len(lesson.STEPS) + 2):  # Next past the end stays on the last step
+        shown = handlers.on_next(shown.step, 0.9, 0.5, session)
+        headings.append(shown.heading)
+    assert shown.step == len(lesson.STEPS) and shown.forward == gr.update(interactive=False)
+    assert len(set(headings)) == len(lesson.STEPS)
+    assert shown.figure["visible"] and not shown.picture["visible"]  # the trade-off curve, no picture
+    assert handlers.on_back(shown.step, 0.9, 0.5, session).step == len(lesson.STEPS) - 1
+
+
+def test_without_an_image_the_step_says_what_to_do(tab):
+    handlers, _ = tab
+    shown = handlers.show(3, 0.9, 0.5, None)
+    assert shown.heading == f"### Step 3 of {len(lesson.STEPS)}" and "Upload an image" in shown.text
+
+
+def test_other_tabs_and_closed_lesson_leave_it_alone(tab):
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from app.tabs.lesson import LessonSlots
+
+    handlers, session = tab
+    skipped = LessonSlots.filled(gr.skip())
+    assert handlers.on_refresh("token-pass", 2, 0.9, 0.5, session) == skipped
+    assert handlers.on_open(2, 0.9, 0.5, session, SimpleNamespace(value="Compare")) == skipped
+    assert handlers.on_refresh("lesson", 2, 0.9, 0.5, session).step == 2
+    assert handlers.on_open(4, 0.9, 0.5, session, SimpleNamespace(value="Lesson")).step == 4

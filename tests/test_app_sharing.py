@@ -57,16 +57,27 @@ def test_copy_link_names_the_clicked_example_and_warns_for_uploads(setup, tmp_pa
     studio.image_dirs.append(copy.parent)
     session = studio.on_image(str(copy), "32x48", 0.9, 0.5, None).session
     assert session.example == 1
-    copied = handlers.on_copy(0.93, "32x48", "halting-depth", 2, 3, session, "http://127.0.0.1:7860/")
+    copied = handlers.on_copy(0.93, "32x48", "halting-depth", 2, 3, 4, session, "http://127.0.0.1:7860/")
     assert copied.link == "http://127.0.0.1:7860/?example=1&xi=0.93&size=32x48&tab=halting-depth&token=2,3"
     assert copied.note == "Link copied."
     upload = tmp_path / "mine.png"
     cv2.imwrite(str(upload), np.zeros((64, 96, 3), np.uint8))
     studio.image_dirs.append(tmp_path)
     session = studio.on_image(str(upload), "64x96", 0.9, 0.5, None).session
-    copied = handlers.on_copy(0.9, "64x96", "token-pass", None, None, session, "http://h/")
+    copied = handlers.on_copy(0.9, "64x96", "token-pass", None, None, 1, session, "http://h/")
     assert copied.link == "http://h/?xi=0.9&tab=token-pass" and UPLOAD_NOTE in copied.note
     assert handlers.on_tab(SimpleNamespace(value="Dense vs DoViT")) == "dense-vs-dovit"
+
+
+def test_a_lesson_link_opens_its_step_on_the_first_example_and_copies_back(setup):
+    studio, handlers, examples = setup
+    linked = handlers.on_load(request(lesson="3"))
+    assert linked.lesson == 3 and linked.tabs == gr.update(selected="lesson") and linked.open_tab == "lesson"
+    assert linked.image["value"] == str(examples[0])  # a link from a slide opens on an image
+    assert handlers.on_load(request(lesson="3", example="1")).image["value"] == str(examples[1])
+    session = studio.on_image(str(examples[1]), "32x48", 0.9, 0.5, None).session
+    copied = handlers.on_copy(0.9, "32x48", "lesson", None, None, 5, session, "http://h/")
+    assert copied.link == "http://h/?example=1&xi=0.9&size=32x48&tab=lesson&lesson=5"
 
 
 def test_export_button_and_api_write_a_zip_of_the_current_view(setup):
