@@ -37,7 +37,7 @@ class LessonSlots(Slots):
 
 def build() -> LessonSlots:
     """The tab (call inside the page's ``gr.Tabs``); its components, as the handlers' outputs."""
-    with gr.Tab("Lesson", id="lesson"):
+    with gr.Tab("Lesson", id="lesson", elem_id="lesson-tab"):
         gr.Markdown(INTRO)
         heading = gr.Markdown(f"### Step 1 of {len(lesson.STEPS)}", elem_id="lesson-heading")
         with gr.Row(equal_height=True):

@@ -1,0 +1,83 @@
+"""Draw the README's pictures from the code: ``python scripts/readme_pictures.py`` (a minute or two on 2
+cores).
+
+- ``docs/app.png``: the studio on the shipped default model and the project's own example (assets/), served on
+  127.0.0.1 and photographed in Debian's Chromium (Playwright; never downloads a browser).
+- ``docs/lesson.png``: step 4 of the Lesson tab (``?lesson=4``) on the same example.
+- ``docs/token_pass.gif``: the animated token pass of that example at the default ξ (``dovit.viz.animation``,
+  what ``python -m dovit.animate`` writes).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import PIL.Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "browser")]  # the browser driver the tests use
+
+from app_driver import chromium, open_app, serve_on_loopback, upload  # noqa: E402
+
+from app.ui import build_demo  # noqa: E402
+from dovit import Predictor  # noqa: E402
+from dovit.viz.animation import AnimationTiming, render_pass, write_animation  # noqa: E402
+
+EXAMPLE = ROOT / "assets" / "synthetic_street.png"
+
+
+def save_small_png(path: Path) -> None:
+    """256 colours without dithering: a third of the size, the same look for a UI picture."""
+    PIL.Image.open(path).convert("RGB").quantize(256, dither=PIL.Image.Dither.NONE).save(path, optimize=True)
+
+
+def draw_animation(predictor: Predictor, out: Path) -> Path:
+    image = cv2.cvtColor(cv2.imread(str(EXAMPLE)), cv2.COLOR_BGR2RGB)
+    height, width = predictor.working_size(image_size=image.shape[:2])
+    working = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    frames = render_pass(predictor, working, timing=AnimationTiming(fade_frames=3))
+    return write_animation(frames, out)
+
+
+def photograph_studio(predictor: Predictor, docs: Path) -> list[Path]:
+    app = build_demo(predictor, examples_dir=None)
+    url = serve_on_loopback(app)
+    try:
+        with chromium() as browser:
+            page = open_app(browser, url, width=1400, height=1000)
+            upload(page, EXAMPLE)
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(docs / "app.png"), full_page=True)
+            page = open_app(browser, url + "?lesson=4", width=1100, height=1000)
+            page.wait_for_function("document.querySelector('#lesson-heading').innerText.includes('Step 4 of')"
+                                   " && !document.querySelector('#lesson-text').innerText.includes('Upload')")
+            page.locator("#lesson-picture").scroll_into_view_if_needed()
+            page.wait_for_selector("#lesson-picture img")
+            page.wait_for_timeout(1000)
+            page.locator("#lesson-tab").screenshot(path=str(docs / "lesson.png"))
+    finally:
+        app.close()
+    for path in (docs / "app.png", docs / "lesson.png"):
+        save_small_png(path)
+    return [docs / "app.png", docs / "lesson.png"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs",
+                        help="where the pictures go (default docs/)")
+    parser.add_argument("--skip-browser", action="store_true", help="only the animation (no Chromium needed)")
+    args = parser.parse_args()
+    predictor = Predictor.from_checkpoint()
+    written = [draw_animation(predictor, args.docs / "token_pass.gif")]
+    if not args.skip_browser:
+        written += photograph_studio(predictor, args.docs)
+    for path in written:
+        print(f"{path}: {path.stat().st_size // 1024} KB")
+
+
+if __name__ == "__main__":
+    main()
