@@ -80,11 +80,12 @@ def cached_per_version(
     attribute ``name`` (outside state_dict). The key is each source's storage, in-place version counter and
     device: load_state_dict and optimizer steps write in place (a new version), ``.to()`` moves the storage.
     Key derived tensors on the parameters they come from, not on another cache's output (a freed cache's
-    storage can come back at the same address with the same version)."""
+    storage can come back at the same address with the same version). Built outside inference mode, so that
+    a cache made under ``torch.inference_mode`` can still enter a forward with gradients later."""
     key = tuple((t.data_ptr(), t._version, t.device) for t in sources)
     cached = owner.__dict__.get(name)
     if cached is None or cached[0] != key:
-        with torch.no_grad():
+        with torch.inference_mode(False), torch.no_grad():
             cached = (key, build())
         owner.__dict__[name] = cached
     return cached[1]
@@ -363,16 +364,21 @@ class PyramidPool(nn.Module):
         return act(conv_bn(self, "_folded_project_cache", x, project, norm))
 
     def _dense_merge_weight(self) -> torch.Tensor:
-        conv = self.merge_layer[2].cbr[0]
+        """The group 3x3 conv's weight (10 groups of 5 channels) as a dense (10, 50, 3, 3) one: group g reads
+        channels i * 10 + g, where ChannelShuffle(5) would have brought its i-th input. Cached without
+        gradients; with them built afresh, so that gradients reach the weight (calibration trains in eval
+        mode)."""
+        weight = self.merge_layer[2].cbr[0].weight
+        groups = weight.shape[0]
 
-        def place() -> torch.Tensor:
-            groups, per_group = conv.out_channels, conv.in_channels // conv.groups  # 10 groups, 5 channels
-            dense = conv.weight.new_zeros(groups, groups * per_group, 3, 3)
-            for out in range(groups):  # ChannelShuffle(per_group) sends channel i * groups + out to group out
-                dense[out, out::groups] = conv.weight[out]
-            return dense.detach().contiguous(memory_format=torch.channels_last)
+        def place() -> torch.Tensor:  # (G, P, 1, 3, 3) x one-hot (G, 1, G, 1, 1) -> (G, P * G, 3, 3)
+            one_hot = torch.eye(groups, dtype=weight.dtype, device=weight.device)[:, None, :, None, None]
+            dense = (weight[:, :, None] * one_hot).reshape(groups, -1, *weight.shape[-2:])
+            return dense.contiguous(memory_format=torch.channels_last)
 
-        return cached_per_version(self, "_dense_cache", (conv.weight,), place)
+        if torch.is_grad_enabled():
+            return place()
+        return cached_per_version(self, "_dense_cache", (weight,), place)
 
 
 class PointwiseMerge(nn.Module):
