@@ -326,7 +326,8 @@ class FoldingComparison:
 @torch.inference_mode()
 def compare_batchnorm_folding(model: DoViTSegmenter, frames: torch.Tensor, warmup: int = 1,
                               repeats: int = 30, name: str = "checkpoint") -> FoldingComparison:
-    """Each round runs every frame folded, then unfolded (A B A B ...); ValueError for a non-hybrid model."""
+    """Each round runs every frame folded, then unfolded (A B A B ... frame by frame); ValueError for a
+    non-hybrid model."""
     if model.config.stem != "espnetv2":
         raise ValueError(f"{name} has stem {model.config.stem!r}: BatchNorm folding serves the hybrid "
                          "('espnetv2') stem and decoder")
@@ -334,16 +335,18 @@ def compare_batchnorm_folding(model: DoViTSegmenter, frames: torch.Tensor, warmu
     contexts = {"folded": contextlib.nullcontext, "unfolded": batchnorm_unfolded}
     rounds: dict[str, list[dict[str, float]]] = {variant: [] for variant in contexts}
     for round_index in range(warmup + repeats):
-        for variant, context in contexts.items():
-            parts, watch = {"stem": 0.0, "decoder": 0.0}, Stopwatch()
-            with context():
-                for image in frames.split(1):
+        parts = {variant: dict.fromkeys(("stem", "decoder", "forward"), 0.0) for variant in contexts}
+        for image in frames.split(1):  # the variants alternate frame by frame: a shared CPU's load hits both
+            for variant, context in contexts.items():
+                with context():
+                    watch = Stopwatch()
                     timings = model(image, xi=xi).timings_ms
-                    parts["stem"] += timings["embed"]
-                    parts["decoder"] += timings["decoder"]
-            parts["forward"] = watch.ms()
-            if round_index >= warmup:
-                rounds[variant].append({part: ms / len(frames) for part, ms in parts.items()})
+                    parts[variant]["forward"] += watch.ms()
+                parts[variant]["stem"] += timings["embed"]
+                parts[variant]["decoder"] += timings["decoder"]
+        if round_index >= warmup:
+            for variant, sums in parts.items():
+                rounds[variant].append({part: ms / len(frames) for part, ms in sums.items()})
     names = ("stem", "decoder", "forward")
     return FoldingComparison(
         checkpoint=name, frames=len(frames), input="x".join(str(v) for v in frames.shape[-2:]), xi=xi,
