@@ -17,9 +17,11 @@ from .data import DEFAULT_DATA_ROOT
 from .evaluation.benchmark_cases import (
     BATCH_SIZES,
     KEPT_FRACTIONS,
+    compare_batchnorm_folding,
     compare_with_baseline,
     format_baseline,
     format_checkpoint,
+    format_folding,
     format_profile,
     format_table,
     load_frames,
@@ -56,6 +58,7 @@ class BenchmarkConfig:
     export: str | None = None
     int8_export: str | None = None
     baseline: str | None = None
+    batchnorm_folding: bool = False
 
 
 def _check_device(device: str, dtype: str) -> None:
@@ -130,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "(e.g. checkpoints/camvid_dovit_vit_tiny) on --frames real frames at batch 1, "
                              "dense and at each one's default xi, interleaved; prints ms per frame and the "
                              "per-round ratios with their spread")
+    parser.add_argument("--batchnorm-folding", action="store_true",
+                        help="only time the hybrid --checkpoint (default: the default student) with "
+                             "ESPNetv2's BatchNorms folded into the convs and as written, on --frames real "
+                             "frames at batch 1 and its default xi, interleaved; prints stem, decoder and "
+                             "forward ms per frame and the per-round ratios with their spread")
     return parser
 
 
@@ -156,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         from .evaluation.runtimes import int8_comparison
 
         return int8_comparison(args)
-    if args.baseline:
-        return _baseline_comparison(args)
+    if args.baseline or args.batchnorm_folding:
+        return _checkpoint_comparison(args)
     run_frames = not args.no_frames and Path(args.data_root).is_dir()
     try:
         _check_args(args, run_frames)
@@ -264,8 +272,9 @@ def _runtime_comparison(args: BenchmarkConfig) -> int:
     return 0
 
 
-def _baseline_comparison(args: BenchmarkConfig) -> int:
-    """--baseline: the checkpoint against another on the same frames, batch 1, interleaved."""
+def _checkpoint_comparison(args: BenchmarkConfig) -> int:
+    """--baseline (the checkpoint against another on the same frames) or --batchnorm-folding (the hybrid
+    checkpoint's BatchNorms folded vs as written): batch 1, interleaved, printed and written to --json."""
     import dataclasses
 
     from .core.checkpoint import CheckpointError, load_checkpoint
@@ -275,16 +284,21 @@ def _baseline_comparison(args: BenchmarkConfig) -> int:
         torch.set_num_threads(args.threads)
     checkpoint = args.checkpoint or str(default_checkpoint())
     try:
-        model, baseline = load_checkpoint(checkpoint), load_checkpoint(args.baseline)
+        model = load_checkpoint(checkpoint)
         frames = load_frames(args.data_root, args.frames, model)
-        baseline_frames = load_frames(args.data_root, args.frames, baseline)
+        if args.batchnorm_folding:
+            result = compare_batchnorm_folding(model, frames, args.warmup, args.repeats, name=checkpoint)
+        else:
+            baseline = load_checkpoint(args.baseline)
+            baseline_frames = load_frames(args.data_root, args.frames, baseline)
     except (CheckpointError, OSError, ValueError) as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
-    result = compare_with_baseline(model, baseline, frames, baseline_frames, args.warmup, args.repeats,
-                                   names=(checkpoint, args.baseline))
+    if not args.batchnorm_folding:
+        result = compare_with_baseline(model, baseline, frames, baseline_frames, args.warmup, args.repeats,
+                                       names=(checkpoint, args.baseline))
     print(f"Machine: {machine_description()}, {torch.get_num_threads()} threads\n")
-    print(format_baseline(result))
+    print(format_folding(result) if args.batchnorm_folding else format_baseline(result))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         document = {"machine": machine_description(), "threads": torch.get_num_threads(),

@@ -100,3 +100,27 @@ def test_baseline_times_two_checkpoints_interleaved_on_the_same_frames(tmp_path,
         assert ratio["min"] <= ratio["median"] <= ratio["max"] and saved["ms"][kind] > 0
     missing = ["--baseline", str(tmp_path / "missing"), "--checkpoint", str(tmp_path / "this")]
     assert benchmark.main(missing) == 2
+
+
+def test_batchnorm_folding_times_a_hybrid_folded_and_as_written(tmp_path, monkeypatch, capsys):
+    import dovit
+    from dovit.data.datasets import CAMVID_CLASSES
+
+    torch.manual_seed(0)
+    hybrid = dovit.build_model(num_classes=11, class_names=CAMVID_CLASSES, input_size=(32, 48),
+                               stem="espnetv2", decoder="espnetv2", default_xi=0.5)
+    dovit.save_checkpoint(hybrid, tmp_path / "hybrid")
+    dovit.save_checkpoint(dovit.build_model(num_classes=5, input_size=(32, 48)), tmp_path / "plain")
+    monkeypatch.setattr(benchmark, "load_frames", lambda root, count, model: torch.randn(count, 3, 32, 48))
+    out = tmp_path / "folding.json"
+    assert benchmark.main(["--checkpoint", str(tmp_path / "hybrid"), "--batchnorm-folding", "--frames", "2",
+                           "--repeats", "3", "--warmup", "0", "--json", str(out)]) == 0
+    assert "unfolded / folded" in capsys.readouterr().out
+    saved = json.loads(out.read_text())
+    assert (saved["xi"], saved["frames"]) == (0.5, 2)
+    for part in ("stem", "decoder", "forward"):
+        ratio = saved["speedups"][part]
+        assert ratio["min"] <= ratio["median"] <= ratio["max"]
+        assert saved["ms"]["folded"][part] > 0 and saved["ms"]["unfolded"][part] > 0
+    assert benchmark.main(["--checkpoint", str(tmp_path / "plain"), "--batchnorm-folding"]) == 2
+    assert "BatchNorm folding serves the hybrid" in capsys.readouterr().err

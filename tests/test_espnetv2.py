@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from dovit.core import espnetv2
 from dovit.core.espnetv2 import (
     ESPNetv2Segmentation,
     class_groups,
@@ -166,7 +167,82 @@ def test_the_merge_without_its_shuffle_computes_the_same_sums():
     torch.manual_seed(0)
     pool = PyramidPool(16, 10, 8).eval()
     merged = torch.randn(2, 50, 12, 16)
-    assert torch.allclose(pool._merge(merged), pool.merge_layer(merged), atol=1e-5)
+    assert torch.allclose(pool._merge(merged, fold=False), pool.br(pool.merge_layer(merged)), atol=1e-5)
     with torch.no_grad():
         pool.merge_layer[2].cbr[0].weight.mul_(2.0)  # a new weight invalidates the cached dense one
-    assert torch.allclose(pool._merge(merged), pool.merge_layer(merged), atol=1e-5)
+    assert torch.allclose(pool._merge(merged, fold=False), pool.br(pool.merge_layer(merged)), atol=1e-5)
+
+
+def _random_statistics(model: torch.nn.Module) -> torch.nn.Module:
+    """BatchNorms that are not the identity: running statistics and affine parameters drawn at random."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                for tensor, (low, high) in zip(
+                    (module.running_mean, module.running_var, module.weight, module.bias),
+                    ((-0.5, 0.5), (0.5, 2.0), (0.5, 1.5), (-0.2, 0.2)),
+                    strict=True,
+                ):
+                    tensor.copy_(torch.empty_like(tensor).uniform_(low, high, generator=generator))
+    return model
+
+
+def _folded_and_unfolded(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.inference_mode():
+        folded = model(x)
+        with espnetv2.batchnorm_unfolded():
+            unfolded = model(x)
+    return folded, unfolded
+
+
+def _assert_same_map(folded: torch.Tensor, unfolded: torch.Tensor, atol: float = 1e-4) -> None:
+    difference = float((folded - unfolded).abs().max())
+    agreement = float(folded.argmax(1).eq(unfolded.argmax(1)).float().mean())
+    assert difference < atol and agreement >= 0.999, f"max |diff| {difference:.2e}, argmax {agreement:.4%}"
+
+
+def test_folded_batchnorms_give_the_unfolded_networks_logits_on_the_fixtures_inputs(released):
+    """Eval mode without gradients runs each conv + BatchNorm as one conv: the same logits up to float
+    rounding on the inputs the authors' outputs were stored for (the tests above compare those outputs)."""
+    for x in (seeded_input(), street_input()):
+        _assert_same_map(*_folded_and_unfolded(released, x))
+    folded = [m for m in released.modules() if any(k.endswith("_cache") for k in vars(m))]
+    pairs = (espnetv2.ConvBN, espnetv2.DecoderConvBN)
+    convs_with_norms = sum(isinstance(m, pairs) for m in released.modules())
+    assert len(folded) >= convs_with_norms  # every conv + BatchNorm pair ran folded
+
+
+def test_the_folded_weights_follow_the_weights_and_stay_out_of_state_dicts():
+    torch.manual_seed(0)
+    model = _random_statistics(ESPNetv2Segmentation(num_classes=20)).eval()
+    x = torch.randn(1, 3, 64, 96)
+    keys = set(model.state_dict())
+    _assert_same_map(*_folded_and_unfolded(model, x))
+    assert set(model.state_dict()) == keys
+    other = _random_statistics(ESPNetv2Segmentation(num_classes=20))
+    with torch.no_grad():  # different weights and statistics from another network, loaded in place
+        for tensor in other.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.mul_(1.5)
+    model.load_state_dict(other.state_dict(), strict=True)
+    folded, unfolded = _folded_and_unfolded(model, x)
+    _assert_same_map(folded, unfolded)
+    assert torch.allclose(folded, _folded_and_unfolded(other.eval(), x)[1], atol=1e-4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(x).square().mean().backward()  # eval mode with gradients (as calibration trains): all get one
+    unused = {f"base_net.level{level}_0.eesp.module_act.weight" for level in (2, 3, 4)}  # the released layout
+    assert {name for name, p in model.named_parameters() if p.grad is None} == unused
+    optimizer.step()
+    _assert_same_map(*_folded_and_unfolded(model, x))
+
+
+def test_training_runs_the_batchnorms_as_written():
+    torch.manual_seed(0)
+    model = _random_statistics(ESPNetv2Segmentation(num_classes=20)).train()
+    x = torch.randn(2, 3, 64, 96)
+    means = model.base_net.level1.bn.running_mean.clone()
+    with torch.no_grad():  # training statistics: the batch's, and the running ones move
+        model(x)
+    assert not torch.equal(means, model.base_net.level1.bn.running_mean)
+    assert not any(k.endswith("_cache") for m in model.modules() for k in vars(m))

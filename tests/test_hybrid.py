@@ -123,6 +123,31 @@ def test_before_training_the_hybrid_gives_the_released_networks_answers():
     )
 
 
+def test_folded_batchnorms_give_the_default_students_answers_on_a_street_frame():
+    """Eval mode without gradients runs ESPNetv2's conv + BatchNorm pairs (stem and decoder) as single convs:
+    the same logits as the modules as written, up to float rounding, at the studio's size and default xi."""
+    import numpy as np
+    from PIL import Image
+
+    from dovit.core.predictor import default_checkpoint
+
+    model = load_checkpoint(default_checkpoint()).eval()
+    street = Path(__file__).resolve().parents[1] / "assets/synthetic_street.png"
+    rgb = torch.from_numpy(np.asarray(Image.open(street).convert("RGB"), dtype=np.float32) / 255.0)
+    mean, std = torch.tensor(model.config.mean), torch.tensor(model.config.std)
+    pixels = ((rgb - mean) / std).permute(2, 0, 1)[None]
+    pixels = F.interpolate(pixels, size=tuple(model.config.input_size), mode="bilinear", align_corners=False)
+    xi = model.config.default_xi
+    with torch.inference_mode():
+        folded = model(pixels, xi=xi)
+        with espnetv2.batchnorm_unfolded():
+            unfolded = model(pixels, xi=xi)
+    difference = float((folded.logits - unfolded.logits).abs().max())
+    agreement = float(folded.logits.argmax(1).eq(unfolded.logits.argmax(1)).float().mean())
+    assert difference < 1e-3 and agreement >= 0.999, f"max |diff| {difference:.2e}, argmax {agreement:.4%}"
+    assert torch.equal(folded.group_tokens, unfolded.group_tokens)
+
+
 def test_a_hybrid_checkpoint_is_self_contained(tmp_path, monkeypatch):
     model = _hybrid()
     save_checkpoint(model, tmp_path / "hybrid")

@@ -17,15 +17,19 @@ pytest.importorskip("onnxruntime")
 VARIANTS = {"linear": {}, "fcn+skip": dict(aux_head="fcn", stem="conv", decoder="skip")}
 
 
+def _non_identity_statistics(model: torch.nn.Module) -> None:
+    for module in model.modules():  # BatchNorm statistics that are not the identity
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+
+
 @pytest.fixture(scope="module", params=list(VARIANTS))
 def exported(request, tmp_path_factory):
     torch.manual_seed(0)
     model = dovit.build_model("vit_tiny_patch16_224", num_classes=5, input_size=(64, 96),
                               **VARIANTS[request.param])
-    for module in model.modules():  # BatchNorm statistics that are not the identity
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
+    _non_identity_statistics(model)
     folder = tmp_path_factory.mktemp("onnx")
     checkpoint = dovit.save_checkpoint(model.eval(), folder / "checkpoint")
     result = export_onnx(ExportConfig(str(checkpoint), str(folder / "export")), progress=False)
@@ -157,3 +161,24 @@ def test_torch_runs_one_thread_between_the_graphs_and_gets_its_threads_back(expo
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(previous)
+
+
+def test_a_hybrid_export_agrees_with_the_folded_pytorch_forward(tmp_path, frames):
+    """The exporter runs with gradients on, so its graphs hold ESPNetv2's BatchNorms as written (ONNX Runtime
+    folds them itself); PyTorch's eval forward without gradients runs them folded into the convs."""
+    from dovit.data.datasets import CAMVID_CLASSES
+
+    torch.manual_seed(0)
+    model = dovit.build_model(num_classes=11, class_names=CAMVID_CLASSES, input_size=(64, 96),
+                              stem="espnetv2", decoder="espnetv2")
+    _non_identity_statistics(model)
+    with torch.no_grad():  # the zero-initialised entry of the tokens into the decoder, opened (test_hybrid)
+        model.decoder.inject.weight.normal_(0, 0.05)
+    checkpoint = dovit.save_checkpoint(model.eval(), tmp_path / "hybrid")
+    result = export_onnx(ExportConfig(str(checkpoint), str(tmp_path / "export")), progress=False)
+    assert max(result.max_abs_error.values()) < 1e-4, result.max_abs_error
+    reference = dovit.Predictor.from_checkpoint(checkpoint)
+    ort = OrtPredictor.from_export(result.output, threads=1)
+    for image in frames:
+        want, got = reference.predict(image, xi=1.0), ort.predict(image, xi=1.0)
+        assert (got.mask == want.mask).mean() >= 0.999

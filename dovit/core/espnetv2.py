@@ -11,11 +11,19 @@ its segmentation head (``dovit.core.decoders.EncoderDecoderHead``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+Built = TypeVar("Built")
 
 # s = 2.0: channels of levels 1-4; EESP blocks after each down-sampling at levels 3 and 4; receptive-field
 # limits of the branches per level (the paper's Table 1 and Section 3.2); branches K = 4.
@@ -43,6 +51,82 @@ CITYSCAPES_TO_CAMVID = {
 }
 
 
+_FOLDING = ContextVar("espnetv2_batchnorm_folding", default=True)
+
+
+@contextmanager
+def batchnorm_unfolded() -> Iterator[None]:
+    """Within it (this thread or task only), eval mode runs every BatchNorm as written: the reference that the
+    folded path is tested and timed against."""
+    token = _FOLDING.set(False)
+    try:
+        yield
+    finally:
+        _FOLDING.reset(token)
+
+
+def folds_batchnorm(norm: nn.BatchNorm2d) -> bool:
+    """Whether ``norm`` runs folded into the conv before it: in eval mode (running statistics, a fixed affine
+    map) and without gradients (folded weights are cached constants; training and autograd see the modules as
+    written, and so does the ONNX exporter, which runs with gradients on; ONNX Runtime folds on its own);
+    not inside ``batchnorm_unfolded()``."""
+    return _FOLDING.get() and not norm.training and not torch.is_grad_enabled()
+
+
+def cached_per_version(
+    owner: nn.Module, name: str, sources: tuple[torch.Tensor, ...], build: Callable[[], Built]
+) -> Built:
+    """``build()`` (run without gradients) once per version of ``sources``, kept in ``owner``'s plain
+    attribute ``name`` (outside state_dict). The key is each source's storage, in-place version counter and
+    device: load_state_dict and optimizer steps write in place (a new version), ``.to()`` moves the storage.
+    Key derived tensors on the parameters they come from, not on another cache's output (a freed cache's
+    storage can come back at the same address with the same version). Built outside inference mode, so that
+    a cache made under ``torch.inference_mode`` can still enter a forward with gradients later."""
+    key = tuple((t.data_ptr(), t._version, t.device) for t in sources)
+    cached = owner.__dict__.get(name)
+    if cached is None or cached[0] != key:
+        with torch.inference_mode(False), torch.no_grad():
+            cached = (key, build())
+        owner.__dict__[name] = cached
+    return cached[1]
+
+
+def folded_conv_bn(
+    owner: nn.Module,
+    name: str,
+    norm: nn.BatchNorm2d,
+    sources: tuple[torch.Tensor | None, ...],
+    weight: Callable[[], torch.Tensor],
+    bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of a conv followed by eval-mode ``norm`` as one conv: w * g / sqrt(v + eps) and
+    (b - m) * g / sqrt(v + eps) + beta (g, beta, m, v: the BatchNorm's weight, bias, running mean and
+    variance). ``weight()`` gives the conv's weight (it may derive one, e.g. stacked or placed) from
+    ``sources``, the parameters it reads; ``bias``: the conv's, if any. Cached on ``owner`` under ``name``
+    per version of the sources and the BatchNorm's tensors; the weight keeps the memory format of
+    ``weight()``.
+    """
+    def fold() -> tuple[torch.Tensor, torch.Tensor]:
+        w, b = fuse_conv_bn_weights(
+            weight(), bias, norm.running_mean, norm.running_var, norm.eps, norm.weight, norm.bias
+        )
+        return w.detach(), b.detach()
+
+    keys = (*sources, bias, norm.weight, norm.bias, norm.running_mean, norm.running_var)
+    return cached_per_version(owner, name, tuple(t for t in keys if t is not None), fold)
+
+
+def conv_bn(
+    owner: nn.Module, name: str, x: torch.Tensor, conv: nn.Conv2d, norm: nn.BatchNorm2d
+) -> torch.Tensor:
+    """norm(conv(x)); where ``folds_batchnorm(norm)``, one conv with the BatchNorm folded in (the same affine
+    map up to float rounding, one pass over the output fewer), cached on ``owner`` under ``name``."""
+    if not folds_batchnorm(norm):
+        return norm(conv(x))
+    weight, bias = folded_conv_bn(owner, name, norm, (conv.weight,), lambda: conv.weight, conv.bias)
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
 class ConvBN(nn.Module):
     """conv (no bias) -> BatchNorm -> optional PReLU; keys conv / bn / act as in the released files."""
 
@@ -65,7 +149,7 @@ class ConvBN(nn.Module):
             self.act = nn.PReLU(cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.bn(self.conv(x))
+        x = conv_bn(self, "_folded_cache", x, self.conv, self.bn)
         return self.act(x) if hasattr(self, "act") else x
 
 
@@ -186,7 +270,8 @@ class DecoderConvBN(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.cbr(x)
+        conv, norm, act = self.cbr
+        return act(conv_bn(self, "_folded_cache", x, conv, norm))
 
 
 class DecoderBNAct(nn.Module):
@@ -224,8 +309,13 @@ class PyramidPool(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.projection_layer(x)
         size = x.shape[-2:]
+        # without gradients in eval mode the merge's first BatchNorm runs inside the stages' convs: a
+        # per-channel affine map commutes with the average pooling and bilinear resizing around them (both
+        # weigh with sums of 1), so each stage adds its slice of the BatchNorm's shift as a bias
+        fold = folds_batchnorm(self.merge_layer[0].br[0])
+        stages = self._folded_stages() if fold else self.stages
         outs = []
-        for scale, stage in zip(PYRAMID_SCALES, self.stages, strict=True):
+        for scale, stage in zip(PYRAMID_SCALES, stages, strict=True):
             scaled = tuple(max(5, math.ceil(side * scale)) for side in size)
             if scale < 1.0:
                 h = F.interpolate(
@@ -238,27 +328,57 @@ class PyramidPool(nn.Module):
             else:
                 h = stage(x)
             outs.append(h)
-        out = self.merge_layer(torch.cat(outs, 1)) if self.training else self._merge(torch.cat(outs, 1))
-        return out if self.last else self.br(out)
+        if self.training:
+            out = self.merge_layer(torch.cat(outs, 1))
+            return out if self.last else self.br(out)
+        return self._merge(torch.cat(outs, 1), fold)
 
-    def _merge(self, x: torch.Tensor) -> torch.Tensor:
-        """merge_layer without its channel shuffle: the shuffle and the group 3x3 conv as one dense conv whose
-        weight places each group's kernels at the channels the shuffle would have brought it (on a CPU one
-        dense conv runs faster than a shuffle copy plus a conv with 10 groups). The same sums."""
+    def _folded_stages(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+        """The depth-wise stage convs with the merge's first BatchNorm folded in, one slice per stage."""
+        norm = self.merge_layer[0].br[0]
+        sources = tuple(stage.weight for stage in self.stages)
+        weight, bias = folded_conv_bn(self, "_folded_stages_cache", norm, sources, lambda: torch.cat(sources))
+        groups = self.stages[0].groups
+        return [
+            partial(F.conv2d, weight=w, bias=b, padding=1, groups=groups)
+            for w, b in zip(weight.chunk(len(self.stages)), bias.chunk(len(self.stages)), strict=True)
+        ]
+
+    def _merge(self, x: torch.Tensor, fold: bool) -> torch.Tensor:
+        """merge_layer (and ``br``) in eval mode, without its channel shuffle: the shuffle and the group 3x3
+        conv as one dense conv whose weight places each group's kernels at the channels the shuffle would have
+        brought it (on a CPU one dense conv runs faster than a shuffle copy plus a conv with 10 groups); the
+        same sums. ``fold``: the stages already applied the first BatchNorm, and the others fold into the
+        convs before them."""
         norm_act, _, merge, project = self.merge_layer
         conv, norm, act = merge.cbr
-        return project(act(norm(F.conv2d(norm_act(x), self._dense_merge_weight(), None, 1, 1))))
+        if not fold:
+            out = project(act(norm(F.conv2d(norm_act(x), self._dense_merge_weight(), None, 1, 1))))
+            return out if self.last else self.br(out)
+        dense = self._dense_merge_weight
+        weight, bias = folded_conv_bn(self, "_folded_merge_cache", norm, (conv.weight,), dense)
+        x = act(F.conv2d(norm_act.br[1](x), weight, bias, 1, 1))
+        if self.last:
+            return project(x)
+        norm, act = self.br.br
+        return act(conv_bn(self, "_folded_project_cache", x, project, norm))
 
     def _dense_merge_weight(self) -> torch.Tensor:
-        conv = self.merge_layer[2].cbr[0]
-        key = (conv.weight.data_ptr(), conv.weight._version, conv.weight.device)
-        if getattr(self, "_dense_cache", (None,))[0] != key:
-            groups, per_group = conv.out_channels, conv.in_channels // conv.groups  # 10 groups, 5 channels
-            dense = conv.weight.new_zeros(groups, groups * per_group, 3, 3)
-            for out in range(groups):  # ChannelShuffle(per_group) sends channel i * groups + out to group out
-                dense[out, out::groups] = conv.weight[out]
-            self._dense_cache = (key, dense.detach().contiguous(memory_format=torch.channels_last))
-        return self._dense_cache[1]
+        """The group 3x3 conv's weight (10 groups of 5 channels) as a dense (10, 50, 3, 3) one: group g reads
+        channels i * 10 + g, where ChannelShuffle(5) would have brought its i-th input. Cached without
+        gradients; with them built afresh, so that gradients reach the weight (calibration trains in eval
+        mode)."""
+        weight = self.merge_layer[2].cbr[0].weight
+        groups = weight.shape[0]
+
+        def place() -> torch.Tensor:  # (G, P, 1, 3, 3) x one-hot (G, 1, G, 1, 1) -> (G, P * G, 3, 3)
+            one_hot = torch.eye(groups, dtype=weight.dtype, device=weight.device)[:, None, :, None, None]
+            dense = (weight[:, :, None] * one_hot).reshape(groups, -1, *weight.shape[-2:])
+            return dense.contiguous(memory_format=torch.channels_last)
+
+        if torch.is_grad_enabled():
+            return place()
+        return cached_per_version(self, "_dense_cache", (weight,), place)
 
 
 class PointwiseMerge(nn.Module):

@@ -3,14 +3,17 @@ ratio. Notes and measurements: docs/library_notes.md.
 """
 from __future__ import annotations
 
+import contextlib
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..core.espnetv2 import batchnorm_unfolded
 from ..core.flops import forward_flops
 from ..core.model import DoViTSegmenter, build_model
+from ..core.stopwatch import Stopwatch
 from ..core.token_pass import Forced
 from .timing import autocast, forced_masks, interleaved_times, ratio_summary, synchronise
 
@@ -301,4 +304,64 @@ def format_baseline(result: BaselineComparison) -> str:
         lines.append(f"| {label} | {result.ms[kind]:.1f} | {result.ms[f'baseline_{kind}']:.1f} | "
                      f"{ratio['median']:.2f}× "
                      f"({ratio['min']:.2f}–{ratio['max']:.2f}) |")
+    return "\n".join(lines)
+
+
+@dataclass
+class FoldingComparison:
+    """A hybrid checkpoint (stem and decoder 'espnetv2') on the same frames at batch 1 and its default xi,
+    ESPNetv2's BatchNorms folded into the convs (eval mode's default) against run as written
+    (``espnetv2.batchnorm_unfolded``), interleaved. Per part — "stem" (the model's ``embed`` timing: encoder,
+    projection, position embedding), "decoder", "forward" (the whole call) — ms per frame (median over
+    rounds) of each variant, and per-round ratios unfolded / folded (median, min, max)."""
+
+    checkpoint: str
+    frames: int
+    input: str
+    xi: float
+    ms: dict[str, dict[str, float]]  # "folded" / "unfolded" -> part -> median ms per frame
+    speedups: dict[str, dict[str, float]]  # part -> unfolded / folded, per round
+
+
+@torch.inference_mode()
+def compare_batchnorm_folding(model: DoViTSegmenter, frames: torch.Tensor, warmup: int = 1,
+                              repeats: int = 30, name: str = "checkpoint") -> FoldingComparison:
+    """Each round runs every frame folded, then unfolded (A B A B ... frame by frame); ValueError for a
+    non-hybrid model."""
+    if model.config.stem != "espnetv2":
+        raise ValueError(f"{name} has stem {model.config.stem!r}: BatchNorm folding serves the hybrid "
+                         "('espnetv2') stem and decoder")
+    model, xi = model.eval(), float(model.config.default_xi)
+    contexts = {"folded": contextlib.nullcontext, "unfolded": batchnorm_unfolded}
+    rounds: dict[str, list[dict[str, float]]] = {variant: [] for variant in contexts}
+    for round_index in range(warmup + repeats):
+        parts = {variant: dict.fromkeys(("stem", "decoder", "forward"), 0.0) for variant in contexts}
+        for image in frames.split(1):  # the variants alternate frame by frame: a shared CPU's load hits both
+            for variant, context in contexts.items():
+                with context():
+                    watch = Stopwatch()
+                    timings = model(image, xi=xi).timings_ms
+                    parts[variant]["forward"] += watch.ms()
+                parts[variant]["stem"] += timings["embed"]
+                parts[variant]["decoder"] += timings["decoder"]
+        if round_index >= warmup:
+            for variant, sums in parts.items():
+                rounds[variant].append({part: ms / len(frames) for part, ms in sums.items()})
+    names = ("stem", "decoder", "forward")
+    return FoldingComparison(
+        checkpoint=name, frames=len(frames), input="x".join(str(v) for v in frames.shape[-2:]), xi=xi,
+        ms={variant: {part: statistics.median(r[part] for r in runs) for part in names}
+            for variant, runs in rounds.items()},
+        speedups={part: ratio_summary([r[part] for r in rounds["unfolded"]],
+                                      [r[part] for r in rounds["folded"]]) for part in names})
+
+
+def format_folding(result: FoldingComparison) -> str:
+    lines = [f"{result.checkpoint}: {result.frames} frames at {result.input}, batch 1, ξ {result.xi:g}; "
+             "ESPNetv2's BatchNorms folded into the convs vs as written, interleaved", "",
+             "| part | folded, ms/frame | unfolded, ms/frame | unfolded / folded: median (min–max) |",
+             "|---|---|---|---|"]
+    for part, ratio in result.speedups.items():
+        lines.append(f"| {part} | {result.ms['folded'][part]:.1f} | {result.ms['unfolded'][part]:.1f} | "
+                     f"{ratio['median']:.2f}× ({ratio['min']:.2f}–{ratio['max']:.2f}) |")
     return "\n".join(lines)
