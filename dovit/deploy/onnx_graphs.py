@@ -124,8 +124,9 @@ def stage_modules(model: DoViTSegmenter,
     for decision in range(len(model.decision_layers)):
         stages[f"aux_{decision + 1}"] = (_Aux(model, decision), (patch_map,), (grid_dims,))
     skips = state.skip_tensors()
-    # dynamic shapes follow forward's signature: the patch map, then one tuple for *skips
-    stages["decoder"] = (_Decoder(model), (patch_map, *skips), (grid_dims, tuple(spatial for _ in skips)))
+    # dynamic shapes follow forward's signature: the patch map, then one tuple for *skips (if any)
+    dims = (grid_dims, tuple(spatial for _ in skips)) if skips else (grid_dims,)
+    stages["decoder"] = (_Decoder(model), (patch_map, *skips), dims)
     return stages
 
 
