@@ -13,7 +13,7 @@ from dovit.core.preprocess import resize_image
 from dovit.evaluation.confidence_range import ConfidenceRange
 from dovit.viz import drawing
 
-from .charts import SweepPoint, tokens_flops_figure
+from .charts import SweepPoint, halting_by_class_figure, tokens_flops_figure
 from .readouts import PredictionSummary, prediction_summary
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ class Views:
     disagreement: np.ndarray
     tokens_figure: go.Figure
     prediction: Prediction | None = None
+    halting_figure: go.Figure | None = None  # tokens per class and halting group
 
 
 def to_working_size(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -70,6 +71,7 @@ def render_views(predictor: Predictor, working_image: np.ndarray, xi: float, opa
         disagreement=drawing.disagreement_map(prediction.mask, prediction.dense_mask, working_image),
         tokens_figure=tokens_flops_figure(trace),
         prediction=prediction,
+        halting_figure=halting_by_class_figure(trace.halting_by_class()),
     )
 
 

@@ -1,6 +1,8 @@
-"""The API-only endpoints (/predict, /export, /trace, /inspect_token) and the input components whose values
-reach the handlers untouched, so that ``app.images`` and ``Studio.user_xi`` judge them."""
+"""The API-only endpoints (/predict, /export, /trace, /inspect_token, /analyze_video) and the input components
+whose values reach the handlers untouched, so that ``app.images`` and ``Studio.user_xi`` judge them."""
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import gradio as gr
 
@@ -10,7 +12,11 @@ from .sharing import ExportHandlers
 from .studio import Studio, user_error
 from .tabs.inspector import TokenInspector
 
+if TYPE_CHECKING:
+    from .tabs.video import VideoTab
+
 PREDICT_QUEUE = "predict"
+VIDEO_QUEUE = "video"  # the Video tab's jobs and /analyze_video: one at a time
 
 
 def upload_image(**kwargs) -> gr.Image:
@@ -47,9 +53,10 @@ def raw_number(**kwargs) -> gr.Number:
     return component
 
 
-def add_api_endpoints(studio: Studio, inspector: TokenInspector, exports: ExportHandlers,
+def add_api_endpoints(studio: Studio, inspector: TokenInspector, exports: ExportHandlers, videos: VideoTab,
                       limits: ServingLimits) -> None:
-    """/predict, /export, /trace and /inspect_token: API-only endpoints in the /predict queue."""
+    """/predict, /export, /trace and /inspect_token: API-only endpoints in the /predict queue; /analyze_video
+    in the Video tab's queue, admitted as the session's one video job."""
     default_xi = studio.predictor.config.default_xi
 
     def image_and_xi() -> list:
@@ -75,7 +82,8 @@ def add_api_endpoints(studio: Studio, inspector: TokenInspector, exports: Export
                  "confidence (decisions x rows x "
                  "cols, the aux heads' q_l), halting_group (rows x cols: the group after which each token "
                  "stopped; the number of groups when it ran every block), kept_tokens per group, gflops, "
-                 "dense_gflops. Admitted like /predict.")
+                 "dense_gflops, halting_by_class ({class name: tokens stopped after each group, the last "
+                 "= ran every block}, summing to the grid's tokens). Admitted like /predict.")
     api_endpoint("inspect_token", inspector.api_inspect_token,
                  lambda: [*image_and_xi(), raw_number(value=0, label="row"), raw_number(value=0,
                                                                                         label="col")],
@@ -86,16 +94,28 @@ def add_api_endpoints(studio: Studio, inspector: TokenInspector, exports: Export
                  "at each decision layer, in decision order), aux_heads (top3 classes per head), decoder "
                  "top3 (at the token's centre pixel), halting_group, dense_class, dovit_class, grid. "
                  "Admitted like /predict.")
+    api_endpoint("analyze_video", videos.api_analyze_video,
+                 lambda: [raw_value(gr.File(label="video", file_types=["video"])),
+                          raw_value(gr.Number(value=default_xi, label="xi"))],
+                 lambda: [gr.File(label="annotated MP4"), gr.JSON(label="frames")], studio,
+                 "Run DoViT over a video (MP4/MOV, WebM/MKV, AVI, at most "
+                 f"{limits.video_max_bytes / 2**20:.0f} MB) at token-pass threshold xi in [0, 1] "
+                 "(None: the checkpoint's default). Returns the annotated MP4 (mp4v; segmentation "
+                 "mask overlay) and a list with one dict per frame: frame, gflops, dense_gflops, "
+                 f"kept_tokens (per group), latency_ms. At most {limits.video_max_frames} frames "
+                 f"(the first), shrunk to {limits.video_max_side} px a side, "
+                 f"{limits.video_budget_s:.0f} s; one video job per session at a time.",
+                 queue=VIDEO_QUEUE, kind="video")
 
 
-def api_endpoint(name: str, fn, make_inputs, make_outputs, studio: Studio, description: str) -> None:
+def api_endpoint(name: str, fn, make_inputs, make_outputs, studio: Studio, description: str,
+                 queue: str = PREDICT_QUEUE, kind: str = "model") -> None:
     """An API-only endpoint ``/name``: its own components in a hidden row (not part of the page) and a button
-    that only gradio_client and HTTP calls reach, in the /predict queue, admitted like the page's events."""
+    that only gradio_client and HTTP calls reach, in ``queue``, admitted as a ``kind`` of call."""
     with gr.Row(visible=False):
         inputs, outputs, trigger = make_inputs(), make_outputs(), gr.Button(name)
-    trigger.click(fn, inputs=inputs, outputs=outputs, api_name=name, concurrency_id=PREDICT_QUEUE,
-                  concurrency_limit=1,
-                  validator=studio.admit(), api_description=description)
+    trigger.click(fn, inputs=inputs, outputs=outputs, api_name=name, concurrency_id=queue,
+                  concurrency_limit=1, validator=studio.admit(kind), api_description=description)
 
 
 def raw_value(component):

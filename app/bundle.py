@@ -19,7 +19,11 @@ import cv2
 import numpy as np
 import plotly.graph_objects as go
 
+from dovit.viz.animation import gif_bytes, mp4_bytes
+
 if TYPE_CHECKING:
+    from dovit.viz.animation import PassFrame
+
     from .analysis import Views
     from .readouts import PredictionSummary
 
@@ -27,9 +31,10 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 
 def build_zip(views: Views, working_image: np.ndarray, class_names: list[str], model: str,
-              charts: dict[str, go.Figure] | None = None) -> bytes:
+              charts: dict[str, go.Figure] | None = None, animation: list[PassFrame] | None = None) -> bytes:
     """The ZIP of ``views`` (from ``app.analysis.render_views``) of ``working_image``; ``charts``: name ->
-    figure besides the tokens-per-block chart (e.g. the ξ sweep)."""
+    figure besides the tokens-per-block chart (e.g. the ξ sweep); ``animation``: the token pass's frames
+    (``dovit.viz.animation.pass_frames``), written as pass.gif and pass.mp4."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         images = {"input": working_image, **_view_images(views)}
@@ -52,7 +57,11 @@ def build_zip(views: Views, working_image: np.ndarray, class_names: list[str], m
             json.dumps({**trace.to_json(), "summary": _plain(views.summary.to_dict())}, indent=1),
         )
         archive.writestr("trace/tokens.csv", tokens_csv(trace, class_names))
-        archive.writestr("README.md", readme(views.summary, model, list(images), rendered, charts or {}))
+        if animation:
+            archive.writestr("pass.gif", gif_bytes(animation))
+            archive.writestr("pass.mp4", mp4_bytes(animation))
+        archive.writestr("README.md", readme(views.summary, model, list(images), rendered, charts or {},
+                                             animated=bool(animation)))
     return buffer.getvalue()
 
 
@@ -106,7 +115,7 @@ def tokens_csv(trace, class_names: list[str]) -> str:
 
 
 def readme(summary: PredictionSummary, model: str, images: list[str], rendered: list[str],
-           charts: dict) -> str:
+           charts: dict, animated: bool = False) -> str:
     def number(key: str, fmt: str) -> str:
         value = getattr(summary, key)
         return "–" if value is None else format(value, fmt)
@@ -131,8 +140,11 @@ def readme(summary: PredictionSummary, model: str, images: list[str], rendered: 
                                                     "Chrome/Chromium)")
           for name in ["tokens_and_flops", *charts]],
         "- `trace/trace.json`: grid, decision layers, confidence maps, halting group per token, kept tokens, "
-        "GFLOPs",
+        "GFLOPs, halting_by_class (per class, its tokens by the group after which they stopped)",
         "- `trace/tokens.csv`: one row per token (confidence and class per decision, decoder class)",
+        *(["- `pass.gif` (loops) and `pass.mp4`: the token pass animated, group by group: the tokens each "
+           "decision stops fade to their class colour, the kept ones stay lit; each frame names the group, "
+           "the share of tokens it ran on and the GFLOPs so far"] if animated else []),
         "", f"<sub>{summary.flops_convention}</sub>", "",
     ]
     return "\n".join(lines)

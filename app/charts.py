@@ -1,16 +1,20 @@
-"""Plotly figures: tokens and FLOPs per block (the paper's Fig. 6 view) and the ξ sweep."""
+"""Plotly figures: tokens and FLOPs per block (the paper's Fig. 6 view), halting by class and the ξ sweep."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from dovit.viz.drawing import depth_colors, depth_labels
 
 from .controls import XI_TICKS, position_from_xi
 
 if TYPE_CHECKING:
     from dovit import Trace
+    from dovit.core.trace import HaltingByClass
 
 TOKENS_COLOR = "#1f77b4"
 FLOPS_COLOR = "#d62728"
@@ -58,6 +62,33 @@ def tokens_flops_figure(trace: Trace) -> go.Figure:
     figure.update_layout(
         title=f"Tokens and FLOPs per block at ξ = {trace.xi:.4g} (dotted: decision layers)",
         height=360, margin=dict(l=50, r=50, t=50, b=40), legend=dict(orientation="h", y=-0.2), bargap=0.15,
+    )
+    return figure
+
+
+def halting_by_class_figure(halting: HaltingByClass) -> go.Figure:
+    """Stacked bars, one per class the image has tokens of: its tokens that stopped after each group B_g,
+    and (on top) those that ran every block, in the halting-depth map's colours. Absent classes are left
+    out; the bars sum to the grid's tokens."""
+    num_groups = halting.counts.shape[1]
+    present = halting.counts.sum(axis=1) > 0
+    names = [name for name, shown in zip(halting.class_names, present, strict=True) if shown]
+    counts = halting.counts[present]
+    totals = counts.sum(axis=1)
+    figure = go.Figure()
+    colours = depth_colors(num_groups)
+    for group, (label, rgb) in enumerate(zip(depth_labels(num_groups), colours, strict=True)):
+        figure.add_bar(
+            x=names, y=counts[:, group].tolist(), name=label,
+            marker_color=f"rgb({int(rgb[0])}, {int(rgb[1])}, {int(rgb[2])})",
+            customdata=(100.0 * counts[:, group] / np.maximum(totals, 1)).tolist(),
+            hovertemplate=f"%{{x}}: %{{y}} tokens {label} (%{{customdata:.0f}}% of the class)<extra></extra>",
+        )
+    figure.update_xaxes(title_text="class (the final prediction at each token)")
+    figure.update_yaxes(title_text="tokens", rangemode="tozero")
+    figure.update_layout(
+        barmode="stack", title="Halting by class: which classes stop early, which run to the end",
+        height=360, margin=dict(l=50, r=30, t=50, b=40), legend=dict(orientation="h", y=-0.3),
     )
     return figure
 

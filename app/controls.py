@@ -76,3 +76,11 @@ def parse_size(value: str | None, default: tuple[int, int]) -> tuple[int, int]:
         raise ValueError(f"working size must be positive, got {value!r}")
     return height, width
 
+
+def xi_ticks_html() -> str:
+    """Labels under the ξ slider at their (non-linear) slider positions."""
+    spans = "".join(
+        f'<span style="left: {100 * position_from_xi(xi):.1f}%">{xi:g}</span>'
+        for xi in XI_TICKS
+    ) + '<span style="left: 100%">1</span>'
+    return f'<div class="xi-ticks">{spans}</div>'

@@ -1,6 +1,8 @@
 """The page header: the checkpoint's architecture and where it came from. No gradio here."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from dovit import Predictor
 
 
@@ -45,3 +47,13 @@ def header_markdown(predictor: Predictor) -> str:
         + "\n\nTokens whose aux-head confidence exceeds ξ **stop** and skip the remaining blocks; "
         "ξ = 1 is the dense model. Move ξ and watch what the network stops computing."
     )
+
+
+HELP_PATH = Path(__file__).with_name("README_APP.md")
+
+
+def help_markdown() -> str:
+    """The "What each view teaches" part of app/README_APP.md (the README's own copy of it)."""
+    text = HELP_PATH.read_text() if HELP_PATH.exists() else ""
+    marker = "## What each view teaches"
+    return text[text.index(marker) + len(marker):].strip() if marker in text else "See README.md."

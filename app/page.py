@@ -1,10 +1,13 @@
 """The page's event handlers (image, size, ξ, model, runtime, palette, opacity, sweep) and the /predict and
-/trace APIs, as ``Studio``'s methods (``PageEvents`` is its base): plain values in, plain values out."""
+/trace APIs, as ``Studio``'s methods (``PageEvents`` is its base): plain values in, plain values out. Each
+event's outputs are one ``app.slots.Slots`` below (``app.ui`` wires them), every view a ``ViewSlots``."""
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic
 
 import gradio as gr
 import numpy as np
@@ -19,7 +22,70 @@ from .errors import user_error
 from .header import header_markdown
 from .models import RUNTIMES
 from .readouts import prediction_summary
+from .slots import Slots, T
 from .state import Session, ViewSlots
+
+
+@dataclass
+class Refresh(Slots, Generic[T]):
+    """A new forward (size, runtime, palette): the session, then every view."""
+
+    session: T
+    views: ViewSlots[T]
+
+
+@dataclass
+class ImageRefresh(Slots, Generic[T]):
+    """A new image: the session, its notices, the working sizes it offers, every view."""
+
+    session: T
+    notices: T
+    size: T
+    views: ViewSlots[T]
+
+
+@dataclass
+class SliderRefresh(Slots, Generic[T]):
+    """The ξ slider moved: the ξ box follows it; session and views."""
+
+    xi_box: T
+    refresh: Refresh[T]
+
+
+@dataclass
+class XiBoxRefresh(Slots, Generic[T]):
+    """ξ typed in its box: the slider follows it; session and views."""
+
+    xi_slider: T
+    refresh: Refresh[T]
+
+
+@dataclass
+class ResetRefresh(Slots, Generic[T]):
+    """ξ reset to the model's default: both ξ controls, session and views."""
+
+    xi_box: T
+    xi_slider: T
+    refresh: Refresh[T]
+
+
+@dataclass
+class ModelRefresh(Slots, Generic[T]):
+    """A model picked: its header, its default ξ in both controls and on the reset button; session, views."""
+
+    header: T
+    xi_box: T
+    xi_slider: T
+    reset: T
+    refresh: Refresh[T]
+
+
+@dataclass
+class SweepResult(Slots, Generic[T]):
+    """A ξ sweep's figure and the session that keeps its points."""
+
+    sweep_plot: T
+    session: T
 
 
 class PageEvents:
@@ -27,7 +93,7 @@ class PageEvents:
 
     def on_image(self, source: str | bytes | None, size_value: str, xi: float, opacity: float,
                  session: Session | None, model: str | None = None, runtime_label: str | None = None,
-                 palette: str | None = None, request: gr.Request = None) -> list:
+                 palette: str | None = None, request: gr.Request = None) -> ImageRefresh:
         """New upload / snapshot / example: decode, pick the working size, refresh every view (with the
         picked ``model``, a ``ModelShelf`` label, on ``runtime_label``, a ``RUNTIMES`` label, masks in
         ``palette``; None keeps the session's)."""
@@ -35,7 +101,7 @@ class PageEvents:
         with self.finished(request):
             if source is None:
                 choices = controls.working_size_choices(self.default_size, self.patch)
-                return [None, "", gr.update(choices=choices), *self.empty_views().flat()]
+                return ImageRefresh(None, "", gr.update(choices=choices), self.empty_views())
             decoded = self.user_image(source)
             height, width = decoded.rgb.shape[:2]
             for notice in decoded.notices:
@@ -53,8 +119,8 @@ class PageEvents:
                               palette=palette if palette in drawing.PALETTES else
                               (session.palette if session is not None else "dataset"))
             notices = " · ".join([f"Image {width}×{height} px"] + decoded.notices)
-            return [session, notices, gr.update(choices=choices, value=size_value),
-                    *self.render(session, self.user_xi(xi), opacity).flat()]
+            return ImageRefresh(session, notices, gr.update(choices=choices, value=size_value),
+                                self.render(session, self.user_xi(xi), opacity))
 
     def example_index(self, source: str | bytes | None) -> int | None:
         """The gallery index of an example the user clicked (gradio hands over a cached copy of it, so by
@@ -66,93 +132,90 @@ class PageEvents:
                     None)
 
     def on_size(self, size_value: str, xi: float, opacity: float, session: Session | None,
-                request: gr.Request = None) -> list:
+                request: gr.Request = None) -> Refresh:
         """New working resolution: resize the image once, refresh every view."""
         self.forget_sweep(request)
         with self.finished(request):
             if session is None:
-                return [session, *self.empty_views().flat()]
+                return Refresh(session, self.empty_views())
             try:
                 size = controls.parse_size(size_value, self.default_size)
             except ValueError as error:
                 raise user_error(str(error)) from None
             session.size, session.working = size, to_working_size(session.image, size)
             session.sweep = session.prediction = session.policies = None
-            return [session, *self.render(session, self.user_xi(xi), opacity).flat()]
+            return self.refresh(session, self.user_xi(xi), opacity)
 
     def on_drag(self, position: float, opacity: float, session: Session | None,
-                request: gr.Request = None) -> list:
+                request: gr.Request = None) -> SliderRefresh:
         """While dragging: ξ readout always; views too when a refresh is fast enough."""
         with self.finished(request):
             xi = controls.xi_from_position(position)
             if session is None or not self.live_refresh_is_fast():
-                return [xi, session, *ViewSlots.filled(gr.skip(), self.num_groups).flat()]
-            return [xi, session, *self.render(session, xi, opacity).flat()]
+                return SliderRefresh(xi, Refresh(session, ViewSlots.filled(gr.skip(), self.num_groups)))
+            return SliderRefresh(xi, self.refresh(session, xi, opacity))
 
     def on_release(self, position: float, opacity: float, session: Session | None,
-                   request: gr.Request = None) -> list:
+                   request: gr.Request = None) -> SliderRefresh:
         """Slider released at ``position``: ξ from the slider scale, refresh every view."""
         with self.finished(request):
             xi = controls.xi_from_position(position)
-            if session is None:
-                return [xi, session, *self.empty_views().flat()]
-            return [xi, session, *self.render(session, xi, opacity).flat()]
+            return SliderRefresh(xi, self.refresh(session, xi, opacity))
 
     def on_xi_box(self, xi: float, opacity: float, session: Session | None,
-                  request: gr.Request = None) -> list:
+                  request: gr.Request = None) -> XiBoxRefresh:
         """ξ typed: move the slider to it, refresh every view."""
         with self.finished(request):
             xi = self.user_xi(xi)
             position = controls.position_from_xi(xi)
-            if session is None:
-                return [position, session, *self.empty_views().flat()]
-            return [position, session, *self.render(session, xi, opacity).flat()]
+            return XiBoxRefresh(position, self.refresh(session, xi, opacity))
 
-    def on_reset(self, opacity: float, session: Session | None, request: gr.Request = None) -> list:
+    def on_reset(self, opacity: float, session: Session | None, request: gr.Request = None) -> ResetRefresh:
         with self.finished(request):
             xi = self.predictor_for(session).config.default_xi
-            return [xi, *self.on_xi_box(xi, opacity, session)]
+            typed = self.on_xi_box(xi, opacity, session)
+            return ResetRefresh(xi, typed.xi_slider, typed.refresh)
 
     def on_model(self, label: str, opacity: float, session: Session | None,
-                 request: gr.Request = None) -> list:
-        """A model picked for this session: header, ξ at its default, and every view with it.
-        Returns [header, ξ box, slider position, reset button, session, *views]."""
+                 request: gr.Request = None) -> ModelRefresh:
+        """A model picked for this session: header, ξ at its default, and every view with it."""
         self.forget_sweep(request)
         with self.finished(request):
             predictor = self.model_named(label)
             xi = float(predictor.config.default_xi)
-            head = [header_markdown(predictor), xi, controls.position_from_xi(xi),
-                    gr.update(value=f"Reset ξ to {xi:g}")]
-            if session is None:
-                return [*head, None, *self.empty_views().flat()]
-            session.model = label
-            session.sweep = session.prediction = session.policies = None
-            return [*head, session, *self.render(session, xi, opacity).flat()]
+            if session is not None:
+                session.model = label
+                session.sweep = session.prediction = session.policies = None
+            return ModelRefresh(header_markdown(predictor), xi, controls.position_from_xi(xi),
+                                gr.update(value=f"Reset ξ to {xi:g}"), self.refresh(session, xi, opacity))
 
     def on_runtime(self, runtime_label: str, xi: float, opacity: float, session: Session | None,
-                   request: gr.Request = None) -> list:
+                   request: gr.Request = None) -> Refresh:
         """PyTorch or ONNX Runtime picked for this session (the first ONNX use of a model exports it):
-        every view again at this ξ. Returns [session, *views]."""
+        every view again at this ξ."""
         self.forget_sweep(request)
         with self.finished(request):
             runtime = self.runtime_named(runtime_label)
             if session is None:
-                return [None, *self.empty_views().flat()]
+                return Refresh(None, self.empty_views())
             session.runtime = runtime
             session.sweep = session.prediction = session.policies = None
-            return [session, *self.render(session, self.user_xi(xi), opacity).flat()]
+            return self.refresh(session, self.user_xi(xi), opacity)
 
     def on_palette(self, palette: str, xi: float, opacity: float, session: Session | None,
-                   request: gr.Request = None) -> list:
-        """The masks' colours (the checkpoint's or colour-blind safe) for this session. Returns [session,
-        *views]."""
+                   request: gr.Request = None) -> Refresh:
+        """The masks' colours (the checkpoint's or colour-blind safe) for this session."""
         with self.finished(request):
             if palette not in drawing.PALETTES:
                 raise user_error(f"unknown palette {palette!r}; choose one of: {', '.join(drawing.PALETTES)}")
             if session is None:
-                return [None, *self.empty_views().flat()]
+                return Refresh(None, self.empty_views())
             session.palette = palette
-            return [session, *self.render(session, self.user_xi(xi), opacity).flat()]
+            return self.refresh(session, self.user_xi(xi), opacity)
+
+    def refresh(self, session: Session | None, xi: float, opacity: float) -> Refresh:
+        """The session and every view at ξ (``render``), or the empty views without a session."""
+        return Refresh(session, self.empty_views() if session is None else self.render(session, xi, opacity))
 
     def on_opacity(self, opacity: float, session: Session | None) -> np.ndarray | None:
         """Re-blend the last mask over the image: no forward needed."""
@@ -161,12 +224,12 @@ class PageEvents:
         return drawing.blend(session.working, session.color_mask, opacity)
 
     def on_sweep(self, xi: float, session: Session | None, request: gr.Request = None,
-                 progress=gr.Progress()) -> Iterator[list]:
+                 progress=gr.Progress()) -> Iterator[SweepResult]:
         """FLOPs and agreement at ``controls.sweep_values()`` for the current image, with a progress bar.
 
         A generator: one ξ per model turn, behind any interactive call (``model_call(background=True)``),
         so it can be cancelled between steps (the Stop button) and stops after ``limits.sweep_budget_s``
-        with the points it has. Yields [sweep figure, session] once, at the end.
+        with the points it has. Yields the figure and the session once, at the end.
         """
         with self.finished(request, "sweep"):
             if session is None:
@@ -184,9 +247,9 @@ class PageEvents:
                 with self.model_call(background=True):
                     points += run_sweep(self.predictor_for(session), session.working, [value])
                 progress((len(points), len(xis)), desc="ξ sweep")
-                yield [gr.skip(), gr.skip()]  # a point where gradio can cancel the sweep
+                yield SweepResult.filled(gr.skip())  # a point where gradio can cancel the sweep
             session.sweep = points
-            yield [sweep_figure(points, xi), session]
+            yield SweepResult(sweep_figure(points, xi), session)
 
     def on_stop_sweep(self, request: gr.Request = None) -> None:
         """The Stop button: gradio cancels the sweep event; this frees its admission if it was queued."""

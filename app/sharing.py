@@ -6,11 +6,15 @@ ZIP" button and the /export API).
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Generic
 
 import cv2
 import gradio as gr
+
+from dovit.viz import drawing
+from dovit.viz.animation import pass_frames
 
 from . import controls
 from .analysis import render_views, to_working_size
@@ -18,6 +22,7 @@ from .bundle import build_zip
 from .charts import sweep_figure
 from .limits import new_run_folder
 from .links import TABS, UPLOAD_NOTE, PageLink, link_query, parse_link
+from .slots import Slots, T, connect
 from .state import Session
 from .studio import Studio, user_error
 
@@ -33,14 +38,41 @@ CLIPBOARD_JS = (
 
 
 @dataclass
+class LinkedState(Slots, Generic[T]):
+    """What a link sets as the page loads: the example image and its working size, ξ (box and slider),
+    the open tab (the tabs and the state that follows them), the inspected token and the link's notices."""
+
+    image: T
+    size: T
+    xi_box: T
+    xi_slider: T
+    tabs: T
+    open_tab: T
+    row: T
+    col: T
+    notices: T
+    lesson: T  # the Lesson tab's step
+
+
+@dataclass
+class CopiedLink(Slots, Generic[T]):
+    """The Copy link button's link and the note beside it."""
+
+    link: T
+    note: T
+
+
+@dataclass
 class LinkHandlers:
     studio: Studio
 
-    def on_load(self, request: gr.Request) -> list:
-        """The linked state: [image, size, ξ box, ξ slider, tabs, open tab, inspector row, col, notices]."""
+    def on_load(self, request: gr.Request) -> LinkedState:
+        """The linked state (``gr.update()`` where the link says nothing)."""
         link, notices = parse_link(dict(request.query_params) if request is not None else {},
                                    len(self.studio.examples))
         image = size = gr.update()
+        if link.lesson is not None and link.example is None and self.studio.examples:
+            link = replace(link, example=0)  # a lesson link from a slide opens on an image, not on nothing
         if link.example is not None:
             path = self.studio.examples[link.example]
             image = gr.update(value=str(path))
@@ -53,7 +85,8 @@ class LinkHandlers:
         slider = controls.position_from_xi(link.xi) if link.xi is not None else gr.update()
         tab = gr.update(selected=link.tab) if link.tab else gr.update()
         row, col = link.token if link.token else (gr.update(), gr.update())
-        return [image, size, xi, slider, tab, link.tab or "token-pass", row, col, " · ".join(notices)]
+        return LinkedState(image, size, xi, slider, tab, link.tab or "token-pass", row, col,
+                           " · ".join(notices), link.lesson if link.lesson is not None else gr.update())
 
     def _size(self, link: PageLink, path) -> tuple:
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -68,33 +101,30 @@ class LinkHandlers:
     def on_tab(event: gr.SelectData) -> str:
         return LABEL_TO_TAB.get(event.value, "token-pass")
 
-    def on_copy(self, xi: float, size_value: str, tab: str, row, col, session: Session | None,
-                page_url: str) -> list:
-        """[the link, the note beside it] for what the page shows now."""
+    def on_copy(self, xi: float, size_value: str, tab: str, row, col, lesson: int | None,
+                session: Session | None, page_url: str) -> CopiedLink:
+        """The link to what the page shows now, and its note."""
         example = session.example if session is not None else None
         token = (int(row), int(col)) if row not in (None, "") and col not in (None, "") else None
         size = controls.parse_size(size_value, self.studio.default_size) if size_value else None
         link = PageLink(example=example, xi=self.studio.user_xi(xi), tab=tab if tab in TABS else None,
-                        size=size if size != self.studio.default_size else None, token=token)
+                        size=size if size != self.studio.default_size else None, token=token,
+                        lesson=int(lesson) if tab == "lesson" and lesson else None)
         note = "Link copied." if session is None or example is not None else f"Link copied. {UPLOAD_NOTE}"
-        return [f"{page_url or ''}{link_query(link)}", note]
+        return CopiedLink(f"{page_url or ''}{link_query(link)}", note)
 
 
-def wire(blocks: gr.Blocks, handlers: LinkHandlers, tabs: gr.Tabs, copy_button: gr.Button,
-         link_box: gr.Textbox,
-         link_note: gr.Markdown, page: dict) -> gr.State:
-    """Wire the load, tab and copy events; ``page``: the components a link sets (image, size, xi_box,
-    xi_slider, row, col, notices) and reads (session). Returns the open tab's state."""
-    open_tab = gr.State("token-pass")
+def wire(blocks: gr.Blocks, handlers: LinkHandlers, linked: LinkedState, copied: CopiedLink,
+         copy_button: gr.Button, session: gr.State) -> None:
+    """Wire the load, tab and copy events: a link sets ``linked`` as the page loads; ``linked.open_tab`` (a
+    gr.State) follows ``linked.tabs``; Copy link reads ξ, size, tab, token and ``session`` into ``copied``."""
     common = dict(queue=False, api_visibility="private", show_progress="hidden")
-    blocks.load(handlers.on_load, None, [page["image"], page["size"], page["xi_box"], page["xi_slider"], tabs,
-                                         open_tab, page["row"], page["col"], page["notices"]], **common)
-    tabs.select(handlers.on_tab, None, open_tab, **common)
+    connect(blocks.load, handlers.on_load, None, linked, **common)
+    linked.tabs.select(handlers.on_tab, None, linked.open_tab, **common)
     page_url = gr.Textbox(visible=False)
-    copy_button.click(handlers.on_copy, [page["xi_box"], page["size"], open_tab, page["row"], page["col"],
-                                         page["session"], page_url], [link_box, link_note], js=PAGE_URL_JS,
-                      **common).then(None, link_box, None, js=CLIPBOARD_JS, **common)
-    return open_tab
+    connect(copy_button.click, handlers.on_copy, [linked.xi_box, linked.size, linked.open_tab, linked.row,
+                                                  linked.col, linked.lesson, session, page_url], copied,
+            js=PAGE_URL_JS, **common).then(None, copied.link, None, js=CLIPBOARD_JS, **common)
 
 
 @dataclass
@@ -129,9 +159,12 @@ class ExportHandlers:
     def _write(self, predictor, working, xi: float, opacity: float, label: str, charts: dict) -> str:
         with self.studio.model_call():
             views = render_views(predictor, working, xi, opacity)
+        colors = drawing.class_palette(predictor.config.class_colors)
+        frames = pass_frames(working, views.prediction.trace, views.prediction.mask, colors,
+                             predictor.model.patch_size)
         data = build_zip(views, working, list(predictor.config.class_names),
                          f"{label} ({predictor.config.backbone})",
-                         charts)
+                         charts, frames)
         path = new_run_folder(EXPORT_ROOT) / f"dovit_xi{xi:g}_{working.shape[0]}x{working.shape[1]}.zip"
         path.write_bytes(data)
         return str(path)

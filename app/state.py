@@ -1,25 +1,24 @@
 """What the app keeps per browser tab (``Session``) and the view outputs every refreshing handler fills
 (``ViewSlots``). No gradio here.
 
-``ViewSlots`` is declared once and used twice: ``app.ui`` builds one of components and ``app.studio``
-one of values, and both flatten in field order, so the outputs of an event and the values of its handler
-cannot drift apart.
+``ViewSlots`` is the page's biggest ``app.slots.Slots``: ``app.ui`` builds one of components and
+``app.studio`` one of values, and both flatten in field order, so the outputs of an event and the values of
+its handler cannot drift apart.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic
 
 import numpy as np
 
 from .charts import SweepPoint
+from .slots import Slots, T
 
 if TYPE_CHECKING:
     from dovit import Prediction
 
     from .policy_views import PolicyRun
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -53,7 +52,7 @@ class Session:
 
 
 @dataclass
-class ViewSlots(Generic[T]):
+class ViewSlots(Slots, Generic[T]):
     """Every view output, one field per slot; ``groups`` / ``confidences`` hold one per token group B_g /
     decision layer. Flattened in field order, groups and confidences in index order."""
 
@@ -70,14 +69,7 @@ class ViewSlots(Generic[T]):
     disagreement: T
     agreement: T
     sweep_plot: T = None
-
-    def flat(self) -> list[T]:
-        """The slots in output order."""
-        values: list[T] = []
-        for slot in fields(self):
-            value = getattr(self, slot.name)
-            values.extend(value) if isinstance(value, list) else values.append(value)
-        return values
+    halting_by_class: T = None  # the stacked bars of the Halting depth tab
 
     def working_images(self) -> list[T]:
         """The image views drawn over the working-size token grid (a click on one picks a token)."""
@@ -104,22 +96,10 @@ class ViewSlots(Generic[T]):
         return names
 
     @classmethod
-    def filled(cls, value: Any, num_groups: int, **overrides: Any) -> ViewSlots:
-        """Every slot ``value`` (e.g. None, gr.skip()), except the keyword ``overrides``."""
-        slots = {slot.name: value for slot in fields(cls)}
-        slots.update(groups=[value] * num_groups, confidences=[value] * (num_groups - 1))
-        slots.update(overrides)
-        return cls(**slots)
-
-    @classmethod
-    def from_flat(cls, values: list, num_groups: int) -> ViewSlots:
-        """The inverse of ``flat`` for ``num_groups`` token groups."""
-        template = cls.filled(None, num_groups)
-        remaining = iter(values)
-        slots = {}
-        for slot in fields(cls):
-            value = getattr(template, slot.name)
-            slots[slot.name] = [next(remaining) for _ in value] if isinstance(value,
-                                                                              list) else next(remaining)
-        return cls(**slots)
-
+    def filled(cls, value: Any, num_groups: int | None = None, **overrides: Any) -> ViewSlots:
+        """Every slot ``value`` (e.g. None, gr.skip()), except the keyword ``overrides``; ``num_groups``
+        token groups (None: one value for each list, as in ``Slots.filled``)."""
+        if num_groups is None:
+            return super().filled(value, **overrides)
+        lists = dict(groups=[value] * num_groups, confidences=[value] * (num_groups - 1))
+        return super().filled(value, **(lists | overrides))

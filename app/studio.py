@@ -184,6 +184,7 @@ class Studio(PageEvents):
             disagreement=result.disagreement,
             agreement=agreement_markdown(result.summary),
             sweep_plot=self.sweep_plot(session, xi),
+            halting_by_class=result.halting_figure,
         )
         self.refresh_ms.append(start.ms())
         return values

@@ -26,18 +26,21 @@ from . import controls, sharing
 from .api import add_api_endpoints, upload_image
 from .examples import find_examples
 from .guard import RequestGuard
-from .header import header_markdown
+from .header import header_markdown, help_markdown
 from .image_cache import write_image_outputs_atomically
 from .images import MAX_UPLOAD_BYTES
 from .limits import ServingLimits
 from .links import UPLOAD_NOTE
 from .models import RUNTIMES, ModelShelf, onnxruntime_installed
+from .page import ImageRefresh, ModelRefresh, Refresh, ResetRefresh, SliderRefresh, SweepResult, XiBoxRefresh
 from .runtime import limit_heap_growth
+from .slots import connect
 from .state import ViewSlots
 from .studio import Studio, log_user_errors_to_stderr
 from .tabs import compare as compare_tab
 from .tabs import dataset as dataset_tab
 from .tabs import inspector as inspector_tab
+from .tabs import lesson as lesson_tab
 from .tabs import live as live_tab
 from .tabs import policies as policies_tab
 from .tabs import video as video_tab
@@ -48,7 +51,6 @@ PAGE_QUEUE, SWEEP_QUEUE = "page", "sweep"  # the /predict queue: app.api.PREDICT
 CACHE_SWEEP_EVERY_S, CACHE_MAX_AGE_S = 600, 1800  # gradio's delete_cache: uploads and outputs by age
 SESSION_TTL_S = 3600
 MAX_SESSIONS = 100  # sessions kept in memory (each holds its image, a few MB); the oldest go first
-HELP_PATH = Path(__file__).with_name("README_APP.md")
 STATIC = Path(__file__).with_name("static")  # the page's CSS and the scripts of its head
 
 
@@ -64,22 +66,6 @@ class StudioApp:
 
     def close(self) -> None:
         self.blocks.close()
-
-
-def help_markdown() -> str:
-    """The "What each view teaches" part of app/README_APP.md (the README's own copy of it)."""
-    text = HELP_PATH.read_text() if HELP_PATH.exists() else ""
-    marker = "## What each view teaches"
-    return text[text.index(marker) + len(marker):].strip() if marker in text else "See README.md."
-
-
-def xi_ticks_html() -> str:
-    """Labels under the ξ slider at their (non-linear) slider positions."""
-    spans = "".join(
-        f'<span style="left: {100 * controls.position_from_xi(xi):.1f}%">{xi:g}</span>'
-        for xi in controls.XI_TICKS
-    ) + '<span style="left: 100%">1</span>'
-    return f'<div class="xi-ticks">{spans}</div>'
 
 
 @dataclass
@@ -116,6 +102,9 @@ class PageViews:
     stop_sweep: gr.Button
     policies: policies_tab.PoliciesTab
     comparison: compare_tab.CompareTab
+    videos: video_tab.VideoTab  # the Video tab's handlers (/analyze_video's too)
+    pass_player: view_tabs.PassPlayer
+    lesson: lesson_tab.LessonSlots
 
 
 def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
@@ -140,7 +129,7 @@ def build_demo(predictor: Predictor, examples_dir: str | Path | None = None,
         inspector = inspector_tab.TokenInspector(studio)
         exports = sharing.ExportHandlers(studio)
         wire_page(demo, studio, session, page, views, panel, inspector, exports)
-        add_api_endpoints(studio, inspector, exports, limits)
+        add_api_endpoints(studio, inspector, exports, views.videos, limits)
     demo.queue(default_concurrency_limit=1, max_size=limits.queue_size)
     return StudioApp(blocks=demo, studio=studio, example_dirs=example_dirs, limits=limits)
 
@@ -170,7 +159,7 @@ def build_controls(studio: Studio, examples: list[Path]) -> PageControls:
                                   step=controls.SLIDER_STEP,
                                   elem_id="xi-slider", label="ξ — token-pass threshold (finer steps near 1)",
                                   buttons=[])
-            gr.HTML(xi_ticks_html())
+            gr.HTML(controls.xi_ticks_html())
             with gr.Row():
                 xi_box = gr.Number(value=config.default_xi, label="ξ (type a value, Enter)", minimum=0.0,
                                    maximum=1.0, step=0.0001, elem_id="xi-number", scale=2)
@@ -201,25 +190,28 @@ def build_views(studio: Studio, page: PageControls, frame_folders: list[str]) ->
     # wrap, not gradio's default overflow menu: a tab that does not fit (narrow window, inspector open)
     # goes to a second row instead of hiding behind a "…" button, so Video and Data set stay in view
     with gr.Tabs(overflow_behavior="wrap", elem_id="view-tabs") as tabs:
-        token_images = view_tabs.token_pass_tab(studio.num_groups)
+        token_images, pass_player = view_tabs.token_pass_tab(studio.num_groups)
         heatmap_images = view_tabs.confidence_tab(studio.num_groups - 1)
         opacity, palette, legend, mask_overlay, raw_mask = view_tabs.segmentation_tab()
-        halting_legend, halting = view_tabs.halting_tab()
+        halting_legend, halting, halting_by_class = view_tabs.halting_tab()
         dense_mask, disagreement, agreement = view_tabs.dense_tab()
         sweep_button, stop_sweep, sweep_plot = view_tabs.sweep_tab()
+        lesson = lesson_tab.build()
         policies = policies_tab.build()
         comparison = compare_tab.build(studio.models.labels, studio.predictor.config.default_xi)
         with gr.Tab("What the views teach", id="help"):
             gr.Markdown(help_markdown())
-        video_tab.build(studio, [get_upload_folder()], frame_folders, pickers=[page.model, page.runtime])
-        dataset_tab.build(studio, frame_folders, pickers=[page.model, page.runtime])
+        pickers = [page.model, page.runtime]
+        videos = video_tab.build(studio, [get_upload_folder()], frame_folders, pickers=pickers)
+        dataset_tab.build(studio, frame_folders, pickers=pickers)
         live_tab.build(studio, pickers=[page.model])
     slots = ViewSlots(
         readouts=page.readouts, tokens_plot=page.tokens_plot, groups=token_images, confidences=heatmap_images,
         mask_overlay=mask_overlay, legend=legend, color_mask=raw_mask, halting=halting,
         halting_legend=halting_legend, dense_mask=dense_mask, disagreement=disagreement, agreement=agreement,
-        sweep_plot=sweep_plot)
-    return PageViews(tabs, slots, opacity, palette, sweep_button, stop_sweep, policies, comparison)
+        sweep_plot=sweep_plot, halting_by_class=halting_by_class)
+    return PageViews(tabs, slots, opacity, palette, sweep_button, stop_sweep, policies, comparison, videos,
+                     pass_player, lesson)
 
 
 def wire_page(demo: gr.Blocks, studio: Studio, session: gr.State, page: PageControls, views: PageViews,
@@ -227,14 +219,12 @@ def wire_page(demo: gr.Blocks, studio: Studio, session: gr.State, page: PageCont
               exports: sharing.ExportHandlers) -> None:
     """The page's events: model, runtime, image, size, ξ, opacity, sweep, the tabs, inspector, links,
     export."""
-    view_outputs, opacity, session_views = views.slots.flat(), views.opacity, [session, *views.slots.flat()]
+    opacity, refresh = views.opacity, Refresh(session, views.slots)
     page_event = dict(concurrency_id=PAGE_QUEUE, concurrency_limit=1, api_visibility="private",
                       validator=studio.admit())
-    sweep_event = views.sweep_button.click(studio.on_sweep, [page.xi_box, session], [views.slots.sweep_plot,
-                                                                                     session],
-                                           concurrency_id=SWEEP_QUEUE, concurrency_limit=1,
-                                           api_visibility="private",
-                                           validator=studio.admit("sweep"))
+    sweep_event = connect(views.sweep_button.click, studio.on_sweep, [page.xi_box, session],
+                          SweepResult(views.slots.sweep_plot, session), concurrency_id=SWEEP_QUEUE,
+                          concurrency_limit=1, api_visibility="private", validator=studio.admit("sweep"))
     views.stop_sweep.click(studio.on_stop_sweep, None, None, cancels=[sweep_event], api_visibility="private")
     compare_tab.wire(views.comparison, compare_tab.CompareHandlers(studio), opacity, session, page_event)
     policy_handlers = policies_tab.PolicyHandlers(studio)
@@ -242,37 +232,41 @@ def wire_page(demo: gr.Blocks, studio: Studio, session: gr.State, page: PageCont
                                      clear_on=[page.image.change, page.size.input, page.model.input,
                                                page.runtime.input])
     restart = dict(cancels=[sweep_event, policy_event], **page_event)
-    page.model.input(studio.on_model, [page.model, opacity, session],
-                     [page.header, page.xi_box, page.xi_slider, page.reset, *session_views], **restart)
-    page.runtime.input(studio.on_runtime, [page.runtime, page.xi_box, opacity, session], session_views,
-                       **restart)
-    views.palette.input(studio.on_palette, [views.palette, page.xi_box, opacity, session], session_views,
-                        **page_event)
-    page.image.change(studio.on_image, [page.image, page.size, page.xi_box, opacity, session, page.model,
-                                        page.runtime,
-                                        views.palette],
-                      [session, page.notices, page.size, *view_outputs], **restart)
-    page.size.input(studio.on_size, [page.size, page.xi_box, opacity, session], session_views, **restart)
-    page.xi_slider.input(studio.on_drag, [page.xi_slider, opacity, session], [page.xi_box, *session_views],
-                         trigger_mode="always_last", show_progress="hidden", **page_event)
-    page.xi_slider.release(studio.on_release, [page.xi_slider, opacity, session], [page.xi_box,
-                                                                                   *session_views],
-                           show_progress="minimal", **page_event)
+    view_tabs.wire_pass_player(views.pass_player, view_tabs.PassPlayerHandlers(studio),
+                               [page.xi_box, session], page_event,
+                               clear_on=[page.image.change, page.size.input, page.model.input])
+    connect(page.model.input, studio.on_model, [page.model, opacity, session],
+            ModelRefresh(page.header, page.xi_box, page.xi_slider, page.reset, refresh), **restart)
+    connect(page.runtime.input, studio.on_runtime, [page.runtime, page.xi_box, opacity, session], refresh,
+            **restart)
+    connect(views.palette.input, studio.on_palette, [views.palette, page.xi_box, opacity, session], refresh,
+            **page_event)
+    connect(page.image.change, studio.on_image, [page.image, page.size, page.xi_box, opacity, session,
+                                                 page.model, page.runtime, views.palette],
+            ImageRefresh(session, page.notices, page.size, views.slots), **restart)
+    connect(page.size.input, studio.on_size, [page.size, page.xi_box, opacity, session], refresh, **restart)
+    connect(page.xi_slider.input, studio.on_drag, [page.xi_slider, opacity, session],
+            SliderRefresh(page.xi_box, refresh), trigger_mode="always_last", show_progress="hidden",
+            **page_event)
+    connect(page.xi_slider.release, studio.on_release, [page.xi_slider, opacity, session],
+            SliderRefresh(page.xi_box, refresh), show_progress="minimal", **page_event)
     for event in (page.xi_box.submit, page.xi_box.blur):
-        event(studio.on_xi_box, [page.xi_box, opacity, session], [page.xi_slider, *session_views],
-              show_progress="minimal", **page_event)
-    page.reset.click(studio.on_reset, [opacity, session], [page.xi_box, page.xi_slider, *session_views],
-                     **page_event)
+        connect(event, studio.on_xi_box, [page.xi_box, opacity, session],
+                XiBoxRefresh(page.xi_slider, refresh), show_progress="minimal", **page_event)
+    connect(page.reset.click, studio.on_reset, [opacity, session],
+            ResetRefresh(page.xi_box, page.xi_slider, refresh), **page_event)
     opacity.input(studio.on_opacity, [opacity, session], views.slots.mask_overlay, show_progress="hidden",
                   api_visibility="private")
     inspected = [(view, inspector_tab.working_content) for view in views.slots.working_images()]
     inspected += zip(views.policies.masks + views.policies.stop_maps, policy_handlers.views(), strict=False)
     inspector_tab.wire(panel, inspector, session, inspected, refresh_on=page.readouts.change)
-    sharing.wire(demo, sharing.LinkHandlers(studio), views.tabs, page.copy_link, page.link_box,
-                 page.link_note,
-                 dict(image=page.image, size=page.size, xi_box=page.xi_box, xi_slider=page.xi_slider,
-                      row=panel.row,
-                      col=panel.col, notices=page.notices, session=session))
+    open_tab = gr.State("token-pass")
+    linked = sharing.LinkedState(page.image, page.size, page.xi_box, page.xi_slider, views.tabs, open_tab,
+                                 panel.row, panel.col, page.notices, views.lesson.step)
+    lesson_tab.wire(views.lesson, lesson_tab.LessonHandlers(studio), views.tabs, open_tab, page.xi_box,
+                    opacity, session, page.readouts.change, page_event)
+    copied = sharing.CopiedLink(page.link_box, page.link_note)
+    sharing.wire(demo, sharing.LinkHandlers(studio), linked, copied, page.copy_link, session)
     page.export_button.click(exports.on_export, [page.xi_box, opacity, session], page.export_file,
                              **page_event)
 

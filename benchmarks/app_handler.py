@@ -36,14 +36,14 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def encode_outputs(names: list[str], outputs: list) -> int:
+def encode_outputs(views) -> int:
     """Encode the image outputs as gradio does (PIL; PNG for the colour masks, JPEG for the rest).
-    names: ``Studio.view_names()``; outputs: a handler's (ξ, session, *views). Returns the image count."""
+    views: a handler's ``ViewSlots``. Returns the image count."""
     import numpy as np
     import PIL.Image
 
     count = 0
-    for name, value in zip(names, outputs[2:], strict=False):
+    for name, value in zip(views.names(), views.flat(), strict=True):
         image = value.get("value") if isinstance(value, dict) else value
         if isinstance(image, np.ndarray):
             PIL.Image.fromarray(image).save(io.BytesIO(), "PNG" if name in ("color_mask",
@@ -65,7 +65,7 @@ def main() -> None:
     predictor = Predictor.from_checkpoint(args.checkpoint)
     studio = Studio(predictor)
     first = studio.on_image(str(image_path), studio.default_size_value, predictor.default_xi, 0.5, None)
-    session = first[0]
+    session = first.session
     for position in POSITIONS[:3]:
         studio.on_release(position, 0.5, session)
 
@@ -76,10 +76,10 @@ def main() -> None:
         outputs = studio.on_release(position, 0.5, session)
         handler_ms.append(start.ms())
         start = Stopwatch()
-        images = encode_outputs(studio.view_names(), outputs)
+        images = encode_outputs(outputs.refresh.views)
         encode_ms.append(start.ms())
         start = Stopwatch()
-        prediction = predictor.predict(xi=outputs[0])
+        prediction = predictor.predict(xi=outputs.xi_box)
         forward_ms.append(start.ms())
         kept.append(sum(g.tokens for g in prediction.trace.groups[1:]) / (prediction.trace.num_tokens * 3))
 

@@ -75,10 +75,12 @@ def test_export_and_trace_apis(client, images):
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         assert ("README.md" in names and "trace/tokens.csv" in names
-                and "charts/tokens_and_flops.html" in names)
+                and "charts/tokens_and_flops.html" in names and "pass.gif" in names and "pass.mp4" in names)
         assert json.loads(archive.read("trace/trace.json"))["xi"] == 0.5
     trace = client.predict(handle_file(images / "street.png"), 0.5, api_name="/trace")
     assert trace["xi"] == 0.5 and len(trace["kept_tokens"]) == 4
+    # per class, its tokens by halting group: every token of the grid once
+    assert sum(map(sum, trace["halting_by_class"].values())) == trace["grid"][0] * trace["grid"][1]
 
 
 @pytest.mark.parametrize("xi", [1.5, -0.1, "nan"])

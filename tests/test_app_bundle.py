@@ -12,6 +12,7 @@ from app import bundle
 from app.analysis import render_views
 from app.charts import SweepPoint, sweep_figure
 from dovit import Predictor
+from dovit.viz.animation import pass_frames
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,10 @@ def archive(views, tiny_model):
     sweep = sweep_figure([SweepPoint(1.0, 2.0, 2.0, 1.0, [24] * 4), SweepPoint(0.5, 1.0, 2.0, 0.9, [24, 6, 6,
                                                                                                     6])], 0.5)
     names = [f"class {i}" for i in range(5)]
-    return zipfile.ZipFile(io.BytesIO(bundle.build_zip(result, image, names, "tiny", {"xi_sweep": sweep})))
+    frames = pass_frames(image, result.prediction.trace, result.prediction.mask,
+                         np.asarray(tiny_model.config.class_colors, np.uint8), tiny_model.patch_size)
+    return zipfile.ZipFile(io.BytesIO(bundle.build_zip(result, image, names, "tiny", {"xi_sweep": sweep},
+                                                       frames)))
 
 
 def test_every_view_is_a_full_size_png(archive, views):
@@ -66,3 +70,19 @@ def test_trace_json_csv_and_readme_agree(archive, views):
     readme = archive.read("README.md").decode()
     assert "model: tiny" in readme and "ξ = 0.3" in readme and f"{result.summary.gflops:.3f}" in readme
     assert "latency:" in readme and "64×96" in readme
+
+
+def test_the_token_pass_is_animated_as_a_looping_gif_and_an_mp4(archive, views, tmp_path):
+    from PIL import Image
+
+    groups = len(views[0].prediction.trace.groups)
+    gif = Image.open(io.BytesIO(archive.read("pass.gif")))
+    assert gif.n_frames >= groups + 1 and gif.info["loop"] == 0
+    (tmp_path / "pass.mp4").write_bytes(archive.read("pass.mp4"))
+    capture = cv2.VideoCapture(str(tmp_path / "pass.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) >= groups + 1 and capture.read()[0]
+    capture.release()
+    readme = archive.read("README.md").decode()
+    assert "`pass.gif`" in readme and "`pass.mp4`" in readme
+    by_class = json.loads(archive.read("trace/trace.json"))["halting_by_class"]
+    assert sum(map(sum, by_class.values())) == 4 * 6  # the grid's tokens

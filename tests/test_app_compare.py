@@ -23,7 +23,7 @@ def setup(tmp_path_factory):
     studio = Studio(default, image_dirs=[uploads], models=ModelShelf.build(default, root / "a", root=root))
     path = uploads / "street.png"
     cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8))
-    session = studio.on_image(str(path), studio.default_size_value, 0.9, 0.5, None)[0]
+    session = studio.on_image(str(path), studio.default_size_value, 0.9, 0.5, None).session
     return studio, CompareHandlers(studio), session
 
 
@@ -36,9 +36,10 @@ def run(handlers, session, mode, **kwargs):
 
 def test_two_xi_side_by_side_with_their_costs(setup):
     studio, handlers, session = setup
-    masks, tokens, table = run(handlers, session, "two ξ")
+    compared = run(handlers, session, "two ξ")
+    masks, tokens = compared.masks, compared.tokens
     assert masks[0].shape == masks[1].shape == (64, 96, 3) and tokens[0].shape == (64, 96, 3)
-    rows = [line for line in table.splitlines() if line.startswith("| ξ")]
+    rows = [line for line in compared.table.splitlines() if line.startswith("| ξ")]
     assert rows[0].startswith("| ξ = 1 | ") and rows[1].startswith("| ξ = 0.3 | ") and "100.00%" in rows[0]
     dense, cheap = (float(row.split("|")[2].split()[0]) for row in rows)
     assert cheap <= dense
@@ -46,9 +47,9 @@ def test_two_xi_side_by_side_with_their_costs(setup):
 
 def test_two_models_and_two_policies(setup):
     studio, handlers, session = setup
-    masks, tokens, table = run(handlers, session, "two models")
+    table = run(handlers, session, "two models").table
     assert "| a at ξ = 1 |" in table and "| b at ξ = 0.3 |" in table
-    masks, tokens, table = run(handlers, session, "two policies", budget=0.6)
+    table = run(handlers, session, "two policies", budget=0.6).table
     assert "| random at 60% of dense FLOPs |" in table and "| confidence at 60% of dense FLOPs |" in table
     with pytest.raises(gr.Error, match="budget"):
         run(handlers, session, "two policies", budget=0)

@@ -35,7 +35,7 @@ def make_tab(model, root, tmp_path, limits=None, image_dirs=()):
     return dataset_tab.DatasetTab(studio, video_tab.frame_folders([root]), tmp_path / "reports")
 
 
-def run(tab, *args) -> list:
+def run(tab, *args) -> dataset_tab.ReportSlots:
     outputs = None
     for outputs in tab.on_run(*args):  # noqa: B007 (the last update is the result)
         pass
@@ -47,12 +47,13 @@ def test_labelled_folder_gives_the_whole_report(camvid_model, root, tmp_path):
     label = next(name for name in tab.folders if name.startswith(f"{root.name}/train "))
     assert dataset_tab.label_layout(root / "train",
                                     11) == "camvid" and dataset_tab.label_layout(root / "train", 5) is None
-    headline, notices, gallery, files, *figures = run(tab, label, None, 0.9)
-    assert "mIoU" in headline and "5 images in" in notices and "with its labels" in headline
+    report = run(tab, label, None, 0.9)
+    assert "mIoU" in report.headline and "with its labels" in report.headline
+    assert "5 images in" in report.notices
     assert not any("trainannot" in name for name in tab.folders)
-    assert all(figure is not None for figure in figures) and len(figures) == dataset_tab.FIGURE_SLOTS
-    assert {Path(p).name for p in files} == {"report.html", "report.json"}
-    assert "plotly" in Path(files[0]).read_text() and len(gallery) == 8  # 4 cheapest, 4 most expensive
+    assert all(f is not None for f in report.figures) and len(report.figures) == dataset_tab.FIGURE_SLOTS
+    assert {Path(p).name for p in report.files} == {"report.html", "report.json"}
+    assert "plotly" in Path(report.files[0]).read_text() and len(report.gallery) == 8  # 4 cheapest, 4 dearest
 
 
 def test_uploaded_images_without_labels_and_the_cap(tiny_model, root, tmp_path):
@@ -63,9 +64,9 @@ def test_uploaded_images_without_labels_and_the_cap(tiny_model, root, tmp_path):
         paths.append(str(uploads / f"u{index}.png"))
         cv2.imwrite(paths[-1], np.random.default_rng(index).integers(0, 255, (48, 64, 3), dtype=np.uint8))
     tab = make_tab(tiny_model, root, tmp_path, ServingLimits(report_max_images=2), [uploads])
-    headline, notices, gallery, files, *figures = run(tab, None, paths, 0.9)
-    assert "mIoU" not in headline and "first 2 of 3" in notices
-    assert sum(f is not None for f in figures) == 4 and figures[-2:] == [None, None]
+    report = run(tab, None, paths, 0.9)
+    assert "mIoU" not in report.headline and "first 2 of 3" in report.notices
+    assert sum(f is not None for f in report.figures) == 4 and report.figures[-2:] == [None, None]
 
 
 def test_refusals(tiny_model, root, tmp_path):

@@ -47,29 +47,29 @@ def street_png(uploads):
     return path
 
 
-def load(studio, path, xi=0.95):
+def load(studio, path, xi=0.95) -> tuple:
+    """(session, notices, ViewSlots) of an image."""
     outputs = studio.on_image(str(path), studio.default_size_value, xi, 0.5, None)
-    session, notices, size_update, *views = outputs
-    return session, notices, views
+    return outputs.session, outputs.notices, outputs.views
 
 
-def named(studio, views) -> dict:
-    """View outputs by name; captioned images (gr.update) as (image, caption)."""
-    values = dict(zip(ViewSlots.from_flat(views, studio.num_groups).names(), views, strict=False))
+def named(views: ViewSlots) -> dict:
+    """View outputs by name ('group_1'...); captioned images (gr.update) as (image, caption)."""
+    values = dict(zip(views.names(), views.flat(), strict=True))
     return {k: (v["value"], v["label"]) if isinstance(v, dict) and "value" in v else v
             for k, v in values.items()}
 
 
 def sweep(studio, xi, session, progress=lambda *args, **kwargs: None):
-    """Run the sweep generator to its end; its last [figure, session]."""
+    """Run the sweep generator to its end; its last outputs (figure, session)."""
     *_, last = studio.on_sweep(xi, session, progress=progress)
-    return last
+    return last.sweep_plot, last.session
 
 
 def test_upload_draws_every_view(studio, street_png):
     session, notices, views = load(studio, street_png)
-    assert len(views) == len(studio.view_names()) == len(studio.empty_views().flat())
-    views = named(studio, views)
+    assert views.names() == studio.view_names() and len(views.flat()) == len(studio.empty_views().flat())
+    views = named(views)
     height, width = session.size  # a 4:3 photo at this 2:3 checkpoint: its own aspect, not squeezed
     assert session.size == studio.predictor.working_size(image_size=(60, 80)) != studio.default_size
     assert "Image 80×60 px" in notices and "GFLOPs" in views["readouts"] and "speedup" in views["readouts"]
@@ -82,33 +82,55 @@ def test_upload_draws_every_view(studio, street_png):
     assert groups[-1][0].shape == (height, width, 3) and confidences[0][0].shape == (height, width + 64, 3)
     assert "legend-swatch" in views["legend"] and "ran all blocks" in views["halting_legend"]
     assert "of pixels" in views["agreement"] and views["tokens_plot"].data and views["sweep_plot"] is None
+    by_class = views["halting_by_class"].data  # stacked bars: one trace per halting group, every token once
+    assert len(by_class) == studio.num_groups and sum(sum(bar.y) for bar in by_class) == (
+        session.prediction.trace.num_tokens)
+
+
+def test_play_renders_the_token_pass_as_an_animated_gif(studio, street_png):
+    from PIL import Image
+
+    from app.tabs.views import PassPlayerHandlers
+
+    player = PassPlayerHandlers(studio)
+    with pytest.raises(gr.Error, match="Upload an image first"):
+        player.on_play(0.9, None)
+    session, _, _ = load(studio, street_png)
+    gif = Image.open(player.on_play(0.5, session))
+    assert gif.format == "GIF" and gif.n_frames >= studio.num_groups + 1
+    with pytest.raises(gr.Error):
+        player.on_play("0.5", session)  # ξ must be a number
+    assert player.on_clear() is None
 
 
 def test_moving_xi_changes_the_readouts(studio, street_png):
     session, _, views = load(studio, street_png)
-    xi_dense, _, *dense_views = studio.on_release(1.0, 0.5, session)
-    xi_low, _, *low_views = studio.on_release(0.0, 0.5, session)
-    assert (xi_dense, xi_low) == (1.0, 0.0)
-    assert dense_views[0] != low_views[0] and "B2: 0 (0%)" in low_views[0]
-    live_xi, _, *live_views = studio.on_drag(0.5, 0.5, session)  # tiny model: fast enough to draw live
-    assert live_xi == controls.xi_from_position(0.5) and isinstance(live_views[0], str)
+    dense, low = studio.on_release(1.0, 0.5, session), studio.on_release(0.0, 0.5, session)
+    assert (dense.xi_box, low.xi_box) == (1.0, 0.0)
+    dense_readouts, low_readouts = dense.refresh.views.readouts, low.refresh.views.readouts
+    assert dense_readouts != low_readouts and "B2: 0 (0%)" in low_readouts
+    live = studio.on_drag(0.5, 0.5, session)  # tiny model: fast enough to draw live
+    assert live.xi_box == controls.xi_from_position(0.5) and isinstance(live.refresh.views.readouts, str)
 
 
 def test_dragging_on_a_slow_machine_updates_only_xi(studio, street_png, monkeypatch):
     session, _, _ = load(studio, street_png)
     monkeypatch.setattr("app.studio.LIVE_REFRESH_MAX_MS", 0.0)  # every refresh now counts as too slow
-    xi, _, *views = studio.on_drag(0.4, 0.5, session)
-    assert xi == controls.xi_from_position(0.4) and all(view == gr.skip() for view in views)
+    dragged = studio.on_drag(0.4, 0.5, session)
+    assert dragged.xi_box == controls.xi_from_position(0.4)
+    assert all(view == gr.skip() for view in dragged.refresh.views.flat())
 
 
 def test_number_box_reset_size_and_opacity(studio, street_png):
     session, _, _ = load(studio, street_png)
-    position, _, *views = studio.on_xi_box(0.985, 0.5, session)
-    assert position == controls.position_from_xi(0.985) and "ξ = 0.985" in views[0]
-    xi, position, _, *views = studio.on_reset(0.5, session)
-    assert xi == studio.config.default_xi and f"ξ = {xi:.4g}" in views[0]
-    _, *views = studio.on_size("32x48", 0.9, 0.5, session)
-    assert named(studio, views)["color_mask"].shape == (32, 48, 3) and "32×48" in views[0]
+    typed = studio.on_xi_box(0.985, 0.5, session)
+    assert typed.xi_slider == controls.position_from_xi(0.985) and "ξ = 0.985" in typed.refresh.views.readouts
+    reset = studio.on_reset(0.5, session)
+    xi = reset.xi_box
+    assert xi == studio.config.default_xi and reset.xi_slider == controls.position_from_xi(xi)
+    assert f"ξ = {xi:.4g}" in reset.refresh.views.readouts
+    views = studio.on_size("32x48", 0.9, 0.5, session).views
+    assert views.color_mask.shape == (32, 48, 3) and "32×48" in views.readouts
     transparent = studio.on_opacity(0.0, session)
     np.testing.assert_array_equal(transparent, session.working)
 
@@ -135,7 +157,7 @@ def test_bad_uploads_are_clear_gradio_errors(studio, tmp_path):
         with pytest.raises(gr.Error, match=message):
             studio.api_predict(str(path), 0.9)
     cleared = studio.on_image(None, studio.default_size_value, 0.9, 0.5, None)
-    assert cleared[0] is None and cleared[3].startswith("Upload an image")
+    assert cleared.session is None and cleared.views.readouts.startswith("Upload an image")
 
 
 def test_large_grey_16_bit_upload_is_converted_with_notices(studio, tmp_path):
@@ -144,7 +166,7 @@ def test_large_grey_16_bit_upload_is_converted_with_notices(studio, tmp_path):
     session, notices, views = load(studio, path)
     assert "Image 2048×293 px" in notices and "16-bit" in notices and "Greyscale" in notices
     assert "downscaled from 2100×300 to 2048×293" in notices and session.image.shape == (293, 2048, 3)
-    assert "GFLOPs" in views[0]
+    assert "GFLOPs" in views.readouts
 
 
 def test_sweep_and_its_marker(studio, street_png):
@@ -155,8 +177,8 @@ def test_sweep_and_its_marker(studio, street_png):
     figure, session = sweep(studio, 0.9, session, progress=lambda value, desc=None: steps.append(value))
     assert len(session.sweep) == len(controls.sweep_values()) and steps[-1] == (len(session.sweep),) * 2
     assert [shape.x0 for shape in figure.layout.shapes] == [controls.position_from_xi(0.9, snap=False)]
-    _, _, *views = studio.on_release(controls.position_from_xi(0.99), 0.5, session)
-    assert views[-1] is not None  # the sweep plot follows ξ without recomputing
+    views = studio.on_release(controls.position_from_xi(0.99), 0.5, session).refresh.views
+    assert views.sweep_plot is not None  # the sweep plot follows ξ without recomputing
 
 
 def test_api_predict_returns_colour_mask_and_summary(studio, street_png):
@@ -210,14 +232,15 @@ def test_app_py_flags():
 def test_colour_blind_palette_redraws_masks_and_legend_for_this_session(studio, street_png):
     from dovit.viz.drawing import COLOR_BLIND_SAFE
 
-    session = studio.on_image(str(street_png), studio.default_size_value, 0.9, 0.5, None)[0]
+    session = studio.on_image(str(street_png), studio.default_size_value, 0.9, 0.5, None).session
     dataset_mask = session.color_mask.copy()
-    session, *values = studio.on_palette("colour-blind safe", 0.9, 0.5, session)
-    named = dict(zip(studio.view_names(), values, strict=False))
+    refreshed = studio.on_palette("colour-blind safe", 0.9, 0.5, session)
+    session = refreshed.session
     assert session.palette == "colour-blind safe" and not (session.color_mask == dataset_mask).all()
     used = {tuple(c) for c in session.color_mask.reshape(-1, 3)}
-    assert used <= set(COLOR_BLIND_SAFE) and "rgb(204, 102, 119)" in named["legend"]  # class 0's swatch
-    again = studio.on_image(str(street_png), studio.default_size_value, 0.9, 0.5, session)[0]
+    assert used <= set(COLOR_BLIND_SAFE)
+    assert "rgb(204, 102, 119)" in refreshed.views.legend  # class 0's swatch
+    again = studio.on_image(str(street_png), studio.default_size_value, 0.9, 0.5, session).session
     assert again.palette == "colour-blind safe"  # a new image keeps the tab's colours
     with pytest.raises(gr.Error, match="unknown palette"):
         studio.on_palette("rainbow", 0.9, 0.5, session)
@@ -227,13 +250,14 @@ def test_the_size_dropdown_defaults_to_the_images_aspect_and_keeps_a_scale_picke
     wide = tmp_path / "wide.png"
     cv2.imwrite(str(wide), np.random.default_rng(3).integers(0, 255, (54, 96, 3), dtype=np.uint8))
     aspect = controls.default_size_value(studio.default_size, studio.patch, (54, 96))
-    session, _, size_update, *_ = studio.on_image(str(wide), studio.default_size_value, 0.9, 0.5, None)
+    outputs = studio.on_image(str(wide), studio.default_size_value, 0.9, 0.5, None)
+    session, size_update = outputs.session, outputs.size
     offered = [value for _, value in size_update["choices"]]
     assert size_update["value"] == aspect != studio.default_size_value
     assert studio.default_size_value in offered  # the checkpoint's own size stays selectable
     assert session.size == controls.parse_size(aspect, studio.default_size)
     half = offered[0]  # the 0.5x scale of the checkpoint's size, picked by hand, stays for the next image
-    assert studio.on_image(str(wide), half, 0.9, 0.5, session)[2]["value"] == half
+    assert studio.on_image(str(wide), half, 0.9, 0.5, session).size["value"] == half
 
 
 def test_api_trace_of_a_16_9_photo_follows_its_own_grid(tmp_path, uploads):

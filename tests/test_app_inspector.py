@@ -10,7 +10,7 @@ from test_app_api import client, server  # noqa: F401 (the served tiny checkpoin
 
 from app import inspector, inspector_drawing
 from app.studio import Studio
-from app.tabs.inspector import EMPTY_PANEL, TokenInspector, working_content
+from app.tabs.inspector import EMPTY_PANEL, PanelSlots, TokenInspector, working_content
 from dovit import Predictor
 from dovit.core.trace import token_centres
 
@@ -162,7 +162,7 @@ def studio(predictor, uploads):
 
 @pytest.fixture
 def session(studio, uploads):
-    return studio.on_image(str(uploads / "street.png"), "64x96", 0.5, 0.5, None)[0]
+    return studio.on_image(str(uploads / "street.png"), "64x96", 0.5, 0.5, None).session
 
 
 def select(x, y):
@@ -172,30 +172,32 @@ def select(x, y):
 def test_a_click_opens_the_panel_on_the_token_without_running_the_model(studio, session, monkeypatch):
     handlers = TokenInspector(studio)
     monkeypatch.setattr(studio.predictor.model, "forward_from", None)  # any forward would fail now
-    row, col, text, figure, marker, sidebar = handlers.on_select(working_content)(session, select(50, 20))
-    assert (row, col) == (1, 3) and "Token row 1, col 3" in text and sidebar.open is True
-    assert figure.startswith("<svg") and marker.shape == (64, 96, 3)
+    panel = handlers.on_select(working_content)(session, select(50, 20))
+    assert (panel.row, panel.col) == (1, 3) and "Token row 1, col 3" in panel.text
+    assert panel.sidebar.open is True
+    assert panel.chart.startswith("<svg") and panel.marker.shape == (64, 96, 3)
     report = inspector.token_report(session.prediction, 1, 3, handlers.class_names, PATCH)
-    assert f"ξ = {report.xi:.4g}" in text
-    assert all(value == gr.skip() for value in handlers.on_select(working_content)(session, select(100, 5)))
-    row, col, text, *_ = handlers.on_move("right")(session, row, col)
-    assert (row, col) == (1, 4) and "Token row 1, col 4" in text
-    row, col, *_ = handlers.on_move("right")(session, 3, 5)
-    assert (row, col) == (3, 5)
-    row, col, text, *_ = handlers.on_typed(session, 2, 0)
-    assert (row, col) == (2, 0) and "Token row 2, col 0" in text
-    assert handlers.on_select(working_content)(None, select(1, 1)) == [gr.skip()] * 6
+    assert f"ξ = {report.xi:.4g}" in panel.text
+    skipped = handlers.on_select(working_content)(session, select(100, 5))
+    assert skipped == PanelSlots.filled(gr.skip())
+    panel = handlers.on_move("right")(session, panel.row, panel.col)
+    assert (panel.row, panel.col) == (1, 4) and "Token row 1, col 4" in panel.text
+    panel = handlers.on_move("right")(session, 3, 5)
+    assert (panel.row, panel.col) == (3, 5)
+    panel = handlers.on_typed(session, 2, 0)
+    assert (panel.row, panel.col) == (2, 0) and "Token row 2, col 0" in panel.text
+    assert handlers.on_select(working_content)(None, select(1, 1)) == PanelSlots.filled(gr.skip())
 
 
 def test_the_panel_follows_a_new_xi(studio, session):
     handlers = TokenInspector(studio)
-    _, _, *_ = studio.on_release(0.0, 0.5, session)  # ξ = 0: every token stops at the first decision
-    _, _, text, *_ = handlers.on_refresh(session, 2, 2)
+    studio.on_release(0.0, 0.5, session)  # ξ = 0: every token stops at the first decision
+    text = handlers.on_refresh(session, 2, 2).text
     assert "ξ = 0" in text and "stopped after group **B1**" in text
-    _, _, *_ = studio.on_release(1.0, 0.5, session)
-    _, _, text, *_ = handlers.on_refresh(session, 2, 2)
+    studio.on_release(1.0, 0.5, session)
+    text = handlers.on_refresh(session, 2, 2).text
     assert "ξ = 1" in text and "ran **all 12 blocks**" in text
-    assert handlers.on_refresh(None, 2, 2)[2] == EMPTY_PANEL
+    assert handlers.on_refresh(None, 2, 2).text == EMPTY_PANEL
 
 
 def test_api_handler_runs_one_forward_per_image_and_xi(studio, uploads, monkeypatch):

@@ -216,11 +216,14 @@ def test_ledger_sweeps_the_oldest_uploads_down_to_the_size_cap(tmp_path):
 
 
 # ------------------------------------------------------------------ ViewSlots and the sweep generator
-def test_view_slots_flatten_name_and_unflatten_consistently():
-    slots = ViewSlots.filled(0, num_groups=3, readouts="r", sweep_plot="s")
+def test_view_slots_flatten_and_name_consistently():
+    slots = ViewSlots.filled(0, num_groups=3, readouts="r", groups=["g1", "g2", "g3"], sweep_plot="s")
     assert slots.names()[:6] == ["readouts", "tokens_plot", "group_1", "group_2", "group_3", "confidence_1"]
-    assert len(slots.flat()) == len(slots.names()) == 11 + 3 + 2  # 11 single slots, 3 groups, 2 decisions
-    assert ViewSlots.from_flat(slots.flat(), 3) == slots
+    assert len(slots.flat()) == len(slots.names()) == 12 + 3 + 2  # 12 single slots, 3 groups, 2 decisions
+    named = dict(zip(slots.names(), slots.flat(), strict=True))
+    picked = [named[name] for name in ("readouts", "group_2", "confidence_2", "sweep_plot")]
+    assert picked == ["r", "g2", 0, "s"]
+    assert slots.values(ViewSlots.filled(None)) == [None] * len(slots.flat())  # one value for every view
 
 
 @pytest.fixture(scope="module")
@@ -254,8 +257,10 @@ def test_a_sweep_stops_at_its_time_budget_with_the_points_it_has(tiny_model, mon
     studio = Studio(Predictor(tiny_model), image_dirs=[], limits=ServingLimits(sweep_budget_s=0.0))
     warnings = []
     monkeypatch.setattr(gr, "Warning", warnings.append)
-    *_, (figure, session) = studio.on_sweep(0.9, session_for(studio), progress=lambda *a, **k: None)
-    assert len(session.sweep) == 1 < len(controls.sweep_values()) and "stopped after" in warnings[0]
+    *_, last = studio.on_sweep(0.9, session_for(studio), progress=lambda *a, **k: None)
+    session = last.session
+    assert last.sweep_plot is not None and len(session.sweep) == 1 < len(controls.sweep_values())
+    assert "stopped after" in warnings[0]
 
 
 def test_a_sweep_cancelled_while_queued_frees_its_slot(studio):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import dovit
+from app import controls
 from app.models import ModelShelf, find_checkpoints
 from app.studio import Studio
 from dovit import Predictor
@@ -73,19 +74,19 @@ def test_switching_the_model_is_per_session(studio):
     image = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
     path = uploads / "street.png"
     cv2.imwrite(str(path), image)
-    first = studio.on_image(str(path), studio.default_size_value, 0.9, 0.5, None)[0]
-    second = studio.on_image(str(path), studio.default_size_value, 0.9, 0.5, None)[0]
-    header, xi, position, reset, session, *views = studio.on_model("b", 0.5, first)
-    assert session is first and first.model == "b" and second.model is None
-    assert xi == 0.8 and reset["value"] == "Reset ξ to 0.8" and "default ξ = 0.8" in header
+    first = studio.on_image(str(path), studio.default_size_value, 0.9, 0.5, None).session
+    second = studio.on_image(str(path), studio.default_size_value, 0.9, 0.5, None).session
+    picked = studio.on_model("b", 0.5, first)
+    assert picked.refresh.session is first and first.model == "b" and second.model is None
+    assert picked.xi_box == 0.8 and picked.xi_slider == controls.position_from_xi(0.8)
+    assert picked.reset["value"] == "Reset ξ to 0.8" and "default ξ = 0.8" in picked.header
     assert (studio.predictor_for(first).config.num_classes == 3
             and studio.predictor_for(second).config.num_classes == 5)
     assert first.prediction.trace.decisions and set(np.unique(first.prediction.mask)) <= {0, 1, 2}
-    legend = dict(zip(studio.view_names(), views, strict=False))["legend"]
-    assert "road" in legend  # class names come from the picked checkpoint
-    again = studio.on_image(str(path), studio.default_size_value, 0.9, 0.5, first)[0]
+    assert "road" in picked.refresh.views.legend  # class names come from the picked checkpoint
+    again = studio.on_image(str(path), studio.default_size_value, 0.9, 0.5, first).session
     assert again.model == "b"  # a new image keeps the tab's model
-    assert studio.on_image(str(path), studio.default_size_value, 0.9, 0.5, again, "a")[0].model == "a"
+    assert studio.on_image(str(path), studio.default_size_value, 0.9, 0.5, again, "a").session.model == "a"
 
 
 def test_picking_an_unusable_model_says_how_to_open_it(shelf_root, tmp_path):
@@ -95,8 +96,8 @@ def test_picking_an_unusable_model_says_how_to_open_it(shelf_root, tmp_path):
     with pytest.raises(gr.Error,
                        match="8-px patches; this page's working sizes are for 16-px: open it on its own"):
         studio.on_model("patch8", 0.5, None)
-    header, xi, *_ = studio.on_model("a", 0.5, None)  # no image yet: header and ξ only
-    assert xi == 0.9 and "default ξ = 0.9" in header
+    picked = studio.on_model("a", 0.5, None)  # no image yet: header and ξ only
+    assert picked.xi_box == 0.9 and "default ξ = 0.9" in picked.header and picked.refresh.session is None
 
 
 def test_onnx_runtime_exports_on_first_use_and_reuses_it_at_every_size(shelf_root, tmp_path):
@@ -138,15 +139,16 @@ def test_the_runtime_choice_is_per_session_and_the_readout_names_it(studio):
     studio, uploads = studio
     path = uploads / "street.png"
     cv2.imwrite(str(path), np.random.default_rng(2).integers(0, 255, (64, 96, 3), dtype=np.uint8))
-    session = studio.on_image(str(path), studio.default_size_value, 0.9, 0.5, None, "a", "ONNX Runtime")[0]
-    other = studio.on_image(str(path), studio.default_size_value, 0.9, 0.5, None, "a")[0]
+    session = studio.on_image(str(path), studio.default_size_value, 0.9, 0.5, None, "a",
+                              "ONNX Runtime").session
+    other = studio.on_image(str(path), studio.default_size_value, 0.9, 0.5, None, "a").session
     assert session.runtime == "onnxruntime" and other.runtime == "pytorch"
     assert session.prediction.runtime.startswith("ONNX Runtime")
-    session, *views = studio.on_runtime("PyTorch", 0.9, 0.5, session)
-    readouts = dict(zip(studio.view_names(), views, strict=False))["readouts"]
-    assert session.runtime == "pytorch" and "| latency, PyTorch" in readouts
-    session, *views = studio.on_runtime("ONNX Runtime", 0.9, 0.5, session)
-    assert "| latency, ONNX Runtime" in dict(zip(studio.view_names(), views, strict=False))["readouts"]
+    refreshed = studio.on_runtime("PyTorch", 0.9, 0.5, session)
+    session = refreshed.session
+    assert session.runtime == "pytorch" and "| latency, PyTorch" in refreshed.views.readouts
+    refreshed = studio.on_runtime("ONNX Runtime", 0.9, 0.5, session)
+    assert "| latency, ONNX Runtime" in refreshed.views.readouts
     with pytest.raises(gr.Error, match="unknown runtime"):
         studio.on_runtime("TensorRT", 0.9, 0.5, session)
 
@@ -168,10 +170,11 @@ def test_the_video_and_data_set_tabs_run_the_picked_model(studio, monkeypatch):
 
     monkeypatch.setattr(video_runs, "analyze_video", spy)
     videos = video_tab.VideoTab(studio, [uploads], {})
-    *_, notices, run = list(videos.on_upload(str(clip), 0.5, "mask", None, "b", "PyTorch"))[-1]
+    outputs = list(videos.on_upload(str(clip), 0.5, "mask", None, "b", "PyTorch"))[-1]
+    run = outputs.state
     assert (used == [studio.model_named("b")] and run.model_name == "b on PyTorch"
-            and "with b on PyTorch" in notices)
-    *_, run = list(videos.on_rerun(0.5, "mask", run))[-1]  # no pick: the default model
+            and "with b on PyTorch" in outputs.notices)
+    run = list(videos.on_rerun(0.5, "mask", run))[-1].state  # no pick: the default model
     assert used[-1] is studio.predictor and run.model_name == "a on PyTorch"
     with pytest.raises(gr.Error, match="unknown runtime"):
         list(videos.on_rerun(0.5, "mask", run, "b", "TensorRT"))
@@ -179,10 +182,9 @@ def test_the_video_and_data_set_tabs_run_the_picked_model(studio, monkeypatch):
     image = uploads / "street.png"
     cv2.imwrite(str(image), np.random.default_rng(1).integers(0, 255, (64, 96, 3), dtype=np.uint8))
     report = dataset_tab.DatasetTab(studio, {}, uploads / "reports")
-    headline, notices, gallery, files, *figures = list(report.on_run(None, [str(image)], 0.8, "b",
-                                                                     "PyTorch"))[-1]
-    assert "b on PyTorch" in headline
-    summary = Path(next(f for f in files if f.endswith(".json"))).read_text()
+    outputs = list(report.on_run(None, [str(image)], 0.8, "b", "PyTorch"))[-1]
+    assert "b on PyTorch" in outputs.headline
+    summary = Path(next(f for f in outputs.files if f.endswith(".json"))).read_text()
     # the picked checkpoint's classes, not the default's
     assert '"road"' in summary and '"class 0"' not in summary
 
@@ -191,11 +193,11 @@ def test_the_page_has_slots_for_the_deepest_model_and_hides_what_a_model_lacks(s
     studio, uploads = studio
     path = uploads / "street.png"
     cv2.imwrite(str(path), np.random.default_rng(3).integers(0, 255, (64, 96, 3), dtype=np.uint8))
-    session = studio.on_image(str(path), studio.default_size_value, 0.5, 0.5, None)[0]
+    session = studio.on_image(str(path), studio.default_size_value, 0.5, 0.5, None).session
     assert studio.num_groups == 5 and len(studio.view_names()) == len(studio.empty_views().flat())
     for label, groups in (("wide", 3), ("a", 4), ("deep", 5)):
-        views = studio.on_model(label, 0.5, session)[5:]  # after header, ξ, position, reset and session
-        slots = dict(zip(studio.view_names(), views, strict=False))
+        views = studio.on_model(label, 0.5, session).refresh.views
+        slots = dict(zip(views.names(), views.flat(), strict=True))
         shown = [slots[f"group_{g}"]["visible"] for g in range(1, 6)]
         assert shown == [True] * groups + [False] * (5 - groups), label
         assert [slots[f"confidence_{d}"]["visible"] for d in range(1, 5)] == [True] * (groups - 1) + [

@@ -69,7 +69,7 @@ def studio(tiny_model, tmp_path_factory):
 
 @pytest.fixture
 def session(studio):
-    return studio.on_image(studio.street, "64x96", 0.5, 0.5, None)[0]
+    return studio.on_image(studio.street, "64x96", 0.5, 0.5, None).session
 
 
 def run_all(handlers, budget, session, steps=None):
@@ -85,14 +85,16 @@ def test_run_shows_every_policy_as_it_finishes_and_keeps_the_run(studio, session
     assert len(outputs) == n + 2  # the dense forward, one per policy (cancellation points), the session
     assert steps[0][0] == (0, n + 1) and steps[-1] == ((n, n + 1), "policy shallow")
     for index, values in enumerate(outputs[1:-1]):
-        assert len(values) == 1 + 2 * n + 1 and values[-1] == gr.skip()
-        assert f"{index + 1}/{n} policies" in values[0]
-        mask, stop_map = values[1 + index], values[1 + n + index]
+        results = values.results
+        assert values.session == gr.skip() and len(results.masks) == len(results.stop_maps) == n
+        assert f"{index + 1}/{n} policies" in results.table
+        mask, stop_map = results.masks[index], results.stop_maps[index]
         assert mask["value"].shape == (64, 96, 3) and POLICIES[index] in mask["label"]
         assert "agree with dense" in mask["label"] and "GFLOPs" in mask["label"]
         assert stop_map["value"].shape == (64, 96, 3) and "kept" in stop_map["label"]
-        assert all(v == gr.skip() for i, v in enumerate(values[1:-1]) if i not in (index, n + index))
-    assert outputs[-1][-1] is session and [r.name for r in session.policies.results] == list(POLICIES)
+        others = [v for i, v in enumerate(results.masks + results.stop_maps) if i not in (index, n + index)]
+        assert all(v == gr.skip() for v in others)
+    assert outputs[-1].session is session and [r.name for r in session.policies.results] == list(POLICIES)
     for result in session.policies.results:
         assert 0.0 <= result.agreement <= 1.0 and result.latency_ms > 0
         if result.name != "shallow" and not result.note.count("misses the budget"):
@@ -102,11 +104,11 @@ def test_run_shows_every_policy_as_it_finishes_and_keeps_the_run(studio, session
 
 
 def test_policies_run_at_the_sessions_working_size(studio):
-    session = studio.on_image(studio.street, "32x48", 0.5, 0.5, None)[0]
+    session = studio.on_image(studio.street, "32x48", 0.5, 0.5, None).session
     assert session.size == (32, 48) != tuple(studio.config.input_size)
     handlers = PolicyHandlers(studio)
-    last = run_all(handlers, 0.5, session)[-2]
-    assert last[len(POLICIES)]["value"].shape[:2] == last[-2]["value"].shape[:2] == (32, 48)
+    last = run_all(handlers, 0.5, session)[-2].results
+    assert last.masks[-1]["value"].shape[:2] == last.stop_maps[-1]["value"].shape[:2] == (32, 48)
     assert all(r.halting_depth.shape == (32 // studio.patch,
                                          48 // studio.patch) for r in session.policies.results)
     assert [view(session) for view in handlers.views()] == [(32, 48)] * (2 * len(POLICIES))
@@ -114,7 +116,7 @@ def test_policies_run_at_the_sessions_working_size(studio):
 
 def test_the_inspector_names_each_policys_stop_group(studio, session):
     run_all(PolicyHandlers(studio), 0.5, session)
-    text = TokenInspector(studio).panel(session, 1, 2)[2]
+    text = TokenInspector(studio).panel(session, 1, 2).text
     assert "Stopped after, under the Policies tab's 0.5 budget" in text
     for result in session.policies.results:
         assert f"{result.name} B{int(result.halting_depth[1, 2])}" in text
@@ -131,7 +133,8 @@ def test_no_image_is_a_clear_error_and_clearing_empties_the_tab(studio):
     with pytest.raises(gr.Error, match="Upload an image first"):
         run_all(handlers, 0.5, None)
     cleared = handlers.on_clear_policies()
-    assert cleared[0] == "" and all(update["value"] is None for update in cleared[1:])
+    assert cleared.table == "" and len(cleared.masks) == len(cleared.stop_maps) == len(POLICIES)
+    assert all(update["value"] is None for update in cleared.masks + cleared.stop_maps)
 
 
 def test_a_run_past_the_time_budget_stops_with_what_it_has(studio, session, monkeypatch):
@@ -139,7 +142,7 @@ def test_a_run_past_the_time_budget_stops_with_what_it_has(studio, session, monk
     warnings = []
     monkeypatch.setattr(gr, "Warning", warnings.append)
     outputs = run_all(PolicyHandlers(studio), 0.5, session)
-    assert len(session.policies.results) == 1 and "1/6 policies" in outputs[-2][0]
+    assert len(session.policies.results) == 1 and "1/6 policies" in outputs[-2].results.table
     assert "stopped after 0 s with 1 of 6" in warnings[0]
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from app import controls
 from app.links import UPLOAD_NOTE
-from app.sharing import LinkHandlers
+from app.sharing import LinkedState, LinkHandlers
 from app.studio import Studio
 from dovit import Predictor
 
@@ -33,21 +33,20 @@ def request(**query):
 
 def test_a_link_sets_example_size_xi_tab_and_token(setup):
     studio, handlers, examples = setup
-    image, size, xi, slider, tab, open_tab, row, col, notices = handlers.on_load(
-        request(example="1", xi="0.95", size="32x48", tab="confidence", token="2,3"))
-    assert image["value"] == str(examples[1]) and size["value"] == "32x48"
-    assert xi == 0.95 and slider == pytest.approx(controls.position_from_xi(0.95))
-    assert tab == gr.update(selected="confidence") and open_tab == "confidence" and (row, col) == (2, 3)
-    assert notices == ""
+    linked = handlers.on_load(request(example="1", xi="0.95", size="32x48", tab="confidence", token="2,3"))
+    assert linked.image["value"] == str(examples[1]) and linked.size["value"] == "32x48"
+    assert linked.xi_box == 0.95 and linked.xi_slider == pytest.approx(controls.position_from_xi(0.95))
+    assert linked.tabs == gr.update(selected="confidence") and linked.open_tab == "confidence"
+    assert (linked.row, linked.col) == (2, 3) and linked.notices == ""
 
 
 def test_a_plain_page_changes_nothing_and_bad_values_say_why(setup):
     _, handlers, _ = setup
-    values = handlers.on_load(request())
-    assert values[:5] == [gr.update()] * 5 and values[5] == "token-pass" and values[-1] == ""
-    notices = handlers.on_load(request(example="7", size="33x47"))[-1]
+    linked = handlers.on_load(request())
+    assert linked == LinkedState.filled(gr.update(), open_tab="token-pass", notices="")
+    notices = handlers.on_load(request(example="7", size="33x47")).notices
     assert "examples 0 to 1" in notices and "needs an example image" in notices
-    assert "not offered" in handlers.on_load(request(example="0", size="33x47"))[-1]
+    assert "not offered" in handlers.on_load(request(example="0", size="33x47")).notices
 
 
 def test_copy_link_names_the_clicked_example_and_warns_for_uploads(setup, tmp_path):
@@ -56,18 +55,29 @@ def test_copy_link_names_the_clicked_example_and_warns_for_uploads(setup, tmp_pa
     copy.parent.mkdir()
     shutil.copy(examples[1], copy)
     studio.image_dirs.append(copy.parent)
-    session = studio.on_image(str(copy), "32x48", 0.9, 0.5, None)[0]
+    session = studio.on_image(str(copy), "32x48", 0.9, 0.5, None).session
     assert session.example == 1
-    link, note = handlers.on_copy(0.93, "32x48", "halting-depth", 2, 3, session, "http://127.0.0.1:7860/")
-    assert link == "http://127.0.0.1:7860/?example=1&xi=0.93&size=32x48&tab=halting-depth&token=2,3"
-    assert note == "Link copied."
+    copied = handlers.on_copy(0.93, "32x48", "halting-depth", 2, 3, 4, session, "http://127.0.0.1:7860/")
+    assert copied.link == "http://127.0.0.1:7860/?example=1&xi=0.93&size=32x48&tab=halting-depth&token=2,3"
+    assert copied.note == "Link copied."
     upload = tmp_path / "mine.png"
     cv2.imwrite(str(upload), np.zeros((64, 96, 3), np.uint8))
     studio.image_dirs.append(tmp_path)
-    session = studio.on_image(str(upload), "64x96", 0.9, 0.5, None)[0]
-    link, note = handlers.on_copy(0.9, "64x96", "token-pass", None, None, session, "http://h/")
-    assert link == "http://h/?xi=0.9&tab=token-pass" and UPLOAD_NOTE in note
+    session = studio.on_image(str(upload), "64x96", 0.9, 0.5, None).session
+    copied = handlers.on_copy(0.9, "64x96", "token-pass", None, None, 1, session, "http://h/")
+    assert copied.link == "http://h/?xi=0.9&tab=token-pass" and UPLOAD_NOTE in copied.note
     assert handlers.on_tab(SimpleNamespace(value="Dense vs DoViT")) == "dense-vs-dovit"
+
+
+def test_a_lesson_link_opens_its_step_on_the_first_example_and_copies_back(setup):
+    studio, handlers, examples = setup
+    linked = handlers.on_load(request(lesson="3"))
+    assert linked.lesson == 3 and linked.tabs == gr.update(selected="lesson") and linked.open_tab == "lesson"
+    assert linked.image["value"] == str(examples[0])  # a link from a slide opens on an image
+    assert handlers.on_load(request(lesson="3", example="1")).image["value"] == str(examples[1])
+    session = studio.on_image(str(examples[1]), "32x48", 0.9, 0.5, None).session
+    copied = handlers.on_copy(0.9, "32x48", "lesson", None, None, 5, session, "http://h/")
+    assert copied.link == "http://h/?example=1&xi=0.9&size=32x48&tab=lesson&lesson=5"
 
 
 def test_export_button_and_api_write_a_zip_of_the_current_view(setup):
@@ -79,10 +89,11 @@ def test_export_button_and_api_write_a_zip_of_the_current_view(setup):
     exports = ExportHandlers(studio)
     with pytest.raises(gr.Error, match="Upload an image first"):
         exports.on_export(0.9, 0.5, None)
-    session = studio.on_image(str(examples[0]), "64x96", 0.9, 0.5, None)[0]
+    session = studio.on_image(str(examples[0]), "64x96", 0.9, 0.5, None).session
     path = exports.on_export(0.4, 0.5, session)
     assert path.endswith("dovit_xi0.4_64x96.zip")
     with zipfile.ZipFile(path) as archive:
         assert "trace/tokens.csv" in archive.namelist() and "ξ = 0.4" in archive.read("README.md").decode()
+        assert {"pass.gif", "pass.mp4"} <= set(archive.namelist())
     with zipfile.ZipFile(exports.api_export(str(examples[1]), None)) as archive:
         assert f"ξ = {studio.config.default_xi:g}" in archive.read("README.md").decode()

@@ -102,19 +102,20 @@ def test_each_frame_holds_the_model_as_background_work(tab, uploads, tmp_path, m
 # ------------------------------------------------------------------ handlers
 def test_upload_handler_fills_player_timeline_scrubber_and_downloads(tab, uploads):
     outputs = last(tab.on_upload(str(uploads / "clip.mp4"), 0.5, "halting", None))
-    player, timeline, scrubber, frame, readout, downloads, notices, run = outputs
-    assert player.endswith(".webm") and Path(player).exists()
-    assert len(timeline.data) == 3 and scrubber == 0
-    assert frame.shape == (64, 96, 3) and "Frame 0" in readout
-    assert {Path(p).name for p in downloads} == {"annotated.mp4", "annotated.webm", "frames.csv",
-                                                 "frames.json"}
-    assert "uploaded video with default model on PyTorch: 8 frames at ξ = 0.5" in notices
-    image, figure, text, player_update = tab.on_scrub(5 / 7 * 100, run)
-    assert "Frame 5" in text and figure.layout.shapes[0].x0 == 5
-    assert player_update["playback_position"] == pytest.approx(5 / run.fps)
+    run = outputs.state
+    assert outputs.player.endswith(".webm") and Path(outputs.player).exists()
+    assert len(outputs.timeline.data) == 3 and outputs.scrubber == 0
+    assert outputs.frame_view.shape == (64, 96, 3) and "Frame 0" in outputs.frame_readout
+    assert {Path(p).name for p in outputs.downloads} == {"annotated.mp4", "annotated.webm", "frames.csv",
+                                                         "frames.json"}
+    assert "uploaded video with default model on PyTorch: 8 frames at ξ = 0.5" in outputs.notices
+    scrubbed = tab.on_scrub(5 / 7 * 100, run)
+    assert "Frame 5" in scrubbed.frame_readout and scrubbed.timeline.layout.shapes[0].x0 == 5
+    assert scrubbed.player["playback_position"] == pytest.approx(5 / run.fps)
     assert [video_tab.scrubber_frame(p, 8) for p in (None, -3, 0, 50, 100, 400)] == [0, 0, 0, 4, 7, 7]
-    assert np.abs(image.astype(int) - list(iter_frames(run.mp4))[5].astype(int)).mean() < 2
-    rerun = last(tab.on_rerun(0.9, "mask", run))[-1]
+    frame = scrubbed.frame_view
+    assert np.abs(frame.astype(int) - list(iter_frames(run.mp4))[5].astype(int)).mean() < 2
+    rerun = last(tab.on_rerun(0.9, "mask", run)).state
     # the old run's files go
     assert rerun.xi == 0.9 and rerun.folder != run.folder and not run.folder.exists()
     gone = video_tab.VideoRun(**{**vars(rerun), "source": uploads / "swept_by_gradio.mp4"})
@@ -124,7 +125,7 @@ def test_upload_handler_fills_player_timeline_scrubber_and_downloads(tab, upload
 
 def test_frame_folder_handler_reads_only_offered_folders(tab):
     label = next(iter(tab.folders))
-    run = last(tab.on_folder(label, 0.5, "mask", None))[-1]
+    run = last(tab.on_folder(label, 0.5, "mask", None)).state
     assert len(run.records) == 5 and [r.name for r in run.records] == [f"f{i:03d}" for i in range(5)]
     with pytest.raises(gr.Error, match="Choose a frame folder"):
         last(tab.on_folder("/etc", 0.5, "mask", None))

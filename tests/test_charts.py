@@ -1,8 +1,9 @@
 """app.charts: plotly figures built from a Trace / sweep points, checked on their data."""
+import numpy as np
 import pytest
 from test_drawing import make_trace  # not tests.test_drawing: an installed "tests" package can shadow ours
 
-from app.charts import SweepPoint, _interpolate, sweep_figure, tokens_flops_figure
+from app.charts import SweepPoint, _interpolate, halting_by_class_figure, sweep_figure, tokens_flops_figure
 from app.controls import position_from_xi
 
 
@@ -40,3 +41,15 @@ def test_interpolate_clamps_outside_the_range():
     assert _interpolate([0.0, 1.0], [0.0, 10.0], -1.0) == 0.0
     assert _interpolate([0.0, 1.0], [0.0, 10.0], 2.0) == 10.0
     assert _interpolate([0.0, 1.0], [0.0, 10.0], 0.25) == pytest.approx(2.5)
+
+
+def test_halting_by_class_figure_stacks_every_token_once_and_leaves_absent_classes_out():
+    trace = make_trace()  # 2 x 3 grid, three groups
+    trace.class_names = ["road", "sky", "car", "tree"]
+    trace.decoder_top_classes = np.array([[0, 0, 2], [2, 2, 1]])[..., None]  # no "tree" token
+    figure = halting_by_class_figure(trace.halting_by_class())
+    assert [bar.name for bar in figure.data] == ["stopped after B1", "stopped after B2", "ran all blocks"]
+    assert all(list(bar.x) == ["road", "sky", "car"] for bar in figure.data)
+    assert sum(sum(bar.y) for bar in figure.data) == trace.num_tokens
+    per_class = np.sum([list(bar.y) for bar in figure.data], axis=0)
+    assert per_class.tolist() == [2, 1, 3] and figure.layout.barmode == "stack"

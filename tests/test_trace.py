@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dovit import Predictor
-from dovit.core.trace import token_centres, top_classes
+from dovit.core.trace import halting_counts, token_centres, top_classes
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +54,34 @@ def test_token_centres_and_top_classes():
     classes, probabilities = top_classes(logits, k=5)  # k is cut to C
     assert classes[0, 0].tolist() == [1, 2, 0] and np.isclose(probabilities[0, 0].sum(), 1.0)
     assert probabilities[0, 0, 0] == pytest.approx(float(torch.softmax(logits[:, 0, 0], 0).max()))
+
+
+@pytest.mark.parametrize("xi", [0.0, 0.4, 0.7, 1.0])
+def test_halting_by_class_counts_every_token_once_by_its_class_and_group(traces, xi):
+    trace = traces[xi]
+    halting = trace.halting_by_class()
+    assert halting.counts.shape == (len(trace.class_names), len(trace.groups))
+    assert halting.counts.sum() == trace.num_tokens
+    expected = np.zeros_like(halting.counts)  # token by token, the slow way
+    for row in range(trace.grid[0]):
+        for col in range(trace.grid[1]):
+            expected[trace.decoder_top_classes[row, col, 0], trace.halting_depth[row, col] - 1] += 1
+    assert np.array_equal(halting.counts, expected)
+    if xi == 1.0:  # nothing stops: every token ran to the end
+        assert halting.counts[:, :-1].sum() == 0
+
+
+def test_halting_counts_by_hand():
+    depth = np.array([[1, 3, 3], [2, 1, 3]])  # group after which each token stopped; 3 = ran every block
+    classes = np.array([[0, 0, 2], [2, 2, 1]])
+    counts = halting_counts(depth, classes, num_classes=4, num_groups=3)
+    assert counts.tolist() == [[1, 0, 1], [0, 0, 1], [1, 1, 1], [0, 0, 0]]
+
+
+def test_halting_by_class_json_names_every_class_and_sums_to_the_grid(traces):
+    trace = traces[0.7]
+    document = json.loads(json.dumps(trace.to_json()))["halting_by_class"]
+    assert list(document) == trace.class_names
+    assert all(len(counts) == len(trace.groups) for counts in document.values())
+    assert sum(map(sum, document.values())) == trace.grid[0] * trace.grid[1]
+    assert document == trace.halting_by_class().to_json()

@@ -6,6 +6,7 @@ stopping policies at one FLOPs budget. Layout (``build``), handler (``CompareHan
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Generic
 
 import gradio as gr
 
@@ -14,6 +15,7 @@ from dovit.viz import drawing
 
 from .. import compare
 from ..analysis import render_views
+from ..slots import Slots, T, connect
 from ..state import Session
 from ..studio import Studio, user_error
 
@@ -21,6 +23,15 @@ INTRO = ("The current image two ways, one on each side of the slider: drag it ov
          "token pass (bottom: the group after which each token stopped, dark = early). Pick what differs: "
          "two ξ values, two checkpoints (at each one's ξ below), or two stopping policies at one FLOPs "
          "budget.")
+
+
+@dataclass
+class CompareSlots(Slots, Generic[T]):
+    """A comparison: the masks (A, B) and the token passes (A, B) under their image sliders, and the table."""
+
+    masks: T
+    tokens: T
+    table: T
 
 
 @dataclass
@@ -41,6 +52,9 @@ class CompareTab:
     def inputs(self) -> list:
         return ([self.mode, self.xi_a, self.xi_b, self.model_a, self.model_b, self.policy_a, self.policy_b,
                  self.budget])
+
+    def outputs(self) -> CompareSlots:
+        return CompareSlots(self.masks, self.tokens, self.table)
 
 
 def build(model_labels: list[str], default_xi: float) -> CompareTab:
@@ -81,8 +95,8 @@ class CompareHandlers:
 
     def on_compare(self, mode: str, xi_a: float, xi_b: float, model_a: str, model_b: str, policy_a: str,
                    policy_b: str, budget: float, opacity: float, session: Session | None,
-                   request: gr.Request = None) -> list:
-        """[masks (A, B), token pass (A, B), table] for the session's image."""
+                   request: gr.Request = None) -> CompareSlots:
+        """The session's image two ways: masks and token passes as (A, B) pairs, and the table."""
         studio = self.studio
         with studio.finished(request):
             if session is None:
@@ -96,7 +110,7 @@ class CompareHandlers:
                 a, b = self._policy_sides(session, policy_a, policy_b, budget)
             else:
                 raise user_error(f"unknown comparison {mode!r}; choose one of: {', '.join(compare.MODES)}")
-            return [(a.mask, b.mask), (a.tokens, b.tokens), compare.comparison_markdown(a, b)]
+            return CompareSlots((a.mask, b.mask), (a.tokens, b.tokens), compare.comparison_markdown(a, b))
 
     def _xi_side(self, session: Session, label: str | None, xi: float, opacity: float) -> compare.Side:
         studio = self.studio
@@ -127,5 +141,5 @@ class CompareHandlers:
 
 def wire(tab: CompareTab, handlers: CompareHandlers, opacity: gr.Slider, session: gr.State,
          page_event: dict) -> None:
-    tab.run.click(handlers.on_compare, [*tab.inputs(), opacity, session], [tab.masks, tab.tokens, tab.table],
-                  **page_event)
+    connect(tab.run.click, handlers.on_compare, [*tab.inputs(), opacity, session], tab.outputs(),
+            **page_event)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic
 
 import gradio as gr
 
@@ -29,6 +31,7 @@ from dovit.report.html import headline_table, report_figures, write_report
 from dovit.viz.video import count_frames
 
 from ..limits import new_run_folder
+from ..slots import Slots, T, connect
 from ..studio import Studio, user_error
 
 REPORT_QUEUE = "report"
@@ -41,6 +44,61 @@ def label_layout(folder: Path, num_classes: int) -> str | None:
     and the checkpoint predicts CamVid's 11 classes; None (no labels) otherwise."""
     return ("camvid" if num_classes == CAMVID_CLASSES and (folder.parent / f"{folder.name}annot").is_dir()
             else None)
+
+
+@dataclass
+class ReportSlots(Slots, Generic[T]):
+    """A report: its headline table, the notices, the cheapest and most expensive images, its files
+    (report.html and report.json) and its figures (``FIGURE_SLOTS``; None past the report's own)."""
+
+    headline: T
+    notices: T
+    gallery: T
+    files: T
+    figures: list[T]
+
+
+@dataclass
+class DatasetViews:
+    """The Data set tab's components: what to analyse, at which ξ, Run and Stop, and the report."""
+
+    folder_in: gr.Dropdown
+    uploads: gr.File
+    xi: gr.Slider
+    run: gr.Button
+    stop: gr.Button
+    report: ReportSlots[gr.components.Component]
+
+
+def layout(tab: DatasetTab) -> DatasetViews:
+    limits = tab.limits
+    with gr.Tab("Data set", id="dataset"):
+        gr.Markdown(
+            "The report of `python -m dovit.analyze` on a folder: GFLOPs per image, kept fraction per "
+            "decision layer, halting depth per class and, with labels (a CamVid split with its `annot` "
+            "folder), aux-head calibration, the error of stopped tokens and mIoU; agreement with dense and "
+            f"GFLOPs over ξ {', '.join(f'{v:g}' for v in DEFAULT_XI_GRID)}. At most "
+            f"{limits.report_max_images} images; each costs a forward per ξ of the grid.")
+        with gr.Row():
+            folder_in = gr.Dropdown(list(tab.folders), value=None, label="A folder on the server",
+                                    elem_id="dataset-folder", scale=2)
+            uploads = gr.File(label=f"…or upload images (at most {limits.report_max_images})",
+                              file_count="multiple",
+                              file_types=["image"], type="filepath", elem_id="dataset-uploads", scale=2)
+            xi = gr.Slider(0.0, 1.0, value=tab.studio.config.default_xi, step=0.005, label="report ξ",
+                           elem_id="dataset-xi", scale=1)
+        with gr.Row():
+            run = gr.Button("Run the report", elem_id="dataset-run", scale=3)
+            stop = gr.Button("Stop", elem_id="dataset-stop", scale=1)
+        notices = gr.Markdown(elem_id="dataset-notices")
+        headline = gr.HTML(elem_id="dataset-headline")
+        files = gr.File(label="report.html (self-contained) and report.json", file_count="multiple",
+                        interactive=False, elem_id="dataset-files")
+        gallery = gr.Gallery(label="Cheapest and most expensive images (image | halting depth)", columns=4,
+                             height=260, elem_id="dataset-gallery")
+        figures = [gr.Plot(elem_id=f"dataset-figure-{index + 1}") for index in range(FIGURE_SLOTS)]
+    return DatasetViews(folder_in, uploads, xi, run, stop, ReportSlots(headline, notices, gallery, files,
+                                                                       figures))
 
 
 class DatasetTab:
@@ -83,12 +141,9 @@ class DatasetTab:
 
     def on_run(self, folder_label: str | None, uploads: list[str] | None, xi: float, model: str | None = None,
                runtime: str | None = None, request: gr.Request = None,
-               progress=gr.Progress()) -> Iterator[list]:
+               progress=gr.Progress()) -> Iterator[ReportSlots]:
         """Analyse the chosen images with the picked ``model`` on ``runtime`` (picker labels; None: the
-        default model on PyTorch) with a progress bar, then show the report and offer its files.
-
-        Yields [headline, notices, gallery, report files, *figures (FIGURE_SLOTS)]."""
-        skip = [gr.skip()] * (4 + FIGURE_SLOTS)
+        default model on PyTorch) with a progress bar, then show the report and offer its files."""
         with self.studio.finished(request, "report"):
             xi = self.studio.user_xi(xi)
             predictor = self.studio.picked(model, runtime)
@@ -104,7 +159,7 @@ class DatasetTab:
                                                frame.name, frame.index)
                     accumulator.add(result, frame.image)
                     progress((len(accumulator.records), total), desc=what, unit="images")
-                    yield skip  # a point where gradio can cancel the report
+                    yield ReportSlots.filled(gr.skip())  # a point where gradio can cancel the report
             except ValueError as error:
                 raise user_error(str(error)) from None
             if not accumulator.records:
@@ -120,13 +175,19 @@ class DatasetTab:
                        (("cheapest", "cheapest"), ("most expensive", "most_expensive"))
                        for name, gflops, thumb in thumbnails[key]]
             line = report_line(summary)
-            yield [headline_table(summary), " · ".join([line, *notices]), gallery, [str(html_path),
-                                                                                    str(json_path)],
-                   *figures]
+            yield ReportSlots(headline_table(summary), " · ".join([line, *notices]), gallery,
+                              [str(html_path), str(json_path)], figures)
 
     def on_stop(self, request: gr.Request = None) -> str:
         self.studio.release(request, "report")
         return "Stopped."
+
+
+def wire(tab: DatasetTab, views: DatasetViews, studio: Studio, pickers: list) -> None:
+    event = connect(views.run.click, tab.on_run, [views.folder_in, views.uploads, views.xi, *pickers],
+                    views.report, concurrency_id=REPORT_QUEUE, concurrency_limit=1, api_visibility="private",
+                    validator=studio.admit("report"))
+    views.stop.click(tab.on_stop, None, views.report.notices, cancels=[event], api_visibility="private")
 
 
 def build(studio: Studio, folders: dict[str, Path], work_root: str | Path | None = None,
@@ -134,35 +195,5 @@ def build(studio: Studio, folders: dict[str, Path], work_root: str | Path | None
     """The Data set tab (call inside ``gr.Tabs``); returns the handlers. pickers: the page's Model and Runtime
     dropdowns, whose choice the report runs (none: the default model on PyTorch)."""
     tab = DatasetTab(studio, folders, work_root)
-    limits = studio.limits
-    with gr.Tab("Data set", id="dataset"):
-        gr.Markdown(
-            "The report of `python -m dovit.analyze` on a folder: GFLOPs per image, kept fraction per "
-            "decision layer, halting depth per class and, with labels (a CamVid split with its `annot` "
-            "folder), aux-head calibration, the error of stopped tokens and mIoU; agreement with dense and "
-            f"GFLOPs over ξ {', '.join(f'{v:g}' for v in DEFAULT_XI_GRID)}. At most "
-            f"{limits.report_max_images} images; each costs a forward per ξ of the grid.")
-        with gr.Row():
-            folder_in = gr.Dropdown(list(tab.folders), value=None, label="A folder on the server",
-                                    elem_id="dataset-folder", scale=2)
-            uploads = gr.File(label=f"…or upload images (at most {limits.report_max_images})",
-                              file_count="multiple",
-                              file_types=["image"], type="filepath", elem_id="dataset-uploads", scale=2)
-            xi = gr.Slider(0.0, 1.0, value=studio.config.default_xi, step=0.005, label="report ξ",
-                           elem_id="dataset-xi", scale=1)
-        with gr.Row():
-            run = gr.Button("Run the report", elem_id="dataset-run", scale=3)
-            stop = gr.Button("Stop", elem_id="dataset-stop", scale=1)
-        notices = gr.Markdown(elem_id="dataset-notices")
-        headline = gr.HTML(elem_id="dataset-headline")
-        files = gr.File(label="report.html (self-contained) and report.json", file_count="multiple",
-                        interactive=False, elem_id="dataset-files")
-        gallery = gr.Gallery(label="Cheapest and most expensive images (image | halting depth)", columns=4,
-                             height=260, elem_id="dataset-gallery")
-        plots = [gr.Plot(elem_id=f"dataset-figure-{index + 1}") for index in range(FIGURE_SLOTS)]
-    event = run.click(tab.on_run, [folder_in, uploads, xi, *pickers], [headline, notices, gallery, files,
-                                                                       *plots],
-                      concurrency_id=REPORT_QUEUE, concurrency_limit=1, api_visibility="private",
-                      validator=studio.admit("report"))
-    stop.click(tab.on_stop, None, notices, cancels=[event], api_visibility="private")
+    wire(tab, layout(tab), studio, list(pickers))
     return tab

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic
 
 import gradio as gr
 import numpy as np
@@ -19,13 +20,29 @@ from dovit.core.predictor import image_key
 
 from .. import inspector, inspector_drawing
 from ..analysis import to_working_size
+from ..slots import Slots, T, connect
 from ..state import Session
 from ..studio import Studio, user_error
 
 EMPTY_PANEL = "Click any token on any view (or type a row and column) to follow it through the network."
+
+
+@dataclass
+class PanelSlots(Slots, Generic[T]):
+    """What every inspector event fills: the token's row and col, its story, its confidence chart, where it is
+    in the image, and the side panel (opened on a pick)."""
+
+    row: T
+    col: T
+    text: T
+    chart: T
+    marker: T
+    sidebar: T
+
+
 @dataclass
 class InspectorPanel:
-    """The side panel's components; ``outputs()`` is what every inspector event fills, in order."""
+    """The side panel's components; ``outputs()`` is what every inspector event fills."""
 
     sidebar: gr.Sidebar
     row: gr.Number
@@ -35,8 +52,8 @@ class InspectorPanel:
     marker: gr.Image
     moves: dict[str, gr.Button]
 
-    def outputs(self) -> list:
-        return [self.row, self.col, self.text, self.chart, self.marker, self.sidebar]
+    def outputs(self) -> PanelSlots:
+        return PanelSlots(self.row, self.col, self.text, self.chart, self.marker, self.sidebar)
 
 
 def build_panel() -> InspectorPanel:
@@ -66,24 +83,23 @@ class TokenInspector:
         self._api_cache: tuple[tuple, object] | None = None  # (image hash, size, ξ) -> Prediction
 
     # ------------------------------------------------------------------ the panel
-    def panel(self, session: Session | None, row: object, col: object, open_panel: bool = False) -> list:
+    def panel(self, session: Session | None, row: object, col: object,
+              open_panel: bool = False) -> PanelSlots:
         """The panel's values for token (row, col) of the session's forward (clamped to its grid)."""
         skip_open = gr.Sidebar(open=True) if open_panel else gr.skip()
         prediction = session.prediction if session is not None else None
         if prediction is None or row is None or col is None:
-            return ([row, col, EMPTY_PANEL if prediction is None else gr.skip(), gr.skip(), gr.skip(),
-                     skip_open])
+            return PanelSlots.filled(gr.skip(), row=row, col=col, sidebar=skip_open,
+                                     text=EMPTY_PANEL if prediction is None else gr.skip())
         grid = prediction.trace.grid
         row = min(max(int(row), 0), grid[0] - 1)
         col = min(max(int(col), 0), grid[1] - 1)
         report = inspector.token_report(prediction, row, col,
                                         self.studio.predictor_for(session).config.class_names,
                                         self.patch)
-        return [row, col, inspector.panel_markdown(report, self.policy_lines(session, row, col)),
-                inspector_drawing.confidence_svg(report), inspector_drawing.token_marker(session.working, row,
-                                                                                         col,
-                                                                         self.patch),
-                skip_open]
+        return PanelSlots(row, col, inspector.panel_markdown(report, self.policy_lines(session, row, col)),
+                          inspector_drawing.confidence_svg(report),
+                          inspector_drawing.token_marker(session.working, row, col, self.patch), skip_open)
 
     def policy_lines(self, session: Session, row: int, col: int) -> list[str]:
         """The Policies tab's stop depths of this token, when the tab has run on this image."""
@@ -102,31 +118,31 @@ class TokenInspector:
         """The .select handler of a view whose image shows the working image at ``content_size(session)``
         (height, width; None: the view is not of this session's image) from its top-left corner: opens the
         panel on the clicked token."""
-        def handler(session: Session | None, evt: gr.SelectData) -> list:
+        def handler(session: Session | None, evt: gr.SelectData) -> PanelSlots:
             if session is None or session.prediction is None or evt is None or evt.index is None:
-                return [gr.skip()] * 6
+                return PanelSlots.filled(gr.skip())
             size = content_size(session)
             hit = None if size is None else inspector.token_at(evt.index, size,
                                                                session.prediction.working_size,
                                                                self.patch)
             if hit is None:  # a colour bar, or a view of an earlier run
-                return [gr.skip()] * 6
+                return PanelSlots.filled(gr.skip())
             return self.panel(session, *hit, open_panel=True)
         return handler
 
     def on_move(self, direction: str):
         """An arrow button / key: the neighbouring token in ``direction``."""
-        def handler(session: Session | None, row: float | None, col: float | None) -> list:
+        def handler(session: Session | None, row: float | None, col: float | None) -> PanelSlots:
             if session is None or session.prediction is None or row is None or col is None:
-                return [gr.skip()] * 6
+                return PanelSlots.filled(gr.skip())
             return self.panel(session, *inspector.move_token(int(row), int(col), direction,
                                                              session.prediction.trace.grid))
         return handler
 
-    def on_typed(self, session: Session | None, row: float | None, col: float | None) -> list:
+    def on_typed(self, session: Session | None, row: float | None, col: float | None) -> PanelSlots:
         return self.panel(session, row, col, open_panel=True)
 
-    def on_refresh(self, session: Session | None, row: float | None, col: float | None) -> list:
+    def on_refresh(self, session: Session | None, row: float | None, col: float | None) -> PanelSlots:
         """A new forward on the page (image, size or ξ): the same token, in the new forward."""
         return self.panel(session, row, col)
 
@@ -169,12 +185,12 @@ def wire(panel: InspectorPanel, handlers: TokenInspector, session: gr.State,
     common = dict(queue=False, api_visibility="private", trigger_mode="always_last", show_progress="hidden")
     outputs = panel.outputs()
     for image, content_size in views:
-        image.select(handlers.on_select(content_size), [session], outputs, **common)
+        connect(image.select, handlers.on_select(content_size), [session], outputs, **common)
     for direction, button in panel.moves.items():
-        button.click(handlers.on_move(direction), [session, panel.row, panel.col], outputs, **common)
+        connect(button.click, handlers.on_move(direction), [session, panel.row, panel.col], outputs, **common)
     for box in (panel.row, panel.col):
-        box.submit(handlers.on_typed, [session, panel.row, panel.col], outputs, **common)
-    refresh_on(handlers.on_refresh, [session, panel.row, panel.col], outputs, **common)
+        connect(box.submit, handlers.on_typed, [session, panel.row, panel.col], outputs, **common)
+    connect(refresh_on, handlers.on_refresh, [session, panel.row, panel.col], outputs, **common)
 
 
 def working_content(session: Session) -> tuple[int, int]:

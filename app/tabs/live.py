@@ -13,6 +13,7 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Generic
 
 import cv2
 import gradio as gr
@@ -22,6 +23,7 @@ from dovit.core.stopwatch import Stopwatch
 from dovit.viz.video import overlay_frame
 
 from ..models import RUNTIMES, onnxruntime_installed
+from ..slots import Slots, T, connect
 from ..studio import Studio
 
 STREAM_EVERY = 0.04  # s between frames the browser sends (25 fps at most)
@@ -104,8 +106,19 @@ def live_runtime_choices() -> list[str]:
 
 
 @dataclass
+class FrameSlots(Slots, Generic[T]):
+    """What every camera frame fills: where each token stopped, the mask, the readout, this session's
+    stream."""
+
+    tokens: T
+    mask: T
+    readout: T
+    stream: T
+
+
+@dataclass
 class LiveViews:
-    """The Live tab's components, each named once; ``outputs`` is what every frame fills, in order."""
+    """The Live tab's components, each named once; ``outputs`` is what every frame fills."""
 
     camera: gr.Image
     runtime: gr.Radio
@@ -115,8 +128,8 @@ class LiveViews:
     mask: gr.Image
     stream: gr.State  # this session's LiveStream, made on its first frame (gr.State cannot deepcopy a lock)
 
-    def outputs(self) -> list:
-        return [self.tokens, self.mask, self.readout, self.stream]
+    def outputs(self) -> FrameSlots:
+        return FrameSlots(self.tokens, self.mask, self.readout, self.stream)
 
 
 def layout(studio: Studio) -> LiveViews:
@@ -148,24 +161,23 @@ class LiveTab:
         self.studio = studio
 
     def on_frame(self, frame: np.ndarray | None, xi: float, runtime_label: str, live: LiveStream | None,
-                 model_label: str | None = None) -> list:
-        """[tokens, mask, readout, stream] for one camera frame; skips while the session's last one runs."""
-        skip = [gr.skip()] * 3
+                 model_label: str | None = None) -> FrameSlots:
+        """One camera frame's pictures and readout; skips them while the session's last one runs."""
         if frame is None:
-            return [*skip, live]
+            return FrameSlots.filled(gr.skip(), stream=live)
         predictor = self.studio.picked(model_label, runtime_label)
         live = live or LiveStream()
         result = live.process(predictor, frame, self.studio.user_xi(xi))
         if result is None:  # dropped: another frame of this session is running
-            return [*skip, live]
-        return [result.tokens, result.mask, result.readout(), live]
+            return FrameSlots.filled(gr.skip(), stream=live)
+        return FrameSlots(result.tokens, result.mask, result.readout(), live)
 
 
 def wire(tab: LiveTab, views: LiveViews, pickers: list) -> None:
-    views.camera.stream(tab.on_frame, [views.camera, views.xi, views.runtime, views.stream, *pickers[:1]],
-                        views.outputs(), stream_every=STREAM_EVERY, concurrency_limit=1,
-                        concurrency_id=LIVE_QUEUE, trigger_mode="always_last", api_visibility="private",
-                        show_progress="hidden")
+    inputs = [views.camera, views.xi, views.runtime, views.stream, *pickers[:1]]
+    connect(views.camera.stream, tab.on_frame, inputs, views.outputs(), stream_every=STREAM_EVERY,
+            concurrency_limit=1, concurrency_id=LIVE_QUEUE, trigger_mode="always_last",
+            api_visibility="private", show_progress="hidden")
 
 
 def build(studio: Studio, pickers: Sequence[gr.components.Component] = ()) -> LiveTab:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Generic
 
 import gradio as gr
 
@@ -19,6 +20,7 @@ from dovit.core.policies import POLICIES, PolicyRunner, check_budget
 from dovit.viz import drawing
 
 from .. import policy_views
+from ..slots import Slots, T, connect
 from ..state import Session
 from ..studio import Studio, user_error, user_number
 
@@ -33,6 +35,23 @@ INTRO = (
 
 
 @dataclass
+class PolicySlots(Slots, Generic[T]):
+    """The tab's results: the table, then one mask and one stop map per policy (in ``POLICIES`` order)."""
+
+    table: T
+    masks: list[T]
+    stop_maps: list[T]
+
+
+@dataclass
+class PolicyRunSlots(Slots, Generic[T]):
+    """A run's outputs: the results as each policy finishes, and the session (with the run) at the end."""
+
+    results: PolicySlots[T]
+    session: T
+
+
+@dataclass
 class PoliciesTab:
     budget: gr.Slider
     run: gr.Button
@@ -41,8 +60,8 @@ class PoliciesTab:
     masks: list[gr.Image]
     stop_maps: list[gr.Image]
 
-    def outputs(self) -> list:
-        return [self.table, *self.masks, *self.stop_maps]
+    def outputs(self) -> PolicySlots:
+        return PolicySlots(self.table, self.masks, self.stop_maps)
 
 
 def build(per_row: int = 3) -> PoliciesTab:
@@ -81,7 +100,7 @@ class PolicyHandlers:
         return user_number(value, check_budget, "budget must be a fraction of the dense GFLOPs in (0, 1]")
 
     def on_run_policies(self, budget: float, session: Session | None, request: gr.Request = None,
-               progress=gr.Progress()) -> Iterator[list]:
+                        progress=gr.Progress()) -> Iterator[PolicyRunSlots]:
         """Every policy at ``budget`` on the session's working image, one per model turn; yields the table
         and the images of each policy as it finishes, and the session (with the run) at the end."""
         studio = self.studio
@@ -95,7 +114,7 @@ class PolicyHandlers:
             with studio.model_call(background=True):
                 runner = PolicyRunner(studio.predictor_for(session), session.working, size=session.size)
             run = policy_views.PolicyRun(budget, [], runner.dense_latency_ms, session.size)
-            yield self._skips()
+            yield PolicyRunSlots.filled(gr.skip())
             for index, name in enumerate(POLICIES):
                 if run.results and time.monotonic() - start > studio.limits.sweep_budget_s:
                     gr.Warning(f"The policies stopped after {studio.limits.sweep_budget_s:.0f} s with "
@@ -106,35 +125,32 @@ class PolicyHandlers:
                     run.results.append(runner.run(name, budget))
                 yield self._values(session, run, index)  # also a point where gradio can cancel the run
             session.policies = run
-            yield [*self._skips()[:-1], session]
+            yield PolicyRunSlots.filled(gr.skip(), session=session)
 
-    def _skips(self) -> list:
-        return [gr.skip()] * (1 + 2 * len(POLICIES) + 1)
-
-    def _values(self, session: Session, run: policy_views.PolicyRun, index: int) -> list:
+    def _values(self, session: Session, run: policy_views.PolicyRun, index: int) -> PolicyRunSlots:
         """The table, policy ``index``'s two images (the others skipped) and no session yet."""
         studio, result = self.studio, run.results[index]
-        values = self._skips()
-        values[0] = policy_views.table_markdown(run)
+        values = PolicySlots(policy_views.table_markdown(run), [gr.skip()] * len(POLICIES),
+                             [gr.skip()] * len(POLICIES))
         label = policy_views.caption(result)
         predictor = studio.predictor_for(session)
         colors = drawing.class_palette(predictor.config.class_colors, session.palette)
-        values[1 + index] = gr.update(value=policy_views.mask_view(result, session.working, colors),
-                                      label=label)
-        values[1 + len(POLICIES) + index] = gr.update(
+        values.masks[index] = gr.update(value=policy_views.mask_view(result, session.working, colors),
+                                        label=label)
+        values.stop_maps[index] = gr.update(
             value=policy_views.stop_map_view(result, session.working, run.working_size, studio.patch,
                                              len(predictor.model.decision_layers) + 1),
             label=f"{result.name}: stop map · kept " + " → ".join(map(str, result.kept_tokens)))
-        return values
+        return PolicyRunSlots(values, gr.skip())
 
     def on_stop_policies(self, request: gr.Request = None) -> None:
         """Stop: gradio cancels the run; this frees its admission if it was still queued."""
         self.studio.forget_sweep(request)
 
-    def on_clear_policies(self) -> list:
+    def on_clear_policies(self) -> PolicySlots:
         """A new image or working size: the last run's table and images no longer apply."""
-        return ["", *[gr.update(value=None, label=f"{name}: mask") for name in POLICIES],
-                *[gr.update(value=None, label=f"{name}: stop map") for name in POLICIES]]
+        return PolicySlots("", [gr.update(value=None, label=f"{name}: mask") for name in POLICIES],
+                           [gr.update(value=None, label=f"{name}: stop map") for name in POLICIES])
 
     def views(self) -> list[Callable[[Session], tuple[int, int] | None]]:
         """Content size of each mask and stop-map image (for the token inspector), in ``outputs`` order."""
@@ -151,11 +167,12 @@ class PolicyHandlers:
 
 def wire(tab: PoliciesTab, handlers: PolicyHandlers, session: gr.State, sweep_queue: str, clear_on: list):
     """Run / Stop, and clearing on each event of ``clear_on``; returns the run event (for ``cancels``)."""
-    run_event = tab.run.click(handlers.on_run_policies, [tab.budget, session], [*tab.outputs(), session],
-                              concurrency_id=sweep_queue, concurrency_limit=1, api_visibility="private",
-                              validator=handlers.studio.admit("sweep"))
+    run_event = connect(tab.run.click, handlers.on_run_policies, [tab.budget, session],
+                        PolicyRunSlots(tab.outputs(), session), concurrency_id=sweep_queue,
+                        concurrency_limit=1, api_visibility="private",
+                        validator=handlers.studio.admit("sweep"))
     tab.stop.click(handlers.on_stop_policies, None, None, cancels=[run_event], api_visibility="private")
     for event in clear_on:
-        event(handlers.on_clear_policies, None, tab.outputs(), api_visibility="private",
-              show_progress="hidden")
+        connect(event, handlers.on_clear_policies, None, tab.outputs(), api_visibility="private",
+                show_progress="hidden")
     return run_event

@@ -1,5 +1,5 @@
-"""The Video tab and the /analyze_video API: DoViT over a video, frame by frame, with a compute timeline
-(the job itself, its sources and limits: ``app.video_runs``)."""
+"""The Video tab and the /analyze_video API's handler: DoViT over a video, frame by frame, with a compute
+timeline (the job itself, its sources and limits: ``app.video_runs``; the API's endpoint: ``app.api``)."""
 from __future__ import annotations
 
 import shutil
@@ -7,14 +7,16 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic
 
 import gradio as gr
 
 from dovit.report.figures import timeline_figure
 from dovit.viz.video import read_frame
 
-from ..api import raw_value
+from ..api import VIDEO_QUEUE, raw_value
 from ..limits import RUN_MAX_AGE_S, new_run_folder
+from ..slots import Slots, T, connect
 from ..studio import Studio, user_error
 from ..video_runs import (
     VideoRun,
@@ -27,7 +29,6 @@ from ..video_runs import (
     scrubber_frame,
 )
 
-VIDEO_QUEUE = "video"
 OVERLAY_CHOICES = [("Segmentation mask", "mask"), ("Token pass per group (B1…B4 tiles)", "tokens"),
                    ("Halting depth", "halting"),
                    ("Dense vs DoViT disagreement (runs dense too)", "disagreement"),
@@ -35,8 +36,33 @@ OVERLAY_CHOICES = [("Segmentation mask", "mask"), ("Token pass per group (B1…B
 
 
 @dataclass
+class JobSlots(Slots, Generic[T]):
+    """What every job event fills: the annotated video, the compute timeline, the scrubber, the frame at it
+    and its numbers, the downloads, the run's summary and the run itself."""
+
+    player: T
+    timeline: T
+    scrubber: T
+    frame_view: T
+    frame_readout: T
+    downloads: T
+    notices: T
+    state: T
+
+
+@dataclass
+class ScrubSlots(Slots, Generic[T]):
+    """The scrubber released: the frame there, the timeline marked there, its numbers, the player's time."""
+
+    frame_view: T
+    timeline: T
+    frame_readout: T
+    player: T
+
+
+@dataclass
 class VideoViews:
-    """The Video tab's components, each named once; ``outputs`` is what every job event fills, in order."""
+    """The Video tab's components, each named once: the inputs, and what the job events fill (``job``)."""
 
     video_in: gr.Video
     folder_in: gr.Dropdown
@@ -44,19 +70,10 @@ class VideoViews:
     xi: gr.Slider
     rerun: gr.Button
     stop: gr.Button
-    notices: gr.Markdown
-    player: gr.Video
-    timeline: gr.Plot
-    scrubber: gr.Slider
-    frame_view: gr.Image
-    frame_readout: gr.Markdown
-    downloads: gr.File
-    state: gr.State
-    api: dict[str, gr.components.Component]  # the /analyze_video API's own components
+    job: JobSlots[gr.components.Component]
 
-    def outputs(self) -> list:
-        return [self.player, self.timeline, self.scrubber, self.frame_view, self.frame_readout,
-                self.downloads, self.notices, self.state]
+    def scrub_outputs(self) -> ScrubSlots:
+        return ScrubSlots(self.job.frame_view, self.job.timeline, self.job.frame_readout, self.job.player)
 
 
 def layout(tab: VideoTab) -> VideoViews:
@@ -99,13 +116,8 @@ def layout(tab: VideoTab) -> VideoViews:
                 downloads = gr.File(label="Downloads: annotated MP4, WebM, per-frame CSV and JSON",
                                     file_count="multiple", interactive=False, elem_id="video-downloads")
         state = gr.State(None, time_to_live=RUN_MAX_AGE_S)
-        with gr.Row(visible=False):  # the /analyze_video API's own components (not part of the page)
-            api = dict(video=raw_value(gr.File(label="video", file_types=["video"])),
-                       xi=raw_value(gr.Number(value=default_xi, label="xi")),
-                       annotated=gr.File(label="annotated MP4"), frames=gr.JSON(label="frames"),
-                       trigger=gr.Button("analyze_video"))
-    return VideoViews(video_in, folder_in, overlay, xi, rerun, stop, notices, player, timeline, scrubber,
-                      frame_view, frame_readout, downloads, state, api)
+    return VideoViews(video_in, folder_in, overlay, xi, rerun, stop, JobSlots(
+        player, timeline, scrubber, frame_view, frame_readout, downloads, notices, state))
 
 
 class VideoTab:
@@ -137,18 +149,18 @@ class VideoTab:
         except ValueError as error:
             raise user_error(str(error)) from None
 
-    def outputs(self, run: VideoRun | None, message: str = "") -> list:
-        """[player, timeline, scrubber, frame image, frame readout, downloads, notices, state]."""
+    def outputs(self, run: VideoRun | None, message: str = "") -> JobSlots:
+        """A finished run's outputs (empty ones with ``message`` for none or one without frames)."""
         if run is None or not run.records:
-            return [None, None, 0, None, "", None, message, run]
-        return [str(run.webm) if run.webm else None, timeline_figure(run.records, 0),
-                0, read_frame(run.mp4, 0), frame_markdown(run, 0),
-                [str(p) for p in (run.mp4, run.webm, run.csv, run.json) if p is not None], run_summary(run),
-                run]
+            return JobSlots(None, None, 0, None, "", None, message, run)
+        return JobSlots(str(run.webm) if run.webm else None, timeline_figure(run.records, 0),
+                        0, read_frame(run.mp4, 0), frame_markdown(run, 0),
+                        [str(p) for p in (run.mp4, run.webm, run.csv, run.json) if p is not None],
+                        run_summary(run), run)
 
     def job(self, source: Path, label: str, xi: float, overlay: str, previous: VideoRun | None,
             request: gr.Request | None, progress, model: str | None = None,
-            runtime: str | None = None) -> Iterator[list]:
+            runtime: str | None = None) -> Iterator[JobSlots]:
         """The page's job with the model and runtime picked on the page: progress per frame, a cancellation
         point per frame, then every output."""
         with self.studio.finished(request, "video"):
@@ -167,7 +179,7 @@ class VideoTab:
                     progress((count, expected) if expected else None, desc=f"{label}: frame {count}",
                              unit="frames")
                     if run is None:
-                        yield [gr.skip()] * 8  # a point where gradio can cancel the job
+                        yield JobSlots.filled(gr.skip())  # a point where gradio can cancel the job
                 done = True
             except FileNotFoundError:
                 raise user_error("The video is no longer on the server (uploads are kept 30 minutes); "
@@ -186,11 +198,11 @@ class VideoTab:
     # ------------------------------------------------------------------ page handlers
     def on_upload(self, path: str | None, xi: float, overlay: str, previous: VideoRun | None,
                   model: str | None = None, runtime: str | None = None, request: gr.Request = None,
-                  progress=gr.Progress()) -> Iterator[list]:
+                  progress=gr.Progress()) -> Iterator[JobSlots]:
         """A video uploaded or recorded: analyse it with the picked ``model`` on ``runtime``."""
         if path is None:  # the input was cleared: keep the last run
             self.studio.release(request, "video")
-            yield [gr.skip()] * 8
+            yield JobSlots.filled(gr.skip())
             return
         source = self._admitted(request, self.upload_source, path)
         yield from self.job(source, "uploaded video", xi, overlay, previous, request, progress, model,
@@ -198,7 +210,7 @@ class VideoTab:
 
     def on_folder(self, label: str | None, xi: float, overlay: str, previous: VideoRun | None,
                   model: str | None = None, runtime: str | None = None, request: gr.Request = None,
-                  progress=gr.Progress()) -> Iterator[list]:
+                  progress=gr.Progress()) -> Iterator[JobSlots]:
         """A frame folder chosen: analyse it as a video."""
         source = self._admitted(request, self.folder_source, label)
         yield from self.job(source, label.rsplit(" (", 1)[0], xi, overlay, previous, request, progress, model,
@@ -206,11 +218,12 @@ class VideoTab:
 
     def on_rerun(self, xi: float, overlay: str, previous: VideoRun | None, model: str | None = None,
                  runtime: str | None = None, request: gr.Request = None,
-                 progress=gr.Progress()) -> Iterator[list]:
+                 progress=gr.Progress()) -> Iterator[JobSlots]:
         """ξ or the overlay changed (or Analyse again): recompute the last source with the picked model."""
         if previous is None:
             self.studio.release(request, "video")
-            yield [gr.skip()] * 6 + ["Upload a video, record one or choose a frame folder first.", None]
+            yield JobSlots.filled(gr.skip(), state=None,
+                                  notices="Upload a video, record one or choose a frame folder first.")
             return
         yield from self.job(previous.source, previous.label, xi, overlay, previous, request, progress, model,
                             runtime)
@@ -228,19 +241,19 @@ class VideoTab:
         self.studio.release(request, "video")
         return "Stopped."
 
-    def on_scrub(self, position: float, run: VideoRun | None) -> list:
+    def on_scrub(self, position: float, run: VideoRun | None) -> ScrubSlots:
         """The scrubber moved to ``position`` (% of the run): that frame of the annotated video, the timeline
         marked there, its numbers, and the player moved to its time."""
         if run is None or not run.records:
-            return [None, None, "", gr.skip()]
+            return ScrubSlots(None, None, "", gr.skip())
         index = scrubber_frame(position, len(run.records))
         try:
             frame = read_frame(run.mp4, index)
         except (FileNotFoundError, IndexError, ValueError):
             raise user_error("This run's video is gone from the server (runs are kept 30 minutes); "
                              "press Analyse again.") from None
-        return [frame, timeline_figure(run.records, index), frame_markdown(run, index),
-                gr.update(playback_position=index / run.fps)]
+        return ScrubSlots(frame, timeline_figure(run.records, index), frame_markdown(run, index),
+                          gr.update(playback_position=index / run.fps))
 
     # ------------------------------------------------------------------ API
     def api_analyze_video(self, path: str | None, xi: float | None,
@@ -262,36 +275,23 @@ class VideoTab:
 
 
 def wire(tab: VideoTab, views: VideoViews, studio: Studio, pickers: list) -> None:
-    limits, outputs = studio.limits, views.outputs()
+    outputs = views.job
     job = dict(concurrency_id=VIDEO_QUEUE, concurrency_limit=1, api_visibility="private",
                validator=studio.admit("video"))
-    state, xi, overlay = views.state, views.xi, views.overlay
-    events = [views.video_in.change(tab.on_upload, [views.video_in, xi, overlay, state, *pickers], outputs,
-                                    **job),
-              views.folder_in.input(tab.on_folder, [views.folder_in, xi, overlay, state, *pickers], outputs,
-                                    **job)]
+    state, xi, overlay = views.job.state, views.xi, views.overlay
+    events = [connect(views.video_in.change, tab.on_upload, [views.video_in, xi, overlay, state, *pickers],
+                      outputs, **job),
+              connect(views.folder_in.input, tab.on_folder, [views.folder_in, xi, overlay, state, *pickers],
+                      outputs, **job)]
     for trigger in (xi.release, overlay.input, views.rerun.click):
-        events.append(trigger(tab.on_rerun, [xi, overlay, state, *pickers], outputs, **job))
-    views.stop.click(tab.on_stop, None, views.notices, cancels=events, api_visibility="private")
-    views.scrubber.release(tab.on_scrub, [views.scrubber, state],
-                           [views.frame_view, views.timeline, views.frame_readout, views.player],
-                           api_visibility="private", show_progress="minimal")
-    api = views.api
-    api["trigger"].click(tab.api_analyze_video, [api["video"], api["xi"]], [api["annotated"], api["frames"]],
-                         api_name="analyze_video", concurrency_id=VIDEO_QUEUE, concurrency_limit=1,
-                         validator=studio.admit("video"),
-                         api_description="Run DoViT over a video (MP4/MOV, WebM/MKV, AVI, at most "
-                         f"{limits.video_max_bytes / 2**20:.0f} MB) at token-pass threshold xi in [0, 1] "
-                         "(None: the checkpoint's default). Returns the annotated MP4 (mp4v; segmentation "
-                         "mask overlay) and a list with one dict per frame: frame, gflops, dense_gflops, "
-                         f"kept_tokens (per group), latency_ms. At most {limits.video_max_frames} frames "
-                         f"(the first), shrunk to {limits.video_max_side} px a side, "
-                         f"{limits.video_budget_s:.0f} s; one video job per session at a time.")
-
+        events.append(connect(trigger, tab.on_rerun, [xi, overlay, state, *pickers], outputs, **job))
+    views.stop.click(tab.on_stop, None, views.job.notices, cancels=events, api_visibility="private")
+    connect(views.job.scrubber.release, tab.on_scrub, [views.job.scrubber, state], views.scrub_outputs(),
+            api_visibility="private", show_progress="minimal")
 
 def build(studio: Studio, upload_dirs: Sequence[str | Path], folders: dict[str, Path],
           work_root: str | Path | None = None, pickers: Sequence[gr.components.Component] = ()) -> VideoTab:
-    """The Video tab (call inside ``gr.Tabs``) with the hidden /analyze_video API; returns the handlers.
+    """The Video tab (call inside ``gr.Tabs``); returns the handlers (the /analyze_video API's too).
     folders: the frame folders offered (``frame_folders`` of the operator's folders); pickers: the page's
     Model and Runtime dropdowns, whose choice the tab runs (none: the default model on PyTorch)."""
     tab = VideoTab(studio, upload_dirs, folders, work_root)

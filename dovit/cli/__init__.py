@@ -15,6 +15,7 @@ COMMANDS = {
     "analyze": "the data-set report (HTML, JSON, CSV) on a folder of images or a video",
     "compare": "stopping policies at matched FLOPs budgets on a labelled set",
     "robustness": "mIoU under the shifts street photos have, per severity and xi",
+    "animate": "one image's token pass as an animated GIF or MP4, group by group (for slides)",
     "familiarity": "store a checkpoint's training-confidence range, to flag unfamiliar images",
     "folds": "leave-one-drive-out validation: teacher and student per held-out drive",
 }

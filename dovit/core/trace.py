@@ -65,6 +65,7 @@ class Trace:
     # of the input-size logits, most probable first (None: not recorded).
     decoder_top_classes: np.ndarray | None = None  # (h, w, k) int64 class ids
     decoder_top_probabilities: np.ndarray | None = None  # (h, w, k) float32
+    class_names: list[str] = field(default_factory=list)  # the checkpoint's, indexed by class id
 
     @property
     def flops_saved(self) -> float:
@@ -79,7 +80,8 @@ class Trace:
         """The token pass as plain JSON: grid [rows, cols], decision_layers, confidence (decisions x rows x
         cols, the aux heads' q_l of Eq. 3), halting_group (rows x cols: the group after which each token
         stopped; the number of groups when it ran every block), kept_tokens per group, gflops, dense_gflops,
-        xi."""
+        xi, and halting_by_class ({class name: tokens stopped after each group, the last = ran every block},
+        summing to the grid's tokens; when the decoder's classes were recorded)."""
         return {
             "xi": float(self.xi),
             "grid": [int(v) for v in self.grid],
@@ -90,7 +92,21 @@ class Trace:
             "gflops": self.flops / 1e9,
             "dense_gflops": self.dense_flops / 1e9,
             "flops_convention": self.flops_convention,
+            **({"halting_by_class": self.halting_by_class().to_json()}
+               if self.decoder_top_classes is not None else {}),
         }
+
+    def halting_by_class(self) -> HaltingByClass:
+        """Per class of the final prediction (the decoder's top class at each token's centre), how many of
+        its tokens stopped after each group; needs ``decoder_top_classes``."""
+        if self.decoder_top_classes is None:
+            raise ValueError("this trace has no decoder classes per token (decoder_top_classes is None)")
+        classes = self.decoder_top_classes[..., 0]
+        num_classes = max(len(self.class_names), int(classes.max(initial=-1)) + 1)
+        names = [self.class_names[c] if c < len(self.class_names) else f"class {c}"
+                 for c in range(num_classes)]
+        counts = halting_counts(self.halting_depth, classes, num_classes, len(self.groups))
+        return HaltingByClass(names, counts)
 
     def summary(self) -> dict:
         """A JSON-friendly summary (no maps)."""
@@ -105,6 +121,27 @@ class Trace:
             "timings_ms": dict(self.timings_ms),
             "flops_convention": self.flops_convention,
         }
+
+
+@dataclass
+class HaltingByClass:
+    """Which classes stop early: counts[c, g - 1] = tokens of class c (the final prediction's class at the
+    token) that stopped after group B_g; the last column (g = D + 1) = tokens that ran every block. The
+    counts sum to the grid's tokens."""
+
+    class_names: list[str]  # one per row of counts
+    counts: np.ndarray  # (C, D + 1) int64
+
+    def to_json(self) -> dict[str, list[int]]:
+        """{class name: [tokens stopped after B_1, ..., after B_D, ran all blocks]} for every class."""
+        return {name: [int(v) for v in row] for name, row in zip(self.class_names, self.counts, strict=True)}
+
+
+def halting_counts(depth: np.ndarray, classes: np.ndarray, num_classes: int, num_groups: int) -> np.ndarray:
+    """(h, w) halting group in 1..num_groups and (h, w) class ids in 0..num_classes-1 -> (num_classes,
+    num_groups) int64 token counts, one joint histogram."""
+    cells = classes.astype(np.int64).ravel() * num_groups + (depth.astype(np.int64).ravel() - 1)
+    return np.bincount(cells, minlength=num_classes * num_groups).reshape(num_classes, num_groups)
 
 
 def token_centres(grid: tuple[int, int], size: tuple[int, int], patch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -181,4 +218,5 @@ def build_trace(model: nn.Module, output: SegmenterOutput, index: int = 0) -> Tr
         timings_ms=dict(output.timings_ms),
         decoder_top_classes=decoder_classes,
         decoder_top_probabilities=decoder_probabilities,
+        class_names=list(model.config.class_names),
     )

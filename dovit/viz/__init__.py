@@ -1,1 +1,2 @@
-"""Pictures of a forward: masks, token-pass overlays, heat maps, legends, annotated video frames."""
+"""Pictures of a forward: masks, token-pass overlays, heat maps, legends, annotated video frames, the token
+pass animated."""

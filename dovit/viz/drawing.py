@@ -228,7 +228,11 @@ def legend_html(names: list[str], colors: list, mask: np.ndarray | None = None) 
     return '<div class="dovit-legend">' + "".join(items) + "</div>"
 
 
+def depth_labels(num_groups: int) -> list[str]:
+    """What each halting depth 1..num_groups means: "stopped after B_g" ... "ran all blocks"."""
+    return [f"stopped after B{g}" for g in range(1, num_groups)] + ["ran all blocks"]
+
+
 def depth_legend_html(num_groups: int) -> str:
-    """HTML legend of the halting-depth colours: "stopped after B_g" ... "ran all blocks"."""
-    labels = [f"stopped after B{g}" for g in range(1, num_groups)] + ["ran all blocks"]
-    return legend_html(labels, depth_colors(num_groups).tolist())
+    """HTML legend of the halting-depth colours (``depth_labels``)."""
+    return legend_html(depth_labels(num_groups), depth_colors(num_groups).tolist())
