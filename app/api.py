@@ -64,19 +64,22 @@ def add_api_endpoints(studio: Studio, inspector: TokenInspector, exports: Export
 
     api_endpoint("predict", studio.api_predict, image_and_xi,
                  lambda: [gr.Image(format="png", label="colour mask"), gr.JSON(label="summary")], studio,
-                 "Segment an image at token-pass threshold xi in [0, 1] (None: checkpoint default), at the "
-                 "checkpoint's working size. Returns the colour mask at the image's resolution (images over "
+                 "Segment an image at token-pass threshold xi in [0, 1] (None: checkpoint default), at its "
+                 "own aspect with the checkpoint's token budget. Returns the colour mask at the image's "
+                 "resolution (images over "
                  "2048 px are downscaled first, see summary['notices']) and a summary with gflops, "
                  "dense_gflops, kept_tokens per group, latency_ms, dense_latency_ms, xi. At most "
                  f"{limits.pending_per_session} calls per client session may wait or run at a time.")
     api_endpoint("export", exports.api_export, image_and_xi, lambda: gr.File(label="zip"), studio,
-                 "Every view of an image at threshold xi (None: checkpoint default), at the checkpoint's "
-                 "working size, as one ZIP: the views as PNG, the charts as PNG and interactive HTML, the "
+                 "Every view of an image at threshold xi (None: checkpoint default), at its own aspect with "
+                 "the checkpoint's token budget, as one ZIP: the views as PNG, the charts as PNG and "
+                 "interactive HTML, the "
                  "per-token trace as JSON and CSV, and a README (model, xi, working size, GFLOPs, latency). "
                  "Admitted like /predict.")
     api_endpoint("trace", studio.api_trace, image_and_xi, lambda: gr.JSON(label="trace"), studio,
-                 "The token pass of an image at threshold xi (None: checkpoint default), at the checkpoint's "
-                 "working size, as JSON: grid [rows, cols], decision_layers, confidence (decisions x rows x "
+                 "The token pass of an image at threshold xi (None: checkpoint default), at its own aspect "
+                 "with the checkpoint's token budget, as JSON: grid [rows, cols], decision_layers, "
+                 "confidence (decisions x rows x "
                  "cols, the aux heads' q_l), halting_group (rows x cols: the group after which each token "
                  "stopped; the number of groups when it ran every block), kept_tokens per group, gflops, "
                  "dense_gflops, halting_by_class ({class name: tokens stopped after each group, the last "
@@ -85,8 +88,9 @@ def add_api_endpoints(studio: Studio, inspector: TokenInspector, exports: Export
                  lambda: [*image_and_xi(), raw_number(value=0, label="row"), raw_number(value=0,
                                                                                         label="col")],
                  lambda: gr.JSON(label="token"), studio,
-                 "One token's story at token-pass threshold xi (None: checkpoint default), at the "
-                 "checkpoint's working size: row and col index its token grid. Returns JSON: confidences (q "
+                 "One token's story at token-pass threshold xi (None: checkpoint default), at the image's "
+                 "own aspect with the checkpoint's token budget: row and col index its token grid. "
+                 "Returns JSON: confidences (q "
                  "at each decision layer, in decision order), aux_heads (top3 classes per head), decoder "
                  "top3 (at the token's centre pixel), halting_group, dense_class, dovit_class, grid. "
                  "Admitted like /predict.")

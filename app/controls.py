@@ -6,9 +6,9 @@ on Cityscapes, 0.96-0.985 on ADE20K), while near 0, where every token stops anyw
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
+
+from dovit.core.preprocess import aspect_working_size
 
 XI_EXPONENT = 3.0
 SLIDER_STEP = 0.001
@@ -47,20 +47,21 @@ def working_size_choices(
     choices = []
     for scale in SIZE_SCALES:
         h, w = max(patch_size, round(height * scale)), max(patch_size, round(width * scale))
-        label = f"{h} × {w}" + (" (checkpoint default)" if scale == 1.0 else f" ({scale:g}×)")
+        label = f"{h} × {w}" + (" (checkpoint's input)" if scale == 1.0 else f" ({scale:g}×)")
         choices.append((label, f"{h}x{w}"))
     if image_size is not None:
-        h, w = same_aspect_size(image_size, height * width, patch_size)
-        if abs(h / w - height / width) > 0.02:
+        h, w = aspect_working_size(image_size, input_size, patch_size)
+        if (h, w) != (height, width):
             choices.append((f"{h} × {w} (image aspect, same token budget)", f"{h}x{w}"))
     return choices
 
 
-def same_aspect_size(image_size: tuple[int, int], area: int, patch_size: int) -> tuple[int, int]:
-    """(h, w) with the image's aspect ratio and about ``area`` pixels, each side at least one patch."""
-    aspect = image_size[0] / image_size[1]
-    width = math.sqrt(area / aspect)
-    return max(patch_size, round(width * aspect)), max(patch_size, round(width))
+def default_size_value(input_size: tuple[int, int], patch_size: int,
+                       image_size: tuple[int, int] | None = None) -> str:
+    """The dropdown's default "HxW": the image's own aspect at the checkpoint's token budget (the
+    Predictor's default working size), the checkpoint's input size without an image."""
+    h, w = aspect_working_size(image_size, input_size, patch_size) if image_size is not None else input_size
+    return f"{h}x{w}"
 
 
 def parse_size(value: str | None, default: tuple[int, int]) -> tuple[int, int]:

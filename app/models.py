@@ -1,7 +1,7 @@
 """The models the studio offers: the checkpoints under ``checkpoints/`` and each ``--checkpoint``, loaded on
 first use and switched per browser session (``Session.model``), each on PyTorch or, when onnxruntime is
-installed, on ONNX Runtime (``Session.runtime``: the checkpoint's export at the session's working size, from
-``--export`` or exported on first use into EXPORT_CACHE), fp32 or int8
+installed, on ONNX Runtime (``Session.runtime``: the checkpoint's export, whose graphs run at any working
+size, from ``--export`` or exported on first use into EXPORT_CACHE), fp32 or int8
 (``dovit.deploy.quantize``). No gradio here.
 
 A page has view slots for the most token groups of any model on the shelf (``ModelShelf.max_groups``, read
@@ -52,7 +52,8 @@ class ModelShelf:
 
     def __post_init__(self) -> None:
         self._loaded: dict[str, Predictor] = {self.default_label: self.default}
-        self._on_ort: dict[tuple[str, tuple[int, int], bool], OrtPredictor] = {}  # (label, size, int8)
+        # (label, size, int8); size None: an export whose graphs run at any working size
+        self._on_ort: dict[tuple[str, tuple[int, int] | None, bool], OrtPredictor] = {}
 
     @classmethod
     def build(cls, default: Predictor, default_path: str | Path | None, extra: Sequence[str | Path] = (),
@@ -119,51 +120,49 @@ class ModelShelf:
                 f"python app.py --checkpoint {self.paths[label]}")
 
     def _on_onnxruntime(self, label: str, size: tuple[int, int] | None, int8: bool = False) -> OrtPredictor:
-        """The model's ONNX export (``int8``: its int8 export) at ``size`` on onnxruntime: a matching --export
-        folder, else one exported on first use (about half a minute for ViT-T on 2 cores; int8 about a minute)
-        into the export cache, reused after."""
+        """The model's ONNX export (``int8``: its int8 export) for working ``size`` on onnxruntime: a matching
+        --export folder (one of any size, or an older fixed-size one at ``size``), else one exported on first
+        use (about half a minute for ViT-T on 2 cores; int8 about a minute) into the export cache, reused for
+        every size after."""
         if not onnxruntime_installed():
             raise ValueError("ONNX Runtime is not installed: pip install onnxruntime onnx onnxscript")
-        predictor = self.get(label)
-        size = predictor.working_size(size)
-        if (label, size, int8) not in self._on_ort:
-            path = self.paths.get(label)
-            if path is None or path == Path("") or not path.is_dir():
-                raise ValueError(f"{label} has no checkpoint folder to export; serve it with --checkpoint "
-                                 "PATH")
-            folder = self._export_folder(path, size, int8)
-            self._on_ort[(label, size, int8)] = OrtPredictor.from_export(folder, threads=_torch_threads())
-        return self._on_ort[(label, size, int8)]
+        size = self.get(label).working_size(size)
+        for key in ((label, None, int8), (label, size, int8)):
+            if key in self._on_ort:
+                return self._on_ort[key]
+        path = self.paths.get(label)
+        if path is None or path == Path("") or not path.is_dir():
+            raise ValueError(f"{label} has no checkpoint folder to export; serve it with --checkpoint PATH")
+        predictor = OrtPredictor.from_export(self._export_folder(path, size, int8), threads=_torch_threads())
+        self._on_ort[(label, None if predictor.model.dynamic_size else size, int8)] = predictor
+        return predictor
 
     def _export_folder(self, checkpoint: Path, size: tuple[int, int], int8: bool = False) -> Path:
-        from dovit.deploy.onnx_graphs import ExportConfig, export_onnx
+        from dovit.deploy.onnx_graphs import EXPORT_FORMAT, ExportConfig, export_onnx
 
         for folder in self.exports:
             info = read_config(folder)[1].get("export", {})
-            if (Path(info.get("source", "")).resolve() == checkpoint and tuple(info.get("size", ())) == size
-                    and ("quantize" in info) == int8):
+            fits = info.get("dynamic_size", False) or tuple(info.get("size", ())) == size
+            if Path(info.get("source", "")).resolve() == checkpoint and fits and ("quantize" in info) == int8:
                 return Path(folder)
         weights = checkpoint / WEIGHTS_NAME
-        # a retrained checkpoint gets a new export
-        stamp = f"{checkpoint}:{weights.stat().st_mtime_ns}:{size}"
-        folder = (
-            self.export_cache
-            / f"{checkpoint.name}-{size[0]}x{size[1]}-{hashlib.sha1(stamp.encode()).hexdigest()[:10]}"
-        )
+        # a retrained checkpoint gets a new export; its graphs, traced at the input size, run at every size
+        stamp = f"{checkpoint}:{weights.stat().st_mtime_ns}:format {EXPORT_FORMAT}"
+        folder = self.export_cache / f"{checkpoint.name}-{hashlib.sha1(stamp.encode()).hexdigest()[:10]}"
         if int8:
-            return _int8_folder(checkpoint, folder.with_name(folder.name + "-int8"), size)
+            return _int8_folder(checkpoint, folder.with_name(folder.name + "-int8"))
         if not (folder / CONFIG_NAME).is_file():
-            export_onnx(ExportConfig(str(checkpoint), str(folder), size=size, check=False), progress=False)
+            export_onnx(ExportConfig(str(checkpoint), str(folder), check=False), progress=False)
         return folder
 
 
-def _int8_folder(checkpoint: Path, folder: Path, size: tuple[int, int]) -> Path:
+def _int8_folder(checkpoint: Path, folder: Path) -> Path:
     """The int8 export in ``folder``, quantized on first use (dovit.deploy.quantize; about a minute for
-    ViT-T)."""
+    ViT-T), calibrated at the checkpoint's input size."""
     if not (folder / CONFIG_NAME).is_file():
         from dovit.deploy.quantize import int8_export
 
-        int8_export(checkpoint, folder, size)
+        int8_export(checkpoint, folder, tuple(read_config(checkpoint)[0].input_size))
     return folder
 
 

@@ -107,8 +107,9 @@ class PageEvents:
             for notice in decoded.notices:
                 gr.Info(notice)
             choices = controls.working_size_choices(self.default_size, self.patch, (height, width))
-            if size_value not in [value for _, value in choices]:
-                size_value = self.default_size_value
+            # a scale picked by hand stays; otherwise the image's own aspect at the same token budget
+            if size_value not in [value for _, value in choices] or size_value == self.default_size_value:
+                size_value = controls.default_size_value(self.default_size, self.patch, (height, width))
             size = controls.parse_size(size_value, self.default_size)
             model = model if model is not None else (session.model if session is not None else None)
             runtime = RUNTIMES.get(runtime_label) or (session.runtime if session is not None else "pytorch")
@@ -261,18 +262,19 @@ class PageEvents:
             xi = self.config.default_xi if xi is None else self.user_xi(xi)
             decoded = self.user_image(image)
             with self.model_call():
-                prediction = self.predictor.predict(decoded.rgb, xi=xi, size=self.default_size)
+                prediction = self.predictor.predict(decoded.rgb, xi=xi)  # at the image's own aspect
             summary = prediction_summary(prediction, ConfidenceRange.from_metadata(
                 self.predictor.model.checkpoint_metadata)).to_dict() | {"notices": decoded.notices}
             return drawing.colorize_mask(prediction.mask, self.config.class_colors), summary
 
 
     def api_trace(self, image: str | bytes | None, xi: float | None, request: gr.Request = None) -> dict:
-        """(image file, ξ) -> the token pass as JSON (``dovit.Trace.to_json``) at the default working size."""
+        """(image file, ξ) -> the token pass as JSON (``dovit.Trace.to_json``) at the image's default
+        working size (its own aspect at the checkpoint's token budget)."""
         with self.finished(request):
             xi = self.config.default_xi if xi is None else self.user_xi(xi)
             decoded = self.user_image(image)
             with self.model_call():
-                prediction = self.predictor.predict(decoded.rgb, xi=xi, size=self.default_size)
+                prediction = self.predictor.predict(decoded.rgb, xi=xi)  # at the image's own aspect
             return {**prediction.trace.to_json(), "notices": decoded.notices}
 

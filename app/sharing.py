@@ -152,7 +152,8 @@ class ExportHandlers:
         with self.studio.finished(request):
             predictor = self.studio.predictor
             xi = predictor.config.default_xi if xi is None else self.studio.user_xi(xi)
-            working = to_working_size(self.studio.user_image(image).rgb, self.studio.default_size)
+            rgb = self.studio.user_image(image).rgb
+            working = to_working_size(rgb, predictor.working_size(image_size=rgb.shape[:2]))  # own aspect
             return self._write(predictor, working, xi, 0.5, self.studio.models.default_label, {})
 
     def _write(self, predictor, working, xi: float, opacity: float, label: str, charts: dict) -> str:

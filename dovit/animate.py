@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         image = read_rgb(config.image)  # OSError when it is not an image OpenCV can decode
         predictor = Predictor.from_checkpoint(config.checkpoint)
         started = Stopwatch()
-        frames = render_pass(predictor, resize_image(image, predictor.working_size()), xi, config.palette,
-                             timing)
+        working = predictor.working_size(image_size=image.shape[:2])  # the photo's own aspect
+        frames = render_pass(predictor, resize_image(image, working), xi, config.palette, timing)
         write_animation(frames, out, timing.fps)
     except (ValueError, OSError, CheckpointError) as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)

@@ -21,9 +21,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[ExportConfig, int | None,
                     "(embedding and the dense first group), one per later block group with a dynamic token "
                     "axis (only kept tokens run through it), one per aux head and one for the decoder. The "
                     "decisions (Eq. 2-5), gathers and the Eq. 8 merge run between graphs in "
-                    "dovit.OrtPredictor. Each graph is checked against PyTorch in onnxruntime after export. "
-                    "Writes OUT/*.onnx and OUT/config.json; refuses (exit 2, one line) what it cannot "
-                    "export.",
+                    "dovit.OrtPredictor. The graphs take any working height and width. Each graph is "
+                    "checked against PyTorch in onnxruntime after export. Writes OUT/*.onnx and "
+                    "OUT/config.json; refuses (exit 2, one line) what it cannot export.",
         epilog="Run it: OrtPredictor.from_export(OUT); time it: python -m dovit.benchmark --runtime "
                "onnxruntime --export OUT; studio: python app.py --export OUT",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -31,8 +31,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[ExportConfig, int | None,
     parser.add_argument("output", help="folder for the graphs and config.json (new, or an earlier export's)")
     parser.add_argument("--format", choices=("onnx",), default="onnx", help="export format")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                        help="working size the graphs run at (default: the checkpoint's input size); the "
-                             "prefix graph is fixed to it, the groups take any number of kept tokens")
+                        help="working size the graphs are traced and checked at (default: the checkpoint's "
+                             "input size); they run at any size (each image at its own aspect), the groups "
+                             "at any number of kept tokens")
     parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset ({OPSET} or later)")
     parser.add_argument("--no-check", action="store_true", help="skip running each graph against PyTorch")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"exported {config.checkpoint} -> {result.output} in {result.seconds:.0f} s: {len(result.graphs)} "
-          f"graphs at {result.size[0]}x{result.size[1]} (token grid {result.grid[0]}x{result.grid[1]})")
+          f"graphs of any working size, checked at {result.size[0]}x{result.size[1]} (token grid "
+          f"{result.grid[0]}x{result.grid[1]})")
     for name, error in result.max_abs_error.items():
         print(f"  {name}.onnx: onnxruntime vs PyTorch, max |difference| {error:.2e}")
     return 0

@@ -21,8 +21,13 @@ def predictor(checkpoint) -> dovit.Predictor:
     return dovit.Predictor.from_checkpoint(checkpoint)
 
 
+# frames at the checkpoint's aspect, as CamVid's are, so that the report (each image at its own aspect) and
+# evaluate (every image squeezed to the input size) see the same pixels
+FRAME_SIZE = (2 * INPUT_SIZE[0], 2 * INPUT_SIZE[1])
+
+
 def synthetic_frames(count: int = 4) -> list[analysis.Frame]:
-    dataset = synthetic_dataset(count, (40, 56), seed=3)
+    dataset = synthetic_dataset(count, FRAME_SIZE, seed=3)
     return [analysis.Frame(f"s{i}", *dataset.load(i), i) for i in range(count)]
 
 
@@ -81,7 +86,7 @@ def test_histogram_of_a_constant_and_of_nothing():
 # ------------------------------------------------------------------ agreement with dovit.evaluate
 def test_miou_and_gflops_agree_with_evaluate(labelled, checkpoint):
     model = dovit.load_checkpoint(checkpoint)
-    dataset = synthetic_dataset(4, (40, 56), seed=3,
+    dataset = synthetic_dataset(4, FRAME_SIZE, seed=3,
                                 transform=EvalTransform(INPUT_SIZE, model.config.mean, model.config.std))
     expected = xi_sweep.evaluate_model(model, dataset, list(GRID), progress=False, throughput_images=0)
     rows = labelled.summary()["tradeoff"]

@@ -38,8 +38,9 @@ def test_cli_camvid_layout_writes_a_self_contained_report(checkpoint, tmp_path, 
 
 def test_cli_camvid_void_is_ignored_like_evaluate(checkpoint, tmp_path):
     """CamVid's void id 11 maps to the ignore index: the report's mIoU equals evaluate's on the same
-    folder."""
-    root = fake_camvid(tmp_path / "camvid", count=2)
+    folder. Frames at the checkpoint's aspect, as CamVid's are: evaluate squeezes every image to the input
+    size, the report keeps each image's aspect."""
+    root = fake_camvid(tmp_path / "camvid", count=2, size=(2 * INPUT_SIZE[0], 2 * INPUT_SIZE[1]))
     assert analyze.main(["--input", str(root / "val"), "--dataset", "camvid", "--checkpoint", str(checkpoint),
                          "--xi-grid", "0.5", "--out", str(tmp_path / "r"), "--no-progress"]) == 0
     assert evaluate.main(["--checkpoint", str(checkpoint), "--data-root", str(root), "--xi", "0.5", "1",

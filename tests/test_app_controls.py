@@ -27,7 +27,7 @@ def test_sweep_values_increase_to_1_denser_near_1():
 
 def test_working_size_choices_and_parsing():
     choices = dict((value, label) for label, value in controls.working_size_choices((360, 480), 16))
-    assert "checkpoint default" in choices["360x480"] and "180x240" in choices
+    assert "checkpoint's input" in choices["360x480"] and "180x240" in choices
     wide = controls.working_size_choices((360, 480), 16, image_size=(720, 1280))
     label, value = wide[-1]
     height, width = controls.parse_size(value, (1, 1))

@@ -70,7 +70,8 @@ def test_upload_draws_every_view(studio, street_png):
     session, notices, views = load(studio, street_png)
     assert views.names() == studio.view_names() and len(views.flat()) == len(studio.empty_views().flat())
     views = named(views)
-    height, width = studio.default_size
+    height, width = session.size  # a 4:3 photo at this 2:3 checkpoint: its own aspect, not squeezed
+    assert session.size == studio.predictor.working_size(image_size=(60, 80)) != studio.default_size
     assert "Image 80×60 px" in notices and "GFLOPs" in views["readouts"] and "speedup" in views["readouts"]
     groups = [views[f"group_{g}"] for g in range(1, studio.num_groups + 1)]
     confidences = [views[f"confidence_{d}"] for d in range(1, studio.num_groups)]
@@ -195,8 +196,7 @@ def test_api_trace_gives_the_token_pass_as_json(studio, street_png):
     trace = studio.api_trace(str(street_png), 0.3)
     rows, cols = trace["grid"]
     prediction = studio.predictor.predict(cv2.cvtColor(cv2.imread(str(street_png)), cv2.COLOR_BGR2RGB),
-                                          xi=0.3,
-                                          size=studio.default_size)
+                                          xi=0.3)  # at the image's own aspect
     assert trace["decision_layers"] == [3, 6, 9] and len(trace["confidence"]) == 3
     assert all(np.asarray(c).shape == (rows, cols) for c in trace["confidence"])
     assert np.array_equal(trace["halting_group"], prediction.trace.halting_depth)
@@ -244,3 +244,32 @@ def test_colour_blind_palette_redraws_masks_and_legend_for_this_session(studio, 
     assert again.palette == "colour-blind safe"  # a new image keeps the tab's colours
     with pytest.raises(gr.Error, match="unknown palette"):
         studio.on_palette("rainbow", 0.9, 0.5, session)
+
+
+def test_the_size_dropdown_defaults_to_the_images_aspect_and_keeps_a_scale_picked_by_hand(studio, tmp_path):
+    wide = tmp_path / "wide.png"
+    cv2.imwrite(str(wide), np.random.default_rng(3).integers(0, 255, (54, 96, 3), dtype=np.uint8))
+    aspect = controls.default_size_value(studio.default_size, studio.patch, (54, 96))
+    outputs = studio.on_image(str(wide), studio.default_size_value, 0.9, 0.5, None)
+    session, size_update = outputs.session, outputs.size
+    offered = [value for _, value in size_update["choices"]]
+    assert size_update["value"] == aspect != studio.default_size_value
+    assert studio.default_size_value in offered  # the checkpoint's own size stays selectable
+    assert session.size == controls.parse_size(aspect, studio.default_size)
+    half = offered[0]  # the 0.5x scale of the checkpoint's size, picked by hand, stays for the next image
+    assert studio.on_image(str(wide), half, 0.9, 0.5, session).size["value"] == half
+
+
+def test_api_trace_of_a_16_9_photo_follows_its_own_grid(tmp_path, uploads):
+    """The default checkpoint's /trace of a 960 x 540 photo: its grid within 12 % of 16:9 and within 15 % of
+    the checkpoint's token budget."""
+    shipped = Studio(Predictor.from_checkpoint(), image_dirs=[uploads])
+    photo = tmp_path / "photo.png"
+    street = cv2.imread(str(ROOT / "assets" / "synthetic_street.png"))
+    cv2.imwrite(str(photo), cv2.resize(street, (960, 540), interpolation=cv2.INTER_LINEAR))
+    trace = shipped.api_trace(str(photo), None)
+    rows, cols = trace["grid"]
+    budget = np.prod([-(-side // shipped.patch) for side in shipped.default_size])
+    assert abs((rows / cols) / (540 / 960) - 1) < 0.12 and abs(rows * cols / budget - 1) < 0.15
+    assert np.asarray(trace["halting_group"]).shape == (rows, cols)
+    assert trace["kept_tokens"][0] == rows * cols

@@ -148,8 +148,9 @@ def test_panel_markdown_and_chart_tell_the_tokens_story(predictor, image):
 @pytest.fixture(scope="module")
 def uploads(tmp_path_factory):
     folder = tmp_path_factory.mktemp("uploads")
+    # the checkpoint's 2:3 aspect, so the working size is its 64 x 96 (a 4 x 6 grid)
     cv2.imwrite(str(folder / "street.png"), cv2.cvtColor(np.random.default_rng(1).integers(
-        0, 255, (60, 80, 3), dtype=np.uint8), cv2.COLOR_RGB2BGR))
+        0, 255, (48, 72, 3), dtype=np.uint8), cv2.COLOR_RGB2BGR))
     (folder / "text.png").write_text("not an image")
     return folder
 

@@ -20,7 +20,8 @@ def test_each_frame_is_segmented_and_drawn_at_the_working_size(predictor):
     stream = LiveStream()
     results = [stream.process(predictor, frame(seed), xi=0.5) for seed in range(3)]
     last = results[-1]
-    assert last.tokens.shape == last.mask.shape == (64, 96, 3) and last.tokens.dtype == np.uint8
+    working = predictor.working_size(image_size=(120, 160))  # the 4:3 frame's own aspect, not squeezed
+    assert last.tokens.shape == last.mask.shape == (*working, 3) and last.tokens.dtype == np.uint8
     assert last.frames == 3 and last.dropped == 0 and last.fps > 0
     assert 0 < last.flops and last.dense_flops > 0 and 0.0 <= last.kept <= 1.0
     text = last.readout()

@@ -59,8 +59,8 @@ def test_table_names_every_policy_with_budget_agreement_and_latency():
 def studio(tiny_model, tmp_path_factory):
     uploads = tmp_path_factory.mktemp("uploads")
     rng = np.random.default_rng(2)
-    image = rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)
-    image[:30] = (200, 220, 250)
+    image = rng.integers(0, 255, (48, 72, 3), dtype=np.uint8)  # the checkpoint's 2:3: working size 64 x 96
+    image[:24] = (200, 220, 250)
     cv2.imwrite(str(uploads / "street.png"), image)
     studio = Studio(Predictor(tiny_model), image_dirs=[uploads])
     studio.street = str(uploads / "street.png")

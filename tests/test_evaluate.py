@@ -36,14 +36,13 @@ def results(checkpoint) -> list[dict]:
     return xi_sweep.evaluate_model(model, dataset, [0.0, 0.5, 1.0], progress=False)
 
 
-def fake_camvid(root: Path, split: str = "val", count: int = 3) -> Path:
+def fake_camvid(root: Path, split: str = "val", count: int = 3, size: tuple[int, int] = (40, 56)) -> Path:
     rng = np.random.default_rng(0)
     (root / split).mkdir(parents=True)
     (root / f"{split}annot").mkdir()
     for index in range(count):
-        cv2.imwrite(str(root / split / f"f{index}.png"), rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))
-        cv2.imwrite(str(root / f"{split}annot" / f"f{index}.png"), rng.integers(0, 12, (40, 56),
-                                                                                dtype=np.uint8))
+        cv2.imwrite(str(root / split / f"f{index}.png"), rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+        cv2.imwrite(str(root / f"{split}annot" / f"f{index}.png"), rng.integers(0, 12, size, dtype=np.uint8))
     return root
 
 

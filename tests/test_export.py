@@ -11,7 +11,7 @@ def test_cli_exports_and_reports_each_graphs_error(tiny_model, tmp_path, capsys)
     checkpoint = dovit.save_checkpoint(tiny_model, tmp_path / "checkpoint")
     assert export.main([str(checkpoint), str(tmp_path / "out"), "--size", "48", "64"]) == 0
     printed = capsys.readouterr().out
-    assert ("8 graphs at 48x64 (token grid 3x4)" in printed
+    assert ("8 graphs of any working size, checked at 48x64 (token grid 3x4)" in printed
             and "group_4.onnx: onnxruntime vs PyTorch" in printed)
     predictor = dovit.OrtPredictor.from_export(tmp_path / "out")
     assert predictor.model.export_size == (48, 64)

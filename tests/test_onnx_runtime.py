@@ -1,6 +1,8 @@
 """ONNX export + ONNX Runtime: the same kept tokens, masks, FLOPs and trace as the PyTorch Predictor."""
 import json
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -102,8 +104,16 @@ def test_predict_batch_gives_each_image_its_predict_result(exported, frames, thr
 def test_refusals(exported, tmp_path):
     checkpoint, result = exported
     ort = OrtPredictor.from_export(result.output)
-    with pytest.raises(ValueError, match="export again with --size 32 48"):
-        ort.set_image(np.zeros((40, 40, 3), np.uint8), size=(32, 48))
+    ort.set_image(np.zeros((40, 40, 3), np.uint8), size=(32, 48))  # graphs of any size (format 2)
+    fixed = tmp_path / "fixed"  # an export of format 1 runs at its own size only
+    fixed.mkdir()
+    for graph in result.output.glob("*.onnx"):
+        (fixed / graph.name).symlink_to(graph)
+    document = json.loads((result.output / "config.json").read_text())
+    del document["metadata"]["export"]["dynamic_size"]
+    (fixed / "config.json").write_text(json.dumps(document))
+    with pytest.raises(ValueError, match="format 1.* not 32x48: export the checkpoint again"):
+        OrtPredictor.from_export(fixed).set_image(np.zeros((40, 40, 3), np.uint8), size=(32, 48))
     with pytest.raises(ValueError, match="CPU provider"):
         OrtSegmenter(result.output).to("cuda")
     with pytest.raises(CheckpointError, match="no export section"):
@@ -156,29 +166,52 @@ def test_torch_runs_one_thread_between_the_graphs_and_gets_its_threads_back(expo
         with torch.inference_mode():
             ort_model(torch.randn(1, 3, 64, 96), xi=0.5)
         assert seen and set(seen) == {1} and torch.get_num_threads() == 2
-        with pytest.raises(ValueError, match="this export runs at"):
+        monkeypatch.setattr(ort_model, "dynamic_size", False)  # a forward that fails: format 1, another size
+        with pytest.raises(ValueError, match="runs at working size"):
             ort_model(torch.randn(1, 3, 32, 32), xi=0.5)
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(previous)
 
 
-def test_a_hybrid_export_agrees_with_the_folded_pytorch_forward(tmp_path, frames):
-    """The exporter runs with gradients on, so its graphs hold ESPNetv2's BatchNorms as written (ONNX Runtime
-    folds them itself); PyTorch's eval forward without gradients runs them folded into the convs."""
-    from dovit.data.datasets import CAMVID_CLASSES
-
-    torch.manual_seed(0)
-    model = dovit.build_model(num_classes=11, class_names=CAMVID_CLASSES, input_size=(64, 96),
-                              stem="espnetv2", decoder="espnetv2")
-    _non_identity_statistics(model)
-    with torch.no_grad():  # the zero-initialised entry of the tokens into the decoder, opened (test_hybrid)
-        model.decoder.inject.weight.normal_(0, 0.05)
-    checkpoint = dovit.save_checkpoint(model.eval(), tmp_path / "hybrid")
-    result = export_onnx(ExportConfig(str(checkpoint), str(tmp_path / "export")), progress=False)
-    assert max(result.max_abs_error.values()) < 1e-4, result.max_abs_error
+def test_ort_runs_at_an_images_own_aspect_and_agrees_with_pytorch(exported, thresholds):
+    """One export, traced at 64 x 96, runs a wide and a tall photo on their own grids as PyTorch does."""
+    checkpoint, result = exported
     reference = dovit.Predictor.from_checkpoint(checkpoint)
     ort = OrtPredictor.from_export(result.output, threads=1)
-    for image in frames:
-        want, got = reference.predict(image, xi=1.0), ort.predict(image, xi=1.0)
-        assert (got.mask == want.mask).mean() >= 0.999
+    rng = np.random.default_rng(1)
+    for shape in ((45, 160), (160, 45)):
+        image = np.kron(rng.integers(0, 256, (shape[0] // 5, shape[1] // 5, 3)), np.ones((5, 5, 1))).astype(
+            np.uint8)
+        for xi in (1.0, thresholds[3]):
+            want, got = reference.predict(image, xi=xi), ort.predict(image, xi=xi)
+            assert got.working_size == want.working_size != result.size
+            assert got.trace.grid == want.trace.grid != result.grid
+            assert [g.tokens for g in got.trace.groups] == [g.tokens for g in want.trace.groups]
+            assert got.mask.shape == image.shape[:2] and (got.mask == want.mask).mean() >= 0.999
+            assert got.trace.flops == want.trace.flops
+
+
+@pytest.fixture(scope="module")
+def shipped_export(tmp_path_factory):
+    """The default checkpoint (hybrid ESPNetv2 stem and decoder), exported once without the graph check."""
+    folder = tmp_path_factory.mktemp("shipped") / "export"
+    export_onnx(ExportConfig(str(dovit.core.predictor.default_checkpoint()), str(folder), check=False),
+                progress=False)
+    return folder
+
+
+def test_the_default_checkpoint_on_ort_at_a_16_9_photo_agrees_with_pytorch(shipped_export):
+    """The hybrid's trained BatchNorms: the exporter runs with gradients on, so the graphs hold them as
+    written (ONNX Runtime folds them itself), while PyTorch's eval forward without gradients runs them folded
+    into the convs; and the ESPNetv2 decoder's pooling at a grid other than the traced one."""
+    reference, ort = dovit.Predictor.from_checkpoint(), OrtPredictor.from_export(shipped_export)
+    street = cv2.cvtColor(cv2.imread(str(Path(__file__).parents[1] / "assets" / "synthetic_street.png")),
+                          cv2.COLOR_BGR2RGB)
+    photo = cv2.resize(street, (960, 540), interpolation=cv2.INTER_LINEAR)  # a 16:9 photo
+    for xi in (1.0, reference.default_xi):
+        want, got = reference.predict(photo, xi=xi), ort.predict(photo, xi=xi)
+        assert got.trace.grid == want.trace.grid and got.working_size == want.working_size
+        assert got.trace.grid != ort.model.export_grid
+        assert [g.tokens for g in got.trace.groups] == [g.tokens for g in want.trace.groups]
+        assert (got.mask == want.mask).mean() >= 0.999 and got.mask.shape == photo.shape[:2]

@@ -26,7 +26,7 @@ def predictor() -> dovit.Predictor:
 
 @pytest.fixture(scope="module")
 def images() -> list[np.ndarray]:
-    dataset = synthetic_dataset(2, (120, 200), seed=5)
+    dataset = synthetic_dataset(2, (120, 180), seed=5)  # the input's 2:3 aspect: working size 128 x 192
     return [dataset.load(i)[0] for i in range(len(dataset))]
 
 

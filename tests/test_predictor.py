@@ -1,9 +1,16 @@
+from pathlib import Path
+
+import cv2
 import numpy as np
 import pytest
+import torch
 
 import dovit
 from dovit.core.predictor import check_xi
+from dovit.core.preprocess import aspect_working_size, class_mask
 from dovit.core.token_pass import Policy
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 
 @pytest.fixture()
@@ -16,8 +23,8 @@ def _image(height=70, width=100, seed=0):
 
 
 def test_predict_returns_mask_at_input_resolution_and_trace(predictor):
-    prediction = predictor.predict(_image(), xi=0.4)
-    assert prediction.mask.shape == (70, 100) and prediction.mask.dtype == np.int64
+    prediction = predictor.predict(_image(72, 108), xi=0.4)  # the input size's 2:3 aspect: a 4 x 6 grid
+    assert prediction.mask.shape == (72, 108) and prediction.mask.dtype == np.int64
     assert prediction.mask.min() >= 0 and prediction.mask.max() < 5
     trace = prediction.trace
     assert trace.flops == trace.backbone_flops + trace.aux_head_flops + trace.decoder_flops
@@ -154,3 +161,64 @@ def test_predict_batch_without_dense_baseline_and_its_errors(predictor):
         predictor.predict_batch(images, batch_size=0)
     with pytest.raises(ValueError, match="uint8"):
         predictor.predict_batch([images[0].astype(np.float32)])
+
+
+# ---------------------------------------------------------------- photos keep their shape
+@pytest.fixture(scope="module")
+def shipped():
+    return dovit.Predictor.from_checkpoint()  # the default checkpoint (the hybrid ESPNetv2 stem)
+
+
+def _street(height: int, width: int) -> np.ndarray:
+    """The shipped synthetic street scene resized to (height, width): a photo of another aspect."""
+    image = cv2.cvtColor(cv2.imread(str(ASSETS / "synthetic_street.png")), cv2.COLOR_BGR2RGB)
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def test_the_default_working_size_is_the_images_own_aspect(predictor):
+    wide, input_aspect = _image(60, 150), _image(32, 48)
+    assert predictor.working_size(image_size=(60, 150)) == aspect_working_size(
+        (60, 150), predictor.config.input_size, predictor.model.patch_size)
+    assert predictor.working_size(image_size=(32, 48)) == tuple(predictor.config.input_size)
+    assert predictor.working_size((64, 64), image_size=(60, 150)) == (64, 64)  # a size given wins
+    prediction = predictor.predict(wide, xi=0.5)
+    assert prediction.working_size == predictor.working_size(image_size=wide.shape[:2])
+    assert prediction.trace.grid == tuple(-(-side // 16) for side in prediction.working_size)
+    assert prediction.mask.shape == wide.shape[:2] and prediction.dense_mask.shape == wide.shape[:2]
+    assert predictor.predict(input_aspect, xi=0.5).working_size == tuple(predictor.config.input_size)
+
+
+def test_xi_one_equals_the_dense_model_exactly_on_a_16_9_photo(shipped):
+    """The default checkpoint on a 540 x 960 photo: its own grid, and xi = 1 (aux heads on) gives exactly the
+    dense model's logits and mask at the photo's size."""
+    photo = _street(540, 960)
+    working = shipped.working_size(image_size=photo.shape[:2])
+    pixels = shipped.preprocess(photo, working)
+    with torch.inference_mode():
+        dense = shipped.model(pixels, xi=1.0)
+        prepared = shipped.prepare(photo)
+        through_aux = shipped.run(prepared, 1.0, with_aux=True)
+    assert prepared.working_size == working and dense.grid == prepared.state.grid
+    assert dense.grid != tuple(-(-side // shipped.model.patch_size) for side in shipped.config.input_size)
+    assert torch.equal(prepared.dense.logits, dense.logits) and torch.equal(through_aux.logits, dense.logits)
+    prediction = shipped.predict(photo, xi=1.0)
+    assert prediction.mask.shape == photo.shape[:2]
+    assert np.array_equal(prediction.mask, class_mask(dense.logits, photo.shape[:2]))
+    assert np.array_equal(prediction.mask, prediction.dense_mask)
+
+
+def test_predict_batch_runs_each_working_size_in_its_own_forwards(predictor, monkeypatch):
+    images = [_image(60, 150, seed=0), _image(32, 48, seed=1), _image(150, 60, seed=2),
+              _image(60, 150, seed=3)]
+    shapes = []
+    prefix = predictor.model.prefix
+    monkeypatch.setattr(predictor.model, "prefix",
+                        lambda pixels: shapes.append(pixels.shape) or prefix(pixels))
+    batch = predictor.predict_batch(images, xi=0.5, batch_size=4)
+    sizes = [predictor.working_size(image_size=image.shape[:2]) for image in images]
+    assert [p.working_size for p in batch] == sizes and len(set(sizes)) == 3
+    assert sorted(tuple(s[-2:]) for s in shapes) == sorted(set(sizes))  # one forward per size
+    assert shapes[0][0] == 2  # the two wide images shared theirs
+    for image, prediction in zip(images, batch, strict=True):
+        alone = dovit.Predictor(predictor.model).predict(image, xi=0.5)
+        assert np.array_equal(prediction.mask, alone.mask) and prediction.mask.shape == image.shape[:2]

@@ -1,5 +1,7 @@
 """dovit.core.preprocess: the one resize / normalise / upsample / logits-to-mask path, and that the Predictor,
 evaluation and the app all take it."""
+import functools
+
 import cv2
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from app.analysis import to_working_size
 from app.images import fit_within
 from dovit.core import preprocess
 from dovit.core.preprocess import (
+    aspect_working_size,
     logits_to_mask,
     normalise,
     preprocess_image,
@@ -207,3 +210,53 @@ def test_label_space_falls_back_to_the_upsample_where_it_does_not_pay(monkeypatc
         mask = logits_to_mask(logits, size)
         assert len(calls) == 1
         assert torch.equal(mask, upsample_logits(logits, size).argmax(dim=1))
+
+
+# ---------------------------------------------------------------- the working size: the image's own aspect
+@functools.cache
+def _shipped_input() -> tuple[tuple[int, int], int]:
+    """The default checkpoint's input size and patch size (read, not assumed)."""
+    model = dovit.Predictor.from_checkpoint().model
+    return tuple(model.config.input_size), int(model.patch_size)
+
+
+def _grid(size: tuple[int, int], patch: int) -> tuple[int, int]:
+    return -(-size[0] // patch), -(-size[1] // patch)
+
+
+@settings(deadline=None)  # the first example loads the checkpoint
+@given(st.integers(1, 400))
+def test_the_checkpoints_aspect_gets_exactly_its_input_size(scale):
+    input_size, patch = _shipped_input()
+    divisor = np.gcd(*input_size)
+    image = (input_size[0] // divisor * scale, input_size[1] // divisor * scale)
+    assert aspect_working_size(image, input_size, patch) == input_size
+
+
+@pytest.mark.parametrize("image", [(540, 960), (960, 540), (1080, 1920), (480, 640 + 17)])
+def test_other_aspects_keep_their_shape_at_the_token_budget(image):
+    input_size, patch = _shipped_input()
+    size = aspect_working_size(image, input_size, patch)
+    grid, budget = _grid(size, patch), np.prod(_grid(input_size, patch))
+    assert abs((grid[0] / grid[1]) / (image[0] / image[1]) - 1) < 0.12
+    assert abs(grid[0] * grid[1] / budget - 1) < 0.15
+    assert abs(size[0] * size[1] / np.prod(input_size) - 1) < 0.01  # the same area in pixels
+
+
+def test_portrait_is_the_transposed_landscape():
+    input_size, patch = _shipped_input()
+    landscape = aspect_working_size((540, 960), input_size, patch)
+    assert aspect_working_size((960, 540), input_size, patch) == landscape[::-1]
+    assert landscape[0] < landscape[1]
+
+
+@pytest.mark.parametrize("image", [(1, 1), (1, 2000), (3000, 2), (5, 7)])
+def test_tiny_and_thin_images_get_at_least_one_patch_a_side(image):
+    size = aspect_working_size(image, (64, 96), 16)
+    assert min(size) >= 16
+    assert (size[0] >= size[1]) == (image[0] >= image[1]) or size[0] == size[1] == 16
+
+
+def test_a_size_must_be_positive():
+    with pytest.raises(ValueError, match="positive"):
+        aspect_working_size((0, 10), (64, 96), 16)

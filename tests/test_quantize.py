@@ -79,6 +79,9 @@ def test_int8_export_round_trips_through_ort_predictor(checkpoint, int8):
     image = np.random.default_rng(1).integers(0, 256, (70, 100, 3), dtype=np.uint8)
     prediction = predictor.predict(image, xi=0.5)
     assert prediction.mask.shape == (70, 100) and json.dumps(prediction.trace.to_json())
+    # the int8 graphs run at the image's own aspect too, not only at the size they were calibrated at
+    assert prediction.working_size == predictor.working_size(image_size=(70, 100)) != tuple(document["size"])
+    assert prediction.trace.grid == tuple(-(-side // 16) for side in prediction.working_size)
 
 
 def test_int8_masks_agree_with_fp32(checkpoint, int8):

@@ -194,3 +194,19 @@ def test_class_mask_is_the_first_maximal_class_of_the_upsampled_logits():
         mask = class_mask(logits, size)
         assert mask.shape == size and mask.dtype == np.int64
         assert np.array_equal(mask, upsample_logits(logits, size)[0].numpy().argmax(0))
+
+
+def test_a_wide_video_runs_at_its_own_aspect(tmp_path, predictor):
+    """A 16:9 clip: every frame on the grid of its own aspect at the checkpoint's token budget (not squeezed
+    to the checkpoint's 2:3), with the Predictor's tokens and FLOPs, drawn back at the clip's size."""
+    source = synthetic_video(tmp_path / "wide.mp4", count=3, size=(54, 96))
+    working = predictor.working_size(image_size=(54, 96))
+    grid = tuple(-(-side // 16) for side in working)
+    assert working != SIZE and grid != (4, 6)
+    for (record, annotated), frame in zip(video.analyze_video(predictor, source, xi=0.5, overlay="halting",
+                                                              batch_size=2),
+                                          video.iter_frames(source), strict=True):
+        trace = predictor.predict(frame, xi=0.5).trace
+        assert trace.grid == grid and record.kept_tokens[0] == grid[0] * grid[1]
+        assert record.kept_tokens == [g.tokens for g in trace.groups]
+        assert record.gflops == pytest.approx(trace.flops / 1e9) and annotated.shape == (54, 96, 3)

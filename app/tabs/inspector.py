@@ -155,17 +155,18 @@ class TokenInspector:
         with studio.finished(request):
             xi = studio.config.default_xi if xi is None else studio.user_xi(xi)
             decoded = studio.user_image(image)
-            working = to_working_size(decoded.rgb, studio.default_size)
-            grid = tuple(-(-side // self.patch) for side in studio.default_size)
+            size = studio.predictor.working_size(image_size=decoded.rgb.shape[:2])  # the image's own aspect
+            working = to_working_size(decoded.rgb, size)
+            grid = tuple(-(-side // self.patch) for side in size)
             try:
                 row, col = inspector.check_token(row, col, grid)
             except ValueError as error:
                 raise user_error(str(error)) from None
-            key = (image_key(working, studio.default_size), xi)
+            key = (image_key(working, size), xi)
             with studio.model_call():
                 if self._api_cache is None or self._api_cache[0] != key:
                     self._api_cache = None  # never keep a stale forward if this one fails
-                    prediction = studio.predictor.predict(working, xi=xi, size=studio.default_size)
+                    prediction = studio.predictor.predict(working, xi=xi, size=size)
                     self._api_cache = (key, prediction)
                 prediction = self._api_cache[1]
             report = inspector.token_report(prediction, row, col, self.class_names, self.patch)

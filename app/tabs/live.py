@@ -79,7 +79,7 @@ class LiveStream:
             self.dropped += 1
             return None
         try:
-            height, width = predictor.working_size()
+            height, width = predictor.working_size(image_size=frame.shape[:2])  # the frame's own aspect
             if frame.shape[:2] != (height, width):
                 frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
             start = Stopwatch()

@@ -285,6 +285,28 @@ class DecoderBNAct(nn.Module):
         return self.br(x)
 
 
+def adaptive_avg_pool(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, size)`` for (B, C, H, W) ``x``; while exporting, the same averages as two
+    matrix products, because the exporter's own decomposition fixes the pooling windows to the traced input's
+    size (an ONNX graph of the decoder would then fail, or pool wrongly, at any other working size)."""
+    if not torch.compiler.is_exporting():
+        return F.adaptive_avg_pool2d(x, size)
+    rows = _pooling_matrix(x.shape[-2], size[0], x)
+    columns = _pooling_matrix(x.shape[-1], size[1], x)
+    return torch.matmul(torch.matmul(rows, x), columns.transpose(0, 1))
+
+
+def _pooling_matrix(source: int, target: int, like: torch.Tensor) -> torch.Tensor:
+    """(target, source): row i averages source cells [floor(i * source / target), ceil((i + 1) * source /
+    target)), adaptive pooling's windows."""
+    index = torch.arange(target, device=like.device)
+    start = (index * source) // target
+    end = ((index + 1) * source + target - 1) // target
+    cells = torch.arange(source, device=like.device)
+    inside = (cells[None, :] >= start[:, None]) & (cells[None, :] < end[:, None])
+    return inside.to(like.dtype) / (end - start)[:, None].to(like.dtype)
+
+
 class PyramidPool(nn.Module):
     """Efficient pyramid pooling (the paper's Fig. 6): project, one depth-wise 3x3 per scale on the map
     resized to that scale (at least 5 x 5), shuffle and merge with a group 3x3 conv, then a 1x1 conv."""
@@ -319,10 +341,10 @@ class PyramidPool(nn.Module):
             scaled = tuple(max(5, math.ceil(side * scale)) for side in size)
             if scale < 1.0:
                 h = F.interpolate(
-                    stage(F.adaptive_avg_pool2d(x, scaled)), size, mode="bilinear", align_corners=True
+                    stage(adaptive_avg_pool(x, scaled)), size, mode="bilinear", align_corners=True
                 )
             elif scale > 1.0:
-                h = F.adaptive_avg_pool2d(
+                h = adaptive_avg_pool(
                     stage(F.interpolate(x, scaled, mode="bilinear", align_corners=True)), size
                 )
             else:

@@ -223,9 +223,10 @@ class DoViTSegmenter(nn.Module):
     def prefix(self, pixels: torch.Tensor) -> TokenState:
         """Pad, embed (timm's pos-embed resampling) and run the always-dense first group B_1."""
         watch = Stopwatch()
-        height, width = pixels.shape[-2:]
-        pad_h, pad_w = _round_up(height, self.patch_size) - height, _round_up(width, self.patch_size) - width
-        if pad_h or pad_w:
+        height, width = pixels.shape[-2:]  # ints; symbols while exporting (int() would fix the size)
+        pad_h, pad_w = -height % self.patch_size, -width % self.patch_size
+        # an exported graph pads always (by 0 at multiples of the patch), so its height and width stay dynamic
+        if torch.compiler.is_exporting() or pad_h or pad_w:
             pixels = F.pad(pixels, (0, pad_w, 0, pad_h))
         vit = self.vit
         skip = None
@@ -233,14 +234,14 @@ class DoViTSegmenter(nn.Module):
             x, skip = vit.patch_embed.forward_with_skip(pixels)
         else:
             x = vit.patch_embed(pixels)  # (B, h, w, E)
-        grid = (int(x.shape[1]), int(x.shape[2]))
+        grid = (x.shape[1], x.shape[2])
         x = vit.norm_pre(vit.patch_drop(self._position_embed(x)))
         embed_ms = watch.lap_ms()
         first, last = self.group_bounds[0]
         for block in vit.blocks[first:last]:
             x = block(x)
         timings = {"embed": embed_ms, "group_1": watch.ms()}
-        return TokenState(x, grid, (int(height), int(width)), timings, skip)
+        return TokenState(x, grid, (height, width), timings, skip)
 
     def _position_embed(self, x: torch.Tensor) -> torch.Tensor:
         """Prefix tokens and position embedding for patch tokens x (B, h, w, E) -> (B, P + h*w, E).
@@ -251,6 +252,9 @@ class DoViTSegmenter(nn.Module):
         as timm adds it; with gradients, or at the native grid (no resampling), timm's own code runs.
         """
         vit = self.vit
+        # exporting: timm's path, before any int(): reading the grid would fix the graph's height and width
+        if torch.compiler.is_exporting():
+            return vit._pos_embed(x)
         grid = (int(x.shape[1]), int(x.shape[2]))
         if torch.is_grad_enabled() or vit.pos_embed is None or grid == tuple(vit.patch_embed.grid_size):
             return vit._pos_embed(x)

@@ -265,7 +265,7 @@ class PolicyRunner:
                  tolerance: float = SEARCH_TOLERANCE, size: tuple[int, int] | None = None) -> None:
         self.predictor, self.model = predictor, predictor.model
         self.seed, self.dtop_k, self.tolerance = int(seed), int(dtop_k), tolerance
-        self.image = predictor.prepare(image, size)  # size: the working (h, w), default the checkpoint's
+        self.image = predictor.prepare(image, size)  # size: the working (h, w), default the image's aspect
         self.image_size = self.image.original_size
         self.prefix_ms = self.image.prefix_ms
         dense = self.image.dense

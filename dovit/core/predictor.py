@@ -11,7 +11,7 @@ import torch
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .model import DoViTSegmenter, SegmenterOutput, TokenState
-from .preprocess import class_mask, preprocess_image
+from .preprocess import aspect_working_size, class_mask, preprocess_image
 from .stopwatch import Stopwatch
 from .token_pass import Decider, check_xi  # noqa: F401  (re-exported: callers validate xi with the Predictor's rule)
 from .trace import Trace, build_trace
@@ -121,9 +121,14 @@ class Predictor:
     def default_xi(self) -> float:
         return float(self.config.default_xi)
 
-    def working_size(self, size: tuple[int, int] | None = None) -> tuple[int, int]:
-        """The (height, width) the model sees: ``size``, or the checkpoint's input size; at least one
+    def working_size(self, size: tuple[int, int] | None = None,
+                     image_size: tuple[int, int] | None = None) -> tuple[int, int]:
+        """The (height, width) the model sees: ``size`` when given; else, for an image of (height, width)
+        ``image_size``, its own aspect at the checkpoint's token budget (``aspect_working_size``: exactly the
+        input size for an image of the input size's aspect); else the checkpoint's input size. At least one
         patch."""
+        if size is None and image_size is not None:
+            size = aspect_working_size(image_size, self.config.input_size, self.model.patch_size)
         working = tuple(int(v) for v in (size or self.config.input_size))
         if min(working) < self.model.patch_size:
             raise ValueError(f"working size {working} is smaller than one {self.model.patch_size}-pixel "
@@ -132,17 +137,19 @@ class Predictor:
 
     def preprocess(self, image: np.ndarray, size: tuple[int, int] | None = None) -> torch.Tensor:
         """(H, W, 3) uint8 RGB -> normalised (1, 3, h, w) float tensor at the working size (h, w)
-        (default: the checkpoint's input size), via ``dovit.core.preprocess.preprocess_image``."""
-        size = size or self.config.input_size
-        return preprocess_image(validate_image(image), size, self.config.mean, self.config.std,
-                                self.device)[None]
+        (default: the image's aspect at the checkpoint's token budget, ``working_size``), via
+        ``dovit.core.preprocess.preprocess_image``."""
+        image = validate_image(image)
+        return preprocess_image(image, self.working_size(size, image.shape[:2]), self.config.mean,
+                                self.config.std, self.device)[None]
 
     @torch.inference_mode()
     def set_image(self, image: np.ndarray, size: tuple[int, int] | None = None) -> None:
         """Compute and cache everything that does not depend on xi (``prepare``) for ``predict``; the same
-        image at the same working size (height, width) is not prepared again."""
+        image at the same working size (height, width; default ``working_size``'s for the image) is not
+        prepared again."""
         image = validate_image(image)
-        key = image_key(image, self.working_size(size))
+        key = image_key(image, self.working_size(size, image.shape[:2]))
         if key == self._cache_key and self._cache is not None:
             return
         self._cache = self.prepare(image, key[1])
@@ -151,10 +158,11 @@ class Predictor:
     @torch.inference_mode()
     def prepare(self, image: np.ndarray, size: tuple[int, int] | None = None) -> PreparedImage:
         """Preprocess, embed and run group B_1 once, then the dense baseline (its mask and measured latency).
-        size: the working (height, width), default the checkpoint's. Start any forward from it with ``run``;
-        it does not touch the ``set_image`` cache (analysis and policies hold their own)."""
+        size: the working (height, width), default the image's aspect at the checkpoint's token budget
+        (``working_size``). Start any forward from it with ``run``; it does not touch the ``set_image`` cache
+        (analysis and policies hold their own)."""
         image = validate_image(image)
-        working = self.working_size(size)
+        working = self.working_size(size, image.shape[:2])
         start = Stopwatch()
         state = self.model.prefix(self.preprocess(image, working))
         prefix_ms = start.ms()
@@ -213,49 +221,53 @@ class Predictor:
         order.
 
         images: (H, W, 3) uint8 RGB arrays, sizes may differ (each is resized to the working size ``size``,
-        default the checkpoint's, and its mask returned at its own resolution). xi in [0, 1], None = the
-        checkpoint's default. batch_size: images per forward. Every image keeps its own tokens and gets the
-        mask that ``predict(image, xi)`` gives it (the batched token pass packs kept tokens into padded,
-        masked forwards). dense: also run the dense baseline (xi = 1) per batch for ``dense_mask``; False
-        skips it (dense_mask None). Latencies are the batch's wall time divided by its size. The image
-        cache of ``set_image`` is neither used nor changed.
+        default its own aspect at the checkpoint's token budget (``working_size``), and its mask returned at
+        its own resolution); only images of one working size share a forward (frames of one video all do).
+        xi in [0, 1], None = the checkpoint's default. batch_size: images per forward. Every image keeps its
+        own tokens and gets the mask that ``predict(image, xi)`` gives it (the batched token pass packs
+        kept tokens into padded, masked forwards). dense: also run the dense baseline (xi = 1) per batch
+        for ``dense_mask``; False skips it (dense_mask None). Latencies are the batch's wall time divided by
+        its size. The image cache of ``set_image`` is neither used nor changed.
         """
         xi = self.default_xi if xi is None else check_xi(xi)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         images = [validate_image(image) for image in images]
-        working = self.working_size(size)
-        predictions = []
-        for first in range(0, len(images), batch_size):
-            chunk = images[first : first + batch_size]
+        by_size: dict[tuple[int, int], list[int]] = {}  # working size -> indices of its images, in order
+        for index, image in enumerate(images):
+            by_size.setdefault(self.working_size(size, image.shape[:2]), []).append(index)
+        predictions: list[Prediction | None] = [None] * len(images)
+        for working, indices in by_size.items():
+            for first in range(0, len(indices), batch_size):
+                chunk = indices[first : first + batch_size]
+                results = self._predict_chunk([images[i] for i in chunk], working, xi, dense)
+                for index, prediction in zip(chunk, results, strict=True):
+                    predictions[index] = prediction
+        return predictions  # type: ignore[return-value]
+
+    def _predict_chunk(self, chunk: list[np.ndarray], working: tuple[int, int], xi: float,
+                       dense: bool) -> list[Prediction]:
+        """One batched forward (and its dense baseline when ``dense``) of images at one working size."""
+        start = Stopwatch()
+        state = self.model.prefix(torch.cat([self.preprocess(image, working) for image in chunk]))
+        prefix_ms = start.ms()
+        start = Stopwatch()
+        output = self.model.forward_from(state, xi, with_aux=True)
+        masks = [class_mask(output.logits[i : i + 1], image.shape[:2]) for i, image in enumerate(chunk)]
+        run_ms = start.ms()
+        dense_masks, dense_ms, confidences = [None] * len(chunk), float("nan"), [float("nan")] * len(chunk)
+        if dense:
             start = Stopwatch()
-            state = self.model.prefix(torch.cat([self.preprocess(image, working) for image in chunk]))
-            prefix_ms = start.ms()
-            start = Stopwatch()
-            output = self.model.forward_from(state, xi, with_aux=True)
-            masks = [class_mask(output.logits[i : i + 1], image.shape[:2]) for i, image in enumerate(chunk)]
-            run_ms = start.ms()
-            dense_masks, dense_ms, confidences = (
-                [None] * len(chunk),
-                float("nan"),
-                [float("nan")] * len(chunk),
-            )
-            if dense:
-                start = Stopwatch()
-                logits = self.model.forward_from(state, 1.0, with_aux=False).logits
-                dense_masks = [class_mask(logits[i : i + 1],
-                                          image.shape[:2]) for i, image in enumerate(chunk)]
-                dense_ms = start.ms()
-                confidences = mean_confidence(logits)
-            predictions += [
-                Prediction(mask=masks[i], trace=build_trace(self.model, output, i), xi=xi,
+            logits = self.model.forward_from(state, 1.0, with_aux=False).logits
+            dense_masks = [class_mask(logits[i : i + 1], image.shape[:2]) for i, image in enumerate(chunk)]
+            dense_ms = start.ms()
+            confidences = mean_confidence(logits)
+        return [Prediction(mask=masks[i], trace=build_trace(self.model, output, i), xi=xi,
                            latency_ms=(prefix_ms + run_ms) / len(chunk),
                            dense_latency_ms=(prefix_ms + dense_ms) / len(chunk),
                            dense_mask=dense_masks[i], working_size=working, dense_confidence=confidences[i],
                            runtime=self.runtime)
-                for i in range(len(chunk))
-            ]
-        return predictions
+                for i in range(len(chunk))]
 
 
 def image_key(image: np.ndarray, size: tuple[int, int]) -> tuple:

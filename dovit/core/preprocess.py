@@ -1,16 +1,39 @@
-"""The one preprocessing path: resize to the working size, normalise, upsample logits, logits to a class mask.
+"""The one preprocessing path: the working size (the image's own aspect at the checkpoint's token budget),
+resize to it, normalise, upsample logits, logits to a class mask.
 
 The Predictor, evaluation (``EvalTransform``, ``evaluate_model``), the training losses and the app all go
 through these functions, so that an image gives the same tensor, and logits the same mask, everywhere.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+
+def aspect_working_size(image_size: tuple[int, int], input_size: tuple[int, int],
+                        patch_size: int) -> tuple[int, int]:
+    """The (height, width) the model works at for an image of (height, width) ``image_size``: the image's
+    own aspect ratio at the token budget of the checkpoint's ``input_size`` (the same area in pixels), each
+    side at least one ``patch_size`` patch, so that no photo is squeezed into the checkpoint's shape.
+
+    An image with exactly the input size's aspect ratio gets exactly ``input_size`` (a 720 x 960 CamVid
+    frame: 360 x 480), so every result at the checkpoint's shape stays as it was. A 540 x 960 (16:9) photo at
+    360 x 480 gets 312 x 554, a 20 x 35 grid of 16-px patches (23 x 30 when squeezed).
+    """
+    height, width = (int(v) for v in image_size)
+    input_height, input_width = (int(v) for v in input_size)
+    if height < 1 or width < 1:
+        raise ValueError(f"image size must be positive, got {height}x{width}")
+    if height * input_width == width * input_height:  # the same aspect, exactly (integers, no rounding)
+        return input_height, input_width
+    # h * w = input area with h / w = height / width
+    scale = math.sqrt(input_height * input_width / (height * width))
+    return max(patch_size, round(height * scale)), max(patch_size, round(width * scale))
 
 
 def resize_interpolation(source_size: tuple[int, int], target_size: tuple[int, int]) -> int:

@@ -1,5 +1,9 @@
 """Export a DoViT checkpoint to ONNX graphs that keep the token pass: one graph per stage, decisions between.
-Notes and measurements: docs/library_notes.md.
+
+The graphs take any working height and width (torch.export's dynamic dimensions): the prefix graph pads,
+embeds and resamples the position embedding as the PyTorch model does, and the aux heads and the decoder read
+the token grid from their input's shape, a (1, h, w, E) map. So one export serves every image at its own
+aspect (``dovit.core.preprocess.aspect_working_size``). Notes and measurements: docs/library_notes.md.
 """
 from __future__ import annotations
 
@@ -15,8 +19,10 @@ from ..core.checkpoint import CONFIG_NAME, CheckpointError, atomic_write, load_c
 from ..core.model import DoViTSegmenter, TokenState
 from ..core.stopwatch import Stopwatch
 
+# the most patch tokens a group graph takes: a 4096 x 4096 input (config.MAX_INPUT_SIDE) in 16-px patches
+MAX_TOKENS = 256 * 256
 OPSET = 18  # the first opset whose Resize has antialias (timm's position-embedding resampling)
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2  # 2: graphs of any working size (1: the export's size only)
 
 
 class ExportError(ValueError):
@@ -27,7 +33,9 @@ class ExportError(ValueError):
 class ExportConfig:
     checkpoint: str
     output: str
-    size: tuple[int, int] | None = None  # working (height, width); None: the checkpoint's input size
+    # the working (height, width) the graphs are traced and checked at (they run at any size); None: the
+    # checkpoint's input size
+    size: tuple[int, int] | None = None
     opset: int = OPSET
     check: bool = True  # run each graph once in onnxruntime against PyTorch after export
 
@@ -66,44 +74,59 @@ class _Group(nn.Module):
 
 
 class _Aux(nn.Module):
-    def __init__(self, model: DoViTSegmenter, decision: int, grid: tuple[int, int]) -> None:
-        super().__init__()
-        self.model, self.decision, self.grid = model, decision, grid
+    """Aux head ``decision`` on a (1, h, w, E) patch map: the grid comes from the input's shape."""
 
-    def forward(self, patches: torch.Tensor) -> torch.Tensor:
-        return self.model._aux_logits(self.decision, patches, self.grid)
+    def __init__(self, model: DoViTSegmenter, decision: int) -> None:
+        super().__init__()
+        self.model, self.decision = model, decision
+
+    def forward(self, patch_map: torch.Tensor) -> torch.Tensor:
+        grid = (patch_map.shape[1], patch_map.shape[2])
+        return self.model._aux_logits(self.decision, patch_map.flatten(1, 2), grid)
 
 
 class _Decoder(nn.Module):
-    def __init__(self, model: DoViTSegmenter, grid: tuple[int, int], size: tuple[int, int]) -> None:
-        super().__init__()
-        self.model, self.grid, self.size = model, grid, size
+    """The decoder on a (1, h, w, E) patch map and the stem's skip maps: the grid comes from the input."""
 
-    def forward(self, patches: torch.Tensor, *skips: torch.Tensor) -> torch.Tensor:
-        state = TokenState(patches, self.grid, self.size, skip=TokenState.skip_from(skips))
+    def __init__(self, model: DoViTSegmenter) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, patch_map: torch.Tensor, *skips: torch.Tensor) -> torch.Tensor:
+        grid = (patch_map.shape[1], patch_map.shape[2])
+        patches = patch_map.flatten(1, 2)
+        # input_size: unused by the decoder (the logits' upsample runs outside the graph)
+        state = TokenState(patches, grid, grid, skip=TokenState.skip_from(skips))
         return self.model._decoder_logits(patches, state)
 
 
 def stage_modules(model: DoViTSegmenter,
                   size: tuple[int, int]) -> dict[str, tuple[nn.Module, tuple, dict | None]]:
-    """name -> (module, example inputs, dynamic shapes) for every graph of ``model`` at working ``size``."""
+    """name -> (module, example inputs, dynamic shapes) for every graph of ``model``, traced at working
+    ``size``; every height, width and token grid is dynamic (``Dim.AUTO``: torch.export ties the skip maps'
+    sizes to the grid's)."""
     pixels = torch.zeros(1, 3, *size)
     with torch.no_grad():
         state = model.prefix(pixels)
     p, grid = model.num_prefix_tokens, state.grid
     patches = state.tokens[:, p:].contiguous()
-    stages = {"prefix": (_Prefix(model), (pixels,), None)}
+    patch_map = patches.reshape(1, *grid, model.embed_dim)
+    spatial = {2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO}
+    grid_dims = {1: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO}
+    stages = {"prefix": (_Prefix(model), (pixels,), (spatial,))}
     kept = max(2, patches.shape[1] // 2)
     for group in range(1, len(model.group_bounds)):
         first, last = model.group_bounds[group]
         tokens = torch.randn(1, p + kept, model.embed_dim)
         # at least one kept token beside the prefix tokens (a group with none left is skipped at run time)
-        dims = ({1: torch.export.Dim(f"tokens_{group}", min=max(2, p + 1), max=p + patches.shape[1])},)
+        dims = ({1: torch.export.Dim(f"tokens_{group}", min=max(2, p + 1), max=p + MAX_TOKENS)},)
         stages[f"group_{group + 1}"] = (_Group(model.vit.blocks[first:last]), (tokens,), dims)
     for decision in range(len(model.decision_layers)):
-        stages[f"aux_{decision + 1}"] = (_Aux(model, decision, grid), (patches,), None)
-    decoder_inputs = (patches, *state.skip_tensors())
-    stages["decoder"] = (_Decoder(model, grid, state.input_size), decoder_inputs, None)
+        stages[f"aux_{decision + 1}"] = (_Aux(model, decision), (patch_map,), (grid_dims,))
+    skips = state.skip_tensors()
+    # dynamic shapes follow forward's signature: the patch map, then one tuple for *skips (if any)
+    dims = (grid_dims, tuple(spatial for _ in skips)) if skips else (grid_dims,)
+    stages["decoder"] = (_Decoder(model), (patch_map, *skips), dims)
     return stages
 
 
@@ -140,7 +163,7 @@ def export_onnx(config: ExportConfig, progress: bool = True) -> ExportResult:
     document = {"format_version": 1, "model": model.config.to_dict(),
                 "metadata": {**model.checkpoint_metadata,
                              "export": {"format": EXPORT_FORMAT, "source": str(config.checkpoint),
-                                        "size": list(size),
+                                        "size": list(size), "dynamic_size": True,
                                         "grid": list(grid), "opset": config.opset, "graphs": sorted(stages),
                                         "torch": torch.__version__}}}
     atomic_write(output / CONFIG_NAME, lambda handle: handle.write((json.dumps(document,

@@ -30,8 +30,10 @@ class OrtSegmenter(DoViTSegmenter):
             super().__init__(config, metadata=metadata)
         info = metadata["export"]
         self.export_dir = Path(export_dir)
-        self.export_size = tuple(int(v) for v in info["size"])
+        self.export_size = tuple(int(v) for v in info["size"])  # the size traced at (and checked, if asked)
         self.export_grid = tuple(int(v) for v in info["grid"])
+        # format 2 graphs run at any working size; an export of format 1 only at its own
+        self.dynamic_size = bool(info.get("dynamic_size", False))
         options = onnxruntime.SessionOptions()
         # One session per stage, each with its own thread pool: threads that spin after their stage's run (the
         # default) would take the cores from the next stage's (measured: groups 2x slower on 2 cores).
@@ -68,22 +70,36 @@ class OrtSegmenter(DoViTSegmenter):
         with single_torch_thread():
             return super().forward_from(*args, **kwargs)
 
+    def check_size(self, size: tuple[int, int]) -> None:
+        """ValueError, saying what to do, for a working (height, width) this export cannot run at."""
+        height, width = (int(v) for v in size)
+        if not self.dynamic_size and (height, width) != self.export_size:
+            raise ValueError(f"this export (format 1) runs at working size {self.export_size[0]}x"
+                             f"{self.export_size[1]} only, not {height}x{width}: export the checkpoint "
+                             "again (python -m dovit.export CKPT OUT --format onnx); today's exports run at "
+                             "any size")
+
     def _prefix(self, pixels: torch.Tensor) -> TokenState:
-        height, width = pixels.shape[-2:]
-        if (int(height), int(width)) != self.export_size:
-            raise ValueError(f"this export runs at {self.export_size[0]}x{self.export_size[1]}, not "
-                             f"{height}x{width}: export again with --size {height} {width}")
+        height, width = (int(v) for v in pixels.shape[-2:])
+        self.check_size((height, width))
+        grid = (-(-height // self.patch_size), -(-width // self.patch_size))  # the padded input's patches
         start = Stopwatch()
         outputs = [self._run("prefix", image[None]) for image in pixels]
         maps = tuple(torch.cat([o[i] for o in outputs]) for i in range(1, len(outputs[0])))
         skip = TokenState.skip_from(maps)
         # group B_1 runs inside the prefix graph: its time is the prefix's
         elapsed = start.ms()
-        return TokenState(torch.cat([o[0] for o in outputs]), self.export_grid, (int(height), int(width)),
+        return TokenState(torch.cat([o[0] for o in outputs]), grid, (height, width),
                           {"embed": elapsed, "group_1": 0.0}, skip)
 
+    def _patch_graph_input(self, patches: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """One image's patch tokens (N, E) as the aux and decoder graphs take them: a (1, h, w, E) map (format
+        2, whose graphs read the grid from it), or (1, N, E) (format 1)."""
+        return patches.reshape(1, *grid, patches.shape[-1]) if self.dynamic_size else patches[None]
+
     def _aux_logits(self, decision: int, patches: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        return torch.cat([self._run(f"aux_{decision + 1}", image[None])[0] for image in patches])
+        return torch.cat([self._run(f"aux_{decision + 1}", self._patch_graph_input(image, grid))[0]
+                          for image in patches])
 
     def _run_group(self, group: int, prefix_tokens: torch.Tensor, patches: torch.Tensor,
                    keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,8 +117,8 @@ class OrtSegmenter(DoViTSegmenter):
 
     def _decoder_logits(self, patches: torch.Tensor, state: TokenState) -> torch.Tensor:
         skips = state.skip_tensors()
-        return torch.cat([self._run("decoder", patches[i:i + 1], *(s[i:i + 1] for s in skips))[0]
-                          for i in range(patches.shape[0])])
+        return torch.cat([self._run("decoder", self._patch_graph_input(patches[i], state.grid),
+                                    *(s[i:i + 1] for s in skips))[0] for i in range(patches.shape[0])])
 
 
 @contextmanager
@@ -152,11 +168,12 @@ class OrtPredictor(Predictor):
     def from_export(cls, export_dir: str | Path, threads: int | None = None) -> OrtPredictor:
         return cls(OrtSegmenter(export_dir, threads=threads))
 
-    def working_size(self, size: tuple[int, int] | None = None) -> tuple[int, int]:
-        working = super().working_size(size)
-        if working != self.model.export_size:
-            raise ValueError(f"this export runs at working size {self.model.export_size}, not {working}: "
-                             f"export again with --size {working[0]} {working[1]}")
+    def working_size(self, size: tuple[int, int] | None = None,
+                     image_size: tuple[int, int] | None = None) -> tuple[int, int]:
+        """As ``Predictor.working_size`` (an image's own aspect by default); ValueError for a size that an
+        export of format 1 (fixed size) cannot run."""
+        working = super().working_size(size, image_size)
+        self.model.check_size(working)
         return working
 
 
@@ -191,7 +208,8 @@ def compare_runtimes(model: DoViTSegmenter, ort_model: OrtSegmenter, frames: tor
     from ..core.flops import forward_flops
     from ..evaluation.timing import forced_masks, interleaved_times, ratio_summary
 
-    num_tokens = ort_model.export_grid[0] * ort_model.export_grid[1]
+    rows, columns = (-(-int(side) // model.patch_size) for side in frames.shape[-2:])  # the frames' grid
+    num_tokens = rows * columns
     forced = forced_masks(len(model.decision_layers), num_tokens, fraction)
     settings = {f"xi {xi:g}": dict(xi=xi), f"{fraction:.0%} kept": dict(xi=0.0, decider=Forced(forced))}
     variants = {"pytorch dense": lambda: [model(f[None], xi=1.0) for f in frames],

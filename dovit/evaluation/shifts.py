@@ -172,8 +172,10 @@ class _Tally:
         self.dense_gflops = {xi: [] for xi in xi_values}
 
     def add(self, predictor: Predictor, image: np.ndarray, label: np.ndarray) -> None:
+        # at the checkpoint's input size, as dovit.evaluate (the clean score is evaluate's on any aspect)
+        size = tuple(predictor.config.input_size)
         for xi in self.matrices:
-            prediction = predictor.predict_batch([image], xi=xi, dense=False)[0]
+            prediction = predictor.predict_batch([image], xi=xi, size=size, dense=False)[0]
             self.matrices[xi].update(prediction.mask, label)
             self.saved[xi].append(prediction.trace.flops_saved)
             self.gflops[xi].append(prediction.trace.flops / 1e9)

@@ -327,8 +327,9 @@ def analyze_video(predictor: Predictor, source: str | Path, xi: float | None = N
     checkpoint's default). overlay: one of ``OVERLAYS``; "disagreement" also runs the dense forward of
     every frame (its time is not in ``latency_ms``). latency_ms: preprocessing and the forward, plus the
     class mask for the overlays that draw it ("mask", "disagreement"); with batch_size > 1, the batch's time
-    divided by its frames. Frames are processed at the predictor's working size;
-    the annotated frame keeps the decoded frame's size (after ``max_side``). No cache: unlike
+    divided by its frames. Every frame is processed at the first frame's working size (its own aspect at
+    the checkpoint's token budget, ``Predictor.working_size``); the annotated frame keeps the decoded
+    frame's size (after ``max_side``). No cache: unlike
     ``Predictor.predict`` the dense baseline is not computed unless the overlay needs it. batch_size > 1
     runs the batched token pass (every frame keeps its own tokens, as in ``Predictor.predict_batch``):
     more frames per second, at the price of holding that many decoded frames.
@@ -341,9 +342,11 @@ def analyze_video(predictor: Predictor, source: str | Path, xi: float | None = N
     model, config = predictor.model, predictor.config
     colors = config.class_colors
     frames = enumerate(iter_named_frames(source, max_frames, max_side))
+    working = None  # the first frame's; one size for the whole video, so frames batch and compare
     while chunk := list(itertools.islice(frames, batch_size)):
         start = Stopwatch()
-        pixels = torch.cat([predictor.preprocess(frame) for _, (_, frame) in chunk])
+        working = working or predictor.working_size(image_size=chunk[0][1][1].shape[:2])
+        pixels = torch.cat([predictor.preprocess(frame, working) for _, (_, frame) in chunk])
         output = model(pixels, xi=xi)
         masks = [None] * len(chunk)
         if overlay in ("mask", "disagreement"):  # the argmax over classes costs a fifth of a forward on a CPU
