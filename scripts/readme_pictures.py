@@ -19,7 +19,14 @@ import PIL.Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "browser")]  # the browser driver the tests use
 
-from app_driver import chromium, open_app, serve_on_loopback, upload  # noqa: E402
+from app_driver import (  # noqa: E402
+    chromium,
+    open_app,
+    serve_on_loopback,
+    upload,
+    wait_for_lesson_picture,
+    wait_for_lesson_step,
+)
 
 from app.ui import build_demo  # noqa: E402
 from dovit import Predictor  # noqa: E402
@@ -51,10 +58,8 @@ def photograph_studio(predictor: Predictor, docs: Path) -> list[Path]:
             page.wait_for_timeout(1500)
             page.screenshot(path=str(docs / "app.png"), full_page=True)
             page = open_app(browser, url + "?lesson=4", width=1100, height=1000)
-            page.wait_for_function("document.querySelector('#lesson-heading').innerText.includes('Step 4 of')"
-                                   " && !document.querySelector('#lesson-text').innerText.includes('Upload')")
-            page.locator("#lesson-picture").scroll_into_view_if_needed()
-            page.wait_for_selector("#lesson-picture img")
+            wait_for_lesson_step(page, 4)
+            wait_for_lesson_picture(page)
             page.wait_for_timeout(1000)
             page.locator("#lesson-tab").screenshot(path=str(docs / "lesson.png"))
     finally:

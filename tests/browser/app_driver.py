@@ -132,3 +132,22 @@ def drag_xi(page, position: float) -> str:
 
 def xi_box_value(page) -> float:
     return float(page.locator("#xi-number input").input_value())
+
+
+LESSON_SHOWN = ("() => { const t = document.querySelector('#lesson-text'); const h = "
+                "document.querySelector('#lesson-heading'); return h && t && "
+                "h.innerText.includes('Step ' + %s + ' of') && h.innerText.includes(':') && "
+                "!t.innerText.includes('Upload an image'); }")
+
+
+def wait_for_lesson_step(page, number: int) -> str:
+    """Wait until step ``number`` shows over an image (its title written, the image's text in); its
+    heading."""
+    page.wait_for_function(LESSON_SHOWN % number)
+    return page.inner_text("#lesson-heading").strip()
+
+
+def wait_for_lesson_picture(page) -> None:
+    """Scroll the Lesson step's picture into view (gradio loads images lazily) and wait until it shows."""
+    page.locator("#lesson-picture").scroll_into_view_if_needed()
+    page.wait_for_selector("#lesson-picture img")
