@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CamVid root for the real-frame case (skipped when missing)")
     parser.add_argument("--frames", type=int, default=16,
                         help="real frames per round (a multiple of each batch)")
+    add_mode_flags(parser)
+    return parser
+
+
+def add_mode_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags that replace the default cases by one comparison: runtimes, a baseline, BN folding."""
     parser.add_argument("--runtime", choices=("pytorch", "onnxruntime", "int8"), default="pytorch",
                         help="onnxruntime: only time ORT dense, ORT DoViT and PyTorch (dense, DoViT) "
                              "interleaved, batch 1, on --frames real frames of the checkpoint at its default "
@@ -138,7 +144,6 @@ def build_parser() -> argparse.ArgumentParser:
                              "ESPNetv2's BatchNorms folded into the convs and as written, on --frames real "
                              "frames at batch 1 and its default xi, interleaved; prints stem, decoder and "
                              "forward ms per frame and the per-round ratios with their spread")
-    return parser
 
 
 def _check_args(args: BenchmarkConfig, run_frames: bool) -> None:
