@@ -19,6 +19,7 @@ class EvaluateConfig:
     """``python -m dovit.evaluate``'s flags (see its --help for each)."""
 
     checkpoint: str | None = None
+    export: str | None = None
     dataset: str = "camvid"
     data_root: str = DEFAULT_DATA_ROOT
     split: str = "val"
@@ -43,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> EvaluateConfig:
     )
     parser.add_argument("--checkpoint", default=None,
                         help="checkpoint directory (default: the shipped CamVid DoViT model)")
+    parser.add_argument("--export", default=None, metavar="DIR",
+                        help="evaluate an ONNX export (python -m dovit.export, fp32 or --quantize int8) on "
+                             "ONNX Runtime instead of a checkpoint")
     add_data_flags(parser, split_help="split to evaluate ('+' joins splits: train+val)")
     parser.add_argument("--xi", type=float, nargs="+", default=None,
                         help="thresholds to evaluate (default: the checkpoint's default xi and 1.0)")
@@ -58,6 +62,18 @@ def parse_args(argv: list[str] | None = None) -> EvaluateConfig:
     return EvaluateConfig(**vars(parser.parse_args(argv)))
 
 
+def load_evaluated(checkpoint: str | Path, export: str | None, threads: int | None):
+    """(what is evaluated, its model): the checkpoint, or the ONNX export run on ONNX Runtime."""
+    if export is None:
+        return str(checkpoint), load_checkpoint(checkpoint)
+    from .deploy.onnx_runtime import OrtSegmenter
+
+    if not Path(export).is_dir():
+        raise ValueError(f"--export {export}: not a folder (python -m dovit.export writes one)")
+    model = OrtSegmenter(export, threads=threads)
+    return f"{export} ({model.runtime})", model
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     apply_threads(args.threads)
@@ -65,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         xi_values = [check_xi(v) for v in args.xi] if args.xi else None
-        checkpoint = args.checkpoint or default_checkpoint()
-        model = load_checkpoint(checkpoint).to(args.device)
-    except (ValueError, RuntimeError) as error:
+        checkpoint, model = load_evaluated(args.checkpoint or default_checkpoint(), args.export, args.threads)
+        model = model.to(args.device)
+    except (ValueError, RuntimeError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     config = model.config

@@ -192,3 +192,23 @@ def test_throughput_runs_whole_batches_through_the_token_pass(checkpoint, monkey
     assert throughput > 0
     assert seen == [4, 4, 2]  # warm-up batch, then 4 + 2 images
     assert xi_sweep._throughput(model, images[:1] + [torch.randn(1, 3, 48, 48)], 0.5, 4) is None
+
+
+def test_an_onnx_export_scores_as_its_checkpoint_does(checkpoint, tmp_path, capsys):
+    """--export runs the same metrics on ONNX Runtime: the masks agree, so the scores do (to float noise)."""
+    pytest.importorskip("onnxruntime")
+    from dovit.deploy.onnx_graphs import ExportConfig, export_onnx
+
+    export = export_onnx(ExportConfig(str(checkpoint), str(tmp_path / "export")), progress=False).output
+    root = fake_camvid(tmp_path / "camvid")
+    scores = {}
+    for name, flags in (("pytorch", ["--checkpoint", str(checkpoint)]), ("ort", ["--export", str(export)])):
+        out = tmp_path / f"{name}.json"
+        assert evaluate.main([*flags, "--data-root", str(root), "--xi", "0.5", "--threads", "1",
+                              "--json", str(out)]) == 0
+        scores[name] = json.loads(out.read_text())
+    assert "ONNX Runtime" in scores["ort"]["checkpoint"]
+    (want,), (got,) = scores["pytorch"]["results"], scores["ort"]["results"]
+    assert got["miou"] == pytest.approx(want["miou"], abs=1e-3) and got["gflops"] == want["gflops"]
+    assert evaluate.main(["--export", str(tmp_path / "nowhere"), "--data-root", str(root)]) == 2
+    assert "not a folder" in capsys.readouterr().err
