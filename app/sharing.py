@@ -107,8 +107,10 @@ class LinkHandlers:
         example = session.example if session is not None else None
         token = (int(row), int(col)) if row not in (None, "") and col not in (None, "") else None
         size = controls.parse_size(size_value, self.studio.default_size) if size_value else None
+        shape = session.image.shape[:2] if session is not None else None
+        default = controls.default_size_value(self.studio.default_size, self.studio.patch, shape)
         link = PageLink(example=example, xi=self.studio.user_xi(xi), tab=tab if tab in TABS else None,
-                        size=size if size != self.studio.default_size else None, token=token,
+                        size=None if size is None or f"{size[0]}x{size[1]}" == default else size, token=token,
                         lesson=int(lesson) if tab == "lesson" and lesson else None)
         note = "Link copied." if session is None or example is not None else f"Link copied. {UPLOAD_NOTE}"
         return CopiedLink(f"{page_url or ''}{link_query(link)}", note)

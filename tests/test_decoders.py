@@ -67,9 +67,10 @@ def test_predictor_on_a_segmenter_model_returns_mask_and_trace(segmenter_model):
     prediction = dovit.Predictor(segmenter_model).predict(image, xi=0.4)
     assert prediction.mask.shape == (70, 100) and 0 <= prediction.mask.min() <= prediction.mask.max() < 5
     trace = prediction.trace
-    assert trace.decoder_flops == segmenter_model.decoder.flops((4, 6)) > 0
+    assert trace.decoder_flops == segmenter_model.decoder.flops(trace.grid) > 0
     assert trace.flops == trace.backbone_flops + trace.aux_head_flops + trace.decoder_flops
-    assert [d.confidence.shape for d in trace.decisions] == [(4, 6)] * 3
+    assert trace.grid == (5, 6)  # 70 x 100 at its own aspect, 64 x 96 pixels of budget: 66 x 94, padded
+    assert [d.confidence.shape for d in trace.decisions] == [trace.grid] * 3
 
 
 def test_segmenter_checkpoint_round_trip(segmenter_model, tmp_path):

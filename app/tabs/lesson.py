@@ -63,19 +63,19 @@ class LessonHandlers:
                 request: gr.Request = None) -> LessonSlots:
         return self.show(lesson.clamp_step(step) + 1, xi, opacity, session, request)
 
-    def on_refresh(self, open_tab: str, step: int, xi: float, opacity: float, session: Session | None,
-                   request: gr.Request = None) -> LessonSlots:
+    def on_refresh(self, open_tab: str, step: int, xi: float, opacity: float,
+                   session: Session | None) -> LessonSlots:
         """The page's views changed (image, ξ, model…): redraw the step if the lesson is open."""
         if open_tab != "lesson":
             return LessonSlots.filled(gr.skip())
-        return self.show(step, xi, opacity, session, request)
+        return self.show(step, xi, opacity, session)  # not admitted (see ``wire``): nothing to release
 
-    def on_open(self, step: int, xi: float, opacity: float, session: Session | None, event: gr.SelectData,
-                request: gr.Request = None) -> LessonSlots:
+    def on_open(self, step: int, xi: float, opacity: float, session: Session | None,
+                event: gr.SelectData) -> LessonSlots:
         """A tab was picked: draw the step if it is the lesson."""
         if event.value != "Lesson":
             return LessonSlots.filled(gr.skip())
-        return self.show(step, xi, opacity, session, request)
+        return self.show(step, xi, opacity, session)  # not admitted (see ``wire``): nothing to release
 
     def show(self, step: int, xi: float, opacity: float, session: Session | None,
              request: gr.Request = None) -> LessonSlots:
@@ -115,9 +115,14 @@ def _slots(number: int, text: str, shown: lesson.LessonStep | None = None) -> Le
 
 def wire(tab: LessonSlots, handlers: LessonHandlers, tabs: gr.Tabs, open_tab: gr.State, xi: gr.Number,
          opacity: gr.Slider, session: gr.State, views_changed, page_event: dict) -> None:
-    """Back, Next, opening the tab, and ``views_changed`` (the page's views were redrawn) redraw the step."""
+    """Back and Next (page events: admitted and queued), opening the tab, and ``views_changed`` (the page's
+    views were redrawn) redraw the step. The last two fire on every tab pick and every forward of the page,
+    mostly with the lesson closed, where they only skip: so they are neither admitted nor queued (a plain
+    request, as the token inspector's), or a slider drag would fill the session's admission with them; with
+    the lesson open their forward waits for the Predictor's gate like any other."""
     inputs = [tab.step, xi, opacity, session]
     connect(tab.back.click, handlers.on_back, inputs, tab, **page_event)
     connect(tab.forward.click, handlers.on_next, inputs, tab, **page_event)
-    connect(tabs.select, handlers.on_open, inputs, tab, **page_event)
-    connect(views_changed, handlers.on_refresh, [open_tab, *inputs], tab, **page_event)
+    passive = dict(queue=False, api_visibility="private", trigger_mode="always_last", show_progress="hidden")
+    connect(tabs.select, handlers.on_open, inputs, tab, **passive)
+    connect(views_changed, handlers.on_refresh, [open_tab, *inputs], tab, **passive)
