@@ -49,17 +49,22 @@ def to_working_size(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return resize_image(image, size)
 
 
-def display_size(image_size: tuple[int, int], max_side: int = DISPLAY_MAX_SIDE) -> tuple[int, int]:
-    """The (height, width) the views of an image of ``image_size`` are drawn at: its own size, scaled down
-    (aspect kept, each side at least 1) when its longer side is over ``max_side``."""
+def display_size(image_size: tuple[int, int], working_size: tuple[int, int] | None = None,
+                 max_side: int = DISPLAY_MAX_SIDE) -> tuple[int, int]:
+    """The (height, width) the views of an image of ``image_size`` are drawn at, its aspect kept: its own
+    size; enlarged to the longer side of ``working_size`` when smaller (so a token is never drawn smaller
+    than the patch it was); then scaled down when its longer side is over ``max_side``. Sides at least 1."""
     height, width = (int(v) for v in image_size)
-    scale = min(1.0, max_side / max(height, width))
+    longer = max(height, width)
+    target = min(max(longer, max(working_size or (0,))), max_side)
+    scale = target / longer
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def display_image(image: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
-    """(H, W, 3) uint8 at ``display_size`` (itself when it already fits), with the Predictor's resize."""
-    return resize_image(image, display_size(image.shape[:2], max_side))
+def display_image(image: np.ndarray, working_size: tuple[int, int] | None = None,
+                  max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
+    """(H, W, 3) uint8 at ``display_size`` (itself when it already has it), with the Predictor's resize."""
+    return resize_image(image, display_size(image.shape[:2], working_size, max_side))
 
 
 def render_views(predictor: Predictor, image: np.ndarray, xi: float, opacity: float = 0.5,

@@ -10,7 +10,7 @@ from test_app_api import client, server  # noqa: F401 (the served tiny checkpoin
 
 from app import inspector, inspector_drawing
 from app.studio import Studio
-from app.tabs.inspector import EMPTY_PANEL, PanelSlots, TokenInspector, working_content
+from app.tabs.inspector import EMPTY_PANEL, PanelSlots, TokenInspector, view_content
 from dovit import Predictor
 from dovit.core.trace import token_centres
 
@@ -172,13 +172,13 @@ def select(x, y):
 def test_a_click_opens_the_panel_on_the_token_without_running_the_model(studio, session, monkeypatch):
     handlers = TokenInspector(studio)
     monkeypatch.setattr(studio.predictor.model, "forward_from", None)  # any forward would fail now
-    panel = handlers.on_select(working_content)(session, select(50, 20))
+    panel = handlers.on_select(view_content)(session, select(50, 20))
     assert (panel.row, panel.col) == (1, 3) and "Token row 1, col 3" in panel.text
     assert panel.sidebar.open is True
     assert panel.chart.startswith("<svg") and panel.marker.shape == (64, 96, 3)
     report = inspector.token_report(session.prediction, 1, 3, handlers.class_names, PATCH)
     assert f"ξ = {report.xi:.4g}" in panel.text
-    skipped = handlers.on_select(working_content)(session, select(100, 5))
+    skipped = handlers.on_select(view_content)(session, select(100, 5))
     assert skipped == PanelSlots.filled(gr.skip())
     panel = handlers.on_move("right")(session, panel.row, panel.col)
     assert (panel.row, panel.col) == (1, 4) and "Token row 1, col 4" in panel.text
@@ -186,7 +186,7 @@ def test_a_click_opens_the_panel_on_the_token_without_running_the_model(studio, 
     assert (panel.row, panel.col) == (3, 5)
     panel = handlers.on_typed(session, 2, 0)
     assert (panel.row, panel.col) == (2, 0) and "Token row 2, col 0" in panel.text
-    assert handlers.on_select(working_content)(None, select(1, 1)) == PanelSlots.filled(gr.skip())
+    assert handlers.on_select(view_content)(None, select(1, 1)) == PanelSlots.filled(gr.skip())
 
 
 def test_the_panel_follows_a_new_xi(studio, session):
