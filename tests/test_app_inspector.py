@@ -12,6 +12,7 @@ from app import inspector, inspector_drawing
 from app.studio import Studio
 from app.tabs.inspector import EMPTY_PANEL, PanelSlots, TokenInspector, view_content
 from dovit import Predictor
+from dovit.core.token_grid import token_index_map
 from dovit.core.trace import token_centres
 
 PATCH = 16
@@ -49,6 +50,26 @@ def test_every_pixel_of_a_resized_view_maps_to_the_token_of_its_working_pixel():
         for x in range(content[1]):
             row, col = inspector.token_at((x, y), content, working, PATCH)
             assert (row, col) == (int((y + 0.5) / 1.5) // PATCH, int((x + 0.5) / 1.5) // PATCH)
+
+
+def test_a_click_on_a_16_9_view_picks_the_token_drawn_there():
+    """A 960 x 540 photo seen at 312 x 554 (a 20 x 35 grid) and drawn at 540 x 960: every pixel's token is
+    the one the drawing gave that pixel (``token_index_map``), and the marker boxes that token's pixels."""
+    working, view, grid = (312, 554), (540, 960), (20, 35)
+    drawn = token_index_map(view, working, grid, PATCH)
+    rng = np.random.default_rng(0)
+    for y, x in zip(rng.integers(0, view[0], 400), rng.integers(0, view[1], 400), strict=True):
+        row, col = inspector.token_at((x, y), view, working, PATCH)
+        assert row * grid[1] + col == drawn[y, x]
+    assert inspector.token_at((959, 539), view, working, PATCH) == (19, 34)
+    marked = inspector_drawing.token_marker(np.zeros((*view, 3), np.uint8), 7, 20, PATCH, working)
+    box = (marked == inspector_drawing.MARKER_COLOR).all(axis=2)
+    ys, xs = np.flatnonzero(box.any(axis=1)), np.flatnonzero(box.any(axis=0))
+    token_ys, token_xs = np.flatnonzero(drawn[:, 0] // grid[1] == 7), np.flatnonzero(drawn[0] == 20)
+    half_line = round(max(view) / 240) // 2 + 1  # the box's line is centred on the token's border pixels
+    for drawn_at, token_at in ((ys[0], token_ys[0]), (ys[-1], token_ys[-1]), (xs[0], token_xs[0]),
+                               (xs[-1], token_xs[-1])):
+        assert abs(int(drawn_at) - int(token_at)) <= half_line
 
 
 def test_arrow_moves_stay_on_the_grid():

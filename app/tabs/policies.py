@@ -153,16 +153,14 @@ class PolicyHandlers:
                            [gr.update(value=None, label=f"{name}: stop map") for name in POLICIES])
 
     def views(self) -> list[Callable[[Session], tuple[int, int] | None]]:
-        """Content size of each mask and stop-map image (for the token inspector), in ``outputs`` order."""
+        """Content size of each mask and stop-map image (for the token inspector), in ``outputs`` order: both
+        are drawn at the size of the policy's mask (the photo's display size)."""
         def mask_size(index: int):
             def size(session: Session) -> tuple[int, int] | None:
                 run = session.policies
                 return tuple(run.results[index].mask.shape) if run and index < len(run.results) else None
             return size
-
-        def stop_map_size(session: Session) -> tuple[int, int] | None:
-            return session.policies.working_size if session.policies else None
-        return [mask_size(index) for index in range(len(POLICIES))] + [stop_map_size] * len(POLICIES)
+        return [mask_size(index) for index in range(len(POLICIES))] * 2
 
 
 def wire(tab: PoliciesTab, handlers: PolicyHandlers, session: gr.State, sweep_queue: str, clear_on: list):
