@@ -9,6 +9,7 @@ size, so they stay visible when a large view is shown smaller. Colour maps come 
 """
 from __future__ import annotations
 
+import functools
 import html
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,12 @@ GRID_COLOR = np.array([255, 255, 255], np.float32)
 STOPPED_HERE_COLOR = np.array([255, 140, 0], np.float32)  # orange: stopped by this decision
 DISAGREE_COLOR = np.array([255, 0, 255], np.uint8)
 HATCH_SPACING = 6  # pixels between hatching lines at the working size
+# A token that skips a group: its pixel values v -> 0.3 v + 20 (dimmed); one the decision just before it
+# stopped: 0.45 v + 0.55 orange, per channel. As (256, 1, 3) tables for cv2.LUT.
+SHADED_LUT = np.repeat((np.arange(256, dtype=np.float32) * 0.3 + 20).astype(np.uint8)[:, None, None], 3,
+                       axis=2)
+STOPPED_HERE_LUT = (np.arange(256, dtype=np.float64)[:, None] * 0.45 + STOPPED_HERE_COLOR * 0.55).astype(
+    np.float32).astype(np.uint8)[:, None, :]
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 # Class colours that stay apart under the common colour-vision deficiencies: Paul Tol's "muted" scheme (9
 # colours and pale grey), then Okabe and Ito's (without black) for classes 11-17; more classes cycle.
@@ -54,12 +61,15 @@ def class_palette(dataset_colors, scheme: str = "dataset") -> np.ndarray:
     return safe[np.arange(len(colors)) % len(safe)]
 
 
+@functools.lru_cache(maxsize=16)
 def hatch(size: tuple[int, int], direction: int = 1, spacing: int = HATCH_SPACING,
           width: int = 1) -> np.ndarray:
     """(H, W) bool diagonal lines, ``width`` pixels wide every ``spacing`` pixels; direction 1 = '\\',
-    -1 = '/'."""
+    -1 = '/'. Read-only: one array per size is kept, as every view of an image hatches the same pixels."""
     rows, cols = np.indices(size)
-    return (cols + direction * rows) % spacing < width
+    lines = (cols + direction * rows) % spacing < width
+    lines.setflags(write=False)
+    return lines
 
 
 def line_width(size: tuple[int, int], working_size: tuple[int, int] | None) -> int:
@@ -127,14 +137,17 @@ def mark_token_pass(image: np.ndarray, kept_px: np.ndarray, here_px: np.ndarray 
     """(H, W, 3) uint8 with the pixels of tokens that skip a group shaded and hatched '\\', and those the
     decision just before it stopped (``here_px``) orange and hatched '/'; kept_px, here_px (H, W) bool.
     Hatching lines ``width`` pixels wide, ``width`` x ``HATCH_SPACING`` apart."""
-    size = image.shape[:2]
-    out = image.astype(np.float32)
-    out[~kept_px] = out[~kept_px] * 0.3 + 20  # shaded: these tokens skip the group
+    # Per-value tables (cv2.LUT) and whole-array selects: a boolean gather and scatter of a large image's
+    # pixels cost several times more, and the tables hold exactly what the float formulas gave.
+    size = tuple(image.shape[:2])
+    image = np.ascontiguousarray(image)
+    # shaded: these tokens skip the group
+    out = cv2.copyTo(cv2.LUT(image, SHADED_LUT), np.ascontiguousarray(~kept_px).view(np.uint8), image.copy())
     out[~kept_px & hatch(size, 1, HATCH_SPACING * width, width)] = 150
     if here_px is not None:
-        out[here_px] = image[here_px] * 0.45 + STOPPED_HERE_COLOR * 0.55
+        out = cv2.copyTo(cv2.LUT(image, STOPPED_HERE_LUT), np.ascontiguousarray(here_px).view(np.uint8), out)
         out[here_px & hatch(size, -1, HATCH_SPACING * width, width)] = 255
-    return out.astype(np.uint8)
+    return out
 
 
 def group_overlays(image: np.ndarray, trace: Trace, patch: int,
