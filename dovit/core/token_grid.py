@@ -58,4 +58,4 @@ def token_sums(weights: np.ndarray, token_index: np.ndarray, num_tokens: int) ->
 def expand_tokens(token_map: np.ndarray, token_index: np.ndarray) -> np.ndarray:
     """Per-token values (h, w, ...) -> per-pixel values (H, W, ...) through a ``token_index_map``."""
     token_map = np.asarray(token_map)
-    return token_map.reshape(-1, *token_map.shape[2:])[token_index]
+    return token_map.reshape(-1, *token_map.shape[2:]).take(token_index, axis=0)  # faster than [token_index]

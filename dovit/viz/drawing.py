@@ -203,7 +203,8 @@ def confidence_heatmap(confidence: np.ndarray, xi: float, image: np.ndarray, pat
     """
     size = image.shape[:2]
     levels = np.round(np.clip(confidence, 0.0, 1.0) * 255).astype(np.uint8)
-    colours = CONFIDENCE_LUT[upsample_tokens(levels, patch, size, working_size)].astype(np.float32)
+    level_px = upsample_tokens(levels, patch, size, working_size)
+    colours = CONFIDENCE_LUT.take(level_px, axis=0).astype(np.float32)
     grey = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB).astype(np.float32)
     heat = (colours * (1 - context) + grey * context).astype(np.uint8)
     above = upsample_tokens((confidence > xi).astype(np.uint8), patch, size, working_size)
@@ -234,7 +235,7 @@ def colorize_mask(mask: np.ndarray, colors: np.ndarray | list) -> np.ndarray:
     palette = np.zeros((len(colors) + 1, 3), np.uint8)
     palette[:-1] = np.asarray(colors, np.uint8).reshape(-1, 3)
     ids = np.where((mask >= 0) & (mask < len(colors)), mask, len(colors))
-    return palette[ids]
+    return palette.take(ids, axis=0)  # as palette[ids], about 3x faster on a large mask
 
 
 def blend(image: np.ndarray, overlay: np.ndarray, opacity: float) -> np.ndarray:
