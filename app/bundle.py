@@ -1,7 +1,7 @@
 """Everything one view of the studio shows, as one ZIP for slides and papers: every view as a PNG at the
-resolution it was drawn (the working size; the class-id mask at the image's own), the charts as interactive
-HTML and as PNG, the per-token trace as JSON and CSV, and a README with the model, ξ, size, GFLOPs and
-latency. Pure (arrays in, bytes out); no gradio here.
+resolution it was drawn (the photo's display size, ``app.analysis.display_image``, as is the class-id mask),
+the charts as interactive HTML and as PNG, the per-token trace as JSON and CSV, and a README with the model,
+ξ, sizes, GFLOPs and latency. Pure (arrays in, bytes out); no gradio here.
 """
 from __future__ import annotations
 
@@ -30,14 +30,15 @@ if TYPE_CHECKING:
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-def build_zip(views: Views, working_image: np.ndarray, class_names: list[str], model: str,
+def build_zip(views: Views, image: np.ndarray, class_names: list[str], model: str,
               charts: dict[str, go.Figure] | None = None, animation: list[PassFrame] | None = None) -> bytes:
-    """The ZIP of ``views`` (from ``app.analysis.render_views``) of ``working_image``; ``charts``: name ->
+    """The ZIP of ``views`` (from ``app.analysis.render_views``) of ``image`` (H, W, 3) uint8, the photo
+    they were drawn over; ``charts``: name ->
     figure besides the tokens-per-block chart (e.g. the ξ sweep); ``animation``: the token pass's frames
     (``dovit.viz.animation.pass_frames``), written as pass.gif and pass.mp4."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        images = {"input": working_image, **_view_images(views)}
+        images = {"input": image, **_view_images(views)}
         for index, (name, image) in enumerate(images.items()):
             archive.writestr(f"views/{index:02d}_{name}.png", _png(image))
         mask = views.prediction.mask
@@ -61,7 +62,7 @@ def build_zip(views: Views, working_image: np.ndarray, class_names: list[str], m
             archive.writestr("pass.gif", gif_bytes(animation))
             archive.writestr("pass.mp4", mp4_bytes(animation))
         archive.writestr("README.md", readme(views.summary, model, list(images), rendered, charts or {},
-                                             animated=bool(animation)))
+                                             animated=bool(animation), view_size=image.shape[:2]))
     return buffer.getvalue()
 
 
@@ -115,7 +116,7 @@ def tokens_csv(trace, class_names: list[str]) -> str:
 
 
 def readme(summary: PredictionSummary, model: str, images: list[str], rendered: list[str],
-           charts: dict, animated: bool = False) -> str:
+           charts: dict, animated: bool = False, view_size: tuple[int, int] | None = None) -> str:
     def number(key: str, fmt: str) -> str:
         value = getattr(summary, key)
         return "–" if value is None else format(value, fmt)
@@ -124,7 +125,8 @@ def readme(summary: PredictionSummary, model: str, images: list[str], rendered: 
     lines = [
         "# DoViT Studio export", "",
         f"- model: {model}",
-        f"- ξ = {summary.xi:g}, working size {size} ({summary.num_tokens} tokens)",
+        f"- ξ = {summary.xi:g}, working size {size} ({summary.num_tokens} tokens)"
+        + ("" if view_size is None else f", views drawn at {view_size[0]}×{view_size[1]} px"),
         f"- GFLOPs: {summary.gflops:.3f} (dense {summary.dense_gflops:.3f}, "
         f"{summary.flops_saved_percent:.1f}% saved)",
         f"- latency: {number('latency_ms', '.1f')} ms (dense {number('dense_latency_ms', '.1f')} ms) on "

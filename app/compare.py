@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dovit.viz import drawing
-
 from . import policy_views
 
 if TYPE_CHECKING:
@@ -24,7 +22,7 @@ MODES = ("two ξ", "two models", "two policies")
 @dataclass
 class Side:
     """One side: its mask over the image and its token pass (halting depth), both (H, W, 3) uint8 at the
-    working size, and what it cost."""
+    image's display size, and what it cost."""
 
     label: str
     mask: np.ndarray
@@ -43,10 +41,12 @@ def side_from_views(label: str, result: Views) -> Side:
                 tuple(summary.kept_tokens))
 
 
-def side_from_policy(label: str, result: PolicyResult, working: np.ndarray, patch: int, num_groups: int,
-                     colors) -> Side:
-    return Side(label, policy_views.mask_view(result, working, colors),
-                drawing.halting_map(result.halting_depth, num_groups, working, patch),
+def side_from_policy(label: str, result: PolicyResult, image: np.ndarray, patch: int, num_groups: int,
+                     colors, working_size: tuple[int, int] | None = None) -> Side:
+    """A policy's side over ``image`` (H, W, 3) uint8, its tokens cut at ``working_size`` (None: the image's
+    size) and its mask at the image's size."""
+    return Side(label, policy_views.mask_view(result, image, colors),
+                policy_views.stop_map_view(result, image, working_size, patch, num_groups),
                 result.gflops, result.dense_gflops, result.latency_ms, result.agreement,
                 tuple(result.kept_tokens))
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from dovit.core.token_grid import token_rows_and_columns
+
 from .charts import FLOPS_COLOR, TOKENS_COLOR
 from .inspector import TokenReport
 
@@ -72,12 +74,20 @@ def _star(x: float, y: float, radius: float, color: str) -> str:
     return f'<polygon points="{" ".join(corners)}" fill="{color}"/>'
 
 
-def token_marker(image: np.ndarray, row: int, col: int, patch: int) -> np.ndarray:
-    """A copy of the working image (H, W, 3) uint8 with token (row, col) boxed in magenta."""
+def token_marker(image: np.ndarray, row: int, col: int, patch: int,
+                 working_size: tuple[int, int] | None = None) -> np.ndarray:
+    """A copy of ``image`` (H, W, 3) uint8, the photo the model saw at ``working_size`` (None: the image's
+    own size), with token (row, col) boxed in magenta around the pixels that belong to it
+    (``token_index_map``)."""
     out = np.ascontiguousarray(image).copy()
     height, width = out.shape[:2]
-    top, left = row * patch, col * patch
-    bottom, right = min(top + patch, height) - 1, min(left + patch, width) - 1
+    working = tuple(working_size or (height, width))
+    grid = (-(-working[0] // patch), -(-working[1] // patch))
+    rows, columns = token_rows_and_columns((height, width), working, grid, patch)
+    ys, xs = np.flatnonzero(rows == row), np.flatnonzero(columns == col)
+    if not ys.size or not xs.size:  # a token narrower than a pixel of a much smaller image
+        return out
+    top, bottom, left, right = int(ys[0]), int(ys[-1]), int(xs[0]), int(xs[-1])
     thickness = max(1, round(max(height, width) / 240))
     cv2.rectangle(out, (left, top), (right, bottom), MARKER_COLOR, thickness)
     return out

@@ -16,7 +16,7 @@ from dovit.evaluation.confidence_range import ConfidenceRange
 from dovit.viz import drawing
 
 from . import controls
-from .analysis import run_sweep, to_working_size
+from .analysis import run_sweep
 from .charts import sweep_figure
 from .errors import user_error
 from .header import header_markdown
@@ -113,11 +113,10 @@ class PageEvents:
             size = controls.parse_size(size_value, self.default_size)
             model = model if model is not None else (session.model if session is not None else None)
             runtime = RUNTIMES.get(runtime_label) or (session.runtime if session is not None else "pytorch")
-            session = Session(image=decoded.rgb, size=size, working=to_working_size(decoded.rgb, size),
-                              model=model,
-                              runtime=runtime, example=self.example_index(source),
-                              palette=palette if palette in drawing.PALETTES else
-                              (session.palette if session is not None else "dataset"))
+            session = Session.of_image(decoded.rgb, size, model=model, runtime=runtime,
+                                       example=self.example_index(source),
+                                       palette=palette if palette in drawing.PALETTES else
+                                       (session.palette if session is not None else "dataset"))
             notices = " · ".join([f"Image {width}×{height} px"] + decoded.notices)
             return ImageRefresh(session, notices, gr.update(choices=choices, value=size_value),
                                 self.render(session, self.user_xi(xi), opacity))
@@ -142,7 +141,7 @@ class PageEvents:
                 size = controls.parse_size(size_value, self.default_size)
             except ValueError as error:
                 raise user_error(str(error)) from None
-            session.size, session.working = size, to_working_size(session.image, size)
+            session.resize(size)
             session.sweep = session.prediction = session.policies = None
             return self.refresh(session, self.user_xi(xi), opacity)
 
@@ -221,7 +220,7 @@ class PageEvents:
         """Re-blend the last mask over the image: no forward needed."""
         if session is None or session.color_mask is None:
             return None
-        return drawing.blend(session.working, session.color_mask, opacity)
+        return drawing.blend(session.display, session.color_mask, opacity)
 
     def on_sweep(self, xi: float, session: Session | None, request: gr.Request = None,
                  progress=gr.Progress()) -> Iterator[SweepResult]:
@@ -245,7 +244,8 @@ class PageEvents:
                                "faster).")
                     break
                 with self.model_call(background=True):
-                    points += run_sweep(self.predictor_for(session), session.working, [value])
+                    points += run_sweep(self.predictor_for(session), session.display, [value],
+                                        working_size=session.size)
                 progress((len(points), len(xis)), desc="ξ sweep")
                 yield SweepResult.filled(gr.skip())  # a point where gradio can cancel the sweep
             session.sweep = points

@@ -48,13 +48,13 @@ def mask_view(result: PolicyResult, image: np.ndarray, class_colors) -> np.ndarr
     return drawing.blend(image, drawing.colorize_mask(result.mask, class_colors), MASK_OPACITY)
 
 
-def stop_map_view(result: PolicyResult, image: np.ndarray, working_size: tuple[int, int], patch: int,
+def stop_map_view(result: PolicyResult, image: np.ndarray, working_size: tuple[int, int] | None, patch: int,
                   num_groups: int) -> np.ndarray:
-    """The group after which each token stopped, over ``image`` resized to ``working_size`` (the size the
-    policy's forward saw, one token = ``patch`` pixels), like the Halting depth tab."""
-    if image.shape[:2] != tuple(working_size):
-        image = to_working_size(image, tuple(working_size))
-    return drawing.halting_map(result.halting_depth, num_groups, image, patch)
+    """The group after which each token stopped, over ``image`` (H, W, 3) uint8 at its own size, the tokens
+    cut as the policy's forward saw them at ``working_size`` (None: the image's size; one token = ``patch``
+    working pixels), like the Halting depth tab."""
+    working = None if working_size is None else tuple(working_size)
+    return drawing.halting_map(result.halting_depth, num_groups, image, patch, working_size=working)
 
 
 def rules_markdown() -> str:

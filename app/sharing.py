@@ -12,12 +12,13 @@ from typing import Generic
 
 import cv2
 import gradio as gr
+import numpy as np
 
 from dovit.viz import drawing
 from dovit.viz.animation import pass_frames
 
 from . import controls
-from .analysis import render_views, to_working_size
+from .analysis import display_image, render_views
 from .bundle import build_zip
 from .charts import sweep_figure
 from .limits import new_run_folder
@@ -145,9 +146,8 @@ class ExportHandlers:
             charts = {"xi_sweep": sweep_figure(session.sweep,
                                                self.studio.user_xi(xi))} if session.sweep else {}
             label = f"{session.model or self.studio.models.default_label} on {session.runtime}"
-            return self._write(self.studio.predictor_for(session), session.working, self.studio.user_xi(xi),
-                               opacity,
-                               label, charts)
+            return self._write(self.studio.predictor_for(session), session.display, session.size,
+                               self.studio.user_xi(xi), opacity, label, charts)
 
     def api_export(self, image: str | bytes | None, xi: float | None, request: gr.Request = None) -> str:
         """(image file, ξ) -> the ZIP's path, at the default model's working size (ξ None = its default)."""
@@ -155,18 +155,21 @@ class ExportHandlers:
             predictor = self.studio.predictor
             xi = predictor.config.default_xi if xi is None else self.studio.user_xi(xi)
             rgb = self.studio.user_image(image).rgb
-            working = to_working_size(rgb, predictor.working_size(image_size=rgb.shape[:2]))  # own aspect
-            return self._write(predictor, working, xi, 0.5, self.studio.models.default_label, {})
+            size = predictor.working_size(image_size=rgb.shape[:2])  # the photo's own aspect
+            return self._write(predictor, display_image(rgb, size), size, xi, 0.5,
+                               self.studio.models.default_label, {})
 
-    def _write(self, predictor, working, xi: float, opacity: float, label: str, charts: dict) -> str:
+    def _write(self, predictor, image: np.ndarray, size: tuple[int, int], xi: float, opacity: float,
+               label: str, charts: dict) -> str:
+        """The ZIP of ``image`` (the photo at its display size) seen at working ``size``: its path."""
         with self.studio.model_call():
-            views = render_views(predictor, working, xi, opacity)
+            views = render_views(predictor, image, xi, opacity, working_size=size)
         colors = drawing.class_palette(predictor.config.class_colors)
-        frames = pass_frames(working, views.prediction.trace, views.prediction.mask, colors,
-                             predictor.model.patch_size)
-        data = build_zip(views, working, list(predictor.config.class_names),
+        frames = pass_frames(image, views.prediction.trace, views.prediction.mask, colors,
+                             predictor.model.patch_size, working_size=size)
+        data = build_zip(views, image, list(predictor.config.class_names),
                          f"{label} ({predictor.config.backbone})",
                          charts, frames)
-        path = new_run_folder(EXPORT_ROOT) / f"dovit_xi{xi:g}_{working.shape[0]}x{working.shape[1]}.zip"
+        path = new_run_folder(EXPORT_ROOT) / f"dovit_xi{xi:g}_{size[0]}x{size[1]}.zip"
         path.write_bytes(data)
         return str(path)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic
 
 import numpy as np
 
+from .analysis import display_image, to_working_size
 from .charts import SweepPoint
 from .slots import Slots, T
 
@@ -26,10 +27,14 @@ class Session:
     """One browser tab's image and results.
 
     image: (H0, W0, 3) uint8 RGB as decoded (at most images.MAX_SIDE on a side).
-    size: working (height, width) the model sees; working: ``image`` resized to it, (H, W, 3) uint8.
+    size: working (height, width) the model sees; working: ``display`` resized to it, (h, w, 3) uint8, what
+    the model sees.
+    display: the photo at the size every view is drawn at, (H, W, 3) uint8: its own size, at least the
+    working size's longer side, capped (``app.analysis.display_image``; made from ``image`` when not given).
+    The model's masks come at this size too.
     color_mask: (H, W, 3) uint8 of the last forward (for re-blending at another opacity), or None.
     sweep: the ξ sweep of this image and size, or None.
-    prediction: the forward behind the views on the page (its trace and masks at the working size), which
+    prediction: the forward behind the views on the page (its trace; its masks at the display size), which
     the token inspector reads, or None.
     policies: the Policies tab's last run on this image and size (``app.tabs.policies``), or None.
     model: the label of the model this tab picked (``app.models.ModelShelf``), None for the default.
@@ -41,6 +46,7 @@ class Session:
     image: np.ndarray
     size: tuple[int, int]
     working: np.ndarray
+    display: np.ndarray | None = None
     color_mask: np.ndarray | None = None
     sweep: list[SweepPoint] | None = None
     prediction: Prediction | None = None
@@ -49,6 +55,23 @@ class Session:
     runtime: str = "pytorch"
     example: int | None = None
     palette: str = "dataset"
+
+    def __post_init__(self) -> None:
+        if self.display is None:
+            self.display = display_image(self.image, self.size)
+
+    def resize(self, size: tuple[int, int]) -> None:
+        """See the photo at working ``size`` = (height, width) from now on (and draw it at the display size
+        that goes with it)."""
+        self.size, self.display = size, display_image(self.image, size)
+        self.working = to_working_size(self.display, size)
+
+    @classmethod
+    def of_image(cls, image: np.ndarray, size: tuple[int, int], **settings: Any) -> Session:
+        """A new session of ``image`` (decoded, (H0, W0, 3) uint8) seen at working ``size``."""
+        display = display_image(image, size)
+        return cls(image=image, size=size, working=to_working_size(display, size), display=display,
+                   **settings)
 
 
 @dataclass
@@ -72,7 +95,7 @@ class ViewSlots(Slots, Generic[T]):
     halting_by_class: T = None  # the stacked bars of the Halting depth tab
 
     def working_images(self) -> list[T]:
-        """The image views drawn over the working-size token grid (a click on one picks a token)."""
+        """The image views drawn over the token grid, at the display size (a click on one picks a token)."""
         return [
             *self.groups,
             *self.confidences,

@@ -168,7 +168,8 @@ class Studio(PageEvents):
         start = Stopwatch()
         predictor = self.predictor_for(session)
         with self.model_call():
-            result: Views = render_views(predictor, session.working, xi, opacity, session.palette)
+            result: Views = render_views(predictor, session.display, xi, opacity, session.palette,
+                                         session.size)
         session.color_mask, session.prediction = result.color_mask, result.prediction
         values = ViewSlots(
             readouts=readouts_markdown(result.summary),

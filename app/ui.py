@@ -257,7 +257,7 @@ def wire_page(demo: gr.Blocks, studio: Studio, session: gr.State, page: PageCont
             ResetRefresh(page.xi_box, page.xi_slider, refresh), **page_event)
     opacity.input(studio.on_opacity, [opacity, session], views.slots.mask_overlay, show_progress="hidden",
                   api_visibility="private")
-    inspected = [(view, inspector_tab.working_content) for view in views.slots.working_images()]
+    inspected = [(view, inspector_tab.view_content) for view in views.slots.working_images()]
     inspected += zip(views.policies.masks + views.policies.stop_maps, policy_handlers.views(), strict=False)
     inspector_tab.wire(panel, inspector, session, inspected, refresh_on=page.readouts.change)
     open_tab = gr.State("token-pass")

@@ -130,9 +130,11 @@ def test_number_box_reset_size_and_opacity(studio, street_png):
     assert xi == studio.config.default_xi and reset.xi_slider == controls.position_from_xi(xi)
     assert f"ξ = {xi:.4g}" in reset.refresh.views.readouts
     views = studio.on_size("32x48", 0.9, 0.5, session).views
-    assert views.color_mask.shape == (32, 48, 3) and "32×48" in views.readouts
+    assert session.working.shape == (32, 48, 3) and "32×48" in views.readouts
+    # the model sees 32 x 48; the views stay at the photo's own 60 x 80
+    assert views.color_mask.shape == session.display.shape == (60, 80, 3)
     transparent = studio.on_opacity(0.0, session)
-    np.testing.assert_array_equal(transparent, session.working)
+    np.testing.assert_array_equal(transparent, session.display)
 
 
 @pytest.mark.parametrize("bad", [1.5, -0.1, float("nan"), "abc"])

@@ -10,8 +10,9 @@ from test_app_api import client, server  # noqa: F401 (the served tiny checkpoin
 
 from app import inspector, inspector_drawing
 from app.studio import Studio
-from app.tabs.inspector import EMPTY_PANEL, PanelSlots, TokenInspector, working_content
+from app.tabs.inspector import EMPTY_PANEL, PanelSlots, TokenInspector, view_content
 from dovit import Predictor
+from dovit.core.token_grid import token_index_map
 from dovit.core.trace import token_centres
 
 PATCH = 16
@@ -49,6 +50,26 @@ def test_every_pixel_of_a_resized_view_maps_to_the_token_of_its_working_pixel():
         for x in range(content[1]):
             row, col = inspector.token_at((x, y), content, working, PATCH)
             assert (row, col) == (int((y + 0.5) / 1.5) // PATCH, int((x + 0.5) / 1.5) // PATCH)
+
+
+def test_a_click_on_a_16_9_view_picks_the_token_drawn_there():
+    """A 960 x 540 photo seen at 312 x 554 (a 20 x 35 grid) and drawn at 540 x 960: every pixel's token is
+    the one the drawing gave that pixel (``token_index_map``), and the marker boxes that token's pixels."""
+    working, view, grid = (312, 554), (540, 960), (20, 35)
+    drawn = token_index_map(view, working, grid, PATCH)
+    rng = np.random.default_rng(0)
+    for y, x in zip(rng.integers(0, view[0], 400), rng.integers(0, view[1], 400), strict=True):
+        row, col = inspector.token_at((x, y), view, working, PATCH)
+        assert row * grid[1] + col == drawn[y, x]
+    assert inspector.token_at((959, 539), view, working, PATCH) == (19, 34)
+    marked = inspector_drawing.token_marker(np.zeros((*view, 3), np.uint8), 7, 20, PATCH, working)
+    box = (marked == inspector_drawing.MARKER_COLOR).all(axis=2)
+    ys, xs = np.flatnonzero(box.any(axis=1)), np.flatnonzero(box.any(axis=0))
+    token_ys, token_xs = np.flatnonzero(drawn[:, 0] // grid[1] == 7), np.flatnonzero(drawn[0] == 20)
+    half_line = round(max(view) / 240) // 2 + 1  # the box's line is centred on the token's border pixels
+    for drawn_at, token_at in ((ys[0], token_ys[0]), (ys[-1], token_ys[-1]), (xs[0], token_xs[0]),
+                               (xs[-1], token_xs[-1])):
+        assert abs(int(drawn_at) - int(token_at)) <= half_line
 
 
 def test_arrow_moves_stay_on_the_grid():
@@ -172,13 +193,13 @@ def select(x, y):
 def test_a_click_opens_the_panel_on_the_token_without_running_the_model(studio, session, monkeypatch):
     handlers = TokenInspector(studio)
     monkeypatch.setattr(studio.predictor.model, "forward_from", None)  # any forward would fail now
-    panel = handlers.on_select(working_content)(session, select(50, 20))
+    panel = handlers.on_select(view_content)(session, select(50, 20))
     assert (panel.row, panel.col) == (1, 3) and "Token row 1, col 3" in panel.text
     assert panel.sidebar.open is True
     assert panel.chart.startswith("<svg") and panel.marker.shape == (64, 96, 3)
     report = inspector.token_report(session.prediction, 1, 3, handlers.class_names, PATCH)
     assert f"ξ = {report.xi:.4g}" in panel.text
-    skipped = handlers.on_select(working_content)(session, select(100, 5))
+    skipped = handlers.on_select(view_content)(session, select(100, 5))
     assert skipped == PanelSlots.filled(gr.skip())
     panel = handlers.on_move("right")(session, panel.row, panel.col)
     assert (panel.row, panel.col) == (1, 4) and "Token row 1, col 4" in panel.text
@@ -186,7 +207,7 @@ def test_a_click_opens_the_panel_on_the_token_without_running_the_model(studio, 
     assert (panel.row, panel.col) == (3, 5)
     panel = handlers.on_typed(session, 2, 0)
     assert (panel.row, panel.col) == (2, 0) and "Token row 2, col 0" in panel.text
-    assert handlers.on_select(working_content)(None, select(1, 1)) == PanelSlots.filled(gr.skip())
+    assert handlers.on_select(view_content)(None, select(1, 1)) == PanelSlots.filled(gr.skip())
 
 
 def test_the_panel_follows_a_new_xi(studio, session):

@@ -12,6 +12,8 @@ from app.tabs.policies import PolicyHandlers
 from app.ui import build_demo
 from dovit import Predictor
 from dovit.core.policies import POLICIES, PolicyResult
+from dovit.core.token_grid import token_index_map
+from dovit.viz import drawing
 
 PATCH = 16
 
@@ -29,8 +31,15 @@ def test_mask_and_stop_map_views_at_their_sizes():
     colors = [[i * 40, 0, 0] for i in range(5)]
     assert policy_views.mask_view(fake_result("confidence"), image, colors).shape == (64, 96, 3)
     assert policy_views.mask_view(fake_result("random", size=(32, 48)), image, colors).shape == (32, 48, 3)
-    stop_map = policy_views.stop_map_view(fake_result("topk", grid=(3, 5)), image, (48, 80), PATCH, 4)
-    assert stop_map.shape == (48, 80, 3) and stop_map.dtype == np.uint8
+    # the model saw a 48 x 80 working image (a 3 x 5 grid): the stop map is drawn at the image's own size
+    topk = fake_result("topk", grid=(3, 5))
+    stop_map = policy_views.stop_map_view(topk, image, (48, 80), PATCH, 4)
+    assert stop_map.shape == (64, 96, 3) and stop_map.dtype == np.uint8
+    index = token_index_map((64, 96), (48, 80), (3, 5), PATCH)
+    colours = drawing.depth_colors(4)[topk.halting_depth.ravel()[index] - 1].astype(int)
+    inside = (np.diff(index, axis=0, prepend=-1) == 0) & (np.diff(index, axis=1, prepend=-1) == 0)
+    expected = (0.35 * 128 + 0.65 * colours[inside]).round()  # blended at opacity 0.65 over grey 128
+    assert np.abs(stop_map[inside].astype(int) - expected).max() <= 1  # each token's colour on its pixels
     # each token is one colour block (up to the grid lines): two tokens of different depth differ
     result = fake_result("shallow")
     result.halting_depth[:] = 1
@@ -108,10 +117,12 @@ def test_policies_run_at_the_sessions_working_size(studio):
     assert session.size == (32, 48) != tuple(studio.config.input_size)
     handlers = PolicyHandlers(studio)
     last = run_all(handlers, 0.5, session)[-2].results
-    assert last.masks[-1]["value"].shape[:2] == last.stop_maps[-1]["value"].shape[:2] == (32, 48)
+    # drawn at the photo's display size, whatever the working size
+    shown = session.display.shape[:2]
+    assert last.masks[-1]["value"].shape[:2] == last.stop_maps[-1]["value"].shape[:2] == shown
     assert all(r.halting_depth.shape == (32 // studio.patch,
                                          48 // studio.patch) for r in session.policies.results)
-    assert [view(session) for view in handlers.views()] == [(32, 48)] * (2 * len(POLICIES))
+    assert [view(session) for view in handlers.views()] == [shown] * (2 * len(POLICIES))
 
 
 def test_the_inspector_names_each_policys_stop_group(studio, session):

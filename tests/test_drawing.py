@@ -159,3 +159,59 @@ def test_stopped_tokens_are_hatched_so_shade_is_not_the_only_cue():
     here_token, here_lines = out[17:32, 33:48], hatch((32, 48), -1)[17:32, 33:48]
     # '/' lines on orange
     assert (here_token[here_lines] == 255).all() and here_token[~here_lines].mean() < 250
+
+
+# ------------------------------------------------------------- a display size that is not the working size
+WORKING, DISPLAY = (28, 44), (45, 71)  # 1.6x: no token covers a whole number of display pixels
+
+
+def test_at_the_working_size_tokens_are_patch_squares_and_the_grid_is_every_patch(image):
+    """The old definitions (repeat each token patch x patch, crop; a line every patch pixels) hold exactly."""
+    tokens = np.arange(6).reshape(2, 3)
+    blocks = np.repeat(np.repeat(tokens, PATCH, axis=0), PATCH, axis=1)[:7, :11]
+    assert np.array_equal(drawing.upsample_tokens(tokens, PATCH, (7, 11)), blocks)
+    assert np.array_equal(drawing.upsample_tokens(tokens, PATCH, (7, 11), (7, 11)), blocks)
+    out = image.astype(np.float32)
+    out[::PATCH] = out[::PATCH] * 0.65 + drawing.GRID_COLOR * 0.35
+    out[:, ::PATCH] = out[:, ::PATCH] * 0.65 + drawing.GRID_COLOR * 0.35
+    np.testing.assert_array_equal(drawing.draw_patch_grid(image, PATCH), out.astype(np.uint8))
+    np.testing.assert_array_equal(drawing.draw_patch_grid(image, PATCH, working_size=(7, 11)),
+                                  out.astype(np.uint8))
+
+
+def test_token_colours_land_on_the_pixels_of_their_token_at_a_non_integer_scale():
+    from dovit.core.token_grid import token_index_map
+
+    depth = np.array([[1, 2, 3], [3, 1, 2]])
+    image = np.zeros((*DISPLAY, 3), np.uint8)
+    out = drawing.halting_map(depth, 3, image, 16, opacity=1.0, working_size=WORKING)
+    assert out.shape == image.shape
+    index = token_index_map(DISPLAY, WORKING, depth.shape, 16)
+    on_grid = (np.diff(index, axis=0, prepend=-1) != 0) | (np.diff(index, axis=1, prepend=-1) != 0)
+    assert drawing.line_width(DISPLAY, WORKING) == 2  # each grid line: where a token starts, and one more
+    near_grid = on_grid | np.roll(on_grid, 1, axis=0) | np.roll(on_grid, 1, axis=1)
+    expected = drawing.depth_colors(3)[depth.ravel()[index] - 1]
+    np.testing.assert_array_equal(out[~near_grid], expected[~near_grid])
+
+
+def test_a_token_overlay_at_display_size_shades_exactly_the_stopped_tokens_pixels():
+    from dovit.core.token_grid import token_index_map
+
+    image = np.full((*DISPLAY, 3), 128, np.uint8)
+    kept = np.array([[True, False, True], [True, True, False]])
+    out = drawing.token_overlay(image, kept, None, 16, WORKING).astype(int)
+    stopped = ~kept.ravel()[token_index_map(DISPLAY, WORKING, kept.shape, 16)]
+    clear = (out == 128).all(axis=2)
+    assert not (clear & stopped).any()  # every stopped pixel is shaded or hatched
+    grid_lines = (out > 128).all(axis=2) & ~stopped  # kept pixels change only on the grid lines
+    assert (clear | grid_lines)[~stopped].all()
+
+
+def test_lines_and_hatching_thicken_with_the_display_scale():
+    assert drawing.line_width((360, 480), None) == drawing.line_width((360, 480), (360, 480)) == 1
+    assert drawing.line_width((540, 960), (312, 554)) == 2
+    thin, thick = drawing.hatch((24, 24), 1), drawing.hatch((24, 24), 1, 12, 2)
+    assert thick.mean() == thin.mean()  # the same share of hatched pixels: the pattern is scaled, not denser
+    heat = drawing.confidence_heatmap(np.array([[0.9, 0.1, 0.1], [0.1, 0.1, 0.1]], np.float32), 0.5,
+                                      np.zeros((*DISPLAY, 3), np.uint8), 16, working_size=WORKING)
+    assert heat.shape == (DISPLAY[0], DISPLAY[1] + 64, 3)

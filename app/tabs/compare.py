@@ -117,7 +117,7 @@ class CompareHandlers:
         model = label if label is not None else session.model
         predictor = studio.model_named(model, session.runtime, session.size)
         with studio.model_call():
-            result = render_views(predictor, session.working, xi, opacity, session.palette)
+            result = render_views(predictor, session.display, xi, opacity, session.palette, session.size)
         name = f"ξ = {xi:g}" if label is None else f"{label} at ξ = {xi:g}"
         return compare.side_from_views(name, result)
 
@@ -132,11 +132,11 @@ class CompareHandlers:
         predictor = studio.predictor_for(session)
         colors = drawing.class_palette(predictor.config.class_colors, session.palette)
         with studio.model_call():
-            runner = PolicyRunner(predictor, session.working, size=session.size)
+            runner = PolicyRunner(predictor, session.display, size=session.size)
             results = [runner.run(name, budget) for name in (policy_a, policy_b)]
-        return [compare.side_from_policy(f"{r.name} at {budget:.0%} of dense FLOPs", r, session.working,
-                                         studio.patch,
-                                         len(predictor.model.decision_layers) + 1, colors) for r in results]
+        return [compare.side_from_policy(f"{r.name} at {budget:.0%} of dense FLOPs", r, session.display,
+                                         studio.patch, len(predictor.model.decision_layers) + 1, colors,
+                                         session.size) for r in results]
 
 
 def wire(tab: CompareTab, handlers: CompareHandlers, opacity: gr.Slider, session: gr.State,

@@ -99,7 +99,8 @@ class TokenInspector:
                                         self.patch)
         return PanelSlots(row, col, inspector.panel_markdown(report, self.policy_lines(session, row, col)),
                           inspector_drawing.confidence_svg(report),
-                          inspector_drawing.token_marker(session.working, row, col, self.patch), skip_open)
+                          inspector_drawing.token_marker(session.display, row, col, self.patch,
+                                                         prediction.working_size), skip_open)
 
     def policy_lines(self, session: Session, row: int, col: int) -> list[str]:
         """The Policies tab's stop depths of this token, when the tab has run on this image."""
@@ -115,7 +116,7 @@ class TokenInspector:
                 + " · ".join(depths) + "</sub>"] if depths else []
 
     def on_select(self, content_size: Callable[[Session], tuple[int, int] | None]):
-        """The .select handler of a view whose image shows the working image at ``content_size(session)``
+        """The .select handler of a view whose image shows the photo at ``content_size(session)``
         (height, width; None: the view is not of this session's image) from its top-left corner: opens the
         panel on the clicked token."""
         def handler(session: Session | None, evt: gr.SelectData) -> PanelSlots:
@@ -193,7 +194,7 @@ def wire(panel: InspectorPanel, handlers: TokenInspector, session: gr.State,
     connect(refresh_on, handlers.on_refresh, [session, panel.row, panel.col], outputs, **common)
 
 
-def working_content(session: Session) -> tuple[int, int]:
-    """Content size of a view drawn at the working size (token groups, confidence maps before their
-    colour bar, masks, halting, dense vs DoViT)."""
-    return tuple(session.prediction.working_size)
+def view_content(session: Session) -> tuple[int, int]:
+    """Content size of a view drawn over the photo at its display size, as its masks are (token groups,
+    confidence maps before their colour bar, masks, halting, dense vs DoViT)."""
+    return tuple(session.prediction.mask.shape[:2])

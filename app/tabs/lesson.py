@@ -86,10 +86,11 @@ class LessonHandlers:
                 return _slots(number, EMPTY)
             predictor = studio.predictor_for(session)
             with studio.model_call():
-                views = render_views(predictor, session.working, studio.user_xi(xi), opacity, session.palette)
+                views = render_views(predictor, session.display, studio.user_xi(xi), opacity, session.palette,
+                                     session.size)
                 if number == lesson.SWEEP_STEP and not session.sweep:
-                    session.sweep = run_sweep(predictor, session.working,
-                                              controls.sweep_values(SWEEP_POINTS))
+                    session.sweep = run_sweep(predictor, session.display, controls.sweep_values(SWEEP_POINTS),
+                                              working_size=session.size)
         context = lesson.LessonContext(
             views=views, working_image=session.working, image_size=session.image.shape[:2],
             class_names=list(predictor.config.class_names), patch=predictor.model.patch_size,

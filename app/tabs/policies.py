@@ -112,7 +112,7 @@ class PolicyHandlers:
             progress((0, steps), desc="policies: dense forward")
             start = time.monotonic()
             with studio.model_call(background=True):
-                runner = PolicyRunner(studio.predictor_for(session), session.working, size=session.size)
+                runner = PolicyRunner(studio.predictor_for(session), session.display, size=session.size)
             run = policy_views.PolicyRun(budget, [], runner.dense_latency_ms, session.size)
             yield PolicyRunSlots.filled(gr.skip())
             for index, name in enumerate(POLICIES):
@@ -135,10 +135,10 @@ class PolicyHandlers:
         label = policy_views.caption(result)
         predictor = studio.predictor_for(session)
         colors = drawing.class_palette(predictor.config.class_colors, session.palette)
-        values.masks[index] = gr.update(value=policy_views.mask_view(result, session.working, colors),
+        values.masks[index] = gr.update(value=policy_views.mask_view(result, session.display, colors),
                                         label=label)
         values.stop_maps[index] = gr.update(
-            value=policy_views.stop_map_view(result, session.working, run.working_size, studio.patch,
+            value=policy_views.stop_map_view(result, session.display, run.working_size, studio.patch,
                                              len(predictor.model.decision_layers) + 1),
             label=f"{result.name}: stop map · kept " + " → ".join(map(str, result.kept_tokens)))
         return PolicyRunSlots(values, gr.skip())
@@ -153,16 +153,14 @@ class PolicyHandlers:
                            [gr.update(value=None, label=f"{name}: stop map") for name in POLICIES])
 
     def views(self) -> list[Callable[[Session], tuple[int, int] | None]]:
-        """Content size of each mask and stop-map image (for the token inspector), in ``outputs`` order."""
+        """Content size of each mask and stop-map image (for the token inspector), in ``outputs`` order: both
+        are drawn at the size of the policy's mask (the photo's display size)."""
         def mask_size(index: int):
             def size(session: Session) -> tuple[int, int] | None:
                 run = session.policies
                 return tuple(run.results[index].mask.shape) if run and index < len(run.results) else None
             return size
-
-        def stop_map_size(session: Session) -> tuple[int, int] | None:
-            return session.policies.working_size if session.policies else None
-        return [mask_size(index) for index in range(len(POLICIES))] + [stop_map_size] * len(POLICIES)
+        return [mask_size(index) for index in range(len(POLICIES))] * 2
 
 
 def wire(tab: PoliciesTab, handlers: PolicyHandlers, session: gr.State, sweep_queue: str, clear_on: list):

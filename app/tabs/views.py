@@ -40,7 +40,8 @@ class PassPlayerHandlers:
             xi = self.studio.user_xi(xi)
             predictor = self.studio.predictor_for(session)
             with self.studio.model_call():
-                frames = render_pass(predictor, session.working, xi, session.palette)
+                frames = render_pass(predictor, session.display, xi, session.palette,
+                                     working_size=session.size)
             path = new_run_folder(ANIMATION_ROOT) / f"token_pass_xi{xi:g}.gif"
             path.write_bytes(gif_bytes(frames))
             return str(path)

@@ -4,7 +4,8 @@ An opening frame shows every token lit (the photo with a thin token grid). Then,
 whose halting depth is g (stopped by the decision after B_g, Eq. 5; for the last group, those that ran every
 block) fade to their final class colour while the kept ones stay lit, under a banner with the group's
 number, the share of tokens it ran on and the FLOPs spent so far. A closing frame shows the final mask.
-Frames are drawn at the working size, where one token is one patch x patch square (``drawing``).
+Frames are drawn at the size of the image given, its tokens cut at the working size the model saw
+(``drawing``: at the working size itself, one token is one patch x patch square).
 """
 from __future__ import annotations
 
@@ -69,22 +70,23 @@ def cumulative_flops(trace: Trace) -> list[int]:
 
 
 def pass_frames(image: np.ndarray, trace: Trace, mask: np.ndarray, colors: np.ndarray, patch: int,
-                timing: AnimationTiming | None = None) -> list[PassFrame]:
+                timing: AnimationTiming | None = None,
+                working_size: tuple[int, int] | None = None) -> list[PassFrame]:
     """The frames of ``trace``'s token pass over ``image``: an opening frame, at least one per group, and the
     final mask; at least len(trace.groups) + 2 frames.
 
-    image (H, W, 3) uint8 RGB at the working size the trace's forward saw; mask (H, W) int class ids of that
-    forward at the same size; colors (C, 3) uint8 class colours (``drawing.class_palette``); patch: pixels
-    per token side.
+    image (H, W, 3) uint8 RGB, the photo the trace's forward saw at ``working_size`` (None: at the image's
+    own size); mask (H, W) int class ids of that forward at the image's size; colors (C, 3) uint8 class
+    colours (``drawing.class_palette``); patch: working pixels per token side.
     """
     timing = timing or AnimationTiming()
     size = image.shape[:2]
-    lit = drawing.draw_patch_grid(image, patch)
+    lit = drawing.draw_patch_grid(image, patch, working_size=working_size)
     # a stopped token: its class colour over the photo in dimmed grey, so it reads apart from the lit ones
     grey = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB) // 2
     coloured = drawing.draw_patch_grid(
-        drawing.blend(grey, drawing.colorize_mask(mask, colors), COLOURED_OPACITY), patch, 0.15)
-    depth_px = drawing.upsample_tokens(trace.halting_depth, patch, size)
+        drawing.blend(grey, drawing.colorize_mask(mask, colors), COLOURED_OPACITY), patch, 0.15, working_size)
+    depth_px = drawing.upsample_tokens(trace.halting_depth, patch, size, working_size)
     dense_gflops, spent = trace.dense_flops / 1e9, cumulative_flops(trace)
     opening = (f"start | {trace.num_tokens} tokens | xi {trace.xi:.4g}",
                f"every token enters B1 | 0.00 of {dense_gflops:.2f} dense GFLOPs")
@@ -108,16 +110,19 @@ def pass_frames(image: np.ndarray, trace: Trace, mask: np.ndarray, colors: np.nd
     return _with_banners(steps)
 
 
-def render_pass(predictor: Predictor, working_image: np.ndarray, xi: float | None = None,
-                palette: str = "dataset", timing: AnimationTiming | None = None) -> list[PassFrame]:
-    """Run ``predictor`` at ``xi`` (None: the checkpoint's default) on ``working_image`` (H, W, 3) uint8
-    RGB, taken as the working size, and return the frames of its token pass, masks in ``palette``
-    (``drawing.PALETTES``). Reuses the Predictor's cached prefix when the image is already set."""
-    predictor.set_image(working_image, working_image.shape[:2])
+def render_pass(predictor: Predictor, image: np.ndarray, xi: float | None = None,
+                palette: str = "dataset", timing: AnimationTiming | None = None,
+                working_size: tuple[int, int] | None = None) -> list[PassFrame]:
+    """Run ``predictor`` at ``xi`` (None: the checkpoint's default) on ``image`` (H, W, 3) uint8 RGB seen at
+    ``working_size`` (None: the image's own size), and return the frames of its token pass at the image's
+    size, masks in ``palette`` (``drawing.PALETTES``). Reuses the Predictor's cached prefix when the image
+    is already set at that working size."""
+    working = tuple(working_size or image.shape[:2])
+    predictor.set_image(image, working)
     prediction = predictor.predict(xi=xi)
     colors = drawing.class_palette(predictor.config.class_colors, palette)
-    return pass_frames(working_image, prediction.trace, prediction.mask, colors, predictor.model.patch_size,
-                       timing)
+    return pass_frames(image, prediction.trace, prediction.mask, colors, predictor.model.patch_size,
+                       timing, working)
 
 
 def _with_banners(steps: list[tuple[np.ndarray, tuple[str, str], int, str]]) -> list[PassFrame]:

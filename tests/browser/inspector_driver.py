@@ -26,12 +26,16 @@ PANEL_SHOWS_JS = """([row, col]) => {
 
 
 def click_token(page, selector: str, row: int, col: int, patch: int = 16,
-                working_size: tuple[int, int] | None = None) -> None:
-    """Click the centre of token (row, col) of the view image in ``selector``, a view at the working size
-    (``working_size`` = (H, W): a last row/column cut short by the image's edge is clicked in its part)."""
+                working_size: tuple[int, int] | None = None,
+                view_size: tuple[int, int] | None = None) -> None:
+    """Click the centre of token (row, col) of the view image in ``selector``, a view of a photo the model saw
+    at ``working_size`` = (H, W) (a last row/column cut short by the image's edge is clicked in its part),
+    drawn at ``view_size`` (None: at the working size; then working_size may be None too)."""
     height, width = working_size or (float("inf"), float("inf"))
     y = (row * patch + min((row + 1) * patch, height)) / 2
     x = (col * patch + min((col + 1) * patch, width)) / 2
+    if view_size is not None:  # the studio draws its views at the photo's display size
+        y, x = y * view_size[0] / height, x * view_size[1] / width
     page.locator(f"{selector} img").scroll_into_view_if_needed()
     # A view image that is still loading has naturalWidth 0, and the position would be NaN (seen once in CI).
     page.wait_for_function(IMAGE_LOADED_JS, arg=selector)

@@ -1,10 +1,11 @@
 """Real browser: a 960×540 (16:9) photo keeps its shape. Uploaded in Chromium, the studio works at the photo's
-own aspect with the checkpoint's token budget; the served /trace gives that grid, and its halting_by_class
-counts every token once."""
+own aspect with the checkpoint's token budget and shows its views at the photo's own size; the served /trace
+gives that grid, and its halting_by_class counts every token once."""
 import cv2
 import numpy as np
 import pytest
 from app_driver import STREET, chromium, open_app, require_browser, upload
+from inspector_driver import IMAGE_LOADED_JS
 
 require_browser()
 
@@ -50,6 +51,11 @@ def test_a_16_9_photo_keeps_its_shape_in_the_studio_and_in_trace(default_model_u
         page = open_app(browser, default_model_url)
         readouts = upload(page, wide_photo)
         size = page.locator("#working-size input").input_value()
+        page.wait_for_function(IMAGE_LOADED_JS, arg="#token-group-1")
+        # the views come back at the photo's own size, not the working size
+        shown = page.evaluate("() => { const image = document.querySelector('#token-group-1 img');"
+                              " return [image.naturalWidth, image.naturalHeight]; }")
+    assert shown == [960, 540]
     height, width = (int(v) for v in size.split("(")[0].replace("×", "x").replace(" ", "").split("x"))
     assert abs((width / height) / (16 / 9) - 1) < 0.02 and f"{height}×{width}" in readouts
     trace = Client(default_model_url, verbose=False).predict(handle_file(wide_photo), 1.0, api_name="/trace")
