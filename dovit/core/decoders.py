@@ -210,8 +210,9 @@ class EncoderDecoderHead(nn.Module):
         return group_logits(self.decoder(l1, l2, l3, l4 + self.inject(feature_map)), self.groups)
 
     def flops(self, grid: tuple[int, int]) -> int:
-        """FLOPs on an h x w token grid (input 16h x 16w), counted by torch's FlopCounterMode."""
-        from .espnetv2 import CHANNELS
+        """FLOPs on an h x w token grid (input 16h x 16w), counted by torch's FlopCounterMode on the modules
+        as written (``espnetv2.as_written``: not the dense merge's multiplications by zero)."""
+        from .espnetv2 import CHANNELS, as_written
         from .flops import count_flops
 
         h, w = grid
@@ -220,7 +221,7 @@ class EncoderDecoderHead(nn.Module):
             maps = tuple(torch.zeros(1, c, 16 * h // 2 ** (i + 1), 16 * w // 2 ** (i + 1), device=device)
                          for i, c in enumerate(CHANNELS))
             tokens = torch.zeros(1, self.inject.in_channels, h, w, device=device)
-            with torch.no_grad():
+            with torch.no_grad(), as_written():
                 self._flops[(h, w)] = count_flops(self.forward, tokens, maps)[0]
         return self._flops[(h, w)]
 

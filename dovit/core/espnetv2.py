@@ -55,9 +55,11 @@ _FOLDING = ContextVar("espnetv2_batchnorm_folding", default=True)
 
 
 @contextmanager
-def batchnorm_unfolded() -> Iterator[None]:
-    """Within it (this thread or task only), eval mode runs every BatchNorm as written: the reference that the
-    folded path is tested and timed against."""
+def as_written() -> Iterator[None]:
+    """Within it (this thread or task only), eval mode runs the modules as written: every BatchNorm on its
+    own and the pyramid pooling's channel shuffle and group conv, not the dense merge. The reference that
+    the fast path is tested and timed against, and what FLOPs are counted on (the network's own operations,
+    not the zeros a dense merge multiplies)."""
     token = _FOLDING.set(False)
     try:
         yield
@@ -69,7 +71,7 @@ def folds_batchnorm(norm: nn.BatchNorm2d) -> bool:
     """Whether ``norm`` runs folded into the conv before it: in eval mode (running statistics, a fixed affine
     map) and without gradients (folded weights are cached constants; training and autograd see the modules as
     written, and so does the ONNX exporter, which runs with gradients on; ONNX Runtime folds on its own);
-    not inside ``batchnorm_unfolded()``."""
+    not inside ``as_written()``."""
     return _FOLDING.get() and not norm.training and not torch.is_grad_enabled()
 
 
@@ -350,7 +352,7 @@ class PyramidPool(nn.Module):
             else:
                 h = stage(x)
             outs.append(h)
-        if self.training:
+        if self.training or not _FOLDING.get():
             out = self.merge_layer(torch.cat(outs, 1))
             return out if self.last else self.br(out)
         return self._merge(torch.cat(outs, 1), fold)

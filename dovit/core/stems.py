@@ -95,12 +95,14 @@ class EncoderStem(nn.Module):
         return self.proj(maps[-1]).permute(0, 2, 3, 1), maps
 
     def flops(self, height: int, width: int) -> int:
-        """FLOPs of the encoder and projection on an H x W input, counted by torch's FlopCounterMode."""
+        """FLOPs of the encoder and projection on an H x W input, counted by torch's FlopCounterMode on the
+        modules as written (``espnetv2.as_written``)."""
+        from .espnetv2 import as_written
         from .flops import count_flops
 
         if (height, width) not in self._flops:
             probe = torch.zeros(1, 3, height, width, device=self.proj.weight.device)
-            with torch.no_grad():
+            with torch.no_grad(), as_written():
                 self._flops[(height, width)] = count_flops(self.forward, probe)[0]
         return self._flops[(height, width)]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.espnetv2 import batchnorm_unfolded
+from ..core.espnetv2 import as_written
 from ..core.flops import forward_flops
 from ..core.model import DoViTSegmenter, build_model
 from ..core.stopwatch import Stopwatch
@@ -311,7 +311,7 @@ def format_baseline(result: BaselineComparison) -> str:
 class FoldingComparison:
     """A hybrid checkpoint (stem and decoder 'espnetv2') on the same frames at batch 1 and its default xi,
     ESPNetv2's BatchNorms folded into the convs (eval mode's default) against run as written
-    (``espnetv2.batchnorm_unfolded``), interleaved. Per part — "stem" (the model's ``embed`` timing: encoder,
+    (``espnetv2.as_written``), interleaved. Per part — "stem" (the model's ``embed`` timing: encoder,
     projection, position embedding), "decoder", "forward" (the whole call) — ms per frame (median over
     rounds) of each variant, and per-round ratios unfolded / folded (median, min, max)."""
 
@@ -332,7 +332,7 @@ def compare_batchnorm_folding(model: DoViTSegmenter, frames: torch.Tensor, warmu
         raise ValueError(f"{name} has stem {model.config.stem!r}: BatchNorm folding serves the hybrid "
                          "('espnetv2') stem and decoder")
     model, xi = model.eval(), float(model.config.default_xi)
-    contexts = {"folded": contextlib.nullcontext, "unfolded": batchnorm_unfolded}
+    contexts = {"folded": contextlib.nullcontext, "unfolded": as_written}
     rounds: dict[str, list[dict[str, float]]] = {variant: [] for variant in contexts}
     for round_index in range(warmup + repeats):
         parts = {variant: dict.fromkeys(("stem", "decoder", "forward"), 0.0) for variant in contexts}
