@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dovit.core.trace import token_centres
+from dovit.core.trace import class_name, token_centres
 
 if TYPE_CHECKING:
     from dovit import Prediction
@@ -139,12 +139,8 @@ class TokenReport:
 
 
 def _classes(ids: np.ndarray, probabilities: np.ndarray, names: list[str]) -> list[ClassScore]:
-    return [ClassScore(int(i), _name(int(i), names), float(p)) for i, p in zip(ids, probabilities,
+    return [ClassScore(int(i), class_name(names, int(i)), float(p)) for i, p in zip(ids, probabilities,
                                                                                strict=False)]
-
-
-def _name(class_id: int, names: list[str]) -> str:
-    return str(names[class_id]) if 0 <= class_id < len(names) else f"class {class_id}"
 
 
 def token_report(prediction: Prediction, row: int, col: int, class_names: list[str],
@@ -188,8 +184,9 @@ def token_report(prediction: Prediction, row: int, col: int, class_names: list[s
         aux_heads=aux_heads,
         decoder_top3=decoder_top3, halting_group=depth, ran_all_blocks=depth == num_groups,
         blocks_run=last_block,
-        dovit_class=ClassScore(dovit_class, _name(dovit_class, class_names)),
-        dense_class=None if dense_class is None else ClassScore(dense_class, _name(dense_class, class_names)),
+        dovit_class=ClassScore(dovit_class, class_name(class_names, dovit_class)),
+        dense_class=(None if dense_class is None
+                     else ClassScore(dense_class, class_name(class_names, dense_class))),
         agrees_with_dense=None if dense_class is None else dovit_class == dense_class,
     )
 

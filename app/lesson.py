@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import plotly.graph_objects as go
 
-from dovit.core.trace import Trace
+from dovit.core.trace import Trace, class_name
 from dovit.viz import drawing
 
 from .analysis import Views
@@ -83,15 +83,11 @@ def stop_summaries(trace: Trace, class_names: list[str]) -> list[StopSummary]:
             confidence = decision.confidence[stopped]
             for class_id in np.unique(ids):
                 picked = ids == class_id
-                classes.append((_name(class_names, int(class_id)), int(picked.sum()),
+                classes.append((class_name(class_names, int(class_id)), int(picked.sum()),
                                 float(confidence[picked].mean())))
             classes.sort(key=lambda item: -item[1])
         summaries.append(StopSummary(decision.layer, int(stopped.sum()), so_far, trace.num_tokens, classes))
     return summaries
-
-
-def _name(class_names: list[str], class_id: int) -> str:
-    return class_names[class_id] if 0 <= class_id < len(class_names) else f"class {class_id}"
 
 
 def _percent(value: float) -> str:
@@ -132,22 +128,23 @@ def confidence_step(context: LessonContext) -> tuple[str, str, np.ndarray, None]
             f"where it is sure. Here q runs from {decision.confidence.min():.2f} to "
             f"{decision.confidence.max():.2f}; "
             f"{_percent(sure)} of the tokens are already at least {_percent(SURE)} sure.")
-    by_class = stop_summaries_at(trace, context.class_names, 0)
+    by_class = class_confidences(trace, context.class_names, 0)
     if by_class:
         name, count, mean = by_class[0]
         text += f" The surest class is {name}: its {count} tokens average {_percent(mean)}."
     return "An auxiliary head's confidence", text, context.views.heatmaps[0][0], None
 
 
-def stop_summaries_at(trace: Trace, class_names: list[str], index: int) -> list[tuple[str, int, float]]:
+def class_confidences(trace: Trace, class_names: list[str],
+                      index: int) -> list[tuple[str, int, float]]:
     """(class name, tokens, mean confidence) of decision ``index``'s aux head over ALL tokens, surest class
     first (classes with fewer than 5 tokens left out: a mean over a handful says little)."""
     decision = trace.decisions[index]
     if decision.top_classes is None:
         return []
     ids = decision.top_classes[..., 0]
-    rows = [(_name(class_names, int(c)), int((ids == c).sum()), float(decision.confidence[ids == c].mean()))
-            for c in np.unique(ids)]
+    rows = [(class_name(class_names, int(c)), int((ids == c).sum()),
+             float(decision.confidence[ids == c].mean())) for c in np.unique(ids)]
     return sorted((row for row in rows if row[1] >= 5), key=lambda row: -row[2])
 
 
@@ -198,7 +195,7 @@ def mask_step(context: LessonContext) -> tuple[str, str, np.ndarray, None]:
             f"mask. It agrees with the dense model's (ξ = 1) on **{100 * agreement:.1f} %** of the pixels")
     if differs.any():
         ids, counts = np.unique(prediction.dense_mask[differs], return_counts=True)
-        top = " and ".join(_name(context.class_names, int(i)) for i in ids[np.argsort(-counts)][:2])
+        top = " and ".join(class_name(context.class_names, int(i)) for i in ids[np.argsort(-counts)][:2])
         text += f"; the differing pixels (magenta) are mostly where the dense model saw {top}."
     else:
         text += ": not one pixel differs."

@@ -21,6 +21,11 @@ from .token_pass import halting_depth
 TOP_K = 3  # classes kept per token for each aux head and the decoder
 
 
+def class_name(names: list[str], class_id: int) -> str:
+    """The name of ``class_id`` in ``names``, or "class N" for an id the names do not cover."""
+    return str(names[class_id]) if 0 <= class_id < len(names) else f"class {class_id}"
+
+
 @dataclass
 class DecisionTrace:
     """One decision layer l: confidence q_l, tokens stopped here, cumulative keep mask M_l."""
@@ -103,8 +108,7 @@ class Trace:
             raise ValueError("this trace has no decoder classes per token (decoder_top_classes is None)")
         classes = self.decoder_top_classes[..., 0]
         num_classes = max(len(self.class_names), int(classes.max(initial=-1)) + 1)
-        names = [self.class_names[c] if c < len(self.class_names) else f"class {c}"
-                 for c in range(num_classes)]
+        names = [class_name(self.class_names, c) for c in range(num_classes)]
         counts = halting_counts(self.halting_depth, classes, num_classes, len(self.groups))
         return HaltingByClass(names, counts)
 
