@@ -76,7 +76,14 @@ def render_views(predictor: Predictor, image: np.ndarray, xi: float, opacity: fl
     ξ-dependent part of the forward (``Predictor.set_image`` caches the rest)."""
     working = tuple(int(v) for v in (working_size or image.shape[:2]))
     predictor.set_image(image, working)
-    prediction = predictor.predict(xi=xi)
+    return draw_views(predictor, predictor.predict(xi=xi), image, opacity, palette, working)
+
+
+def draw_views(predictor: Predictor, prediction: Prediction, image: np.ndarray, opacity: float = 0.5,
+               palette: str = "dataset", working_size: tuple[int, int] | None = None) -> Views:
+    """Every view of ``prediction``, a forward of ``predictor`` on ``image`` seen at ``working_size`` (None:
+    the image's own size), drawn over ``image`` (``render_views`` without the forward). No model runs."""
+    working = tuple(int(v) for v in (working_size or image.shape[:2]))
     trace, patch, config = prediction.trace, predictor.model.patch_size, predictor.config
     colors = drawing.class_palette(config.class_colors, palette)
     color_mask = drawing.colorize_mask(prediction.mask, colors)

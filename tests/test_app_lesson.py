@@ -132,3 +132,15 @@ def test_other_tabs_and_closed_lesson_leave_it_alone(tab):
     assert handlers.on_open(2, 0.9, 0.5, session, SimpleNamespace(value="Compare")) == skipped
     assert handlers.on_refresh("lesson", 2, 0.9, 0.5, session).step == 2
     assert handlers.on_open(4, 0.9, 0.5, session, SimpleNamespace(value="Lesson")).step == 4
+
+
+def test_the_lesson_draws_the_pages_last_forward_without_running_the_model_again(tab, monkeypatch):
+    handlers, session = tab
+    assert session.prediction is not None and session.prediction.xi == 0.9  # the page's forward, at 0.9
+    predictor = handlers.studio.predictor_for(session)
+    forwards = []
+    monkeypatch.setattr(predictor, "predict", lambda *a, **k: forwards.append(k) or pytest.fail("a forward"))
+    shown = handlers.show(4, 0.9, 0.5, session)
+    assert shown.step == 4 and forwards == []
+    monkeypatch.undo()
+    assert handlers.show(4, 0.5, 0.5, session).step == 4  # another ξ than the page's: the lesson's own forward

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from .. import controls, lesson
-from ..analysis import render_views, run_sweep
+from ..analysis import Views, draw_views, render_views, run_sweep
 from ..slots import Slots, connect
 from ..state import Session
 from ..studio import Studio
@@ -85,18 +85,31 @@ class LessonHandlers:
             if session is None:
                 return _slots(number, EMPTY)
             predictor = studio.predictor_for(session)
-            with studio.model_call():
-                views = render_views(predictor, session.display, studio.user_xi(xi), opacity, session.palette,
-                                     session.size)
-                if number == lesson.SWEEP_STEP and not session.sweep:
-                    session.sweep = run_sweep(predictor, session.display, controls.sweep_values(SWEEP_POINTS),
-                                              working_size=session.size)
+            views = self._views(predictor, session, studio.user_xi(xi), opacity,
+                                sweep=number == lesson.SWEEP_STEP)
         context = lesson.LessonContext(
             views=views, working_image=session.working, image_size=session.image.shape[:2],
             class_names=list(predictor.config.class_names), patch=predictor.model.patch_size,
             stem=predictor.config.stem, embed_dim=predictor.model.embed_dim, sweep=session.sweep)
         shown = lesson.lesson_step(context, number)
         return _slots(number, shown.text, shown)
+
+    def _views(self, predictor, session: Session, xi: float, opacity: float, sweep: bool) -> Views:
+        """The views of the page's last forward when it ran at ``xi`` (the page draws first and the lesson
+        follows it: no second forward), else of a forward. ``sweep``: also the trade-off curve's ξ sweep, when
+        the image has none yet."""
+        page = session.prediction
+        views = None
+        if page is not None and page.xi == xi:
+            views = draw_views(predictor, page, session.display, opacity, session.palette, session.size)
+        if views is None or (sweep and not session.sweep):
+            with self.studio.model_call():
+                views = views or render_views(predictor, session.display, xi, opacity, session.palette,
+                                              session.size)
+                if sweep and not session.sweep:
+                    session.sweep = run_sweep(predictor, session.display, controls.sweep_values(SWEEP_POINTS),
+                                              working_size=session.size)
+        return views
 
 
 def _slots(number: int, text: str, shown: lesson.LessonStep | None = None) -> LessonSlots:
