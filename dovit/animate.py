@@ -33,9 +33,9 @@ def parse_args(argv: list[str] | None = None) -> AnimateConfig:
         description="Animate one image's token pass group by group: every token lit at first, then after "
                     "each group B_g the tokens its decision stopped (Eq. 5) fade to their final class colour "
                     "while the kept ones stay lit; a banner on each frame gives the group, the share of "
-                    "tokens it ran on and the GFLOPs spent so far; the last frame is the mask. The image is "
-                    "resized to the checkpoint's working size. Writes a GIF that loops forever or an MP4 "
-                    "(mp4v), by the suffix of --out.",
+                    "tokens it ran on and the GFLOPs spent so far; the last frame is the mask. The image "
+                    "runs at its own aspect with the checkpoint's token budget. Writes a GIF that loops "
+                    "forever or an MP4 (mp4v), by the suffix of --out.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
     add("image", help="the image (PNG, JPEG, WebP, BMP)")

@@ -13,7 +13,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import cv2
 import PIL.Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,8 +28,7 @@ from app_driver import (  # noqa: E402
 )
 
 from app.ui import build_demo  # noqa: E402
-from dovit import Predictor  # noqa: E402
-from dovit.viz.animation import AnimationTiming, render_pass, write_animation  # noqa: E402
+from dovit import Predictor, animate  # noqa: E402
 
 EXAMPLE = ROOT / "assets" / "synthetic_street.png"
 
@@ -40,12 +38,11 @@ def save_small_png(path: Path) -> None:
     PIL.Image.open(path).convert("RGB").quantize(256, dither=PIL.Image.Dither.NONE).save(path, optimize=True)
 
 
-def draw_animation(predictor: Predictor, out: Path) -> Path:
-    image = cv2.cvtColor(cv2.imread(str(EXAMPLE)), cv2.COLOR_BGR2RGB)
-    height, width = predictor.working_size(image_size=image.shape[:2])
-    working = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-    frames = render_pass(predictor, working, timing=AnimationTiming(fade_frames=3))
-    return write_animation(frames, out)
+def draw_animation(out: Path) -> Path:
+    """What ``python -m dovit.animate`` writes for the example (3 frames per fade: a smaller GIF)."""
+    if animate.main([str(EXAMPLE), "--out", str(out), "--fade-frames", "3"]) != 0:
+        raise SystemExit(f"could not draw {out}")
+    return out
 
 
 def photograph_studio(predictor: Predictor, docs: Path) -> list[Path]:
@@ -77,7 +74,7 @@ def main() -> None:
     parser.add_argument("--skip-browser", action="store_true", help="only the animation (no Chromium needed)")
     args = parser.parse_args()
     predictor = Predictor.from_checkpoint()
-    written = [draw_animation(predictor, args.docs / "token_pass.gif")]
+    written = [draw_animation(args.docs / "token_pass.gif")]
     if not args.skip_browser:
         written += photograph_studio(predictor, args.docs)
     for path in written:

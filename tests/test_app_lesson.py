@@ -143,4 +143,4 @@ def test_the_lesson_draws_the_pages_last_forward_without_running_the_model_again
     shown = handlers.show(4, 0.9, 0.5, session)
     assert shown.step == 4 and forwards == []
     monkeypatch.undo()
-    assert handlers.show(4, 0.5, 0.5, session).step == 4  # another ξ than the page's: the lesson's own forward
+    assert handlers.show(4, 0.5, 0.5, session).step == 4  # another ξ than the page's: its own forward
