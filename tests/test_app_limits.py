@@ -274,3 +274,49 @@ def test_a_sweep_cancelled_while_queued_frees_its_slot(studio):
     studio.admission.admit("queued-tab", "client", "sweep")  # a new sweep is admitted
     studio.on_image(None, studio.default_size_value, 0.9, 0.5, None, request=Request())
     assert studio.admission.pending("queued-tab") == 0
+
+
+def test_settling_xi_frees_the_admission_of_a_cancelled_drag(studio):
+    """Releasing the slider (or typing ξ, or Reset) cancels the drag answer on its way; a drag cancelled
+    while still queued never runs its handler, so settling ξ frees its admission."""
+
+    class Request:
+        session_hash, client = "dragging-tab", None
+
+    for settle in (lambda: studio.on_release(0.5, 0.5, None, request=Request()),
+                   lambda: studio.on_xi_box(0.5, 0.5, None, request=Request()),
+                   lambda: studio.on_reset(0.5, None, request=Request())):
+        studio.admission.admit("dragging-tab", "client", "drag")  # the drag, cancelled before it ran
+        studio.admission.admit("dragging-tab", "client")  # the settling call itself
+        settle()
+        assert studio.admission.pending("dragging-tab") == 0
+
+
+def test_settling_xi_cancels_the_drag_event(tiny_model):
+    from app.ui import build_demo
+
+    app = build_demo(Predictor(tiny_model))
+    fns = list(app.blocks.fns.values())
+    drag = next(fn for fn in fns if fn.name == "on_drag")
+    assert drag.trigger_mode == "always_last" and drag.concurrency_id == "page"
+    cancellers = [fn for fn in fns if fn.is_cancel_function and drag._id in fn.cancels]
+    triggers = sorted(event for fn in cancellers for _, event in fn.targets)
+    assert triggers == ["blur", "click", "release", "submit"]  # slider release, ξ box, Reset
+
+
+def test_a_drag_handled_just_after_xi_settled_changes_nothing(studio, monkeypatch):
+    """A drag sent before the release can be handled after it; it must not replace the settled views."""
+    import app.studio
+
+    class Request:
+        session_hash, client = "late-drag-tab", None
+
+    session = session_for(studio)
+    studio.on_release(0.2, 0.5, session, request=Request())
+    late = studio.on_drag(0.7, 0.5, session, request=Request())
+    assert late.xi_box == gr.skip()
+    assert all(value == gr.skip() for value in late.refresh.views.flat())
+    other = studio.on_drag(0.7, 0.5, session_for(studio))  # another page (no request): not settled
+    assert other.xi_box == controls.xi_from_position(0.7)
+    monkeypatch.setattr(app.studio, "SETTLE_WINDOW_S", 0.0)  # the window has passed: a new gesture
+    assert studio.on_drag(0.7, 0.5, session, request=Request()).xi_box == controls.xi_from_position(0.7)

@@ -14,6 +14,7 @@ from app.analysis import to_working_size
 from app.images import fit_within
 from dovit.core import preprocess
 from dovit.core.preprocess import (
+    MAX_WORKING_ASPECT,
     aspect_working_size,
     logits_to_mask,
     normalise,
@@ -255,6 +256,16 @@ def test_tiny_and_thin_images_get_at_least_one_patch_a_side(image):
     size = aspect_working_size(image, (64, 96), 16)
     assert min(size) >= 16
     assert (size[0] >= size[1]) == (image[0] >= image[1]) or size[0] == size[1] == 16
+
+
+@pytest.mark.parametrize("image", [(10, 1000), (1000, 10), (400, 1600), (100, 4000)])
+def test_extreme_aspects_are_squeezed_to_the_widest_working_shape(image):
+    """A 10 x 1000 banner does not get a 4157-px-wide working size: beyond 4:1 the aspect is capped."""
+    input_size, patch = _shipped_input()
+    size = aspect_working_size(image, input_size, patch)
+    assert max(size) / min(size) == pytest.approx(MAX_WORKING_ASPECT, rel=0.01)
+    assert (size[0] > size[1]) == (image[0] > image[1])
+    assert abs(size[0] * size[1] / np.prod(input_size) - 1) < 0.01
 
 
 def test_a_size_must_be_positive():

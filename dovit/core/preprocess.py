@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+MAX_WORKING_ASPECT = 4.0  # the longest side at most 4x the shortest in the working size (aspect_working_size)
+
 
 def aspect_working_size(image_size: tuple[int, int], input_size: tuple[int, int],
                         patch_size: int) -> tuple[int, int]:
@@ -23,7 +25,9 @@ def aspect_working_size(image_size: tuple[int, int], input_size: tuple[int, int]
 
     An image with exactly the input size's aspect ratio gets exactly ``input_size`` (a 720 x 960 CamVid
     frame: 360 x 480), so every result at the checkpoint's shape stays as it was. A 540 x 960 (16:9) photo at
-    360 x 480 gets 312 x 554, a 20 x 35 grid of 16-px patches (23 x 30 when squeezed).
+    360 x 480 gets 312 x 554, a 20 x 35 grid of 16-px patches (23 x 30 when squeezed). Aspects beyond
+    ``MAX_WORKING_ASPECT`` (a panorama strip, a 10 x 1000 banner) are squeezed to it, so that one side does
+    not grow to thousands of pixels and a handful of patches across.
     """
     height, width = (int(v) for v in image_size)
     input_height, input_width = (int(v) for v in input_size)
@@ -31,9 +35,10 @@ def aspect_working_size(image_size: tuple[int, int], input_size: tuple[int, int]
         raise ValueError(f"image size must be positive, got {height}x{width}")
     if height * input_width == width * input_height:  # the same aspect, exactly (integers, no rounding)
         return input_height, input_width
-    # h * w = input area with h / w = height / width
-    scale = math.sqrt(input_height * input_width / (height * width))
-    return max(patch_size, round(height * scale)), max(patch_size, round(width * scale))
+    aspect = min(max(height / width, 1 / MAX_WORKING_ASPECT), MAX_WORKING_ASPECT)
+    # h * w = input area with h / w = aspect
+    width_scaled = math.sqrt(input_height * input_width / aspect)
+    return max(patch_size, round(aspect * width_scaled)), max(patch_size, round(width_scaled))
 
 
 def resize_interpolation(source_size: tuple[int, int], target_size: tuple[int, int]) -> int:
