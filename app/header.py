@@ -34,8 +34,8 @@ def header_markdown(predictor: Predictor) -> str:
                  for k in ("source", "images", "image_count", "train", "default_xi", "target_agreement")}
         converted += (f"  \n<sub>calibrated without labels from `{clean['source']}` on "
                       f"{clean['image_count']} images of `{clean['images']}` (trained: {clean['train']}); "
-                      f"default ξ {clean['default_xi']} keeps {clean['target_agreement']} of the dense "
-                      "model's pixels</sub>")
+                      f"its label-free rule picked ξ {clean['default_xi']} (masks agree with the dense "
+                      f"model's on {clean['target_agreement']} of the pixels)</sub>")
     return (
         "# DoViT Studio — dynamic token-pass ViT segmentation\n"
         f"`{config.backbone}` · decoder {decoder} ({config.decoder_channels} ch) · {config.num_classes} "
