@@ -124,8 +124,8 @@ class Admission:
         self._next = 0
 
     def admit(self, session: str, client: str, kind: str = "model") -> None:
-        """Admit one call of ``kind`` ('model', 'drag', 'sweep', 'video' or 'report') for ``session`` from
-        ``client``; sweeps, videos and reports also have their own cap per session."""
+        """Admit one call of ``kind`` ('model', 'sweep', 'video' or 'report') for ``session`` from ``client``;
+        sweeps, videos and reports also have their own cap per session."""
         limits = self.limits
         with self._lock:
             self._expire()

@@ -148,19 +148,15 @@ class PageEvents:
     def on_drag(self, position: float, opacity: float, session: Session | None,
                 request: gr.Request = None) -> SliderRefresh:
         """While dragging: ξ readout always; views too when a refresh is fast enough."""
-        with self.finished(request, "drag"):
-            unchanged = Refresh(session, ViewSlots.filled(gr.skip(), self.num_groups))
-            if self.drag_is_stale(request):  # a late answer of a gesture already released
-                return SliderRefresh(gr.skip(), unchanged)
+        with self.finished(request):
             xi = controls.xi_from_position(position)
             if session is None or not self.live_refresh_is_fast():
-                return SliderRefresh(xi, unchanged)
+                return SliderRefresh(xi, Refresh(session, ViewSlots.filled(gr.skip(), self.num_groups)))
             return SliderRefresh(xi, self.refresh(session, xi, opacity))
 
     def on_release(self, position: float, opacity: float, session: Session | None,
                    request: gr.Request = None) -> SliderRefresh:
         """Slider released at ``position``: ξ from the slider scale, refresh every view."""
-        self.settle_xi(request)
         with self.finished(request):
             xi = controls.xi_from_position(position)
             return SliderRefresh(xi, self.refresh(session, xi, opacity))
@@ -168,14 +164,12 @@ class PageEvents:
     def on_xi_box(self, xi: float, opacity: float, session: Session | None,
                   request: gr.Request = None) -> XiBoxRefresh:
         """ξ typed: move the slider to it, refresh every view."""
-        self.settle_xi(request)
         with self.finished(request):
             xi = self.user_xi(xi)
             position = controls.position_from_xi(xi)
             return XiBoxRefresh(position, self.refresh(session, xi, opacity))
 
     def on_reset(self, opacity: float, session: Session | None, request: gr.Request = None) -> ResetRefresh:
-        self.settle_xi(request)
         with self.finished(request):
             xi = self.predictor_for(session).config.default_xi
             typed = self.on_xi_box(xi, opacity, session)

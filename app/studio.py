@@ -11,7 +11,6 @@ finished by its handler.
 from __future__ import annotations
 
 import statistics
-import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -38,8 +37,6 @@ from .runtime import trim_heap
 from .state import Session, ViewSlots
 
 LIVE_REFRESH_MAX_MS = 250.0  # while dragging, redraw every view only if a full refresh is this fast
-# after ξ settles, a page's drags are late answers of that gesture for this long (Studio.drag_is_stale)
-SETTLE_WINDOW_S = 2.0
 
 
 def default_image_dirs() -> list[Path]:
@@ -68,7 +65,6 @@ class Studio(PageEvents):
         self.gate = ModelGate()
         self.admission = Admission(self.limits)
         self.refresh_ms: deque[float] = deque(maxlen=9)
-        self.settled_at: dict[str, float] = {}  # session hash -> when its ξ was last settled (settle_xi)
         self.num_groups = self.models.max_groups  # view slots: a model with fewer groups hides the rest
 
     def warm_up(self) -> None:
@@ -124,25 +120,6 @@ class Studio(PageEvents):
         """The session's sweep was cancelled (Stop, a new image or size): if it was still queued its
         handler never runs, so its admission is freed here (a no-op when the sweep had started)."""
         self.release(request, "sweep")
-
-    def settle_xi(self, request: gr.Request | None) -> None:
-        """ξ was settled (slider released, typed, reset). The event cancels the drag answer on its way; if
-        that drag was still queued its handler never runs, so its admission is freed here (the frontend keeps
-        at most one drag in flight; a no-op when none is held). Drags of this page handled in the next
-        ``SETTLE_WINDOW_S`` are late answers of the settled gesture (``drag_is_stale``)."""
-        self.release(request, "drag")
-        if request is not None:
-            now = time.monotonic()
-            self.settled_at = {page: t for page, t in self.settled_at.items() if now - t < SETTLE_WINDOW_S}
-            self.settled_at[request.session_hash or ""] = now
-
-    def drag_is_stale(self, request: gr.Request | None) -> bool:
-        """A drag handled just after ξ was settled: each call's validator runs before it joins the queue, side
-        by side with the others', so a drag sent before the release can join (and answer) after it; its
-        views would replace the settled ones. A new drag that soon only skips its live refresh (its own
-        release settles it)."""
-        settled = self.settled_at.get(request.session_hash or "") if request is not None else None
-        return settled is not None and time.monotonic() - settled < SETTLE_WINDOW_S
 
     # ------------------------------------------------------------------ shared pieces
     def view_names(self) -> list[str]:

@@ -245,20 +245,16 @@ def wire_page(demo: gr.Blocks, studio: Studio, session: gr.State, page: PageCont
                                                  page.model, page.runtime, views.palette],
             ImageRefresh(session, page.notices, page.size, views.slots), **restart)
     connect(page.size.input, studio.on_size, [page.size, page.xi_box, opacity, session], refresh, **restart)
-    drag_event = connect(page.xi_slider.input, studio.on_drag, [page.xi_slider, opacity, session],
-                         SliderRefresh(page.xi_box, refresh), trigger_mode="always_last",
-                         show_progress="hidden", **dict(page_event, validator=studio.admit("drag")))
-    # a drag answer still on its way when ξ settles would land after the settled views (the calls'
-    # validators run side by side, so they can join the queue in either order): settling ξ cancels it,
-    # and the server drops drags that come that late (Studio.settle_xi, Studio.drag_is_stale)
-    settle = dict(cancels=[drag_event], **page_event)
+    connect(page.xi_slider.input, studio.on_drag, [page.xi_slider, opacity, session],
+            SliderRefresh(page.xi_box, refresh), trigger_mode="always_last", show_progress="hidden",
+            **page_event)
     connect(page.xi_slider.release, studio.on_release, [page.xi_slider, opacity, session],
-            SliderRefresh(page.xi_box, refresh), show_progress="minimal", **settle)
+            SliderRefresh(page.xi_box, refresh), show_progress="minimal", **page_event)
     for event in (page.xi_box.submit, page.xi_box.blur):
         connect(event, studio.on_xi_box, [page.xi_box, opacity, session],
-                XiBoxRefresh(page.xi_slider, refresh), show_progress="minimal", **settle)
+                XiBoxRefresh(page.xi_slider, refresh), show_progress="minimal", **page_event)
     connect(page.reset.click, studio.on_reset, [opacity, session],
-            ResetRefresh(page.xi_box, page.xi_slider, refresh), **settle)
+            ResetRefresh(page.xi_box, page.xi_slider, refresh), **page_event)
     opacity.input(studio.on_opacity, [opacity, session], views.slots.mask_overlay, show_progress="hidden",
                   api_visibility="private")
     inspected = [(view, inspector_tab.view_content) for view in views.slots.working_images()]
